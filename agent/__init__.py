@@ -1,0 +1,1 @@
+"""gpuproof provider agent and the `gpuproof` command line."""

@@ -1,0 +1,133 @@
+"""The `gpuproof` command line (typer).
+
+Every failure is one line on stderr: exit 2 for a bad parameter (naming it), 1 for any other gpuproof
+error; never a traceback for bad input. `--json` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from kernels.backend import select_backend
+from kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
+from kernels.spec import SPEC, ChallengeParams, parse_seed
+
+app = typer.Typer(
+    name="gpuproof",
+    help="gpuproof: exact int8 GPU challenges, Merkle commitments and trust scores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+challenge_app = typer.Typer(help="Run and open gpuproof/1 challenges locally.", no_args_is_help=True)
+app.add_typer(challenge_app, name="challenge")
+
+SeedOpt = Annotated[str, typer.Option("--seed", help="32-byte seed as 64 hex characters.",
+                                      envvar="GPUPROOF_SEED")]
+MOpt = Annotated[int, typer.Option("--m", help="Rows of A_r and C_r.")]
+NOpt = Annotated[int, typer.Option("--n", help="Rows of B (columns of C_r): 256 times a power of two.")]
+KOpt = Annotated[int, typer.Option("--k", help="Inner dimension: a multiple of 64, at most 2**20.")]
+RoundsOpt = Annotated[int, typer.Option("--rounds", help="Number of chained rounds R.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto, cpu or cuda.", envvar="GPUPROOF_BACKEND")]
+DeviceOpt = Annotated[int, typer.Option("--device", help="CUDA device index.", envvar="GPUPROOF_DEVICE")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+
+
+def _params(seed: str, m: int, n: int, k: int, rounds: int) -> ChallengeParams:
+    return ChallengeParams(parse_seed(seed), m, n, k, rounds)
+
+
+def _check_device(device: int) -> None:
+    if device < 0:
+        raise InvalidParameter("--device", f"must be a non-negative device index, got {device}")
+
+
+@challenge_app.command("run")
+def challenge_run(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
+                  backend: BackendOpt = "auto", device: DeviceOpt = 0, as_json: JsonOpt = False) -> None:
+    """Compute a challenge's commitment: the R chained round roots."""
+    params = _params(seed, m, n, k, rounds)
+    _check_device(device)
+    engine = select_backend(backend, device)
+    show_progress = not as_json and sys.stdout.isatty() and rounds > 1
+    start = time.perf_counter()
+    if show_progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"rounds ({engine.name})", total=rounds)
+            roots = engine.run(params, progress=lambda done: bar.update(task, completed=done))
+    else:
+        roots = engine.run(params)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print(json.dumps({"spec": SPEC, "roots": [r.hex() for r in roots], "backend": engine.name,
+                          "seconds": round(seconds, 6)}))
+        return
+    for i, root in enumerate(roots):
+        print(f"{i}\t{root.hex()}")
+    ops = params.operations_per_round * rounds
+    print(f"# {SPEC} backend={engine.name} {seconds:.3f} s, {ops / seconds / 1e12:.4f} TOPS", file=sys.stderr)
+
+
+@challenge_app.command("open")
+def challenge_open(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
+                   round_index: Annotated[int, typer.Option("--round", help="Round r to open.")],
+                   row: Annotated[int, typer.Option("--row", help="Row i of C_r to open.")],
+                   backend: BackendOpt = "auto", device: DeviceOpt = 0, as_json: JsonOpt = False) -> None:
+    """Open one (round, row): its n int32 values and the audit path to root_r (recomputes rounds 0..r)."""
+    params = _params(seed, m, n, k, rounds)
+    _check_device(device)
+    if not 0 <= round_index < rounds:
+        raise InvalidParameter("--round", f"must be in 0..{rounds - 1}, got {round_index}")
+    if not 0 <= row < m:
+        raise InvalidParameter("--row", f"must be in 0..{m - 1}, got {row}")
+    engine = select_backend(backend, device)
+    values, path = engine.open(params, round_index, row)
+    if as_json:
+        print(json.dumps({"spec": SPEC, "round": round_index, "row": row,
+                          "values": [int(v) for v in values], "path": [h.hex() for h in path],
+                          "backend": engine.name}))
+        return
+    print(f"round {round_index} row {row}: {n} values")
+    print(" ".join(str(int(v)) for v in values))
+    print(f"path ({len(path)} hashes, leaf {row} of {m}):")
+    for h in path:
+        print(h.hex())
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"gpuproof: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app and turn every expected failure into one line and an exit code."""
+    try:
+        app(args=argv, prog_name="gpuproof", standalone_mode=False)
+    except Exit as exc:
+        return exc.exit_code
+    except Abort:
+        return _fail("aborted", 130)
+    except TyperException as exc:  # click's usage errors, vendored by typer
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())
+            return 0
+        return _fail(" ".join(exc.format_message().split()), exc.exit_code)
+    except (InvalidParameter, BackendUnavailable) as exc:
+        return _fail(str(exc), 2)
+    except GpuproofError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The normative NumPy reference of spec gpuproof/1 (docs/protocol.md).
+
+Any other backend (CUDA) must produce byte-identical nibble matrices, leaf hashes and roots; the tests
+hold it to that. This module favours obvious correctness, then speed on a small CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from kernels import merkle
+from kernels.spec import CHUNK_BYTES, ChallengeParams, a_key, b_key, key_words, prev_root_of
+
+_WORDS_PER_BLOCK = 4
+_VALUES_PER_WORD = 16
+_VALUES_PER_BLOCK = _WORDS_PER_BLOCK * _VALUES_PER_WORD  # 64: why spec v1 needs k % 64 == 0
+_GEN_STEP_VALUES = 1 << 24  # generate in pieces of 16M values to bound temporary memory
+
+
+def _nibble_pair_table() -> np.ndarray:
+    """Byte b -> the two int8 values (low nibble - 8, high nibble - 8), packed as one little-endian u16."""
+    b = np.arange(256, dtype=np.int32)
+    lo = ((b & 15) - 8) & 0xFF
+    hi = ((b >> 4) - 8) & 0xFF
+    return (lo | (hi << 8)).astype("<u2")
+
+
+_PAIRS = _nibble_pair_table()
+
+
+def nibble_values(key16: bytes, count: int, value_offset: int = 0) -> np.ndarray:
+    """`count` values of the nibble stream of `key16`, starting at value `value_offset` (spec v1 step 1).
+
+    Precondition: `value_offset` is a multiple of 64 (a Philox block), `count` a multiple of 16.
+    """
+    if value_offset % _VALUES_PER_BLOCK or count % _VALUES_PER_WORD or count < 0:
+        raise ValueError(f"offset {value_offset} must be a multiple of 64 and count {count} of 16")
+    out = np.empty(count, dtype=np.int8)
+    gen = np.random.Philox(key=np.array(key_words(key16), dtype=np.uint64))
+    gen.advance(value_offset // _VALUES_PER_BLOCK)
+    for start in range(0, count, _GEN_STEP_VALUES):
+        piece = min(_GEN_STEP_VALUES, count - start)
+        words = gen.random_raw(piece // _VALUES_PER_WORD).astype("<u8", copy=False)
+        out[start:start + piece] = _PAIRS[words.view(np.uint8)].view(np.int8)
+    return out
+
+
+def nibble_matrix(key16: bytes, rows: int, k: int, row_offset: int = 0) -> np.ndarray:
+    """Rows `row_offset .. row_offset+rows-1` of the rows x k nibble matrix of `key16` (int8, C order).
+
+    Row i starts at Philox block i*k/64, so any block of rows is made without the ones before it.
+    """
+    if k % _VALUES_PER_BLOCK:
+        raise ValueError(f"k must be a multiple of 64, got {k}")
+    return nibble_values(key16, rows * k, row_offset * k).reshape(rows, k)
+
+
+def b_matrix(params: ChallengeParams) -> np.ndarray:
+    """B (n x k, int8) of the challenge: the same for every round."""
+    return nibble_matrix(b_key(params.seed), params.n, params.k)
+
+
+def a_matrix(params: ChallengeParams, round_index: int, prev_root: bytes, rows: int | None = None,
+             row_offset: int = 0) -> np.ndarray:
+    """A_r (m x k, int8), or `rows` of its rows from `row_offset`."""
+    rows = params.m if rows is None else rows
+    return nibble_matrix(a_key(params.seed, round_index, prev_root), rows, params.k, row_offset)
+
+
+def exact_float_dtype(k: int) -> type[np.floating]:
+    """A float type in which A @ B.T is exact: every partial sum is an integer of magnitude <= 64*k.
+
+    float32 represents every integer up to 2**24, float64 up to 2**53; spec v1 caps k at 2**20.
+    """
+    return np.float32 if 64 * k <= 2**24 else np.float64
+
+
+def as_exact_float(matrix: np.ndarray) -> np.ndarray:
+    """The int8 matrix converted once to the float type that makes BLAS products exact."""
+    return matrix.astype(exact_float_dtype(matrix.shape[-1]))
+
+
+def matmul_exact(a: np.ndarray, b_float: np.ndarray) -> np.ndarray:
+    """C = A @ B.T exactly, as int32 (m x n). `b_float` is `as_exact_float(B)`.
+
+    BLAS in float is exact here (see exact_float_dtype) and a hundred times faster than NumPy's integer
+    matmul; the tests check it against an int64 product.
+    """
+    return (a.astype(b_float.dtype) @ b_float.T).astype(np.int32)
+
+
+def c_bytes(c: np.ndarray) -> memoryview:
+    """Row-major little-endian bytes of C_r (spec v1 step 4)."""
+    return memoryview(np.ascontiguousarray(c, dtype="<i4")).cast("B")
+
+
+def round_tree(c: np.ndarray) -> merkle.MerkleTree:
+    """The RFC 6962 tree over the 1 KiB chunks of C_r (leaf = SHA-256(0x00 || chunk))."""
+    return merkle.MerkleTree(merkle.hash_chunks(c_bytes(c), CHUNK_BYTES))
+
+
+def row_root(values: np.ndarray) -> bytes:
+    """Root of one row's subtree: the RFC 6962 tree over that row's chunks."""
+    return merkle.root_of_hashes(merkle.hash_chunks(c_bytes(values), CHUNK_BYTES))
+
+
+def row_path(tree: merkle.MerkleTree, params: ChallengeParams, row: int) -> list[bytes]:
+    """Audit path from row `row`'s subtree root to root_r: an inclusion proof of index `row` among m.
+
+    A row is a complete aligned subtree of chunks_per_row leaves, so the path of its first leaf, less
+    the log2(chunks_per_row) hashes inside the row, is exactly that proof.
+    """
+    inside = params.chunks_per_row.bit_length() - 1
+    return tree.inclusion_proof(row * params.chunks_per_row)[inside:]
+
+
+class CpuBackend:
+    """Runs challenges with the NumPy reference: everywhere, slowly. The CUDA backend must match it."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._b_cache: tuple[ChallengeParams, np.ndarray] | None = None
+
+    def _b_float(self, params: ChallengeParams) -> np.ndarray:
+        if self._b_cache is None or self._b_cache[0] != params:
+            self._b_cache = (params, as_exact_float(b_matrix(params)))
+        return self._b_cache[1]
+
+    def round_c(self, params: ChallengeParams, round_index: int, prev_root: bytes) -> np.ndarray:
+        """C_r of one round (int32, m x n)."""
+        return matmul_exact(a_matrix(params, round_index, prev_root), self._b_float(params))
+
+    def run(self, params: ChallengeParams,
+            progress: Callable[[int], None] | None = None) -> list[bytes]:
+        """All R roots of the challenge, chaining each round on the previous root."""
+        roots: list[bytes] = []
+        for r in range(params.rounds):
+            c = self.round_c(params, r, prev_root_of(roots, r))
+            roots.append(round_tree(c).root)
+            if progress is not None:
+                progress(r + 1)
+        return roots
+
+    def open(self, params: ChallengeParams, round_index: int, row: int,
+             roots: list[bytes] | None = None) -> tuple[np.ndarray, list[bytes]]:
+        """Row `row` of C_r and its audit path, recomputing round `round_index`.
+
+        With `roots` (the commitment) only that round is recomputed; without, rounds 0..r are.
+        """
+        if roots is None:
+            roots = self.run(ChallengeParams(params.seed, params.m, params.n, params.k, round_index + 1))
+        c = self.round_c(params, round_index, prev_root_of(roots, round_index))
+        tree = round_tree(c)
+        return c[row].copy(), row_path(tree, params, row)
