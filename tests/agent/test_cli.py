@@ -1,0 +1,87 @@
+"""The `gpuproof challenge` commands as a user runs them: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kernels import merkle
+from kernels.reference import row_root
+from tests.conftest import load_vectors
+
+V1 = load_vectors("spec_v1.json")["challenges"][0]
+SEED = V1["seed"]
+SIZES = ["--m", "256", "--n", "256", "--k", "64", "--rounds", "2"]
+
+
+def gpuproof(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_run_json_prints_only_the_document_with_the_vector_roots():
+    out = gpuproof("challenge", "run", "--seed", SEED, *SIZES, "--backend", "cpu", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["spec"] == "gpuproof/1" and doc["backend"] == "cpu"
+    assert doc["roots"] == V1["roots"]
+    assert doc["seconds"] >= 0
+
+
+def test_run_plain_prints_one_root_per_round():
+    out = gpuproof("challenge", "run", "--seed", SEED, *SIZES, "--backend", "cpu")
+    assert out.returncode == 0
+    assert [line.split("\t")[1] for line in out.stdout.splitlines()] == V1["roots"]
+
+
+def test_open_json_verifies_against_the_vector_root():
+    out = gpuproof("challenge", "open", "--seed", SEED, *SIZES, "--round", "1", "--row", "200", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    import numpy as np
+
+    values = np.array(doc["values"], dtype=np.int32)
+    path = [bytes.fromhex(h) for h in doc["path"]]
+    merkle.verify_inclusion(200, 256, row_root(values), path, bytes.fromhex(V1["roots"][1]))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "00", *SIZES], "--seed"),
+    (["--seed", "g" * 64, *SIZES], "--seed"),
+    (["--seed", SEED, "--m", "256", "--n", "300", "--k", "64", "--rounds", "2"], "--n"),
+    (["--seed", SEED, "--m", "0", "--n", "256", "--k", "64", "--rounds", "2"], "--m"),
+    (["--seed", SEED, "--m", "4", "--n", "256", "--k", "65", "--rounds", "2"], "--k"),
+    (["--seed", SEED, "--m", "4", "--n", "256", "--k", "64", "--rounds", "0"], "--rounds"),
+    (["--seed", SEED, "--m", "x", "--n", "256", "--k", "64", "--rounds", "1"], "--m"),
+    (["--seed", SEED, *SIZES, "--backend", "tpu"], "--backend"),
+    (["--seed", SEED, *SIZES, "--device", "-1"], "--device"),
+    (["--seed", SEED, "--m", "256"], "--n"),
+])
+def test_bad_input_exits_2_with_one_line_naming_the_parameter(args, fragment):
+    out = gpuproof("challenge", "run", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--round", "2", "--row", "0"], "--round"),
+    (["--round", "0", "--row", "256"], "--row"),
+])
+def test_open_out_of_range_exits_2(extra, fragment):
+    out = gpuproof("challenge", "open", "--seed", SEED, *SIZES, *extra)
+    assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cuda_without_gpu_exits_2_with_reason():
+    from kernels.backend import cuda_status
+
+    if cuda_status()[0]:
+        pytest.skip("a GPU is present here")
+    out = gpuproof("challenge", "run", "--seed", SEED, *SIZES, "--backend", "cuda")
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("gpuproof: error: --backend cuda:")

@@ -1,0 +1,105 @@
+"""The NumPy reference against the spec vectors and against independent int64 arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import merkle, reference
+from kernels.spec import ChallengeParams, a_key, b_key, key_words
+from tests.conftest import load_vectors
+
+SPEC = load_vectors("spec_v1.json")
+VECTORS = SPEC["challenges"]
+
+
+def params_of(v: dict) -> ChallengeParams:
+    return ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
+
+
+def naive_nibbles(key16: bytes, count: int) -> np.ndarray:
+    """Spec v1 step 1 read literally: raw words, little-endian bytes, low nibble first, minus 8."""
+    gen = np.random.Philox(key=np.array(key_words(key16), dtype=np.uint64))
+    out = []
+    for word in gen.random_raw(count // 16):
+        for byte in int(word).to_bytes(8, "little"):
+            out += [(byte & 15) - 8, (byte >> 4) - 8]
+    return np.array(out, dtype=np.int8)
+
+
+def test_philox_raw_word_vector():
+    case = SPEC["philox"][0]
+    gen = np.random.Philox(key=np.array(case["key_words"], dtype=np.uint64))
+    assert [f"{w:016x}" for w in gen.random_raw(3)] == case["first_raw_words"]
+
+
+def test_b_first_values_vector():
+    v1 = VECTORS[0]
+    b = reference.b_matrix(params_of(v1))
+    assert b[0, :8].tolist() == v1["b_row0_first8"]
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=lambda v: v["desc"])
+def test_spec_vector_roots(v):
+    assert [r.hex() for r in reference.CpuBackend().run(params_of(v))] == v["roots"]
+
+
+def test_nibbles_match_literal_reading_of_the_spec():
+    key = bytes(range(16))
+    want = naive_nibbles(key, 64 * 40)
+    assert np.array_equal(reference.nibble_values(key, 64 * 40), want)
+    assert want.min() == -8 and want.max() == 7
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=16, max_size=16), st.sampled_from([64, 128, 192, 320]), st.integers(0, 40),
+       st.integers(1, 9))
+def test_any_block_of_rows_equals_slice_of_whole_matrix(key, k, offset, rows):
+    whole = reference.nibble_matrix(key, offset + rows, k)
+    assert np.array_equal(reference.nibble_matrix(key, rows, k, row_offset=offset), whole[offset:])
+
+
+def test_generation_in_pieces_matches_one_piece(monkeypatch):
+    key = b"\x07" * 16
+    one = reference.nibble_values(key, 64 * 1000)
+    monkeypatch.setattr(reference, "_GEN_STEP_VALUES", 64 * 7)
+    assert np.array_equal(reference.nibble_values(key, 64 * 1000), one)
+
+
+@pytest.mark.parametrize("k", [64, 1024, 2**18, 2**18 + 64])
+def test_float_matmul_is_exact_even_at_worst_case(k):
+    """All -8 rows give the largest partial sums (64 per term); float32 must hold, then float64 take over."""
+    rng = np.random.default_rng(k)
+    a = rng.integers(-8, 8, size=(3, k), dtype=np.int8)
+    b = rng.integers(-8, 8, size=(5, k), dtype=np.int8)
+    a[0] = -8
+    b[0] = -8
+    got = reference.matmul_exact(a, reference.as_exact_float(b))
+    want = a.astype(np.int64) @ b.astype(np.int64).T
+    assert got.dtype == np.int32
+    assert np.array_equal(got, want)
+    assert got[0, 0] == 64 * k
+
+
+def test_round_root_from_independent_pieces():
+    """root_0 of V2 rebuilt from int64 matmul, hashlib leaves and the oracle tree shape."""
+    v2 = VECTORS[1]
+    p = params_of(v2)
+    a = reference.nibble_matrix(a_key(p.seed, 0, bytes(32)), p.m, p.k).astype(np.int64)
+    b = reference.nibble_matrix(b_key(p.seed), p.n, p.k).astype(np.int64)
+    c = (a @ b.T).astype("<i4").tobytes()
+    leaves = [c[i:i + 1024] for i in range(0, len(c), 1024)]
+    assert merkle.MerkleTree.from_leaves(leaves).root.hex() == v2["roots"][0]
+
+
+def test_open_returns_committed_row_and_path():
+    v2 = VECTORS[1]
+    p = params_of(v2)
+    backend = reference.CpuBackend()
+    roots = backend.run(p)
+    values, path = backend.open(p, 2, 37, roots)
+    again, path_again = backend.open(p, 2, 37)  # recomputing rounds 0..2 gives the same opening
+    assert np.array_equal(values, again) and path == path_again
+    merkle.verify_inclusion(37, p.m, reference.row_root(values), path, roots[2])
