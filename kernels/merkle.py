@@ -276,3 +276,38 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         raise ProofError("consistency proof does not lead to the old root")
     if not hmac.compare_digest(sr, new_root):
         raise ProofError("consistency proof does not lead to the new root")
+
+
+def level_sizes(leaves: int) -> list[int]:
+    """Node counts of every level of an RFC 6962 tree with `leaves` leaves, leaves first, root last."""
+    sizes = [leaves]
+    while sizes[-1] > 1:
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+def level_layout(leaves: int) -> tuple[list[int], list[int]]:
+    """(sizes, offsets) of every level stored one after another in one buffer, in hashes."""
+    sizes = level_sizes(leaves)
+    offsets = [0]
+    for size in sizes[:-1]:
+        offsets.append(offsets[-1] + size)
+    return sizes, offsets
+
+
+def tree_from_levels(levels: Sequence[bytes]) -> MerkleTree:
+    """A MerkleTree over levels computed elsewhere (the GPU), level 0 first; sizes are checked.
+
+    The hashes are trusted as given: use it to cut proofs from a tree this process built, and verify
+    anything that came from elsewhere.
+    """
+    if not levels:
+        raise ValueError("no levels")
+    want = level_sizes(len(levels[0]) // HASH_BYTES)
+    got = [len(x) // HASH_BYTES for x in levels]
+    if got != want or any(len(x) % HASH_BYTES for x in levels):
+        raise ValueError(f"level sizes {got} are not those of an RFC 6962 tree, want {want}")
+    tree = MerkleTree.__new__(MerkleTree)
+    tree.size = want[0]
+    tree._levels = [bytes(x) for x in levels]
+    return tree

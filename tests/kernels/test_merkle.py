@@ -196,3 +196,31 @@ def test_property_consistency_between_any_sizes(new, draw):
     d = data(new)
     tree = merkle.MerkleTree.from_leaves(d)
     merkle.verify_consistency(old, new, oracle_mth(d[:old]), tree.root, tree.consistency_proof(old))
+
+
+@pytest.mark.parametrize("leaves", [1, 2, 3, 5, 8, 100, 513])
+def test_tree_from_levels_gives_the_same_proofs(leaves):
+    """The GPU path hands back raw levels; proofs cut from them must equal the tree's own."""
+    d = data(leaves)
+    tree = merkle.MerkleTree.from_leaves(d)
+    sizes, offsets = merkle.level_layout(leaves)
+    assert sizes[0] == leaves and sizes[-1] == 1 and offsets[0] == 0
+    assert all(offsets[i + 1] == offsets[i] + sizes[i] for i in range(len(sizes) - 1))
+    again = merkle.tree_from_levels([tree.level(h) for h in range(len(sizes))])
+    assert again.root == tree.root
+    assert all(again.inclusion_proof(i) == tree.inclusion_proof(i) for i in range(leaves))
+    with pytest.raises(ValueError, match="level sizes"):
+        merkle.tree_from_levels([tree.level(h) for h in range(len(sizes))][:-1] if leaves > 1 else [b"x" * 64])
+
+
+def test_row_levels_form_the_tree_over_row_roots():
+    """Levels from log2(chunks per row) up are the m-leaf tree the openings prove against."""
+    chunks_per_row, rows = 4, 6
+    d = data(chunks_per_row * rows)
+    tree = merkle.MerkleTree.from_leaves(d)
+    sizes, _ = merkle.level_layout(len(d))
+    row_tree = merkle.tree_from_levels([tree.level(h) for h in range(2, len(sizes))])
+    row_roots = [oracle_mth(d[i * 4:(i + 1) * 4]) for i in range(rows)]
+    assert row_tree.root == tree.root == merkle.root_of_hashes(b"".join(row_roots))
+    for i in range(rows):
+        merkle.verify_inclusion(i, rows, row_roots[i], row_tree.inclusion_proof(i), tree.root)

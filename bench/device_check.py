@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""GPU device check: bit-identity of every CUDA kernel against the NumPy reference, then timings.
+
+One script, no arguments, NumPy + CuPy only. Run on a GPU machine from the repository root:
+
+    python3 bench/device_check.py
+
+It runs the identity checks first (kernels/cuda_identity.py), then times with CUDA events (warm-up,
+median of repeats, fresh random data) at m = n = 8192 with k = 8192 and k = 32768: raw cuBLAS gemmEx
+int8 TOPS, nibble generation GB/s, leaf hashing GB/s, tree build, a full round, and the full round as a
+fraction of raw gemmEx. It prints a table last and writes device_check.json to $OUT when that is set.
+Exit status: 0 when every identity check passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cupy  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kernels import spec  # noqa: E402
+from kernels.cuda_backend import ChallengeBuffers, CudaBackend  # noqa: E402
+from kernels.cuda_identity import ALL_CHECKS, Check  # noqa: E402
+from kernels.spec import ChallengeParams  # noqa: E402
+
+WARMUP = 3
+REPEATS = 15
+
+
+def gpu_seconds(fn, repeats: int = REPEATS, warmup: int = WARMUP, before=None) -> float:
+    """Median seconds of fn() between two CUDA events; `before` (untimed) runs ahead of each repeat."""
+    for _ in range(warmup):
+        if before:
+            before()
+        fn()
+    times = []
+    for _ in range(repeats):
+        if before:
+            before()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return statistics.median(times)
+
+
+def identity(rng: np.random.Generator) -> list[Check]:
+    vectors = json.loads((ROOT / "tests" / "vectors" / "spec_v1.json").read_text())["challenges"]
+    results: list[Check] = []
+    for name, fn in ALL_CHECKS.items():
+        t0 = time.perf_counter()
+        try:
+            got = list(fn(rng, vectors=vectors) if name == "challenges" else fn(rng))
+        except Exception as exc:  # report and go on: the timings are still worth having
+            traceback.print_exc()
+            got = [Check(f"{name} (raised)", False, f"{type(exc).__name__}: {exc}")]
+        for c in got:
+            print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}" + ("" if c.ok else f": {c.detail}"), flush=True)
+        print(f"  {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+        results += got
+    return results
+
+
+def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float]:
+    backend = CudaBackend(cupy.cuda.Device().id)
+    kern = backend.kernels
+    params = ChallengeParams(rng.bytes(32), m, n, k, 1)
+    bufs = ChallengeBuffers(params)
+    kern.gen(bufs.b, bufs.key_b)
+    backend._buffers = bufs
+    ops = 2.0 * m * n * k
+
+    def fresh_keys():  # fresh random data for every repeat
+        bufs.key_a.set(np.frombuffer(rng.bytes(16), dtype=np.uint64))
+
+    def regen_a():
+        fresh_keys()
+        kern.gen(bufs.a, bufs.key_a)
+
+    t_gemm = gpu_seconds(lambda: kern.gemm(bufs.a, bufs.b, bufs.c), before=regen_a)
+    t_gen = gpu_seconds(lambda: kern.gen(bufs.a, bufs.key_a), before=fresh_keys)
+    n_chunks = m * n // 256
+    level0 = bufs.levels[: n_chunks * 32]
+
+    def regen_c():
+        regen_a()
+        kern.gemm(bufs.a, bufs.b, bufs.c)
+
+    t_leaf = gpu_seconds(lambda: kern.leaf_hashes(bufs.c, n_chunks, level0), before=regen_c)
+    t_tree = gpu_seconds(lambda: kern.build_levels(bufs.levels, n_chunks),
+                         before=lambda: kern.leaf_hashes(bufs.c, n_chunks, level0))
+    t_round = gpu_seconds(lambda: backend._round(bufs, 0),
+                          before=lambda: bufs.roots[0].set(np.frombuffer(rng.bytes(32), np.uint8)))
+    # Several chained rounds through the public API, timed on the host clock (includes the copy back).
+    rounds = 8
+    run_params = ChallengeParams(rng.bytes(32), m, n, k, rounds)
+    backend.run(run_params)  # allocate and warm
+    cupy.cuda.get_current_stream().synchronize()
+    t0 = time.perf_counter()
+    backend.run(run_params)
+    t_run = (time.perf_counter() - t0) / rounds
+    return {
+        "m": m, "n": n, "k": k,
+        "gemm_s": t_gemm, "gemm_tops": ops / t_gemm / 1e12,
+        "gen_s": t_gen, "gen_gbps": m * k / t_gen / 1e9,
+        "leaf_s": t_leaf, "leaf_gbps": m * n * 4 / t_leaf / 1e9,
+        "tree_s": t_tree,
+        "round_s": t_round, "round_tops": ops / t_round / 1e12, "round_fraction": t_gemm / t_round,
+        "run_round_s": t_run, "run_fraction": t_gemm / t_run,
+    }
+
+
+def main() -> int:
+    started = time.perf_counter()
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    card = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    info = {
+        "card": card, "date": dt.date.today().isoformat(), "cupy": cupy.__version__, "numpy": np.__version__,
+        "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(), "driver": cupy.cuda.runtime.driverGetVersion(),
+        "sms": props["multiProcessorCount"], "spec": spec.SPEC,
+    }
+    print(f"device check on {card}: {json.dumps(info)}", flush=True)
+    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    print("identity checks:", flush=True)
+    checks = identity(rng)
+    failed = [c for c in checks if not c.ok]
+    print(f"identity: {len(checks) - len(failed)} passed, {len(failed)} failed "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+    rows = []
+    for m, n, k in [(8192, 8192, 8192), (8192, 8192, 32768)]:
+        try:
+            rows.append(timings(m, n, k, rng))
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append({"m": m, "n": n, "k": k, "error": f"{type(exc).__name__}: {exc}"})
+        print(f"timed m=n={m} k={k} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    result = {"info": info, "identity": [c.__dict__ for c in checks], "timings": rows,
+              "seconds": time.perf_counter() - started}
+    out = os.environ.get("OUT")
+    if out:
+        Path(out, "device_check.json").write_text(json.dumps(result, indent=1))
+
+    print(f"\n{card}, {info['date']}, CuPy {info['cupy']}; identity {len(checks) - len(failed)}/{len(checks)}")
+    header = ("m=n", "k", "gemmEx TOPS", "gen GB/s", "leaf GB/s", "tree ms", "round ms", "round TOPS",
+              "round/gemm", "run() ms/round", "run/gemm")
+    print(" | ".join(header))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['m']} | {r['k']} | error: {r['error']}")
+            continue
+        print(" | ".join([str(r["m"]), str(r["k"]), f"{r['gemm_tops']:.0f}", f"{r['gen_gbps']:.0f}",
+                          f"{r['leaf_gbps']:.0f}", f"{r['tree_s'] * 1e3:.3f}", f"{r['round_s'] * 1e3:.3f}",
+                          f"{r['round_tops']:.0f}", f"{r['round_fraction']:.1%}",
+                          f"{r['run_round_s'] * 1e3:.3f}", f"{r['run_fraction']:.1%}"]))
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""CUDA backend of spec gpuproof/1: custom kernels (kernels/cuda/gpuproof.cu) plus cuBLAS int8 GEMM.
+
+Imported only when a GPU backend is asked for (kernels.backend.select_backend). One round on the device:
+round_key (rs_r from the previous root, on the GPU) -> gen_nibbles (A_r) -> cuBLAS gemmEx int8 -> int32
+"TN" (C_r = A_r @ B.T) -> leaf_hash_1k -> merkle_levels -> copy_hash (root_r into the roots array).
+Rounds are chained on the device; only the R 32-byte roots come back to the host. Buffers are allocated
+once per challenge and reused across rounds. Never `cupy.matmul` on int8: it is not cuBLAS and wraps.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from importlib import resources
+
+import cupy
+import numpy as np
+
+from kernels import merkle, spec
+from kernels.errors import BackendUnavailable
+from kernels.spec import ChallengeParams
+
+CUDA_R_8I = 3
+CUDA_R_32I = 10
+CUBLAS_COMPUTE_32I = 72
+CUBLAS_GEMM_DEFAULT = -1
+M_ALIGN = 16  # cuBLAS int8 wants M (and K, lda, ldb) multiples of 4; 16 is the safe choice
+GEN_THREADS = 256
+LEAF_CHUNKS_PER_BLOCK = 128  # 4 warps x 32 chunks
+LEVEL_NODES_PER_BLOCK = 512
+LEVELS_PER_LAUNCH = 9
+
+_modules: dict[int, cupy.RawModule] = {}
+_modules_lock = threading.Lock()
+
+
+def kernel_source() -> str:
+    """The CUDA source shipped as package data."""
+    return resources.files("kernels.cuda").joinpath("gpuproof.cu").read_text()
+
+
+def _module(device_id: int) -> cupy.RawModule:
+    """The compiled module for one device: compiled lazily, once per device, cached."""
+    with _modules_lock:
+        module = _modules.get(device_id)
+        if module is None:
+            module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",))
+            _modules[device_id] = module
+        return module
+
+
+class CudaKernels:
+    """Thin launchers, one per entry point, on one device. All work goes on the current stream."""
+
+    def __init__(self, device_id: int) -> None:
+        self.device_id = device_id
+        try:
+            from cupy.cuda import cublas
+        except ImportError as exc:  # CuPy finds the GPU but not libcublas
+            raise BackendUnavailable(f"cuBLAS cannot be loaded ({exc}); install CUDA's cuBLAS") from None
+        self._cublas = cublas
+        module = _module(device_id)
+        with cupy.cuda.Device(device_id):
+            self._round_key = module.get_function("round_key")
+            self._gen = module.get_function("gen_nibbles")
+            self._leaf = module.get_function("leaf_hash_1k")
+            self._levels = module.get_function("merkle_levels")
+            self._copy = module.get_function("copy_hash")
+        self._one = np.array(1, dtype=np.int32)
+        self._zero = np.array(0, dtype=np.int32)
+
+    def round_key(self, seed_d: cupy.ndarray, round_index: int, prev_root_d: cupy.ndarray,
+                  key_out: cupy.ndarray) -> None:
+        """key_out (2 x uint64) = Philox key words of A_r, from rs_r computed on the device."""
+        self._round_key((1,), (1,), (seed_d, np.uint32(round_index), prev_root_d, key_out))
+
+    def gen(self, out: cupy.ndarray, key_d: cupy.ndarray, first_block: int = 0) -> None:
+        """Fill int8 `out` (a multiple of 64 values) with the nibble stream from Philox block first_block."""
+        if out.size % 64:
+            raise ValueError(f"output of {out.size} values is not a whole number of 64-value blocks")
+        blocks = out.size // 64
+        if blocks == 0:
+            return
+        grid = min((blocks + GEN_THREADS - 1) // GEN_THREADS, 2**31 - 1)
+        self._gen((grid,), (GEN_THREADS,), (out, key_d, np.uint64(first_block), np.uint64(blocks)))
+
+    def leaf_hashes(self, data: cupy.ndarray, n_chunks: int, out: cupy.ndarray) -> None:
+        """out[32*i : 32*i+32] = SHA-256(0x00 || data[1024*i : 1024*i+1024]) for i < n_chunks."""
+        if n_chunks == 0:
+            return
+        grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
+        self._leaf((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), out))
+
+    def build_levels(self, levels: cupy.ndarray, leaves: int) -> int:
+        """Fill every level above level 0 of the buffer; returns the root's offset (in hashes)."""
+        sizes, offsets = merkle.level_layout(leaves)
+        height = len(sizes) - 1
+        start = 0
+        while start < height:
+            count = min(LEVELS_PER_LAUNCH, height - start)
+            grid = (sizes[start] + LEVEL_NODES_PER_BLOCK - 1) // LEVEL_NODES_PER_BLOCK
+            self._levels((grid,), (LEVEL_NODES_PER_BLOCK // 2,),
+                         (levels, np.uint64(leaves), np.int32(start), np.int32(count)))
+            start += count
+        return offsets[-1]
+
+    def copy_hash(self, src: cupy.ndarray, dst: cupy.ndarray) -> None:
+        self._copy((1,), (32,), (src, dst))
+
+    def gemm(self, a: cupy.ndarray, b: cupy.ndarray, c: cupy.ndarray) -> None:
+        """C (M x N, int32) = A (M x K, int8) @ B (N x K, int8).T through cuBLAS gemmEx, "TN" form.
+
+        cuBLAS is column-major: row-major C (M x N) is column-major C.T (N x M) = B @ A.T, and row-major
+        B and A are column-major K x N and K x M, so cuBLAS gets op(B) = transpose, op(A) = none. Both
+        operands are K-contiguous, the layout the int8 tensor-core kernels want.
+        """
+        m, k = a.shape
+        n = b.shape[0]
+        cublas = self._cublas
+        handle = cupy.cuda.device.get_cublas_handle()
+        cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
+        cublas.gemmEx(handle, cublas.CUBLAS_OP_T, cublas.CUBLAS_OP_N, n, m, k,
+                      self._one.ctypes.data, b.data.ptr, CUDA_R_8I, k,
+                      a.data.ptr, CUDA_R_8I, k,
+                      self._zero.ctypes.data, c.data.ptr, CUDA_R_32I, n,
+                      CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT)
+
+
+class ChallengeBuffers:
+    """Device buffers for one challenge (seed and sizes), allocated once and reused by every round."""
+
+    def __init__(self, params: ChallengeParams) -> None:
+        self.params = params
+        self.shape_key = (params.seed, params.m, params.n, params.k)
+        self.m_pad = -(-params.m // M_ALIGN) * M_ALIGN
+        self.leaves = params.leaves_per_round
+        self.sizes, self.offsets = merkle.level_layout(self.leaves)
+        self.a = cupy.empty((self.m_pad, params.k), dtype=cupy.int8)
+        self.b = cupy.empty((params.n, params.k), dtype=cupy.int8)
+        self.c = cupy.empty((self.m_pad, params.n), dtype=cupy.int32)
+        self.levels = cupy.empty(sum(self.sizes) * 32, dtype=cupy.uint8)
+        self.seed = cupy.asarray(np.frombuffer(params.seed, dtype=np.uint8))
+        self.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)  # row 0: the zero root
+        self.key_a = cupy.empty(2, dtype=cupy.uint64)
+        self.key_b = cupy.asarray(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
+
+
+class CudaBackend:
+    """Runs challenges on one GPU. Roots are byte-identical to kernels.reference.CpuBackend's."""
+
+    name = "cuda"
+
+    def __init__(self, device: int = 0) -> None:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if not 0 <= device < count:
+            raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")
+        self.device = device
+        with cupy.cuda.Device(device):
+            self.kernels = CudaKernels(device)
+        self._buffers: ChallengeBuffers | None = None
+
+    def _buffers_for(self, params: ChallengeParams) -> ChallengeBuffers:
+        key = (params.seed, params.m, params.n, params.k)
+        if self._buffers is None or self._buffers.shape_key != key:
+            self._buffers = None  # free the old challenge's memory first
+            bufs = ChallengeBuffers(params)
+            self.kernels.gen(bufs.b, bufs.key_b)
+            self._buffers = bufs
+        elif self._buffers.roots.shape[0] < params.rounds + 1:
+            self._buffers.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)
+        return self._buffers
+
+    def _round(self, bufs: ChallengeBuffers, round_index: int) -> None:
+        """Enqueue round r: reads roots[r] (root_{r-1}), writes roots[r+1] (root_r)."""
+        p = bufs.params
+        self.kernels.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
+        self.kernels.gen(bufs.a, bufs.key_a)
+        self.kernels.gemm(bufs.a, bufs.b, bufs.c)
+        level0 = bufs.levels[: bufs.leaves * 32]
+        self.kernels.leaf_hashes(bufs.c, p.m * p.chunks_per_row, level0)
+        top = self.kernels.build_levels(bufs.levels, bufs.leaves)
+        self.kernels.copy_hash(bufs.levels[top * 32:(top + 1) * 32], bufs.roots[round_index + 1])
+
+    def run(self, params: ChallengeParams,
+            progress: Callable[[int], None] | None = None) -> list[bytes]:
+        """All R roots; the rounds are enqueued back to back, and the roots copied back once."""
+        with cupy.cuda.Device(self.device):
+            bufs = self._buffers_for(params)
+            for r in range(params.rounds):
+                self._round(bufs, r)
+                if progress is not None:
+                    cupy.cuda.get_current_stream().synchronize()
+                    progress(r + 1)
+            host = bufs.roots[1:params.rounds + 1].get()
+        return [bytes(row) for row in host]
+
+    def open(self, params: ChallengeParams, round_index: int, row: int,
+             roots: list[bytes] | None = None) -> tuple[np.ndarray, list[bytes]]:
+        """Row `row` of C_r and its audit path, recomputing round `round_index` on the device."""
+        if roots is None:
+            roots = self.run(ChallengeParams(params.seed, params.m, params.n, params.k, round_index + 1))
+        with cupy.cuda.Device(self.device):
+            bufs = self._buffers_for(params)
+            bufs.roots[round_index] = cupy.asarray(np.frombuffer(spec.prev_root_of(roots, round_index),
+                                                                dtype=np.uint8))
+            self._round(bufs, round_index)
+            values = bufs.c[row].get()
+            inside = params.chunks_per_row.bit_length() - 1
+            host_levels = [bufs.levels[off * 32:(off + size) * 32].get().tobytes()
+                           for off, size in zip(bufs.offsets[inside:], bufs.sizes[inside:], strict=True)]
+        path = merkle.tree_from_levels(host_levels).inclusion_proof(row)
+        return values, path
