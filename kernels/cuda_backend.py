@@ -30,8 +30,18 @@ LEAF_CHUNKS_PER_BLOCK = 128  # 4 warps x 32 chunks
 LEVEL_NODES_PER_BLOCK = 512
 LEVELS_PER_LAUNCH = 9
 
-_modules: dict[int, cupy.RawModule] = {}
+_modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
 _modules_lock = threading.Lock()
+
+
+def tree_counter_slots(leaves: int) -> int:
+    """Counters leaf_tree_1k needs: one per group of 512 nodes at every tier of 9 levels."""
+    slots, groups = 0, -(-leaves // LEVEL_NODES_PER_BLOCK)
+    while True:
+        slots += groups
+        if groups == 1:
+            return slots
+        groups = -(-groups // LEVEL_NODES_PER_BLOCK)
 
 
 def kernel_source() -> str:
@@ -39,31 +49,37 @@ def kernel_source() -> str:
     return resources.files("kernels.cuda").joinpath("gpuproof.cu").read_text()
 
 
-def _module(device_id: int) -> cupy.RawModule:
-    """The compiled module for one device: compiled lazily, once per device, cached."""
+def _module(device_id: int, defines: tuple[str, ...] = ()) -> cupy.RawModule:
+    """The compiled module for one device: compiled lazily, once per device (and define set), cached.
+
+    `defines` ("GP_ADD_FMA=1", ...) select kernel variants for bench/kernel_variants.py; the defaults
+    in the source are the measured best.
+    """
     with _modules_lock:
-        module = _modules.get(device_id)
+        module = _modules.get((device_id, defines))
         if module is None:
-            module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",))
-            _modules[device_id] = module
+            options = ("-std=c++17",) + tuple(f"-D{d}" for d in defines)
+            module = cupy.RawModule(code=kernel_source(), options=options)
+            _modules[(device_id, defines)] = module
         return module
 
 
 class CudaKernels:
     """Thin launchers, one per entry point, on one device. All work goes on the current stream."""
 
-    def __init__(self, device_id: int) -> None:
+    def __init__(self, device_id: int, defines: tuple[str, ...] = ()) -> None:
         self.device_id = device_id
         try:
             from cupy.cuda import cublas
         except ImportError as exc:  # CuPy finds the GPU but not libcublas
             raise BackendUnavailable(f"cuBLAS cannot be loaded ({exc}); install CUDA's cuBLAS") from None
         self._cublas = cublas
-        module = _module(device_id)
+        module = _module(device_id, defines)
         with cupy.cuda.Device(device_id):
             self._round_key = module.get_function("round_key")
             self._gen = module.get_function("gen_nibbles")
             self._leaf = module.get_function("leaf_hash_1k")
+            self._leaf_tree = module.get_function("leaf_tree_1k")
             self._levels = module.get_function("merkle_levels")
             self._copy = module.get_function("copy_hash")
         self._one = np.array(1, dtype=np.int32)
@@ -91,13 +107,28 @@ class CudaKernels:
         grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
         self._leaf((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), out))
 
-    def build_levels(self, levels: cupy.ndarray, leaves: int) -> int:
+    def leaf_tree(self, data: cupy.ndarray, n_chunks: int, levels: cupy.ndarray, counters: cupy.ndarray,
+                  root_out: cupy.ndarray) -> None:
+        """Leaf hashes into level 0 and every level above, in one launch; the root into root_out.
+
+        `counters` (uint32, tree_counter_slots(n_chunks) of them) must be zero; the kernel leaves them so.
+        """
+        if n_chunks == 0:
+            raise ValueError("a tree needs at least one leaf")
+        if counters.size < tree_counter_slots(n_chunks) or counters.dtype != cupy.uint32:
+            raise ValueError("counters must be uint32, tree_counter_slots(n_chunks) of them")
+        grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
+        self._leaf_tree((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), levels, counters, root_out))
+
+    def build_levels(self, levels: cupy.ndarray, leaves: int, per_launch: int = LEVELS_PER_LAUNCH) -> int:
         """Fill every level above level 0 of the buffer; returns the root's offset (in hashes)."""
+        if not 1 <= per_launch <= LEVELS_PER_LAUNCH:
+            raise ValueError(f"levels per launch must be in 1..{LEVELS_PER_LAUNCH}, got {per_launch}")
         sizes, offsets = merkle.level_layout(leaves)
         height = len(sizes) - 1
         start = 0
         while start < height:
-            count = min(LEVELS_PER_LAUNCH, height - start)
+            count = min(per_launch, height - start)
             grid = (sizes[start] + LEVEL_NODES_PER_BLOCK - 1) // LEVEL_NODES_PER_BLOCK
             self._levels((grid,), (LEVEL_NODES_PER_BLOCK // 2,),
                          (levels, np.uint64(leaves), np.int32(start), np.int32(count)))
@@ -141,6 +172,7 @@ class ChallengeBuffers:
         self.levels = cupy.empty(sum(self.sizes) * 32, dtype=cupy.uint8)
         self.seed = cupy.asarray(np.frombuffer(params.seed, dtype=np.uint8))
         self.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)  # row 0: the zero root
+        self.counters = cupy.zeros(tree_counter_slots(self.leaves), dtype=cupy.uint32)
         self.key_a = cupy.empty(2, dtype=cupy.uint64)
         self.key_b = cupy.asarray(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
 
@@ -150,11 +182,12 @@ class CudaBackend:
 
     name = "cuda"
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, device: int = 0, fused_tree: bool = True) -> None:
         count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < count:
             raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")
         self.device = device
+        self.fused_tree = fused_tree
         with cupy.cuda.Device(device):
             self.kernels = CudaKernels(device)
         self._buffers: ChallengeBuffers | None = None
@@ -172,12 +205,13 @@ class CudaBackend:
 
     def _round(self, bufs: ChallengeBuffers, round_index: int) -> None:
         """Enqueue round r: reads roots[r] (root_{r-1}), writes roots[r+1] (root_r)."""
-        p = bufs.params
         self.kernels.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
         self.kernels.gen(bufs.a, bufs.key_a)
         self.kernels.gemm(bufs.a, bufs.b, bufs.c)
-        level0 = bufs.levels[: bufs.leaves * 32]
-        self.kernels.leaf_hashes(bufs.c, p.m * p.chunks_per_row, level0)
+        if self.fused_tree:
+            self.kernels.leaf_tree(bufs.c, bufs.leaves, bufs.levels, bufs.counters, bufs.roots[round_index + 1])
+            return
+        self.kernels.leaf_hashes(bufs.c, bufs.leaves, bufs.levels[: bufs.leaves * 32])
         top = self.kernels.build_levels(bufs.levels, bufs.leaves)
         self.kernels.copy_hash(bufs.levels[top * 32:(top + 1) * 32], bufs.roots[round_index + 1])
 

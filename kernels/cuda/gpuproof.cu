@@ -33,6 +33,45 @@ __constant__ uint32_t K256[64] = {
 __device__ __forceinline__ uint32_t rotr32(uint32_t x, int n) { return __funnelshift_r(x, x, n); }
 __device__ __forceinline__ uint32_t bswap32(uint32_t x) { return __byte_perm(x, 0, 0x0123); }
 
+// Pipe balancing (measured: bench/kernel_variants.py, docs/performance.md). SHA-256 is bound by the
+// integer ALU pipe (LOP3, SHF, IADD3, PRMT: 64 lanes per SM per clock on sm_80/sm_90) while the FMA pipe
+// (IMAD, 64 lanes) idles. The throughput variant (FMA = true) does the 2-input adds as IMAD (a * 1 + b)
+// and the plain shifts of sigma0/sigma1 as IMAD.HI; the multipliers come from constant memory so ptxas
+// cannot fold them back into ALU instructions. On an H200 it hashes leaves 10% faster, but IMAD's longer
+// latency makes the latency-bound upper tree levels slower, so interior nodes use FMA = false.
+// (Rotations through IMAD + IMAD.HI were slower still and were dropped.)
+//   GP_LEAF_FMA  1 (default): leaves use the FMA variant
+//   GP_NODE_FMA  0 (default): interior nodes use the ALU variant
+#ifndef GP_LEAF_FMA
+#define GP_LEAF_FMA 1
+#endif
+#ifndef GP_NODE_FMA
+#define GP_NODE_FMA 0
+#endif
+
+// 1, 2^29 (x >> 3 as the high word of x * 2^29), 2^22 (x >> 10).
+__constant__ uint32_t GP_OPAQUE[3] = {1u, 1u << 29, 1u << 22};
+
+template <bool FMA>
+__device__ __forceinline__ uint32_t add2(uint32_t a, uint32_t b) {
+    if (FMA) {
+        uint32_t d;
+        asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(GP_OPAQUE[0]), "r"(b));
+        return d;
+    }
+    return a + b;
+}
+
+template <bool FMA>
+__device__ __forceinline__ uint32_t shr(uint32_t x, int n, int slot) {
+    if (FMA) {
+        uint32_t d;
+        asm("mul.hi.u32 %0, %1, %2;" : "=r"(d) : "r"(x), "r"(GP_OPAQUE[slot]));
+        return d;
+    }
+    return x >> n;
+}
+
 // Message word t of a stream shifted right by one byte: bytes (prev[3], cur[0], cur[1], cur[2]) read
 // big-endian, where prev/cur are little-endian loads. This is how the 0x00 / 0x01 RFC 6962 prefix is
 // absorbed without copying the data.
@@ -45,6 +84,7 @@ __device__ __forceinline__ void sha256_init(uint32_t s[8]) {
     s[4] = 0x510e527fu; s[5] = 0x9b05688cu; s[6] = 0x1f83d9abu; s[7] = 0x5be0cd19u;
 }
 
+template <bool FMA>
 __device__ __forceinline__ void sha256_compress(uint32_t s[8], uint32_t w[16]) {
     uint32_t a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
 #pragma unroll
@@ -54,14 +94,15 @@ __device__ __forceinline__ void sha256_compress(uint32_t s[8], uint32_t w[16]) {
             wi = w[i];
         } else {
             uint32_t w2 = w[(i - 2) & 15], w15 = w[(i - 15) & 15];
-            uint32_t s0 = rotr32(w15, 7) ^ rotr32(w15, 18) ^ (w15 >> 3);
-            uint32_t s1 = rotr32(w2, 17) ^ rotr32(w2, 19) ^ (w2 >> 10);
-            wi = w[i & 15] + s0 + w[(i - 7) & 15] + s1;
+            uint32_t s0 = rotr32(w15, 7) ^ rotr32(w15, 18) ^ shr<FMA>(w15, 3, 1);
+            uint32_t s1 = rotr32(w2, 17) ^ rotr32(w2, 19) ^ shr<FMA>(w2, 10, 2);
+            wi = add2<FMA>(add2<FMA>(w[i & 15], s0), add2<FMA>(w[(i - 7) & 15], s1));
             w[i & 15] = wi;
         }
-        uint32_t t1 = h + (rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + wi;
-        uint32_t t2 = (rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22)) + ((a & b) | (c & (a | b)));
-        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+        uint32_t t1 = h + K256[i] + wi;
+        t1 = add2<FMA>(add2<FMA>(t1, rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)), (e & f) ^ (~e & g));
+        uint32_t t2 = add2<FMA>(rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22), (a & b) | (c & (a | b)));
+        h = g; g = f; f = e; e = add2<FMA>(d, t1); d = c; c = b; b = a; a = add2<FMA>(t1, t2);
     }
     s[0] += a; s[1] += b; s[2] += c; s[3] += d; s[4] += e; s[5] += f; s[6] += g; s[7] += h;
 }
@@ -73,12 +114,12 @@ __device__ __forceinline__ void node_hash_words(const uint32_t x[16], uint32_t o
     w[0] = shifted_word(0x01000000u, x[0]);
 #pragma unroll
     for (int t = 1; t < 16; ++t) w[t] = shifted_word(x[t - 1], x[t]);
-    sha256_compress(s, w);
+    sha256_compress<GP_NODE_FMA>(s, w);
     w[0] = (x[15] & 0xff000000u) | 0x00800000u;  // last byte of right, then the 0x80 pad byte
 #pragma unroll
     for (int t = 1; t < 15; ++t) w[t] = 0;
     w[15] = 65 * 8;
-    sha256_compress(s, w);
+    sha256_compress<GP_NODE_FMA>(s, w);
 #pragma unroll
     for (int t = 0; t < 8; ++t) out_le[t] = bswap32(s[t]);  // digest bytes, as little-endian words
 }
@@ -110,7 +151,7 @@ extern "C" __global__ void round_key(const uint8_t* __restrict__ seed, uint32_t 
             const uint8_t* p = msg + 64 * blk + 4 * t;
             w[t] = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
         }
-        sha256_compress(s, w);
+        sha256_compress<false>(s, w);
     }
     key_out[0] = ((unsigned long long)bswap32(s[1]) << 32) | bswap32(s[0]);
     key_out[1] = ((unsigned long long)bswap32(s[3]) << 32) | bswap32(s[2]);
@@ -139,58 +180,89 @@ __device__ __forceinline__ uint4 word_to_values(unsigned long long x) {
     return out;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gen_nibbles(uint4* __restrict__ out, const unsigned long long* __restrict__ key,
-            unsigned long long first_block, unsigned long long n_blocks) {
+// GP_GEN_SMEM 1 (default, measured 1.7x faster on an H200): stage each block's 16 KiB of output in shared memory and write it back with
+// consecutive lanes on consecutive 16-byte words (fully coalesced); 0: each thread stores its own 64 bytes.
+#ifndef GP_GEN_SMEM
+#define GP_GEN_SMEM 1
+#endif
+#define GEN_THREADS 256
+
+__device__ __forceinline__ void philox4x64_10(unsigned long long block_index, unsigned long long key0,
+                                              unsigned long long key1, unsigned long long out[4]) {
     const unsigned long long M0 = 0xD2E7470EE14C6C93ull, M1 = 0xCA5A826395121157ull;
     const unsigned long long W0 = 0x9E3779B97F4A7C15ull, W1 = 0xBB67AE8584CAA73Bull;
-    const unsigned long long key0 = key[0], key1 = key[1];
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_blocks;
-         i += stride) {
-        unsigned long long base = first_block + i;
-        unsigned long long c0 = base + 1, c1 = (c0 == 0) ? 1ull : 0ull, c2 = 0, c3 = 0;
-        unsigned long long k0 = key0, k1 = key1;
+    unsigned long long c0 = block_index + 1, c1 = (c0 == 0) ? 1ull : 0ull, c2 = 0, c3 = 0;
+    unsigned long long k0 = key0, k1 = key1;
 #pragma unroll
-        for (int r = 0; r < 10; ++r) {
-            unsigned long long hi0 = __umul64hi(M0, c0), lo0 = M0 * c0;
-            unsigned long long hi1 = __umul64hi(M1, c2), lo1 = M1 * c2;
-            unsigned long long n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-            c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
-            k0 += W0; k1 += W1;
-        }
-        uint4* dst = out + 4 * i;
-        dst[0] = word_to_values(c0);
-        dst[1] = word_to_values(c1);
-        dst[2] = word_to_values(c2);
-        dst[3] = word_to_values(c3);
+    for (int r = 0; r < 10; ++r) {
+        unsigned long long hi0 = __umul64hi(M0, c0), lo0 = M0 * c0;
+        unsigned long long hi1 = __umul64hi(M1, c2), lo1 = M1 * c2;
+        unsigned long long n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
+        k0 += W0; k1 += W1;
     }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+extern "C" __global__ void __launch_bounds__(GEN_THREADS)
+gen_nibbles(uint4* __restrict__ out, const unsigned long long* __restrict__ key,
+            unsigned long long first_block, unsigned long long n_blocks) {
+    const unsigned long long key0 = key[0], key1 = key[1];
+#if GP_GEN_SMEM
+    __shared__ uint4 stage[GEN_THREADS * 4];
+    const unsigned long long tile0 = (unsigned long long)blockIdx.x * GEN_THREADS;
+    if (tile0 >= n_blocks) return;
+    const unsigned long long i = tile0 + threadIdx.x;
+    if (i < n_blocks) {
+        unsigned long long w[4];
+        philox4x64_10(first_block + i, key0, key1, w);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {  // XOR swizzle: 2-way instead of 4-way bank conflicts
+            stage[4 * threadIdx.x + (j ^ (threadIdx.x & 3))] = word_to_values(w[j]);
+        }
+    }
+    __syncthreads();
+    const unsigned long long tile_words =
+        4 * ((n_blocks - tile0) < GEN_THREADS ? (n_blocks - tile0) : (unsigned long long)GEN_THREADS);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const unsigned int logical = threadIdx.x + j * GEN_THREADS;
+        if (logical < tile_words) {
+            const unsigned int owner = logical >> 2;
+            out[4 * tile0 + logical] = stage[4 * owner + ((logical & 3) ^ (owner & 3))];
+        }
+    }
+#else
+    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_blocks) return;
+    unsigned long long w[4];
+    philox4x64_10(first_block + i, key0, key1, w);
+    uint4* dst = out + 4 * i;
+    dst[0] = word_to_values(w[0]);
+    dst[1] = word_to_values(w[1]);
+    dst[2] = word_to_values(w[2]);
+    dst[3] = word_to_values(w[3]);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------
-// leaf_hash_1k: SHA-256(0x00 || chunk) for n_chunks consecutive 1 KiB chunks. A warp hashes 32
-// consecutive chunks, one per lane; each 64-byte step is loaded cooperatively (64 contiguous bytes per
-// chunk, fully used sectors) through shared memory, and the next step's loads are in flight while the
-// current step is compressed. Output: 32 digest bytes per chunk.
+// Leaf hashing: SHA-256(0x00 || chunk) over 1 KiB chunks. A warp hashes 32 consecutive chunks, one per
+// lane; each 64-byte step is loaded cooperatively (64 contiguous bytes per chunk, fully used sectors)
+// through shared memory, and the next step's loads are in flight while the current step is compressed.
 // ------------------------------------------------------------------------------------------------
 #define LEAF_WARPS 4
+#define LEAF_THREADS (LEAF_WARPS * 32)
 #define STAGE_STRIDE 5  // uint4 per staged row: 4 used + 1 pad, no bank conflicts on the row reads
 
-extern "C" __global__ void __launch_bounds__(LEAF_WARPS * 32)
-leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4* __restrict__ out) {
-    __shared__ uint4 stage[LEAF_WARPS][32 * STAGE_STRIDE];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned long long chunk0 = ((unsigned long long)blockIdx.x * LEAF_WARPS + warp) * 32;
-    if (chunk0 >= n_chunks) return;  // the whole warp leaves together
-    uint4* my_stage = stage[warp];
-
+__device__ __forceinline__ void hash_leaves_of_warp(const uint4* __restrict__ data, unsigned long long n_chunks,
+                                                    uint4* __restrict__ out, uint4* my_stage,
+                                                    unsigned long long chunk0, int lane) {
     uint4 pre[4];
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
         const int u = q * 32 + lane, c = u >> 2, p = u & 3;
         pre[q] = (chunk0 + c < n_chunks) ? __ldg(data + (chunk0 + c) * 64 + p) : make_uint4(0, 0, 0, 0);
     }
-
     uint32_t s[8], w[16];
     sha256_init(s);
     uint32_t carry = 0;  // byte 3 of this word is the message byte before the current step: 0x00 first
@@ -219,14 +291,14 @@ leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4*
 #pragma unroll
         for (int t = 1; t < 16; ++t) w[t] = shifted_word(x[t - 1], x[t]);
         carry = x[15];
-        sha256_compress(s, w);
+        sha256_compress<GP_LEAF_FMA>(s, w);
     }
     // Final block: the chunk's last byte, 0x80, zeros, length 1025 * 8 bits.
     w[0] = (carry & 0xff000000u) | 0x00800000u;
 #pragma unroll
     for (int t = 1; t < 15; ++t) w[t] = 0;
     w[15] = 1025 * 8;
-    sha256_compress(s, w);
+    sha256_compress<GP_LEAF_FMA>(s, w);
 
     const unsigned long long mine = chunk0 + lane;
     if (mine < n_chunks) {
@@ -235,16 +307,37 @@ leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4*
     }
 }
 
+// Called once per thread by leaf_tree_1k: kept out of line so that the tree code around it cannot make
+// ptxas hoist the loop's constants into registers and spill them (seen on sm_90).
+__device__ __noinline__ void hash_leaves_of_warp_call(const uint4* __restrict__ data,
+                                                      unsigned long long n_chunks, uint4* __restrict__ out,
+                                                      uint4* my_stage, unsigned long long chunk0, int lane) {
+    hash_leaves_of_warp(data, n_chunks, out, my_stage, chunk0, lane);
+}
+
+// leaf_hash_1k: leaf hashes only (32 digest bytes per chunk into `out`).
+extern "C" __global__ void __launch_bounds__(LEAF_THREADS)
+leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4* __restrict__ out) {
+    __shared__ uint4 stage[LEAF_WARPS][32 * STAGE_STRIDE];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned long long chunk0 = ((unsigned long long)blockIdx.x * LEAF_WARPS + warp) * 32;
+    if (chunk0 >= n_chunks) return;  // the whole warp leaves together
+    hash_leaves_of_warp(data, n_chunks, out, stage[warp], chunk0, lane);
+}
+
 // ------------------------------------------------------------------------------------------------
-// merkle_levels: RFC 6962 levels start_level+1 .. start_level+num_levels (num_levels <= 9) over the
-// level buffer `levels`, which holds level 0 (n0 leaf hashes), then level 1 (ceil(n0/2)), and so on.
-// A lone last node of a level is promoted unchanged, which gives RFC 6962's tree shape. A block reduces
-// 512 aligned nodes of the start level; aligned blocks pair exactly the nodes the global level pairs.
+// RFC 6962 interior levels. `levels` holds level 0 (n0 leaf hashes), then level 1 (ceil(n0/2)), and so
+// on; a lone last node of a level is promoted unchanged, which gives RFC 6962's tree shape. A group is
+// 512 aligned nodes of one level, reduced by one block through up to 9 levels; aligned groups pair
+// exactly the nodes the global level pairs, so groups need no knowledge of each other.
 // ------------------------------------------------------------------------------------------------
+#define GROUP_NODES 512
+#define GROUP_LEVELS 9
 #define LEVEL_THREADS 256
 
-__device__ __forceinline__ void load_hash(const uint32_t* p, uint32_t h[8]) {
-    uint4 a = *reinterpret_cast<const uint4*>(p), b = *reinterpret_cast<const uint4*>(p + 4);
+__device__ __forceinline__ void load_hash_cg(const uint32_t* p, uint32_t h[8]) {
+    // L2 loads: the hashes may have been written by other blocks of the same launch (leaf_tree_1k).
+    uint4 a = __ldcg(reinterpret_cast<const uint4*>(p)), b = __ldcg(reinterpret_cast<const uint4*>(p + 4));
     h[0] = a.x; h[1] = a.y; h[2] = a.z; h[3] = a.w; h[4] = b.x; h[5] = b.y; h[6] = b.z; h[7] = b.w;
 }
 
@@ -253,39 +346,44 @@ __device__ __forceinline__ void store_hash(uint32_t* p, const uint32_t h[8]) {
     *reinterpret_cast<uint4*>(p + 4) = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
-extern "C" __global__ void __launch_bounds__(LEVEL_THREADS)
-merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_level, int num_levels) {
-    __shared__ uint32_t buf[LEVEL_THREADS][9];  // 9 words per hash: conflict-free column access
+// Reduce group `group` of level `start_level` through `num_levels` (<= 9) levels, writing every node.
+// Needs blockDim.x >= 128 and every thread of the block; the last node computed is left in buf[0].
+__device__ void reduce_group(uint32_t* __restrict__ levels, unsigned long long n0, int start_level,
+                             int num_levels, unsigned long long group, uint32_t (*buf)[9]) {
     unsigned long long size = n0, off = 0;
     for (int l = 0; l < start_level; ++l) { off += size; size = (size + 1) >> 1; }
-    const unsigned long long lo = (unsigned long long)blockIdx.x * (2 * LEVEL_THREADS);
-    if (lo >= size) return;
+    const unsigned long long lo = group * GROUP_NODES;
+    const unsigned long long rem = size - lo;
+    int count = rem < GROUP_NODES ? (int)rem : GROUP_NODES;
     const int t = threadIdx.x;
-    unsigned long long rem = size - lo;
-    int count = rem < 2 * LEVEL_THREADS ? (int)rem : 2 * LEVEL_THREADS;
 
-    // First level: read pairs from global memory.
+    // First level: pairs read from global memory, any number per thread.
     unsigned long long out_off = off + size, out_size = (size + 1) >> 1, out_lo = lo >> 1;
-    uint32_t h[8];
-    if (2 * t + 1 < count) {
-        uint32_t x[16];
-        load_hash(levels + (off + lo + 2 * t) * 8, x);
-        load_hash(levels + (off + lo + 2 * t + 1) * 8, x + 8);
-        node_hash_words(x, h);
-    } else if (2 * t < count) {
-        load_hash(levels + (off + lo + 2 * t) * 8, h);
-    }
-    count = (count + 1) >> 1;
-    if (t < count) {
-        store_hash(levels + (out_off + out_lo + t) * 8, h);
+    int next = (count + 1) >> 1;
+#pragma unroll 1
+    for (int p = t; p < next; p += blockDim.x) {
+        uint32_t h[8];
+        if (2 * p + 1 < count) {
+            uint32_t x[16];
+            load_hash_cg(levels + (off + lo + 2 * p) * 8, x);
+            load_hash_cg(levels + (off + lo + 2 * p + 1) * 8, x + 8);
+            node_hash_words(x, h);
+        } else {
+            load_hash_cg(levels + (off + lo + 2 * p) * 8, h);
+        }
+        store_hash(levels + (out_off + out_lo + p) * 8, h);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) buf[t][i] = h[i];
+        for (int i = 0; i < 8; ++i) buf[p][i] = h[i];
     }
-    // Further levels from shared memory.
+    count = next;
+    // Further levels from shared memory: at most 128 nodes each, one per thread.
+#pragma unroll 1
     for (int lev = 1; lev < num_levels; ++lev) {
         off = out_off; size = out_size;
         out_off = off + size; out_size = (size + 1) >> 1; out_lo >>= 1;
+        next = (count + 1) >> 1;
         __syncthreads();
+        uint32_t h[8];
         if (2 * t + 1 < count) {
             uint32_t x[16];
 #pragma unroll
@@ -296,12 +394,82 @@ merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_le
             for (int i = 0; i < 8; ++i) h[i] = buf[2 * t][i];
         }
         __syncthreads();
-        count = (count + 1) >> 1;
-        if (t < count) {
+        if (t < next) {
             store_hash(levels + (out_off + out_lo + t) * 8, h);
 #pragma unroll
             for (int i = 0; i < 8; ++i) buf[t][i] = h[i];
         }
+        count = next;
+    }
+    __syncthreads();
+}
+
+// merkle_levels: levels start_level+1 .. start_level+num_levels over a level buffer whose level 0 is
+// already filled; one block per group of 512 nodes of the start level.
+extern "C" __global__ void __launch_bounds__(LEVEL_THREADS)
+merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_level, int num_levels) {
+    __shared__ uint32_t buf[GROUP_NODES / 2][9];  // 9 words per hash: conflict-free column access
+    unsigned long long size = n0;
+    for (int l = 0; l < start_level; ++l) size = (size + 1) >> 1;
+    if ((unsigned long long)blockIdx.x * GROUP_NODES >= size) return;
+    reduce_group(levels, n0, start_level, num_levels, blockIdx.x, buf);
+}
+
+// leaf_tree_1k: leaf hashes and the whole tree in one launch, root into root_out. Each block hashes 128
+// leaves; the last block of a group of 4 to finish (atomic counter) reduces the group's 512 leaves
+// through 9 levels, the last group of 512 to finish reduces the next 9 levels, and so on: the tree is
+// built while other blocks still hash leaves, leaving only the last group's path exposed. Counters
+// (one per group of every tier) start at zero and are reset by the block that completes them.
+// 6 blocks per SM, as leaf_hash_1k gets: the tree part must not cost the leaves their occupancy.
+extern "C" __global__ void __launch_bounds__(LEAF_THREADS, 6)
+leaf_tree_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint32_t* __restrict__ levels,
+             unsigned int* __restrict__ counters, uint32_t* __restrict__ root_out) {
+    __shared__ uint4 stage[LEAF_WARPS][32 * STAGE_STRIDE];
+    __shared__ uint32_t buf[GROUP_NODES / 2][9];
+    __shared__ int s_last;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned long long chunk0 = ((unsigned long long)blockIdx.x * LEAF_WARPS + warp) * 32;
+    if (chunk0 < n_chunks) {
+        hash_leaves_of_warp_call(data, n_chunks, reinterpret_cast<uint4*>(levels), stage[warp], chunk0, lane);
+    }
+    int height = 0;
+    for (unsigned long long sz = n_chunks; sz > 1; sz = (sz + 1) >> 1) ++height;
+
+    const unsigned long long blocks_per_group = GROUP_NODES / LEAF_THREADS;  // 4
+    unsigned long long group = blockIdx.x / blocks_per_group;
+    unsigned long long groups = (n_chunks + GROUP_NODES - 1) / GROUP_NODES;  // groups of this tier
+    unsigned long long rest = gridDim.x - group * blocks_per_group;
+    unsigned int expected = (unsigned int)(rest < blocks_per_group ? rest : blocks_per_group);
+    unsigned long long counter_base = 0;
+    int start = 0;
+    while (true) {
+        __threadfence();  // publish this block's hashes before counting itself in
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const unsigned int old = atomicAdd(counters + counter_base + group, 1u);
+            s_last = (old + 1 == expected);
+            if (s_last) counters[counter_base + group] = 0;  // ready for the next round
+        }
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();  // see every other block's hashes of this group
+        if (start == height) {  // a single leaf: the root is the leaf hash
+            if (threadIdx.x < 8) root_out[threadIdx.x] = __ldcg(levels + threadIdx.x);
+            return;
+        }
+        const int num = height - start < GROUP_LEVELS ? height - start : GROUP_LEVELS;
+        reduce_group(levels, n_chunks, start, num, group, buf);
+        start += num;
+        if (start == height) {
+            if (threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
+            return;
+        }
+        counter_base += groups;
+        const unsigned long long next_group = group / GROUP_NODES;
+        const unsigned long long members = groups - next_group * GROUP_NODES;
+        expected = (unsigned int)(members < GROUP_NODES ? members : GROUP_NODES);
+        group = next_group;
+        groups = (groups + GROUP_NODES - 1) / GROUP_NODES;
     }
 }
 
