@@ -182,7 +182,7 @@ class CudaBackend:
 
     name = "cuda"
 
-    def __init__(self, device: int = 0, fused_tree: bool = True) -> None:
+    def __init__(self, device: int = 0, fused_tree: bool = False) -> None:
         count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < count:
             raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")

@@ -307,9 +307,18 @@ __device__ __forceinline__ void hash_leaves_of_warp(const uint4* __restrict__ da
     }
 }
 
-// Called once per thread by leaf_tree_1k: kept out of line so that the tree code around it cannot make
-// ptxas hoist the loop's constants into registers and spill them (seen on sm_90).
-__device__ __noinline__ void hash_leaves_of_warp_call(const uint4* __restrict__ data,
+// Called once per thread by leaf_tree_1k: kept out of line (GP_TREE_INLINE 0, default) so that the tree
+// code around it cannot make ptxas hoist the loop's constants into registers and spill them (seen on
+// sm_90); GP_TREE_INLINE 1 inlines it anyway, for bench/kernel_variants.py.
+#ifndef GP_TREE_INLINE
+#define GP_TREE_INLINE 0
+#endif
+#if GP_TREE_INLINE
+__device__ __forceinline__
+#else
+__device__ __noinline__
+#endif
+void hash_leaves_of_warp_call(const uint4* __restrict__ data,
                                                       unsigned long long n_chunks, uint4* __restrict__ out,
                                                       uint4* my_stage, unsigned long long chunk0, int lane) {
     hash_leaves_of_warp(data, n_chunks, out, my_stage, chunk0, lane);
