@@ -30,6 +30,7 @@ LEAF_CHUNKS_PER_BLOCK = 128  # 4 warps x 32 chunks
 LEVEL_NODES_PER_BLOCK = 512
 LEVELS_PER_LAUNCH = 9
 
+_NULL = np.uintp(0)  # a null device pointer for optional kernel arguments
 _modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
 _modules_lock = threading.Lock()
 
@@ -120,18 +121,26 @@ class CudaKernels:
         grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
         self._leaf_tree((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), levels, counters, root_out))
 
-    def build_levels(self, levels: cupy.ndarray, leaves: int, per_launch: int = LEVELS_PER_LAUNCH) -> int:
-        """Fill every level above level 0 of the buffer; returns the root's offset (in hashes)."""
+    def build_levels(self, levels: cupy.ndarray, leaves: int, per_launch: int = LEVELS_PER_LAUNCH,
+                     root_out: cupy.ndarray | None = None) -> int:
+        """Fill every level above level 0 of the buffer; returns the root's offset (in hashes).
+
+        With `root_out` (32 bytes on the device) the root is also copied there, by the last launch.
+        """
         if not 1 <= per_launch <= LEVELS_PER_LAUNCH:
             raise ValueError(f"levels per launch must be in 1..{LEVELS_PER_LAUNCH}, got {per_launch}")
         sizes, offsets = merkle.level_layout(leaves)
         height = len(sizes) - 1
+        if height == 0 and root_out is not None:  # one leaf: its hash is the root
+            self.copy_hash(levels[:32], root_out)
         start = 0
         while start < height:
             count = min(per_launch, height - start)
             grid = (sizes[start] + LEVEL_NODES_PER_BLOCK - 1) // LEVEL_NODES_PER_BLOCK
+            last = start + count == height
+            out = root_out if (last and root_out is not None) else _NULL
             self._levels((grid,), (LEVEL_NODES_PER_BLOCK // 2,),
-                         (levels, np.uint64(leaves), np.int32(start), np.int32(count)))
+                         (levels, np.uint64(leaves), np.int32(start), np.int32(count), out))
             start += count
         return offsets[-1]
 
@@ -212,8 +221,7 @@ class CudaBackend:
             self.kernels.leaf_tree(bufs.c, bufs.leaves, bufs.levels, bufs.counters, bufs.roots[round_index + 1])
             return
         self.kernels.leaf_hashes(bufs.c, bufs.leaves, bufs.levels[: bufs.leaves * 32])
-        top = self.kernels.build_levels(bufs.levels, bufs.leaves)
-        self.kernels.copy_hash(bufs.levels[top * 32:(top + 1) * 32], bufs.roots[round_index + 1])
+        self.kernels.build_levels(bufs.levels, bufs.leaves, root_out=bufs.roots[round_index + 1])
 
     def run(self, params: ChallengeParams,
             progress: Callable[[int], None] | None = None) -> list[bytes]:

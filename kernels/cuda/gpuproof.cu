@@ -414,14 +414,19 @@ __device__ void reduce_group(uint32_t* __restrict__ levels, unsigned long long n
 }
 
 // merkle_levels: levels start_level+1 .. start_level+num_levels over a level buffer whose level 0 is
-// already filled; one block per group of 512 nodes of the start level.
+// already filled; one block per group of 512 nodes of the start level. When the last level computed is
+// the root and root_out is not null, the root is also written there (the round chain's roots array).
 extern "C" __global__ void __launch_bounds__(LEVEL_THREADS)
-merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_level, int num_levels) {
+merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_level, int num_levels,
+              uint32_t* __restrict__ root_out) {
     __shared__ uint32_t buf[GROUP_NODES / 2][9];  // 9 words per hash: conflict-free column access
     unsigned long long size = n0;
     for (int l = 0; l < start_level; ++l) size = (size + 1) >> 1;
     if ((unsigned long long)blockIdx.x * GROUP_NODES >= size) return;
     reduce_group(levels, n0, start_level, num_levels, blockIdx.x, buf);
+    unsigned long long top = size;
+    for (int l = 0; l < num_levels; ++l) top = (top + 1) >> 1;
+    if (root_out != nullptr && top == 1 && threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
 }
 
 // leaf_tree_1k: leaf hashes and the whole tree in one launch, root into root_out. Each block hashes 128
