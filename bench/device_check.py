@@ -102,15 +102,10 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float
     t_leaf = gpu_seconds(lambda: kern.leaf_hashes(bufs.c, n_chunks, level0), before=regen_c)
     t_tree = gpu_seconds(lambda: kern.build_levels(bufs.levels, n_chunks),
                          before=lambda: kern.leaf_hashes(bufs.c, n_chunks, level0))
-    t_leaf_tree = gpu_seconds(lambda: kern.leaf_tree(bufs.c, n_chunks, bufs.levels, bufs.counters, bufs.roots[1]),
-                              before=regen_c)
 
     def fresh_prev():
         bufs.roots[0].set(np.frombuffer(rng.bytes(32), np.uint8))
 
-    backend.fused_tree = False
-    t_round_unfused = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)
-    backend.fused_tree = True
     t_round = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)
     # Several chained rounds through the public API, timed on the host clock (includes the copy back).
     rounds = 8
@@ -126,8 +121,6 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float
         "gen_s": t_gen, "gen_gbps": m * k / t_gen / 1e9,
         "leaf_s": t_leaf, "leaf_gbps": m * n * 4 / t_leaf / 1e9,
         "tree_s": t_tree,
-        "leaf_tree_s": t_leaf_tree, "leaf_tree_gbps": m * n * 4 / t_leaf_tree / 1e9,
-        "round_unfused_s": t_round_unfused, "round_unfused_fraction": t_gemm / t_round_unfused,
         "round_s": t_round, "round_tops": ops / t_round / 1e12, "round_fraction": t_gemm / t_round,
         "run_round_s": t_run, "run_fraction": t_gemm / t_run,
     }
@@ -166,17 +159,15 @@ def main() -> int:
         Path(out, "device_check.json").write_text(json.dumps(result, indent=1))
 
     print(f"\n{card}, {info['date']}, CuPy {info['cupy']}; identity {len(checks) - len(failed)}/{len(checks)}")
-    header = ("m=n", "k", "gemmEx TOPS", "gen GB/s", "leaf GB/s", "tree ms", "leaf+tree fused GB/s",
-              "round ms (2 tree launches)", "round ms (fused)", "round TOPS", "round/gemm", "run() ms/round",
-              "run/gemm")
+    header = ("m=n", "k", "gemmEx TOPS", "gen GB/s", "leaf GB/s", "tree ms", "round ms", "round TOPS",
+              "round/gemm", "run() ms/round", "run/gemm")
     print(" | ".join(header))
     for r in rows:
         if "error" in r:
             print(f"{r['m']} | {r['k']} | error: {r['error']}")
             continue
         print(" | ".join([str(r["m"]), str(r["k"]), f"{r['gemm_tops']:.0f}", f"{r['gen_gbps']:.0f}",
-                          f"{r['leaf_gbps']:.0f}", f"{r['tree_s'] * 1e3:.3f}", f"{r['leaf_tree_gbps']:.0f}",
-                          f"{r['round_unfused_s'] * 1e3:.3f}", f"{r['round_s'] * 1e3:.3f}",
+                          f"{r['leaf_gbps']:.0f}", f"{r['tree_s'] * 1e3:.3f}", f"{r['round_s'] * 1e3:.3f}",
                           f"{r['round_tops']:.0f}", f"{r['round_fraction']:.1%}",
                           f"{r['run_round_s'] * 1e3:.3f}", f"{r['run_fraction']:.1%}"]))
     print(f"total {time.perf_counter() - started:.1f} s")

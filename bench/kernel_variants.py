@@ -35,7 +35,6 @@ VARIANTS = {
     "leaf-alu": ("GP_LEAF_FMA=0",),
     "node-fma": ("GP_NODE_FMA=1",),
     "gen-direct": ("GP_GEN_SMEM=0",),
-    "tree-inline": ("GP_TREE_INLINE=1",),
 }
 
 
@@ -78,7 +77,7 @@ def main() -> int:
         def fresh():
             bufs.key_a.set(np.frombuffer(rng.bytes(16), dtype=np.uint64))
 
-        def fresh_c():
+        def fresh_c(kern=kern):
             fresh()
             kern.gen(bufs.a, bufs.key_a)
             kern.gemm(bufs.a, bufs.b, bufs.c)
@@ -96,15 +95,11 @@ def main() -> int:
         def fresh_prev():
             bufs.roots[0].set(np.frombuffer(rng.bytes(32), np.uint8))
 
-        backend.fused_tree = False
         rnd = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)  # noqa: B023
-        backend.fused_tree = True
-        rnd_fused = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)  # noqa: B023
         row = {"variant": name, "defines": list(defines), "identical": ok,
                "leaf_gbps": m * n * 4 / leaf / 1e9, "tree9_ms": tree9 * 1e3, "tree6_ms": tree6 * 1e3,
                "gen64_gbps": 2**26 / gen64 / 1e9, "gen256_gbps": 2**28 / gen256 / 1e9,
-               "gemm_tops": 2 * m * n * k / gemm / 1e12, "round_ms": rnd * 1e3, "round_fraction": gemm / rnd,
-               "round_fused_ms": rnd_fused * 1e3, "round_fused_fraction": gemm / rnd_fused}
+               "gemm_tops": 2 * m * n * k / gemm / 1e12, "round_ms": rnd * 1e3, "round_fraction": gemm / rnd}
         rows.append(row)
         print(json.dumps(row), f"({time.perf_counter() - t0:.1f} s)", flush=True)
     out = os.environ.get("OUT")
@@ -112,12 +107,11 @@ def main() -> int:
         Path(out, "kernel_variants.json").write_text(json.dumps({"card": card, "rows": rows}, indent=1))
     print(f"\n{card}: m=n=k=8192")
     print("variant | identical | leaf GB/s | tree ms (9/launch) | tree ms (6/launch) | gen GB/s 64M/256M | "
-          "gemm TOPS | round ms | round/gemm | fused-tree round ms | fused/gemm")
+          "gemm TOPS | round ms | round/gemm")
     for r in rows:
         print(f"{r['variant']} | {r['identical']} | {r['leaf_gbps']:.0f} | {r['tree9_ms']:.3f} | "
               f"{r['tree6_ms']:.3f} | {r['gen64_gbps']:.0f}/{r['gen256_gbps']:.0f} | {r['gemm_tops']:.0f} | "
-              f"{r['round_ms']:.3f} | {r['round_fraction']:.1%} | {r['round_fused_ms']:.3f} | "
-              f"{r['round_fused_fraction']:.1%}")
+              f"{r['round_ms']:.3f} | {r['round_fraction']:.1%}")
     return 0 if all(r["identical"] for r in rows) else 1
 
 

@@ -35,16 +35,6 @@ _modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
 _modules_lock = threading.Lock()
 
 
-def tree_counter_slots(leaves: int) -> int:
-    """Counters leaf_tree_1k needs: one per group of 512 nodes at every tier of 9 levels."""
-    slots, groups = 0, -(-leaves // LEVEL_NODES_PER_BLOCK)
-    while True:
-        slots += groups
-        if groups == 1:
-            return slots
-        groups = -(-groups // LEVEL_NODES_PER_BLOCK)
-
-
 def kernel_source() -> str:
     """The CUDA source shipped as package data."""
     return resources.files("kernels.cuda").joinpath("gpuproof.cu").read_text()
@@ -80,7 +70,6 @@ class CudaKernels:
             self._round_key = module.get_function("round_key")
             self._gen = module.get_function("gen_nibbles")
             self._leaf = module.get_function("leaf_hash_1k")
-            self._leaf_tree = module.get_function("leaf_tree_1k")
             self._levels = module.get_function("merkle_levels")
             self._copy = module.get_function("copy_hash")
         self._one = np.array(1, dtype=np.int32)
@@ -107,19 +96,6 @@ class CudaKernels:
             return
         grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
         self._leaf((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), out))
-
-    def leaf_tree(self, data: cupy.ndarray, n_chunks: int, levels: cupy.ndarray, counters: cupy.ndarray,
-                  root_out: cupy.ndarray) -> None:
-        """Leaf hashes into level 0 and every level above, in one launch; the root into root_out.
-
-        `counters` (uint32, tree_counter_slots(n_chunks) of them) must be zero; the kernel leaves them so.
-        """
-        if n_chunks == 0:
-            raise ValueError("a tree needs at least one leaf")
-        if counters.size < tree_counter_slots(n_chunks) or counters.dtype != cupy.uint32:
-            raise ValueError("counters must be uint32, tree_counter_slots(n_chunks) of them")
-        grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
-        self._leaf_tree((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), levels, counters, root_out))
 
     def build_levels(self, levels: cupy.ndarray, leaves: int, per_launch: int = LEVELS_PER_LAUNCH,
                      root_out: cupy.ndarray | None = None) -> int:
@@ -181,7 +157,6 @@ class ChallengeBuffers:
         self.levels = cupy.empty(sum(self.sizes) * 32, dtype=cupy.uint8)
         self.seed = cupy.asarray(np.frombuffer(params.seed, dtype=np.uint8))
         self.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)  # row 0: the zero root
-        self.counters = cupy.zeros(tree_counter_slots(self.leaves), dtype=cupy.uint32)
         self.key_a = cupy.empty(2, dtype=cupy.uint64)
         self.key_b = cupy.asarray(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
 
@@ -191,12 +166,11 @@ class CudaBackend:
 
     name = "cuda"
 
-    def __init__(self, device: int = 0, fused_tree: bool = False) -> None:
+    def __init__(self, device: int = 0) -> None:
         count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < count:
             raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")
         self.device = device
-        self.fused_tree = fused_tree
         with cupy.cuda.Device(device):
             self.kernels = CudaKernels(device)
         self._buffers: ChallengeBuffers | None = None
@@ -217,9 +191,6 @@ class CudaBackend:
         self.kernels.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
         self.kernels.gen(bufs.a, bufs.key_a)
         self.kernels.gemm(bufs.a, bufs.b, bufs.c)
-        if self.fused_tree:
-            self.kernels.leaf_tree(bufs.c, bufs.leaves, bufs.levels, bufs.counters, bufs.roots[round_index + 1])
-            return
         self.kernels.leaf_hashes(bufs.c, bufs.leaves, bufs.levels[: bufs.leaves * 32])
         self.kernels.build_levels(bufs.levels, bufs.leaves, root_out=bufs.roots[round_index + 1])
 

@@ -110,31 +110,6 @@ def check_levels(rng: np.random.Generator) -> Iterator[Check]:
         yield Check(f"merkle_levels leaves={leaves} root_out", root.get().tobytes() == tree.root)
 
 
-def check_leaf_tree(rng: np.random.Generator) -> Iterator[Check]:
-    """The fused leaf + tree kernel: every level and the root, twice (its counters must reset)."""
-    import cupy
-
-    from kernels.cuda_backend import CudaKernels, tree_counter_slots
-
-    kern = CudaKernels(cupy.cuda.Device().id)
-    for chunks in [1, 2, 3, 127, 128, 129, 512, 513, 2047, 2048, 2049, 4099, 65537, 262147]:
-        data = rng.bytes(1024 * chunks)
-        sizes, _ = merkle.level_layout(chunks)
-        levels = cupy.zeros(sum(sizes) * 32, dtype=cupy.uint8)
-        counters = cupy.zeros(tree_counter_slots(chunks), dtype=cupy.uint32)
-        root = cupy.zeros(32, dtype=cupy.uint8)
-        data_d = cupy.asarray(np.frombuffer(data, np.uint8))
-        tree = merkle.MerkleTree(merkle.hash_chunks(data, 1024))
-        want = np.frombuffer(b"".join(tree.level(h) for h in range(len(sizes))), np.uint8)
-        for attempt in (1, 2):
-            levels.fill(0)
-            root.fill(0)
-            kern.leaf_tree(data_d, chunks, levels, counters, root)
-            yield _compare(f"leaf_tree_1k chunks={chunks} run {attempt} (all levels)", levels.get(), want)
-            yield Check(f"leaf_tree_1k chunks={chunks} run {attempt} root", root.get().tobytes() == tree.root)
-        yield Check(f"leaf_tree_1k chunks={chunks} counters reset", not bool(counters.any()))
-
-
 def check_gemm(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
 
@@ -157,7 +132,6 @@ def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None
     from kernels.cuda_backend import CudaBackend
 
     gpu = CudaBackend(cupy.cuda.Device().id)
-    unfused = CudaBackend(cupy.cuda.Device().id, fused_tree=False)
     cpu = reference.CpuBackend()
     for v in vectors or []:
         params = ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
@@ -168,7 +142,6 @@ def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None
         want = cpu.run(params)
         got = gpu.run(params)
         yield Check(f"challenge m={m} n={n} k={k} R={rounds} roots", got == want)
-        yield Check(f"challenge m={m} n={n} k={k} R={rounds} roots (unfused tree)", unfused.run(params) == want)
         for r, row in [(rounds - 1, m - 1), (0, 0), (rounds // 2, m // 2)]:
             gv, gp = gpu.open(params, r, row, got)
             cv, cp = cpu.open(params, r, row, want)
@@ -180,7 +153,6 @@ ALL_CHECKS: dict[str, Callable[..., Iterator[Check]]] = {
     "round_key": check_round_key,
     "leaf_hashes": check_leaf_hashes,
     "levels": check_levels,
-    "leaf_tree": check_leaf_tree,
     "gemm": check_gemm,
     "challenges": check_challenges,
 }

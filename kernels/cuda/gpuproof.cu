@@ -6,7 +6,7 @@
 //   round_key      rs_r = SHA-256("gpuproof.round.v1" || seed || u32le(r) || prev_root); key words of A_r
 //   gen_nibbles    Philox4x64-10 nibble stream -> int8 matrix, from any Philox block
 //   leaf_hash_1k   SHA-256(0x00 || chunk) over 1 KiB chunks
-//   merkle_levels  RFC 6962 interior levels, up to 9 levels per launch, every level kept
+//   merkle_levels  RFC 6962 interior levels, up to 9 levels per launch, every level kept, root copied out
 //   copy_hash      one 32-byte hash from a level buffer into the roots array
 
 #ifdef __CUDACC_RTC__
@@ -307,23 +307,6 @@ __device__ __forceinline__ void hash_leaves_of_warp(const uint4* __restrict__ da
     }
 }
 
-// Called once per thread by leaf_tree_1k: kept out of line (GP_TREE_INLINE 0, default) so that the tree
-// code around it cannot make ptxas hoist the loop's constants into registers and spill them (seen on
-// sm_90); GP_TREE_INLINE 1 inlines it anyway, for bench/kernel_variants.py.
-#ifndef GP_TREE_INLINE
-#define GP_TREE_INLINE 0
-#endif
-#if GP_TREE_INLINE
-__device__ __forceinline__
-#else
-__device__ __noinline__
-#endif
-void hash_leaves_of_warp_call(const uint4* __restrict__ data,
-                                                      unsigned long long n_chunks, uint4* __restrict__ out,
-                                                      uint4* my_stage, unsigned long long chunk0, int lane) {
-    hash_leaves_of_warp(data, n_chunks, out, my_stage, chunk0, lane);
-}
-
 // leaf_hash_1k: leaf hashes only (32 digest bytes per chunk into `out`).
 extern "C" __global__ void __launch_bounds__(LEAF_THREADS)
 leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4* __restrict__ out) {
@@ -345,7 +328,7 @@ leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4*
 #define LEVEL_THREADS 256
 
 __device__ __forceinline__ void load_hash_cg(const uint32_t* p, uint32_t h[8]) {
-    // L2 loads: the hashes may have been written by other blocks of the same launch (leaf_tree_1k).
+    // L2 loads (bypassing L1): the hashes were written by other blocks, by an earlier launch.
     uint4 a = __ldcg(reinterpret_cast<const uint4*>(p)), b = __ldcg(reinterpret_cast<const uint4*>(p + 4));
     h[0] = a.x; h[1] = a.y; h[2] = a.z; h[3] = a.w; h[4] = b.x; h[5] = b.y; h[6] = b.z; h[7] = b.w;
 }
@@ -427,64 +410,6 @@ merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_le
     unsigned long long top = size;
     for (int l = 0; l < num_levels; ++l) top = (top + 1) >> 1;
     if (root_out != nullptr && top == 1 && threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
-}
-
-// leaf_tree_1k: leaf hashes and the whole tree in one launch, root into root_out. Each block hashes 128
-// leaves; the last block of a group of 4 to finish (atomic counter) reduces the group's 512 leaves
-// through 9 levels, the last group of 512 to finish reduces the next 9 levels, and so on: the tree is
-// built while other blocks still hash leaves, leaving only the last group's path exposed. Counters
-// (one per group of every tier) start at zero and are reset by the block that completes them.
-// 6 blocks per SM, as leaf_hash_1k gets: the tree part must not cost the leaves their occupancy.
-extern "C" __global__ void __launch_bounds__(LEAF_THREADS, 6)
-leaf_tree_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint32_t* __restrict__ levels,
-             unsigned int* __restrict__ counters, uint32_t* __restrict__ root_out) {
-    __shared__ uint4 stage[LEAF_WARPS][32 * STAGE_STRIDE];
-    __shared__ uint32_t buf[GROUP_NODES / 2][9];
-    __shared__ int s_last;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned long long chunk0 = ((unsigned long long)blockIdx.x * LEAF_WARPS + warp) * 32;
-    if (chunk0 < n_chunks) {
-        hash_leaves_of_warp_call(data, n_chunks, reinterpret_cast<uint4*>(levels), stage[warp], chunk0, lane);
-    }
-    int height = 0;
-    for (unsigned long long sz = n_chunks; sz > 1; sz = (sz + 1) >> 1) ++height;
-
-    const unsigned long long blocks_per_group = GROUP_NODES / LEAF_THREADS;  // 4
-    unsigned long long group = blockIdx.x / blocks_per_group;
-    unsigned long long groups = (n_chunks + GROUP_NODES - 1) / GROUP_NODES;  // groups of this tier
-    unsigned long long rest = gridDim.x - group * blocks_per_group;
-    unsigned int expected = (unsigned int)(rest < blocks_per_group ? rest : blocks_per_group);
-    unsigned long long counter_base = 0;
-    int start = 0;
-    while (true) {
-        __threadfence();  // publish this block's hashes before counting itself in
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            const unsigned int old = atomicAdd(counters + counter_base + group, 1u);
-            s_last = (old + 1 == expected);
-            if (s_last) counters[counter_base + group] = 0;  // ready for the next round
-        }
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();  // see every other block's hashes of this group
-        if (start == height) {  // a single leaf: the root is the leaf hash
-            if (threadIdx.x < 8) root_out[threadIdx.x] = __ldcg(levels + threadIdx.x);
-            return;
-        }
-        const int num = height - start < GROUP_LEVELS ? height - start : GROUP_LEVELS;
-        reduce_group(levels, n_chunks, start, num, group, buf);
-        start += num;
-        if (start == height) {
-            if (threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
-            return;
-        }
-        counter_base += groups;
-        const unsigned long long next_group = group / GROUP_NODES;
-        const unsigned long long members = groups - next_group * GROUP_NODES;
-        expected = (unsigned int)(members < GROUP_NODES ? members : GROUP_NODES);
-        group = next_group;
-        groups = (groups + GROUP_NODES - 1) / GROUP_NODES;
-    }
 }
 
 // copy_hash: dst[0..32) = src[0..32). Keeps the round chain on the device (root_r -> roots[r]).
