@@ -1,0 +1,64 @@
+"""Freivalds checks: y = B.T @ x exact against object-integer arithmetic, rows accepted and rejected."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import reference
+from kernels.spec import ChallengeParams
+from verifier import freivalds
+
+
+def slow_y(params: ChallengeParams, x: np.ndarray) -> list[int]:
+    b = reference.b_matrix(params).astype(object)
+    return list(b.T.dot(x.astype(object)))
+
+
+@pytest.mark.parametrize("fill", ["random", "max", "zero"])
+@pytest.mark.parametrize("n, k", [(256, 64), (512, 192), (768 * 0 + 1024, 128)])
+def test_y_vector_is_exact(n, k, fill):
+    params = ChallengeParams(bytes(range(32)), 4, n, k, 1)
+    x = {"random": freivalds.draw_x(n, secrets.token_bytes), "max": np.full(n, 2**32 - 1, np.int64),
+         "zero": np.zeros(n, np.int64)}[fill]
+    assert [int(v) for v in freivalds.y_vector(params, x)] == slow_y(params, x)
+
+
+def test_y_vector_rejects_bad_x():
+    params = ChallengeParams(bytes(32), 4, 256, 64, 1)
+    with pytest.raises(ValueError):
+        freivalds.y_vector(params, np.zeros(255, np.int64))
+    with pytest.raises(ValueError):
+        freivalds.y_vector(params, np.full(256, 2**32, np.int64))
+
+
+def test_draw_x_uses_the_byte_source_and_range():
+    x = freivalds.draw_x(1000, secrets.token_bytes)
+    assert x.shape == (1000,) and x.min() >= 0 and x.max() < 2**32 and len(set(x.tolist())) > 990
+    with pytest.raises(ValueError):
+        freivalds.draw_x(4, lambda n: b"\x00" * (n - 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 31), st.integers(0, 255), st.integers(-1000, 1000).filter(lambda d: d != 0))
+def test_right_rows_pass_and_any_changed_value_fails(row, column, delta):
+    params = ChallengeParams(bytes(range(1, 33)), 32, 256, 128, 1)
+    c = reference.CpuBackend().round_c(params, 0, bytes(32))
+    x = freivalds.draw_x(params.n, secrets.token_bytes)
+    y = freivalds.y_vector(params, x)
+    a = freivalds.a_row(params, 0, bytes(32), row)
+    assert freivalds.row_passes(c[row], x, a, y)
+    bad = c[row].astype(np.int64)
+    bad[column] += delta
+    assert not freivalds.row_passes(bad, x, a, y)  # fails unless x[column] == 0: probability 2**-32
+    assert freivalds.first_wrong_column(params, bad, a) == (column, int(bad[column]), int(c[row][column]))
+    assert freivalds.first_wrong_column(params, c[row], a) is None
+
+
+def test_exact_dot_does_not_overflow():
+    a = np.full(10, 2**40, np.int64)
+    assert freivalds.exact_dot(a, a) == 10 * 2**80

@@ -1,0 +1,297 @@
+"""Simulated provers, honest and dishonest, for the attack suite and docs/threat-model.md.
+
+Each strategy plays the prover's side of verifier.protocol at small sizes on the CPU reference, with a
+simulated clock, so that thousands of challenges run in seconds. `run_strategy` plays one challenge end
+to end and returns the verdict; `detection_table` runs each strategy many times against its bound.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import merkle, reference
+from kernels.backend import Opening
+from kernels.spec import ChallengeParams, prev_root_of
+from verifier.protocol import Challenge, Verdict, Verifier
+from verifier.timing import TimingConfig, classify
+
+SMALL_SHAPE = (32, 256, 64, 4)  # m, n, k, rounds
+
+
+@dataclass
+class Committed:
+    """What a prover holds after committing: per round, the C it committed to and the tree over it."""
+
+    roots: list[bytes]
+    c: list[np.ndarray | None]
+    trees: list[merkle.MerkleTree | None]
+
+    def honest_opening(self, params: ChallengeParams, r: int, i: int) -> Opening:
+        tree = self.trees[r]
+        assert tree is not None and self.c[r] is not None
+        return Opening(r, i, self.c[r][i], tuple(reference.row_path(tree, params, i)))
+
+
+def _commit_rows(params: ChallengeParams, rows_of_round: Callable[[int, bytes], np.ndarray]) -> Committed:
+    """Commit round by round to whatever C `rows_of_round(r, prev_root)` gives, chaining the roots."""
+    out = Committed([], [], [])
+    for r in range(params.rounds):
+        c = rows_of_round(r, prev_root_of(out.roots, r))
+        tree = reference.round_tree(c)
+        out.roots.append(tree.root)
+        out.c.append(c)
+        out.trees.append(tree)
+    return out
+
+
+class Strategy:
+    """A prover: commits (roots, simulated seconds of work) then answers an opening request."""
+
+    name = "strategy"
+    description = ""
+
+    def commit(self, params: ChallengeParams) -> Committed:
+        raise NotImplementedError
+
+    def open(self, params: ChallengeParams, held: Committed, pairs: Sequence[tuple[int, int]],
+             x: np.ndarray) -> list[Opening]:
+        return [held.honest_opening(params, r, i) for r, i in pairs]
+
+    def bound(self, params: ChallengeParams, spot_checks: int) -> float:
+        """Upper bound on the probability that this strategy passes (1.0 for the honest prover)."""
+        return 0.0
+
+
+class Honest(Strategy):
+    name = "honest"
+    description = "computes everything"
+
+    def commit(self, params):
+        cpu = reference.CpuBackend()
+        return _commit_rows(params, lambda r, prev: cpu.round_c(params, r, prev))
+
+    def bound(self, params, spot_checks):
+        return 1.0
+
+
+class SkipRows(Strategy):
+    """Computes a fraction 1 - delta of the rows, commits random values for the rest."""
+
+    def __init__(self, delta: float) -> None:
+        self.delta = delta
+        self.name = f"skip {delta:.0%} of rows"
+        self.description = "garbage in skipped rows, committed consistently"
+
+    def commit(self, params):
+        cpu = reference.CpuBackend()
+        rng = np.random.default_rng(secrets.randbits(64))
+
+        def rows(r, prev):
+            c = cpu.round_c(params, r, prev)
+            skipped = rng.random(params.m) < self.delta
+            c[skipped] = rng.integers(-2**20, 2**20, size=(int(skipped.sum()), params.n), dtype=np.int32)
+            return c
+
+        return _commit_rows(params, rows)
+
+    def bound(self, params, spot_checks):
+        return (1 - self.delta) ** spot_checks + spot_checks * 2.0**-32
+
+
+class GarbageRoots(Strategy):
+    """Computes some rounds, commits random roots for the others (and opens honest rows there)."""
+
+    def __init__(self, bad_fraction: float) -> None:
+        self.bad_fraction = bad_fraction
+        self._bad: set[int] = set()
+        self.name = f"garbage roots in {bad_fraction:.0%} of rounds"
+        self.description = "random root, no tree, for skipped rounds"
+
+    def commit(self, params):
+        cpu = reference.CpuBackend()
+        held = Committed([], [], [])
+        self._bad = set(random.sample(range(params.rounds), max(1, round(self.bad_fraction * params.rounds))))
+        for r in range(params.rounds):
+            c = cpu.round_c(params, r, prev_root_of(held.roots, r))
+            tree = reference.round_tree(c)
+            held.roots.append(secrets.token_bytes(32) if r in self._bad else tree.root)
+            held.c.append(c)
+            held.trees.append(tree)
+        return held
+
+    def bound(self, params, spot_checks):
+        return (1 - len(self._bad) / params.rounds) ** spot_checks
+
+
+class WrongSeed(Strategy):
+    name = "wrong seed"
+    description = "answers another challenge (its own seed), consistently"
+
+    def commit(self, params):
+        other = ChallengeParams(secrets.token_bytes(32), params.m, params.n, params.k, params.rounds)
+        return Honest().commit(other)
+
+    def bound(self, params, spot_checks):
+        return spot_checks * 2.0**-32
+
+
+class StaleReplay(Strategy):
+    name = "stale replay"
+    description = "replays an older challenge's commitment and rows"
+
+    def __init__(self) -> None:
+        self._old: tuple[ChallengeParams, Committed] | None = None
+
+    def commit(self, params):
+        old_params = ChallengeParams(secrets.token_bytes(32), params.m, params.n, params.k, params.rounds)
+        held = Honest().commit(old_params)
+        self._old = (old_params, held)
+        return held
+
+    def bound(self, params, spot_checks):
+        return spot_checks * 2.0**-32
+
+
+class ChangedAfterCommit(Strategy):
+    name = "row changed after commit"
+    description = "commits honestly, then sends each opened row with one value changed"
+
+    def commit(self, params):
+        return Honest().commit(params)
+
+    def open(self, params, held, pairs, x):
+        out = []
+        for r, i in pairs:
+            o = held.honest_opening(params, r, i)
+            values = o.values.copy()
+            values[random.randrange(params.n)] += 1
+            out.append(Opening(r, i, values, o.path))
+        return out
+
+
+class ForgedProof(Strategy):
+    name = "forged or truncated proof"
+    description = "commits honestly, sends paths with a flipped bit or a missing hash"
+
+    def commit(self, params):
+        return Honest().commit(params)
+
+    def open(self, params, held, pairs, x):
+        out = []
+        for r, i in pairs:
+            o = held.honest_opening(params, r, i)
+            path = list(o.path)
+            if random.random() < 0.5 and path:
+                path.pop()
+            elif path:
+                j = random.randrange(len(path))
+                path[j] = bytes([path[j][0] ^ 1]) + path[j][1:]
+            else:
+                path = [secrets.token_bytes(32)]
+            out.append(Opening(r, i, o.values, tuple(path)))
+        return out
+
+
+class RowsWithoutCommitment(Strategy):
+    """The flaw in Prime Intellect's gpu-challenge: right answers about C without committed rows."""
+
+    name = "right rows, nothing committed"
+    description = "commits random roots, computes only the opened rows afterwards"
+
+    def commit(self, params):
+        return Committed([secrets.token_bytes(32) for _ in range(params.rounds)],
+                         [None] * params.rounds, [None] * params.rounds)
+
+    def open(self, params, held, pairs, x):
+        b = reference.as_exact_float(reference.b_matrix(params))
+        out = []
+        for r, i in pairs:
+            a = reference.a_matrix(params, r, prev_root_of(held.roots, r), rows=1, row_offset=i)
+            row = reference.matmul_exact(a, b)[0]
+            # a path of the right length, made up: there is no tree to take it from
+            length = merkle.inclusion_proof_length(i, params.m)
+            out.append(Opening(r, i, row, tuple(secrets.token_bytes(32) for _ in range(length))))
+        return out
+
+
+STRATEGIES: list[Callable[[], Strategy]] = [
+    Honest, lambda: SkipRows(0.05), lambda: SkipRows(0.25), lambda: GarbageRoots(0.25), WrongSeed,
+    StaleReplay, ChangedAfterCommit, ForgedProof, RowsWithoutCommitment,
+]
+
+
+def run_strategy(strategy: Strategy, verifier: Verifier, shape=SMALL_SHAPE, model: str = "cpu-reference",
+                 now: float = 1.8e9) -> tuple[Challenge, Verdict]:
+    """One challenge against `strategy`, timed as an honest card of the claimed profile would be."""
+    challenge = verifier.issue(model, now=now, shape=shape)
+    held = strategy.commit(challenge.params)
+    commitment = verifier.commit(challenge, held.roots, received_at=now + challenge.thresholds.expected_s,
+                                 rtt_s=0.0)
+    request = verifier.request_openings(challenge, commitment)
+    openings = strategy.open(challenge.params, held, request.pairs, request.x)
+    return challenge, verifier.judge(challenge, commitment, request, openings)
+
+
+@dataclass(frozen=True)
+class Row:
+    strategy: str
+    description: str
+    runs: int
+    passed: int
+    bound: float
+    detection: float
+    consistent: bool  # the measured pass rate is within the bound (plus 4 binomial standard deviations)
+
+
+def detect(strategy_factory: Callable[[], Strategy], runs: int, verifier: Verifier,
+           shape=SMALL_SHAPE) -> Row:
+    passed = 0
+    strategy = strategy_factory()
+    bound = 0.0
+    for _ in range(runs):
+        strategy = strategy_factory()
+        challenge, verdict = run_strategy(strategy, verifier, shape)
+        bound = strategy.bound(challenge.params, challenge.spot_checks)
+        passed += verdict.correctness == "pass"
+    rate = passed / runs
+    slack = 4 * math.sqrt(max(bound * (1 - bound), 1e-12) / runs)
+    if isinstance(strategy, Honest):
+        ok = passed == runs
+    else:
+        ok = rate <= bound + slack
+    return Row(strategy.name, strategy.description, runs, passed, bound, 1 - rate, ok)
+
+
+def simulate_timing(claimed: str, actual: str, runs: int, verifier: Verifier,
+                    rng: random.Random | None = None) -> Row:
+    """A card of profile `actual` claiming `claimed`, honest work, the clock simulated from the model.
+
+    The card's efficiency is drawn uniformly in its band, its overhead uniformly in [0, overhead_max],
+    its compute time jittered by compute_sigma and the RTT estimate by rtt_sigma (docs/protocol.md).
+    """
+    rng = rng or random.Random(secrets.randbits(64))
+    cfg: TimingConfig = verifier.config.timing
+    prof = verifier.profiles[actual]
+    flagged = 0
+    for _ in range(runs):
+        challenge = verifier.issue(claimed, now=0.0)
+        p = challenge.params
+        work = 2.0 * p.m * p.n * p.k * p.rounds
+        eff = rng.uniform(prof.eff_low, prof.eff_high)
+        compute = work / (prof.int8_tops * 1e12 * eff) * (1 + rng.gauss(0, cfg.compute_sigma))
+        t = compute + rng.uniform(0, cfg.overhead_max_s) + rng.gauss(0, cfg.rtt_sigma_s)
+        commitment = verifier.commit(challenge, [bytes(32)] * p.rounds, received_at=max(0.0, t), rtt_s=0.0)
+        cls = classify(commitment.measured_s, challenge.thresholds, verifier.profile_of(challenge))
+        flagged += cls in ("slower-than-claimed", "timeout")
+    name = f"{actual} claiming {claimed} (simulated clock)" if claimed != actual else \
+        f"honest {actual} (simulated clock)"
+    honest = claimed == actual
+    # honest: no false failure allowed; a slower card: every challenge flagged
+    return Row(name, "timing only", runs, runs - flagged, 1.0 if honest else 0.0, flagged / runs,
+               flagged == 0 if honest else flagged == runs)

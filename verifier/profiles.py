@@ -1,0 +1,133 @@
+"""GPU hardware profiles (verifier/data/gpu_profiles.toml) and the rates an honest card reaches.
+
+A profile's honest band is [int8_tops * eff_low, int8_tops * eff_high] TOPS on full gpuproof/1 rounds.
+An unknown model is never an error and never a zero: `lookup` returns the UNPROFILED profile, whose
+challenges are sized from a conservative guess and whose verified class is learned from its own
+measured rates (`best_match`).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from kernels.errors import InvalidParameter
+
+UNPROFILED_KEY = "unprofiled"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU model: datasheet figures and the efficiency band of an honest card on the challenge."""
+
+    key: str
+    name: str
+    int8_tops: float
+    memory_gib: float
+    bandwidth_gbs: float
+    eff_low: float
+    eff_high: float
+    measured: bool
+    arch: str
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for field in ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low", "eff_high"):
+            value = getattr(self, field)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise InvalidParameter(f"profile {self.key}.{field}", f"must be a positive number, got {value!r}")
+        if self.eff_low > self.eff_high:
+            raise InvalidParameter(f"profile {self.key}", f"eff_low {self.eff_low} > eff_high {self.eff_high}")
+
+    @property
+    def rate_low(self) -> float:
+        """Slowest honest rate, ops/s."""
+        return self.int8_tops * 1e12 * self.eff_low
+
+    @property
+    def rate_high(self) -> float:
+        """Fastest honest rate, ops/s."""
+        return self.int8_tops * 1e12 * self.eff_high
+
+    @property
+    def rate_typical(self) -> float:
+        """Geometric middle of the honest band, ops/s: what challenges are sized for."""
+        return math.sqrt(self.rate_low * self.rate_high)
+
+    @property
+    def is_profiled(self) -> bool:
+        return self.key != UNPROFILED_KEY
+
+
+# Sized like a small datacenter card (T4 class), with a band so wide that nothing is slower or faster
+# than "claimed": an unprofiled device makes no claim that timing could contradict.
+UNPROFILED = Profile(key=UNPROFILED_KEY, name="unprofiled device", int8_tops=100.0, memory_gib=8.0,
+                     bandwidth_gbs=200.0, eff_low=1e-6, eff_high=1e6, measured=False, arch="unknown")
+
+
+def _normalise(model: str) -> str:
+    return " ".join(model.lower().replace("-", " ").replace("_", " ").split())
+
+
+@lru_cache(maxsize=1)
+def load_profiles() -> Mapping[str, Profile]:
+    """All profiles from the packaged data file, by key."""
+    raw = tomllib.loads(resources.files("verifier").joinpath("data/gpu_profiles.toml").read_text())
+    out: dict[str, Profile] = {}
+    for key, entry in raw["profiles"].items():
+        out[key] = Profile(key=key, name=entry["name"], int8_tops=float(entry["int8_tops"]),
+                           memory_gib=float(entry["memory_gib"]), bandwidth_gbs=float(entry["bandwidth_gbs"]),
+                           eff_low=float(entry["eff_low"]), eff_high=float(entry["eff_high"]),
+                           measured=bool(entry["measured"]), arch=str(entry["arch"]),
+                           aliases=tuple(entry.get("aliases", ())))
+    return out
+
+
+def lookup(model: str, profiles: Mapping[str, Profile] | None = None) -> Profile:
+    """The profile of a claimed model: by key, name or alias (case, dashes and spaces ignored).
+
+    Unknown models get UNPROFILED, never an error.
+    """
+    profiles = load_profiles() if profiles is None else profiles
+    wanted = _normalise(model)
+    for profile in profiles.values():
+        names = (profile.key, profile.name, *profile.aliases)
+        if any(_normalise(n) == wanted for n in names):
+            return profile
+    return UNPROFILED
+
+
+def best_match(rate: float, profiles: Mapping[str, Profile] | None = None) -> Profile:
+    """The profile whose honest band best explains a measured rate (ops/s).
+
+    A band that contains the rate wins (the one whose typical rate is nearest in log space); otherwise the
+    band nearest in log space. `cpu-reference` competes like any other profile.
+    """
+    profiles = load_profiles() if profiles is None else profiles
+    if rate <= 0 or not math.isfinite(rate):
+        raise ValueError(f"rate must be a positive number, got {rate!r}")
+
+    def distance(p: Profile) -> tuple[int, float]:
+        inside = p.rate_low <= rate <= p.rate_high
+        if inside:
+            return 0, abs(math.log(rate / p.rate_typical))
+        edge = p.rate_low if rate < p.rate_low else p.rate_high
+        return 1, abs(math.log(rate / edge))
+
+    return min(profiles.values(), key=distance)
+
+
+def slower_substitute(claimed: Profile, threshold_rate: float,
+                      profiles: Mapping[str, Profile] | None = None) -> Profile | None:
+    """The fastest profile that cannot reach `threshold_rate` honestly (its whole band is below it).
+
+    It is the card a dishonest provider would most plausibly hold while claiming `claimed`; None when
+    no profile is slower.
+    """
+    profiles = load_profiles() if profiles is None else profiles
+    slower = [p for p in profiles.values() if p.key != claimed.key and p.rate_high < threshold_rate]
+    return max(slower, key=lambda p: p.rate_high, default=None)

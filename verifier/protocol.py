@@ -1,0 +1,280 @@
+"""The challenge protocol, verifier side (docs/protocol.md, "Protocol"): issue, commit, open, check.
+
+Pure: the caller passes its clock readings (`now`, `received_at`) and its round-trip estimate, and
+stores what comes back; randomness comes from `secrets` unless a test injects a source.
+
+1. issue    fresh 32-byte seed, sizes for the claimed profile, thresholds, deadline, challenge id.
+2. commit   the prover's R roots; measured time = received_at - issued_at - rtt allowance.
+3. open     only after the commitment is stored: s (round, row) pairs uniform over all rows of all
+            rounds, and a Freivalds vector x, from the CSPRNG.
+4. check    each opened row: its subtree root and audit path must give the committed root_r, and
+            row . x == A_r[row] . y exactly (y = B.T @ x, once per challenge).
+5. verdict  correctness, timing class, the stated cheating bound, reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kernels.backend import Opening
+from kernels.errors import InvalidParameter, OpeningRejected
+from kernels.merkle import HASH_BYTES
+from kernels.spec import SPEC, ChallengeParams, prev_root_of
+from verifier import freivalds
+from verifier.openings import check_row_inclusion
+from verifier.profiles import Profile, best_match, load_profiles, lookup, slower_substitute
+from verifier.timing import Thresholds, TimingConfig, classify, size_challenge, thresholds
+
+DEFAULT_SPOT_CHECKS = 32
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    spot_checks: int = DEFAULT_SPOT_CHECKS
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spot_checks, int) or not 1 <= self.spot_checks <= 4096:
+            raise InvalidParameter("spot_checks", f"must be an integer in 1..4096, got {self.spot_checks!r}")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """An issued challenge: what the prover gets (id, params) and what the verifier keeps (the rest)."""
+
+    challenge_id: str
+    params: ChallengeParams
+    device_model: str
+    profile: str
+    issued_at: float
+    thresholds: Thresholds
+    spot_checks: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.challenge_id, str) and len(self.challenge_id) == 32
+                and all(c in "0123456789abcdef" for c in self.challenge_id)):
+            raise InvalidParameter("challenge_id", "expected 32 lowercase hex characters")
+        if not isinstance(self.issued_at, int | float) or not math.isfinite(self.issued_at):
+            raise InvalidParameter("issued_at", "expected a finite time")
+
+    def public(self) -> dict[str, Any]:
+        """What the prover is sent."""
+        return {"challenge_id": self.challenge_id, **self.params.to_dict(),
+                "deadline_s": self.thresholds.deadline_s}
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """The prover's roots, as received, with the verifier's own timing of them."""
+
+    challenge_id: str
+    roots: tuple[bytes, ...]
+    received_at: float
+    rtt_s: float
+    measured_s: float
+
+
+@dataclass(frozen=True)
+class OpeningRequest:
+    """Drawn after the commitment is stored: which rows to open, and the Freivalds vector."""
+
+    challenge_id: str
+    pairs: tuple[tuple[int, int], ...]
+    x: np.ndarray = field(repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {"challenge_id": self.challenge_id, "pairs": [list(p) for p in self.pairs]}
+
+
+@dataclass(frozen=True)
+class Failure:
+    round: int
+    row: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one challenge, with everything needed to explain it."""
+
+    challenge_id: str
+    outcome: str  # "pass" or "fail"
+    correctness: str  # "pass" or "fail"
+    failure: Failure | None
+    timing: str  # one of verifier.timing.TIMING_CLASSES
+    measured_s: float
+    expected_s: float
+    measured_tops: float
+    best_match: str
+    claimed_profile: str
+    cheat_pass_probability: float
+    cheat_model: Mapping[str, Any]
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "challenge_id": self.challenge_id, "outcome": self.outcome, "correctness": self.correctness,
+            "failure": None if self.failure is None else vars(self.failure),
+            "timing": self.timing, "measured_s": self.measured_s, "expected_s": self.expected_s,
+            "measured_tops": self.measured_tops, "best_match": self.best_match,
+            "claimed_profile": self.claimed_profile, "cheat_pass_probability": self.cheat_pass_probability,
+            "cheat_model": dict(self.cheat_model), "reasons": list(self.reasons),
+        }
+
+
+def cheat_bound(params: ChallengeParams, profile: Profile, limits: Thresholds, spot_checks: int,
+                profiles: Mapping[str, Profile]) -> tuple[float, dict[str, Any]]:
+    """The chance that a provider holding a slower card passed this challenge by skipping rows.
+
+    The slowest time the verdict accepts is slow_s, i.e. a rate of W / slow_s. A card whose fastest
+    honest rate is r can compute at most f = r * slow_s / W of the rows in that time; the s opened rows
+    are uniform over all rows, so every one of them is a computed row with probability at most f**s;
+    each uncomputed row that is opened passes the Freivalds test with probability at most 2**-32 (union
+    bound over the s rows). The substitute card is the fastest profile that cannot pass honestly.
+    """
+    work = 2.0 * params.m * params.n * params.k * params.rounds
+    substitute = slower_substitute(profile, work / limits.slow_s, profiles) if profile.is_profiled else None
+    if substitute is None:  # nothing slower on file: state the bound for a card half as fast as needed
+        fraction, name = 0.5, "a card half as fast as needed"
+    else:
+        fraction, name = min(1.0, substitute.rate_high * limits.slow_s / work), substitute.key
+    bound = min(1.0, fraction**spot_checks + spot_checks * 2.0**-freivalds.X_BITS)
+    return bound, {"substitute": name, "max_fraction_of_rows": fraction, "spot_checks": spot_checks,
+                   "freivalds_error_per_row": 2.0**-freivalds.X_BITS}
+
+
+class Verifier:
+    """Issues and judges challenges. Holds configuration and profiles only; no state between calls."""
+
+    def __init__(self, config: VerifierConfig | None = None,
+                 profiles: Mapping[str, Profile] | None = None,
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+        self.config = config or VerifierConfig()
+        self.profiles = load_profiles() if profiles is None else profiles
+        self._random_bytes = random_bytes
+
+    # 1. issue ---------------------------------------------------------------------------------
+    def issue(self, device_model: str, *, now: float, profile_key: str | None = None,
+              shape: tuple[int, int, int, int] | None = None) -> Challenge:
+        """A fresh challenge for a device claimed to be `device_model` (any string; unknown is fine).
+
+        `shape` (m, n, k, rounds) overrides the sizing, for tests, demos and simulations; the thresholds
+        follow it.
+        """
+        if not isinstance(device_model, str) or not device_model.strip() or len(device_model) > 200:
+            raise InvalidParameter("device_model", "expected a model name of 1 to 200 characters")
+        profile = self.profiles[profile_key] if profile_key else lookup(device_model, self.profiles)
+        seed = self._random_bytes(32)
+        params = size_challenge(seed, profile, self.config.timing) if shape is None \
+            else ChallengeParams(seed, *shape)
+        return Challenge(challenge_id=self._random_bytes(16).hex(), params=params, device_model=device_model,
+                         profile=profile.key, issued_at=float(now),
+                         thresholds=thresholds(params, profile, self.config.timing),
+                         spot_checks=self.config.spot_checks)
+
+    def profile_of(self, challenge: Challenge) -> Profile:
+        return self.profiles.get(challenge.profile) or lookup(challenge.device_model, self.profiles)
+
+    # 2. commit --------------------------------------------------------------------------------
+    def commit(self, challenge: Challenge, roots: Sequence[bytes], *, received_at: float,
+               rtt_s: float = 0.0) -> Commitment:
+        """Record the prover's roots with the verifier's timing; the roots' shape is checked here."""
+        roots = tuple(roots)
+        if len(roots) != challenge.params.rounds:
+            raise InvalidParameter("roots", f"commitment has {len(roots)} roots, want {challenge.params.rounds}")
+        for i, r in enumerate(roots):
+            if not isinstance(r, bytes) or len(r) != HASH_BYTES:
+                raise InvalidParameter("roots", f"root {i} is not a 32-byte hash")
+        if not (isinstance(rtt_s, int | float) and 0 <= rtt_s < 60):
+            raise InvalidParameter("rtt_s", f"must be in [0, 60) seconds, got {rtt_s!r}")
+        measured = max(0.0, float(received_at) - challenge.issued_at - float(rtt_s))
+        return Commitment(challenge.challenge_id, roots, float(received_at), float(rtt_s), measured)
+
+    # 3. open ----------------------------------------------------------------------------------
+    def request_openings(self, challenge: Challenge, commitment: Commitment) -> OpeningRequest:
+        """Draw the rows to open and x. Call only after the commitment is durably stored."""
+        if commitment.challenge_id != challenge.challenge_id:
+            raise InvalidParameter("commitment", "belongs to another challenge")
+        p = challenge.params
+        total = p.rounds * p.m
+        pairs = [divmod(self._randbelow(total), p.m) for _ in range(challenge.spot_checks)]
+        x = freivalds.draw_x(p.n, self._random_bytes)
+        return OpeningRequest(challenge.challenge_id, tuple((int(r), int(i)) for r, i in pairs), x)
+
+    def _randbelow(self, bound: int) -> int:
+        """Uniform in [0, bound) from the byte source, by rejection (no modulo bias)."""
+        bits = max(1, (bound - 1).bit_length())
+        nbytes = (bits + 7) // 8
+        while True:
+            value = int.from_bytes(self._random_bytes(nbytes), "little") & ((1 << bits) - 1)
+            if value < bound:
+                return value
+
+    # 4-5. check and verdict -------------------------------------------------------------------
+    def judge(self, challenge: Challenge, commitment: Commitment, request: OpeningRequest,
+              openings: Sequence[Opening]) -> Verdict:
+        """Check every requested opening and give the verdict (never raises on a bad opening)."""
+        p = challenge.params
+        profile = self.profile_of(challenge)
+        failure = self._first_failure(challenge, commitment, request, openings)
+        timing = classify(commitment.measured_s, challenge.thresholds, profile)
+        work = 2.0 * p.m * p.n * p.k * p.rounds
+        rate = work / max(commitment.measured_s, 1e-9)
+        match = best_match(rate, self.profiles)
+        bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles)
+        reasons = []
+        if failure is None:
+            reasons.append(f"all {len(request.pairs)} opened rows are committed and exact")
+        else:
+            reasons.append(f"round {failure.round} row {failure.row}: {failure.reason}: {failure.detail}")
+        t = challenge.thresholds
+        speed = f"measured {commitment.measured_s:.3f} s ({rate / 1e12:.1f} TOPS)"
+        reasons.append({
+            "consistent": f"{speed}, inside [{t.fast_s:.3f}, {t.slow_s:.3f}] s for {profile.key}",
+            "slower-than-claimed": f"{speed}: slower than any honest {profile.key} (limit {t.slow_s:.3f} s); "
+                                   f"the rate matches {match.key}",
+            "faster-than-claimed": f"{speed}: faster than any {profile.key} (limit {t.fast_s:.3f} s); "
+                                   f"the rate matches {match.key}, so the model is misreported",
+            "timeout": f"{speed}: past the deadline of {t.deadline_s:.3f} s",
+            "unprofiled": f"{speed} on an unprofiled device; its rate matches {match.key}",
+        }[timing])
+        ok = failure is None and timing in ("consistent", "faster-than-claimed", "unprofiled")
+        return Verdict(challenge_id=challenge.challenge_id, outcome="pass" if ok else "fail",
+                       correctness="pass" if failure is None else "fail", failure=failure, timing=timing,
+                       measured_s=commitment.measured_s, expected_s=t.expected_s, measured_tops=rate / 1e12,
+                       best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
+                       cheat_model=model, reasons=tuple(reasons))
+
+    def _first_failure(self, challenge: Challenge, commitment: Commitment, request: OpeningRequest,
+                       openings: Sequence[Opening]) -> Failure | None:
+        p = challenge.params
+        if request.challenge_id != challenge.challenge_id or commitment.challenge_id != challenge.challenge_id:
+            return Failure(-1, -1, "wrong-challenge", "commitment, request or challenge ids differ")
+        by_pair = {}
+        for o in openings:
+            by_pair.setdefault((o.round, o.row), o)
+        y = None
+        for r, i in request.pairs:
+            o = by_pair.get((r, i))
+            if o is None:
+                return Failure(r, i, "missing", "the requested row was not opened")
+            try:
+                check_row_inclusion(p, commitment.roots, o)
+            except OpeningRejected as exc:
+                return Failure(r, i, exc.reason, exc.detail)
+            if y is None:
+                y = freivalds.y_vector(p, request.x)
+            a = freivalds.a_row(p, r, prev_root_of(commitment.roots, r), i)
+            if not freivalds.row_passes(o.values, request.x, a, y):
+                wrong = freivalds.first_wrong_column(p, o.values, a)
+                detail = ("row . x != A_r[row] . y" if wrong is None else
+                          f"wrong value at column {wrong[0]}: got {wrong[1]}, want {wrong[2]}")
+                return Failure(r, i, "wrong-value", detail)
+        return None

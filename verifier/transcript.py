@@ -1,0 +1,143 @@
+"""Challenge transcripts: the evidence a renter re-checks offline (docs/protocol.md, "Evidence").
+
+A transcript (JSON, version "gpuproof.transcript/1") holds the parameters and seed, the thresholds fixed
+at issue, the roots with the verifier's timing of them, the opened pairs and x, every opened row with its
+audit path, and the verdict. `recheck` re-runs every check from those and compares with the recorded
+verdict field by field. Bytes are hex, once, here at the edge; every field is validated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kernels.backend import Opening
+from kernels.errors import GpuproofError, InvalidParameter
+from kernels.spec import SPEC, ChallengeParams
+from verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
+from verifier.timing import Thresholds
+
+VERSION = "gpuproof.transcript/1"
+
+
+class TranscriptError(GpuproofError):
+    """A transcript is malformed; the message names the field."""
+
+
+def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
+          openings: Sequence[Opening], verdict: Verdict) -> dict[str, Any]:
+    """The transcript of a judged challenge."""
+    p = challenge.params
+    t = challenge.thresholds
+    return {
+        "version": VERSION,
+        "spec": SPEC,
+        "challenge": {
+            "challenge_id": challenge.challenge_id, "seed": p.seed.hex(), "m": p.m, "n": p.n, "k": p.k,
+            "rounds": p.rounds, "device_model": challenge.device_model, "profile": challenge.profile,
+            "issued_at": challenge.issued_at, "spot_checks": challenge.spot_checks,
+            "thresholds": {"expected_s": t.expected_s, "fast_s": t.fast_s, "slow_s": t.slow_s,
+                           "deadline_s": t.deadline_s},
+        },
+        "commitment": {"roots": [r.hex() for r in commitment.roots], "received_at": commitment.received_at,
+                       "rtt_s": commitment.rtt_s, "measured_s": commitment.measured_s},
+        "request": {"pairs": [list(pair) for pair in request.pairs],
+                    "x": request.x.astype("<u4").tobytes().hex()},
+        "openings": [o.to_json() for o in openings],
+        "verdict": verdict.to_json(),
+    }
+
+
+def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise TranscriptError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise TranscriptError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _number(obj: Any, key: str, where: str) -> float:
+    value = _get(obj, key, (int, float), where)
+    if not math.isfinite(value):
+        raise TranscriptError(f"{where}.{key}: not a finite number")
+    return float(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise TranscriptError(f"{where}: expected a hex string, got {type(value).__name__}")
+    return value
+
+
+def _hex(text: str, where: str, length: int | None = None) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise TranscriptError(f"{where}: not hex") from None
+    if length is not None and len(raw) != length:
+        raise TranscriptError(f"{where}: expected {length} bytes, got {len(raw)}")
+    return raw
+
+
+def parse(doc: Any) -> tuple[Challenge, Commitment, OpeningRequest, list[Opening], dict[str, Any]]:
+    """Objects from a transcript document, every field checked; the recorded verdict as given."""
+    if not isinstance(doc, dict):
+        raise TranscriptError("transcript: expected a JSON object")
+    if doc.get("version") != VERSION:
+        raise TranscriptError(f"version: expected {VERSION!r}, got {doc.get('version')!r}")
+    c = _get(doc, "challenge", dict, "transcript")
+    try:
+        params = ChallengeParams(_hex(_get(c, "seed", str, "challenge"), "challenge.seed", 32),
+                                 _get(c, "m", int, "challenge"), _get(c, "n", int, "challenge"),
+                                 _get(c, "k", int, "challenge"), _get(c, "rounds", int, "challenge"))
+        t = _get(c, "thresholds", dict, "challenge")
+        challenge = Challenge(
+            challenge_id=_get(c, "challenge_id", str, "challenge"), params=params,
+            device_model=_get(c, "device_model", str, "challenge"), profile=_get(c, "profile", str, "challenge"),
+            issued_at=_number(c, "issued_at", "challenge"),
+            thresholds=Thresholds(*(_number(t, f, "challenge.thresholds")
+                                    for f in ("expected_s", "fast_s", "slow_s", "deadline_s"))),
+            spot_checks=_get(c, "spot_checks", int, "challenge"))
+        cm = _get(doc, "commitment", dict, "transcript")
+        roots = tuple(_hex(_text(h, f"commitment.roots[{i}]"), f"commitment.roots[{i}]", 32)
+                      for i, h in enumerate(_get(cm, "roots", list, "commitment")))
+        commitment = Commitment(challenge.challenge_id, roots, _number(cm, "received_at", "commitment"),
+                                _number(cm, "rtt_s", "commitment"), _number(cm, "measured_s", "commitment"))
+        rq = _get(doc, "request", dict, "transcript")
+        pairs = []
+        for i, pair in enumerate(_get(rq, "pairs", list, "request")):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
+                raise TranscriptError(f"request.pairs[{i}]: expected [round, row]")
+            pairs.append((pair[0], pair[1]))
+        x_raw = _hex(_get(rq, "x", str, "request"), "request.x", 4 * params.n)
+        request = OpeningRequest(challenge.challenge_id, tuple(pairs),
+                                 np.frombuffer(x_raw, dtype="<u4").astype(np.int64))
+        openings = [Opening.from_json(o) for o in _get(doc, "openings", list, "transcript")]
+    except InvalidParameter as exc:
+        raise TranscriptError(f"invalid field {exc.param}: {exc.detail}") from None
+    verdict = _get(doc, "verdict", dict, "transcript")
+    return challenge, commitment, request, openings, verdict
+
+
+def recheck(doc: Any, verifier: Verifier | None = None) -> tuple[Verdict, list[str]]:
+    """Re-run every check of a transcript: the recomputed verdict and its differences from the record.
+
+    The timing is re-judged from the recorded measurement and the thresholds fixed at issue; the
+    correctness from the roots, x and the opened rows alone. An empty list means the record stands.
+    """
+    challenge, commitment, request, openings, recorded = parse(doc)
+    expected_measured = max(0.0, commitment.received_at - challenge.issued_at - commitment.rtt_s)
+    diffs = []
+    if not math.isclose(expected_measured, commitment.measured_s, rel_tol=0, abs_tol=1e-9):
+        diffs.append(f"commitment.measured_s: recorded {commitment.measured_s}, "
+                     f"but received_at - issued_at - rtt_s = {expected_measured}")
+    verdict = (verifier or Verifier()).judge(challenge, commitment, request, openings)
+    fresh = verdict.to_json()
+    for key in sorted(set(fresh) | set(recorded)):
+        if fresh.get(key) != recorded.get(key):
+            diffs.append(f"verdict.{key}: recorded {recorded.get(key)!r}, recomputed {fresh.get(key)!r}")
+    return verdict, diffs

@@ -1,0 +1,206 @@
+"""Trust scores and settlement decisions (docs/protocol.md, "Trust score", "Settlement").
+
+Score: a Beta posterior over "this provider's next verdict is honest", from a Beta(1, 1) prior (a new
+provider is unproven: mean 0.5 and a low lower bound, not distrust). Each verdict adds evidence weighted
+by exp-decay with a half-life (default 7 days): a pass adds 1 to alpha; a correctness failure adds 20 to
+beta (cheating is not noise); slower-than-claimed adds 5 (the hardware claim is suspect); a timeout
+adds 1. The score is the posterior mean; the lower bound is the posterior's 5% quantile (a one-sided 95%
+credible bound). Every score lists the verdicts that moved it most, in plain words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from scipy.stats import beta as beta_dist
+
+from kernels.errors import InvalidParameter
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class ScoringPolicy:
+    half_life_days: float = 7.0
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    pass_weight: float = 1.0
+    correctness_failure_weight: float = 20.0
+    slower_than_claimed_weight: float = 5.0
+    timeout_weight: float = 1.0
+    credible_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("half_life_days", "prior_alpha", "prior_beta"):
+            if not getattr(self, name) > 0:
+                raise InvalidParameter(name, f"must be positive, got {getattr(self, name)!r}")
+        if not 0.5 < self.credible_level < 1:
+            raise InvalidParameter("credible_level", "must be in (0.5, 1)")
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """What the score needs of one verdict."""
+
+    challenge_id: str
+    at: float  # unix seconds, the verifier's clock
+    correctness: str  # "pass" / "fail"
+    timing: str  # verifier.timing.TIMING_CLASSES
+    best_match: str = ""
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.correctness == "pass" and self.timing in ("consistent", "faster-than-claimed", "unprofiled")
+
+
+@dataclass(frozen=True)
+class TrustScore:
+    score: float
+    lower_bound: float
+    evidence: int
+    effective_evidence: float
+    verified_class: str | None
+    last_verified_at: float | None
+    status: str  # "unproven", "trusted", "suspect"
+    reasons: tuple[str, ...] = field(default=())
+
+
+def _weight(record: VerdictRecord, policy: ScoringPolicy) -> tuple[str, float]:
+    """(side, weight) of one verdict before decay: side is "for" or "against"."""
+    if record.correctness == "fail":
+        return "against", policy.correctness_failure_weight
+    if record.timing == "slower-than-claimed":
+        return "against", policy.slower_than_claimed_weight
+    if record.timing == "timeout":
+        return "against", policy.timeout_weight
+    return "for", policy.pass_weight
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < DAY:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / DAY:.1f} days ago"
+
+
+def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> str:
+    what = {
+        ("for", "consistent"): "passed, timing consistent with the claimed card",
+        ("for", "faster-than-claimed"): "passed, faster than the claimed card (model misreported)",
+        ("for", "unprofiled"): f"passed on an unprofiled device (rate of a {record.best_match})",
+        ("against", "slower-than-claimed"): f"slower than the claimed card (rate of a {record.best_match})",
+        ("against", "timeout"): "timed out",
+    }.get((side, record.timing), "failed the correctness check" if record.correctness == "fail" else record.timing)
+    if record.correctness == "fail":
+        what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
+    return f"challenge {record.challenge_id[:12]} {_age(now - record.at)}: {what}; weighs {weight:.2f} {side}"
+
+
+def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | None = None) -> TrustScore:
+    """The provider's trust score at time `now` from its verdict history."""
+    policy = policy or ScoringPolicy()
+    alpha, beta = policy.prior_alpha, policy.prior_beta
+    contributions = []
+    for record in records:
+        side, weight = _weight(record, policy)
+        decayed = weight * 0.5 ** (max(0.0, now - record.at) / (policy.half_life_days * DAY))
+        if side == "for":
+            alpha += decayed
+        else:
+            beta += decayed
+        contributions.append((decayed, side, record))
+    mean = alpha / (alpha + beta)
+    lower = float(beta_dist.ppf(1 - policy.credible_level, alpha, beta))
+    passed = [r for r in records if r.passed]
+    last = max((r.at for r in passed), default=None)
+    recent = [r.best_match for r in passed if r.best_match and now - r.at <= 4 * policy.half_life_days * DAY]
+    verified = Counter(recent).most_common(1)[0][0] if recent else None
+    effective = (alpha - policy.prior_alpha) + (beta - policy.prior_beta)
+    failed_recently = any(d > 0.5 and side == "against" for d, side, _ in contributions)
+    status = "suspect" if failed_recently and mean < 0.5 else ("trusted" if lower >= 0.5 else "unproven")
+    top = sorted(contributions, key=lambda c: c[0], reverse=True)[:3]
+    reasons = [_describe(r, side, d, now) for d, side, r in top]
+    if not records:
+        reasons = ["no verdicts yet: unproven, not distrusted"]
+    return TrustScore(score=mean, lower_bound=lower, evidence=len(records), effective_evidence=effective,
+                      verified_class=verified, last_verified_at=last, status=status, reasons=tuple(reasons))
+
+
+@dataclass(frozen=True)
+class SettlementPolicy:
+    """Thresholds of the settlement decision; configurable per marketplace."""
+
+    release_min_lower_bound: float = 0.6
+    max_pass_age_s: float = DAY
+    refund_on_correctness_failure: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.release_min_lower_bound <= 1:
+            raise InvalidParameter("release_min_lower_bound", "must be in [0, 1]")
+        if not self.max_pass_age_s > 0:
+            raise InvalidParameter("max_pass_age_s", "must be positive")
+
+
+@dataclass(frozen=True)
+class CheckpointVerdict:
+    """A training-work verdict (the checkpoint issue); `passed` None means still pending."""
+
+    commitment_id: str
+    passed: bool | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # "release", "hold", "refund"
+    reasons: tuple[str, ...]
+
+
+def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now: float,
+           checkpoints: Sequence[CheckpointVerdict] = (), policy: SettlementPolicy | None = None) -> Decision:
+    """Whether a job's payment may be released, from the provider's score and the job's own evidence.
+
+    refund  a checkpoint replay failed, or the provider failed a correctness check during the job;
+    hold    the lower bound is under the release threshold, the last passed challenge is stale, or a
+            checkpoint verdict is pending;
+    release otherwise. Every decision lists all the reasons that apply.
+    """
+    policy = policy or SettlementPolicy()
+    refund, hold = [], []
+    for cp in checkpoints:
+        if cp.passed is False:
+            refund.append(f"checkpoint {cp.commitment_id} failed its replay" + (f": {cp.detail}" if cp.detail else ""))
+        elif cp.passed is None:
+            hold.append(f"checkpoint {cp.commitment_id} is not verified yet")
+    if policy.refund_on_correctness_failure:
+        for v in verdicts_during_job:
+            if v.correctness == "fail":
+                refund.append(f"challenge {v.challenge_id[:12]} failed its correctness check during the job")
+    if trust.lower_bound < policy.release_min_lower_bound:
+        hold.append(f"trust lower bound {trust.lower_bound:.3f} is under {policy.release_min_lower_bound:.3f} "
+                    f"({trust.status}, {trust.evidence} verdicts)")
+    if trust.last_verified_at is None:
+        hold.append("the provider has never passed a challenge")
+    elif now - trust.last_verified_at > policy.max_pass_age_s:
+        hold.append(f"last passed challenge is {_age(now - trust.last_verified_at)}, older than "
+                    f"{policy.max_pass_age_s / 3600:.0f} h")
+    if refund:
+        return Decision("refund", tuple(refund + hold))
+    if hold:
+        return Decision("hold", tuple(hold))
+    return Decision("release", (f"trust lower bound {trust.lower_bound:.3f} >= {policy.release_min_lower_bound:.3f}; "
+                                f"last passed challenge {_age(now - trust.last_verified_at)}; "
+                                f"{len(checkpoints)} checkpoint verdicts passed",))
+
+
+def verdict_record(verdict, at: float) -> VerdictRecord:  # noqa: ANN001
+    """The score's view of a verifier.protocol.Verdict judged at time `at`."""
+    detail = "" if verdict.failure is None else f"{verdict.failure.reason} in round {verdict.failure.round} " \
+                                                f"row {verdict.failure.row}"
+    return VerdictRecord(challenge_id=verdict.challenge_id, at=at, correctness=verdict.correctness,
+                         timing=verdict.timing, best_match=verdict.best_match, detail=detail)
