@@ -102,6 +102,104 @@ def challenge_open(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
         print(h.hex())
 
 
+@challenge_app.command("local")
+def challenge_local(
+    device_model: Annotated[str, typer.Option("--device-model", help="The model claimed (any name; unknown "
+                                              "models are judged unprofiled).", envvar="GPUPROOF_DEVICE_MODEL")]
+    = "cpu-reference",
+    shape: Annotated[str | None, typer.Option("--shape", help="m,n,k,rounds instead of the profile's sizing.")]
+    = None,
+    backend: BackendOpt = "auto", device: DeviceOpt = 0,
+    transcript_out: Annotated[str | None, typer.Option("--transcript", help="Write the transcript here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Play the whole protocol locally: issue, prove, commit, open, judge, with real timing."""
+    from kernels.backend import Opening
+    from verifier import transcript
+    from verifier.protocol import Verifier
+
+    _check_device(device)
+    dims = _parse_shape(shape) if shape else None
+    engine = select_backend(backend, device)
+    verifier = Verifier()
+    challenge = verifier.issue(device_model, now=time.time(), shape=dims)
+    roots = engine.run(challenge.params)
+    commitment = verifier.commit(challenge, roots, received_at=time.time())
+    request = verifier.request_openings(challenge, commitment)
+    openings = []
+    for r, i in sorted(set(request.pairs)):
+        values, path = engine.open(challenge.params, r, i, roots)
+        openings.append(Opening(r, i, values, tuple(path)))
+    verdict = verifier.judge(challenge, commitment, request, openings)
+    doc = transcript.build(challenge, commitment, request, openings, verdict)
+    if transcript_out:
+        _write_json(transcript_out, doc)
+    if as_json:
+        print(json.dumps(verdict.to_json()))
+    else:
+        _print_verdict(verdict.to_json())
+    if verdict.outcome != "pass":
+        raise typer.Exit(1)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InvalidParameter("--shape", f"expected four integers m,n,k,rounds, got {text!r}") from None
+    if len(dims) != 4:
+        raise InvalidParameter("--shape", f"expected four integers m,n,k,rounds, got {len(dims)}")
+    return dims  # type: ignore[return-value]
+
+
+def _write_json(path: str, doc: object) -> None:
+    try:
+        with open(path, "w") as fh:
+            json.dump(doc, fh)
+    except OSError as exc:
+        raise InvalidParameter("--transcript", f"cannot write {path}: {exc.strerror}") from None
+
+
+def _print_verdict(v: dict) -> None:
+    print(f"verdict: {v['outcome'].upper()}  (correctness {v['correctness']}, timing {v['timing']})")
+    print(f"challenge {v['challenge_id']}, claimed {v['claimed_profile']}, rate matches {v['best_match']}")
+    for reason in v["reasons"]:
+        print(f"  - {reason}")
+    print(f"  cheat pass probability <= {v['cheat_pass_probability']:.3g} "
+          f"(substitute {v['cheat_model']['substitute']})")
+
+
+@app.command("verify-transcript")
+def verify_transcript(
+    file: Annotated[str, typer.Argument(help="A transcript JSON file (gpuproof.transcript/1).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run every check of a challenge transcript offline; exit 0 if the recorded verdict stands."""
+    from verifier import transcript
+
+    try:
+        with open(file) as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise InvalidParameter("FILE", f"cannot read {file}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidParameter("FILE", f"{file} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    verdict, diffs = transcript.recheck(doc)
+    if as_json:
+        print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs, "differences": diffs}))
+    else:
+        _print_verdict(verdict.to_json())
+        if diffs:
+            print("the recorded verdict does NOT stand:")
+            for d in diffs:
+                print(f"  ! {d}")
+        else:
+            print("the recorded verdict stands: every check reproduced")
+    if diffs:
+        raise typer.Exit(1)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"gpuproof: error: {message}", file=sys.stderr)
     return code
@@ -109,8 +207,10 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every expected failure into one line and an exit code."""
+    from verifier.transcript import TranscriptError
+
     try:
-        app(args=argv, prog_name="gpuproof", standalone_mode=False)
+        result = app(args=argv, prog_name="gpuproof", standalone_mode=False)
     except Exit as exc:
         return exc.exit_code
     except Abort:
@@ -120,13 +220,13 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.format_message())
             return 0
         return _fail(" ".join(exc.format_message().split()), exc.exit_code)
-    except (InvalidParameter, BackendUnavailable) as exc:
+    except (InvalidParameter, BackendUnavailable, TranscriptError) as exc:
         return _fail(str(exc), 2)
     except GpuproofError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    return 0
+    return result if isinstance(result, int) else 0  # without standalone mode, Exit(n) comes back as n
 
 
 if __name__ == "__main__":

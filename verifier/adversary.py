@@ -86,22 +86,27 @@ class SkipRows(Strategy):
     def __init__(self, delta: float) -> None:
         self.delta = delta
         self.name = f"skip {delta:.0%} of rows"
-        self.description = "garbage in skipped rows, committed consistently"
+        self.description = "garbage in skipped rows (random ones, the same number each round), committed"
+
+    def skipped_per_round(self, params: ChallengeParams) -> int:
+        return max(1, round(self.delta * params.m))
 
     def commit(self, params):
         cpu = reference.CpuBackend()
         rng = np.random.default_rng(secrets.randbits(64))
+        count = self.skipped_per_round(params)
 
         def rows(r, prev):
             c = cpu.round_c(params, r, prev)
-            skipped = rng.random(params.m) < self.delta
-            c[skipped] = rng.integers(-2**20, 2**20, size=(int(skipped.sum()), params.n), dtype=np.int32)
+            skipped = rng.choice(params.m, size=count, replace=False)
+            c[skipped] = rng.integers(-2**20, 2**20, size=(count, params.n), dtype=np.int32)
             return c
 
         return _commit_rows(params, rows)
 
     def bound(self, params, spot_checks):
-        return (1 - self.delta) ** spot_checks + spot_checks * 2.0**-32
+        computed = 1 - self.skipped_per_round(params) / params.m
+        return computed**spot_checks + spot_checks * 2.0**-32
 
 
 class GarbageRoots(Strategy):

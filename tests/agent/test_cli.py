@@ -85,3 +85,44 @@ def test_cuda_without_gpu_exits_2_with_reason():
     out = gpuproof("challenge", "run", "--seed", SEED, *SIZES, "--backend", "cuda")
     assert out.returncode == 2
     assert out.stderr.strip().startswith("gpuproof: error: --backend cuda:")
+
+
+def test_local_protocol_writes_a_transcript_that_verify_transcript_accepts(tmp_path):
+    path = tmp_path / "t.json"
+    out = gpuproof("challenge", "local", "--shape", "16,256,64,3", "--backend", "cpu", "--transcript", str(path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("verdict: PASS")
+    check = gpuproof("verify-transcript", str(path), "--json")
+    assert check.returncode == 0, check.stderr
+    doc = json.loads(check.stdout)
+    assert doc["matches_record"] is True and doc["verdict"]["outcome"] == "pass"
+
+
+def test_verify_transcript_names_the_difference_and_exits_1(tmp_path):
+    path = tmp_path / "t.json"
+    assert gpuproof("challenge", "local", "--shape", "16,256,64,2", "--backend", "cpu",
+                    "--transcript", str(path)).returncode == 0
+    doc = json.loads(path.read_text())
+    doc["verdict"]["timing"] = "slower-than-claimed"
+    path.write_text(json.dumps(doc))
+    check = gpuproof("verify-transcript", str(path))
+    assert check.returncode == 1
+    assert "verdict.timing: recorded 'slower-than-claimed', recomputed 'consistent'" in check.stdout
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "cannot read"), ("not json", "is not JSON"), ('{"version": 1}', "version"),
+    ('{"version": "gpuproof.transcript/1"}', "missing field 'challenge'"),
+])
+def test_verify_transcript_bad_files_exit_2_with_one_line(tmp_path, content, fragment):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    out = gpuproof("verify-transcript", str(path))
+    assert out.returncode == 2 and fragment in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_local_bad_shape_exits_2():
+    out = gpuproof("challenge", "local", "--shape", "1,2")
+    assert out.returncode == 2 and "--shape" in out.stderr

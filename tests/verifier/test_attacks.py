@@ -1,0 +1,37 @@
+"""The attack suite: each strategy at least 1,000 times, detection compared with its stated bound.
+
+The table with these numbers is in docs/threat-model.md (python bench/attack_table.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from verifier.adversary import STRATEGIES, detect, simulate_timing
+from verifier.protocol import Verifier
+
+RUNS = 1000
+V = Verifier()
+
+
+@pytest.mark.parametrize("factory", STRATEGIES, ids=lambda f: f().name)
+def test_strategy_is_caught_at_least_as_often_as_the_bound_says(factory):
+    row = detect(factory, RUNS, V)
+    assert row.runs == RUNS
+    assert row.consistent, row
+
+
+def test_honest_prover_never_fails_in_1000_challenges():
+    row = detect(STRATEGIES[0], RUNS, V)
+    assert row.passed == RUNS
+
+
+def test_honest_timing_has_no_false_failure_in_10000_challenges():
+    row = simulate_timing("h100-sxm", "h100-sxm", 10_000, V)
+    assert row.passed == 10_000
+
+
+@pytest.mark.parametrize("actual", ["a100-80gb", "rtx-4090", "l40s"])
+def test_slower_card_claiming_an_h100_is_always_flagged(actual):
+    row = simulate_timing("h100-sxm", actual, 1000, V)
+    assert row.detection == 1.0

@@ -1,0 +1,75 @@
+"""Transcripts: a renter's offline re-check reproduces the verdict, or names the difference."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from verifier import transcript
+from verifier.adversary import Honest, SkipRows
+from verifier.protocol import Verifier
+
+V = Verifier()
+
+
+def judged(strategy=None):
+    challenge = V.issue("cpu-reference", now=5000.0, shape=(16, 256, 64, 3))
+    held = (strategy or Honest()).commit(challenge.params)
+    commitment = V.commit(challenge, held.roots, received_at=5000.25, rtt_s=0.05)
+    request = V.request_openings(challenge, commitment)
+    openings = (strategy or Honest()).open(challenge.params, held, request.pairs, request.x)
+    verdict = V.judge(challenge, commitment, request, openings)
+    return json.loads(json.dumps(transcript.build(challenge, commitment, request, openings, verdict)))
+
+
+@pytest.mark.parametrize("strategy", [None, SkipRows(1.0)], ids=["honest", "cheater"])
+def test_recheck_reproduces_the_recorded_verdict(strategy):
+    doc = judged(strategy)
+    verdict, diffs = transcript.recheck(doc)
+    assert diffs == []
+    assert verdict.outcome == doc["verdict"]["outcome"]
+
+
+def test_tampered_row_changes_the_verdict_and_the_difference_is_named():
+    doc = judged()
+    doc["openings"][0]["values"][3] += 1
+    verdict, diffs = transcript.recheck(doc)
+    assert verdict.outcome == "fail"
+    assert any(d.startswith("verdict.outcome: recorded 'pass', recomputed 'fail'") for d in diffs)
+
+
+def test_edited_verdict_is_caught():
+    doc = judged(SkipRows(1.0))
+    doc["verdict"]["outcome"] = "pass"
+    _, diffs = transcript.recheck(doc)
+    assert any("verdict.outcome" in d for d in diffs)
+
+
+def test_edited_timing_is_caught():
+    doc = judged()
+    doc["commitment"]["measured_s"] = 0.01
+    _, diffs = transcript.recheck(doc)
+    assert any(d.startswith("commitment.measured_s") for d in diffs)
+
+
+@pytest.mark.parametrize("path, value, fragment", [
+    (("version",), "gpuproof.transcript/0", "version"),
+    (("challenge", "seed"), "zz", "challenge.seed"),
+    (("challenge", "m"), "16", "challenge.m"),
+    (("challenge", "n"), 300, "--n"),
+    (("commitment", "roots"), ["00"], "commitment.roots[0]"),
+    (("commitment", "roots"), [5], "commitment.roots[0]"),
+    (("request", "x"), "00", "request.x"),
+    (("request", "pairs"), [[1]], "request.pairs[0]"),
+    (("challenge", "issued_at"), float("inf"), "issued_at"),
+])
+def test_malformed_transcripts_name_the_field(path, value, fragment):
+    doc = copy.deepcopy(judged())
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(transcript.TranscriptError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        transcript.recheck(doc)

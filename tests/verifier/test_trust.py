@@ -1,0 +1,79 @@
+"""Trust scores with decay and reasons, and settlement decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from verifier.trust import (
+    DAY,
+    CheckpointVerdict,
+    ScoringPolicy,
+    SettlementPolicy,
+    VerdictRecord,
+    score,
+    settle,
+)
+
+NOW = 1.8e9
+
+
+def rec(i, age_days, correctness="pass", timing="consistent"):
+    return VerdictRecord(f"{i:032x}", NOW - age_days * DAY, correctness, timing, best_match="h100-sxm")
+
+
+def passes(count, age_days=0.1):
+    return [rec(i, age_days) for i in range(count)]
+
+
+def test_new_provider_is_unproven_not_distrusted():
+    s = score([], NOW)
+    assert s.score == pytest.approx(0.5) and s.lower_bound < 0.1 and s.status == "unproven"
+    assert s.evidence == 0 and "unproven" in s.reasons[0]
+
+
+def test_passes_build_trust_and_a_tight_lower_bound():
+    s = score(passes(60), NOW)
+    assert s.score > 0.95 and s.lower_bound > 0.9 and s.status == "trusted"
+    assert s.verified_class == "h100-sxm" and s.last_verified_at == pytest.approx(NOW - 0.1 * DAY)
+
+
+def test_a_correctness_failure_weighs_far_more_than_a_timeout():
+    base = passes(30)
+    with_timeout = score(base + [rec(99, 0.1, timing="timeout")], NOW)
+    with_cheat = score(base + [rec(99, 0.1, correctness="fail")], NOW)
+    assert with_cheat.score < with_timeout.score - 0.2
+    assert "failed the correctness check" in with_cheat.reasons[0]
+
+
+def test_old_evidence_decays_with_the_half_life():
+    fresh = score([rec(1, 0.0, correctness="fail")], NOW)
+    old = score([rec(1, 28.0, correctness="fail")], NOW)  # four half-lives
+    assert old.score > fresh.score
+    assert old.effective_evidence == pytest.approx(20 / 16, rel=1e-6)
+
+
+def test_reasons_name_the_verdicts_that_moved_the_score_most():
+    s = score(passes(5) + [rec(42, 1.0, timing="slower-than-claimed")], NOW)
+    assert "slower than the claimed card" in s.reasons[0] and "against" in s.reasons[0]
+    assert len(s.reasons) == 3
+
+
+def test_policy_is_validated():
+    with pytest.raises(ValueError):
+        ScoringPolicy(half_life_days=0)
+    with pytest.raises(ValueError):
+        SettlementPolicy(release_min_lower_bound=2)
+
+
+def test_settlement_release_hold_refund():
+    trusted = score(passes(60), NOW)
+    assert settle(trusted, passes(3), NOW).decision == "release"
+    assert settle(trusted, [], NOW, [CheckpointVerdict("cp1", None)]).decision == "hold"
+    refund = settle(trusted, [rec(7, 0.2, correctness="fail")], NOW)
+    assert refund.decision == "refund" and "correctness" in refund.reasons[0]
+    assert settle(trusted, [], NOW, [CheckpointVerdict("cp2", False, "root mismatch")]).decision == "refund"
+    new = score([], NOW)
+    held = settle(new, [], NOW)
+    assert held.decision == "hold" and any("never passed" in r for r in held.reasons)
+    stale = score(passes(60, age_days=3), NOW)
+    assert settle(stale, [], NOW, policy=SettlementPolicy(release_min_lower_bound=0.3)).decision == "hold"
