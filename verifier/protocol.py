@@ -130,24 +130,31 @@ class Verdict:
 
 
 def cheat_bound(params: ChallengeParams, profile: Profile, limits: Thresholds, spot_checks: int,
-                profiles: Mapping[str, Profile]) -> tuple[float, dict[str, Any]]:
+                profiles: Mapping[str, Profile], rtt_allowance_s: float = 0.0) -> tuple[float, dict[str, Any]]:
     """The chance that a provider holding a slower card passed this challenge by skipping rows.
 
-    The slowest time the verdict accepts is slow_s, i.e. a rate of W / slow_s. A card whose fastest
-    honest rate is r can compute at most f = r * slow_s / W of the rows in that time; the s opened rows
+    The longest a prover can take and be accepted is slow_s plus the largest RTT allowance (it can
+    inflate its round trips up to the cap). A card whose fastest honest rate is r can compute at most
+    f = r * (slow_s + rtt_allowance_s) / W of the rows in that time; the s opened rows
     are uniform over all rows, so every one of them is a computed row with probability at most f**s;
     each uncomputed row that is opened passes the Freivalds test with probability at most 2**-32 (union
     bound over the s rows). The substitute card is the fastest profile that cannot pass honestly.
     """
     work = 2.0 * params.m * params.n * params.k * params.rounds
-    substitute = slower_substitute(profile, work / limits.slow_s, profiles) if profile.is_profiled else None
+    allowed = limits.slow_s + rtt_allowance_s
+    substitute = slower_substitute(profile, work / allowed, profiles) if profile.is_profiled else None
     if substitute is None:  # nothing slower on file: state the bound for a card half as fast as needed
         fraction, name = 0.5, "a card half as fast as needed"
     else:
-        fraction, name = min(1.0, substitute.rate_high * limits.slow_s / work), substitute.key
+        fraction, name = min(1.0, substitute.rate_high * allowed / work), substitute.key
     bound = min(1.0, fraction**spot_checks + spot_checks * 2.0**-freivalds.X_BITS)
+    # Cards that are slower on average but whose honest band still reaches the slowest accepted rate:
+    # timing alone cannot tell them from the claimed class (stated, not hidden; measured bands shrink it).
+    overlap = sorted(p.key for p in profiles.values()
+                     if profile.is_profiled and p.key != profile.key and p.rate_typical < profile.rate_typical
+                     and p.rate_high >= work / allowed)
     return bound, {"substitute": name, "max_fraction_of_rows": fraction, "spot_checks": spot_checks,
-                   "freivalds_error_per_row": 2.0**-freivalds.X_BITS}
+                   "freivalds_error_per_row": 2.0**-freivalds.X_BITS, "indistinguishable_by_timing": overlap}
 
 
 class Verifier:
@@ -194,8 +201,11 @@ class Verifier:
                 raise InvalidParameter("roots", f"root {i} is not a 32-byte hash")
         if not (isinstance(rtt_s, int | float) and 0 <= rtt_s < 60):
             raise InvalidParameter("rtt_s", f"must be in [0, 60) seconds, got {rtt_s!r}")
-        measured = max(0.0, float(received_at) - challenge.issued_at - float(rtt_s))
-        return Commitment(challenge.challenge_id, roots, float(received_at), float(rtt_s), measured)
+        # A prover can only make its round trips look slower (by answering late), never faster: the
+        # allowance is capped so that this buys it at most max_rtt_allowance_s (counted in the bound).
+        rtt = min(float(rtt_s), self.config.timing.max_rtt_allowance_s)
+        measured = max(0.0, float(received_at) - challenge.issued_at - rtt)
+        return Commitment(challenge.challenge_id, roots, float(received_at), rtt, measured)
 
     # 3. open ----------------------------------------------------------------------------------
     def request_openings(self, challenge: Challenge, commitment: Commitment) -> OpeningRequest:
@@ -228,7 +238,8 @@ class Verifier:
         work = 2.0 * p.m * p.n * p.k * p.rounds
         rate = work / max(commitment.measured_s, 1e-9)
         match = best_match(rate, self.profiles)
-        bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles)
+        bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles,
+                                   self.config.timing.max_rtt_allowance_s)
         reasons = []
         if failure is None:
             reasons.append(f"all {len(request.pairs)} opened rows are committed and exact")

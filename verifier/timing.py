@@ -28,6 +28,7 @@ class TimingConfig:
     overhead_max_s: float = 0.25
     compute_sigma: float = 0.03
     rtt_sigma_s: float = 0.02
+    max_rtt_allowance_s: float = 0.2
     false_failure_budget: float = FALSE_FAILURE_BUDGET
     deadline_factor: float = 3.0
     deadline_floor_s: float = 10.0

@@ -52,8 +52,10 @@ def test_commit_checks_the_roots_shape_and_measures_time_minus_rtt():
         V.commit(challenge, [bytes(32)] * 2, received_at=101.0)
     with pytest.raises(InvalidParameter, match="root 1"):
         V.commit(challenge, [bytes(32), b"short", bytes(32)], received_at=101.0)
-    commitment = V.commit(challenge, [bytes(32)] * 3, received_at=102.5, rtt_s=0.5)
-    assert commitment.measured_s == pytest.approx(2.0)
+    commitment = V.commit(challenge, [bytes(32)] * 3, received_at=102.5, rtt_s=0.15)
+    assert commitment.measured_s == pytest.approx(2.35)
+    capped = V.commit(challenge, [bytes(32)] * 3, received_at=102.5, rtt_s=5.0)
+    assert capped.rtt_s == 0.2 and capped.measured_s == pytest.approx(2.3)
 
 
 def test_opening_request_is_uniform_over_rounds_and_rows():
@@ -112,6 +114,9 @@ def test_cheat_bound_for_hopper_uses_the_fastest_slower_card():
     assert model["substitute"] not in ("h100-sxm", "h200")
     assert 0 < model["max_fraction_of_rows"] < 1
     assert verdict.cheat_pass_probability == pytest.approx(model["max_fraction_of_rows"] ** 32 + 32 * 2.0**-32)
+    work = 2.0 * challenge.params.m * challenge.params.n * challenge.params.k * challenge.params.rounds
+    sub = V.profiles[model["substitute"]]
+    assert model["max_fraction_of_rows"] == pytest.approx(sub.rate_high * (challenge.thresholds.slow_s + 0.2) / work)
 
 
 def test_config_validation():
