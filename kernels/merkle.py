@@ -45,7 +45,7 @@ def hash_chunks(data: bytes | bytearray | memoryview, chunk: int) -> bytes:
     if len(mv) % chunk:
         raise ValueError(f"data of {len(mv)} bytes is not a whole number of {chunk}-byte chunks")
     base = _sha256(LEAF_PREFIX)
-    out = []
+    out: list[bytes] = []
     append = out.append
     for start in range(0, len(mv), chunk):
         h = base.copy()

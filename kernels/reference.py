@@ -93,7 +93,7 @@ def matmul_exact(a: np.ndarray, b_float: np.ndarray) -> np.ndarray:
 
 def c_bytes(c: np.ndarray) -> memoryview:
     """Row-major little-endian bytes of C_r (spec v1 step 4)."""
-    return memoryview(np.ascontiguousarray(c, dtype="<i4")).cast("B")
+    return memoryview(np.ascontiguousarray(c, dtype="<i4")).cast("B")  # type: ignore[arg-type]
 
 
 def round_tree(c: np.ndarray) -> merkle.MerkleTree:

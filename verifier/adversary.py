@@ -33,9 +33,9 @@ class Committed:
     trees: list[merkle.MerkleTree | None]
 
     def honest_opening(self, params: ChallengeParams, r: int, i: int) -> Opening:
-        tree = self.trees[r]
-        assert tree is not None and self.c[r] is not None
-        return Opening(r, i, self.c[r][i], tuple(reference.row_path(tree, params, i)))
+        tree, c = self.trees[r], self.c[r]
+        assert tree is not None and c is not None, "this round was never computed"
+        return Opening(r, i, c[i], tuple(reference.row_path(tree, params, i)))
 
 
 def _commit_rows(params: ChallengeParams, rows_of_round: Callable[[int, bytes], np.ndarray]) -> Committed:
@@ -163,44 +163,43 @@ class StaleReplay(Strategy):
         return spot_checks * 2.0**-32
 
 
-class ChangedAfterCommit(Strategy):
+class TamperAfterCommit(Strategy):
+    """Commits honestly, then alters every opening it sends (subclasses say how)."""
+
+    def commit(self, params):
+        return Honest().commit(params)
+
+    def tamper(self, params: ChallengeParams, opening: Opening) -> Opening:
+        raise NotImplementedError
+
+    def open(self, params, held, pairs, x):
+        return [self.tamper(params, held.honest_opening(params, r, i)) for r, i in pairs]
+
+
+class ChangedAfterCommit(TamperAfterCommit):
     name = "row changed after commit"
     description = "commits honestly, then sends each opened row with one value changed"
 
-    def commit(self, params):
-        return Honest().commit(params)
-
-    def open(self, params, held, pairs, x):
-        out = []
-        for r, i in pairs:
-            o = held.honest_opening(params, r, i)
-            values = o.values.copy()
-            values[random.randrange(params.n)] += 1
-            out.append(Opening(r, i, values, o.path))
-        return out
+    def tamper(self, params, opening):
+        values = opening.values.copy()
+        values[random.randrange(params.n)] += 1
+        return Opening(opening.round, opening.row, values, opening.path)
 
 
-class ForgedProof(Strategy):
+class ForgedProof(TamperAfterCommit):
     name = "forged or truncated proof"
     description = "commits honestly, sends paths with a flipped bit or a missing hash"
 
-    def commit(self, params):
-        return Honest().commit(params)
-
-    def open(self, params, held, pairs, x):
-        out = []
-        for r, i in pairs:
-            o = held.honest_opening(params, r, i)
-            path = list(o.path)
-            if random.random() < 0.5 and path:
-                path.pop()
-            elif path:
-                j = random.randrange(len(path))
-                path[j] = bytes([path[j][0] ^ 1]) + path[j][1:]
-            else:
-                path = [secrets.token_bytes(32)]
-            out.append(Opening(r, i, o.values, tuple(path)))
-        return out
+    def tamper(self, params, opening):
+        path = list(opening.path)
+        if not path:
+            path = [secrets.token_bytes(32)]
+        elif random.random() < 0.5:
+            path.pop()
+        else:
+            j = random.randrange(len(path))
+            path[j] = bytes([path[j][0] ^ 1]) + path[j][1:]
+        return Opening(opening.round, opening.row, opening.values, tuple(path))
 
 
 class RowsWithoutCommitment(Strategy):
@@ -266,10 +265,7 @@ def detect(strategy_factory: Callable[[], Strategy], runs: int, verifier: Verifi
         passed += verdict.correctness == "pass"
     rate = passed / runs
     slack = 4 * math.sqrt(max(bound * (1 - bound), 1e-12) / runs)
-    if isinstance(strategy, Honest):
-        ok = passed == runs
-    else:
-        ok = rate <= bound + slack
+    ok = passed == runs if isinstance(strategy, Honest) else rate <= bound + slack
     return Row(strategy.name, strategy.description, runs, passed, bound, 1 - rate, ok)
 
 

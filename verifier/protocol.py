@@ -25,7 +25,7 @@ import numpy as np
 from kernels.backend import Opening
 from kernels.errors import InvalidParameter, OpeningRejected
 from kernels.merkle import HASH_BYTES
-from kernels.spec import SPEC, ChallengeParams, prev_root_of
+from kernels.spec import ChallengeParams, prev_root_of
 from verifier import freivalds
 from verifier.openings import check_row_inclusion
 from verifier.profiles import Profile, best_match, load_profiles, lookup, slower_substitute
@@ -268,14 +268,15 @@ class Verifier:
         p = challenge.params
         if request.challenge_id != challenge.challenge_id or commitment.challenge_id != challenge.challenge_id:
             return Failure(-1, -1, "wrong-challenge", "commitment, request or challenge ids differ")
-        by_pair = {}
+        by_pair: dict[tuple[int, int], Opening] = {}
         for o in openings:
             by_pair.setdefault((o.round, o.row), o)
         y = None
         for r, i in request.pairs:
-            o = by_pair.get((r, i))
-            if o is None:
+            found = by_pair.get((r, i))
+            if found is None:
                 return Failure(r, i, "missing", "the requested row was not opened")
+            o = found
             try:
                 check_row_inclusion(p, commitment.roots, o)
             except OpeningRejected as exc:

@@ -10,7 +10,6 @@ credible bound). Every score lists the verdicts that moved it most, in plain wor
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -193,8 +192,10 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
         return Decision("refund", tuple(refund + hold))
     if hold:
         return Decision("hold", tuple(hold))
+    last = trust.last_verified_at
+    assert last is not None  # otherwise the decision was "hold"
     return Decision("release", (f"trust lower bound {trust.lower_bound:.3f} >= {policy.release_min_lower_bound:.3f}; "
-                                f"last passed challenge {_age(now - trust.last_verified_at)}; "
+                                f"last passed challenge {_age(now - last)}; "
                                 f"{len(checkpoints)} checkpoint verdicts passed",))
 
 

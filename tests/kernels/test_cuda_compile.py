@@ -9,8 +9,6 @@ from importlib import resources
 import pytest
 
 
-
-
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.nvcc
 def test_kernels_compile_without_spills(arch, tmp_path):
