@@ -35,6 +35,8 @@ VARIANTS = {
     "leaf-alu": ("GP_LEAF_FMA=0",),
     "node-fma": ("GP_NODE_FMA=1",),
     "gen-direct": ("GP_GEN_SMEM=0",),
+    "leaf-7-blocks": ("GP_LEAF_MIN_BLOCKS=7",),
+    "leaf-8-blocks": ("GP_LEAF_MIN_BLOCKS=8",),
 }
 
 

@@ -307,8 +307,14 @@ __device__ __forceinline__ void hash_leaves_of_warp(const uint4* __restrict__ da
     }
 }
 
-// leaf_hash_1k: leaf hashes only (32 digest bytes per chunk into `out`).
-extern "C" __global__ void __launch_bounds__(LEAF_THREADS)
+// leaf_hash_1k: leaf hashes only (32 digest bytes per chunk into `out`). GP_LEAF_MIN_BLOCKS asks ptxas
+// for that many resident blocks per SM (fewer registers each), for bench/kernel_variants.py.
+#ifdef GP_LEAF_MIN_BLOCKS
+#define LEAF_BOUNDS __launch_bounds__(LEAF_THREADS, GP_LEAF_MIN_BLOCKS)
+#else
+#define LEAF_BOUNDS __launch_bounds__(LEAF_THREADS)
+#endif
+extern "C" __global__ void LEAF_BOUNDS
 leaf_hash_1k(const uint4* __restrict__ data, unsigned long long n_chunks, uint4* __restrict__ out) {
     __shared__ uint4 stage[LEAF_WARPS][32 * STAGE_STRIDE];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
