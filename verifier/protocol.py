@@ -263,6 +263,27 @@ class Verifier:
                        best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
                        cheat_model=model, reasons=tuple(reasons))
 
+    def timeout(self, challenge: Challenge, now: float, committed: bool = False) -> Verdict:
+        """The verdict of a challenge whose deadline passed without a commitment (or without openings).
+
+        Correctness is "unchecked", not "fail": a provider that goes silent is unreliable, not a cheater,
+        and the trust score weighs it as a timeout.
+        """
+        p = challenge.params
+        elapsed = max(0.0, float(now) - challenge.issued_at)
+        profile = self.profile_of(challenge)
+        bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles,
+                                   self.config.timing.max_rtt_allowance_s)
+        what = "openings" if committed else "commitment"
+        return Verdict(challenge_id=challenge.challenge_id, outcome="fail", correctness="unchecked",
+                       failure=Failure(-1, -1, "timeout", f"no {what} before "
+                                       f"the deadline of {challenge.thresholds.deadline_s:.3f} s"),
+                       timing="timeout", measured_s=elapsed, expected_s=challenge.thresholds.expected_s,
+                       measured_tops=0.0, best_match="", claimed_profile=profile.key,
+                       cheat_pass_probability=bound, cheat_model=model,
+                       reasons=(f"no {what} within "
+                                f"{challenge.thresholds.deadline_s:.3f} s (waited {elapsed:.3f} s)",))
+
     def _first_failure(self, challenge: Challenge, commitment: Commitment, request: OpeningRequest,
                        openings: Sequence[Opening]) -> Failure | None:
         p = challenge.params

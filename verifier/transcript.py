@@ -28,8 +28,8 @@ class TranscriptError(GpuproofError):
 
 
 def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
-          openings: Sequence[Opening], verdict: Verdict) -> dict[str, Any]:
-    """The transcript of a judged challenge."""
+          openings: Sequence[Opening], verdict: Verdict | dict[str, Any]) -> dict[str, Any]:
+    """The transcript of a judged challenge (the verdict as an object or as its stored JSON)."""
     p = challenge.params
     t = challenge.thresholds
     return {
@@ -47,7 +47,7 @@ def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
         "request": {"pairs": [list(pair) for pair in request.pairs],
                     "x": request.x.astype("<u4").tobytes().hex()},
         "openings": [o.to_json() for o in openings],
-        "verdict": verdict.to_json(),
+        "verdict": verdict.to_json() if isinstance(verdict, Verdict) else dict(verdict),
     }
 
 

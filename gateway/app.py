@@ -1,0 +1,109 @@
+"""The verifier gateway: `create_app(settings)` builds the FastAPI application.
+
+gateway/ adapts verifier/ to HTTP and storage and holds no protocol logic of its own. Every request
+handler that touches the database is a plain function, so FastAPI runs it in its thread pool: a
+verification in progress never blocks the event loop, and score reads stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics, migrate, problems
+from gateway.db import Database
+from gateway.deps import RateLimiter, State
+from gateway.routers import challenges, health, jobs, log, providers, trust
+from gateway.settings import Settings
+from verifier import signatures
+from verifier.protocol import Verifier, VerifierConfig
+
+
+def load_signing_key(path: Path):  # noqa: ANN201
+    """The gateway's Ed25519 key: read from `path`, or made there on first start (mode 0600)."""
+    if path.exists():
+        return signatures.private_key_from_bytes(bytes.fromhex(path.read_text().strip()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = signatures.new_private_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(signatures.private_key_bytes(key).hex())
+    return key
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 problem+json, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem_response(413, "Body too large", f"request bodies are limited to {self.limit} "
+                                             "bytes", scope.get("path", ""))
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.sqlalchemy_url())
+    if run_migrations:
+        migrate.upgrade(db.url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        db.dispose()
+
+    app = FastAPI(title="gpuproof gateway", version="1", lifespan=lifespan,
+                  description="Exact GPU challenges, trust scores, settlement and a transparency log.")
+    verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks))
+    app.state.gp = State(settings=settings, db=db, verifier=verifier,
+                         signing_key=load_signing_key(settings.key_path()), limiter=RateLimiter())
+    problems.install(app)
+    for router in (providers.router, trust.router, challenges.router, jobs.router, log.router, health.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.REQUEST_SECONDS.labels(route=getattr(route, "path", "unmatched"), method=request.method,
+                                       status=str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,15 @@
+"""Prometheus metrics. Never a provider id as a label (unbounded cardinality, and it would leak who)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry()
+CHALLENGES_ISSUED = Counter("gpuproof_challenges_issued_total", "Challenges issued", registry=REGISTRY)
+VERDICTS = Counter("gpuproof_verdicts_total", "Verdicts by outcome, timing class and failure reason",
+                   ["outcome", "timing", "reason"], registry=REGISTRY)
+VERIFY_SECONDS = Histogram("gpuproof_verification_seconds", "Time to check one challenge's openings",
+                           registry=REGISTRY, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+REQUEST_SECONDS = Histogram("gpuproof_request_seconds", "Request latency by route template",
+                            ["route", "method", "status"], registry=REGISTRY,
+                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))

@@ -1,0 +1,37 @@
+"""Alembic environment: the URL comes from the caller (gateway.migrate) or GPUPROOF_DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from gateway.models import Base
+from gateway.settings import Settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url()
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connectable = config.attributes.get("connection") or create_engine(url)
+    if hasattr(connectable, "connect"):
+        with connectable.connect() as connection:
+            context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    else:
+        context.configure(connection=connectable, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

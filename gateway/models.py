@@ -1,0 +1,114 @@
+"""SQLAlchemy 2.0 models of the gateway's storage (migrations in gateway/migrations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("provider_id", "position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(Integer)
+    vram_gib: Mapped[float] = mapped_column(Float)
+    profile: Mapped[str] = mapped_column(String(40))
+    next_due_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RequestNonce(Base):
+    __tablename__ = "request_nonces"
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    device_model: Mapped[str] = mapped_column(String(200))
+    profile: Mapped[str] = mapped_column(String(40))
+    seed: Mapped[bytes] = mapped_column(LargeBinary(32))
+    m: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int] = mapped_column(Integer)
+    rounds: Mapped[int] = mapped_column(Integer)
+    spot_checks: Mapped[int] = mapped_column(Integer)
+    issued_at: Mapped[float] = mapped_column(Float)
+    expected_s: Mapped[float] = mapped_column(Float)
+    fast_s: Mapped[float] = mapped_column(Float)
+    slow_s: Mapped[float] = mapped_column(Float)
+    deadline_s: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # issued, committed, judged
+    roots: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    received_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rtt_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    measured_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    commit_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pairs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    x: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    openings: Mapped[Any] = mapped_column(JSON, nullable=True)
+    openings_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    verdict: Mapped[Any] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    judged_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    renter_ref: Mapped[str] = mapped_column(String(200))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    price_ref: Mapped[str] = mapped_column(String(200))
+    checkpoint_policy: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    reasons: Mapped[Any] = mapped_column(JSON, nullable=True)
+    decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LogHead(Base):
+    """One row: the log's size, locked while appending so that entries get consecutive indices."""
+
+    __tablename__ = "log_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class LogEntry(Base):
+    __tablename__ = "log_entries"
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[float] = mapped_column(Float)

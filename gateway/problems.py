@@ -1,0 +1,65 @@
+"""RFC 9457 problem details: every error the gateway returns, validation errors included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kernels.errors import GpuproofError, InvalidParameter
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error with an HTTP status, a short title, a precise detail and an optional Retry-After."""
+
+    def __init__(self, status: int, title: str, detail: str, *, retry_after: int | None = None,
+                 **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.retry_after, self.extra = status, title, detail, retry_after, extra
+
+
+def problem_response(status: int, title: str, detail: str, instance: str = "", retry_after: int | None = None,
+                     **extra: Any) -> JSONResponse:
+    body = {"type": f"https://gpuproof.dev/problems/{title.lower().replace(' ', '-')}", "title": title,
+            "status": status, "detail": detail, **({"instance": instance} if instance else {}), **extra}
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, request.url.path, exc.retry_after, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        detail = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        return problem_response(422, "Invalid request", detail, request.url.path,
+                                errors=[{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
+                                        for e in errors[:20]])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed", 413: "Body too large"}.get(exc.status_code, "Error")
+        return problem_response(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(InvalidParameter)
+    async def _invalid(request: Request, exc: InvalidParameter) -> JSONResponse:
+        return problem_response(422, "Invalid request", str(exc), request.url.path)
+
+    @app.exception_handler(GpuproofError)
+    async def _gpuproof(request: Request, exc: GpuproofError) -> JSONResponse:
+        return problem_response(400, "Rejected", str(exc), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(500, "Internal error", f"unexpected {type(exc).__name__}; the request was not "
+                                "applied", request.url.path)

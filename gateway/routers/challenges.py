@@ -1,0 +1,169 @@
+"""Challenges: next (signed), commitment (signed), openings (signed), transcript (public)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+
+from fastapi import APIRouter, Depends, Response, status
+
+from gateway import metrics, service
+from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, limit_ip
+from gateway.models import Challenge as ChallengeRow
+from gateway.models import Device
+from gateway.problems import Problem
+from gateway.schemas import CommitmentIn, NextChallenge, OpeningsIn
+from kernels.backend import Opening
+from kernels.errors import InvalidParameter
+from verifier import transcript
+
+router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> ChallengeRow:
+    if row is None:
+        raise Problem(404, "Not found", f"no challenge {challenge_id}")
+    if row.provider_id != provider_id:
+        raise Problem(403, "Forbidden", f"challenge {challenge_id} belongs to another provider")
+    return row
+
+
+def _public(row: ChallengeRow) -> dict:
+    return {"challenge_id": row.id, "spec": "gpuproof/1", "seed": row.seed.hex(), "m": row.m, "n": row.n, "k": row.k,
+            "rounds": row.rounds, "issued_at": row.issued_at, "deadline_s": row.deadline_s, "state": row.state,
+            "device": None}
+
+
+def _request_json(row: ChallengeRow) -> dict:
+    return {"challenge_id": row.id, "pairs": row.pairs}
+
+
+@router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
+             responses={204: {"description": "nothing due; retry after Retry-After seconds"}})
+def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
+                   response: Response) -> dict:
+    """The next challenge for one of the provider's devices: an open one if there is one (so an agent can
+    resume after a restart), a new one if the device is due, else 204 with Retry-After."""
+    session = auth.session
+    if provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
+    now = time.time()
+    service.expire_overdue(session, state.verifier, provider_id, now)
+    device = session.query(Device).filter_by(provider_id=provider_id, position=body.device).one_or_none()
+    if device is None:
+        raise Problem(404, "Not found", f"provider has no device at position {body.device}")
+    open_row = session.query(ChallengeRow).filter(ChallengeRow.provider_id == provider_id,
+                                                  ChallengeRow.device_id == device.id,
+                                                  ChallengeRow.state.in_(("issued", "committed"))).first()
+    if open_row is not None:
+        session.commit()
+        response.status_code = status.HTTP_200_OK
+        out = _public(open_row) | {"device": device.position}
+        if open_row.state == "committed" and open_row.pairs is not None:
+            out["opening_request"] = _request_json(open_row)
+        return out
+    if device.next_due_at > now:
+        session.commit()
+        wait = min(state.settings.poll_retry_after_s, max(1, math.ceil(device.next_due_at - now)))
+        return Response(status_code=204, headers={"Retry-After": str(wait)})  # type: ignore[return-value]
+    challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
+                                     shape=state.settings.test_shape())
+    row = service.store_challenge((provider_id, device.id), challenge)
+    session.add(row)
+    device.next_due_at = now + state.settings.challenge_interval_s
+    session.commit()
+    metrics.CHALLENGES_ISSUED.inc()
+    response.status_code = status.HTTP_201_CREATED
+    return _public(row) | {"device": device.position}
+
+
+@router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment")
+def post_commitment(challenge_id: str, body: CommitmentIn, auth: SignedProviderDep, state: StateDep) -> dict:
+    """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
+    A retry with the same roots gets the same request."""
+    session = auth.session
+    now = time.time()
+    row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    digest = _digest(body.roots)
+    if row.state != "issued":
+        if row.commit_digest == digest and row.pairs is not None:
+            session.rollback()  # a retry: nothing new, not even its nonce
+            return _request_json(row)
+        raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
+    if now - row.issued_at > row.deadline_s:
+        raise Problem(409, "Deadline passed", f"the commitment came {now - row.issued_at:.3f} s after issue; "
+                      f"the deadline was {row.deadline_s:.3f} s")
+    challenge = service.challenge_of(row)
+    try:
+        commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now)
+    except InvalidParameter as exc:
+        raise Problem(422, "Invalid request", str(exc)) from None
+    row.roots = b"".join(commitment.roots)
+    row.received_at, row.rtt_s, row.measured_s = commitment.received_at, commitment.rtt_s, commitment.measured_s
+    row.commit_digest = digest
+    row.state = "committed"
+    session.commit()  # the commitment is stored before anything is drawn
+    request = state.verifier.request_openings(challenge, commitment)
+    row.pairs = [list(p) for p in request.pairs]
+    row.x = request.x.astype("<u4").tobytes()
+    session.commit()
+    return _request_json(row)
+
+
+@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
+def post_openings(challenge_id: str, body: OpeningsIn, auth: SignedProviderDep, state: StateDep) -> dict:
+    """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
+    verdict, counted once."""
+    session = auth.session
+    now = time.time()
+    row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    wire = [o.model_dump() for o in body.openings]
+    digest = _digest(wire)
+    if row.state == "judged":
+        if row.openings_digest == digest:
+            session.rollback()
+            return row.verdict
+        raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
+    if row.state != "committed" or row.pairs is None:
+        raise Problem(409, "Not committed", f"challenge {challenge_id} has no commitment yet")
+    if now - row.issued_at > row.deadline_s:
+        raise Problem(409, "Deadline passed", f"the openings came {now - row.issued_at:.3f} s after issue; "
+                      f"the deadline was {row.deadline_s:.3f} s")
+    try:
+        openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
+                    for o in wire]
+    except (InvalidParameter, ValueError) as exc:
+        raise Problem(422, "Invalid request", f"openings: {exc}") from None
+    started = time.perf_counter()
+    verdict = state.verifier.judge(service.challenge_of(row), service.commitment_of(row), service.request_of(row),
+                                   openings)
+    metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+    row.openings = wire
+    row.openings_digest = digest
+    body_json = verdict.to_json()
+    service.record_verdict(session, row, body_json, now)
+    session.commit()
+    reason = verdict.failure.reason if verdict.failure else "none"
+    metrics.VERDICTS.labels(outcome=verdict.outcome, timing=verdict.timing, reason=reason).inc()
+    return body_json
+
+
+@router.get("/v1/challenges/{challenge_id}/transcript", operation_id="get_transcript")
+def get_transcript(challenge_id: str, session: ReadSessionDep) -> dict:
+    """The full evidence of a judged challenge (gpuproof.transcript/1), for `gpuproof verify-transcript`."""
+    row = session.get(ChallengeRow, challenge_id)
+    if row is None:
+        raise Problem(404, "Not found", f"no challenge {challenge_id}")
+    if row.state != "judged" or row.openings is None:
+        raise Problem(409, "Not judged", f"challenge {challenge_id} is {row.state}; its transcript comes with "
+                      "its verdict" + (" (it timed out: no openings to show)" if row.state == "judged" else ""))
+    openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
+                for o in row.openings]
+    return transcript.build(service.challenge_of(row), service.commitment_of(row), service.request_of(row),
+                            openings, row.verdict)

@@ -1,0 +1,39 @@
+"""Health, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from gateway import metrics, migrate
+from gateway.deps import StateDep
+from gateway.problems import Problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", operation_id="healthz")
+def healthz() -> dict:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", operation_id="readyz")
+def readyz(state: StateDep) -> dict:
+    """The database is reachable and its migrations are current."""
+    try:
+        with state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = migrate.current_revision(state.db.engine)
+    except Exception as exc:
+        raise Problem(503, "Not ready", f"database unreachable: {type(exc).__name__}") from None
+    head = migrate.head_revision(state.db.url)
+    if current != head:
+        raise Problem(503, "Not ready", f"database at migration {current}, code expects {head}")
+    return {"status": "ready", "migration": current}
+
+
+@router.get("/metrics", operation_id="metrics", response_class=Response)
+def get_metrics() -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""Jobs and settlement (marketplace API keys with scopes)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from gateway import service, translog
+from gateway.deps import ReadSessionDep, WriteSessionDep, api_key, limit_ip
+from gateway.models import ApiKey, Job, Provider
+from gateway.problems import Problem
+from gateway.schemas import JobIn
+from verifier.trust import settle
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(limit_ip)])
+
+
+def job_json(job: Job) -> dict:
+    return {"id": job.id, "renter_ref": job.renter_ref, "provider_id": job.provider_id, "price_ref": job.price_ref,
+            "checkpoint_policy": job.checkpoint_policy, "created_at": job.created_at, "decision": job.decision,
+            "reasons": job.reasons, "decided_at": job.decided_at, "final": job.final}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job")
+def create_job(body: JobIn, session: WriteSessionDep,
+               key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
+    """Create a job for a provider (scope `jobs`)."""
+    if session.get(Provider, body.provider_id) is None:
+        raise Problem(404, "Not found", f"no provider {body.provider_id}")
+    job = Job(id=secrets.token_hex(16), renter_ref=body.renter_ref, provider_id=body.provider_id,
+              price_ref=body.price_ref, checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
+              created_by=key.id, final=False)
+    session.add(job)
+    session.commit()
+    return job_json(job)
+
+
+@router.get("/{job_id}", operation_id="get_job")
+def get_job(job_id: str, session: ReadSessionDep, key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Problem(404, "Not found", f"no job {job_id}")
+    return job_json(job)
+
+
+@router.post("/{job_id}/settlement", operation_id="settle_job")
+def settle_job(job_id: str, session: WriteSessionDep,
+               key: Annotated[ApiKey, Depends(api_key("settle"))]) -> dict:
+    """The settlement decision: release, hold or refund, with reasons. Recorded in the log whenever it
+    changes; release and refund are final and never change again."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Problem(404, "Not found", f"no job {job_id}")
+    if job.final:
+        session.rollback()
+        return job_json(job)
+    now = time.time()
+    trust = service.trust_of(session, job.provider_id, now)
+    during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
+    decision = settle(trust, during, now)
+    if decision.decision != job.decision or list(decision.reasons) != job.reasons:
+        job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
+        job.final = decision.decision in ("release", "refund")
+        translog.append(session, "settlement", {"job_id": job.id, "provider_id": job.provider_id,
+                                                "renter_ref": job.renter_ref, "decision": job.decision,
+                                                "reasons": job.reasons, "final": job.final}, now)
+    session.commit()
+    return job_json(job)

@@ -1,0 +1,54 @@
+"""The transparency log (public): signed tree head, entries, inclusion and consistency proofs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from gateway import translog
+from gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gateway.problems import Problem
+
+router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
+
+
+@router.get("/head", operation_id="get_tree_head")
+def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
+    """The signed tree head: size, root, time, and the gateway's Ed25519 signature over them."""
+    return translog.signed_head(session, state.signing_key, time.time())
+
+
+@router.get("/entries", operation_id="get_log_entries")
+def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0)] = 0,
+                    end: Annotated[int | None, Query(ge=1)] = None) -> dict:
+    """Entries [start, end), at most 200 at a time."""
+    size = translog.size(session)
+    end = min(size, start + 200 if end is None else end)
+    if end - start > 200:
+        raise Problem(422, "Invalid request", f"at most 200 entries at a time, asked for {end - start}")
+    return {"size": size, "entries": translog.entries(session, start, end) if start < end else []}
+
+
+@router.get("/inclusion", operation_id="get_inclusion_proof")
+def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=0)],
+                        size: Annotated[int, Query(ge=1)]) -> dict:
+    """The audit path of entry `index` in the tree of `size` entries."""
+    current = translog.size(session)
+    if size > current or index >= size:
+        raise Problem(422, "Invalid request", f"need index < size <= {current}, got index {index}, size {size}")
+    tree = translog.tree(session, size)
+    return {"index": index, "size": size, "leaf_hash": tree.leaf_hash(index).hex(),
+            "proof": [h.hex() for h in tree.inclusion_proof(index)]}
+
+
+@router.get("/consistency", operation_id="get_consistency_proof")
+def get_consistency_proof(session: ReadSessionDep, old: Annotated[int, Query(ge=0)],
+                          new: Annotated[int, Query(ge=1)]) -> dict:
+    """Proof that the tree of `new` entries extends the tree of `old` entries."""
+    current = translog.size(session)
+    if not old <= new <= current:
+        raise Problem(422, "Invalid request", f"need old <= new <= {current}, got old {old}, new {new}")
+    tree = translog.tree(session, new)
+    return {"old": old, "new": new, "proof": [h.hex() for h in tree.consistency_proof(old, new)]}

@@ -1,0 +1,90 @@
+"""Adapters between stored rows and verifier objects; no protocol logic of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import translog
+from gateway.models import Challenge as ChallengeRow
+from kernels.spec import ChallengeParams
+from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
+from verifier.timing import Thresholds
+from verifier.trust import TrustScore, VerdictRecord, score
+
+
+def challenge_of(row: ChallengeRow) -> Challenge:
+    return Challenge(challenge_id=row.id, params=ChallengeParams(row.seed, row.m, row.n, row.k, row.rounds),
+                     device_model=row.device_model, profile=row.profile, issued_at=row.issued_at,
+                     thresholds=Thresholds(row.expected_s, row.fast_s, row.slow_s, row.deadline_s),
+                     spot_checks=row.spot_checks)
+
+
+def commitment_of(row: ChallengeRow) -> Commitment:
+    assert row.roots is not None and row.received_at is not None and row.measured_s is not None
+    roots = tuple(row.roots[i:i + 32] for i in range(0, len(row.roots), 32))
+    return Commitment(row.id, roots, row.received_at, row.rtt_s or 0.0, row.measured_s)
+
+
+def request_of(row: ChallengeRow) -> OpeningRequest:
+    assert row.x is not None
+    return OpeningRequest(row.id, tuple((int(r), int(i)) for r, i in row.pairs),
+                          np.frombuffer(row.x, dtype="<u4").astype(np.int64))
+
+
+def store_challenge(row_id_device: tuple[str, int], challenge: Challenge) -> ChallengeRow:
+    provider_id, device_id = row_id_device
+    p, t = challenge.params, challenge.thresholds
+    return ChallengeRow(id=challenge.challenge_id, provider_id=provider_id, device_id=device_id,
+                        device_model=challenge.device_model, profile=challenge.profile, seed=p.seed, m=p.m, n=p.n,
+                        k=p.k, rounds=p.rounds, spot_checks=challenge.spot_checks, issued_at=challenge.issued_at,
+                        expected_s=t.expected_s, fast_s=t.fast_s, slow_s=t.slow_s, deadline_s=t.deadline_s,
+                        state="issued")
+
+
+def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now: float) -> None:
+    """Store a verdict and append it to the log, in the caller's transaction."""
+    row.verdict = verdict_json
+    row.outcome = verdict_json["outcome"]
+    row.judged_at = now
+    row.state = "judged"
+    translog.append(session, "verdict", {"provider_id": row.provider_id, "challenge_id": row.id,
+                                         "verdict": verdict_json}, now)
+
+
+def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float) -> int:
+    """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record."""
+    rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
+                                                      ChallengeRow.state.in_(("issued", "committed")))).scalars()
+    expired = 0
+    for row in rows:
+        if now - row.issued_at <= row.deadline_s:
+            continue
+        verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed")
+        record_verdict(session, row, verdict.to_json(), now)
+        expired += 1
+    return expired
+
+
+def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
+    rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
+                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
+                           .order_by(ChallengeRow.judged_at)).all()
+    out = []
+    for cid, at, v in rows:
+        failure = v.get("failure") or {}
+        detail = f"{failure.get('reason')} in round {failure.get('round')} row {failure.get('row')}" if failure else ""
+        out.append(VerdictRecord(challenge_id=cid, at=at, correctness=v["correctness"], timing=v["timing"],
+                                 best_match=v.get("best_match", ""), detail=detail))
+    return out
+
+
+def trust_of(session: Session, provider_id: str, now: float) -> TrustScore:
+    return score(verdict_records(session, provider_id), now)
+
+
+def trust_json(t: TrustScore) -> dict:
+    return {"score": t.score, "lower_bound": t.lower_bound, "evidence": t.evidence,
+            "effective_evidence": t.effective_evidence, "verified_class": t.verified_class,
+            "last_verified_at": t.last_verified_at, "status": t.status, "reasons": list(t.reasons)}

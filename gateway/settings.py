@@ -1,0 +1,40 @@
+"""Gateway settings (pydantic-settings, environment prefix GPUPROOF_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUPROOF_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("gpuproof")) / "gateway")
+    database_url: str | None = None  # default: SQLite (WAL) in data_dir
+    signing_key_path: Path | None = None  # default: data_dir / "gateway-signing.key" (made on first start)
+    timestamp_window_s: float = 60.0
+    max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
+    max_page_size: int = 200
+    spot_checks: int = 32
+    poll_retry_after_s: int = 30
+    challenge_interval_s: float = 3600.0  # how often a device is challenged
+    provider_rate_per_s: float = 20.0
+    ip_rate_per_s: float = 200.0
+    verify_test_shape: str | None = None  # "m,n,k,rounds": small challenges for tests and demos
+
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'gateway.db'}"
+
+    def key_path(self) -> Path:
+        return self.signing_key_path or self.data_dir / "gateway-signing.key"
+
+    def test_shape(self) -> tuple[int, int, int, int] | None:
+        if not self.verify_test_shape:
+            return None
+        m, n, k, r = (int(v) for v in self.verify_test_shape.split(","))
+        return m, n, k, r

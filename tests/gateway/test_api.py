@@ -1,0 +1,286 @@
+"""The gateway API on SQLite and PostgreSQL: the provider flow, evidence, settlement and every rejection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway import admin
+from gateway.client import registration, signed_headers
+from gateway.models import Challenge, LogEntry, RequestNonce
+from kernels import merkle
+from kernels.backend import Opening
+from kernels.reference import CpuBackend
+from kernels.spec import ChallengeParams
+from verifier import signatures, transcript
+
+
+class Agent:
+    """A provider driving the API by hand, with the CPU backend."""
+
+    def __init__(self, gw, name="provider one", model="cpu-reference"):
+        self.gw, self.client = gw, gw.client
+        self.key = signatures.new_private_key()
+        r = self.client.post("/v1/providers", json=registration(self.key, name, [{"model": model, "vram_gib": 8}]))
+        assert r.status_code == 201, r.text
+        self.id = r.json()["id"]
+
+    def post(self, path, payload, key=None, provider=None, **header_overrides):
+        body = json.dumps(payload).encode()
+        headers = signed_headers(key or self.key, provider or self.id, "POST", path, body)
+        headers.update(header_overrides)
+        return self.client.post(path, content=body, headers=headers)
+
+    def next(self):
+        return self.post(f"/v1/providers/{self.id}/challenges", {"device": 0})
+
+    def prove(self, challenge):
+        params = ChallengeParams(bytes.fromhex(challenge["seed"]), challenge["m"], challenge["n"], challenge["k"],
+                                 challenge["rounds"])
+        return params, CpuBackend().run(params)
+
+    def openings(self, params, roots, pairs):
+        out = []
+        for r, i in sorted({tuple(p) for p in pairs}):
+            values, path = CpuBackend().open(params, r, i, roots)
+            out.append(Opening(r, i, values, tuple(path)).to_json())
+        return {"openings": out}
+
+    def full_round(self):
+        c = self.next().json()
+        params, roots = self.prove(c)
+        req = self.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]})
+        assert req.status_code == 200, req.text
+        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings",
+                            self.openings(params, roots, req.json()["pairs"]))
+        assert verdict.status_code == 200, verdict.text
+        return c, verdict.json()
+
+
+def db_counts(gw):
+    db = gw.app.state.gp.db
+    with db.reader() as s:
+        return (s.scalar(select(func.count()).select_from(Challenge)),
+                s.scalar(select(func.count()).select_from(RequestNonce)),
+                s.scalar(select(func.count()).select_from(LogEntry)),
+                s.scalar(select(func.count()).where(Challenge.state == "judged")))
+
+
+def assert_problem(r, status, fragment):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and fragment in body["detail"], body
+
+
+def test_full_provider_flow_and_evidence(gateway):
+    agent = Agent(gateway)
+    c, verdict = agent.full_round()
+    assert verdict["outcome"] == "pass" and verdict["correctness"] == "pass"
+    assert verdict["cheat_pass_probability"] < 1e-6
+    # trust and history
+    trust = gateway.client.get(f"/v1/providers/{agent.id}/trust").json()
+    assert trust["evidence"] == 1 and trust["last_verified_at"] and trust["reasons"]
+    history = gateway.client.get(f"/v1/providers/{agent.id}/verdicts").json()
+    assert history["items"][0]["challenge_id"] == c["challenge_id"]
+    # the transcript re-checks offline to the same verdict
+    doc = gateway.client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
+    _, diffs = transcript.recheck(doc)
+    assert diffs == []
+    # the log holds the registration and the verdict; proofs verify against the signed head
+    head = gateway.client.get("/v1/log/head").json()
+    assert head["size"] == 2
+    signatures.verify(bytes.fromhex(head["public_key"]),
+                      signatures.tree_head_message(head["size"], bytes.fromhex(head["root"]), head["timestamp"]),
+                      bytes.fromhex(head["signature"]))
+    entries = gateway.client.get("/v1/log/entries", params={"start": 0}).json()["entries"]
+    assert [e["kind"] for e in entries] == ["registration", "verdict"]
+    for e in entries:
+        proof = gateway.client.get("/v1/log/inclusion", params={"index": e["index"], "size": 2}).json()
+        merkle.verify_inclusion(e["index"], 2, merkle.leaf_hash(e["entry"].encode()),
+                                [bytes.fromhex(h) for h in proof["proof"]], bytes.fromhex(head["root"]))
+    cons = gateway.client.get("/v1/log/consistency", params={"old": 1, "new": 2}).json()
+    merkle.verify_consistency(1, 2, merkle.leaf_hash(entries[0]["entry"].encode()), bytes.fromhex(head["root"]),
+                              [bytes.fromhex(h) for h in cons["proof"]])
+
+
+def test_nothing_due_is_204_with_retry_after_and_an_open_challenge_is_resumed(gateway):
+    agent = Agent(gateway)
+    first = agent.next()
+    assert first.status_code == 201
+    again = agent.next()  # e.g. after an agent restart: the same open challenge comes back
+    assert again.status_code == 200 and again.json()["challenge_id"] == first.json()["challenge_id"]
+    params, roots = agent.prove(first.json())
+    cid = first.json()["challenge_id"]
+    req = agent.post(f"/v1/challenges/{cid}/commitment", {"roots": [r.hex() for r in roots]}).json()
+    agent.post(f"/v1/challenges/{cid}/openings", agent.openings(params, roots, req["pairs"]))
+    nothing = agent.next()
+    assert nothing.status_code == 204 and int(nothing.headers["Retry-After"]) >= 1
+
+
+def test_retries_return_the_same_response_and_count_once(gateway):
+    agent = Agent(gateway)
+    c = agent.next().json()
+    params, roots = agent.prove(c)
+    body = {"roots": [r.hex() for r in roots]}
+    first = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", body)
+    second = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", body)
+    assert first.json() == second.json()
+    openings = agent.openings(params, roots, first.json()["pairs"])
+    v1 = agent.post(f"/v1/challenges/{c['challenge_id']}/openings", openings)
+    before = db_counts(gateway)
+    v2 = agent.post(f"/v1/challenges/{c['challenge_id']}/openings", openings)
+    assert v1.json() == v2.json()
+    assert db_counts(gateway) == before  # no new verdict, log entry or nonce
+    assert gateway.client.get(f"/v1/providers/{agent.id}/trust").json()["evidence"] == 1
+
+
+def test_replayed_request_is_rejected_and_changes_nothing(gateway):
+    agent = Agent(gateway)
+    path = f"/v1/providers/{agent.id}/challenges"
+    body = json.dumps({"device": 0}).encode()
+    headers = signed_headers(agent.key, agent.id, "POST", path, body)
+    assert gateway.client.post(path, content=body, headers=headers).status_code == 201
+    before = db_counts(gateway)
+    assert_problem(gateway.client.post(path, content=body, headers=headers), 409, "already used")
+    assert db_counts(gateway) == before
+
+
+def test_forged_signature_other_key_and_altered_body(gateway):
+    agent = Agent(gateway)
+    other = signatures.new_private_key()
+    before = db_counts(gateway)
+    assert_problem(agent.post(f"/v1/providers/{agent.id}/challenges", {"device": 0}, key=other), 401,
+                   "does not verify")
+    path = f"/v1/providers/{agent.id}/challenges"
+    headers = signed_headers(agent.key, agent.id, "POST", path, b'{"device": 0}')
+    assert_problem(gateway.client.post(path, content=b'{"device": 1}', headers=headers), 401, "does not verify")
+    assert_problem(agent.post(path, {"device": 0}, **{"X-Gpuproof-Signature": "zz"}), 401, "hex")
+    assert_problem(agent.post(path, {"device": 0}, **{"X-Gpuproof-Timestamp": "1"}), 401, "window")
+    assert db_counts(gateway) == before
+
+
+def test_a_provider_cannot_touch_another_providers_challenge(gateway):
+    alice, mallory = Agent(gateway, "alice"), Agent(gateway, "mallory")
+    c = alice.next().json()
+    before = db_counts(gateway)
+    assert_problem(mallory.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": ["00" * 32] * 3}),
+                   403, "another provider")
+    assert_problem(mallory.post(f"/v1/providers/{alice.id}/challenges", {"device": 0}), 403, "its own")
+    assert db_counts(gateway) == before
+
+
+def test_late_commitment_is_refused_then_judged_a_timeout(gateway):
+    agent = Agent(gateway)
+    c = agent.next().json()
+    db = gateway.app.state.gp.db
+    with db.writer() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        row.issued_at -= row.deadline_s + 5  # the deadline passed
+        s.commit()
+    before = db_counts(gateway)
+    late = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": ["00" * 32] * 3})
+    assert_problem(late, 409, "deadline")
+    assert db_counts(gateway) == before
+    agent.next()  # the next poll records the timeout
+    history = gateway.client.get(f"/v1/providers/{agent.id}/verdicts").json()["items"]
+    assert history[0]["verdict"]["timing"] == "timeout" and history[0]["verdict"]["correctness"] == "unchecked"
+
+
+def test_cheating_prover_fails_with_the_row_and_it_costs_trust(gateway):
+    agent = Agent(gateway)
+    c = agent.next().json()
+    params, roots = agent.prove(c)
+    req = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]}).json()
+    openings = agent.openings(params, roots, req["pairs"])
+    openings["openings"][0]["values"][0] += 1
+    verdict = agent.post(f"/v1/challenges/{c['challenge_id']}/openings", openings).json()
+    assert verdict["outcome"] == "fail" and verdict["failure"]["reason"] == "bad-path"
+    trust = gateway.client.get(f"/v1/providers/{agent.id}/trust").json()
+    assert trust["score"] < 0.1 and "failed the correctness check" in trust["reasons"][0]
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"roots": ["zz" * 32] * 3}, "root 0"), ({"roots": ["00" * 31] * 3}, "root 0"),
+    ({"roots": ["00" * 32] * 2}, "has 2 roots, want 3"), ({"roots": []}, "roots"), ({"nope": 1}, "roots"),
+])
+def test_bad_commitments_are_422_and_change_nothing(gateway, payload, fragment):
+    agent = Agent(gateway)
+    c = agent.next().json()
+    before = db_counts(gateway)
+    assert_problem(agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", payload), 422, fragment)
+    assert db_counts(gateway) == before
+
+
+def test_unknown_ids_and_oversized_bodies(gateway):
+    agent = Agent(gateway)
+    assert_problem(agent.post("/v1/challenges/" + "0" * 32 + "/commitment", {"roots": ["00" * 32]}), 404,
+                   "no challenge")
+    assert_problem(gateway.client.get("/v1/challenges/" + "1" * 32 + "/transcript"), 404, "no challenge")
+    assert_problem(gateway.client.get("/v1/providers/" + "2" * 32 + "/trust"), 404, "no provider")
+    big = b'{"roots": ["' + b"0" * (gateway.settings.max_body_bytes + 10) + b'"]}'
+    path = f"/v1/challenges/{'0' * 32}/commitment"
+    r = gateway.client.post(path, content=big, headers=signed_headers(agent.key, agent.id, "POST", path, big))
+    assert_problem(r, 413, "limited")
+    assert_problem(gateway.client.get("/v1/log/inclusion", params={"index": 5, "size": 1}), 422, "index")
+
+
+def test_registration_checks_possession_and_duplicates(gateway):
+    key = signatures.new_private_key()
+    body = registration(key, "someone", [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80}])
+    forged = dict(body, name="someone else")
+    assert_problem(gateway.client.post("/v1/providers", json=forged), 401, "does not verify")
+    r = gateway.client.post("/v1/providers", json=body)
+    assert r.status_code == 201 and r.json()["devices"][0]["claimed_profile"] == "h100-sxm"
+    assert_problem(gateway.client.post("/v1/providers", json=body), 409, "already registered")
+    assert_problem(gateway.client.post("/v1/providers", json=dict(body, public_key="zz")), 422, "public_key")
+    listed = gateway.client.get("/v1/providers", params={"model": "H100"}).json()
+    assert listed["total"] == 1
+    assert gateway.client.get("/v1/providers", params={"min_lower_bound": 0.5}).json()["total"] == 0
+
+
+def test_jobs_and_settlement_with_scoped_keys(gateway):
+    agent = Agent(gateway)
+    db = gateway.app.state.gp.db
+    jobs_key = admin.create_api_key(db, "market", ["jobs"])
+    settle_key = admin.create_api_key(db, "market-settle", ["jobs", "settle"])
+    job = {"renter_ref": "renter-1", "provider_id": agent.id, "price_ref": "usd:12.50"}
+    assert_problem(gateway.client.post("/v1/jobs", json=job), 401, "Bearer")
+    assert_problem(gateway.client.post("/v1/jobs", json=job, headers={"Authorization": "Bearer gpk_x_y"}), 401,
+                   "not known")
+    created = gateway.client.post("/v1/jobs", json=job, headers={"Authorization": f"Bearer {jobs_key}"})
+    assert created.status_code == 201
+    jid = created.json()["id"]
+    url = f"/v1/jobs/{jid}/settlement"
+    assert_problem(gateway.client.post(url, headers={"Authorization": f"Bearer {jobs_key}"}), 403, "settle")
+    hold = gateway.client.post(url, headers={"Authorization": f"Bearer {settle_key}"}).json()
+    assert hold["decision"] == "hold" and not hold["final"] and hold["reasons"]
+    # the provider cheats during the job: refund, final, and stable
+    c = agent.next().json()
+    params, roots = agent.prove(c)
+    req = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]}).json()
+    bad = agent.openings(params, roots, req["pairs"])
+    bad["openings"][0]["path"][0] = "00" * 32
+    agent.post(f"/v1/challenges/{c['challenge_id']}/openings", bad)
+    refund = gateway.client.post(url, headers={"Authorization": f"Bearer {settle_key}"}).json()
+    assert refund["decision"] == "refund" and refund["final"]
+    again = gateway.client.post(url, headers={"Authorization": f"Bearer {settle_key}"}).json()
+    assert again == refund
+    kinds = [e["kind"] for e in gateway.client.get("/v1/log/entries").json()["entries"]]
+    assert kinds.count("settlement") == 2
+
+
+def test_health_readiness_metrics_and_openapi(gateway):
+    agent = Agent(gateway)
+    agent.full_round()
+    assert gateway.client.get("/healthz").json() == {"status": "ok"}
+    assert gateway.client.get("/readyz").json()["status"] == "ready"
+    text = gateway.client.get("/metrics").text
+    assert "gpuproof_challenges_issued_total" in text and "gpuproof_verdicts_total" in text
+    assert agent.id not in text
+    spec = gateway.client.get("/openapi.json").json()
+    ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {"register_provider", "next_challenge", "post_commitment", "post_openings", "get_trust",
+            "settle_job", "get_tree_head", "get_consistency_proof"} <= ops

@@ -1,0 +1,86 @@
+"""Ed25519 signatures for provider requests, registrations and signed tree heads (pycryptodome).
+
+Pure: bytes in, bytes or a SignatureError out. Every signed message starts with its own domain string,
+so a signature made for one purpose can never be replayed as another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
+
+from kernels.errors import GpuproofError
+
+REQUEST_DOMAIN = "gpuproof-request/1"
+REGISTRATION_DOMAIN = "gpuproof-registration/1"
+TREE_HEAD_DOMAIN = "gpuproof-tree-head/1"
+
+
+class SignatureError(GpuproofError):
+    """A signature or key is malformed or does not verify; the message says which."""
+
+
+def new_private_key() -> ECC.EccKey:
+    return ECC.generate(curve="Ed25519")
+
+
+def private_key_bytes(key: ECC.EccKey) -> bytes:
+    """The 32-byte Ed25519 seed of a private key."""
+    return key.seed
+
+
+def private_key_from_bytes(seed: bytes) -> ECC.EccKey:
+    if len(seed) != 32:
+        raise SignatureError(f"an Ed25519 private key is 32 bytes, got {len(seed)}")
+    return eddsa.import_private_key(seed)
+
+
+def public_key_bytes(key: ECC.EccKey) -> bytes:
+    """The 32-byte encoded Ed25519 public key."""
+    return key.public_key().export_key(format="raw")
+
+
+def public_key_from_bytes(raw: bytes) -> ECC.EccKey:
+    if len(raw) != 32:
+        raise SignatureError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    try:
+        return eddsa.import_public_key(raw)
+    except ValueError:
+        raise SignatureError("not a valid Ed25519 public key") from None
+
+
+def sign(key: ECC.EccKey, message: bytes) -> bytes:
+    return eddsa.new(key, "rfc8032").sign(message)
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Raise SignatureError unless `signature` is `public_key`'s Ed25519 signature of `message`."""
+    if len(signature) != 64:
+        raise SignatureError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
+    try:
+        eddsa.new(public_key_from_bytes(public_key), "rfc8032").verify(message, signature)
+    except ValueError:
+        raise SignatureError("signature does not verify") from None
+
+
+def request_message(method: str, path: str, timestamp: int, nonce: str, body: bytes) -> bytes:
+    """What a provider signs for one HTTP request: method, path (with query), time, nonce, SHA-256(body)."""
+    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce,
+                      hashlib.sha256(body).hexdigest()]).encode()
+
+
+def registration_message(public_key: bytes, name: str, devices_json: str) -> bytes:
+    """What a provider signs to register (proof of possession of the key)."""
+    return "\n".join([REGISTRATION_DOMAIN, public_key.hex(), name, devices_json]).encode()
+
+
+def tree_head_message(size: int, root: bytes, timestamp: float) -> bytes:
+    """What the gateway signs for a transparency-log tree head."""
+    return "\n".join([TREE_HEAD_DOMAIN, str(size), root.hex(), repr(float(timestamp))]).encode()
+
+
+def provider_id(public_key: bytes) -> str:
+    """A provider's id: the first 16 bytes of SHA-256 of its public key, hex."""
+    return hashlib.sha256(public_key).hexdigest()[:32]
