@@ -27,6 +27,15 @@ app = typer.Typer(
 )
 challenge_app = typer.Typer(help="Run and open gpuproof/1 challenges locally.", no_args_is_help=True)
 app.add_typer(challenge_app, name="challenge")
+gateway_app = typer.Typer(help="Run and administer the verifier gateway.", no_args_is_help=True)
+app.add_typer(gateway_app, name="gateway")
+api_key_app = typer.Typer(help="Marketplace API keys.", no_args_is_help=True)
+gateway_app.add_typer(api_key_app, name="api-key")
+
+DatabaseOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the "
+                                                 "data directory).", envvar="GPUPROOF_DATABASE_URL")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Where the gateway keeps its SQLite database "
+                                                "and signing key.", envvar="GPUPROOF_DATA_DIR")]
 
 SeedOpt = Annotated[str, typer.Option("--seed", help="32-byte seed as 64 hex characters.",
                                       envvar="GPUPROOF_SEED")]
@@ -198,6 +207,64 @@ def verify_transcript(
             print("the recorded verdict stands: every check reproduced")
     if diffs:
         raise typer.Exit(1)
+
+
+def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: ANN202
+    from gateway.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    return Settings(**overrides)
+
+
+@gateway_app.command("serve")
+def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_HOST")] = "127.0.0.1",
+                  port: Annotated[int, typer.Option("--port", envvar="GPUPROOF_PORT")] = 8080,
+                  database_url: DatabaseOpt = None, data_dir: DataDirOpt = None,
+                  workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1) -> None:
+    """Serve the gateway with uvicorn (migrations are applied first)."""
+    import os
+
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise InvalidParameter("--port", f"must be in 1..65535, got {port}")
+    settings = _gateway_settings(database_url, data_dir)
+    from gateway import migrate
+
+    migrate.upgrade(settings.sqlalchemy_url())
+    os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
+    os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)
+    uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
+                access_log=False)
+
+
+@gateway_app.command("migrate")
+def gateway_migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Apply the database migrations up to the code's head."""
+    from gateway import migrate
+
+    settings = _gateway_settings(database_url, data_dir)
+    migrate.upgrade(settings.sqlalchemy_url())
+    print(f"database at migration {migrate.head_revision(settings.sqlalchemy_url())}")
+
+
+@api_key_app.command("create")
+def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key is for.")],
+                   scope: Annotated[list[str], typer.Option("--scope", help="jobs or settle (repeat for both).")],
+                   database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Create a marketplace API key; the key is printed once and stored only as a hash."""
+    from gateway import admin, migrate
+    from gateway.db import Database
+
+    settings = _gateway_settings(database_url, data_dir)
+    migrate.upgrade(settings.sqlalchemy_url())
+    token = admin.create_api_key(Database(settings.sqlalchemy_url()), name, scope)
+    print(token)
+    print("# shown once: store it now; the gateway keeps only its hash", file=sys.stderr)
 
 
 def _fail(message: str, code: int) -> int:

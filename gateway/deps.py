@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -34,6 +35,55 @@ class State:
     verifier: Verifier
     signing_key: object
     limiter: RateLimiter
+    trust_cache: TrustCache
+
+
+class TrustCache:
+    """Computed trust responses per provider, for a short time (settings.trust_cache_s, default 0.5 s).
+
+    Scores are read far more often than verdicts arrive. The database stays the only truth: a read is at
+    most `ttl` seconds behind a verdict judged by another process (this process drops its entry when it
+    records one). One computation per provider at a time: concurrent readers of an expired entry wait
+    for the same result instead of each recomputing it (64 readers recomputing at once held the GIL for
+    a quarter of a second).
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, bytes]] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def get(self, provider_id: str) -> bytes | None:
+        hit = self._entries.get(provider_id)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    async def get_or_compute(self, provider_id: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        fresh = self.get(provider_id)
+        if fresh is not None:
+            return fresh
+        pending = self._inflight.get(provider_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[provider_id] = future
+        try:
+            value = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._inflight.pop(provider_id, None)
+        if len(self._entries) > 50_000:
+            self._entries.clear()
+        self._entries[provider_id] = (time.monotonic() + self.ttl, value)
+        future.set_result(value)
+        return value
+
+    def drop(self, provider_id: str) -> None:
+        self._entries.pop(provider_id, None)
 
 
 class RateLimiter:
@@ -58,7 +108,7 @@ class RateLimiter:
             self._buckets.clear()
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup
     return request.app.state.gp
 
 
@@ -87,7 +137,7 @@ def write_session(state: StateDep) -> Iterator[Session]:
 WriteSessionDep = Annotated[Session, Depends(write_session)]
 
 
-def limit_ip(request: Request, state: StateDep) -> None:
+async def limit_ip(request: Request, state: StateDep) -> None:
     ip = request.client.host if request.client else "unknown"
     wait = state.limiter.take(f"ip:{ip}", state.settings.ip_rate_per_s, 2 * state.settings.ip_rate_per_s)
     if wait is not None:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scipy.stats import beta as beta_dist
+from scipy.special import betaincinv
 
 from kernels.errors import InvalidParameter
 
@@ -114,7 +114,7 @@ def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | 
             beta += decayed
         contributions.append((decayed, side, record))
     mean = alpha / (alpha + beta)
-    lower = float(beta_dist.ppf(1 - policy.credible_level, alpha, beta))
+    lower = float(betaincinv(alpha, beta, 1 - policy.credible_level))  # the Beta posterior's quantile
     passed = [r for r in records if r.passed]
     last = max((r.at for r in passed), default=None)
     recent = [r.best_match for r in passed if r.best_match and now - r.at <= 4 * policy.half_life_days * DAY]

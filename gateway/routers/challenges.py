@@ -54,7 +54,8 @@ def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDe
     if provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
     now = time.time()
-    service.expire_overdue(session, state.verifier, provider_id, now)
+    if service.expire_overdue(session, state.verifier, provider_id, now):
+        state.trust_cache.drop(provider_id)
     device = session.query(Device).filter_by(provider_id=provider_id, position=body.device).one_or_none()
     if device is None:
         raise Problem(404, "Not found", f"provider has no device at position {body.device}")
@@ -149,6 +150,7 @@ def post_openings(challenge_id: str, body: OpeningsIn, auth: SignedProviderDep, 
     body_json = verdict.to_json()
     service.record_verdict(session, row, body_json, now)
     session.commit()
+    state.trust_cache.drop(row.provider_id)
     reason = verdict.failure.reason if verdict.failure else "none"
     metrics.VERDICTS.labels(outcome=verdict.outcome, timing=verdict.timing, reason=reason).inc()
     return body_json

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+import json
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from gateway import service
-from gateway.deps import ReadSessionDep, limit_ip
+from gateway.deps import ReadSessionDep, StateDep, limit_ip
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Provider
 from gateway.problems import Problem
@@ -24,11 +27,22 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
     return provider
 
 
-@router.get("/trust", operation_id="get_trust")
-def get_trust(provider_id: str, session: ReadSessionDep) -> dict:
-    """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons."""
-    _provider(session, provider_id)
-    return {"provider_id": provider_id, **service.trust_json(service.trust_of(session, provider_id, time.time()))}
+@router.get("/trust", operation_id="get_trust", response_class=Response,
+            responses={200: {"content": {"application/json": {}}, "description": "the trust score"}})
+async def get_trust(provider_id: str, state: StateDep) -> Response:
+    """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons.
+
+    Served from a short-lived cache (settings.trust_cache_s, default 0.5 s); a miss reads the database in
+    the thread pool, so the event loop never waits on it.
+    """
+    def compute() -> bytes:
+        with state.db.reader() as session:
+            _provider(session, provider_id)
+            trust = service.trust_json(service.trust_of(session, provider_id, time.time()))
+            return json.dumps({"provider_id": provider_id, **trust}).encode()
+
+    cached = await state.trust_cache.get_or_compute(provider_id, lambda: run_in_threadpool(compute))
+    return Response(content=cached, media_type="application/json")
 
 
 @router.get("/verdicts", operation_id="list_verdicts")

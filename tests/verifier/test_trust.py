@@ -77,3 +77,14 @@ def test_settlement_release_hold_refund():
     assert held.decision == "hold" and any("never passed" in r for r in held.reasons)
     stale = score(passes(60, age_days=3), NOW)
     assert settle(stale, [], NOW, policy=SettlementPolicy(release_min_lower_bound=0.3)).decision == "hold"
+
+
+def test_lower_bound_is_the_beta_posteriors_5_percent_quantile():
+    from scipy.stats import beta
+
+    records = passes(7) + [rec(9, 2.0, timing="timeout")]
+    s = score(records, NOW)
+    alpha = 1 + sum(0.5 ** ((NOW - r.at) / (7 * DAY)) for r in records if r.passed)
+    b = 1 + 0.5 ** (2.0 / 7)
+    assert s.lower_bound == pytest.approx(beta.ppf(0.05, alpha, b), rel=1e-9)
+    assert s.score == pytest.approx(alpha / (alpha + b))
