@@ -212,7 +212,7 @@ def verify_transcript(
 def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: ANN202
     from gateway.settings import Settings
 
-    overrides: dict[str, object] = {}
+    overrides: dict = {}
     if database_url:
         overrides["database_url"] = database_url
     if data_dir:

@@ -108,7 +108,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     port = free_port()
     env = dict(os.environ, GPUPROOF_DATA_DIR=str(tmp), GPUPROOF_VERIFY_TEST_SHAPE="64,512,256,4",
-               GPUPROOF_IP_RATE_PER_S="1000000", GPUPROOF_PROVIDER_RATE_PER_S="1000000", GPUPROOF_CHALLENGE_INTERVAL_S="0")
+               GPUPROOF_IP_RATE_PER_S="1000000", GPUPROOF_PROVIDER_RATE_PER_S="1000000",
+               GPUPROOF_CHALLENGE_INTERVAL_S="0")
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
                                str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
                               env=env, cwd=ROOT)

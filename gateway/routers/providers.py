@@ -59,7 +59,9 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
     translog.append(session, "registration", {"provider_id": pid, "public_key": body.public_key,
                                               "name": body.name, "devices": json.loads(devices_json(body))}, now)
     session.commit()
-    return provider_out(session, session.get(Provider, pid), now)
+    provider = session.get(Provider, pid)
+    assert provider is not None
+    return provider_out(session, provider, now)
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)

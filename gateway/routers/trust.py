@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
-
-import json
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
