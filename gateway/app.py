@@ -21,20 +21,31 @@ from gateway.db import Database
 from gateway.deps import RateLimiter, State, TrustCache
 from gateway.routers import challenges, health, jobs, log, providers, trust
 from gateway.settings import Settings
+from kernels.errors import InvalidParameter
 from verifier import signatures
 from verifier.protocol import Verifier, VerifierConfig
 
 
 def load_signing_key(path: Path):  # noqa: ANN201
     """The gateway's Ed25519 key: read from `path`, or made there on first start (mode 0600)."""
-    if path.exists():
+    if not path.exists():
+        # Several processes may start at once: write a private temporary file, then link it into place
+        # atomically; whoever links first wins and everyone reads that one key.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(signatures.private_key_bytes(signatures.new_private_key()).hex())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
         return signatures.private_key_from_bytes(bytes.fromhex(path.read_text().strip()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = signatures.new_private_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(signatures.private_key_bytes(key).hex())
-    return key
+    except (ValueError, signatures.SignatureError):
+        raise InvalidParameter("signing_key_path", f"{path} does not hold a 64-hex-character Ed25519 key") from None
 
 
 class BodyLimit:

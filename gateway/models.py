@@ -112,3 +112,13 @@ class LogEntry(Base):
     body: Mapped[str] = mapped_column(Text)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class RttProbe(Base):
+    """A round-trip probe sent with a poll response; the agent echoes it at once (docs/gateway.md)."""
+
+    __tablename__ = "rtt_probes"
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    sent_at: Mapped[float] = mapped_column(Float)
+    rtt_s: Mapped[float | None] = mapped_column(Float, nullable=True)

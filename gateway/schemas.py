@@ -98,3 +98,7 @@ class JobIn(Strict):
     provider_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
     price_ref: Annotated[str, Field(min_length=1, max_length=200)]
     checkpoint_policy: dict[str, Any] = Field(default_factory=dict)
+
+
+class RttEcho(Strict):
+    probe: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]

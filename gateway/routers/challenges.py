@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import secrets
 import time
 
 from fastapi import APIRouter, Depends, Response, status
+from sqlalchemy import select
 
 from gateway import metrics, service
 from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, limit_ip
 from gateway.models import Challenge as ChallengeRow
-from gateway.models import Device
+from gateway.models import Device, RttProbe
 from gateway.problems import Problem
-from gateway.schemas import CommitmentIn, NextChallenge, OpeningsIn
+from gateway.schemas import CommitmentIn, NextChallenge, OpeningsIn, RttEcho
 from kernels.backend import Opening
 from kernels.errors import InvalidParameter
 from verifier import transcript
@@ -32,6 +34,32 @@ def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> Chall
     if row.provider_id != provider_id:
         raise Problem(403, "Forbidden", f"challenge {challenge_id} belongs to another provider")
     return row
+
+
+RTT_HEADER = "X-Gpuproof-Rtt-Probe"
+RTT_ECHO_WINDOW_S = 30.0
+RTT_SAMPLES = 5
+
+
+def _probe(session, provider_id: str) -> str:  # noqa: ANN001
+    """A fresh round-trip probe for this poll's response (the agent echoes it at once)."""
+    token = secrets.token_hex(16)
+    session.add(RttProbe(token=token, provider_id=provider_id, sent_at=time.time()))
+    return token
+
+
+def rtt_allowance(session, provider_id: str, now: float) -> float:  # noqa: ANN001
+    """The minimum of the provider's last few measured round trips in the past hour (0 if none).
+
+    A provider can only make a round trip look slower (by echoing late), never faster, so the minimum is
+    the honest estimate; the verifier caps it (TimingConfig.max_rtt_allowance_s) and counts the cap in
+    the cheating bound.
+    """
+    rows = session.execute(select(RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
+                                                        RttProbe.rtt_s.is_not(None),
+                                                        RttProbe.sent_at > now - 3600)
+                           .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).scalars().all()
+    return min(rows) if rows else 0.0
 
 
 def _public(row: ChallengeRow) -> dict:
@@ -62,6 +90,8 @@ def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDe
     open_row = session.query(ChallengeRow).filter(ChallengeRow.provider_id == provider_id,
                                                   ChallengeRow.device_id == device.id,
                                                   ChallengeRow.state.in_(("issued", "committed"))).first()
+    probe = _probe(session, provider_id)
+    response.headers[RTT_HEADER] = probe
     if open_row is not None:
         session.commit()
         response.status_code = status.HTTP_200_OK
@@ -72,7 +102,7 @@ def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDe
     if device.next_due_at > now:
         session.commit()
         wait = min(state.settings.poll_retry_after_s, max(1, math.ceil(device.next_due_at - now)))
-        return Response(status_code=204, headers={"Retry-After": str(wait)})  # type: ignore[return-value]
+        return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe})  # type: ignore[return-value]
     challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
                                      shape=state.settings.test_shape())
     row = service.store_challenge((provider_id, device.id), challenge)
@@ -82,6 +112,26 @@ def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDe
     metrics.CHALLENGES_ISSUED.inc()
     response.status_code = status.HTTP_201_CREATED
     return _public(row) | {"device": device.position}
+
+
+@router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe")
+def echo_rtt_probe(provider_id: str, body: RttEcho, auth: SignedProviderDep) -> dict:
+    """Echo the round-trip probe of the last poll response, at once; the gateway times the round trip."""
+    session = auth.session
+    now = time.time()
+    if provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", "a provider can only echo its own probes")
+    probe = session.get(RttProbe, body.probe)
+    if probe is None or probe.provider_id != provider_id:
+        raise Problem(404, "Not found", f"no probe {body.probe} for this provider")
+    if probe.rtt_s is not None:
+        raise Problem(409, "Already echoed", f"probe {body.probe} was echoed before")
+    if now - probe.sent_at > RTT_ECHO_WINDOW_S:
+        raise Problem(409, "Probe expired", f"probe {body.probe} is {now - probe.sent_at:.1f} s old; echo within "
+                      f"{RTT_ECHO_WINDOW_S:g} s")
+    probe.rtt_s = now - probe.sent_at
+    session.commit()
+    return {"probe": body.probe, "rtt_s": probe.rtt_s}
 
 
 @router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment")
@@ -102,7 +152,8 @@ def post_commitment(challenge_id: str, body: CommitmentIn, auth: SignedProviderD
                       f"the deadline was {row.deadline_s:.3f} s")
     challenge = service.challenge_of(row)
     try:
-        commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now)
+        commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now,
+                                           rtt_s=rtt_allowance(session, auth.provider.id, now))
     except InvalidParameter as exc:
         raise Problem(422, "Invalid request", str(exc)) from None
     row.roots = b"".join(commitment.roots)

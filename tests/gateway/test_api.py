@@ -284,3 +284,59 @@ def test_health_readiness_metrics_and_openapi(gateway):
     ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"register_provider", "next_challenge", "post_commitment", "post_openings", "get_trust",
             "settle_job", "get_tree_head", "get_consistency_proof"} <= ops
+
+
+def test_round_trip_probes_are_timed_by_the_gateway_and_lower_the_measured_time(gateway):
+    agent = Agent(gateway)
+    poll = agent.next()
+    probe = poll.headers["X-Gpuproof-Rtt-Probe"]
+    echo = agent.post(f"/v1/providers/{agent.id}/rtt", {"probe": probe})
+    assert echo.status_code == 200 and 0 <= echo.json()["rtt_s"] < 5
+    assert_problem(agent.post(f"/v1/providers/{agent.id}/rtt", {"probe": probe}), 409, "echoed before")
+    other = Agent(gateway, "other")
+    assert_problem(other.post(f"/v1/providers/{other.id}/rtt", {"probe": agent.next().headers["X-Gpuproof-Rtt-Probe"]}),
+                   404, "no probe")
+    c = poll.json()
+    params, roots = agent.prove(c)
+    agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]})
+    with gateway.app.state.gp.db.reader() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        assert row.rtt_s == pytest.approx(min(echo.json()["rtt_s"], 0.2))
+        assert row.measured_s == pytest.approx(row.received_at - row.issued_at - row.rtt_s)
+
+
+def test_rate_limits_answer_429_with_retry_after(database_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, ip_rate_per_s=5)
+    with TestClient(create_app(settings)) as client:
+        codes = [client.get("/v1/providers").status_code for _ in range(30)]
+        assert 429 in codes and codes[0] == 200
+        r = client.get("/v1/providers")
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_signing_key_is_made_once_with_mode_0600(gateway):
+    path = gateway.settings.key_path()
+    assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+    from gateway.app import load_signing_key
+
+    assert signatures.public_key_bytes(load_signing_key(path)).hex() == \
+        gateway.client.get("/v1/log/head").json()["public_key"]
+
+
+def test_readyz_fails_until_migrations_are_applied(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d")
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "migration" in r.json()["detail"]
+        assert client.get("/healthz").status_code == 200
