@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -88,3 +90,15 @@ def trust_json(t: TrustScore) -> dict:
     return {"score": t.score, "lower_bound": t.lower_bound, "evidence": t.evidence,
             "effective_evidence": t.effective_evidence, "verified_class": t.verified_class,
             "last_verified_at": t.last_verified_at, "status": t.status, "reasons": list(t.reasons)}
+
+
+def verified_classes(session: Session, provider_id: str, now: float, window_s: float = 28 * 86400) -> dict[int, str]:
+    """Per device: the profile its recent passed challenges' measured rates matched most often."""
+    rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.verdict)
+                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == "pass",
+                                  ChallengeRow.judged_at > now - window_s)).all()
+    counts: dict[int, Counter] = {}
+    for device_id, verdict in rows:
+        if verdict.get("best_match"):
+            counts.setdefault(device_id, Counter())[verdict["best_match"]] += 1
+    return {d: c.most_common(1)[0][0] for d, c in counts.items()}

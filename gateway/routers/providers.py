@@ -28,11 +28,12 @@ def provider_out(session, provider: Provider, now: float, with_trust: bool = Tru
     devices = session.execute(select(Device).where(Device.provider_id == provider.id)
                               .order_by(Device.position)).scalars().all()
     trust = service.trust_of(session, provider.id, now) if with_trust else None
-    verified = trust.verified_class if trust else None
+    verified = service.verified_classes(session, provider.id, now)
     return ProviderOut(id=provider.id, name=provider.name, public_key=provider.public_key.hex(),
                        created_at=provider.created_at,
                        devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
-                                          claimed_profile=d.profile, verified_class=verified) for d in devices],
+                                          claimed_profile=d.profile, verified_class=verified.get(d.id))
+                                for d in devices],
                        trust=service.trust_json(trust) if trust else None)
 
 

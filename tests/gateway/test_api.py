@@ -77,8 +77,11 @@ def assert_problem(r, status, fragment):
 
 def test_full_provider_flow_and_evidence(gateway):
     agent = Agent(gateway)
+    assert gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]["verified_class"] is None
     c, verdict = agent.full_round()
     assert verdict["outcome"] == "pass" and verdict["correctness"] == "pass"
+    device = gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]
+    assert device["claimed_profile"] == "cpu-reference" and device["verified_class"] == verdict["best_match"]
     assert verdict["cheat_pass_probability"] < 1e-6
     # trust and history
     trust = gateway.client.get(f"/v1/providers/{agent.id}/trust").json()
