@@ -7,9 +7,10 @@ error; never a traceback for bad input. `--json` prints exactly one JSON documen
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import Abort, Exit, TyperException
@@ -31,6 +32,15 @@ gateway_app = typer.Typer(help="Run and administer the verifier gateway.", no_ar
 app.add_typer(gateway_app, name="gateway")
 api_key_app = typer.Typer(help="Marketplace API keys.", no_args_is_help=True)
 gateway_app.add_typer(api_key_app, name="api-key")
+
+agent_app = typer.Typer(help="The provider agent: key, registration, self-test, daemon, status.",
+                        no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+log_app = typer.Typer(help="The gateway's transparency log, checked locally.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+GatewayOpt = Annotated[str | None, typer.Option("--gateway", help="Gateway base URL (else the config file's).",
+                                                envvar="GPUPROOF_GATEWAY")]
 
 DatabaseOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the "
                                                  "data directory).", envvar="GPUPROOF_DATABASE_URL")]
@@ -181,19 +191,27 @@ def _print_verdict(v: dict) -> None:
 
 @app.command("verify-transcript")
 def verify_transcript(
-    file: Annotated[str, typer.Argument(help="A transcript JSON file (gpuproof.transcript/1).")],
+    source: Annotated[str, typer.Argument(metavar="CHALLENGE_ID|FILE",
+                                          help="A transcript file, or a challenge id to fetch from --gateway.")],
+    gateway: GatewayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run every check of a challenge transcript offline; exit 0 if the recorded verdict stands."""
+    from pathlib import Path
+
     from verifier import transcript
 
-    try:
-        with open(file) as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise InvalidParameter("FILE", f"cannot read {file}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter("FILE", f"{file} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if Path(source).is_file() or not re.fullmatch(r"[0-9a-f]{32}", source):
+        try:
+            with open(source) as fh:
+                doc = json.load(fh)
+        except OSError as exc:
+            raise InvalidParameter("FILE", f"cannot read {source}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise InvalidParameter("FILE", f"{source} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    else:
+        with _client(gateway) as client:
+            doc = client.transcript(source)
     verdict, diffs = transcript.recheck(doc)
     if as_json:
         print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs, "differences": diffs}))
@@ -207,6 +225,272 @@ def verify_transcript(
             print("the recorded verdict stands: every check reproduced")
     if diffs:
         raise typer.Exit(1)
+
+
+def _agent_settings(**flags: Any):  # noqa: ANN202
+    from agent.config import AgentSettings
+
+    return AgentSettings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def _client(gateway: str | None, key=None):  # noqa: ANN001, ANN202
+    from gateway.client import GatewayClient
+
+    url = gateway or _agent_settings().gateway
+    if not url:
+        raise InvalidParameter("--gateway", "no gateway URL: pass --gateway URL, set GPUPROOF_GATEWAY, or run "
+                               "`gpuproof agent register --gateway URL`")
+    if not re.match(r"^https?://", url):
+        raise InvalidParameter("--gateway", f"expected an http:// or https:// URL, got {url!r}")
+    return GatewayClient(url, key=key)
+
+
+@app.command("trust")
+def trust_command(provider: Annotated[str, typer.Argument(help="The provider id.")], gateway: GatewayOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """A provider's trust score from the gateway: score, lower bound, verified class and reasons."""
+    if not re.fullmatch(r"[0-9a-f]{32}", provider):
+        raise InvalidParameter("PROVIDER", "expected a provider id of 32 hex characters")
+    with _client(gateway) as client:
+        trust = client.trust(provider)
+        info = client.provider(provider)
+    if as_json:
+        print(json.dumps({"provider": info, "trust": trust}))
+        return
+    print(f"{info['name']} ({provider}): {trust['status']}")
+    print(f"  score {trust['score']:.3f}, 95% lower bound {trust['lower_bound']:.3f}, {trust['evidence']} verdicts, "
+          f"verified class {trust['verified_class'] or '-'}")
+    for d in info["devices"]:
+        print(f"  device {d['position']}: {d['count']} x {d['model']} (claimed {d['claimed_profile']}, "
+              f"verified {d['verified_class'] or '-'})")
+    for reason in trust["reasons"]:
+        print(f"  - {reason}")
+
+
+@log_app.command("verify")
+def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
+    directory); the gateway's key is pinned on first use."""
+    from agent.config import config_dir
+    from gateway.client import TreeHead
+
+    store = config_dir() / "log-heads.json"
+    seen = json.loads(store.read_text()) if store.exists() else {}
+    with _client(gateway) as client:
+        url = client.base_url
+        previous = seen.get(url)
+        if previous:
+            old = TreeHead.parse(previous)
+            client.pinned_log_key = old.public_key
+            new = client.check_extends(old)
+        else:
+            old, new = None, client.tree_head()
+    seen[url] = new.to_json()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps(seen, indent=1))
+    result = {"gateway": url, "size": new.size, "root": new.root.hex(), "previous_size": old.size if old else None,
+              "consistent": True, "key": new.public_key.hex()}
+    if as_json:
+        print(json.dumps(result))
+        return
+    if old is None:
+        print(f"{url}: tree head of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
+    else:
+        print(f"{url}: {old.size} -> {new.size} entries, consistent: the history was not rewritten")
+
+
+@agent_app.command("init")
+def agent_init(force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+               gateway: GatewayOpt = None) -> None:
+    """Make the provider's Ed25519 key (mode 0600) and config file; print the public key."""
+    from agent import config, keys
+    from verifier import signatures
+
+    settings = _agent_settings()
+    path = settings.resolved_key_path()
+    key = keys.create(path, force=force)
+    config.save({"key_path": str(path), "gateway": gateway})
+    public = signatures.public_key_bytes(key)
+    print(f"public key {public.hex()}")
+    print(f"provider id {signatures.provider_id(public)}")
+    print(f"# key in {path} (0600), config in {config.config_file()}", file=sys.stderr)
+
+
+@agent_app.command("register")
+def agent_register(gateway: GatewayOpt = None,
+                   name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+                   gpu: Annotated[str | None, typer.Option("--gpu", help="Model to claim when none is detected "
+                                                           "(cpu-reference for the CPU backend).")] = None,
+                   count: Annotated[int, typer.Option("--count")] = 1,
+                   vram: Annotated[float, typer.Option("--vram", help="GiB per device.")] = 8.0) -> None:
+    """Detect the GPUs, show the claim, and register this provider with the gateway."""
+    from agent import config, keys
+    from agent.config import DeviceSpec
+    from agent.detect import detect
+    from verifier.profiles import lookup
+
+    settings = _agent_settings(gateway=gateway, name=name)
+    key = keys.load(settings.resolved_key_path())
+    if count < 1:
+        raise InvalidParameter("--count", f"must be at least 1, got {count}")
+    devices = [DeviceSpec(model=gpu, count=count, vram_gib=vram)] if gpu else detect()
+    if not devices:
+        raise BackendUnavailable("no GPU found: pass --gpu MODEL --count N, or --gpu cpu-reference to serve with "
+                                 "the CPU backend")
+    for i, d in enumerate(devices):
+        profile = lookup(d.model)
+        print(f"device {i}: {d.count} x {d.model}, {d.vram_gib:g} GiB -> profile {profile.key}")
+    with _client(settings.gateway, key) as client:
+        _wait_for(client, seconds=30)
+        out = client.register(settings.name, [d.model_dump(exclude={"cuda_index"}) for d in devices])
+    config.save({"gateway": client.base_url, "name": settings.name,
+                 "devices": [d.model_dump() for d in devices]})
+    print(f"registered provider {out['id']} with {client.base_url}")
+
+
+def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
+    """Give a gateway that is still starting (connection refused) a few seconds before giving up."""
+    from gateway.client import GatewayUnreachable
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.providers(limit=1)
+            return
+        except GatewayUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def _backend_for(backend: str):  # noqa: ANN202
+    from kernels.backend import select_backend
+
+    return lambda device: select_backend(backend, device.cuda_index)
+
+
+@agent_app.command("selftest")
+def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,n,k,rounds instead of the "
+                                                             "profile's sizing.")] = None,
+                   backend: BackendOpt = "auto", as_json: JsonOpt = False) -> None:
+    """Run a standard challenge per claimed device here and say whether it would pass, with the margin."""
+    from agent.detect import detect
+    from verifier.protocol import Verifier
+    from verifier.timing import classify
+
+    settings = _agent_settings(backend=backend)
+    devices = settings.devices or detect()
+    if not devices:
+        raise BackendUnavailable("no devices: register first, or pass --gpu at registration (cpu-reference for "
+                                 "the CPU backend)")
+    dims = _parse_shape(shape) if shape else None
+    verifier = Verifier()
+    results = []
+    for i, d in enumerate(devices):
+        engine = _backend_for(settings.backend)(d)
+        challenge = verifier.issue(d.model, now=time.time(), shape=dims)
+        started = time.perf_counter()
+        engine.run(challenge.params)
+        seconds = time.perf_counter() - started
+        p = challenge.params
+        rate = 2.0 * p.m * p.n * p.k * p.rounds / seconds
+        cls = classify(seconds, challenge.thresholds, verifier.profile_of(challenge))
+        margin = challenge.thresholds.slow_s / seconds - 1
+        results.append({"device": i, "model": d.model, "profile": challenge.profile, "backend": engine.name,
+                        "seconds": round(seconds, 4), "tops": rate / 1e12, "timing": cls,
+                        "slow_limit_s": challenge.thresholds.slow_s, "margin": margin,
+                        "would_pass": cls in ("consistent", "faster-than-claimed", "unprofiled")})
+    if as_json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            verdict = "would PASS" if r["would_pass"] else "would FAIL"
+            print(f"device {r['device']} ({r['model']}, profile {r['profile']}, backend {r['backend']}): "
+                  f"{r['seconds']:.3f} s, {r['tops']:.4f} TOPS, {r['timing']}: {verdict}, "
+                  f"{r['margin']:+.0%} margin to the {r['slow_limit_s']:.3f} s limit")
+    if not all(r["would_pass"] for r in results):
+        raise typer.Exit(1)
+
+
+@agent_app.command("run")
+def agent_run(gateway: GatewayOpt = None, backend: BackendOpt = "auto",
+              max_challenges: Annotated[int | None, typer.Option("--max-challenges",
+                                                                 help="Stop after this many verdicts.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """The provider daemon: answer challenges for every registered device until stopped."""
+    import signal
+
+    from agent import keys
+    from agent.daemon import Daemon, json_emitter
+
+    settings = _agent_settings(gateway=gateway, backend=backend)
+    if not settings.devices:
+        raise InvalidParameter("devices", "no registered devices in the config: run `gpuproof agent register`")
+    key = keys.load(settings.resolved_key_path())
+    with _client(settings.gateway, key) as client:
+        daemon = Daemon(client, settings.devices, _backend_for(settings.backend), poll_max_s=settings.poll_max_s,
+                        max_challenges=max_challenges, emit=json_emitter())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: daemon.stop.set())
+        if sys.stdout.isatty() and not as_json:
+            _run_live(daemon)
+        else:
+            daemon.run()
+
+
+def _run_live(daemon) -> None:  # noqa: ANN001
+    import threading
+
+    from rich.live import Live
+    from rich.table import Table
+
+    def table() -> Table:
+        t = Table(title=f"gpuproof agent -> {daemon.client.base_url}")
+        for col in ("device", "model", "state", "challenges", "passed", "last verdict", "reason"):
+            t.add_column(col)
+        for s in daemon.status:
+            t.add_row(str(s.position), s.model, s.state, str(s.challenges), str(s.passed), s.last_verdict,
+                      s.last_reason[:60])
+        return t
+
+    daemon.emit = lambda event: None
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    with Live(table(), refresh_per_second=4) as live:
+        while runner.is_alive():
+            live.update(table())
+            runner.join(timeout=0.25)
+
+
+@agent_app.command("whoami")
+def agent_whoami() -> None:
+    """Print this provider's id (from its key)."""
+    from agent import keys
+    from verifier import signatures
+
+    key = keys.load(_agent_settings().resolved_key_path())
+    print(signatures.provider_id(signatures.public_key_bytes(key)))
+
+
+@agent_app.command("status")
+def agent_status(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
+    """This provider's score, verified class and last verdicts, from the gateway."""
+    from agent import keys
+    from verifier import signatures
+
+    settings = _agent_settings(gateway=gateway)
+    key = keys.load(settings.resolved_key_path())
+    pid = signatures.provider_id(signatures.public_key_bytes(key))
+    with _client(settings.gateway, key) as client:
+        trust, recent = client.trust(pid), client.verdicts(pid, limit=5)
+    if as_json:
+        print(json.dumps({"provider_id": pid, "trust": trust, "verdicts": recent["items"]}))
+        return
+    print(f"provider {pid}: {trust['status']}, score {trust['score']:.3f} (lower bound {trust['lower_bound']:.3f}), "
+          f"{trust['evidence']} verdicts, verified class {trust['verified_class'] or '-'}")
+    for item in recent["items"]:
+        v = item["verdict"]
+        print(f"  {item['challenge_id'][:12]} {v['outcome']:4} {v['timing']:20} {v['reasons'][0]}")
 
 
 def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: ANN202
@@ -291,6 +575,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     except GpuproofError as exc:
         return _fail(str(exc), 1)
+    except Exception as exc:  # a database or OS failure under a command: one line, not a traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            return _fail(f"database: {getattr(exc, 'orig', None) or exc}".splitlines()[0], 1)
+        if isinstance(exc, OSError):
+            return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1)
+        raise
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     return result if isinstance(result, int) else 0  # without standalone mode, Exit(n) comes back as n

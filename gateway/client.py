@@ -1,6 +1,10 @@
-"""Client-side helpers for talking to the gateway: signed provider requests and registrations.
+"""Client SDK for the gateway (httpx, sync and async), and the signing helpers agents use.
 
-(The full SDK with typed methods is the agent issue; this is the signing it will build on.)
+`GatewayClient` and `AsyncGatewayClient` share every request builder and response parser; they differ
+only in how they send. Errors come back as `GatewayError` carrying the problem+json detail; an
+unreachable gateway is `GatewayUnreachable`. What can be checked locally is: the signed tree head's
+signature (`tree_head`), inclusion proofs (`verify_inclusion`) and consistency proofs
+(`verify_consistency`), all raising `LogVerificationError` with the reason.
 """
 
 from __future__ import annotations
@@ -8,7 +12,14 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
+import httpx
+
+from kernels import merkle
+from kernels.errors import GpuproofError, ProofError
 from verifier import signatures
 
 
@@ -30,3 +41,333 @@ def registration(key, name: str, devices: list[dict]) -> dict:  # noqa: ANN001
     devices_json = json.dumps(devices, sort_keys=True, separators=(",", ":"))
     signature = signatures.sign(key, signatures.registration_message(public_key, name, devices_json))
     return {"public_key": public_key.hex(), "name": name, "devices": devices, "signature": signature.hex()}
+
+
+class GatewayError(GpuproofError):
+    """The gateway answered with an error; `status` and `problem` (RFC 9457) say why."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.title = str(problem.get("title", "error"))
+        self.detail = str(problem.get("detail", ""))
+        self.retry_after = problem.get("retry_after")
+        super().__init__(f"gateway answered {status} {self.title}: {self.detail}")
+
+
+class GatewayUnreachable(GatewayError):
+    """No answer at all: connection refused, DNS, timeout."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(0, {"title": "Unreachable", "detail": f"{base_url}: {reason}"})
+        self.args = (f"gateway unreachable: {base_url}: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class LogVerificationError(GpuproofError):
+    """A log response does not check out locally: the gateway's history cannot be trusted."""
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    size: int
+    root: bytes
+    timestamp: float
+    signature: bytes
+    public_key: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "root": self.root.hex(), "timestamp": self.timestamp,
+                "signature": self.signature.hex(), "public_key": self.public_key.hex()}
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], pinned_key: bytes | None = None) -> TreeHead:
+        """A tree head from JSON, its signature checked (and its key, when one is pinned)."""
+        try:
+            head = cls(int(data["size"]), bytes.fromhex(data["root"]), float(data["timestamp"]),
+                       bytes.fromhex(data["signature"]), bytes.fromhex(data["public_key"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LogVerificationError(f"malformed tree head: {exc}") from None
+        if pinned_key is not None and head.public_key != pinned_key:
+            raise LogVerificationError("tree head is signed by another key than the one pinned for this gateway")
+        try:
+            signatures.verify(head.public_key, signatures.tree_head_message(head.size, head.root, head.timestamp),
+                              head.signature)
+        except signatures.SignatureError as exc:
+            raise LogVerificationError(f"tree head signature: {exc}") from None
+        return head
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    body: bytes | None = None
+    signed: bool = False
+    api_key: bool = False
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None = None, *, key=None, provider_id: str | None = None,  # noqa: ANN001
+                 pinned_log_key: bytes | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.key = key
+        self.provider_id = provider_id or (signatures.provider_id(signatures.public_key_bytes(key)) if key else None)
+        self.pinned_log_key = pinned_log_key
+
+    # request building -----------------------------------------------------------------------------
+    def _headers(self, call: _Call) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        if call.signed:
+            if self.key is None or self.provider_id is None:
+                raise GpuproofError("this call must be signed: give the client the provider's key")
+            headers.update(signed_headers(self.key, self.provider_id, call.method, call.path, call.body or b""))
+        if call.api_key:
+            if not self.api_key:
+                raise GpuproofError("this call needs a marketplace API key (api_key=...)")
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @staticmethod
+    def _path(path: str, params: dict[str, Any] | None = None) -> str:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        return f"{path}?{urlencode(clean)}" if clean else path
+
+    @staticmethod
+    def _body(payload: Any) -> bytes:
+        return json.dumps(payload).encode()
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.reason_phrase, "detail": response.text[:200]}
+            if "Retry-After" in response.headers:
+                problem = dict(problem, retry_after=response.headers["Retry-After"])
+            raise GatewayError(response.status_code, problem)
+        return response.json()
+
+    # calls ----------------------------------------------------------------------------------------
+    def _c_providers(self, model=None, min_lower_bound=None, limit=50, offset=0) -> _Call:  # noqa: ANN001
+        return _Call("GET", self._path("/v1/providers", {"model": model, "min_lower_bound": min_lower_bound,
+                                                          "limit": limit, "offset": offset}))
+
+    def _c_register(self, name: str, devices: list[dict]) -> _Call:
+        if self.key is None:
+            raise GpuproofError("registering needs the provider's key")
+        return _Call("POST", "/v1/providers", self._body(registration(self.key, name, devices)))
+
+    def _c_next(self, device: int) -> _Call:
+        return _Call("POST", f"/v1/providers/{self.provider_id}/challenges", self._body({"device": device}), True)
+
+    def _c_rtt(self, probe: str) -> _Call:
+        return _Call("POST", f"/v1/providers/{self.provider_id}/rtt", self._body({"probe": probe}), True)
+
+    def _c_commit(self, challenge_id: str, roots: list[bytes]) -> _Call:
+        return _Call("POST", f"/v1/challenges/{challenge_id}/commitment",
+                     self._body({"roots": [r.hex() for r in roots]}), True)
+
+    def _c_open(self, challenge_id: str, openings: list[dict]) -> _Call:
+        return _Call("POST", f"/v1/challenges/{challenge_id}/openings", self._body({"openings": openings}), True)
+
+    def _c_create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> _Call:  # noqa: ANN001
+        return _Call("POST", "/v1/jobs", self._body({"renter_ref": renter_ref, "provider_id": provider_id,
+                                                      "price_ref": price_ref,
+                                                      "checkpoint_policy": checkpoint_policy or {}}), api_key=True)
+
+    @staticmethod
+    def verify_inclusion(head: TreeHead, index: int, entry: str, proof: dict[str, Any]) -> None:
+        """Check that `entry` (the canonical JSON text) is leaf `index` of the tree `head` signs."""
+        try:
+            merkle.verify_inclusion(index, head.size, merkle.leaf_hash(entry.encode()),
+                                    [bytes.fromhex(h) for h in proof["proof"]], head.root)
+        except (ProofError, KeyError, ValueError) as exc:
+            raise LogVerificationError(f"entry {index} is not in the signed tree of {head.size}: {exc}") from None
+
+    @staticmethod
+    def verify_consistency(old: TreeHead, new: TreeHead, proof: dict[str, Any]) -> None:
+        """Check that the tree `new` signs extends the tree `old` signs (nothing was rewritten)."""
+        try:
+            merkle.verify_consistency(old.size, new.size, old.root, new.root,
+                                      [bytes.fromhex(h) for h in proof["proof"]])
+        except (ProofError, KeyError, ValueError) as exc:
+            raise LogVerificationError(f"the log of {new.size} entries does not extend the one of {old.size} "
+                                       f"entries seen before: {exc}") from None
+
+
+class GatewayClient(_Base):
+    """Synchronous client. `key` (an Ed25519 key) makes it a provider; `api_key` a marketplace."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, api_key, **kwargs)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, call: _Call) -> Any:
+        try:
+            response = self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+        return self._result(response)
+
+    def _send_raw(self, call: _Call) -> httpx.Response:
+        try:
+            return self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+
+    # providers and trust
+    def providers(self, **filters: Any) -> dict:
+        return self._send(self._c_providers(**filters))
+
+    def provider(self, provider_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/providers/{provider_id}"))
+
+    def register(self, name: str, devices: list[dict]) -> dict:
+        return self._send(self._c_register(name, devices))
+
+    def trust(self, provider_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/providers/{provider_id}/trust"))
+
+    def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0) -> dict:
+        return self._send(_Call("GET", self._path(f"/v1/providers/{provider_id}/verdicts",
+                                                  {"limit": limit, "offset": offset})))
+
+    def transcript(self, challenge_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
+
+    # the provider's side of a challenge
+    def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
+        """(challenge or None, RTT probe, Retry-After seconds when nothing is due)."""
+        response = self._send_raw(self._c_next(device))
+        retry = float(response.headers.get("Retry-After", 0)) if response.status_code == 204 else None
+        return self._result(response), response.headers.get("X-Gpuproof-Rtt-Probe"), retry
+
+    def echo_rtt(self, probe: str) -> dict:
+        return self._send(self._c_rtt(probe))
+
+    def commit(self, challenge_id: str, roots: list[bytes]) -> dict:
+        return self._send(self._c_commit(challenge_id, roots))
+
+    def open(self, challenge_id: str, openings: list[dict]) -> dict:
+        return self._send(self._c_open(challenge_id, openings))
+
+    # jobs
+    def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> dict:  # noqa: ANN001
+        return self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy))
+
+    def job(self, job_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/jobs/{job_id}", api_key=True))
+
+    def settle(self, job_id: str) -> dict:
+        return self._send(_Call("POST", f"/v1/jobs/{job_id}/settlement", api_key=True))
+
+    # the log, verified locally
+    def tree_head(self) -> TreeHead:
+        return TreeHead.parse(self._send(_Call("GET", "/v1/log/head")), self.pinned_log_key)
+
+    def log_entries(self, start: int = 0, end: int | None = None) -> dict:
+        return self._send(_Call("GET", self._path("/v1/log/entries", {"start": start, "end": end})))
+
+    def inclusion_proof(self, index: int, size: int) -> dict:
+        return self._send(_Call("GET", self._path("/v1/log/inclusion", {"index": index, "size": size})))
+
+    def consistency_proof(self, old: int, new: int) -> dict:
+        return self._send(_Call("GET", self._path("/v1/log/consistency", {"old": old, "new": new})))
+
+    def verified_entry(self, index: int, head: TreeHead | None = None) -> dict:
+        """Entry `index`, checked to be in the signed tree (the current head unless one is given)."""
+        head = head or self.tree_head()
+        entries = self.log_entries(index, index + 1)["entries"]
+        if not entries or entries[0]["index"] != index:
+            raise LogVerificationError(f"the gateway did not return entry {index}")
+        self.verify_inclusion(head, index, entries[0]["entry"], self.inclusion_proof(index, head.size))
+        return json.loads(entries[0]["entry"])
+
+    def check_extends(self, old: TreeHead) -> TreeHead:
+        """The current head, checked to extend `old` (a consistency proof): the history was not rewritten."""
+        new = self.tree_head()
+        if new.size < old.size:
+            raise LogVerificationError(f"the log shrank from {old.size} to {new.size} entries")
+        if old.size:
+            self.verify_consistency(old, new, self.consistency_proof(old.size, new.size))
+        return new
+
+
+class AsyncGatewayClient(_Base):
+    """Asynchronous client with the same calls (the ones a marketplace or renter needs)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, api_key, **kwargs)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncGatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        try:
+            response = await self._http.request(call.method, call.path, content=call.body,
+                                                headers=self._headers(call))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+        return self._result(response)
+
+    async def providers(self, **filters: Any) -> dict:
+        return await self._send(self._c_providers(**filters))
+
+    async def provider(self, provider_id: str) -> dict:
+        return await self._send(_Call("GET", f"/v1/providers/{provider_id}"))
+
+    async def trust(self, provider_id: str) -> dict:
+        return await self._send(_Call("GET", f"/v1/providers/{provider_id}/trust"))
+
+    async def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0) -> dict:
+        return await self._send(_Call("GET", self._path(f"/v1/providers/{provider_id}/verdicts",
+                                                        {"limit": limit, "offset": offset})))
+
+    async def transcript(self, challenge_id: str) -> dict:
+        return await self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
+
+    async def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> dict:  # noqa: ANN001
+        return await self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy))
+
+    async def settle(self, job_id: str) -> dict:
+        return await self._send(_Call("POST", f"/v1/jobs/{job_id}/settlement", api_key=True))
+
+    async def tree_head(self) -> TreeHead:
+        return TreeHead.parse(await self._send(_Call("GET", "/v1/log/head")), self.pinned_log_key)
+
+    async def check_extends(self, old: TreeHead) -> TreeHead:
+        new = await self.tree_head()
+        if new.size < old.size:
+            raise LogVerificationError(f"the log shrank from {old.size} to {new.size} entries")
+        if old.size:
+            proof = await self._send(_Call("GET", self._path("/v1/log/consistency", {"old": old.size,
+                                                                                      "new": new.size})))
+            self.verify_consistency(old, new, proof)
+        return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +20,10 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        path = url.split("sqlite:///", 1)[1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
 
 

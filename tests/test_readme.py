@@ -24,3 +24,34 @@ def test_quick_start_has_exactly_two_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert quick_start_commands()[1] in ci
+
+
+def section_commands(title: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return [line for block in re.findall(r"```sh\n(.+?)\n```", section, flags=re.S) for line in block.splitlines()]
+
+
+def test_run_a_provider_and_query_trust_sections_work_as_written(tmp_path):
+    """Runs the README's commands in bash, only the port changed to a free one and state kept in tmp dirs."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.server import free_port
+
+    port = str(free_port())
+    commands = section_commands("Run a provider") + section_commands("Query trust")
+    assert commands and all(c.startswith("gpuproof ") for c in commands)
+    bindir = Path(sys.executable).parent
+    script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(
+        c.replace("8080", port) for c in commands) + "\n"
+    env = dict(os.environ, GPUPROOF_CONFIG_DIR=str(tmp_path / "config"), GPUPROOF_DATA_DIR=str(tmp_path / "data"),
+               PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                         stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+    assert "would PASS" in out.stdout
+    assert '"event": "verdict"' in out.stdout and '"outcome": "pass"' in out.stdout
+    assert "verified class cpu-reference" in out.stdout
+    assert "tree head of" in out.stdout

@@ -80,6 +80,8 @@ def _weight(record: VerdictRecord, policy: ScoringPolicy) -> tuple[str, float]:
 
 
 def _age(seconds: float) -> str:
+    if seconds < 60:
+        return "just now"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min ago"
     if seconds < DAY:

@@ -3,13 +3,6 @@ and two gateway processes on one database behaving as one service."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -17,40 +10,8 @@ from gateway.client import registration, signed_headers
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support.server import Server
 from verifier import signatures, transcript
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, database_url: str, data_dir: Path) -> None:
-        self.port = free_port()
-        env = dict(os.environ, GPUPROOF_DATABASE_URL=database_url, GPUPROOF_DATA_DIR=str(data_dir),
-                   GPUPROOF_VERIFY_TEST_SHAPE="16,256,64,3")
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--log-level", "warning"], env=env, cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stdout.read()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("gateway did not become ready in 30 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture
@@ -58,7 +19,7 @@ def servers(database_url, tmp_path):
     started = []
 
     def start() -> Server:
-        server = Server(database_url, tmp_path / "data")
+        server = Server(database_url, tmp_path / "data").start()
         started.append(server)
         return server
 

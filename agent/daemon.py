@@ -1,0 +1,171 @@
+"""The provider daemon: poll, prove, commit, open, with retries that never double-submit.
+
+One worker thread per claimed device. A worker polls with jittered backoff; for a challenge it echoes
+the round-trip probe at once, computes the roots, commits, computes the openings and posts them. Network
+errors, 5xx and 429 are retried with exponential backoff (tenacity) for as long as the challenge can
+still count; a retry resends byte-identical content, which the gateway answers with the response it
+gave the first time, so nothing is ever counted twice. If the gateway restarts mid-challenge, the
+worker keeps retrying until it is back; if the agent restarts, the next poll returns the open challenge
+and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT stop every worker cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential
+from tenacity.stop import stop_base
+
+from agent.config import DeviceSpec
+from gateway.client import GatewayClient, GatewayError, GatewayUnreachable
+from kernels.backend import Backend, Opening
+from kernels.spec import ChallengeParams
+
+
+class _StopOn(stop_base):
+    """Stop retrying once the daemon is told to stop."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, retry_state: object) -> bool:
+        return self.event.is_set()
+
+
+def retryable(exc: BaseException) -> bool:
+    """Worth retrying: the gateway unreachable, a 5xx, or a rate limit."""
+    return isinstance(exc, GatewayUnreachable) or (isinstance(exc, GatewayError) and
+                                                   (exc.status >= 500 or exc.status == 429))
+
+
+@dataclass
+class DeviceStatus:
+    position: int
+    model: str
+    state: str = "starting"
+    challenges: int = 0
+    passed: int = 0
+    last_verdict: str = ""
+    last_reason: str = ""
+
+
+@dataclass
+class Daemon:
+    client: GatewayClient
+    devices: list[DeviceSpec]
+    backend_for: Callable[[DeviceSpec], Backend]
+    poll_max_s: float = 60.0
+    max_challenges: int | None = None
+    emit: Callable[[dict[str, Any]], None] = field(default=lambda event: print(json.dumps(event), flush=True))
+    stop: threading.Event = field(default_factory=threading.Event)
+    retry_limit_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        self.status = [DeviceStatus(i, d.model) for i, d in enumerate(self.devices)]
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self.emit({"at": round(time.time(), 3), "event": kind, **fields})
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(max(0.0, seconds))
+
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        """fn() retried on retryable errors until it succeeds, the retry limit passes, or we stop."""
+        for attempt in Retrying(retry=retry_if_exception(retryable), reraise=True,
+                                wait=wait_random_exponential(multiplier=0.5, max=10),
+                                stop=stop_any(stop_after_delay(self.retry_limit_s), _StopOn(self.stop))):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self._event("retry", what=what, attempt=attempt.retry_state.attempt_number)
+                return fn()
+        return None
+
+    def run(self) -> None:
+        """Run one worker per device until stopped (or until max_challenges are judged)."""
+        threads = [threading.Thread(target=self._worker, args=(i,), name=f"gpuproof-device-{i}", daemon=True)
+                   for i in range(len(self.devices))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+        self._event("stopped", judged=self._done)
+
+    def _worker(self, position: int) -> None:
+        status = self.status[position]
+        backend = self.backend_for(self.devices[position])
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                status.state = "polling"
+                challenge, probe, retry_after = self.client.next_challenge(position)
+                if probe:
+                    with contextlib.suppress(GatewayError):  # a lost probe only costs the RTT allowance
+                        self.client.echo_rtt(probe)
+                backoff = 1.0
+                if challenge is None:
+                    status.state = "idle"
+                    wait = min(self.poll_max_s, retry_after or self.poll_max_s)
+                    self._sleep(wait * random.uniform(0.8, 1.0))
+                    continue
+                self._challenge(position, backend, challenge)
+            except GatewayError as exc:
+                status.state = "waiting"
+                wait = min(self.poll_max_s, backoff) if retryable(exc) else self.poll_max_s
+                backoff = min(self.poll_max_s, backoff * 2)
+                self._event("gateway-error", device=position, status=exc.status, detail=exc.detail, retry_in=wait)
+                self._sleep(wait * random.uniform(0.8, 1.2))
+            with self._lock:
+                if self.max_challenges is not None and self._done >= self.max_challenges:
+                    self.stop.set()
+
+    def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
+        status = self.status[position]
+        cid = c["challenge_id"]
+        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        status.state = f"proving {cid[:8]}"
+        self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
+                    rounds=params.rounds, resumed=c.get("state") != "issued" if "state" in c else False)
+        started = time.perf_counter()
+        roots = backend.run(params)
+        seconds = time.perf_counter() - started
+        status.state = f"committing {cid[:8]}"
+        request = self._retrying("commitment", lambda: self.client.commit(cid, roots))
+        if request is None:
+            return
+        status.state = f"opening {cid[:8]}"
+        openings = []
+        for r, i in sorted({(int(p[0]), int(p[1])) for p in request["pairs"]}):
+            values, path = backend.open(params, r, i, roots)
+            openings.append(Opening(r, i, values, tuple(path)).to_json())
+        verdict = self._retrying("openings", lambda: self.client.open(cid, openings))
+        if verdict is None:
+            return
+        status.challenges += 1
+        status.passed += verdict["outcome"] == "pass"
+        status.last_verdict = f"{verdict['outcome']} ({verdict['timing']})"
+        status.last_reason = verdict["reasons"][0] if verdict.get("reasons") else ""
+        status.state = "judged"
+        with self._lock:
+            self._done += 1
+        self._event("verdict", device=position, challenge_id=cid, outcome=verdict["outcome"],
+                    timing=verdict["timing"], prove_seconds=round(seconds, 3),
+                    measured_s=verdict.get("measured_s"), reason=status.last_reason)
+
+
+def json_emitter(stream=sys.stdout) -> Callable[[dict[str, Any]], None]:  # noqa: ANN001
+    def emit(event: dict[str, Any]) -> None:
+        stream.write(json.dumps(event) + "\n")
+        stream.flush()
+
+    return emit

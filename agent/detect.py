@@ -1,0 +1,41 @@
+"""Which GPUs this machine has: CuPy first, then NVML (nvidia-ml-py), else none."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from agent.config import DeviceSpec
+
+
+def detect() -> list[DeviceSpec]:
+    """One DeviceSpec per model (with its count and the first CUDA index), or [] when none is found."""
+    found: list[tuple[str, float]] = []
+    try:
+        import cupy
+
+        if cupy.is_available():
+            for i in range(cupy.cuda.runtime.getDeviceCount()):
+                props = cupy.cuda.runtime.getDeviceProperties(i)
+                name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+                found.append((name, props["totalGlobalMem"] / 2**30))
+    except Exception:  # no CuPy, or a broken CUDA install: try NVML
+        found = []
+    if not found:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(handle)
+                name = name.decode() if isinstance(name, bytes) else name
+                found.append((name, pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30))
+        except Exception:
+            return []
+    counts = Counter(name for name, _ in found)
+    specs, seen = [], set()
+    for index, (name, vram) in enumerate(found):
+        if name not in seen:
+            seen.add(name)
+            specs.append(DeviceSpec(model=name, count=counts[name], vram_gib=round(vram, 1), cuda_index=index))
+    return specs

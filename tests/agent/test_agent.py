@@ -1,0 +1,117 @@
+"""The provider agent as a user runs it, against a real gateway on loopback (uvicorn subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from gateway.models import Challenge, LogEntry
+from tests.support.server import ROOT, Server
+
+
+def cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ, GPUPROOF_CONFIG_DIR=str(tmp_path / "config"))
+    e.pop("GPUPROOF_GATEWAY", None)
+    return e
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0",
+               GPUPROOF_VERIFY_TEST_SHAPE="64,512,256,4").start()
+    yield s
+    s.stop()
+
+
+def one_line_error(out: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    assert out.returncode == code, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_register_run_and_score_rises(env, server):
+    assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
+    one_line_error(cli("agent", "init", env=env), 2, "--force")
+    reg = cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env)
+    assert reg.returncode == 0, reg.stderr
+    assert "profile cpu-reference" in reg.stdout
+    before = json.loads(cli("agent", "status", "--json", env=env).stdout)["trust"]
+    run = cli("agent", "run", "--max-challenges", "4", env=env)
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    verdicts = [e for e in events if e["event"] == "verdict"]
+    assert len(verdicts) >= 4 and all(v["outcome"] == "pass" for v in verdicts)
+    after = json.loads(cli("agent", "status", "--json", env=env).stdout)["trust"]
+    assert after["score"] > before["score"] and after["lower_bound"] > before["lower_bound"]
+    pid = cli("agent", "whoami", env=env).stdout.strip()
+    trust = cli("trust", pid, "--gateway", server.base, env=env)
+    assert trust.returncode == 0 and "verified class cpu-reference" in trust.stdout
+    selftest = cli("agent", "selftest", "--shape", "64,512,256,4", env=env)
+    assert selftest.returncode == 0 and "would PASS" in selftest.stdout
+
+
+def test_bad_config_and_unreachable_gateway_are_one_clear_line(env, server, tmp_path):
+    one_line_error(cli("agent", "status", env=env), 1, "gpuproof agent init")
+    assert cli("agent", "init", env=env).returncode == 0
+    one_line_error(cli("agent", "register", "--gpu", "cpu-reference", env=env), 2, "--gateway")
+    one_line_error(cli("agent", "status", "--gateway", "http://127.0.0.1:9", env=env), 1, "gateway unreachable")
+    one_line_error(cli("agent", "register", "--gateway", server.base, env=env), 2, "no GPU found")
+    key = tmp_path / "config" / "provider.key"
+    key.write_text("not a key")
+    one_line_error(cli("agent", "status", "--gateway", server.base, env=env), 1, "not a gpuproof provider key")
+    (tmp_path / "config" / "agent.toml").write_text("gateway = [unclosed")
+    one_line_error(cli("agent", "status", env=env), 2, "config file")
+
+
+def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, server, tmp_path):
+    assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
+    assert cli("agent", "register", "--gpu", "cpu-reference", env=env).returncode == 0
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "run"], env=env, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    engine = create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+
+    def judged() -> int:
+        with engine.connect() as c:
+            return c.execute(select(func.count()).where(Challenge.state == "judged")).scalar_one()
+
+    try:
+        deadline = time.monotonic() + 60
+        while judged() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for crash in range(3):
+            time.sleep(0.05 + 0.07 * crash)  # somewhere inside a challenge
+            server.kill()
+            time.sleep(1.0)
+            server.start()
+        target = judged() + 3
+        while judged() < target and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+        assert judged() >= target, "the agent did not carry on after the restarts"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "stopped"
+    assert any(e["event"] in ("retry", "gateway-error") for e in events), "the crashes were not noticed"
+    with engine.connect() as c:
+        rows = c.execute(select(Challenge.id, Challenge.state)).all()
+        verdict_entries = c.execute(select(LogEntry.body).where(LogEntry.kind == "verdict")).scalars().all()
+    ids = [json.loads(b)["challenge_id"] for b in verdict_entries]
+    assert len(ids) == len(set(ids)), "a verdict was logged twice"
+    assert sorted(ids) == sorted(cid for cid, state in rows if state == "judged")
+    agent_verdicts = [e["challenge_id"] for e in events if e["event"] == "verdict"]
+    assert len(agent_verdicts) == len(set(agent_verdicts))

@@ -1,0 +1,125 @@
+"""The SDK against a real gateway: typed errors, local verification of the log, tampering detected."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from gateway import admin
+from gateway.client import (
+    AsyncGatewayClient,
+    GatewayClient,
+    GatewayError,
+    GatewayUnreachable,
+    LogVerificationError,
+    TreeHead,
+)
+from gateway.db import Database
+from kernels.backend import Opening
+from kernels.reference import CpuBackend
+from kernels.spec import ChallengeParams
+from tests.support.server import Server
+from verifier import signatures
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0").start()
+    s.db_url = f"sqlite:///{tmp_path / 'gw.db'}"
+    yield s
+    s.stop()
+
+
+def play(client: GatewayClient) -> dict:
+    c, probe, _ = client.next_challenge(0)
+    client.echo_rtt(probe)
+    params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+    roots = CpuBackend().run(params)
+    req = client.commit(c["challenge_id"], roots)
+    openings = []
+    for r, i in sorted({tuple(p) for p in req["pairs"]}):
+        values, path = CpuBackend().open(params, r, i, roots)
+        openings.append(Opening(r, i, values, tuple(path)).to_json())
+    return client.open(c["challenge_id"], openings)
+
+
+class Tamper(httpx.HTTPTransport):
+    """Forwards to the real gateway, then rewrites one JSON response."""
+
+    def __init__(self, path: str, edit) -> None:  # noqa: ANN001
+        super().__init__()
+        self.path, self.edit = path, edit
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path != self.path:
+            return response
+        response.read()
+        data = self.edit(json.loads(response.content))
+        return httpx.Response(response.status_code, json=data)
+
+
+def test_provider_and_marketplace_calls_and_a_verified_log(server):
+    key = signatures.new_private_key()
+    with GatewayClient(server.base, key=key) as provider:
+        provider.register("sdk", [{"model": "cpu-reference", "vram_gib": 4}])
+        head0 = provider.tree_head()
+        verdicts = [play(provider) for _ in range(3)]
+        assert all(v["outcome"] == "pass" for v in verdicts)
+        head = provider.check_extends(head0)
+        assert head.size == head0.size + 3
+        for index in range(head.size):
+            entry = provider.verified_entry(index, head)
+            assert entry["kind"] in ("registration", "verdict")
+    token = admin.create_api_key(Database(server.db_url), "market", ["jobs", "settle"])
+    with GatewayClient(server.base, api_key=token) as market:
+        pid = provider.provider_id
+        job = market.create_job("renter-7", pid, "usd:3")
+        assert market.settle(job["id"])["decision"] in ("hold", "release")
+        assert market.trust(pid)["evidence"] == 3
+        with pytest.raises(GatewayError) as info:
+            market.trust("0" * 32)
+        assert info.value.status == 404 and "no provider" in info.value.detail
+
+
+def test_async_client(server):
+    async def main() -> tuple[dict, TreeHead]:
+        async with AsyncGatewayClient(server.base) as client:
+            providers = await client.providers(limit=5)
+            head = await client.tree_head()
+            return providers, await client.check_extends(head)
+
+    providers, head = asyncio.run(main())
+    assert providers["total"] == 0 and head.size == 0
+
+
+@pytest.mark.parametrize("path, edit, fragment", [
+    ("/v1/log/head", lambda d: dict(d, root="00" * 32), "signature"),
+    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1), "signature"),
+    ("/v1/log/consistency", lambda d: dict(d, proof=d["proof"][:-1]), "does not extend"),
+    ("/v1/log/inclusion", lambda d: dict(d, proof=["00" * 32] + d["proof"][1:]), "not in the signed tree"),
+    ("/v1/log/entries", lambda d: dict(d, entries=[dict(e, entry=e["entry"].replace("sdk", "evil"))
+                                                   for e in d["entries"]]), "not in the signed tree"),
+])
+def test_tampered_log_responses_are_detected(server, path, edit, fragment):
+    key = signatures.new_private_key()
+    with GatewayClient(server.base, key=key) as honest:
+        honest.register("sdk", [{"model": "cpu-reference", "vram_gib": 4}])
+        old = honest.tree_head()
+        play(honest)
+        play(honest)
+    with GatewayClient(server.base, transport=Tamper(path, edit)) as client, \
+            pytest.raises(LogVerificationError, match=fragment):
+        head = client.check_extends(old)
+        client.verified_entry(0, head)
+
+
+def test_pinned_key_and_unreachable(server):
+    with GatewayClient(server.base, pinned_log_key=bytes(32)) as client, \
+            pytest.raises(LogVerificationError, match="another key"):
+        client.tree_head()
+    with GatewayClient("http://127.0.0.1:9") as client, pytest.raises(GatewayUnreachable):
+        client.trust("0" * 32)
