@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from agent.config import DeviceSpec
 
 
 def detect() -> list[DeviceSpec]:
-    """One DeviceSpec per model (with its count and the first CUDA index), or [] when none is found."""
+    """One DeviceSpec per physical GPU (count 1, its CUDA index), or [] when none is found.
+
+    Each GPU is registered, challenged and served by its own worker, so one slow or faulty card never
+    hides behind a good one.
+    """
     found: list[tuple[str, float]] = []
     try:
         import cupy
@@ -32,10 +34,5 @@ def detect() -> list[DeviceSpec]:
                 found.append((name, pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30))
         except Exception:
             return []
-    counts = Counter(name for name, _ in found)
-    specs, seen = [], set()
-    for index, (name, vram) in enumerate(found):
-        if name not in seen:
-            seen.add(name)
-            specs.append(DeviceSpec(model=name, count=counts[name], vram_gib=round(vram, 1), cuda_index=index))
-    return specs
+    return [DeviceSpec(model=name, count=1, vram_gib=round(vram, 1), cuda_index=index)
+            for index, (name, vram) in enumerate(found)]
