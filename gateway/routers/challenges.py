@@ -143,10 +143,13 @@ def post_commitment(challenge_id: str, body: CommitmentIn, auth: SignedProviderD
     row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     digest = _digest(body.roots)
     if row.state != "issued":
-        if row.commit_digest == digest and row.pairs is not None:
+        if row.commit_digest != digest:
+            raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
+        if row.pairs is not None:
             session.rollback()  # a retry: nothing new, not even its nonce
             return _request_json(row)
-        raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
+        # The commitment was stored but the gateway stopped before drawing: draw now (still after it).
+        return _draw(session, state, row)
     if now - row.issued_at > row.deadline_s:
         raise Problem(409, "Deadline passed", f"the commitment came {now - row.issued_at:.3f} s after issue; "
                       f"the deadline was {row.deadline_s:.3f} s")
@@ -161,7 +164,12 @@ def post_commitment(challenge_id: str, body: CommitmentIn, auth: SignedProviderD
     row.commit_digest = digest
     row.state = "committed"
     session.commit()  # the commitment is stored before anything is drawn
-    request = state.verifier.request_openings(challenge, commitment)
+    return _draw(session, state, row)
+
+
+def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
+    """Draw and store the opening request of a stored commitment."""
+    request = state.verifier.request_openings(service.challenge_of(row), service.commitment_of(row))
     row.pairs = [list(p) for p in request.pairs]
     row.x = request.x.astype("<u4").tobytes()
     session.commit()

@@ -343,3 +343,22 @@ def test_readyz_fails_until_migrations_are_applied(tmp_path):
         r = client.get("/readyz")
         assert r.status_code == 503 and "migration" in r.json()["detail"]
         assert client.get("/healthz").status_code == 200
+
+
+def test_commitment_stored_but_not_drawn_before_a_crash_is_resumed_by_the_retry(gateway):
+    """Regression (crash-safety suite): a gateway killed between storing the roots and drawing the rows
+    answered the agent's retry with 409 'other roots'."""
+    agent = Agent(gateway)
+    c = agent.next().json()
+    params, roots = agent.prove(c)
+    body = {"roots": [r.hex() for r in roots]}
+    first = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", body)
+    with gateway.app.state.gp.db.writer() as s:  # as if the gateway died before the draw was stored
+        row = s.get(Challenge, c["challenge_id"])
+        row.pairs, row.x = None, None
+        s.commit()
+    retry = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", body)
+    assert retry.status_code == 200 and len(retry.json()["pairs"]) == 32
+    verdict = agent.post(f"/v1/challenges/{c['challenge_id']}/openings",
+                         agent.openings(params, roots, retry.json()["pairs"]))
+    assert verdict.json()["outcome"] == "pass" and first.status_code == 200
