@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          trust_cache=TrustCache(settings.trust_cache_s))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, log.router, health.router):
-        app.include_router(router)
+        app.include_router(router, responses=problems.ERROR_RESPONSES)
 
     app.add_middleware(RequestTiming)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -7,11 +7,33 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernels.errors import GpuproofError, InvalidParameter
 
 PROBLEM = "application/problem+json"
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "model": ProblemDetails,
+             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
+    for status, text in [(400, "Rejected"), (401, "Unauthenticated or bad signature"), (403, "Forbidden"),
+                         (404, "Not found"), (409, "Conflict with the stored state (replay, retry with other "
+                                                   "content, deadline passed)"),
+                         (413, "Body too large"), (422, "Invalid request"), (429, "Too many requests"),
+                         (500, "Internal error"), (503, "Not ready")]
+}
 
 
 class Problem(Exception):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an id: 32 lowercase hex characters")]
 
 
 class Strict(BaseModel):
@@ -20,25 +20,16 @@ class DeviceClaim(Strict):
     vram_gib: Annotated[float, Field(gt=0, le=4096)]
 
 
+Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="16 bytes, lowercase hex")]
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="32 bytes, lowercase hex")]
+Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes, lowercase hex")]
+
+
 class Registration(Strict):
-    public_key: Annotated[str, Field(description="Ed25519 public key, 64 hex characters")]
+    public_key: Annotated[Hex64, Field(description="Ed25519 public key")]
     name: Annotated[str, Field(min_length=1, max_length=100)]
     devices: Annotated[list[DeviceClaim], Field(min_length=1, max_length=64)]
-    signature: Annotated[str, Field(description="Ed25519 signature of the registration message, 128 hex")]
-
-    @field_validator("public_key")
-    @classmethod
-    def _pk(cls, v: str) -> str:
-        if not HEX64.match(v):
-            raise ValueError("expected 64 lowercase hex characters")
-        return v
-
-    @field_validator("signature")
-    @classmethod
-    def _sig(cls, v: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{128}", v):
-            raise ValueError("expected 128 lowercase hex characters")
-        return v
+    signature: Annotated[Hex128, Field(description="Ed25519 signature of the registration message")]
 
 
 class DeviceOut(BaseModel):
@@ -71,22 +62,14 @@ class NextChallenge(Strict):
 
 
 class CommitmentIn(Strict):
-    roots: Annotated[list[str], Field(min_length=1, max_length=100_000)]
-
-    @field_validator("roots")
-    @classmethod
-    def _roots(cls, v: list[str]) -> list[str]:
-        for i, r in enumerate(v):
-            if not HEX64.match(r):
-                raise ValueError(f"root {i}: expected 64 lowercase hex characters")
-        return v
+    roots: Annotated[list[Hex64], Field(min_length=1, max_length=100_000)]
 
 
 class OpeningIn(Strict):
     round: Annotated[int, Field(ge=0)]
     row: Annotated[int, Field(ge=0)]
-    values: Annotated[list[int], Field(max_length=1 << 20)]
-    path: Annotated[list[str], Field(max_length=64)]
+    values: Annotated[list[Annotated[int, Field(ge=-2**31, le=2**31 - 1)]], Field(max_length=1 << 20)]
+    path: Annotated[list[Hex64], Field(max_length=64)]
 
 
 class OpeningsIn(Strict):
@@ -95,10 +78,10 @@ class OpeningsIn(Strict):
 
 class JobIn(Strict):
     renter_ref: Annotated[str, Field(min_length=1, max_length=200)]
-    provider_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    provider_id: Hex32
     price_ref: Annotated[str, Field(min_length=1, max_length=200)]
     checkpoint_policy: dict[str, Any] = Field(default_factory=dict)
 
 
 class RttEcho(Strict):
-    probe: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    probe: Hex32

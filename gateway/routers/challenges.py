@@ -16,7 +16,7 @@ from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, limit_ip
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Device, RttProbe
 from gateway.problems import Problem
-from gateway.schemas import CommitmentIn, NextChallenge, OpeningsIn, RttEcho
+from gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
 from kernels.backend import Opening
 from kernels.errors import InvalidParameter
 from verifier import transcript
@@ -74,7 +74,7 @@ def _request_json(row: ChallengeRow) -> dict:
 
 @router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
              responses={204: {"description": "nothing due; retry after Retry-After seconds"}})
-def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
+def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
                    response: Response) -> dict:
     """The next challenge for one of the provider's devices: an open one if there is one (so an agent can
     resume after a restart), a new one if the device is due, else 204 with Retry-After."""
@@ -115,7 +115,7 @@ def next_challenge(provider_id: str, body: NextChallenge, auth: SignedProviderDe
 
 
 @router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe")
-def echo_rtt_probe(provider_id: str, body: RttEcho, auth: SignedProviderDep) -> dict:
+def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep) -> dict:
     """Echo the round-trip probe of the last poll response, at once; the gateway times the round trip."""
     session = auth.session
     now = time.time()
@@ -135,7 +135,7 @@ def echo_rtt_probe(provider_id: str, body: RttEcho, auth: SignedProviderDep) -> 
 
 
 @router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment")
-def post_commitment(challenge_id: str, body: CommitmentIn, auth: SignedProviderDep, state: StateDep) -> dict:
+def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep) -> dict:
     """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
     A retry with the same roots gets the same request."""
     session = auth.session
@@ -177,7 +177,7 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
 
 
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
-def post_openings(challenge_id: str, body: OpeningsIn, auth: SignedProviderDep, state: StateDep) -> dict:
+def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
     verdict, counted once."""
     session = auth.session
@@ -216,7 +216,7 @@ def post_openings(challenge_id: str, body: OpeningsIn, auth: SignedProviderDep, 
 
 
 @router.get("/v1/challenges/{challenge_id}/transcript", operation_id="get_transcript")
-def get_transcript(challenge_id: str, session: ReadSessionDep) -> dict:
+def get_transcript(challenge_id: IdPath, session: ReadSessionDep) -> dict:
     """The full evidence of a judged challenge (gpuproof.transcript/1), for `gpuproof verify-transcript`."""
     row = session.get(ChallengeRow, challenge_id)
     if row is None:

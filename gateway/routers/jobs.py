@@ -12,7 +12,7 @@ from gateway import service, translog
 from gateway.deps import ReadSessionDep, WriteSessionDep, api_key, limit_ip
 from gateway.models import ApiKey, Job, Provider
 from gateway.problems import Problem
-from gateway.schemas import JobIn
+from gateway.schemas import IdPath, JobIn
 from verifier.trust import settle
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(limit_ip)])
@@ -39,7 +39,7 @@ def create_job(body: JobIn, session: WriteSessionDep,
 
 
 @router.get("/{job_id}", operation_id="get_job")
-def get_job(job_id: str, session: ReadSessionDep, key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
+def get_job(job_id: IdPath, session: ReadSessionDep, key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
     job = session.get(Job, job_id)
     if job is None:
         raise Problem(404, "Not found", f"no job {job_id}")
@@ -47,7 +47,7 @@ def get_job(job_id: str, session: ReadSessionDep, key: Annotated[ApiKey, Depends
 
 
 @router.post("/{job_id}/settlement", operation_id="settle_job")
-def settle_job(job_id: str, session: WriteSessionDep,
+def settle_job(job_id: IdPath, session: WriteSessionDep,
                key: Annotated[ApiKey, Depends(api_key("settle"))]) -> dict:
     """The settlement decision: release, hold or refund, with reasons. Recorded in the log whenever it
     changes; release and refund are final and never change again."""

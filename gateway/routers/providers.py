@@ -13,7 +13,7 @@ from gateway import service, translog
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, limit_ip
 from gateway.models import Device, Provider
 from gateway.problems import Problem
-from gateway.schemas import DeviceOut, ProviderOut, ProviderPage, Registration
+from gateway.schemas import DeviceOut, IdPath, ProviderOut, ProviderPage, Registration
 from verifier import signatures
 from verifier.profiles import lookup
 
@@ -90,7 +90,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)
-def get_provider(provider_id: str, session: ReadSessionDep) -> ProviderOut:
+def get_provider(provider_id: IdPath, session: ReadSessionDep) -> ProviderOut:
     """One provider: claimed devices with their profile, the verified class, and the trust score."""
     provider = session.get(Provider, provider_id)
     if provider is None:

@@ -15,6 +15,7 @@ from gateway.deps import ReadSessionDep, StateDep, limit_ip
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Provider
 from gateway.problems import Problem
+from gateway.schemas import IdPath
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
 
@@ -28,7 +29,7 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
 
 @router.get("/trust", operation_id="get_trust", response_class=Response,
             responses={200: {"content": {"application/json": {}}, "description": "the trust score"}})
-async def get_trust(provider_id: str, state: StateDep) -> Response:
+async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
     """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons.
 
     Served from a short-lived cache (settings.trust_cache_s, default 0.5 s); a miss reads the database in
@@ -45,7 +46,7 @@ async def get_trust(provider_id: str, state: StateDep) -> Response:
 
 
 @router.get("/verdicts", operation_id="list_verdicts")
-def list_verdicts(provider_id: str, session: ReadSessionDep,
+def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: Annotated[int, Query(ge=0)] = 0) -> dict:
     """The provider's verdicts, newest first."""

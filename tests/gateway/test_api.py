@@ -206,7 +206,7 @@ def test_cheating_prover_fails_with_the_row_and_it_costs_trust(gateway):
 
 
 @pytest.mark.parametrize("payload, fragment", [
-    ({"roots": ["zz" * 32] * 3}, "root 0"), ({"roots": ["00" * 31] * 3}, "root 0"),
+    ({"roots": ["zz" * 32] * 3}, "roots.0"), ({"roots": ["00" * 31] * 3}, "roots.0"),
     ({"roots": ["00" * 32] * 2}, "has 2 roots, want 3"), ({"roots": []}, "roots"), ({"nope": 1}, "roots"),
 ])
 def test_bad_commitments_are_422_and_change_nothing(gateway, payload, fragment):
