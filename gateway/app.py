@@ -7,6 +7,7 @@ verification in progress never blocks the event loop, and score reads stay fast.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import time
@@ -49,10 +50,15 @@ def load_signing_key(path: Path):  # noqa: ANN201
 
 
 class BodyLimit:
-    """Refuse bodies over the limit with 413 problem+json, by Content-Length or while streaming."""
+    """Refuse bodies over the limit (413) or too slow to arrive (408), as problem+json.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    The size is checked by Content-Length and again while streaming; the whole body must arrive within
+    `timeout` seconds of the request's start, so a slow-loris client holds one connection for at most
+    that long (and never blocks anyone else: the server is asynchronous).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,31 +66,52 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, 413, "Body too large",
+                               f"request bodies are limited to {self.limit} bytes")
             return
         seen = 0
+        deadline = time.monotonic() + self.timeout
+        started = [False]
 
         async def limited() -> Message:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.001, deadline - time.monotonic()))
+            except TimeoutError:
+                raise _TooSlow() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge()
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problems.problem_response(413, "Body too large", f"request bodies are limited to {self.limit} "
-                                             "bytes", scope.get("path", ""))
+        try:
+            await self.app(scope, limited, watched_send)
+        except _TooLarge:
+            if not started[0]:
+                await self._reject(scope, receive, send, 413, "Body too large",
+                                   f"request bodies are limited to {self.limit} bytes")
+        except _TooSlow:
+            if not started[0]:
+                await self._reject(scope, receive, send, 408, "Request timeout",
+                                   f"the request body did not arrive within {self.timeout:g} s")
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, status: int, title: str, detail: str) -> None:
+        response = problems.problem_response(status, title, detail, scope.get("path", ""))
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _TooSlow(BaseException):  # noqa: N818 - BaseException so that body parsing cannot swallow it as a 400
+    pass
+
+
+class _TooLarge(BaseException):  # noqa: N818 - as _TooSlow
     pass
 
 
@@ -114,7 +141,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         app.include_router(router, responses=problems.ERROR_RESPONSES)
 
     app.add_middleware(RequestTiming)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s)
     return app
 
 

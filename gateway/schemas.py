@@ -7,6 +7,10 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable text only: PostgreSQL cannot store NUL, and logs should not
+Text100 = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)]
+Text200 = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
+
 IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an id: 32 lowercase hex characters")]
 
 
@@ -15,7 +19,7 @@ class Strict(BaseModel):
 
 
 class DeviceClaim(Strict):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: Text200
     count: Annotated[int, Field(ge=1, le=64)] = 1
     vram_gib: Annotated[float, Field(gt=0, le=4096)]
 
@@ -27,7 +31,7 @@ Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes,
 
 class Registration(Strict):
     public_key: Annotated[Hex64, Field(description="Ed25519 public key")]
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Text100
     devices: Annotated[list[DeviceClaim], Field(min_length=1, max_length=64)]
     signature: Annotated[Hex128, Field(description="Ed25519 signature of the registration message")]
 
@@ -77,9 +81,9 @@ class OpeningsIn(Strict):
 
 
 class JobIn(Strict):
-    renter_ref: Annotated[str, Field(min_length=1, max_length=200)]
+    renter_ref: Text200
     provider_id: Hex32
-    price_ref: Annotated[str, Field(min_length=1, max_length=200)]
+    price_ref: Text200
     checkpoint_policy: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -67,7 +67,7 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
 def list_providers(session: ReadSessionDep, state: StateDep,
-                   model: Annotated[str | None, Query(max_length=200)] = None,
+                   model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0)] = 0) -> ProviderPage:

@@ -1,0 +1,147 @@
+"""Attacks on the gateway: each rejected with the right status and reason, and the database unchanged.
+
+(Replays, altered bodies, other providers' keys, missing scopes and clock skew are in
+tests/gateway/test_api.py; these are the rest of the campaign in docs/threat-model.md.)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.gateway.test_api import Agent, assert_problem, db_counts
+from tests.support.server import Server
+from verifier import signatures
+
+
+@pytest.mark.parametrize("model", ["' OR 1=1 --", "x'; DROP TABLE providers; --", "%", "_", "\\", "\x00"])
+def test_sql_metacharacters_in_filters_are_data(gateway, model):
+    Agent(gateway)
+    before = db_counts(gateway)
+    r = gateway.client.get("/v1/providers", params={"model": model})
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 200:
+        assert r.json()["total"] == 0
+    assert gateway.client.get("/v1/providers").json()["total"] == 1
+    assert db_counts(gateway) == before
+
+
+def test_html_in_names_is_stored_verbatim_and_served_as_json_data(gateway):
+    name = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    agent = Agent(gateway, name=name)
+    r = gateway.client.get(f"/v1/providers/{agent.id}")
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["name"] == name  # data, never markup: clients must escape it (the dashboard does)
+
+
+def test_deeply_nested_and_huge_json_is_refused_cleanly(gateway):
+    agent = Agent(gateway)
+    before = db_counts(gateway)
+    nested = b'{"device": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = f"/v1/providers/{agent.id}/challenges"
+    from gateway.client import signed_headers
+
+    r = gateway.client.post(path, content=nested, headers=signed_headers(agent.key, agent.id, "POST", path, nested))
+    assert r.status_code in (400, 413, 422) and r.headers["content-type"].startswith("application/problem+json")
+    many = json.dumps({"roots": ["00" * 32] * 200_000}).encode()
+    r = gateway.client.post(f"/v1/challenges/{'0' * 32}/commitment", content=many,
+                            headers=signed_headers(agent.key, agent.id, "POST", f"/v1/challenges/{'0' * 32}/commitment",
+                                                   many))
+    assert r.status_code in (413, 422)
+    assert db_counts(gateway) == before
+
+
+def test_a_flooding_provider_is_rate_limited_and_others_are_not(database_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from tests.gateway.conftest import Gateway
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, provider_rate_per_s=5,
+                        ip_rate_per_s=10_000, verify_test_shape="16,256,64,3")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        gw = Gateway(client, settings, app)
+        flood, calm = Agent(gw, "flood"), Agent(gw, "calm")
+        codes = [flood.post(f"/v1/providers/{flood.id}/rtt", {"probe": "0" * 32}).status_code for _ in range(40)]
+        assert codes.count(429) > 20
+        limited = flood.post(f"/v1/providers/{flood.id}/rtt", {"probe": "0" * 32})
+        assert_problem(limited, 429, "requests/s from this provider")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert calm.next().status_code == 201  # the other provider is unaffected
+
+
+def test_slow_loris_bodies_time_out_and_do_not_block_others(tmp_path):
+    server = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_BODY_TIMEOUT_S="1").start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port))
+        slow.sendall(b"POST /v1/providers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        answers: list[bytes] = []
+
+        def trickle() -> None:
+            try:
+                for _ in range(30):
+                    time.sleep(0.1)
+                    slow.sendall(b" ")
+            except OSError:
+                pass
+            answers.append(slow.recv(4096))
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        started = time.monotonic()
+        assert httpx.get(f"{server.base}/v1/providers", timeout=5).status_code == 200  # others are served
+        assert time.monotonic() - started < 1.0
+        t.join(timeout=10)
+        assert answers and answers[0].startswith(b"HTTP/1.1 408"), answers
+        assert b"did not arrive within 1 s" in answers[0]
+        slow.close()
+    finally:
+        server.stop()
+
+
+def test_clock_skewed_and_future_requests_change_nothing(gateway):
+    agent = Agent(gateway)
+    before = db_counts(gateway)
+    for skew in (-3600, -61, 61, 3600):
+        r = agent.post(f"/v1/providers/{agent.id}/challenges", {"device": 0},
+                       **{"X-Gpuproof-Timestamp": str(int(time.time()) + skew)})
+        assert_problem(r, 401, "window")
+    assert db_counts(gateway) == before
+
+
+def test_signature_for_one_path_cannot_be_used_on_another(gateway):
+    agent = Agent(gateway)
+    body = json.dumps({"device": 0}).encode()
+    from gateway.client import signed_headers
+
+    headers = signed_headers(agent.key, agent.id, "POST", f"/v1/providers/{agent.id}/rtt", body)
+    before = db_counts(gateway)
+    r = gateway.client.post(f"/v1/providers/{agent.id}/challenges", content=body, headers=headers)
+    assert_problem(r, 401, "does not verify")
+    other = signatures.new_private_key()
+    headers = signed_headers(other, agent.id, "POST", f"/v1/providers/{agent.id}/challenges", body)
+    assert_problem(gateway.client.post(f"/v1/providers/{agent.id}/challenges", content=body, headers=headers), 401,
+                   "does not verify")
+    assert db_counts(gateway) == before
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_parse_error(tmp_path):
+    server = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_MAX_BODY_BYTES="1000").start()
+    try:
+        def chunks():
+            for _ in range(50):
+                yield b"x" * 100
+
+        r = httpx.post(f"{server.base}/v1/providers", content=chunks(), timeout=10,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "limited to 1000 bytes" in r.json()["detail"]
+    finally:
+        server.stop()
