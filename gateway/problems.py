@@ -31,7 +31,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, text in [(400, "Rejected"), (401, "Unauthenticated or bad signature"), (403, "Forbidden"),
                          (404, "Not found"), (409, "Conflict with the stored state (replay, retry with other "
                                                    "content, deadline passed)"),
-                         (408, "Request body too slow"), (413, "Body too large"), (422, "Invalid request"), (429, "Too many requests"),
+                         (408, "Request body too slow"), (413, "Body too large"), (422, "Invalid request"),
+                         (429, "Too many requests"),
                          (500, "Internal error"), (503, "Not ready")]
 }
 
