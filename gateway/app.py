@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -127,6 +129,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # the collector's reach: full collections over them paused every request for ~100 ms otherwise.
         gc.collect()
         gc.freeze()
+        # Blocking work (verification, database writes) runs in at most `worker_threads` threads: fewer
+        # threads contend for the GIL with the event loop, so cached score reads stay fast under load.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        sys.setswitchinterval(0.001)
         yield
         db.dispose()
 

@@ -222,11 +222,7 @@ class GatewayClient(_Base):
         self.close()
 
     def _send(self, call: _Call) -> Any:
-        try:
-            response = self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
-        return self._result(response)
+        return self._result(self._send_raw(call))
 
     def _send_raw(self, call: _Call) -> httpx.Response:
         try:
@@ -330,12 +326,31 @@ class AsyncGatewayClient(_Base):
         await self.aclose()
 
     async def _send(self, call: _Call) -> Any:
+        return self._result(await self._send_raw(call))
+
+    async def _send_raw(self, call: _Call) -> httpx.Response:
         try:
-            response = await self._http.request(call.method, call.path, content=call.body,
-                                                headers=self._headers(call))
+            return await self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
-        return self._result(response)
+
+    async def register(self, name: str, devices: list[dict]) -> dict:
+        return await self._send(self._c_register(name, devices))
+
+    async def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
+        """(challenge or None, RTT probe, Retry-After seconds when nothing is due)."""
+        response = await self._send_raw(self._c_next(device))
+        retry = float(response.headers.get("Retry-After", 0)) if response.status_code == 204 else None
+        return self._result(response), response.headers.get("X-Gpuproof-Rtt-Probe"), retry
+
+    async def echo_rtt(self, probe: str) -> dict:
+        return await self._send(self._c_rtt(probe))
+
+    async def commit(self, challenge_id: str, roots: list[bytes]) -> dict:
+        return await self._send(self._c_commit(challenge_id, roots))
+
+    async def open(self, challenge_id: str, openings: list[dict]) -> dict:
+        return await self._send(self._c_open(challenge_id, openings))
 
     async def providers(self, **filters: Any) -> dict:
         return await self._send(self._c_providers(**filters))

@@ -18,8 +18,9 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     path = url.split("sqlite:///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # as many connections as the thread pool has threads (40), so that none waits for a connection
     engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None,
-                                              "timeout": 30})
+                                              "timeout": 30}, pool_size=20, max_overflow=30, pool_timeout=60)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -47,7 +48,8 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.engine = self.write_engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+            self.engine = self.write_engine = create_engine(url, pool_size=20, max_overflow=30, pool_pre_ping=True,
+                                                            pool_timeout=60)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 

@@ -8,10 +8,12 @@ import hmac
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -39,19 +41,20 @@ class State:
 
 
 class TrustCache:
-    """Computed trust responses per provider, for a short time (settings.trust_cache_s, default 0.5 s).
+    """Computed trust responses per provider, fresh for `ttl` seconds (settings.trust_cache_s, 0.5 s).
 
-    Scores are read far more often than verdicts arrive. The database stays the only truth: a read is at
-    most `ttl` seconds behind a verdict judged by another process (this process drops its entry when it
-    records one). One computation per provider at a time: concurrent readers of an expired entry wait
-    for the same result instead of each recomputing it (64 readers recomputing at once held the GIL for
-    a quarter of a second).
+    Scores are read far more often than verdicts arrive; the database stays the only truth. An expired
+    entry is served while one refresh runs in the background (stale-while-revalidate, never more than
+    `max_stale` seconds old), and refreshes run on their own few threads: a burst of writes queued on
+    the database lock never makes readers wait. This process drops a provider's entry when it records a
+    verdict for it; a verdict judged by another process shows within `ttl` plus a refresh.
     """
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
+    def __init__(self, ttl: float, max_stale: float = 5.0) -> None:
+        self.ttl, self.max_stale = ttl, max_stale
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
+        self._limiter: anyio.CapacityLimiter | None = None
 
     def get(self, provider_id: str) -> bytes | None:
         hit = self._entries.get(provider_id)
@@ -59,28 +62,45 @@ class TrustCache:
             return None
         return hit[1]
 
-    async def get_or_compute(self, provider_id: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
-        fresh = self.get(provider_id)
-        if fresh is not None:
-            return fresh
+    async def get_or_compute(self, provider_id: str, compute: Callable[[], bytes]) -> bytes:
+        now = time.monotonic()
+        hit = self._entries.get(provider_id)
+        if hit is not None and hit[0] >= now:
+            return hit[1]
         pending = self._inflight.get(provider_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        if hit is not None and now - hit[0] <= self.max_stale:
+            if pending is None:
+                self._start(provider_id, compute)
+            return hit[1]
+        if pending is None:
+            pending = self._start(provider_id, compute)
+        return await asyncio.shield(pending)
+
+    def _start(self, provider_id: str, compute: Callable[[], bytes]) -> asyncio.Future:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(4)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[provider_id] = future
-        try:
-            value = await compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            self._inflight.pop(provider_id, None)
-        if len(self._entries) > 50_000:
-            self._entries.clear()
-        self._entries[provider_id] = (time.monotonic() + self.ttl, value)
-        future.set_result(value)
-        return value
+
+        async def refresh() -> None:
+            try:
+                value = await anyio.to_thread.run_sync(compute, limiter=self._limiter)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no warning when nobody else waited
+            else:
+                if len(self._entries) > 50_000:
+                    self._entries.clear()
+                self._entries[provider_id] = (time.monotonic() + self.ttl, value)
+                future.set_result(value)
+            finally:
+                self._inflight.pop(provider_id, None)
+
+        self._tasks.add(task := asyncio.get_running_loop().create_task(refresh()))
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    _tasks: set = set()  # keeps background refreshes referenced until they finish
 
     def drop(self, provider_id: str) -> None:
         self._entries.pop(provider_id, None)
@@ -147,8 +167,25 @@ async def limit_ip(request: Request, state: StateDep) -> None:
 
 @dataclass
 class SignedProvider:
+    """An authenticated provider request. Its write session has not begun: call `claim_nonce()` first
+    thing in the write transaction, so that the database lock is held only for the writes themselves
+    (SQLite has one writer at a time) and a rejected request leaves nothing behind."""
+
     provider: Provider
     session: Session
+    nonce: str
+    now: float
+
+    def claim_nonce(self) -> None:
+        """Store this request's nonce in the write transaction; a replay of a stored one is refused."""
+        if self.session.get(RequestNonce, (self.provider.id, self.nonce)) is not None:
+            raise Problem(409, "Replayed request", f"nonce {self.nonce} was already used by this provider")
+        self.session.add(RequestNonce(provider_id=self.provider.id, nonce=self.nonce, seen_at=self.now))
+        try:
+            self.session.flush()
+        except IntegrityError:
+            self.session.rollback()
+            raise Problem(409, "Replayed request", f"nonce {self.nonce} was already used") from None
 
 
 async def _body(request: Request) -> bytes:
@@ -156,14 +193,14 @@ async def _body(request: Request) -> bytes:
 
 
 def signed_provider(
-    request: Request, state: StateDep, session: WriteSessionDep, body: Annotated[bytes, Depends(_body)],
+    request: Request, state: StateDep, body: Annotated[bytes, Depends(_body)],
     x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
     x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
-) -> SignedProvider:
+) -> Iterator[SignedProvider]:
     """Authenticate a provider request: Ed25519 over method, path, timestamp, nonce and SHA-256(body).
 
-    The nonce is stored in the request's own transaction: it is kept only if the request succeeds, and a
-    replay of a succeeded request is refused.
+    Everything here reads only (a read session, no lock); a nonce already stored is refused at once,
+    before any expensive work, and the endpoint stores the new one with its own writes.
     """
     if not HEX_ID_RE.match(x_gpuproof_provider):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
@@ -180,7 +217,9 @@ def signed_provider(
     if abs(now - timestamp) > window:
         raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
                       f"the window is +-{window:g} s")
-    provider = session.get(Provider, x_gpuproof_provider)
+    with state.db.reader() as reader:
+        provider = reader.get(Provider, x_gpuproof_provider)
+        replayed = provider is not None and reader.get(RequestNonce, (provider.id, x_gpuproof_nonce)) is not None
     if provider is None:
         raise Problem(401, "Unauthenticated", f"unknown provider {x_gpuproof_provider}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -189,21 +228,21 @@ def signed_provider(
         signatures.verify(provider.public_key, message, signature)
     except signatures.SignatureError as exc:
         raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc}") from None
+    if replayed:
+        raise Problem(409, "Replayed request", f"nonce {x_gpuproof_nonce} was already used by this provider")
     wait = state.limiter.take(f"provider:{provider.id}", state.settings.provider_rate_per_s,
                               2 * state.settings.provider_rate_per_s)
     if wait is not None:
         raise Problem(429, "Too many requests", f"more than {state.settings.provider_rate_per_s:g} requests/s "
                       "from this provider", retry_after=max(1, round(wait + 0.5)))
-    exists = session.get(RequestNonce, (provider.id, x_gpuproof_nonce))
-    if exists is not None:
-        raise Problem(409, "Replayed request", f"nonce {x_gpuproof_nonce} was already used by this provider")
-    session.add(RequestNonce(provider_id=provider.id, nonce=x_gpuproof_nonce, seen_at=now))
+    session = state.db.writer()
     try:
-        session.flush()
-    except IntegrityError:
+        yield SignedProvider(provider, session, x_gpuproof_nonce, now)
+    except BaseException:
         session.rollback()
-        raise Problem(409, "Replayed request", f"nonce {x_gpuproof_nonce} was already used") from None
-    return SignedProvider(provider, session)
+        raise
+    finally:
+        session.close()
 
 
 SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider)]

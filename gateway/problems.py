@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kernels.errors import GpuproofError, InvalidParameter
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("gpuproof.gateway")
 
 
 class ProblemDetails(BaseModel):
@@ -84,5 +86,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(500, "Internal error", f"unexpected {type(exc).__name__}; the request was not "
                                 "applied", request.url.path)

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     challenge_interval_s: float = 3600.0  # how often a device is challenged
     provider_rate_per_s: float = 20.0
     ip_rate_per_s: float = 200.0
+    worker_threads: int = 8  # threads for blocking work; see gateway/app.py
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
     verify_test_shape: str | None = None  # "m,n,k,rounds": small challenges for tests and demos
 

@@ -81,6 +81,7 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
     session = auth.session
     if provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
+    auth.claim_nonce()
     now = time.time()
     if service.expire_overdue(session, state.verifier, provider_id, now):
         state.trust_cache.drop(provider_id)
@@ -121,6 +122,7 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep) 
     now = time.time()
     if provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", "a provider can only echo its own probes")
+    auth.claim_nonce()
     probe = session.get(RttProbe, body.probe)
     if probe is None or probe.provider_id != provider_id:
         raise Problem(404, "Not found", f"no probe {body.probe} for this provider")
@@ -140,6 +142,7 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     A retry with the same roots gets the same request."""
     session = auth.session
     now = time.time()
+    auth.claim_nonce()
     row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     digest = _digest(body.roots)
     if row.state != "issued":
@@ -180,30 +183,38 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
 def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
     verdict, counted once."""
-    session = auth.session
     now = time.time()
-    row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     wire = [o.model_dump() for o in body.openings]
     digest = _digest(wire)
-    if row.state == "judged":
-        if row.openings_digest == digest:
-            session.rollback()
-            return row.verdict
-        raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
-    if row.state != "committed" or row.pairs is None:
-        raise Problem(409, "Not committed", f"challenge {challenge_id} has no commitment yet")
-    if now - row.issued_at > row.deadline_s:
-        raise Problem(409, "Deadline passed", f"the openings came {now - row.issued_at:.3f} s after issue; "
-                      f"the deadline was {row.deadline_s:.3f} s")
+    with state.db.reader() as reader:  # judge outside the write lock: verification can take a while
+        row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+        if row.state == "judged":
+            if row.openings_digest == digest:
+                return row.verdict  # a retry: the same verdict, nothing stored
+            raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
+        if row.state != "committed" or row.pairs is None:
+            raise Problem(409, "Not committed", f"challenge {challenge_id} has no commitment yet")
+        if now - row.issued_at > row.deadline_s:
+            raise Problem(409, "Deadline passed", f"the openings came {now - row.issued_at:.3f} s after issue; "
+                          f"the deadline was {row.deadline_s:.3f} s")
+        challenge, commitment, request = service.challenge_of(row), service.commitment_of(row), service.request_of(row)
     try:
         openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
                     for o in wire]
     except (InvalidParameter, ValueError) as exc:
         raise Problem(422, "Invalid request", f"openings: {exc}") from None
     started = time.perf_counter()
-    verdict = state.verifier.judge(service.challenge_of(row), service.commitment_of(row), service.request_of(row),
-                                   openings)
+    verdict = state.verifier.judge(challenge, commitment, request, openings)
     metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+    session = auth.session
+    auth.claim_nonce()
+    row = session.get(ChallengeRow, challenge_id)
+    assert row is not None
+    if row.state == "judged":  # a concurrent retry got there first: answer with what is on record
+        session.rollback()
+        if row.openings_digest == digest:
+            return row.verdict
+        raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
     row.openings = wire
     row.openings_digest = digest
     body_json = verdict.to_json()

@@ -60,9 +60,10 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
     translog.append(session, "registration", {"provider_id": pid, "public_key": body.public_key,
                                               "name": body.name, "devices": json.loads(devices_json(body))}, now)
     session.commit()
-    provider = session.get(Provider, pid)
-    assert provider is not None
-    return provider_out(session, provider, now)
+    with state.db.reader() as reader:  # the answer is read without the write lock
+        provider = reader.get(Provider, pid)
+        assert provider is not None
+        return provider_out(reader, provider, now)
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)

@@ -7,7 +7,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from gateway import service
@@ -32,8 +31,8 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
 async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
     """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons.
 
-    Served from a short-lived cache (settings.trust_cache_s, default 0.5 s); a miss reads the database in
-    the thread pool, so the event loop never waits on it.
+    Served from a short-lived cache (gateway.deps.TrustCache); the database is read on a few threads of
+    its own, so the event loop never waits on it.
     """
     def compute() -> bytes:
         with state.db.reader() as session:
@@ -41,7 +40,7 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
             trust = service.trust_json(service.trust_of(session, provider_id, time.time()))
             return json.dumps({"provider_id": provider_id, **trust}).encode()
 
-    cached = await state.trust_cache.get_or_compute(provider_id, lambda: run_in_threadpool(compute))
+    cached = await state.trust_cache.get_or_compute(provider_id, compute)
     return Response(content=cached, media_type="application/json")
 
 
