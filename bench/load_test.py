@@ -57,7 +57,7 @@ async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> 
             try:
                 c, probe, retry = await client.next_challenge(0)
                 if c is None:
-                    await asyncio.sleep(min(retry or 1, 2) * random.uniform(0.5, 1.0))
+                    await asyncio.sleep((retry or 1) * random.uniform(0.8, 1.0))  # as the agent daemon does
                     continue
                 params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
                 roots = backend.run(params)
