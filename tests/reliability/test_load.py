@@ -1,0 +1,52 @@
+"""A bounded load run in the suite: 40 agents and concurrent score reads for 10 s against one gateway
+process. Correctness only (no 5xx, no verdict lost); latency figures come from bench/load_test.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from sqlalchemy import create_engine, select
+
+from gateway.models import Challenge
+from tests.support.load import agents
+from tests.support.server import Server
+
+
+def test_agents_and_readers_together_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    server = Server(url, tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_PROVIDER_RATE_PER_S="100000",
+                    GPUPROOF_IP_RATE_PER_S="100000").start()
+    stats: dict = {"verdicts": {}, "errors": {}}
+    target: list[str] = []
+    statuses: dict[int, int] = {}
+
+    async def readers(deadline: float) -> None:
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
+            async def read_loop() -> None:
+                while time.monotonic() < deadline:
+                    if not target:
+                        await asyncio.sleep(0.05)
+                        continue
+                    r = await client.get(f"/v1/providers/{target[0]}/trust")
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+            await asyncio.gather(*(read_loop() for _ in range(16)))
+
+    async def main() -> None:
+        deadline = time.monotonic() + 10
+        await asyncio.gather(agents([server.base], 40, 10, stats, target), readers(deadline))
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+    engine = create_engine(url)
+    with engine.connect() as c:
+        judged = dict(c.execute(select(Challenge.id, Challenge.outcome).where(Challenge.state == "judged")).all())
+    engine.dispose()
+    assert stats["verdicts"], "no challenge completed"
+    assert all(judged.get(cid) == outcome for cid, outcome in stats["verdicts"].items())
+    assert "5xx" not in stats["errors"], stats["errors"]
+    assert set(statuses) == {200} and sum(statuses.values()) > 100, statuses

@@ -1,0 +1,47 @@
+"""Simulated agents for load tests: asyncio, httpx, the CPU backend, honouring Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from gateway.client import AsyncGatewayClient, GatewayError
+from kernels.backend import Opening
+from kernels.reference import CpuBackend
+from kernels.spec import ChallengeParams
+from verifier import signatures
+
+
+async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> None:
+    async with AsyncGatewayClient(base, key=signatures.new_private_key(), timeout=60) as client:
+        await client.register("load", [{"model": "cpu-reference", "vram_gib": 1}])
+        if not reads_target:
+            reads_target.append(client.provider_id)
+        backend = CpuBackend()
+        while time.monotonic() < deadline:
+            try:
+                c, probe, retry = await client.next_challenge(0)
+                if c is None:
+                    await asyncio.sleep((retry or 1) * random.uniform(0.8, 1.0))  # as the agent daemon does
+                    continue
+                params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+                roots = backend.run(params)
+                req = await client.commit(c["challenge_id"], roots)
+                openings = []
+                for r, i in sorted({tuple(p) for p in req["pairs"]}):
+                    values, path = backend.open(params, r, i, roots)
+                    openings.append(Opening(r, i, values, tuple(path)).to_json())
+                verdict = await client.open(c["challenge_id"], openings)
+                stats["verdicts"][c["challenge_id"]] = verdict["outcome"]
+            except GatewayError as exc:
+                key = "5xx" if exc.status >= 500 or exc.status == 0 else f"{exc.status} {exc.title}"
+                stats["errors"][key] = stats["errors"].get(key, 0) + 1
+                await asyncio.sleep(0.5)
+
+
+async def agents(bases: list[str], count: int, seconds: float, stats: dict, reads_target: list) -> None:
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(agent(bases[i % len(bases)], deadline, stats, reads_target) for i in range(count)))
+
+
