@@ -208,19 +208,19 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
     session = auth.session
     auth.claim_nonce()
-    row = session.get(ChallengeRow, challenge_id)
-    assert row is not None
-    if row.state == "judged":  # a concurrent retry got there first: answer with what is on record
+    stored = session.get(ChallengeRow, challenge_id)
+    assert stored is not None
+    if stored.state == "judged":  # a concurrent retry got there first: answer with what is on record
         session.rollback()
-        if row.openings_digest == digest:
-            return row.verdict
+        if stored.openings_digest == digest:
+            return stored.verdict
         raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
-    row.openings = wire
-    row.openings_digest = digest
+    stored.openings = wire
+    stored.openings_digest = digest
     body_json = verdict.to_json()
-    service.record_verdict(session, row, body_json, now)
+    service.record_verdict(session, stored, body_json, now)
     session.commit()
-    state.trust_cache.drop(row.provider_id)
+    state.trust_cache.drop(stored.provider_id)
     reason = verdict.failure.reason if verdict.failure else "none"
     metrics.VERDICTS.labels(outcome=verdict.outcome, timing=verdict.timing, reason=reason).inc()
     return body_json
