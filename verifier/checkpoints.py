@@ -1,0 +1,204 @@
+"""Checkpoint commitments for training work (issue 7, the commitment part): a named state committed as
+an RFC 6962 tree of 1 KiB chunks, so that one tensor or one chunk can be opened alone.
+
+Layout (spec "gpuproof.checkpoint/1", docs/protocol.md will carry it with the checkpoint flow):
+- tensors in name order; for each, one header leaf, the canonical JSON
+  {"dtype": ..., "name": ..., "nbytes": ..., "shape": [...]} after the line "gpuproof.tensor.v1", then
+  its little-endian bytes cut into 1 KiB chunks, the last one zero-padded (nbytes says where data ends);
+- leaf hash SHA-256(0x00 || leaf), nodes SHA-256(0x01 || l || r): the same tree as challenge rounds, so
+  the CUDA kernels hash it where the tensors already live (`root_on_gpu`);
+- a commitment binds the step, the root, the hash of the batch the steps used and the previous
+  commitment's hash (a hash chain): SHA-256("gpuproof.checkpoint.v1" || u64le(step) || root ||
+  batch_hash || prev_hash).
+
+NumPy arrays, CuPy arrays and PyTorch tensors are accepted (PyTorch and CuPy through DLPack; neither is
+required). bfloat16 has no NumPy type: its 2-byte words are committed as they are, with dtype "bfloat16".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kernels import merkle
+from kernels.errors import InvalidParameter, ProofError
+
+CHUNK = 1024
+SPEC = "gpuproof.checkpoint/1"
+_HEADER_PREFIX = b"gpuproof.tensor.v1\n"
+_CHAIN_DOMAIN = b"gpuproof.checkpoint.v1"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor sits in the tree: its header leaf, then `chunks` data leaves."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    header_leaf: int
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.nbytes // CHUNK)
+
+    def header(self) -> bytes:
+        body = json.dumps({"dtype": self.dtype, "name": self.name, "nbytes": self.nbytes,
+                           "shape": list(self.shape)}, sort_keys=True, separators=(",", ":"))
+        return _HEADER_PREFIX + body.encode()
+
+    def chunk_leaf(self, index: int) -> int:
+        if not 0 <= index < self.chunks:
+            raise InvalidParameter("chunk", f"tensor {self.name!r} has chunks 0..{self.chunks - 1}, got {index}")
+        return self.header_leaf + 1 + index
+
+
+def _dtype_name(x: Any) -> str:
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        return str(x.dtype).replace("torch.", "")
+    dtype = np.dtype(x.dtype)
+    return dtype.newbyteorder("<").str if dtype.byteorder not in ("|",) else dtype.str
+
+
+def _host_bytes(x: Any) -> bytes:
+    """The tensor's little-endian bytes, row-major, from the host."""
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        t = x.detach().contiguous().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            import torch
+
+            t = t.view(torch.int16)
+        x = t.numpy()
+    elif module == "cupy":
+        x = x.get()
+    a = np.ascontiguousarray(np.asarray(x))
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a.tobytes()
+
+
+def manifest(state: Mapping[str, Any]) -> list[TensorEntry]:
+    """The tensors' places in the tree, in name order."""
+    if not state:
+        raise InvalidParameter("state", "a checkpoint needs at least one tensor")
+    entries, leaf = [], 0
+    for name in sorted(state):
+        if not isinstance(name, str) or not name or len(name) > 512:
+            raise InvalidParameter("state", f"tensor names must be 1-512 characters, got {name!r}")
+        x = state[name]
+        shape = tuple(int(d) for d in x.shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * int(x.element_size() if hasattr(x, "element_size")
+                                                           else np.dtype(x.dtype).itemsize)
+        entry = TensorEntry(name, _dtype_name(x), shape, nbytes, leaf)
+        entries.append(entry)
+        leaf += 1 + entry.chunks
+    return entries
+
+
+def leaf_hashes_cpu(state: Mapping[str, Any], entries: Sequence[TensorEntry]) -> bytes:
+    out = []
+    for e in entries:
+        out.append(merkle.leaf_hash(e.header()))
+        data = _host_bytes(state[e.name])
+        if len(data) != e.nbytes:
+            raise InvalidParameter("state", f"tensor {e.name!r} has {len(data)} bytes, its manifest {e.nbytes}")
+        padded = data + bytes(-len(data) % CHUNK)
+        out.append(merkle.hash_chunks(padded, CHUNK))
+    return b"".join(out)
+
+
+def root_cpu(state: Mapping[str, Any]) -> tuple[bytes, list[TensorEntry]]:
+    """The checkpoint's root, hashing on the host."""
+    entries = manifest(state)
+    return merkle.root_of_hashes(leaf_hashes_cpu(state, entries)), entries
+
+
+def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[TensorEntry]]:
+    """The same root, hashed on the GPU where the tensors live (CuPy arrays or CUDA PyTorch tensors).
+
+    Each tensor's bytes are copied once into a zero-padded chunk buffer on the device, the data leaves
+    are hashed by leaf_hash_1k, the few header leaves on the host, and the levels by merkle_levels.
+    """
+    import cupy
+
+    from kernels.cuda_backend import CudaKernels
+
+    entries = manifest(state)
+    total_leaves = entries[-1].header_leaf + 1 + entries[-1].chunks
+    data_chunks = sum(e.chunks for e in entries)
+    with cupy.cuda.Device(device):
+        kern = CudaKernels(device)
+        buffer = cupy.zeros(data_chunks * CHUNK, dtype=cupy.uint8)
+        data_leaf_index = np.empty(data_chunks, dtype=np.int64)
+        header_index = np.array([e.header_leaf for e in entries], dtype=np.int64)
+        offset = 0
+        for e in entries:
+            x = state[e.name]
+            if type(x).__module__.split(".")[0] == "torch":
+                x = x.detach().contiguous()
+                if str(x.dtype) == "torch.bfloat16":
+                    import torch
+
+                    x = x.view(torch.int16)
+                x = cupy.from_dlpack(x)
+            raw = cupy.ascontiguousarray(cupy.asarray(x)).view(cupy.uint8).ravel()
+            buffer[offset * CHUNK: offset * CHUNK + raw.size] = raw
+            data_leaf_index[offset:offset + e.chunks] = np.arange(e.chunks) + e.header_leaf + 1
+            offset += e.chunks
+        data_hashes = cupy.empty(data_chunks * 32, dtype=cupy.uint8)
+        kern.leaf_hashes(buffer, data_chunks, data_hashes)
+        sizes, offsets = merkle.level_layout(total_leaves)
+        levels = cupy.empty(sum(sizes) * 32, dtype=cupy.uint8)
+        level0 = levels[: total_leaves * 32].reshape(total_leaves, 32)
+        level0[cupy.asarray(data_leaf_index)] = data_hashes.reshape(data_chunks, 32)
+        headers = np.frombuffer(b"".join(merkle.leaf_hash(e.header()) for e in entries), np.uint8).reshape(-1, 32)
+        level0[cupy.asarray(header_index)] = cupy.asarray(headers)
+        top = kern.build_levels(levels, total_leaves)
+        root = levels[top * 32:(top + 1) * 32].get().tobytes()
+    return root, entries
+
+
+def chain_hash(step: int, root: bytes, batch_hash: bytes, prev_hash: bytes) -> bytes:
+    """The commitment's own hash, which the next commitment chains on."""
+    if not 0 <= step < 2**64:
+        raise InvalidParameter("step", f"must be in 0..2**64-1, got {step}")
+    for name, value in (("root", root), ("batch_hash", batch_hash), ("prev_hash", prev_hash)):
+        if len(value) != 32:
+            raise InvalidParameter(name, f"expected 32 bytes, got {len(value)}")
+    return hashlib.sha256(_CHAIN_DOMAIN + struct.pack("<Q", step) + root + batch_hash + prev_hash).digest()
+
+
+def open_chunk(state: Mapping[str, Any], entries: Sequence[TensorEntry], name: str,
+               index: int) -> tuple[bytes, list[bytes]]:
+    """Chunk `index` of tensor `name` (zero-padded to 1 KiB) and its audit path to the root."""
+    by_name = {e.name: e for e in entries}
+    if name not in by_name:
+        raise InvalidParameter("name", f"no tensor {name!r} in the checkpoint")
+    entry = by_name[name]
+    leaf = entry.chunk_leaf(index)
+    data = _host_bytes(state[name])
+    chunk = data[index * CHUNK:(index + 1) * CHUNK]
+    chunk += bytes(CHUNK - len(chunk))
+    tree = merkle.MerkleTree(leaf_hashes_cpu(state, entries))
+    return chunk, tree.inclusion_proof(leaf)
+
+
+def verify_chunk(root: bytes, entries: Sequence[TensorEntry], name: str, index: int, chunk: bytes,
+                 path: Sequence[bytes]) -> None:
+    """Check an opened chunk against a committed root; raises ProofError with the reason."""
+    by_name = {e.name: e for e in entries}
+    if name not in by_name:
+        raise ProofError(f"no tensor {name!r} in the manifest")
+    if len(chunk) != CHUNK:
+        raise ProofError(f"a chunk is {CHUNK} bytes, got {len(chunk)}")
+    total = entries[-1].header_leaf + 1 + entries[-1].chunks
+    merkle.verify_inclusion(by_name[name].chunk_leaf(index), total, merkle.leaf_hash(chunk), path, root)
