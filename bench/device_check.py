@@ -143,6 +143,26 @@ def main() -> int:
     print(f"identity: {len(checks) - len(failed)} passed, {len(failed)} failed "
           f"({time.perf_counter() - started:.1f} s)", flush=True)
 
+    checkpoint = {}
+    try:
+        from verifier import checkpoints
+
+        state = {f"layer{i}": cupy.random.standard_normal(2**26, dtype=cupy.float32) for i in range(4)}  # 1 GiB
+        checkpoints.root_on_gpu(state)  # warm
+        cupy.cuda.get_current_stream().synchronize()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            checkpoints.root_on_gpu(state)
+            times.append(time.perf_counter() - t0)
+        checkpoint = {"bytes": 2**30, "seconds": statistics.median(times),
+                      "gbps": 2**30 / statistics.median(times) / 1e9}
+        print(f"checkpoint commit, 1 GiB on the GPU: {checkpoint['gbps']:.0f} GB/s", flush=True)
+        del state
+    except Exception as exc:
+        traceback.print_exc()
+        checkpoint = {"error": f"{type(exc).__name__}: {exc}"}
+
     rows = []
     for m, n, k in [(8192, 8192, 8192), (8192, 8192, 32768)]:
         try:
@@ -152,7 +172,7 @@ def main() -> int:
             rows.append({"m": m, "n": n, "k": k, "error": f"{type(exc).__name__}: {exc}"})
         print(f"timed m=n={m} k={k} ({time.perf_counter() - started:.1f} s)", flush=True)
 
-    result = {"info": info, "identity": [c.__dict__ for c in checks], "timings": rows,
+    result = {"info": info, "identity": [c.__dict__ for c in checks], "timings": rows, "checkpoint": checkpoint,
               "seconds": time.perf_counter() - started}
     out = os.environ.get("OUT")
     if out:
@@ -170,6 +190,8 @@ def main() -> int:
                           f"{r['leaf_gbps']:.0f}", f"{r['tree_s'] * 1e3:.3f}", f"{r['round_s'] * 1e3:.3f}",
                           f"{r['round_tops']:.0f}", f"{r['round_fraction']:.1%}",
                           f"{r['run_round_s'] * 1e3:.3f}", f"{r['run_fraction']:.1%}"]))
+    if "gbps" in checkpoint:
+        print(f"checkpoint commit (1 GiB, 4 float32 tensors, host-timed, median of 5): {checkpoint['gbps']:.0f} GB/s")
     print(f"total {time.perf_counter() - started:.1f} s")
     return 0 if not failed else 1
 

@@ -68,8 +68,8 @@ def _dtype_name(x: Any) -> str:
     return dtype.newbyteorder("<").str if dtype.byteorder not in ("|",) else dtype.str
 
 
-def _host_bytes(x: Any) -> bytes:
-    """The tensor's little-endian bytes, row-major, from the host."""
+def _host_view(x: Any) -> memoryview:
+    """The tensor's little-endian bytes, row-major, from the host, without a copy where possible."""
     module = type(x).__module__.split(".")[0]
     if module == "torch":
         t = x.detach().contiguous().cpu()
@@ -83,7 +83,11 @@ def _host_bytes(x: Any) -> bytes:
     a = np.ascontiguousarray(np.asarray(x))
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
         a = a.astype(a.dtype.newbyteorder("<"))
-    return a.tobytes()
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
+def _host_bytes(x: Any) -> bytes:
+    return bytes(_host_view(x))
 
 
 def manifest(state: Mapping[str, Any]) -> list[TensorEntry]:
@@ -108,11 +112,13 @@ def leaf_hashes_cpu(state: Mapping[str, Any], entries: Sequence[TensorEntry]) ->
     out = []
     for e in entries:
         out.append(merkle.leaf_hash(e.header()))
-        data = _host_bytes(state[e.name])
+        data = _host_view(state[e.name])
         if len(data) != e.nbytes:
             raise InvalidParameter("state", f"tensor {e.name!r} has {len(data)} bytes, its manifest {e.nbytes}")
-        padded = data + bytes(-len(data) % CHUNK)
-        out.append(merkle.hash_chunks(padded, CHUNK))
+        whole = len(data) - len(data) % CHUNK
+        out.append(merkle.hash_chunks(data[:whole], CHUNK))  # no copy of the full chunks
+        if whole < len(data):
+            out.append(merkle.leaf_hash(bytes(data[whole:]) + bytes(CHUNK - (len(data) - whole))))
     return b"".join(out)
 
 
