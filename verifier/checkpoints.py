@@ -131,8 +131,9 @@ def root_cpu(state: Mapping[str, Any]) -> tuple[bytes, list[TensorEntry]]:
 def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[TensorEntry]]:
     """The same root, hashed on the GPU where the tensors live (CuPy arrays or CUDA PyTorch tensors).
 
-    Each tensor's bytes are copied once into a zero-padded chunk buffer on the device, the data leaves
-    are hashed by leaf_hash_1k, the few header leaves on the host, and the levels by merkle_levels.
+    Each tensor's full 1 KiB chunks are hashed by leaf_hash_1k where the tensor lies (no copy), straight
+    into the tree's level 0; only a last partial chunk is copied, zero-padded; the few header leaves are
+    hashed on the host, and the levels by merkle_levels.
     """
     import cupy
 
@@ -140,14 +141,13 @@ def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[
 
     entries = manifest(state)
     total_leaves = entries[-1].header_leaf + 1 + entries[-1].chunks
-    data_chunks = sum(e.chunks for e in entries)
     with cupy.cuda.Device(device):
         kern = CudaKernels(device)
-        buffer = cupy.zeros(data_chunks * CHUNK, dtype=cupy.uint8)
-        data_leaf_index = np.empty(data_chunks, dtype=np.int64)
-        header_index = np.array([e.header_leaf for e in entries], dtype=np.int64)
-        offset = 0
-        for e in entries:
+        sizes, _ = merkle.level_layout(total_leaves)
+        levels = cupy.empty(sum(sizes) * 32, dtype=cupy.uint8)
+        headers = np.frombuffer(b"".join(merkle.leaf_hash(e.header()) for e in entries), np.uint8)
+        tail = cupy.zeros(CHUNK, dtype=cupy.uint8)
+        for i, e in enumerate(entries):
             x = state[e.name]
             if type(x).__module__.split(".")[0] == "torch":
                 x = x.detach().contiguous()
@@ -157,17 +157,15 @@ def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[
                     x = x.view(torch.int16)
                 x = cupy.from_dlpack(x)
             raw = cupy.ascontiguousarray(cupy.asarray(x)).view(cupy.uint8).ravel()
-            buffer[offset * CHUNK: offset * CHUNK + raw.size] = raw
-            data_leaf_index[offset:offset + e.chunks] = np.arange(e.chunks) + e.header_leaf + 1
-            offset += e.chunks
-        data_hashes = cupy.empty(data_chunks * 32, dtype=cupy.uint8)
-        kern.leaf_hashes(buffer, data_chunks, data_hashes)
-        sizes, offsets = merkle.level_layout(total_leaves)
-        levels = cupy.empty(sum(sizes) * 32, dtype=cupy.uint8)
-        level0 = levels[: total_leaves * 32].reshape(total_leaves, 32)
-        level0[cupy.asarray(data_leaf_index)] = data_hashes.reshape(data_chunks, 32)
-        headers = np.frombuffer(b"".join(merkle.leaf_hash(e.header()) for e in entries), np.uint8).reshape(-1, 32)
-        level0[cupy.asarray(header_index)] = cupy.asarray(headers)
+            levels[e.header_leaf * 32:(e.header_leaf + 1) * 32] = cupy.asarray(headers[32 * i:32 * (i + 1)])
+            whole = raw.size // CHUNK
+            first = (e.header_leaf + 1) * 32
+            if whole:  # full chunks hashed where the tensor lies: no copy
+                kern.leaf_hashes(raw[: whole * CHUNK], whole, levels[first:first + whole * 32])
+            if whole < e.chunks:  # the zero-padded last chunk
+                tail.fill(0)
+                tail[: raw.size - whole * CHUNK] = raw[whole * CHUNK:]
+                kern.leaf_hashes(tail, 1, levels[first + whole * 32:first + (whole + 1) * 32])
         top = kern.build_levels(levels, total_leaves)
         root = levels[top * 32:(top + 1) * 32].get().tobytes()
     return root, entries
