@@ -157,6 +157,8 @@ def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[
                     x = x.view(torch.int16)
                 x = cupy.from_dlpack(x)
             raw = cupy.ascontiguousarray(cupy.asarray(x)).view(cupy.uint8).ravel()
+            if raw.data.ptr % 16:  # the kernel loads 16 bytes at a time: a view at an odd offset is copied
+                raw = raw.copy()
             levels[e.header_leaf * 32:(e.header_leaf + 1) * 32] = cupy.asarray(headers[32 * i:32 * (i + 1)])
             whole = raw.size // CHUNK
             first = (e.header_leaf + 1) * 32

@@ -87,5 +87,6 @@ def test_gpu_root_equals_cpu_root_for_cupy_and_torch():
                                       for k, v in s.items()})
     assert got == want
     torch = pytest.importorskip("torch")
-    t = {"x": torch.randn(300, 7, device="cuda"), "y": torch.randn(9, device="cuda").to(torch.bfloat16)}
+    t = {"x": torch.randn(300, 7, device="cuda"), "y": torch.randn(9, device="cuda").to(torch.bfloat16),
+         "offset": torch.randn(2000, device="cuda")[3:1500]}  # a view at an address not 16-byte aligned
     assert checkpoints.root_on_gpu(t)[0] == checkpoints.root_cpu(t)[0]
