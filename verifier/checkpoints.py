@@ -83,7 +83,7 @@ def _host_view(x: Any) -> memoryview:
     a = np.ascontiguousarray(np.asarray(x))
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
         a = a.astype(a.dtype.newbyteorder("<"))
-    return memoryview(a.reshape(-1).view(np.uint8))
+    return memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def _host_bytes(x: Any) -> bytes:
