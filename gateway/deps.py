@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import re
@@ -143,8 +144,10 @@ def read_session(state: StateDep) -> Iterator[Session]:
 ReadSessionDep = Annotated[Session, Depends(read_session)]
 
 
-def write_session(state: StateDep) -> Iterator[Session]:
-    session = state.db.writer()
+@contextlib.contextmanager
+def _writing(db: Database) -> Iterator[Session]:
+    """A write session that is rolled back on any error and always closed."""
+    session = db.writer()
     try:
         yield session
     except BaseException:
@@ -152,6 +155,11 @@ def write_session(state: StateDep) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def write_session(state: StateDep) -> Iterator[Session]:
+    with _writing(state.db) as session:
+        yield session
 
 
 WriteSessionDep = Annotated[Session, Depends(write_session)]
@@ -235,14 +243,8 @@ def signed_provider(
     if wait is not None:
         raise Problem(429, "Too many requests", f"more than {state.settings.provider_rate_per_s:g} requests/s "
                       "from this provider", retry_after=max(1, round(wait + 0.5)))
-    session = state.db.writer()
-    try:
+    with _writing(state.db) as session:
         yield SignedProvider(provider, session, x_gpuproof_nonce, now)
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider)]
