@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+@functools.lru_cache(maxsize=8)
 def head_revision(url: str) -> str | None:
+    """The code's newest migration (read once: /readyz asks on every probe)."""
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
