@@ -118,7 +118,7 @@ def main() -> int:
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dropdb}" WITH (FORCE)')
     lost = [cid for cid, outcome in stats["verdicts"].items() if judged.get(cid) != outcome]
-    server_errors = stats["errors"].get("5xx", 0) + sum(r[2] for r in reads)
+    server_errors = stats["errors"].get("5xx", 0) + sum(r[2] for r in reads)  # transport resets listed apart
     p99 = max(r[1] for r in reads)
     ok = not lost and server_errors == 0 and p99 <= 50
     print(f"{args.processes} gateway process(es) on {'PostgreSQL' if dropdb else 'SQLite'}, {args.agents} agents "

@@ -100,6 +100,11 @@ class TreeHead:
         return head
 
 
+# Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from the
+# other end: reusing a connection the server is closing is a reset a client would otherwise see.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
+
+
 @dataclass(frozen=True)
 class _Call:
     method: str
@@ -210,7 +215,7 @@ class GatewayClient(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, api_key, **kwargs)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
 
     def close(self) -> None:
         self._http.close()
@@ -314,7 +319,7 @@ class AsyncGatewayClient(_Base):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, api_key, **kwargs)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -15,7 +15,16 @@ from verifier import signatures
 
 async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> None:
     async with AsyncGatewayClient(base, key=signatures.new_private_key(), timeout=60) as client:
-        await client.register("load", [{"model": "cpu-reference", "vram_gib": 1}])
+        for attempt in range(5):  # a connection reset under load is retried, as any client would
+            try:
+                await client.register("load", [{"model": "cpu-reference", "vram_gib": 1}])
+                break
+            except GatewayError as exc:
+                if exc.status not in (0, 409) or attempt == 4:
+                    raise
+                if exc.status == 409:  # the first attempt went through; its answer was lost
+                    break
+                await asyncio.sleep(0.2)
         if not reads_target:
             reads_target.append(client.provider_id)
         backend = CpuBackend()
@@ -35,7 +44,7 @@ async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> 
                 verdict = await client.open(c["challenge_id"], openings)
                 stats["verdicts"][c["challenge_id"]] = verdict["outcome"]
             except GatewayError as exc:
-                key = "5xx" if exc.status >= 500 or exc.status == 0 else f"{exc.status} {exc.title}"
+                key = "transport" if exc.status == 0 else "5xx" if exc.status >= 500 else f"{exc.status} {exc.title}"
                 stats["errors"][key] = stats["errors"].get(key, 0) + 1
                 await asyncio.sleep(0.5)
 
