@@ -57,12 +57,6 @@ class TrustCache:
         self._inflight: dict[str, asyncio.Future] = {}
         self._limiter: anyio.CapacityLimiter | None = None
 
-    def get(self, provider_id: str) -> bytes | None:
-        hit = self._entries.get(provider_id)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
-
     async def get_or_compute(self, provider_id: str, compute: Callable[[], bytes]) -> bytes:
         now = time.monotonic()
         hit = self._entries.get(provider_id)

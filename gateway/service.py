@@ -35,8 +35,7 @@ def request_of(row: ChallengeRow) -> OpeningRequest:
                           np.frombuffer(row.x, dtype="<u4").astype(np.int64))
 
 
-def store_challenge(row_id_device: tuple[str, int], challenge: Challenge) -> ChallengeRow:
-    provider_id, device_id = row_id_device
+def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> ChallengeRow:
     p, t = challenge.params, challenge.thresholds
     return ChallengeRow(id=challenge.challenge_id, provider_id=provider_id, device_id=device_id,
                         device_model=challenge.device_model, profile=challenge.profile, seed=p.seed, m=p.m, n=p.n,

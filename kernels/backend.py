@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -120,12 +120,3 @@ def select_backend(name: str = "auto", device: int = 0) -> Backend:
     from kernels.reference import CpuBackend
 
     return CpuBackend()
-
-
-def as_roots(values: Sequence[bytes]) -> list[bytes]:
-    """Validate a commitment: a list of 32-byte roots."""
-    roots = list(values)
-    for i, r in enumerate(roots):
-        if not isinstance(r, bytes) or len(r) != HASH_BYTES:
-            raise InvalidParameter("roots", f"root {i} is not a 32-byte hash")
-    return roots

@@ -90,15 +90,16 @@ def _age(seconds: float) -> str:
 
 
 def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> str:
-    what = {
-        ("for", "consistent"): "passed, timing consistent with the claimed card",
-        ("for", "faster-than-claimed"): "passed, faster than the claimed card (model misreported)",
-        ("for", "unprofiled"): f"passed on an unprofiled device (rate of a {record.best_match})",
-        ("against", "slower-than-claimed"): f"slower than the claimed card (rate of a {record.best_match})",
-        ("against", "timeout"): "timed out",
-    }.get((side, record.timing), "failed the correctness check" if record.correctness == "fail" else record.timing)
     if record.correctness == "fail":
         what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
+    else:
+        what = {
+            "consistent": "passed, timing consistent with the claimed card",
+            "faster-than-claimed": "passed, faster than the claimed card (model misreported)",
+            "unprofiled": f"passed on an unprofiled device (rate of a {record.best_match})",
+            "slower-than-claimed": f"slower than the claimed card (rate of a {record.best_match})",
+            "timeout": "timed out",
+        }.get(record.timing, record.timing)
     return f"challenge {record.challenge_id[:12]} {_age(now - record.at)}: {what}; weighs {weight:.2f} {side}"
 
 

@@ -106,7 +106,7 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe})  # type: ignore[return-value]
     challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
                                      shape=state.settings.test_shape())
-    row = service.store_challenge((provider_id, device.id), challenge)
+    row = service.store_challenge(provider_id, device.id, challenge)
     session.add(row)
     device.next_due_at = now + state.settings.challenge_interval_s
     session.commit()
