@@ -267,6 +267,84 @@ def trust_command(provider: Annotated[str, typer.Argument(help="The provider id.
         print(f"  - {reason}")
 
 
+JobIdArg = Annotated[str, typer.Option("--job", help="The job id (32 hex characters).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="GPUPROOF_API_KEY",
+                                               help="A marketplace API key with scope `replay`.")]
+
+
+def _job_id(job: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", job):
+        raise InvalidParameter("--job", "expected a job id of 32 hex characters")
+    return job
+
+
+@app.command("replay")
+def replay_command(job: JobIdArg, gateway: GatewayOpt = None,
+                   api_key: ApiKeyOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """Replay a job's drawn training segments as a validator: fetch each ready segment's evidence, replay the
+    renter's step function, sign the result with this machine's key (`gpuproof agent init`) and post it."""
+    from agent import keys
+    from agent.training import replay_job
+
+    _job_id(job)
+    if not api_key:
+        raise InvalidParameter("--api-key", "a validator needs an API key with scope `replay` (--api-key or "
+                               "GPUPROOF_API_KEY; `gpuproof gateway api-key create --scope replay`)")
+    key = keys.load(_agent_settings().resolved_key_path())
+    with _client(gateway) as client:
+        client.api_key = api_key
+        rows: list[dict] = []
+        audits = replay_job(client, job, key, on_result=lambda audit, result: rows.append(
+            {"segment": f"{audit['start_step']}->{audit['end_step']}", **result}))
+    if as_json:
+        print(json.dumps({"job_id": job, "replayed": rows, "audits": audits}))
+        return
+    if not rows:
+        states = ", ".join(f"{a['start_step']}->{a['end_step']} {a['state']}" for a in audits) or "no audits yet"
+        print(f"job {job}: nothing ready to replay ({states})")
+    for r in rows:
+        where = f" ({r['tensor']} chunk {r['chunk']})" if r.get("tensor") else ""
+        print(f"segment {r['segment']}: {r['outcome']} [{r['mode']}]{where}: {r['reason']}")
+
+
+@agent_app.command("train")
+def agent_train(job: JobIdArg, steps: Annotated[int, typer.Option("--steps", help="Training steps (a multiple "
+                                                                   "of the policy's interval).")] = 40,
+                gateway: GatewayOpt = None,
+                store: Annotated[str | None, typer.Option("--store", help="Where checkpoints are kept (default: "
+                                                          "the config directory).")] = None,
+                step_delay: Annotated[float, typer.Option("--step-delay", help="Seconds added per step, standing in "
+                                                          "for a real accelerator's step time.")] = 0.0,
+                cheat: Annotated[str | None, typer.Option("--cheat", hidden=True)] = None,
+                as_json: JsonOpt = False) -> None:
+    """Run the reference training job (the MLP of verifier/workload.py) for a job with a checkpoint policy:
+    commit every interval, close the run, answer the drawn audits. A renter's own loop uses
+    agent.checkpointing.CheckpointCommitter and agent.training.TrainingReporter the same way."""
+    from pathlib import Path
+
+    from agent import keys
+    from agent.config import config_dir
+    from agent.training import run_reference_job
+
+    _job_id(job)
+    key = keys.load(_agent_settings().resolved_key_path())
+    with _client(gateway, key) as client:
+        policy = client.training(job)["policy"]
+        where = Path(store) if store else config_dir() / "checkpoints" / job
+        report = run_reference_job(client, job, policy, where, steps, step_delay, cheat,
+                                   on_event=lambda kind, data: print(json.dumps({"event": kind, **data}),
+                                                                     file=sys.stderr) if as_json else None)
+    if as_json:
+        print(json.dumps(report))
+        return
+    print(f"job {job}: run closed, {len(report['commitments'])} commitments"
+          + (f", flagged: {'; '.join(report['flags'])}" if report["flags"] else ""))
+    for a in report["audits"]:
+        print(f"  segment {a['start_step']}->{a['end_step']}: {a['state']}"
+              + (f" ({a['outcome']}: {a['verdict']['reason']})" if a["outcome"] else " (evidence sent)"))
+
+
 @log_app.command("verify")
 def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
     """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config

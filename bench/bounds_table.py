@@ -31,7 +31,8 @@ def main() -> int:
         rows.append((key, params, t))
         print(f"| {key} | {params.m}, {params.n}, {params.k} | {params.rounds} | {t.expected_s:.3f} | {t.fast_s:.3f} | "
               f"{t.slow_s:.3f} | {t.deadline_s:.1f} | {honest_failure_probability(params, p, config):.1e} |")
-    print("\n| claimed | substitute | max fraction of rows | P(pass) bound (s=32) | slower cards timing cannot tell apart |")
+    print("\n| claimed | substitute | max fraction of rows | P(pass) bound (s=32) "
+          "| slower cards timing cannot tell apart |")
     print("| --- | --- | --- | --- | --- |")
     for key, params, t in rows:
         bound, model = cheat_bound(params, profiles[key], t, 32, profiles, config.max_rtt_allowance_s)

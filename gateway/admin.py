@@ -11,7 +11,7 @@ from gateway.deps import hash_api_secret
 from gateway.models import ApiKey
 from kernels.errors import InvalidParameter
 
-SCOPES = ("jobs", "settle")
+SCOPES = ("jobs", "settle", "replay")  # replay: validators fetch uploads and post signed replays
 
 
 def create_api_key(db: Database, name: str, scopes: list[str]) -> str:

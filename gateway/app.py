@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import metrics, migrate, problems
 from gateway.db import Database
 from gateway.deps import RateLimiter, State, TrustCache
-from gateway.routers import challenges, health, jobs, log, providers, trust
+from gateway.routers import challenges, health, jobs, log, providers, training, trust
 from gateway.settings import Settings
 from kernels.errors import InvalidParameter
 from verifier import signatures
@@ -51,6 +52,9 @@ def load_signing_key(path: Path):  # noqa: ANN201
         raise InvalidParameter("signing_key_path", f"{path} does not hold a 64-hex-character Ed25519 key") from None
 
 
+UPLOAD_PATH = re.compile(r"^/v1/audits/[0-9a-f]{32}/state$")
+
+
 class BodyLimit:
     """Refuse bodies over the limit (413) or too slow to arrive (408), as problem+json.
 
@@ -59,17 +63,21 @@ class BodyLimit:
     that long (and never blocks anyone else: the server is asynchronous).
     """
 
-    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
-        self.app, self.limit, self.timeout = app, limit, timeout
+    def __init__(self, app: ASGIApp, limit: int, timeout: float,
+                 uploads: tuple[re.Pattern, int] | None = None) -> None:
+        self.app, self.default_limit, self.timeout, self.uploads = app, limit, timeout, uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.default_limit
+        if self.uploads is not None and scope["method"] == "PUT" and self.uploads[0].match(scope.get("path", "")):
+            limit = self.uploads[1]  # checkpoint uploads (settings.max_upload_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._reject(scope, receive, send, 413, "Body too large",
-                               f"request bodies are limited to {self.limit} bytes")
+                               f"request bodies are limited to {limit} bytes")
             return
         seen = 0
         deadline = time.monotonic() + self.timeout
@@ -83,7 +91,7 @@ class BodyLimit:
                 raise _TooSlow() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge()
             return message
 
@@ -97,7 +105,7 @@ class BodyLimit:
         except _TooLarge:
             if not started[0]:
                 await self._reject(scope, receive, send, 413, "Body too large",
-                                   f"request bodies are limited to {self.limit} bytes")
+                                   f"request bodies are limited to {limit} bytes")
         except _TooSlow:
             if not started[0]:
                 await self._reject(scope, receive, send, 408, "Request timeout",
@@ -143,11 +151,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          signing_key=load_signing_key(settings.key_path()), limiter=RateLimiter(),
                          trust_cache=TrustCache(settings.trust_cache_s))
     problems.install(app)
-    for router in (providers.router, trust.router, challenges.router, jobs.router, log.router, health.router):
+    for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
+                   health.router):
         app.include_router(router, responses=problems.ERROR_RESPONSES)
 
     app.add_middleware(RequestTiming)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s,
+                       uploads=(UPLOAD_PATH, settings.max_upload_bytes))
     return app
 
 

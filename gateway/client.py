@@ -24,13 +24,14 @@ from verifier import signatures
 
 
 def signed_headers(key, provider_id: str, method: str, path: str, body: bytes,  # noqa: ANN001
-                   timestamp: int | None = None, nonce: str | None = None) -> dict[str, str]:
+                   timestamp: int | None = None, nonce: str | None = None,
+                   content_type: str = "application/json") -> dict[str, str]:
     """Headers that authenticate one provider request (path includes the query string)."""
     ts = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or secrets.token_urlsafe(18)
     signature = signatures.sign(key, signatures.request_message(method, path, ts, nonce, body))
     return {"X-Gpuproof-Provider": provider_id, "X-Gpuproof-Timestamp": str(ts), "X-Gpuproof-Nonce": nonce,
-            "X-Gpuproof-Signature": signature.hex(), "Content-Type": "application/json"}
+            "X-Gpuproof-Signature": signature.hex(), "Content-Type": content_type}
 
 
 def registration(key, name: str, devices: list[dict]) -> dict:  # noqa: ANN001
@@ -112,6 +113,7 @@ class _Call:
     body: bytes | None = None
     signed: bool = False
     api_key: bool = False
+    content_type: str = "application/json"
 
 
 class _Base:
@@ -127,11 +129,12 @@ class _Base:
     def _headers(self, call: _Call) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if call.body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = call.content_type
         if call.signed:
             if self.key is None or self.provider_id is None:
                 raise GpuproofError("this call must be signed: give the client the provider's key")
-            headers.update(signed_headers(self.key, self.provider_id, call.method, call.path, call.body or b""))
+            headers.update(signed_headers(self.key, self.provider_id, call.method, call.path, call.body or b"",
+                                          content_type=call.content_type))
         if call.api_key:
             if not self.api_key:
                 raise GpuproofError("this call needs a marketplace API key (api_key=...)")
@@ -188,6 +191,23 @@ class _Base:
         return _Call("POST", "/v1/jobs", self._body({"renter_ref": renter_ref, "provider_id": provider_id,
                                                       "price_ref": price_ref,
                                                       "checkpoint_policy": checkpoint_policy or {}}), api_key=True)
+
+    # training proofs (docs/protocol.md, "Training proofs")
+    def _c_checkpoint(self, job_id: str, commitment: dict) -> _Call:
+        return _Call("POST", f"/v1/jobs/{job_id}/checkpoints", self._body(commitment), True)
+
+    def _c_close_run(self, job_id: str) -> _Call:
+        return _Call("POST", f"/v1/jobs/{job_id}/checkpoints/close", b"", True)
+
+    def _c_upload_state(self, audit_id: str, data: bytes) -> _Call:
+        return _Call("PUT", f"/v1/audits/{audit_id}/state", data, True, content_type="application/octet-stream")
+
+    def _c_open_segment(self, audit_id: str, batches: list[list[int]], openings: list[dict]) -> _Call:
+        return _Call("POST", f"/v1/audits/{audit_id}/openings",
+                     self._body({"batches": batches, "openings": openings}), True)
+
+    def _c_replay_result(self, audit_id: str, result: dict) -> _Call:
+        return _Call("POST", f"/v1/audits/{audit_id}/result", self._body(result), api_key=True)
 
     @staticmethod
     def verify_inclusion(head: TreeHead, index: int, entry: str, proof: dict[str, Any]) -> None:
@@ -284,6 +304,37 @@ class GatewayClient(_Base):
     # the log, verified locally
     def tree_head(self) -> TreeHead:
         return TreeHead.parse(self._send(_Call("GET", "/v1/log/head")), self.pinned_log_key)
+
+    # training proofs: the provider's side
+    def post_checkpoint(self, job_id: str, commitment: dict) -> dict:
+        """One commitment (CheckpointCommitment.to_json()); the gateway's stored copy and arrival time."""
+        return self._send(self._c_checkpoint(job_id, commitment))
+
+    def close_run(self, job_id: str) -> dict:
+        """End the run: the response lists the drawn audits to answer."""
+        return self._send(self._c_close_run(job_id))
+
+    def training(self, job_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/jobs/{job_id}/training"))
+
+    def upload_state(self, audit_id: str, data: bytes) -> dict:
+        return self._send(self._c_upload_state(audit_id, data))
+
+    def open_segment(self, audit_id: str, batches: list[list[int]], openings: list[dict]) -> dict:
+        return self._send(self._c_open_segment(audit_id, batches, openings))
+
+    # training proofs: the validator's side (API key with scope `replay`)
+    def replay_materials(self, audit_id: str) -> dict:
+        return self._send(_Call("GET", f"/v1/audits/{audit_id}/materials", api_key=True))
+
+    def replay_state(self, audit_id: str) -> bytes:
+        response = self._send_raw(_Call("GET", f"/v1/audits/{audit_id}/state", api_key=True))
+        if response.status_code >= 400:
+            self._result(response)
+        return response.content
+
+    def post_replay_result(self, audit_id: str, result: dict) -> dict:
+        return self._send(self._c_replay_result(audit_id, result))
 
     def log_entries(self, start: int = 0, end: int | None = None) -> dict:
         return self._send(_Call("GET", self._path("/v1/log/entries", {"start": start, "end": end})))

@@ -190,12 +190,12 @@ class SignedProvider:
             raise Problem(409, "Replayed request", f"nonce {self.nonce} was already used") from None
 
 
-async def _body(request: Request) -> bytes:
+async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
 def signed_provider(
-    request: Request, state: StateDep, body: Annotated[bytes, Depends(_body)],
+    request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
     x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
     x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
 ) -> Iterator[SignedProvider]:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -95,6 +106,47 @@ class Job(Base):
     reasons: Mapped[Any] = mapped_column(JSON, nullable=True)
     decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     final: Mapped[bool] = mapped_column(Boolean, default=False)
+    training_state: Mapped[str | None] = mapped_column(String(8), nullable=True)  # open, closed
+    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    training_flags: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class TrainingCommitment(Base):
+    """One checkpoint commitment of a job, as the provider signed it and when the gateway received it.
+    The signed request (its headers and body) is kept, so anyone can re-check who committed what."""
+
+    __tablename__ = "training_commitments"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    batch_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    manifest: Mapped[Any] = mapped_column(JSON)
+    received_at: Mapped[float] = mapped_column(Float)
+    request: Mapped[Any] = mapped_column(JSON)  # timestamp, nonce, signature, body
+
+
+class SegmentAudit(Base):
+    """A drawn segment t -> t+k of a job: the upload at t, the openings at t+k, the replay's verdict."""
+
+    __tablename__ = "segment_audits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    start_step: Mapped[int] = mapped_column(BigInteger)
+    end_step: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[Any] = mapped_column(JSON)
+    drawn_at: Mapped[float] = mapped_column(Float)
+    deadline_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(12), index=True)  # requested, ready, judged
+    upload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    upload_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    batches: Mapped[Any] = mapped_column(JSON, nullable=True)
+    opened: Mapped[Any] = mapped_column(JSON, nullable=True)
+    verdict: Mapped[Any] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    judged_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
 
 class LogHead(Base):

@@ -89,3 +89,50 @@ class JobIn(Strict):
 
 class RttEcho(Strict):
     probe: Hex32
+
+
+class TensorIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=512, pattern=NO_CONTROL)]
+    dtype: Annotated[str, Field(pattern=r"^[<>|=]?[a-zA-Z][a-zA-Z0-9]{0,15}$")]
+    shape: Annotated[list[Annotated[int, Field(ge=0, lt=2**40)]], Field(max_length=32)]
+    nbytes: Annotated[int, Field(ge=0, lt=2**44)]
+
+
+class CheckpointIn(Strict):
+    """One checkpoint commitment (verifier.checkpoints): the chain fields and the state's manifest."""
+
+    step: Annotated[int, Field(ge=0, lt=2**63)]
+    root: Hex64
+    batch_hash: Hex64
+    prev_hash: Hex64
+    hash: Hex64
+    manifest: Annotated[list[TensorIn], Field(min_length=1, max_length=4096)]
+
+
+class OpenedChunkIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=512, pattern=NO_CONTROL)]
+    index: Annotated[int, Field(ge=0, lt=2**40)]
+    chunk: Annotated[str, Field(pattern=r"^[0-9a-f]{2048}$", description="the 1 KiB chunk, lowercase hex")]
+    path: Annotated[list[Hex64], Field(max_length=64)]
+
+
+class SegmentOpeningsIn(Strict):
+    """The segment's batch indices (one list per step) and the requested chunks of its end state."""
+
+    batches: Annotated[list[Annotated[list[Annotated[int, Field(ge=0, lt=2**63)]], Field(max_length=1 << 16)]],
+                       Field(min_length=1, max_length=100_000)]
+    openings: Annotated[list[OpenedChunkIn], Field(min_length=1, max_length=256)]
+
+
+class ReplayResultIn(Strict):
+    """A validator's replay of one segment, signed with its Ed25519 key (verifier.signatures.replay_message)."""
+
+    outcome: Annotated[str, Field(pattern=r"^(pass|fail)$")]
+    mode: Annotated[str, Field(pattern=r"^(exact|tolerance)$")]
+    reason: Annotated[str, Field(min_length=1, max_length=1000, pattern=NO_CONTROL)]
+    tensor: Annotated[str | None, Field(max_length=512, pattern=NO_CONTROL)] = None
+    chunk: Annotated[int | None, Field(ge=0, lt=2**40)] = None
+    distance: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+    tau: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    validator_key: Annotated[Hex64, Field(description="the validator's Ed25519 public key")]
+    signature: Hex128

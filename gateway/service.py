@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from gateway import translog
 from gateway.models import Challenge as ChallengeRow
+from gateway.models import Job, SegmentAudit
 from kernels.spec import ChallengeParams
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
 from verifier.timing import Thresholds
@@ -78,7 +79,16 @@ def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
         detail = f"{failure.get('reason')} in round {failure.get('round')} row {failure.get('row')}" if failure else ""
         out.append(VerdictRecord(challenge_id=cid, at=at, correctness=v["correctness"], timing=v["timing"],
                                  best_match=v.get("best_match", ""), detail=detail))
-    return out
+    audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
+                             .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
+    out += [VerdictRecord(challenge_id=aid, at=at, correctness=outcome, timing="training",
+                          detail=f"segment {v['start_step']}->{v['end_step']}: {v['reason']}")
+            for aid, at, outcome, v in audits]
+    flagged = session.execute(select(Job.id, Job.closed_at, Job.training_flags)
+                              .where(Job.provider_id == provider_id, Job.training_state == "closed")).all()
+    out += [VerdictRecord(challenge_id=jid, at=at, correctness="fail", timing="training", detail=flags[0])
+            for jid, at, flags in flagged if flags]
+    return sorted(out, key=lambda r: r.at)
 
 
 def trust_of(session: Session, provider_id: str, now: float) -> TrustScore:

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     signing_key_path: Path | None = None  # default: data_dir / "gateway-signing.key" (made on first start)
     timestamp_window_s: float = 60.0
     max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
+    max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)
     max_page_size: int = 200
     spot_checks: int = 32

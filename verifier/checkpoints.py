@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -108,18 +109,100 @@ def manifest(state: Mapping[str, Any]) -> list[TensorEntry]:
     return entries
 
 
+def _tensor_leaves(e: TensorEntry, data: memoryview) -> list[bytes]:
+    """The header leaf hash and the data chunks' leaf hashes of one tensor, from its bytes."""
+    if len(data) != e.nbytes:
+        raise InvalidParameter("state", f"tensor {e.name!r} has {len(data)} bytes, its manifest {e.nbytes}")
+    out = [merkle.leaf_hash(e.header())]
+    whole = len(data) - len(data) % CHUNK
+    out.append(merkle.hash_chunks(data[:whole], CHUNK))  # no copy of the full chunks
+    if whole < len(data):
+        out.append(merkle.leaf_hash(bytes(data[whole:]) + bytes(CHUNK - (len(data) - whole))))
+    return out
+
+
 def leaf_hashes_cpu(state: Mapping[str, Any], entries: Sequence[TensorEntry]) -> bytes:
-    out = []
+    return b"".join(h for e in entries for h in _tensor_leaves(e, _host_view(state[e.name])))
+
+
+def state_bytes(state: Mapping[str, Any], entries: Sequence[TensorEntry]) -> bytes:
+    """The state as one buffer: each tensor's little-endian bytes in manifest order (the upload format)."""
+    return b"".join(_host_view(state[e.name]) for e in entries)
+
+
+def root_of_buffer(buf: bytes | memoryview, entries: Sequence[TensorEntry]) -> bytes:
+    """The root of a state given as `state_bytes` (what a provider uploads), checked against its manifest."""
+    view = memoryview(buf)
+    expected = sum(e.nbytes for e in entries)
+    if len(view) != expected:
+        raise ProofError(f"the state is {len(view)} bytes; its manifest says {expected}")
+    hashes, at = [], 0
     for e in entries:
-        out.append(merkle.leaf_hash(e.header()))
-        data = _host_view(state[e.name])
-        if len(data) != e.nbytes:
-            raise InvalidParameter("state", f"tensor {e.name!r} has {len(data)} bytes, its manifest {e.nbytes}")
-        whole = len(data) - len(data) % CHUNK
-        out.append(merkle.hash_chunks(data[:whole], CHUNK))  # no copy of the full chunks
-        if whole < len(data):
-            out.append(merkle.leaf_hash(bytes(data[whole:]) + bytes(CHUNK - (len(data) - whole))))
-    return b"".join(out)
+        hashes += _tensor_leaves(e, view[at:at + e.nbytes])
+        at += e.nbytes
+    return merkle.root_of_hashes(b"".join(hashes))
+
+
+def state_from_buffer(buf: bytes | memoryview, entries: Sequence[TensorEntry]) -> dict[str, np.ndarray]:
+    """NumPy arrays from an uploaded buffer (dtypes NumPy lacks, such as bfloat16, stay raw bytes)."""
+    out, at = {}, 0
+    for e in entries:
+        raw = np.frombuffer(buf, dtype=np.uint8, count=e.nbytes, offset=at)
+        at += e.nbytes
+        try:
+            out[e.name] = raw.view(np.dtype(e.dtype)).reshape(e.shape).copy()
+        except TypeError:
+            out[e.name] = raw.copy()
+    return out
+
+
+def manifest_json(entries: Sequence[TensorEntry]) -> list[dict[str, Any]]:
+    return [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "nbytes": e.nbytes} for e in entries]
+
+
+_DTYPE_RE = re.compile(r"^[<>|=]?[a-zA-Z][a-zA-Z0-9]{0,15}$")
+MAX_TENSORS = 4096
+
+
+def manifest_from_json(items: Sequence[Mapping[str, Any]]) -> list[TensorEntry]:
+    """A manifest received over the network, validated: names sorted and unique, sizes consistent."""
+    if not 1 <= len(items) <= MAX_TENSORS:
+        raise InvalidParameter("manifest", f"expected 1 to {MAX_TENSORS} tensors, got {len(items)}")
+    entries: list[TensorEntry] = []
+    leaf = 0
+    for item in items:
+        try:
+            name, dtype, shape, nbytes = item["name"], item["dtype"], item["shape"], item["nbytes"]
+        except (KeyError, TypeError):
+            raise InvalidParameter("manifest", "each tensor needs name, dtype, shape and nbytes") from None
+        if not isinstance(name, str) or not 1 <= len(name) <= 512:
+            raise InvalidParameter("manifest", f"tensor names must be 1-512 characters, got {name!r}")
+        if entries and name <= entries[-1].name:
+            raise InvalidParameter("manifest", f"tensor names must be sorted and unique: {name!r} after "
+                                   f"{entries[-1].name!r}")
+        if not isinstance(dtype, str) or not _DTYPE_RE.match(dtype):
+            raise InvalidParameter("manifest", f"tensor {name!r}: bad dtype {dtype!r}")
+        if (not isinstance(shape, list | tuple) or len(shape) > 32
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)):
+            raise InvalidParameter("manifest", f"tensor {name!r}: shape must be at most 32 sizes >= 0")
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or not 0 <= nbytes < 2**44:
+            raise InvalidParameter("manifest", f"tensor {name!r}: bad nbytes {nbytes!r}")
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        try:
+            itemsize = np.dtype(dtype).itemsize
+        except TypeError:
+            itemsize = None  # a dtype NumPy lacks (bfloat16): nbytes must still be a multiple of the count
+        if (itemsize is not None and count * itemsize != nbytes) or (itemsize is None and count and nbytes % count):
+            raise InvalidParameter("manifest", f"tensor {name!r}: {nbytes} bytes do not fit shape {list(shape)} "
+                                   f"of {dtype}")
+        entry = TensorEntry(name, dtype, tuple(shape), nbytes, leaf)
+        entries.append(entry)
+        leaf += 1 + entry.chunks
+    return entries
+
+
+def leaf_count(entries: Sequence[TensorEntry]) -> int:
+    return entries[-1].header_leaf + 1 + entries[-1].chunks
 
 
 def root_cpu(state: Mapping[str, Any]) -> tuple[bytes, list[TensorEntry]]:
@@ -140,7 +223,7 @@ def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[
     from kernels.cuda_backend import CudaKernels
 
     entries = manifest(state)
-    total_leaves = entries[-1].header_leaf + 1 + entries[-1].chunks
+    total_leaves = leaf_count(entries)
     with cupy.cuda.Device(device):
         kern = CudaKernels(device)
         sizes, _ = merkle.level_layout(total_leaves)
@@ -198,6 +281,21 @@ def open_chunk(state: Mapping[str, Any], entries: Sequence[TensorEntry], name: s
     return chunk, tree.inclusion_proof(leaf)
 
 
+def open_chunks(state: Mapping[str, Any], entries: Sequence[TensorEntry],
+                wanted: Sequence[tuple[str, int]]) -> list[tuple[str, int, bytes, list[bytes]]]:
+    """Several chunks with their audit paths, hashing the state once."""
+    by_name = {e.name: e for e in entries}
+    tree = merkle.MerkleTree(leaf_hashes_cpu(state, entries))
+    out = []
+    for name, index in wanted:
+        if name not in by_name:
+            raise InvalidParameter("name", f"no tensor {name!r} in the checkpoint")
+        leaf = by_name[name].chunk_leaf(index)
+        data = _host_view(state[name])[index * CHUNK:(index + 1) * CHUNK]
+        out.append((name, index, bytes(data) + bytes(CHUNK - len(data)), tree.inclusion_proof(leaf)))
+    return out
+
+
 def verify_chunk(root: bytes, entries: Sequence[TensorEntry], name: str, index: int, chunk: bytes,
                  path: Sequence[bytes]) -> None:
     """Check an opened chunk against a committed root; raises ProofError with the reason."""
@@ -206,5 +304,5 @@ def verify_chunk(root: bytes, entries: Sequence[TensorEntry], name: str, index: 
         raise ProofError(f"no tensor {name!r} in the manifest")
     if len(chunk) != CHUNK:
         raise ProofError(f"a chunk is {CHUNK} bytes, got {len(chunk)}")
-    total = entries[-1].header_leaf + 1 + entries[-1].chunks
+    total = leaf_count(entries)
     merkle.verify_inclusion(by_name[name].chunk_leaf(index), total, merkle.leaf_hash(chunk), path, root)

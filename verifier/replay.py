@@ -1,4 +1,5 @@
-"""Replaying a committed training segment (issue 7, verification part; the gateway flow is not built yet).
+"""Replaying a committed training segment (the validator's side of training proofs; `replay_audit` runs
+one audit's materials as the gateway serves them, `gpuproof replay --job ID` drives it).
 
 Given the commitments at steps t and t+k, the state uploaded for t, the batches committed for the
 segment and chunks opened at t+k: the upload must match the root at t, the batches must hash to what
@@ -131,3 +132,30 @@ def step_with_threads(job: Any, threads: int) -> StepFn:
         return job.step(state, indices, data, threads=threads)
 
     return run
+
+
+def replay_audit(materials: dict[str, Any], data: bytes, step_factory: Callable[[int], StepFn]) -> dict[str, Any]:
+    """The verdict on one audit from the gateway's materials and uploaded state, checked here from scratch
+    (the validator trusts none of the gateway's own checks). `step_factory(threads)` gives the job's step
+    function; in tolerance mode without a tau in the policy, tau is calibrated on this segment."""
+    import hashlib
+
+    from agent.checkpointing import CheckpointCommitment
+
+    policy = materials.get("policy") or {}
+    mode = policy.get("mode", "exact")
+    if hashlib.sha256(data).hexdigest() != materials["upload_sha256"]:
+        return {"outcome": "fail", "mode": mode, "reason": "the state served is not the upload the audit names",
+                "tensor": None, "chunk": None, "distance": None, "tau": None}
+    start = CheckpointCommitment.from_json(materials["start"])
+    end = CheckpointCommitment.from_json(materials["end"])
+    state = checkpoints.state_from_buffer(data, list(start.manifest))
+    batches = [np.asarray(b, dtype=np.int64) for b in materials["batches"]]
+    opened = [Opened(o["name"], int(o["index"]), bytes.fromhex(o["chunk"]), tuple(bytes.fromhex(h) for h in o["path"]))
+              for o in materials["openings"]]
+    tau = policy.get("tau")
+    if mode == "tolerance" and tau is None:
+        tau = calibrate_tau(step_factory, state, batches)
+    v = check_segment(step_factory(1), start, end, state, batches, opened, mode, tau)
+    return {"outcome": v.outcome, "mode": v.mode, "reason": v.reason, "tensor": v.tensor, "chunk": v.chunk,
+            "distance": v.distance, "tau": tau if mode == "tolerance" else None}

@@ -16,6 +16,7 @@ from kernels.errors import GpuproofError
 REQUEST_DOMAIN = "gpuproof-request/1"
 REGISTRATION_DOMAIN = "gpuproof-registration/1"
 TREE_HEAD_DOMAIN = "gpuproof-tree-head/1"
+REPLAY_DOMAIN = "gpuproof-replay-result/1"
 
 
 class SignatureError(GpuproofError):
@@ -79,6 +80,14 @@ def registration_message(public_key: bytes, name: str, devices_json: str) -> byt
 def tree_head_message(size: int, root: bytes, timestamp: float) -> bytes:
     """What the gateway signs for a transparency-log tree head."""
     return "\n".join([TREE_HEAD_DOMAIN, str(size), root.hex(), repr(float(timestamp))]).encode()
+
+
+def replay_message(fields: dict) -> bytes:
+    """What a validator signs for a segment replay: the audit, the roots and upload it checked, and its
+    verdict (canonical JSON of `fields`, see gateway/routers/training.py `replay_fields`)."""
+    import json
+
+    return (REPLAY_DOMAIN + "\n" + json.dumps(fields, sort_keys=True, separators=(",", ":"))).encode()
 
 
 def provider_id(public_key: bytes) -> str:

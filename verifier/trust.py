@@ -53,7 +53,13 @@ class VerdictRecord:
 
     @property
     def passed(self) -> bool:
-        return self.correctness == "pass" and self.timing in ("consistent", "faster-than-claimed", "unprofiled")
+        return self.correctness == "pass" and self.timing in ("consistent", "faster-than-claimed", "unprofiled",
+                                                             "training")
+
+    @property
+    def training(self) -> bool:
+        """A training-work verdict (a replayed segment or a run's timing), not a hardware challenge."""
+        return self.timing == "training"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,10 @@ def _age(seconds: float) -> str:
 
 
 def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> str:
+    if record.training:
+        what = ("training replay passed" if record.correctness == "pass" else "training proof failed") + \
+            (f" ({record.detail})" if record.detail else "")
+        return f"training {record.challenge_id[:12]} {_age(now - record.at)}: {what}; weighs {weight:.2f} {side}"
     if record.correctness == "fail":
         what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
     else:
@@ -118,7 +128,7 @@ def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | 
         contributions.append((decayed, side, record))
     mean = alpha / (alpha + beta)
     lower = float(betaincinv(alpha, beta, 1 - policy.credible_level))  # the Beta posterior's quantile
-    passed = [r for r in records if r.passed]
+    passed = [r for r in records if r.passed and not r.training]  # the hardware was last verified when
     last = max((r.at for r in passed), default=None)
     recent = [r.best_match for r in passed if r.best_match and now - r.at <= 4 * policy.half_life_days * DAY]
     verified = Counter(recent).most_common(1)[0][0] if recent else None
@@ -150,7 +160,8 @@ class SettlementPolicy:
 
 @dataclass(frozen=True)
 class CheckpointVerdict:
-    """A training-work verdict (the checkpoint issue); `passed` None means still pending."""
+    """A training-work check of the job (a replayed segment, the run's timing), named by `commitment_id`
+    ("training segment 10->20"); `passed` None means still pending."""
 
     commitment_id: str
     passed: bool | None
@@ -176,12 +187,12 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
     refund, hold = [], []
     for cp in checkpoints:
         if cp.passed is False:
-            refund.append(f"checkpoint {cp.commitment_id} failed its replay" + (f": {cp.detail}" if cp.detail else ""))
+            refund.append(f"{cp.commitment_id} failed" + (f": {cp.detail}" if cp.detail else ""))
         elif cp.passed is None:
-            hold.append(f"checkpoint {cp.commitment_id} is not verified yet")
+            hold.append(f"{cp.commitment_id} is not verified yet" + (f": {cp.detail}" if cp.detail else ""))
     if policy.refund_on_correctness_failure:
         for v in verdicts_during_job:
-            if v.correctness == "fail":
+            if v.correctness == "fail" and not v.training:  # the job's own training checks come as `checkpoints`
                 refund.append(f"challenge {v.challenge_id[:12]} failed its correctness check during the job")
     if trust.lower_bound < policy.release_min_lower_bound:
         hold.append(f"trust lower bound {trust.lower_bound:.3f} is under {policy.release_min_lower_bound:.3f} "
@@ -199,7 +210,7 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
     assert last is not None  # otherwise the decision was "hold"
     return Decision("release", (f"trust lower bound {trust.lower_bound:.3f} >= {policy.release_min_lower_bound:.3f}; "
                                 f"last passed challenge {_age(now - last)}; "
-                                f"{len(checkpoints)} checkpoint verdicts passed",))
+                                f"{len(checkpoints)} training checks passed",))
 
 
 def verdict_record(verdict, at: float) -> VerdictRecord:  # noqa: ANN001

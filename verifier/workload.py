@@ -72,3 +72,21 @@ class MLPJob:
         logits = logits - logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         return float(-logp[np.arange(len(y)), y].mean())
+
+
+WORKLOADS = {"mlp": MLPJob}
+
+
+def workload_from_policy(spec: dict) -> MLPJob:
+    """The job a policy's `workload` names ({"name": "mlp", "params": {...}}); only the workloads shipped
+    here: a validator never imports code a policy names."""
+    from kernels.errors import InvalidParameter
+
+    name = spec.get("name", "mlp") if spec else "mlp"
+    if name not in WORKLOADS:
+        raise InvalidParameter("workload", f"unknown workload {name!r}; this validator replays {sorted(WORKLOADS)}")
+    params = spec.get("params", {}) if spec else {}
+    try:
+        return WORKLOADS[name](**params)
+    except TypeError as exc:
+        raise InvalidParameter("workload.params", str(exc)) from None

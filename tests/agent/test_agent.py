@@ -115,3 +115,35 @@ def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, s
     assert sorted(ids) == sorted(cid for cid, state in rows if state == "judged")
     agent_verdicts = [e["challenge_id"] for e in events if e["event"] == "verdict"]
     assert len(agent_verdicts) == len(set(agent_verdicts))
+
+
+def test_train_and_replay_from_the_command_line(env, server, tmp_path):
+    """A provider trains the reference job under a checkpoint policy; a validator replays and signs."""
+    from gateway import admin
+    from gateway.client import GatewayClient
+    from gateway.db import Database
+
+    assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
+    assert cli("agent", "register", "--gpu", "cpu-reference", env=env).returncode == 0
+    pid = cli("agent", "whoami", env=env).stdout.strip()
+    db = Database(f"sqlite:///{tmp_path / 'gw.db'}")
+    market = GatewayClient(server.base, admin.create_api_key(db, "market", ["jobs", "settle"]))
+    replay_key = admin.create_api_key(db, "validator", ["replay"])
+    policy = {"interval": 5, "segments": 2, "chunks": 4, "workload": {"name": "mlp", "params": {"hidden": 16}}}
+    job = market.create_job("renter", pid, "usd:1", policy)["id"]
+    train = cli("agent", "train", "--job", job, "--steps", "20", "--store", str(tmp_path / "ckpt"), env=env)
+    assert train.returncode == 0, train.stderr
+    assert "5 commitments" in train.stdout and train.stdout.count("evidence sent") == 2, train.stdout
+    one_line_error(cli("replay", "--job", job, "--gateway", server.base, env=env), 2, "--api-key")
+    one_line_error(cli("replay", "--job", "nope", "--gateway", server.base, env=env), 2, "--job")
+    validator_env = dict(env, GPUPROOF_CONFIG_DIR=str(tmp_path / "validator"), GPUPROOF_API_KEY=replay_key)
+    assert cli("agent", "init", env=validator_env).returncode == 0
+    replay = cli("replay", "--job", job, "--gateway", server.base, env=validator_env)
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.count(": pass [exact]") == 2, replay.stdout
+    again = cli("replay", "--job", job, "--gateway", server.base, env=validator_env)
+    assert "nothing ready to replay" in again.stdout
+    report = market.training(job)
+    assert all(a["outcome"] == "pass" for a in report["audits"])
+    market.close()
+    db.dispose()

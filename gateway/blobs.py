@@ -1,0 +1,48 @@
+"""Content-addressed storage of uploaded checkpoints in the data directory (kept until the verdict).
+
+A blob's name is the SHA-256 of its bytes; writes go to a temporary file that is flushed and renamed into
+place, so a crash leaves either the whole blob or none. Several gateway processes share the directory
+(docs/operations.md: replicas need a shared data directory for uploads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        if not _NAME.match(digest):
+            raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes | memoryview) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{digest}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()

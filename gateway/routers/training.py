@@ -1,0 +1,402 @@
+"""Training-work proofs over HTTP (docs/protocol.md, "Training proofs"; logic in verifier/training.py).
+
+Provider (signed):  POST /v1/jobs/{id}/checkpoints        one commitment, timestamped on arrival
+                    POST /v1/jobs/{id}/checkpoints/close  end of the run: flags, then segments drawn
+                    PUT  /v1/audits/{id}/state            the state at the segment's start (raw bytes)
+                    POST /v1/audits/{id}/openings         the segment's batches and chunks of its end
+Validator (API key, scope `replay`):
+                    GET  /v1/audits/{id}/materials, GET /v1/audits/{id}/state, POST /v1/audits/{id}/result
+Anyone:             GET  /v1/jobs/{id}/training           commitments, flags, audits and verdicts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway import translog
+from gateway.blobs import BlobStore
+from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, api_key, limit_ip, raw_body
+from gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
+from gateway.problems import Problem
+from gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
+from kernels.errors import InvalidParameter, ProofError
+from verifier import checkpoints, signatures, training
+from verifier.profiles import lookup
+
+router = APIRouter(tags=["training"], dependencies=[Depends(limit_ip)])
+
+STATE_PATH = "/v1/audits/{audit_id}/state"
+
+
+def blobs(state) -> BlobStore:  # noqa: ANN001
+    return BlobStore(state.settings.data_dir / "uploads")
+
+
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Problem(404, "Not found", f"no job {job_id}")
+    return job
+
+
+def _policy(job: Job) -> training.TrainingPolicy:
+    if job.training_state is None:
+        raise Problem(409, "No training proofs", f"job {job.id} was created without a checkpoint_policy")
+    return training.TrainingPolicy.parse(job.checkpoint_policy)
+
+
+def received_of(row: TrainingCommitment) -> training.Received:
+    return training.Received(row.step, row.root, row.batch_hash, row.prev_hash, row.hash,
+                             tuple(checkpoints.manifest_from_json(row.manifest)), row.received_at)
+
+
+def _commitments(session: Session, job_id: str) -> list[TrainingCommitment]:
+    return list(session.execute(select(TrainingCommitment).where(TrainingCommitment.job_id == job_id)
+                                .order_by(TrainingCommitment.step)).scalars())
+
+
+def commitment_json(row: TrainingCommitment) -> dict:
+    return {"step": row.step, "root": row.root.hex(), "batch_hash": row.batch_hash.hex(),
+            "prev_hash": row.prev_hash.hex(), "hash": row.hash.hex(), "received_at": row.received_at}
+
+
+def audit_json(a: SegmentAudit) -> dict:
+    return {"audit_id": a.id, "job_id": a.job_id, "start_step": a.start_step, "end_step": a.end_step,
+            "chunks": a.chunks, "drawn_at": a.drawn_at, "deadline_at": a.deadline_at, "state": a.state,
+            "uploaded": a.upload_sha256 is not None, "opened": a.opened is not None, "outcome": a.outcome,
+            "verdict": a.verdict}
+
+
+def _judge(session: Session, state, audit: SegmentAudit, outcome: str, reason: str, now: float,  # noqa: ANN001
+           **extra: object) -> None:
+    """Record a segment verdict and log it, in the caller's transaction."""
+    verdict = {"audit_id": audit.id, "job_id": audit.job_id, "outcome": outcome, "start_step": audit.start_step,
+               "end_step": audit.end_step, "reason": reason, "tensor": None, "chunk": None, "distance": None,
+               "judged_by": "gateway"} | extra
+    audit.verdict, audit.outcome, audit.judged_at, audit.state = verdict, outcome, now, "judged"
+    translog.append(session, "training-verdict", {"provider_id": audit.provider_id, "verdict": verdict}, now)
+    state.trust_cache.drop(audit.provider_id)
+
+
+def _release_upload(session: Session, state, audit: SegmentAudit) -> None:  # noqa: ANN001
+    """Delete a judged audit's upload unless another open audit holds the same content."""
+    if audit.upload_sha256 is None:
+        return
+    others = session.execute(select(func.count()).select_from(SegmentAudit)
+                             .where(SegmentAudit.upload_sha256 == audit.upload_sha256,
+                                    SegmentAudit.state != "judged")).scalar_one()
+    if not others:
+        blobs(state).delete(audit.upload_sha256)
+
+
+def expire_audits(session: Session, state, job_id: str, now: float) -> int:  # noqa: ANN001
+    """Fail every audit of the job whose provider did not send its evidence before the deadline."""
+    rows = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job_id,
+                                                      SegmentAudit.state == "requested",
+                                                      SegmentAudit.deadline_at < now)).scalars().all()
+    for a in rows:
+        missing = [w for w, have in (("the state upload", a.upload_sha256), ("the openings", a.opened)) if not have]
+        _judge(session, state, a, "fail", f"{' and '.join(missing)} did not arrive before the deadline", now)
+        _release_upload(session, state, a)
+    return len(rows)
+
+
+def _own_audit(session: Session, audit_id: str, provider_id: str) -> SegmentAudit:
+    audit = session.get(SegmentAudit, audit_id)
+    if audit is None:
+        raise Problem(404, "Not found", f"no audit {audit_id}")
+    if audit.provider_id != provider_id:
+        raise Problem(403, "Forbidden", f"audit {audit_id} belongs to another provider")
+    return audit
+
+
+def _answered(session: Session, audit: SegmentAudit, done: bool, same: bool, what: str) -> dict | None:
+    """None if this part of the audit is still to come; the stored answer for a retry of the same content;
+    409 for other content once it was sent or the audit was judged."""
+    if not done and audit.state != "judged":
+        return None
+    if same:
+        session.rollback()  # a retry: nothing new, not even its nonce
+        return audit_json(audit)
+    raise Problem(409, f"Already {'judged' if audit.state == 'judged' else what}",
+                  f"audit {audit.id} is {audit.state}" + (f" and was {what} with other content" if done else ""))
+
+
+def _commitment(session: Session, job_id: str, step: int) -> TrainingCommitment:
+    row = session.get(TrainingCommitment, (job_id, step))
+    assert row is not None, "an audit always names stored commitments"
+    return row
+
+
+@router.post("/v1/jobs/{job_id}/checkpoints", status_code=status.HTTP_201_CREATED, operation_id="post_checkpoint")
+def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep, request: Request,
+                    response: Response, raw: Annotated[bytes, Depends(raw_body)]) -> dict:
+    """One checkpoint commitment, timestamped by the gateway on arrival and appended to the log. It must
+    extend the job's hash chain (step 0 first, then every `interval` steps). A retry of a stored
+    commitment answers 200 with the stored one."""
+    session, now = auth.session, time.time()
+    auth.claim_nonce()
+    job = _job(session, job_id)
+    if job.provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
+    policy = _policy(job)
+    raw_hashes = {k: bytes.fromhex(getattr(body, k)) for k in ("root", "batch_hash", "prev_hash", "hash")}
+    stored = session.get(TrainingCommitment, (job_id, body.step))
+    if stored is not None:
+        if stored.hash != raw_hashes["hash"]:
+            raise Problem(409, "Already committed", f"step {body.step} of job {job_id} has another commitment")
+        session.rollback()  # a retry: nothing new, not even its nonce
+        response.status_code = status.HTTP_200_OK
+        return commitment_json(stored)
+    if job.training_state != "open":
+        raise Problem(409, "Run closed", f"job {job_id}'s run was closed at {job.closed_at}; no more commitments")
+    manifest = checkpoints.manifest_from_json([t.model_dump() for t in body.manifest])
+    new = training.Received(body.step, raw_hashes["root"], raw_hashes["batch_hash"], raw_hashes["prev_hash"],
+                            raw_hashes["hash"], tuple(manifest), now)
+    last = session.execute(select(TrainingCommitment).where(TrainingCommitment.job_id == job_id)
+                           .order_by(TrainingCommitment.step.desc()).limit(1)).scalar_one_or_none()
+    count = session.execute(select(func.count()).select_from(TrainingCommitment)
+                            .where(TrainingCommitment.job_id == job_id)).scalar_one()
+    if count >= policy.max_commitments:
+        raise Problem(409, "Too many commitments", f"the policy allows {policy.max_commitments} per job")
+    training.check_next(received_of(last) if last else None, new, policy)
+    signed = {"timestamp": int(request.headers["X-Gpuproof-Timestamp"]), "nonce": auth.nonce,
+              "signature": request.headers["X-Gpuproof-Signature"], "method": "POST", "path": request.url.path,
+              "body": raw.decode()}  # with the provider's public key, anyone can re-check the signature
+    row = TrainingCommitment(job_id=job_id, step=body.step, manifest=checkpoints.manifest_json(manifest),
+                             received_at=now, request=signed, **raw_hashes)
+    session.add(row)
+    translog.append(session, "checkpoint", {"job_id": job_id, "provider_id": job.provider_id, "step": body.step,
+                                            "hash": body.hash, "root": body.root, "received_at": now}, now)
+    session.commit()
+    return commitment_json(row)
+
+
+@router.post("/v1/jobs/{job_id}/checkpoints/close", operation_id="close_training_run")
+def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
+    """The run is over: the arrival times are checked (flags), then q segments and c chunks of each are
+    drawn with the CSPRNG, after every commitment is stored. Idempotent: a second close returns the same."""
+    session, now = auth.session, time.time()
+    auth.claim_nonce()
+    job = _job(session, job_id)
+    if job.provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
+    policy = _policy(job)
+    if job.training_state == "closed":
+        session.rollback()
+        return training_json(session, job)
+    received = [received_of(r) for r in _commitments(session, job_id)]
+    if len(received) < 2:
+        raise Problem(409, "Too few commitments", f"job {job_id} has {len(received)} commitments; a run needs "
+                      "step 0 and at least one more")
+    models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
+    tops = max((lookup(m).int8_tops for m in models), default=None)
+    flags = training.timing_flags(received, policy.step_floor_s(tops))
+    draws = training.draw_audits(received, policy)
+    job.training_state, job.closed_at, job.training_flags = "closed", now, flags
+    for d in draws:
+        session.add(SegmentAudit(id=secrets.token_hex(16), job_id=job_id, provider_id=job.provider_id,
+                                 start_step=d.start_step, end_step=d.end_step, chunks=[list(c) for c in d.chunks],
+                                 drawn_at=now, deadline_at=now + policy.audit_deadline_s, state="requested"))
+    session.flush()
+    translog.append(session, "training-close", {"job_id": job_id, "provider_id": job.provider_id,
+                                                "commitments": len(received), "last_hash": received[-1].hash.hex(),
+                                                "flags": flags,
+                                                "segments": [[d.start_step, d.end_step] for d in draws]}, now)
+    session.commit()
+    state.trust_cache.drop(job.provider_id)
+    return training_json(session, job)
+
+
+def training_json(session: Session, job: Job) -> dict:
+    audits = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job.id)
+                             .order_by(SegmentAudit.start_step)).scalars()
+    return {"job_id": job.id, "state": job.training_state, "closed_at": job.closed_at, "policy": job.checkpoint_policy,
+            "flags": job.training_flags or [], "audits": [audit_json(a) for a in audits]}
+
+
+@router.get("/v1/jobs/{job_id}/training", operation_id="get_training")
+def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
+    """The job's training evidence: commitments with their arrival times, flags, audits and verdicts
+    (hashes only: the renter's weights are never shown here)."""
+    job = _job(session, job_id)
+    _policy(job)
+    return training_json(session, job) | {"commitments": [commitment_json(r) for r in _commitments(session, job_id)]}
+
+
+@router.put(STATE_PATH, operation_id="upload_state",
+            openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}})
+def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
+                 data: Annotated[bytes, Depends(raw_body)]) -> dict:
+    """The state at the segment's start: each tensor's little-endian bytes in manifest order
+    (verifier.checkpoints.state_bytes). Checked against the committed root on arrival, then stored by
+    content until the verdict. A state that does not match fails the segment at once."""
+    session, now = auth.session, time.time()
+    with state.db.reader() as reader:  # hash outside the write lock
+        audit = _own_audit(reader, audit_id, auth.provider.id)
+        start = _commitment(reader, audit.job_id, audit.start_step)
+        root, manifest, job_id = start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        matches = hmac.compare_digest(checkpoints.root_of_buffer(data, manifest), root)
+        problem = "" if matches else "its root differs"
+    except (ProofError, InvalidParameter) as exc:
+        matches, problem = False, str(exc)
+    auth.claim_nonce()
+    expire_audits(session, state, job_id, now)
+    audit = _own_audit(session, audit_id, auth.provider.id)
+    if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
+                              "uploaded")) is not None:
+        return answered
+    if not matches:
+        audit.upload_sha256, audit.upload_bytes = digest, len(data)
+        _judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
+               f"{audit.start_step}: {problem}", now)
+    else:
+        blobs(state).put(data)  # before the row names it: a crash leaves an unnamed blob, never a dangling name
+        audit.upload_sha256, audit.upload_bytes = digest, len(data)
+        if audit.opened is not None:
+            audit.state = "ready"
+    session.commit()
+    return audit_json(audit)
+
+
+@router.post("/v1/audits/{audit_id}/openings", operation_id="post_segment_openings")
+def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: SignedProviderDep,
+                          state: StateDep) -> dict:
+    """The segment's batch indices and the requested chunks of its end state with their audit paths,
+    checked on arrival against the end commitment (batch hash, chunk set, inclusion proofs)."""
+    session, now = auth.session, time.time()
+    opened = [training.OpenedChunk(o.name, o.index, bytes.fromhex(o.chunk), tuple(bytes.fromhex(h) for h in o.path))
+              for o in body.openings]
+    with state.db.reader() as reader:
+        audit = _own_audit(reader, audit_id, auth.provider.id)
+        end = received_of(_commitment(reader, audit.job_id, audit.end_step))
+        requested = [(str(n), int(i)) for n, i in audit.chunks]
+        job_id, steps = audit.job_id, audit.end_step - audit.start_step
+    try:
+        training.check_openings(end, requested, body.batches, opened, steps)
+        failure = None
+    except training.SegmentFailure as exc:
+        failure = exc
+    wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
+    auth.claim_nonce()
+    expire_audits(session, state, job_id, now)
+    audit = _own_audit(session, audit_id, auth.provider.id)
+    if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
+        return answered
+    audit.opened = wire
+    if failure is not None:
+        _judge(session, state, audit, "fail", str(failure), now, tensor=failure.tensor, chunk=failure.chunk)
+        _release_upload(session, state, audit)
+    elif audit.upload_sha256 is not None:
+        audit.state = "ready"
+    session.commit()
+    return audit_json(audit)
+
+
+def _replay_audit(session: Session, audit_id: str) -> SegmentAudit:
+    audit = session.get(SegmentAudit, audit_id)
+    if audit is None:
+        raise Problem(404, "Not found", f"no audit {audit_id}")
+    return audit
+
+
+def replay_fields(audit: SegmentAudit, start: TrainingCommitment, end: TrainingCommitment,
+                  result: dict) -> dict:
+    return training.replay_fields(audit.id, audit.job_id, audit.start_step, audit.end_step, start.root.hex(),
+                                  end.root.hex(), end.hash.hex(), audit.upload_sha256, result)
+
+
+@router.get("/v1/audits/{audit_id}/materials", operation_id="get_replay_materials")
+def get_materials(audit_id: IdPath, session: ReadSessionDep,
+                  key: Annotated[ApiKey, Depends(api_key("replay"))]) -> dict:
+    """Everything a validator needs to replay the segment except the state itself (GET .../state)."""
+    audit = _replay_audit(session, audit_id)
+    if audit.state != "ready":
+        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; replay needs the upload and the "
+                      "openings")
+    job = _job(session, audit.job_id)
+    start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
+    return {"audit": audit_json(audit), "policy": job.checkpoint_policy,
+            "start": commitment_json(start) | {"manifest": start.manifest},
+            "end": commitment_json(end) | {"manifest": end.manifest},
+            "upload_sha256": audit.upload_sha256, "upload_bytes": audit.upload_bytes,
+            "batches": audit.opened["batches"], "openings": audit.opened["openings"]}
+
+
+@router.get(STATE_PATH, operation_id="get_replay_state", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the uploaded state"}})
+def get_state(audit_id: IdPath, session: ReadSessionDep, state: StateDep,
+              key: Annotated[ApiKey, Depends(api_key("replay"))]) -> Response:
+    audit = _replay_audit(session, audit_id)
+    if audit.state != "ready" or audit.upload_sha256 is None:
+        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
+    try:
+        data = blobs(state).get(audit.upload_sha256)
+    except FileNotFoundError:
+        raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's data "
+                      "directory (replicas must share it)") from None
+    return Response(content=data, media_type="application/octet-stream",
+                    headers={"X-Content-SHA256": audit.upload_sha256})
+
+
+@router.post("/v1/audits/{audit_id}/result", operation_id="post_replay_result")
+def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep, state: StateDep,
+                key: Annotated[ApiKey, Depends(api_key("replay"))]) -> dict:
+    """A validator's signed replay verdict: it joins the provider's score and the job's settlement, and
+    is appended to the log with the signature. The upload is deleted."""
+    now = time.time()
+    audit = _replay_audit(session, audit_id)
+    result = body.model_dump()
+    start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
+    fields = replay_fields(audit, start, end, result)
+    try:
+        signatures.verify(bytes.fromhex(body.validator_key), signatures.replay_message(fields),
+                          bytes.fromhex(body.signature))
+    except signatures.SignatureError as exc:
+        raise Problem(401, "Bad signature", f"replay result: {exc}") from None
+    if audit.state == "judged":
+        if audit.verdict and audit.verdict.get("signature") == body.signature:
+            session.rollback()
+            return audit_json(audit)
+        raise Problem(409, "Already judged", f"audit {audit_id} has a verdict")
+    if audit.state != "ready":
+        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}")
+    policy = training.TrainingPolicy.parse(_job(session, audit.job_id).checkpoint_policy)
+    if body.mode != policy.mode:
+        raise Problem(422, "Invalid request", f"the job's policy replays in {policy.mode!r} mode, not {body.mode!r}")
+    _judge(session, state, audit, body.outcome, body.reason, now, tensor=body.tensor, chunk=body.chunk,
+           distance=body.distance, tau=body.tau, mode=body.mode, judged_by=f"validator {body.validator_key[:16]}",
+           validator_key=body.validator_key, signature=body.signature, api_key=key.id)
+    session.flush()
+    _release_upload(session, state, audit)
+    session.commit()
+    return audit_json(audit)
+
+
+def job_checkpoint_verdicts(session: Session, job: Job, now: float) -> list:
+    """The job's training evidence as settlement sees it (verifier.trust.CheckpointVerdict)."""
+    from verifier.trust import CheckpointVerdict
+
+    if job.training_state is None:
+        return []
+    if job.training_state == "open":
+        return [CheckpointVerdict("training run", None, "the provider has not closed it")]
+    out = [CheckpointVerdict("training run timing", False, flag) for flag in job.training_flags or []]
+    audits = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job.id)
+                             .order_by(SegmentAudit.start_step)).scalars()
+    for a in audits:
+        label = f"training segment {a.start_step}->{a.end_step}"
+        out.append(CheckpointVerdict(label, None if a.outcome is None else a.outcome == "pass",
+                                     (a.verdict or {}).get("reason", "") if a.outcome == "fail" else ""))
+    return out
+

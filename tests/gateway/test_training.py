@@ -1,0 +1,266 @@
+"""Training proofs through the gateway (SQLite and PostgreSQL): commitments timestamped and chained,
+segments drawn after the run, uploads checked and stored by content, signed replays, verdicts into the
+score, the settlement and the log. Every cheat of agent.training.CHEATS must be caught here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from agent.checkpointing import CheckpointCommitter
+from agent.training import CHEATS, TrainingReporter, replay_job, run_reference_job
+from gateway import admin
+from gateway.client import GatewayClient, GatewayError
+from gateway.models import SegmentAudit, TrainingCommitment
+from verifier import checkpoints, signatures
+from verifier.workload import MLPJob
+
+POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.01,
+          "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
+STEPS = 24
+DELAY = 0.015  # the stand-in job's step time, above min_step_s: an honest run is never too fast
+
+
+class World:
+    def __init__(self, gateway, tmp_path):
+        self.gw, self.tmp = gateway, tmp_path
+        db = gateway.app.state.gp.db
+        transport = gateway.client._transport
+        self.market = GatewayClient("http://testserver", admin.create_api_key(db, "market", ["jobs", "settle"]),
+                                    transport=transport)
+        self.validator = GatewayClient("http://testserver", admin.create_api_key(db, "validator", ["replay"]),
+                                       transport=transport)
+        self.validator_key = signatures.new_private_key()
+        self.transport = transport
+
+    def provider(self, name="trainer"):
+        key = signatures.new_private_key()
+        client = GatewayClient("http://testserver", key=key, transport=self.transport)
+        client.register(name, [{"model": "NVIDIA H100", "vram_gib": 80}])
+        return client
+
+    def job(self, provider, policy=POLICY):
+        return self.market.create_job("renter", provider.provider_id, "usd:1", policy)["id"]
+
+    def run(self, cheat=None, policy=POLICY, steps=STEPS):
+        provider = self.provider()
+        jid = self.job(provider, policy)
+        report = run_reference_job(provider, jid, policy, self.tmp / f"store-{jid}", steps, DELAY, cheat)
+        replay_job(self.validator, jid, self.validator_key)
+        return provider, jid, report, self.market.training(jid)
+
+
+@pytest.fixture
+def world(gateway, tmp_path):
+    return World(gateway, tmp_path)
+
+
+def failed(report):
+    return report["flags"] or any(a["outcome"] == "fail" for a in report["audits"])
+
+
+def test_an_honest_run_passes_everywhere_and_is_on_the_record(world):
+    provider, jid, before, after = world.run()
+    assert before["state"] == "closed" and before["flags"] == []
+    assert all(a["state"] == "ready" for a in before["audits"]), before
+    assert len(after["audits"]) == 2 and all(a["outcome"] == "pass" for a in after["audits"]), after
+    assert all(a["verdict"]["judged_by"].startswith("validator") for a in after["audits"])
+    assert [c["step"] for c in after["commitments"]] == list(range(0, STEPS + 1, 4))
+    times = [c["received_at"] for c in after["commitments"]]
+    assert times == sorted(times) and times[-1] - times[0] >= STEPS * DELAY * 0.9  # spread over the run
+    # the uploads are deleted once judged (content-addressed, kept only until the verdict)
+    assert not any(p.is_file() for p in (world.gw.settings.data_dir / "uploads").rglob("*"))
+    kinds = [e["kind"] for e in world.market.log_entries()["entries"]]
+    assert kinds.count("checkpoint") == STEPS // 4 + 1 and kinds.count("training-close") == 1
+    assert kinds.count("training-verdict") == 2
+    trust = world.market.trust(provider.provider_id)
+    assert trust["evidence"] == 2 and any("training replay passed" in r for r in trust["reasons"])
+    # settlement: no hardware challenge passed yet, so hold, but not for the training evidence
+    decision = world.market.settle(jid)
+    assert decision["decision"] == "hold" and not any("training" in r for r in decision["reasons"]), decision
+
+
+@pytest.mark.parametrize("cheat", sorted(CHEATS))
+def test_every_cheat_is_caught_and_refunded(world, cheat):
+    provider, jid, _, after = world.run(cheat)
+    assert failed(after), (cheat, after)
+    decision = world.market.settle(jid)
+    assert decision["decision"] == "refund" and decision["final"], decision
+    assert any("training" in r for r in decision["reasons"])
+    trust = world.market.trust(provider.provider_id)
+    assert trust["status"] == "suspect" and trust["score"] < 0.2, trust
+    if cheat == "at-end":
+        assert any(f.startswith("too-fast") for f in after["flags"]), after["flags"]
+    if cheat == "bad-openings":
+        verdict = next(a["verdict"] for a in after["audits"] if a["outcome"] == "fail")
+        assert verdict["tensor"] and verdict["chunk"] is not None and "not in the root" in verdict["reason"]
+    if cheat == "other-job":
+        assert all(a["outcome"] == "fail" for a in after["audits"])
+
+
+def test_the_chain_is_enforced_and_retries_are_idempotent(world):
+    provider = world.provider()
+    jid = world.job(provider)
+    job = MLPJob(seed=7, hidden=32)
+    sent = []
+    committer = CheckpointCommitter(4, on_commit=sent.append)
+    state = job.init_state()
+    committer.start(state)
+    first = provider.post_checkpoint(jid, sent[0].to_json())
+    assert provider.post_checkpoint(jid, sent[0].to_json()) == first  # a retry: same answer, stored once
+    for step in range(1, 9):
+        state = job.step(state, job.batch_indices(step))
+        committer.record(step, job.batch_indices(step), state)
+    with pytest.raises(GatewayError, match="expected step 4"):
+        provider.post_checkpoint(jid, sent[2].to_json())  # step 8 before step 4
+    forged = sent[1].to_json() | {"root": "11" * 32}
+    with pytest.raises(GatewayError, match="does not match SHA-256"):
+        provider.post_checkpoint(jid, forged)
+    relinked = sent[1].to_json() | {"prev_hash": "22" * 32}
+    relinked["hash"] = checkpoints.chain_hash(4, sent[1].root, sent[1].batch_hash, bytes.fromhex("22" * 32)).hex()
+    with pytest.raises(GatewayError, match="does not chain"):
+        provider.post_checkpoint(jid, relinked)
+    provider.post_checkpoint(jid, sent[1].to_json())
+    with pytest.raises(GatewayError, match="another commitment"):
+        provider.post_checkpoint(jid, relinked | {"step": 4})
+    other = world.provider("someone else")
+    with pytest.raises(GatewayError, match="another provider") as info:
+        other.post_checkpoint(jid, sent[2].to_json())
+    assert info.value.status == 403
+    db = world.gw.app.state.gp.db
+    with db.reader() as s:
+        assert s.scalar(select(func.count()).select_from(TrainingCommitment)) == 2
+        stored = s.get(TrainingCommitment, (jid, 4))
+        # the signed request is kept: anyone can re-check that this provider committed this
+        req = stored.request
+        message = signatures.request_message(req["method"], req["path"], req["timestamp"], req["nonce"],
+                                             req["body"].encode())
+        signatures.verify(bytes.fromhex(provider.provider(provider.provider_id)["public_key"]), message,
+                          bytes.fromhex(req["signature"]))
+        assert json.loads(req["body"])["hash"] == sent[1].hash.hex()
+
+
+def test_uploads_are_checked_on_arrival_and_limited_in_size(world, tmp_path):
+    provider = world.provider()
+    jid = world.job(provider)
+    job = MLPJob(seed=7, hidden=32)
+    reporter = TrainingReporter(provider, jid)
+    committer = CheckpointCommitter(4, store=tmp_path / "s", on_commit=reporter.send)
+    state = job.init_state()
+    committer.start(state)
+    for step in range(1, 13):
+        state = job.step(state, job.batch_indices(step))
+        committer.record(step, job.batch_indices(step), state)
+    report = reporter.close()
+    assert reporter.close() == report  # closing twice changes nothing
+    with pytest.raises(GatewayError, match="closed"):
+        provider.post_checkpoint(jid, committer.commitments[-1].to_json() | {"step": 16})
+    audit = report["audits"][0]
+    manifest = list(committer.commitment(audit["start_step"]).manifest)
+    good = checkpoints.state_bytes(committer.load(audit["start_step"]), manifest)
+    with pytest.raises(GatewayError, match="limited") as info:
+        provider.upload_state(audit["audit_id"], good + bytes(world.gw.settings.max_upload_bytes))
+    assert info.value.status == 413
+    with pytest.raises(GatewayError) as info:
+        world.validator.replay_state(audit["audit_id"])
+    assert info.value.status == 409  # nothing to replay yet
+    bad = bytearray(good)
+    bad[100] ^= 1
+    judged = provider.upload_state(audit["audit_id"], bytes(bad))
+    assert judged["outcome"] == "fail" and "does not match the root" in judged["verdict"]["reason"]
+    with pytest.raises(GatewayError, match="judged"):
+        provider.upload_state(audit["audit_id"], good)  # too late: the failure stands
+    second = report["audits"][1]
+    manifest = list(committer.commitment(second["start_step"]).manifest)
+    data = checkpoints.state_bytes(committer.load(second["start_step"]), manifest)
+    stored = provider.upload_state(second["audit_id"], data)
+    assert stored["uploaded"] and stored["state"] == "requested"
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    assert (world.gw.settings.data_dir / "uploads" / digest[:2] / digest).read_bytes() == data
+    with pytest.raises(GatewayError) as info:  # scope: a marketplace key without `replay` cannot read weights
+        world.market.replay_materials(second["audit_id"])
+    assert info.value.status == 403
+
+
+def test_a_replay_result_must_be_signed_over_the_audits_evidence(world):
+    provider = world.provider()
+    jid = world.job(provider)
+    run_reference_job(provider, jid, POLICY, world.tmp / "store", 8, DELAY)
+    audit = world.market.training(jid)["audits"][0]
+    body = {"outcome": "pass", "mode": "exact", "reason": "trust me", "validator_key":
+            signatures.public_key_bytes(world.validator_key).hex(), "signature": "00" * 64}
+    with pytest.raises(GatewayError, match="signature") as info:
+        world.validator.post_replay_result(audit["audit_id"], body)
+    assert info.value.status == 401
+    # signed, but over other evidence (another end root): refused the same way
+    from verifier import training
+
+    fields = training.replay_fields(audit["audit_id"], jid, audit["start_step"], audit["end_step"], "00" * 32,
+                                    "00" * 32, "00" * 32, None, body)
+    body["signature"] = signatures.sign(world.validator_key, signatures.replay_message(fields)).hex()
+    with pytest.raises(GatewayError, match="signature"):
+        world.validator.post_replay_result(audit["audit_id"], body)
+    assert world.market.training(jid)["audits"][0]["state"] == "ready"
+
+
+def test_audits_not_answered_in_time_fail(world, tmp_path):
+    policy = POLICY | {"audit_deadline_s": 1}
+    provider = world.provider()
+    jid = world.job(provider, policy)
+    reporter = TrainingReporter(provider, jid)
+    committer = CheckpointCommitter(4, on_commit=reporter.send)
+    job = MLPJob(seed=7, hidden=32)
+    state = job.init_state()
+    committer.start(state)
+    for step in range(1, 9):
+        state = job.step(state, job.batch_indices(step))
+        committer.record(step, job.batch_indices(step), state)
+    reporter.close()
+    db = world.gw.app.state.gp.db
+    with db.writer() as s:  # let the deadline pass without sleeping
+        for a in s.execute(select(SegmentAudit).where(SegmentAudit.job_id == jid)).scalars():
+            a.deadline_at -= 5
+        s.commit()
+    decision = world.market.settle(jid)
+    assert decision["decision"] == "refund" and any("did not arrive before the deadline" in r
+                                                    for r in decision["reasons"]), decision
+
+
+def test_bad_policies_and_manifests_are_422(world):
+    provider = world.provider()
+    for policy, fragment in [({"interval": 0}, "interval"), ({"mode": "fuzzy"}, "mode"), ({"bogus": 1}, "unknown"),
+                             ({"segments": 10**6}, "segments")]:
+        with pytest.raises(GatewayError, match=fragment) as info:
+            world.job(provider, policy)
+        assert info.value.status == 422
+    jid = world.job(provider)
+    c = CheckpointCommitter(4)
+    first = c.start(MLPJob(seed=7, hidden=32).init_state()).to_json()
+    for manifest, fragment in [([{"name": "b", "dtype": "<f4", "shape": [2], "nbytes": 8},
+                                 {"name": "a", "dtype": "<f4", "shape": [2], "nbytes": 8}], "sorted"),
+                               ([{"name": "a", "dtype": "<f4", "shape": [3], "nbytes": 8}], "do not fit")]:
+        with pytest.raises(GatewayError, match=fragment) as info:
+            provider.post_checkpoint(jid, first | {"manifest": manifest})
+        assert info.value.status == 422
+    hardware_only = world.market.create_job("renter", provider.provider_id, "usd:1")["id"]
+    with pytest.raises(GatewayError, match="without a checkpoint_policy") as info:
+        provider.post_checkpoint(hardware_only, first)
+    assert info.value.status == 409
+
+
+def test_two_hundred_honest_runs_never_fail(gateway, tmp_path):
+    if "postgresql" in str(gateway.settings.database_url):
+        pytest.skip("run once, on SQLite: the flow is the same on PostgreSQL (tested above)")
+    world = World(gateway, tmp_path)
+    policy = POLICY | {"min_step_s": 0.0, "segments": 1, "chunks": 4}
+    provider = world.provider()
+    for n in range(200):
+        jid = world.job(provider, policy)
+        run_reference_job(provider, jid, policy, tmp_path / f"s{n}", 8)
+        replay_job(world.validator, jid, world.validator_key)
+        report = world.market.training(jid)
+        assert not failed(report) and all(a["outcome"] == "pass" for a in report["audits"]), (n, report)

@@ -1,0 +1,229 @@
+"""The gateway's side of training-work proofs (docs/protocol.md, "Training proofs"): pure functions the
+gateway and the tests share, so that the 200-run honesty check exercises the code that judges.
+
+- `TrainingPolicy`: what a job's `checkpoint_policy` says (interval, segments to audit, chunks per
+  segment, replay mode, timing floor), validated.
+- `check_next`: a commitment received over the network must extend the job's hash chain exactly.
+- `timing_flags`: commitments that arrived faster than the claimed card could train, or bunched at the
+  end of the run, are flagged (a flag fails the job's training evidence).
+- `draw_audits`: after the provider closes the run, q segments (t -> t+k) and c chunks at each segment's
+  end are drawn with the operating system's CSPRNG: nothing the provider committed could predict them.
+- `check_openings`: batches and opened chunks checked on arrival, against the end commitment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernels.errors import InvalidParameter, ProofError
+from verifier import checkpoints
+
+ZERO = bytes(32)
+MODES = ("exact", "tolerance")
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """A job's checkpoint policy. `min_step_s` is the fastest one training step could run on the claimed
+    card (the renter knows its job); with `step_flops` instead, the floor is step_flops over the card's
+    dense int8 peak, a bound no real training step beats. 0 disables the too-fast check."""
+
+    interval: int = 10
+    segments: int = 3
+    chunks: int = 8
+    mode: str = "exact"
+    tau: float | None = None
+    min_step_s: float = 0.0
+    step_flops: float = 0.0
+    workload: dict[str, Any] = field(default_factory=dict)
+    audit_deadline_s: float = 600.0
+    max_commitments: int = 100_000
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> TrainingPolicy:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidParameter("checkpoint_policy", f"unknown fields {unknown}; known: {sorted(known)}")
+        try:
+            policy = cls(**raw)
+        except TypeError as exc:
+            raise InvalidParameter("checkpoint_policy", str(exc)) from None
+        policy.validate()
+        return policy
+
+    def validate(self) -> None:
+        def integer(name: str, low: int, high: int) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise InvalidParameter(f"checkpoint_policy.{name}", f"must be an integer in {low}..{high}, got {v!r}")
+
+        def number(name: str, low: float, high: float) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not low <= v <= high:
+                raise InvalidParameter(f"checkpoint_policy.{name}", f"must be a number in [{low:g}, {high:g}], "
+                                       f"got {v!r}")
+
+        integer("interval", 1, 10**9)
+        integer("segments", 1, 64)
+        integer("chunks", 1, 256)
+        integer("max_commitments", 2, 1_000_000)
+        number("min_step_s", 0, 86400)
+        number("step_flops", 0, 1e21)
+        number("audit_deadline_s", 1, 7 * 86400)
+        if self.mode not in MODES:
+            raise InvalidParameter("checkpoint_policy.mode", f"expected one of {MODES}, got {self.mode!r}")
+        if self.tau is not None:
+            number("tau", 1e-12, 1.0)
+        if not isinstance(self.workload, dict) or len(str(self.workload)) > 2000:
+            raise InvalidParameter("checkpoint_policy.workload", "must be a small object, e.g. "
+                                   '{"name": "mlp", "params": {"seed": 7}}')
+
+    def step_floor_s(self, int8_tops: float | None) -> float:
+        """The fastest a step may run on the claimed card (0: no check)."""
+        from_flops = self.step_flops / (int8_tops * 1e12) if self.step_flops and int8_tops else 0.0
+        return max(float(self.min_step_s), from_flops)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A stored commitment: its fields and when the gateway received it."""
+
+    step: int
+    root: bytes
+    batch_hash: bytes
+    prev_hash: bytes
+    hash: bytes
+    manifest: tuple[checkpoints.TensorEntry, ...]
+    received_at: float
+
+
+def check_next(previous: Received | None, new: Received, policy: TrainingPolicy) -> None:
+    """Raises InvalidParameter with the reason unless `new` extends the chain that ends at `previous`."""
+    expected = checkpoints.chain_hash(new.step, new.root, new.batch_hash, new.prev_hash)
+    if not hmac.compare_digest(expected, new.hash):
+        raise InvalidParameter("hash", "does not match SHA-256 over the commitment's fields "
+                               "(verifier.checkpoints.chain_hash)")
+    if previous is None:
+        if new.step != 0 or new.prev_hash != ZERO:
+            raise InvalidParameter("step", "the first commitment is the initial state: step 0, prev_hash zero")
+        return
+    if new.step != previous.step + policy.interval:
+        raise InvalidParameter("step", f"expected step {previous.step + policy.interval} (every "
+                               f"{policy.interval} steps), got {new.step}")
+    if not hmac.compare_digest(new.prev_hash, previous.hash):
+        raise InvalidParameter("prev_hash", f"does not chain on the commitment at step {previous.step}")
+    if [(e.name, e.dtype, e.shape) for e in new.manifest] != [(e.name, e.dtype, e.shape) for e in previous.manifest]:
+        raise InvalidParameter("manifest", "tensors (names, dtypes, shapes) differ from the previous commitment's")
+
+
+def timing_flags(received: Sequence[Received], floor_s: float) -> list[str]:
+    """Why the commitments' arrival times cannot be those of a real run (empty if nothing is wrong).
+
+    too-fast: two commitments arrived closer than half the time their steps need on the claimed card
+              (half: network jitter may bunch honest arrivals, never by that much over k steps);
+    at-end:   at least 4 commitments after the first, and half or more of them arrived in the last 10% of
+              the time between the first and the last (an honest run spreads them out).
+    """
+    flags = []
+    for a, b in zip(received, received[1:], strict=False):
+        need = (b.step - a.step) * floor_s
+        if floor_s > 0 and b.received_at - a.received_at < 0.5 * need:
+            flags.append(f"too-fast: steps {a.step}->{b.step} committed {b.received_at - a.received_at:.3f} s apart; "
+                         f"the claimed card needs at least {need:.3f} s")
+            break
+    later = received[1:]
+    if len(later) >= 4:
+        first, last = received[0].received_at, received[-1].received_at
+        cut = last - 0.1 * (last - first)
+        bunched = sum(r.received_at >= cut for r in later)
+        if bunched * 2 >= len(later):
+            flags.append(f"at-end: {bunched} of {len(later)} commitments arrived in the last 10% of the run "
+                         f"({last - cut:.3f} s)")
+    return flags
+
+
+@dataclass(frozen=True)
+class AuditDraw:
+    start_step: int
+    end_step: int
+    chunks: tuple[tuple[str, int], ...]
+
+
+def draw_audits(received: Sequence[Received], policy: TrainingPolicy,
+                rng: secrets.SystemRandom | None = None) -> list[AuditDraw]:
+    """q distinct segments between consecutive commitments, and c chunks of each segment's end state:
+    one chunk of every tensor that has data first (so no tensor escapes), then uniform over all chunks."""
+    rng = rng or secrets.SystemRandom()
+    if len(received) < 2:
+        raise InvalidParameter("commitments", "a run needs at least two commitments (step 0 and one more)")
+    picks = sorted(rng.sample(range(len(received) - 1), min(policy.segments, len(received) - 1)))
+    out = []
+    for j in picks:
+        end = received[j + 1]
+        tensors = [e for e in end.manifest if e.chunks]
+        chosen: set[tuple[str, int]] = set()
+        for e in rng.sample(tensors, min(len(tensors), policy.chunks)):
+            chosen.add((e.name, rng.randrange(e.chunks)))
+        total = sum(e.chunks for e in tensors)
+        while len(chosen) < min(policy.chunks, total):
+            at = rng.randrange(total)
+            for e in tensors:
+                if at < e.chunks:
+                    chosen.add((e.name, at))
+                    break
+                at -= e.chunks
+        out.append(AuditDraw(received[j].step, end.step, tuple(sorted(chosen))))
+    return out
+
+
+class SegmentFailure(ProofError):
+    """A segment's evidence is wrong; `tensor` and `chunk` say where, when one chunk is to blame."""
+
+    def __init__(self, reason: str, tensor: str | None = None, chunk: int | None = None) -> None:
+        super().__init__(reason)
+        self.tensor, self.chunk = tensor, chunk
+
+
+@dataclass(frozen=True)
+class OpenedChunk:
+    name: str
+    index: int
+    chunk: bytes
+    path: tuple[bytes, ...]
+
+
+def check_openings(end: Received, requested: Sequence[tuple[str, int]], batches: Sequence[Sequence[int]],
+                   opened: Sequence[OpenedChunk], steps: int) -> None:
+    """Raises SegmentFailure naming what is wrong: the batches must be the segment's committed ones and the
+    chunks exactly the requested ones, each in the end commitment's root."""
+    import numpy as np
+
+    from agent.checkpointing import batch_hash  # the committer defines the batch hash
+
+    if len(batches) != steps:
+        raise SegmentFailure(f"the segment has {steps} steps; {len(batches)} batches were sent")
+    if not hmac.compare_digest(batch_hash([np.asarray(b, dtype=np.int64) for b in batches]), end.batch_hash):
+        raise SegmentFailure(f"the batches do not hash to the batch_hash committed at step {end.step}")
+    got = sorted((o.name, o.index) for o in opened)
+    if got != sorted(requested):
+        raise SegmentFailure(f"opened chunks {got[:4]}... are not the requested {sorted(requested)[:4]}...")
+    for o in opened:
+        try:
+            checkpoints.verify_chunk(end.root, end.manifest, o.name, o.index, o.chunk, o.path)
+        except (ProofError, InvalidParameter) as exc:
+            raise SegmentFailure(f"chunk {o.index} of {o.name!r} is not in the root committed at step "
+                                 f"{end.step}: {exc}", o.name, o.index) from None
+
+
+def replay_fields(audit_id: str, job_id: str, start_step: int, end_step: int, start_root: str, end_root: str,
+                  end_hash: str, upload_sha256: str | None, result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a validator signs for one replayed segment (verifier.signatures.replay_message): the audit,
+    the evidence it checked (roots, end hash, the upload's SHA-256) and its verdict."""
+    return {"audit_id": audit_id, "job_id": job_id, "start_step": start_step, "end_step": end_step,
+            "start_root": start_root, "end_root": end_root, "end_hash": end_hash, "upload_sha256": upload_sha256,
+            **{k: result.get(k) for k in ("outcome", "mode", "reason", "tensor", "chunk", "distance", "tau")}}
