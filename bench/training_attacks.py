@@ -30,9 +30,11 @@ from gateway.client import GatewayClient  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from verifier import signatures  # noqa: E402
 
-POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.005,
+# A 60 ms stand-in step time and a 50 ms floor: like a real job, a step takes far longer than a commitment's
+# round trip, so a burst of commitments is far faster than training could be, and an honest run never is.
+POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.05,
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-STEPS, DELAY = 24, 0.008
+STEPS, DELAY = 24, 0.06
 
 
 def main() -> int:

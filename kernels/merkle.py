@@ -36,11 +36,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return _sha256(NODE_PREFIX + left + right).digest()
 
 
-def hash_chunks(data: bytes | bytearray | memoryview, chunk: int) -> bytes:
-    """Leaf hashes of `data` cut into `chunk`-byte pieces, concatenated (32 bytes per leaf).
-
-    Precondition: ``len(data) % chunk == 0``.
-    """
+def _py_hash_chunks(data: bytes | bytearray | memoryview, chunk: int) -> bytes:
     mv = memoryview(data).cast("B")
     if len(mv) % chunk:
         raise ValueError(f"data of {len(mv)} bytes is not a whole number of {chunk}-byte chunks")
@@ -54,13 +50,38 @@ def hash_chunks(data: bytes | bytearray | memoryview, chunk: int) -> bytes:
     return b"".join(out)
 
 
-def _next_level(level: bytes) -> bytes:
-    """Pair up the nodes of one level; a lone last node is promoted unchanged (RFC 6962 shape)."""
+def _py_next_level(level: bytes) -> bytes:
     count = len(level) // HASH_BYTES
     out = [_sha256(NODE_PREFIX + level[64 * i:64 * i + 64]).digest() for i in range(count // 2)]
     if count & 1:
         out.append(level[-HASH_BYTES:])
     return b"".join(out)
+
+
+try:  # the same loops in C over OpenSSL (kernels/_leafhash.c), built by `pip install` where a compiler is
+    from kernels import _leafhash as _c
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _c = None
+
+ACCELERATED = _c is not None
+
+
+def hash_chunks(data: bytes | bytearray | memoryview, chunk: int) -> bytes:
+    """Leaf hashes of `data` cut into `chunk`-byte pieces, concatenated (32 bytes per leaf).
+
+    Precondition: ``len(data) % chunk == 0``. Uses kernels._leafhash when built (the same hashes,
+    without a Python call per leaf; tests/kernels/test_merkle.py compares both), else hashlib.
+    """
+    if _c is not None:
+        if not memoryview(data).c_contiguous:
+            data = memoryview(data).tobytes()
+        return _c.leaf_hashes(data, chunk)
+    return _py_hash_chunks(data, chunk)
+
+
+def _next_level(level: bytes) -> bytes:
+    """Pair up the nodes of one level; a lone last node is promoted unchanged (RFC 6962 shape)."""
+    return _c.next_level(level) if _c is not None else _py_next_level(level)
 
 
 def root_of_hashes(hashes: bytes) -> bytes:

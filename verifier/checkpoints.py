@@ -17,6 +17,7 @@ required). bfloat16 has no NumPy type: its 2-byte words are committed as they ar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -51,14 +52,27 @@ class TensorEntry:
         return -(-self.nbytes // CHUNK)
 
     def header(self) -> bytes:
-        body = json.dumps({"dtype": self.dtype, "name": self.name, "nbytes": self.nbytes,
-                           "shape": list(self.shape)}, sort_keys=True, separators=(",", ":"))
-        return _HEADER_PREFIX + body.encode()
+        return _header(self.name, self.dtype, self.shape, self.nbytes)
+
+    def header_hash(self) -> bytes:
+        return _header_hash(self.name, self.dtype, self.shape, self.nbytes)
 
     def chunk_leaf(self, index: int) -> int:
         if not 0 <= index < self.chunks:
             raise InvalidParameter("chunk", f"tensor {self.name!r} has chunks 0..{self.chunks - 1}, got {index}")
         return self.header_leaf + 1 + index
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(name: str, dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    body = json.dumps({"dtype": dtype, "name": name, "nbytes": nbytes, "shape": list(shape)}, sort_keys=True,
+                      separators=(",", ":"))
+    return _HEADER_PREFIX + body.encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_hash(name: str, dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    return merkle.leaf_hash(_header(name, dtype, shape, nbytes))  # the same few headers at every checkpoint
 
 
 def _dtype_name(x: Any) -> str:
@@ -113,7 +127,7 @@ def _tensor_leaves(e: TensorEntry, data: memoryview) -> list[bytes]:
     """The header leaf hash and the data chunks' leaf hashes of one tensor, from its bytes."""
     if len(data) != e.nbytes:
         raise InvalidParameter("state", f"tensor {e.name!r} has {len(data)} bytes, its manifest {e.nbytes}")
-    out = [merkle.leaf_hash(e.header())]
+    out = [e.header_hash()]
     whole = len(data) - len(data) % CHUNK
     out.append(merkle.hash_chunks(data[:whole], CHUNK))  # no copy of the full chunks
     if whole < len(data):

@@ -26,6 +26,10 @@ class MLPJob:
     batch: int = 32
     lr: float = 0.2
 
+    # A commitment every 50 steps: a step takes ~1 ms on one core, so this is ~20 commitments a second, the
+    # gateway's default per-provider rate limit (settings.provider_rate_per_s); a real job's steps are longer.
+    checkpoint_interval = 50
+
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed)
         x = rng.standard_normal((self.samples, self.in_dim)).astype(np.float32)

@@ -17,10 +17,13 @@ from gateway.models import SegmentAudit, TrainingCommitment
 from verifier import checkpoints, signatures
 from verifier.workload import MLPJob
 
-POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.01,
+POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
+# Timing checks need a step time well above a commitment's round trip (as real steps are): 50 ms floor,
+# a 60 ms stand-in step, so a burst of commitments (a few ms apart) is 10x too fast and an honest run never.
+TIMED = POLICY | {"min_step_s": 0.05}
 STEPS = 24
-DELAY = 0.015  # the stand-in job's step time, above min_step_s: an honest run is never too fast
+DELAY = 0.06
 
 
 class World:
@@ -44,10 +47,10 @@ class World:
     def job(self, provider, policy=POLICY):
         return self.market.create_job("renter", provider.provider_id, "usd:1", policy)["id"]
 
-    def run(self, cheat=None, policy=POLICY, steps=STEPS):
+    def run(self, cheat=None, policy=POLICY, steps=STEPS, delay=0.0):
         provider = self.provider()
         jid = self.job(provider, policy)
-        report = run_reference_job(provider, jid, policy, self.tmp / f"store-{jid}", steps, DELAY, cheat)
+        report = run_reference_job(provider, jid, policy, self.tmp / f"store-{jid}", steps, delay, cheat)
         replay_job(self.validator, jid, self.validator_key)
         return provider, jid, report, self.market.training(jid)
 
@@ -62,7 +65,7 @@ def failed(report):
 
 
 def test_an_honest_run_passes_everywhere_and_is_on_the_record(world):
-    provider, jid, before, after = world.run()
+    provider, jid, before, after = world.run(policy=TIMED, delay=DELAY)
     assert before["state"] == "closed" and before["flags"] == []
     assert all(a["state"] == "ready" for a in before["audits"]), before
     assert len(after["audits"]) == 2 and all(a["outcome"] == "pass" for a in after["audits"]), after
@@ -84,8 +87,11 @@ def test_an_honest_run_passes_everywhere_and_is_on_the_record(world):
 
 @pytest.mark.parametrize("cheat", sorted(CHEATS))
 def test_every_cheat_is_caught_and_refunded(world, cheat):
-    provider, jid, _, after = world.run(cheat)
+    timed = cheat == "at-end"
+    provider, jid, _, after = world.run(cheat, TIMED if timed else POLICY, delay=DELAY if timed else 0.0)
     assert failed(after), (cheat, after)
+    if not timed:  # caught by the evidence itself, not by a timing flag
+        assert after["flags"] == [] and any(a["outcome"] == "fail" for a in after["audits"]), after
     decision = world.market.settle(jid)
     assert decision["decision"] == "refund" and decision["final"], decision
     assert any("training" in r for r in decision["reasons"])

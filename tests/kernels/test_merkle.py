@@ -224,3 +224,26 @@ def test_row_levels_form_the_tree_over_row_roots():
     assert row_tree.root == tree.root == merkle.root_of_hashes(b"".join(row_roots))
     for i in range(rows):
         merkle.verify_inclusion(i, rows, row_roots[i], row_tree.inclusion_proof(i), tree.root)
+
+
+@pytest.mark.skipif(not merkle.ACCELERATED, reason="kernels._leafhash is not built (no C compiler or OpenSSL "
+                    "headers at install time): hashlib is used, and tested everywhere else")
+@given(st.binary(min_size=0, max_size=64 * 40), st.sampled_from([1, 32, 64, 1024]))
+@settings(max_examples=60, deadline=None)
+def test_c_loops_equal_hashlib(data, chunk):
+    data = data[: len(data) - len(data) % chunk]
+    want = b"".join(hashlib.sha256(b"\x00" + data[i:i + chunk]).digest() for i in range(0, len(data), chunk))
+    assert merkle.hash_chunks(data, chunk) == want == merkle._py_hash_chunks(data, chunk)
+    level = want[: len(want) - len(want) % 32]
+    assert merkle._next_level(level) == merkle._py_next_level(level)
+    with pytest.raises(ValueError, match="whole number"):
+        merkle.hash_chunks(data + b"x", chunk) if chunk > 1 else merkle._next_level(level + b"x")
+
+
+def test_c_loops_accept_numpy_views():
+    import numpy as np
+
+    a = np.arange(4096, dtype=np.float32)
+    assert merkle.hash_chunks(a, 1024) == merkle._py_hash_chunks(a.tobytes(), 1024)
+    strided = a[::2]  # not contiguous: copied first
+    assert merkle.hash_chunks(strided, 1024) == merkle._py_hash_chunks(strided.tobytes(), 1024)
