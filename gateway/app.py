@@ -20,7 +20,7 @@ import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import metrics, migrate, problems
+from gateway import dashboard, metrics, migrate, problems
 from gateway.db import Database
 from gateway.deps import RateLimiter, State, TrustCache
 from gateway.routers import challenges, health, jobs, log, providers, training, trust
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router):
         app.include_router(router, responses=problems.ERROR_RESPONSES)
+    app.include_router(dashboard.router)
 
     app.add_middleware(RequestTiming)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s,
