@@ -267,6 +267,26 @@ def trust_command(provider: Annotated[str, typer.Argument(help="The provider id.
         print(f"  - {reason}")
 
 
+@app.command("demo")
+def demo_command(duration: Annotated[float, typer.Option("--duration", help="Seconds of challenges.")] = 60.0,
+                 serve: Annotated[bool, typer.Option("--serve", help="Keep the gateway and dashboard running "
+                                                     "afterwards, until Ctrl-C.")] = False,
+                 port: Annotated[int | None, typer.Option("--port", help="Loopback port (default: a free one).")]
+                 = None) -> None:
+    """The whole product on this machine: an embedded gateway and honest and cheating provider agents as
+    separate processes over loopback HTTP, a live table, then the summary and settlement decisions. Exits 0
+    only if every cheat was caught and every honest provider passed."""
+    from agent import demo
+
+    if not 5 <= duration <= 3600:
+        raise InvalidParameter("--duration", f"must be 5 to 3600 seconds, got {duration:g}")
+    if port is not None and not 1024 <= port <= 65535:
+        raise InvalidParameter("--port", f"must be 1024 to 65535, got {port}")
+    code = demo.run(duration, serve, port)
+    if code:
+        raise typer.Exit(code)
+
+
 JobIdArg = Annotated[str, typer.Option("--job", help="The job id (32 hex characters).")]
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="GPUPROOF_API_KEY",
                                                help="A marketplace API key with scope `replay`.")]
@@ -494,7 +514,8 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
 def agent_run(gateway: GatewayOpt = None, backend: BackendOpt = "auto",
               max_challenges: Annotated[int | None, typer.Option("--max-challenges",
                                                                  help="Stop after this many verdicts.")] = None,
-              as_json: JsonOpt = False) -> None:
+              as_json: JsonOpt = False,
+              adversary: Annotated[str | None, typer.Option("--adversary", hidden=True)] = None) -> None:
     """The provider daemon: answer challenges for every registered device until stopped."""
     import signal
 
@@ -506,7 +527,14 @@ def agent_run(gateway: GatewayOpt = None, backend: BackendOpt = "auto",
         raise InvalidParameter("devices", "no registered devices in the config: run `gpuproof agent register`")
     key = keys.load(settings.resolved_key_path())
     with _client(settings.gateway, key) as client:
-        daemon = Daemon(client, settings.devices, _backend_for(settings.backend), poll_max_s=settings.poll_max_s,
+        backend_for = _backend_for(settings.backend)
+        if adversary is not None:  # the demo's dishonest providers (agent/adversaries.py)
+            from agent.adversaries import ADVERSARIES
+
+            if adversary not in ADVERSARIES:
+                raise InvalidParameter("--adversary", f"expected one of {sorted(ADVERSARIES)}")
+            backend_for = lambda spec: ADVERSARIES[adversary]()  # noqa: E731
+        daemon = Daemon(client, settings.devices, backend_for, poll_max_s=settings.poll_max_s,
                         max_challenges=max_challenges, emit=json_emitter())
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: daemon.stop.set())

@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     ip_rate_per_s: float = 200.0
     worker_threads: int = 8  # threads for blocking work; see gateway/app.py
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
-    verify_test_shape: str | None = None  # "m,n,k,rounds": small challenges for tests and demos
+    # "m,n,k,rounds": small challenges for tests and demos instead of the profile's sizing; entries
+    # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
+    # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")
+    verify_test_shape: str | None = None
 
     def sqlalchemy_url(self) -> str:
         if self.database_url:
@@ -37,8 +40,15 @@ class Settings(BaseSettings):
     def key_path(self) -> Path:
         return self.signing_key_path or self.data_dir / "gateway-signing.key"
 
-    def test_shape(self) -> tuple[int, int, int, int] | None:
+    def test_shape(self, profile: str | None = None) -> tuple[int, int, int, int] | None:
         if not self.verify_test_shape:
             return None
-        m, n, k, r = (int(v) for v in self.verify_test_shape.split(","))
-        return m, n, k, r
+        default, by_profile = None, {}
+        for entry in self.verify_test_shape.split(";"):
+            key, _, shape = entry.strip().rpartition("=")
+            m, n, k, r = (int(v) for v in shape.split(","))
+            if key:
+                by_profile[key.strip()] = (m, n, k, r)
+            else:
+                default = (m, n, k, r)
+        return by_profile.get(profile or "", default)

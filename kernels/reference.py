@@ -7,6 +7,7 @@ hold it to that. This module favours obvious correctness, then speed on a small 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -123,6 +124,7 @@ class CpuBackend:
 
     def __init__(self) -> None:
         self._b_cache: tuple[ChallengeParams, np.ndarray] | None = None
+        self._open_cache: tuple[tuple[ChallengeParams, int, bytes], np.ndarray, Any] | None = None
 
     def _b_float(self, params: ChallengeParams) -> np.ndarray:
         if self._b_cache is None or self._b_cache[0] != params:
@@ -152,6 +154,9 @@ class CpuBackend:
         """
         if roots is None:
             roots = self.run(ChallengeParams(params.seed, params.m, params.n, params.k, round_index + 1))
-        c = self.round_c(params, round_index, prev_root_of(roots, round_index))
-        tree = round_tree(c)
+        key = (params, round_index, prev_root_of(roots, round_index))
+        if self._open_cache is None or self._open_cache[0] != key:  # openings come sorted by round: once each
+            c = self.round_c(params, round_index, key[2])
+            self._open_cache = (key, c, round_tree(c))
+        _, c, tree = self._open_cache
         return c[row].copy(), row_path(tree, params, row)

@@ -21,9 +21,9 @@ def test_quick_start_has_exactly_two_commands():
     assert "pytest" in commands[1]
 
 
-def test_ci_runs_the_readme_test_command_verbatim():
+def test_ci_runs_both_readme_commands_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert quick_start_commands()[1] in ci
+    assert quick_start_commands()[1] in ci and quick_start_commands()[0] in ci
 
 
 def section_commands(title: str) -> list[str]:

@@ -105,7 +105,7 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         wait = min(state.settings.poll_retry_after_s, max(1, math.ceil(device.next_due_at - now)))
         return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe})  # type: ignore[return-value]
     challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
-                                     shape=state.settings.test_shape())
+                                     shape=state.settings.test_shape(device.profile))
     row = service.store_challenge(provider_id, device.id, challenge)
     session.add(row)
     device.next_due_at = now + state.settings.challenge_interval_s
