@@ -27,7 +27,7 @@ from tenacity.stop import stop_base
 from agent.config import DeviceSpec
 from gateway.client import GatewayClient, GatewayError, GatewayUnreachable
 from kernels.backend import Backend, Opening
-from kernels.spec import ChallengeParams
+from kernels.spec import SPEC, ChallengeParams
 
 
 class _StopOn(stop_base):
@@ -132,6 +132,11 @@ class Daemon:
     def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
         status = self.status[position]
         cid = c["challenge_id"]
+        if c.get("spec", SPEC) != SPEC:  # never guess at another spec's bytes: say so and let it time out
+            status.state = "unsupported spec"
+            self._event("unsupported-spec", device=position, challenge_id=cid, spec=c.get("spec"), supported=SPEC)
+            self._sleep(self.poll_max_s)
+            return
         params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
         status.state = f"proving {cid[:8]}"
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,

@@ -159,7 +159,44 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(RequestTiming)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s,
                        uploads=(UPLOAD_PATH, settings.max_upload_bytes))
+    app.add_middleware(TrustFastPath)
     return app
+
+
+class TrustFastPath:
+    """GET /v1/providers/{id}/trust answered straight from the trust cache when its entry is fresh.
+
+    Score reads are most of the traffic and nearly all cache hits; this skips routing, dependency
+    injection and validation for them (the same bytes, headers, rate limit and metrics as the routed
+    path, tests/gateway/test_api.py checks both). Anything else, a miss or a rate-limited client goes
+    on to the application, which answers as always.
+    """
+
+    PATH = re.compile(r"^/v1/providers/([0-9a-f]{32})/trust$")
+    ROUTE = "/v1/providers/{provider_id}/trust"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
+            match = self.PATH.match(scope.get("path", ""))
+            state = scope["app"].state.gp if match and "app" in scope else None
+            body = state.trust_cache.peek(match.group(1)) if state is not None else None
+            if body is not None:
+                started = time.perf_counter()
+                client = scope.get("client")
+                rate = state.settings.ip_rate_per_s
+                if state.limiter.take(f"ip:{client[0] if client else 'unknown'}", rate, 2 * rate) is None:
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="200").observe(
+                        time.perf_counter() - started)
+                    return
+                # over the limit: a token was not taken; the routed path takes one and answers 429
+        await self.app(scope, receive, send)
 
 
 class RequestTiming:

@@ -71,6 +71,11 @@ class TrustCache:
             pending = self._start(provider_id, compute)
         return await asyncio.shield(pending)
 
+    def peek(self, provider_id: str) -> bytes | None:
+        """A fresh entry, or None (expired entries go through get_or_compute, which refreshes them)."""
+        hit = self._entries.get(provider_id)
+        return hit[1] if hit is not None and hit[0] >= time.monotonic() else None
+
     def _start(self, provider_id: str, compute: Callable[[], bytes]) -> asyncio.Future:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(4)
