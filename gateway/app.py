@@ -71,6 +71,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})["started_at"] = time.time()  # for admission control (challenges.py)
         limit = self.default_limit
         if self.uploads is not None and scope["method"] == "PUT" and self.uploads[0].match(scope.get("path", "")):
             limit = self.uploads[1]  # checkpoint uploads (settings.max_upload_bytes)
@@ -93,7 +94,9 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _TooLarge()
-            return message
+                if not message.get("more_body", False):  # when the body had fully arrived: commitments
+                    scope.setdefault("state", {})["body_at"] = time.time()  # are timed by this, not by
+            return message  # when a worker thread got to them (tests/gateway/test_api.py)
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":

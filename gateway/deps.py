@@ -135,6 +135,17 @@ async def get_state(request: Request) -> State:  # async: no thread-pool hop for
 StateDep = Annotated[State, Depends(get_state)]
 
 
+def queued_s(request: Request) -> float:
+    """How long this request waited between arriving and its handler starting (0 if unknown)."""
+    started = getattr(request.state, "started_at", None)
+    return max(0.0, time.time() - started) if started else 0.0
+
+
+def arrived_at(request: Request) -> float:
+    """When the request's body had fully arrived (gateway.app.BodyLimit), else now."""
+    return getattr(request.state, "body_at", None) or time.time()
+
+
 def read_session(state: StateDep) -> Iterator[Session]:
     with state.db.reader() as session:
         yield session

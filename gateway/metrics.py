@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
 CHALLENGES_ISSUED = Counter("gpuproof_challenges_issued_total", "Challenges issued", registry=REGISTRY)
+CHALLENGES_DEFERRED = Counter("gpuproof_challenges_deferred_total", "Polls answered 204 because the gateway "
+                              "was overloaded (settings.admission_backlog)", registry=REGISTRY)
 VERDICTS = Counter("gpuproof_verdicts_total", "Verdicts by outcome, timing class and failure reason",
                    ["outcome", "timing", "reason"], registry=REGISTRY)
 VERIFY_SECONDS = Histogram("gpuproof_verification_seconds", "Time to check one challenge's openings",

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import secrets
 import time
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import select
 
 from gateway import metrics, service
-from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, limit_ip
+from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Device, RttProbe
 from gateway.problems import Problem
@@ -75,7 +76,7 @@ def _request_json(row: ChallengeRow) -> dict:
 @router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
              responses={204: {"description": "nothing due; retry after Retry-After seconds"}})
 def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
-                   response: Response) -> dict:
+                   response: Response, request: Request) -> dict:
     """The next challenge for one of the provider's devices: an open one if there is one (so an agent can
     resume after a restart), a new one if the device is due, else 204 with Retry-After."""
     session = auth.session
@@ -104,6 +105,11 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         session.commit()
         wait = min(state.settings.poll_retry_after_s, max(1, math.ceil(device.next_due_at - now)))
         return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe})  # type: ignore[return-value]
+    if queued_s(request) > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
+        session.commit()
+        metrics.CHALLENGES_DEFERRED.inc()
+        return Response(status_code=204, headers={"Retry-After": str(random.randint(3, 8)),  # type: ignore[return-value]
+                                                  RTT_HEADER: probe})
     challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
                                      shape=state.settings.test_shape(device.profile))
     row = service.store_challenge(provider_id, device.id, challenge)
@@ -116,10 +122,10 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
 
 
 @router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe")
-def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep) -> dict:
+def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, request: Request) -> dict:
     """Echo the round-trip probe of the last poll response, at once; the gateway times the round trip."""
     session = auth.session
-    now = time.time()
+    now = arrived_at(request)
     if provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", "a provider can only echo its own probes")
     auth.claim_nonce()
@@ -137,11 +143,14 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep) 
 
 
 @router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment")
-def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep) -> dict:
+def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep,
+                    request: Request) -> dict:
     """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
-    A retry with the same roots gets the same request."""
+    A retry with the same roots gets the same request. The commitment is timed from when its body had
+    arrived, not from when a worker thread got to it (queueing under load is the gateway's, not the
+    provider's)."""
     session = auth.session
-    now = time.time()
+    now = arrived_at(request)
     auth.claim_nonce()
     row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     digest = _digest(body.roots)
@@ -180,10 +189,11 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
 
 
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
-def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep) -> dict:
+def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
+                  request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
     verdict, counted once."""
-    now = time.time()
+    now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]
     digest = _digest(wire)
     with state.db.reader() as reader:  # judge outside the write lock: verification can take a while

@@ -78,3 +78,46 @@ def test_two_gateway_processes_on_one_database_are_one_service(servers):
         head_a, head_b = ca.get("/v1/log/head").json(), cb.get("/v1/log/head").json()
         assert head_a["root"] == head_b["root"] and head_a["public_key"] == head_b["public_key"]
         assert cb.get(f"/v1/providers/{pid}/trust").json()["evidence"] == 1
+
+
+def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tmp_path):
+    """One worker thread, busy for 2 s (another provider's poll waits on the database's write lock, held
+    by the test) while a commitment arrives: the gateway answers late, but the measured time is the
+    provider's (queueing under load is the gateway's own)."""
+    import sqlite3
+    import threading
+    import time
+
+    from gateway.client import GatewayClient
+
+    db = tmp_path / "gw.db"
+    server = Server(f"sqlite:///{db}", tmp_path / "data", GPUPROOF_WORKER_THREADS="1").start()
+    try:
+        with GatewayClient(server.base, key=signatures.new_private_key()) as client, \
+                GatewayClient(server.base, key=signatures.new_private_key()) as other:
+            client.register("timed", [{"model": "cpu-reference", "vram_gib": 1}])
+            other.register("busy", [{"model": "cpu-reference", "vram_gib": 1}])
+            c, probe, _ = client.next_challenge(0)
+            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            roots = CpuBackend().run(params)
+            lock = sqlite3.connect(db, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")  # every writer now waits for this
+            busy = threading.Thread(target=lambda: other.next_challenge(0))  # holds the only worker thread
+            busy.start()
+            time.sleep(0.5)
+            answer: dict = {}
+            sent = time.time()
+            poster = threading.Thread(target=lambda: answer.update(client.commit(c["challenge_id"], roots)))
+            poster.start()
+            time.sleep(2.0)
+            lock.execute("COMMIT")
+            poster.join(timeout=30)
+            busy.join(timeout=30)
+            answered = time.time()
+            lock.close()
+            assert answer.get("pairs"), answer
+            assert answered - sent >= 2.0
+            row = sqlite3.connect(db).execute("SELECT received_at, issued_at FROM challenges").fetchone()
+            assert row[0] - sent < 1.0, (row[0] - sent, "received_at must be the arrival, not the handling")
+    finally:
+        server.stop()
