@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:
     # an overloaded gateway defers challenges (204 + Retry-After) rather than issue ones it could not
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
-    admission_max_wait_s: float = 0.5
+    admission_max_wait_s: float = 1.5
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
     # "m,n,k,rounds": small challenges for tests and demos instead of the profile's sizing; entries
     # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
