@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -87,27 +86,16 @@ def test_checkpoint_commitment(benchmark):
 @pytest.fixture(scope="module")
 def gateway():
     """A gateway in its own process on loopback (one uvicorn worker, SQLite), with one registered provider."""
-    from tests.support.server import free_port
+    from tests.support.server import Server
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = dict(os.environ, GPUPROOF_DATA_DIR=tmp, GPUPROOF_VERIFY_TEST_SHAPE="64,512,256,4",
-                   GPUPROOF_CHALLENGE_INTERVAL_S="0", GPUPROOF_PROVIDER_RATE_PER_S="10000",
-                   GPUPROOF_IP_RATE_PER_S="100000")
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--port", str(port),
-                                 "--log-level", "warning"], env=env, cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        server = Server(f"sqlite:///{tmp}/gw.db", Path(tmp) / "gw", GPUPROOF_VERIFY_TEST_SHAPE="64,512,256,4",
+                        GPUPROOF_CHALLENGE_INTERVAL_S="0", GPUPROOF_PROVIDER_RATE_PER_S="10000",
+                        GPUPROOF_IP_RATE_PER_S="100000").start()
         try:
-            yield base
+            yield server.base
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            server.stop()
 
 
 def _provider(base: str):  # noqa: ANN202

@@ -57,29 +57,17 @@ def main() -> int:
     args = parser.parse_args()
     job = MLPJob()
     interval = job.checkpoint_interval
-    import os
-    import subprocess
-
-    import httpx
-
     from agent.training import TrainingReporter
     from gateway import admin
     from gateway.client import GatewayClient
     from gateway.db import Database
+    from tests.support.server import Server  # a uvicorn process on loopback, ready when returned
     from verifier import signatures
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = 18000 + os.getpid() % 1000
-        env = dict(os.environ, GPUPROOF_DATA_DIR=f"{tmp}/gw", GPUPROOF_PROVIDER_RATE_PER_S="10000")
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--port", str(port),
-                                   "--log-level", "warning"], env=env, cwd=Path(__file__).resolve().parent.parent)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        server = Server(f"sqlite:///{tmp}/gw/gateway.db", Path(tmp) / "gw",
+                        GPUPROOF_PROVIDER_RATE_PER_S="10000").start()
+        base = server.base
         db = Database(f"sqlite:///{tmp}/gw/gateway.db")
         market = GatewayClient(base, admin.create_api_key(db, "m", ["jobs"]))
         provider = GatewayClient(base, key=signatures.new_private_key())
@@ -106,8 +94,7 @@ def main() -> int:
                 for name, make in variants.items():
                     times[name].append(train(job, args.steps, make()))
         finally:
-            server.terminate()
-            server.wait()
+            server.stop()
             db.dispose()
     base = statistics.median(t[0] for t in times["baseline (no commitments)"])
     print(f"Reference job {job}, {args.steps} steps, a commitment every {interval} steps; "

@@ -11,6 +11,7 @@ NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable text only: PostgreSQL cannot st
 Text100 = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)]
 Text200 = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
 
+MAX_INDEX = 2**53  # offsets, indices and sizes in queries: beyond any real count, inside every database's integers
 IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an id: 32 lowercase hex characters")]
 
 

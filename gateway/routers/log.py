@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from gateway import translog
 from gateway.deps import ReadSessionDep, StateDep, limit_ip
 from gateway.problems import Problem
+from gateway.schemas import MAX_INDEX
 
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 
@@ -21,8 +22,8 @@ def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
 
 
 @router.get("/entries", operation_id="get_log_entries")
-def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0)] = 0,
-                    end: Annotated[int | None, Query(ge=1)] = None) -> dict:
+def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
+                    end: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None) -> dict:
     """Entries [start, end), at most 200 at a time."""
     size = translog.size(session)
     end = min(size, start + 200 if end is None else end)
@@ -32,8 +33,8 @@ def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0)] 
 
 
 @router.get("/inclusion", operation_id="get_inclusion_proof")
-def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=0)],
-                        size: Annotated[int, Query(ge=1)]) -> dict:
+def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+                        size: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """The audit path of entry `index` in the tree of `size` entries."""
     current = translog.size(session)
     if size > current or index >= size:
@@ -44,8 +45,8 @@ def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=
 
 
 @router.get("/consistency", operation_id="get_consistency_proof")
-def get_consistency_proof(session: ReadSessionDep, old: Annotated[int, Query(ge=0)],
-                          new: Annotated[int, Query(ge=1)]) -> dict:
+def get_consistency_proof(session: ReadSessionDep, old: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+                          new: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """Proof that the tree of `new` entries extends the tree of `old` entries."""
     current = translog.size(session)
     if not old <= new <= current:

@@ -13,7 +13,7 @@ from gateway import service, translog
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, limit_ip
 from gateway.models import Device, Provider
 from gateway.problems import Problem
-from gateway.schemas import DeviceOut, IdPath, ProviderOut, ProviderPage, Registration
+from gateway.schemas import MAX_INDEX, DeviceOut, IdPath, ProviderOut, ProviderPage, Registration
 from verifier import signatures
 from verifier.profiles import lookup
 
@@ -71,7 +71,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   offset: Annotated[int, Query(ge=0)] = 0) -> ProviderPage:
+                   offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> ProviderPage:
     """Providers, optionally those with a device of a model (or its profile) and a minimum lower bound."""
     query = select(Provider).order_by(Provider.created_at, Provider.id)
     if model:

@@ -23,7 +23,16 @@ from sqlalchemy.orm import Session
 
 from gateway import translog
 from gateway.blobs import BlobStore
-from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, api_key, limit_ip, raw_body
+from gateway.deps import (
+    ReadSessionDep,
+    SignedProviderDep,
+    StateDep,
+    WriteSessionDep,
+    api_key,
+    arrived_at,
+    limit_ip,
+    raw_body,
+)
 from gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
 from gateway.problems import Problem
 from gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
@@ -51,6 +60,15 @@ def _policy(job: Job) -> training.TrainingPolicy:
     if job.training_state is None:
         raise Problem(409, "No training proofs", f"job {job.id} was created without a checkpoint_policy")
     return training.TrainingPolicy.parse(job.checkpoint_policy)
+
+
+def _own_job(auth, job_id: str) -> tuple[Job, training.TrainingPolicy]:  # noqa: ANN001
+    """The job and its policy, in the signed request's write transaction (its nonce claimed first)."""
+    auth.claim_nonce()
+    job = _job(auth.session, job_id)
+    if job.provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
+    return job, _policy(job)
 
 
 def received_of(row: TrainingCommitment) -> training.Received:
@@ -142,12 +160,8 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
     """One checkpoint commitment, timestamped by the gateway on arrival and appended to the log. It must
     extend the job's hash chain (step 0 first, then every `interval` steps). A retry of a stored
     commitment answers 200 with the stored one."""
-    session, now = auth.session, time.time()
-    auth.claim_nonce()
-    job = _job(session, job_id)
-    if job.provider_id != auth.provider.id:
-        raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
-    policy = _policy(job)
+    session, now = auth.session, arrived_at(request)
+    job, policy = _own_job(auth, job_id)
     raw_hashes = {k: bytes.fromhex(getattr(body, k)) for k in ("root", "batch_hash", "prev_hash", "hash")}
     stored = session.get(TrainingCommitment, (job_id, body.step))
     if stored is not None:
@@ -185,11 +199,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     """The run is over: the arrival times are checked (flags), then q segments and c chunks of each are
     drawn with the CSPRNG, after every commitment is stored. Idempotent: a second close returns the same."""
     session, now = auth.session, time.time()
-    auth.claim_nonce()
-    job = _job(session, job_id)
-    if job.provider_id != auth.provider.id:
-        raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
-    policy = _policy(job)
+    job, policy = _own_job(auth, job_id)
     if job.training_state == "closed":
         session.rollback()
         return training_json(session, job)

@@ -14,7 +14,7 @@ from gateway.deps import ReadSessionDep, StateDep, limit_ip
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Provider
 from gateway.problems import Problem
-from gateway.schemas import IdPath
+from gateway.schemas import MAX_INDEX, IdPath
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
 
@@ -47,7 +47,7 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
 @router.get("/verdicts", operation_id="list_verdicts")
 def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                  offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> dict:
     """The provider's verdicts, newest first."""
     _provider(session, provider_id)
     rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
