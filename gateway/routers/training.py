@@ -261,7 +261,8 @@ def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
     auth.claim_nonce()
-    expire_audits(session, state, job_id, now)
+    if expire_audits(session, state, job_id, now):
+        session.commit()  # a late answer gets its 409 below; the expiry it found stands
     audit = _own_audit(session, audit_id, auth.provider.id)
     if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
                               "uploaded")) is not None:
@@ -299,7 +300,8 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
         failure = exc
     wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
     auth.claim_nonce()
-    expire_audits(session, state, job_id, now)
+    if expire_audits(session, state, job_id, now):
+        session.commit()  # a late answer gets its 409 below; the expiry it found stands
     audit = _own_audit(session, audit_id, auth.provider.id)
     if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
         return answered

@@ -232,6 +232,11 @@ def test_audits_not_answered_in_time_fail(world, tmp_path):
         for a in s.execute(select(SegmentAudit).where(SegmentAudit.job_id == jid)).scalars():
             a.deadline_at -= 5
         s.commit()
+    late = world.market.training(jid)["audits"][0]
+    with pytest.raises(GatewayError, match="judged") as info:  # too late: refused, and the expiry stands
+        provider.upload_state(late["audit_id"], b"\x00" * 64)
+    assert info.value.status == 409
+    assert world.market.training(jid)["audits"][0]["outcome"] == "fail"
     decision = world.market.settle(jid)
     assert decision["decision"] == "refund" and any("did not arrive before the deadline" in r
                                                     for r in decision["reasons"]), decision
