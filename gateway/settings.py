@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     challenge_interval_s: float = 3600.0  # how often a device is challenged
     provider_rate_per_s: float = 20.0
     ip_rate_per_s: float = 200.0
-    worker_threads: int = 8  # threads for blocking work; see gateway/app.py
+    worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:
     # an overloaded gateway defers challenges (204 + Retry-After) rather than issue ones it could not
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
