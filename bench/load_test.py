@@ -102,6 +102,10 @@ def main() -> int:
         while time.monotonic() < mid:
             time.sleep(0.1)
         rss_warm = [rss_mib(s.proc.pid) for s in servers]
+        half = time.monotonic() + max(0.0, args.seconds / 2 - 7)
+        while time.monotonic() < half:
+            time.sleep(0.1)
+        rss_half = [rss_mib(s.proc.pid) for s in servers]  # growth from here to the end is what "flat" rules out
         reads = [parse_wrk(r.communicate()[0]) for r in readers]
         runner.join()
         rss_end = [rss_mib(s.proc.pid) for s in servers]
@@ -123,9 +127,10 @@ def main() -> int:
     ok = not lost and server_errors == 0 and p99 <= 50
     print(f"{args.processes} gateway process(es) on {'PostgreSQL' if dropdb else 'SQLite'}, {args.agents} agents "
           f"(a challenge every {args.interval:g} s each), {args.seconds} s, 64 read connections")
-    print("| verdicts | lost | agent errors | 5xx | reads/s | read p99 ms | RSS MiB start -> warm -> end |")
+    print("| verdicts | lost | agent errors | 5xx | reads/s | read p99 ms | RSS MiB start -> 5 s -> half -> end |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    rss = ", ".join(f"{a:.0f} -> {b:.0f} -> {c:.0f}" for a, b, c in zip(rss_start, rss_warm, rss_end, strict=True))
+    rss = ", ".join(f"{a:.0f} -> {b:.0f} -> {h:.0f} -> {c:.0f}"
+                    for a, b, h, c in zip(rss_start, rss_warm, rss_half, rss_end, strict=True))
     print(f"| {len(stats['verdicts'])} | {len(lost)} | {stats['errors'] or 0} | {server_errors} | "
           f"{sum(r[0] for r in reads):.0f} | {p99:.1f} | {rss} |")
     return 0 if ok else 1

@@ -412,7 +412,8 @@ def test_commitment_stored_but_not_drawn_before_a_crash_is_resumed_by_the_retry(
     assert verdict.json()["outcome"] == "pass" and first.status_code == 200
 
 
-@pytest.mark.parametrize("query", ["/v1/providers?offset=9223372036854775808", "/v1/log/entries?start=99999999999999999999",
+@pytest.mark.parametrize("query", ["/v1/providers?offset=9223372036854775808",
+                                   "/v1/log/entries?start=99999999999999999999",
                                    "/v1/log/inclusion?index=0&size=18446744073709551616",
                                    f"/v1/providers/{'0' * 32}/verdicts?offset=9223372036854775808"])
 def test_huge_offsets_and_indices_are_422_not_a_database_overflow(gateway, query):
