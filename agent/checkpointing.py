@@ -10,12 +10,10 @@ can later ask for the state at the start of a segment and for chunks at its end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +21,9 @@ import numpy as np
 
 from kernels.errors import InvalidParameter
 from verifier import checkpoints
+from verifier.checkpoints import ZERO, CheckpointCommitment, batch_hash
 
-ZERO = bytes(32)
-
-
-@dataclass(frozen=True)
-class CheckpointCommitment:
-    step: int
-    root: bytes
-    batch_hash: bytes
-    prev_hash: bytes
-    hash: bytes
-    manifest: tuple[checkpoints.TensorEntry, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "root": self.root.hex(), "batch_hash": self.batch_hash.hex(),
-                "prev_hash": self.prev_hash.hex(), "hash": self.hash.hex(),
-                "manifest": checkpoints.manifest_json(self.manifest)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CheckpointCommitment:
-        """A commitment received over the network, fields and manifest validated (InvalidParameter)."""
-        try:
-            fields = {k: bytes.fromhex(data[k]) for k in ("root", "batch_hash", "prev_hash", "hash")}
-            step = int(data["step"])
-            manifest = tuple(checkpoints.manifest_from_json(data["manifest"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidParameter("commitment", f"malformed: {exc}") from None
-        return cls(step=step, manifest=manifest, **fields)
-
-
-def batch_hash(batches: list[np.ndarray]) -> bytes:
-    """SHA-256 over the steps' batch indices, in order, as little-endian int64."""
-    h = hashlib.sha256(b"gpuproof.batches.v1")
-    for b in batches:
-        arr = np.ascontiguousarray(np.asarray(b, dtype="<i8"))
-        h.update(len(arr).to_bytes(8, "little"))
-        h.update(arr.tobytes())
-    return h.digest()
+__all__ = ["ZERO", "CheckpointCommitment", "CheckpointCommitter", "batch_hash"]
 
 
 class CheckpointCommitter:

@@ -21,6 +21,7 @@ temporary directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -81,8 +82,7 @@ class Demo:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROOF_")}
         self.gateway: subprocess.Popen | None = None
         self.others: list[subprocess.Popen] = []
-        self.roles = [Role(**{k: getattr(r, k) for k in ("key", "name", "expect", "claim", "adversary", "serves",
-                                                           "trains")}) for r in ROLES]
+        self.roles = [dataclasses.replace(r, procs=[]) for r in ROLES]  # fresh per run: ROLES stays a template
         self.stop = threading.Event()
 
     # processes ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ of the dishonest providers of docs/threat-model.md (used by the demo and the tes
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,7 +155,7 @@ def replay_job(client: GatewayClient, job_id: str, validator_key,  # noqa: ANN00
     """The validator's side (`gpuproof replay --job ID`): replay every audit of the job that is ready,
     sign each result with `validator_key` and post it. Returns the audits as the gateway then reports them."""
     from verifier import signatures, training
-    from verifier.replay import replay_audit
+    from verifier.replay import replay_audit, step_with_threads
     from verifier.workload import workload_from_policy
 
     report = client.training(job_id)
@@ -166,12 +167,7 @@ def replay_job(client: GatewayClient, job_id: str, validator_key,  # noqa: ANN00
         materials = client.replay_materials(audit["audit_id"])
         data = client.replay_state(audit["audit_id"])
         job = workload_from_policy((materials["policy"] or {}).get("workload") or {})
-        job_data = job.data()
-
-        def step_factory(threads: int, job: MLPJob = job, job_data: Any = job_data) -> Callable:
-            return lambda state, indices: job.step(state, indices, job_data, threads=threads)
-
-        result = replay_audit(materials, data, step_factory)
+        result = replay_audit(materials, data, functools.partial(step_with_threads, job))
         start, end = materials["start"], materials["end"]
         fields = training.replay_fields(audit["audit_id"], job_id, audit["start_step"], audit["end_step"],
                                         start["root"], end["root"], end["hash"], materials["upload_sha256"], result)

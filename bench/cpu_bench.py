@@ -85,6 +85,14 @@ def main() -> int:
         ok &= within
         print(f"| {name} | {secs:.4f} | <= {target} | {'yes' if within else 'NO'} | {base_name} | {base:.4f} | "
               f"{secs / base:.1f}x |")
+    # what every signed gateway request pays (verifier.signatures, OpenSSL through `cryptography`)
+    from verifier import signatures
+
+    key = signatures.new_private_key()
+    public, message = signatures.public_key_bytes(key), bytes(200)
+    sig = signatures.sign(key, message)
+    t_verify = median_seconds(lambda: [signatures.verify(public, message, sig) for _ in range(1000)], args.repeats)
+    print(f"\nEd25519 verification of a signed request: {t_verify:.3f} ms each (median of {args.repeats} x 1000)")
     return 0 if ok else 1
 
 

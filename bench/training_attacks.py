@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from agent.training import CHEATS, replay_job, run_reference_job  # noqa: E402
@@ -29,6 +30,8 @@ from gateway.app import create_app  # noqa: E402
 from gateway.client import GatewayClient  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from verifier import signatures  # noqa: E402
+from verifier.checkpoints import manifest  # noqa: E402
+from verifier.training import Received, TrainingPolicy, draw_audits  # noqa: E402
 
 # A 60 ms stand-in step time and a 50 ms floor: like a real job, a step takes far longer than a commitment's
 # round trip, so a burst of commitments is far faster than training could be, and an honest run never is.
@@ -56,27 +59,34 @@ def main() -> int:
             provider.register("bench", [{"model": "NVIDIA H100", "vram_gib": 80}])
             counter = [0]
 
-            def run(cheat: str | None, segments: set[int] | None = None) -> bool:
+            def run(cheat: str | None, segments: set[int] | None = None) -> dict:
                 counter[0] += 1
                 jid = market.create_job("r", provider.provider_id, "p", POLICY)["id"]
                 run_reference_job(provider, jid, POLICY, Path(tmp) / f"s{counter[0]}", STEPS, DELAY, cheat,
                                   cheat_segments=segments)
                 replay_job(validator, jid, vkey)
                 report = market.training(jid)
-                return bool(report["flags"]) or any(a["outcome"] == "fail" for a in report["audits"])
+                report["caught"] = bool(report["flags"]) or any(a["outcome"] == "fail" for a in report["audits"])
+                return report
 
             rows = []
             t0 = time.perf_counter()
             for name, what in sorted(CHEATS.items()):
-                caught = sum(run(name) for _ in range(args.runs))
+                caught = sum(run(name)["caught"] for _ in range(args.runs))
                 rows.append((name, what, args.runs, caught, 1.0))
             expected = 1 - math.comb(5, 2) / math.comb(6, 2)
+            when_drawn = [0, 0]  # partial cheats: runs whose cheating segment was drawn, and of those caught
             for name in ("skip-steps", "fewer-batches"):
-                caught = sum(run(name, {0}) for _ in range(args.runs * 3))
+                reports = [run(name, {0}) for _ in range(args.runs * 3)]
+                drawn = [r for r in reports if any(a["start_step"] == 0 for a in r["audits"])]
+                when_drawn[0] += len(drawn)
+                when_drawn[1] += sum(r["caught"] for r in drawn)
                 rows.append((f"{name}, 1 of 6 segments", CHEATS[name] + " (in one segment only)", args.runs * 3,
-                             caught, expected))
-            honest_failed = sum(run(None) for _ in range(args.honest))
-            rows.append(("honest", "trains every step on the committed batches", args.honest, honest_failed, 0.0))
+                             sum(r["caught"] for r in reports), expected))
+            if args.honest:
+                honest_failed = sum(run(None)["caught"] for _ in range(args.honest))
+                rows.append(("honest", "trains every step on the committed batches", args.honest, honest_failed,
+                             0.0))
             seconds = time.perf_counter() - t0
     print(f"Training proofs: {STEPS} steps, a commitment every {POLICY['interval']} (6 segments), q=2 segments "
           f"and 6 chunks audited, exact replay ({seconds:.0f} s)\n")
@@ -84,6 +94,14 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for name, what, runs, caught, exp in rows:
         print(f"| {name} | {what} | {runs} | {caught} | {caught / runs:.1%} | {exp:.1%} |")
+    draws = 30_000  # the draw alone, with the gateway's own function: how often segment 0 is audited
+    received = [Received(step=4 * i, root=bytes(32), batch_hash=bytes(32), prev_hash=bytes(32), hash=bytes(32),
+                         manifest=tuple(manifest({"w": np.zeros(300, np.float32)})), received_at=float(i))
+                for i in range(STEPS // POLICY["interval"] + 1)]
+    policy = TrainingPolicy.parse(POLICY)
+    hits = sum(any(d.start_step == 0 for d in draw_audits(received, policy)) for _ in range(draws))
+    print(f"\nPartial cheats whose cheating segment was drawn: {when_drawn[0]}, caught {when_drawn[1]}. "
+          f"The draw alone audits a given segment in {hits / draws:.1%} of {draws} draws (expected {expected:.1%}).")
     return 0
 
 

@@ -320,3 +320,52 @@ def verify_chunk(root: bytes, entries: Sequence[TensorEntry], name: str, index: 
         raise ProofError(f"a chunk is {CHUNK} bytes, got {len(chunk)}")
     total = leaf_count(entries)
     merkle.verify_inclusion(by_name[name].chunk_leaf(index), total, merkle.leaf_hash(chunk), path, root)
+
+
+ZERO = bytes(32)
+
+
+@dataclass(frozen=True)
+class CheckpointCommitment:
+    step: int
+    root: bytes
+    batch_hash: bytes
+    prev_hash: bytes
+    hash: bytes
+    manifest: tuple[TensorEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "root": self.root.hex(), "batch_hash": self.batch_hash.hex(),
+                "prev_hash": self.prev_hash.hex(), "hash": self.hash.hex(),
+                "manifest": manifest_json(self.manifest)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckpointCommitment:
+        """A commitment received over the network, fields and manifest validated (InvalidParameter)."""
+        try:
+            fields = {k: bytes.fromhex(data[k]) for k in ("root", "batch_hash", "prev_hash", "hash")}
+            step = int(data["step"])
+            manifest = tuple(manifest_from_json(data["manifest"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidParameter("commitment", f"malformed: {exc}") from None
+        return cls(step=step, manifest=manifest, **fields)
+
+
+def batch_hash(batches: list[np.ndarray]) -> bytes:
+    """SHA-256 over the steps' batch indices, in order, as little-endian int64."""
+    h = hashlib.sha256(b"gpuproof.batches.v1")
+    for b in batches:
+        arr = np.ascontiguousarray(np.asarray(b, dtype="<i8"))
+        h.update(len(arr).to_bytes(8, "little"))
+        h.update(arr.tobytes())
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Opened:
+    """One opened chunk of a committed state, with its audit path to the root."""
+
+    name: str
+    index: int
+    chunk: bytes
+    path: tuple[bytes, ...]

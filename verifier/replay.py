@@ -27,12 +27,7 @@ from verifier import checkpoints
 StepFn = Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class Opened:
-    name: str
-    index: int
-    chunk: bytes
-    path: tuple[bytes, ...]
+Opened = checkpoints.Opened
 
 
 @dataclass(frozen=True)
@@ -72,8 +67,6 @@ def check_segment(step: StepFn, start: Any, end: Any, uploaded: dict[str, np.nda
                   batches: Sequence[np.ndarray], opened: Sequence[Opened], mode: str = "exact",
                   tau: float | None = None) -> SegmentVerdict:
     """The verdict on the segment from commitment `start` to commitment `end` (CheckpointCommitments)."""
-    from agent.checkpointing import batch_hash  # the committer defines the batch hash
-
     if mode not in ("exact", "tolerance"):
         raise InvalidParameter("mode", f"expected exact or tolerance, got {mode!r}")
     if mode == "tolerance" and (tau is None or not tau > 0):
@@ -89,7 +82,7 @@ def check_segment(step: StepFn, start: Any, end: Any, uploaded: dict[str, np.nda
     root, _ = checkpoints.root_cpu(uploaded)
     if not hmac.compare_digest(root, start.root):
         return fail(f"the uploaded state at step {start.step} does not match its committed root")
-    if not hmac.compare_digest(batch_hash(list(batches)), end.batch_hash):
+    if not hmac.compare_digest(checkpoints.batch_hash(list(batches)), end.batch_hash):
         return fail("the batches are not the ones committed for this segment")
     manifest = list(end.manifest)
     for o in opened:
@@ -140,15 +133,13 @@ def replay_audit(materials: dict[str, Any], data: bytes, step_factory: Callable[
     function; in tolerance mode without a tau in the policy, tau is calibrated on this segment."""
     import hashlib
 
-    from agent.checkpointing import CheckpointCommitment
-
     policy = materials.get("policy") or {}
     mode = policy.get("mode", "exact")
     if hashlib.sha256(data).hexdigest() != materials["upload_sha256"]:
         return {"outcome": "fail", "mode": mode, "reason": "the state served is not the upload the audit names",
                 "tensor": None, "chunk": None, "distance": None, "tau": None}
-    start = CheckpointCommitment.from_json(materials["start"])
-    end = CheckpointCommitment.from_json(materials["end"])
+    start = checkpoints.CheckpointCommitment.from_json(materials["start"])
+    end = checkpoints.CheckpointCommitment.from_json(materials["end"])
     state = checkpoints.state_from_buffer(data, list(start.manifest))
     batches = [np.asarray(b, dtype=np.int64) for b in materials["batches"]]
     opened = [Opened(o["name"], int(o["index"]), bytes.fromhex(o["chunk"]), tuple(bytes.fromhex(h) for h in o["path"]))

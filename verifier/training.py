@@ -22,7 +22,7 @@ from typing import Any
 from kernels.errors import InvalidParameter, ProofError
 from verifier import checkpoints
 
-ZERO = bytes(32)
+ZERO = checkpoints.ZERO
 MODES = ("exact", "tolerance")
 
 
@@ -90,15 +90,9 @@ class TrainingPolicy:
 
 
 @dataclass(frozen=True)
-class Received:
-    """A stored commitment: its fields and when the gateway received it."""
+class Received(checkpoints.CheckpointCommitment):
+    """A stored commitment and when the gateway received it."""
 
-    step: int
-    root: bytes
-    batch_hash: bytes
-    prev_hash: bytes
-    hash: bytes
-    manifest: tuple[checkpoints.TensorEntry, ...]
     received_at: float
 
 
@@ -189,25 +183,18 @@ class SegmentFailure(ProofError):
         self.tensor, self.chunk = tensor, chunk
 
 
-@dataclass(frozen=True)
-class OpenedChunk:
-    name: str
-    index: int
-    chunk: bytes
-    path: tuple[bytes, ...]
+OpenedChunk = checkpoints.Opened  # an opened chunk, as the replay uses it
 
 
 def check_openings(end: Received, requested: Sequence[tuple[str, int]], batches: Sequence[Sequence[int]],
                    opened: Sequence[OpenedChunk], steps: int) -> None:
     """Raises SegmentFailure naming what is wrong: the batches must be the segment's committed ones and the
     chunks exactly the requested ones, each in the end commitment's root."""
-    import numpy as np
 
-    from agent.checkpointing import batch_hash  # the committer defines the batch hash
 
     if len(batches) != steps:
         raise SegmentFailure(f"the segment has {steps} steps; {len(batches)} batches were sent")
-    if not hmac.compare_digest(batch_hash([np.asarray(b, dtype=np.int64) for b in batches]), end.batch_hash):
+    if not hmac.compare_digest(checkpoints.batch_hash(list(batches)), end.batch_hash):
         raise SegmentFailure(f"the batches do not hash to the batch_hash committed at step {end.step}")
     got = sorted((o.name, o.index) for o in opened)
     if got != sorted(requested):

@@ -72,8 +72,9 @@ def _own_job(auth, job_id: str) -> tuple[Job, training.TrainingPolicy]:  # noqa:
 
 
 def received_of(row: TrainingCommitment) -> training.Received:
-    return training.Received(row.step, row.root, row.batch_hash, row.prev_hash, row.hash,
-                             tuple(checkpoints.manifest_from_json(row.manifest)), row.received_at)
+    return training.Received(step=row.step, root=row.root, batch_hash=row.batch_hash, prev_hash=row.prev_hash,
+                             hash=row.hash, manifest=tuple(checkpoints.manifest_from_json(row.manifest)),
+                             received_at=row.received_at)
 
 
 def _commitments(session: Session, job_id: str) -> list[TrainingCommitment]:
@@ -173,8 +174,7 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
     if job.training_state != "open":
         raise Problem(409, "Run closed", f"job {job_id}'s run was closed at {job.closed_at}; no more commitments")
     manifest = checkpoints.manifest_from_json([t.model_dump() for t in body.manifest])
-    new = training.Received(body.step, raw_hashes["root"], raw_hashes["batch_hash"], raw_hashes["prev_hash"],
-                            raw_hashes["hash"], tuple(manifest), now)
+    new = training.Received(step=body.step, manifest=tuple(manifest), received_at=now, **raw_hashes)
     last = session.execute(select(TrainingCommitment).where(TrainingCommitment.job_id == job_id)
                            .order_by(TrainingCommitment.step.desc()).limit(1)).scalar_one_or_none()
     count = session.execute(select(func.count()).select_from(TrainingCommitment)

@@ -4,6 +4,7 @@ score, the settlement and the log. Every cheat of agent.training.CHEATS must be 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -269,12 +270,12 @@ def test_two_hundred_honest_runs_never_fail(tmp_path):
     timing flags, the CSPRNG draw, the upload's root, the openings, the signed replay's verdict), without
     HTTP in between; bench/training_attacks.py runs 200 through the gateway itself (docs/threat-model.md)."""
     from verifier import training
-    from verifier.replay import replay_audit
+    from verifier.replay import replay_audit, step_with_threads
 
     policy = training.TrainingPolicy.parse(POLICY)
     job = MLPJob(seed=7, hidden=32)
     data = job.data()
-    step_factory = lambda threads: lambda st, idx: job.step(st, idx, data, threads=threads)  # noqa: E731
+    step_factory = functools.partial(step_with_threads, job)
     for n in range(200):
         committer = CheckpointCommitter(4, store=tmp_path / f"s{n}")
         state = job.init_state()
