@@ -2,7 +2,8 @@
 
 Imported only when a GPU backend is asked for (kernels.backend.select_backend). One round on the device:
 round_key (rs_r from the previous root, on the GPU) -> gen_nibbles (A_r) -> cuBLAS gemmEx int8 -> int32
-"TN" (C_r = A_r @ B.T) -> leaf_hash_1k -> merkle_levels -> copy_hash (root_r into the roots array).
+"TN" (C_r = A_r @ B.T) -> leaf_hash_1k -> merkle_levels (root_r into the roots array), as laid out by a
+launch plan (kernels/cuda_plan.py: sequential by default, or pipelined over two streams).
 Rounds are chained on the device; only the R 32-byte roots come back to the host. Buffers are allocated
 once per challenge and reused across rounds. Never `cupy.matmul` on int8: it is not cuBLAS and wraps.
 """
@@ -16,7 +17,23 @@ from importlib import resources
 import cupy
 import numpy as np
 
-from kernels import merkle, spec
+from kernels import cuda_plan, merkle, spec
+from kernels.cuda_plan import (
+    DEFAULT_LEVELS_PER_LAUNCH,
+    GEN_THREADS,
+    LEAF_CHUNKS_PER_BLOCK,
+    LEVEL_NODES_PER_BLOCK,
+    CopyRoot,
+    Gemm,
+    Gen,
+    Geometry,
+    Leaves,
+    Levels,
+    Record,
+    RoundKey,
+    Step,
+    Wait,
+)
 from kernels.errors import BackendUnavailable
 from kernels.spec import ChallengeParams
 
@@ -25,11 +42,6 @@ CUDA_R_32I = 10
 CUBLAS_COMPUTE_32I = 72
 CUBLAS_GEMM_DEFAULT = -1
 M_ALIGN = 16  # cuBLAS int8 wants M (and K, lda, ldb) multiples of 4; 16 is the safe choice
-GEN_THREADS = 256
-LEAF_CHUNKS_PER_BLOCK = 128  # 4 warps x 32 chunks
-LEVEL_NODES_PER_BLOCK = 512
-LEVELS_PER_LAUNCH = 9  # most one launch can do (a group of 512 nodes)
-DEFAULT_LEVELS_PER_LAUNCH = 6  # measured 3-8% faster than 9 on an H200 (docs/performance.md)
 
 _NULL = np.uintp(0)  # a null device pointer for optional kernel arguments
 _modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
@@ -88,15 +100,21 @@ class CudaKernels:
         blocks = out.size // 64
         if blocks == 0:
             return
-        grid = min((blocks + GEN_THREADS - 1) // GEN_THREADS, 2**31 - 1)
-        self._gen((grid,), (GEN_THREADS,), (out, key_d, np.uint64(first_block), np.uint64(blocks)))
+        self._gen((cuda_plan.gen_grid(blocks),), (GEN_THREADS,),
+                  (out, key_d, np.uint64(first_block), np.uint64(blocks)))
 
     def leaf_hashes(self, data: cupy.ndarray, n_chunks: int, out: cupy.ndarray) -> None:
         """out[32*i : 32*i+32] = SHA-256(0x00 || data[1024*i : 1024*i+1024]) for i < n_chunks."""
         if n_chunks == 0:
             return
-        grid = (n_chunks + LEAF_CHUNKS_PER_BLOCK - 1) // LEAF_CHUNKS_PER_BLOCK
-        self._leaf((grid,), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), out))
+        self._leaf((cuda_plan.leaf_grid(n_chunks),), (LEAF_CHUNKS_PER_BLOCK,), (data, np.uint64(n_chunks), out))
+
+    def levels(self, levels: cupy.ndarray, leaves: int, step: Levels, root_out: cupy.ndarray | None) -> None:
+        """One merkle_levels launch: the levels above nodes [step.first, step.end) of level step.start."""
+        out = root_out if (step.root and root_out is not None) else _NULL
+        self._levels((step.blocks,), (LEVEL_NODES_PER_BLOCK // 2,),
+                     (levels, np.uint64(leaves), np.int32(step.start), np.int32(step.count),
+                      np.uint64(step.first), np.uint64(step.end), out))
 
     def build_levels(self, levels: cupy.ndarray, leaves: int, per_launch: int = DEFAULT_LEVELS_PER_LAUNCH,
                      root_out: cupy.ndarray | None = None) -> int:
@@ -104,21 +122,13 @@ class CudaKernels:
 
         With `root_out` (32 bytes on the device) the root is also copied there, by the last launch.
         """
-        if not 1 <= per_launch <= LEVELS_PER_LAUNCH:
-            raise ValueError(f"levels per launch must be in 1..{LEVELS_PER_LAUNCH}, got {per_launch}")
         sizes, offsets = merkle.level_layout(leaves)
         height = len(sizes) - 1
         if height == 0 and root_out is not None:  # one leaf: its hash is the root
             self.copy_hash(levels[:32], root_out)
-        start = 0
-        while start < height:
-            count = min(per_launch, height - start)
-            grid = (sizes[start] + LEVEL_NODES_PER_BLOCK - 1) // LEVEL_NODES_PER_BLOCK
-            last = start + count == height
-            out = root_out if (last and root_out is not None) else _NULL
-            self._levels((grid,), (LEVEL_NODES_PER_BLOCK // 2,),
-                         (levels, np.uint64(leaves), np.int32(start), np.int32(count), out))
-            start += count
+        for step in cuda_plan.tree_steps(0, leaves, 0, 0, leaves, height, per_launch, root=True):
+            assert isinstance(step, Levels)
+            self.levels(levels, leaves, step, root_out)
         return offsets[-1]
 
     def copy_hash(self, src: cupy.ndarray, dst: cupy.ndarray) -> None:
@@ -163,18 +173,28 @@ class ChallengeBuffers:
 
 
 class CudaBackend:
-    """Runs challenges on one GPU. Roots are byte-identical to kernels.reference.CpuBackend's."""
+    """Runs challenges on one GPU. Roots are byte-identical to kernels.reference.CpuBackend's.
+
+    `pieces` > 1 runs each round as the pipelined plan of kernels/cuda_plan.py (that many row pieces,
+    hashing on a second stream beside the GEMM); the default 1 is the sequential plan.
+    """
 
     name = "cuda"
 
-    def __init__(self, device: int = 0) -> None:
+    def __init__(self, device: int = 0, pieces: int = 1) -> None:
         count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < count:
             raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")
+        if pieces < 1:
+            raise ValueError(f"pieces must be at least 1, got {pieces}")
         self.device = device
+        self.pieces = pieces
         with cupy.cuda.Device(device):
             self.kernels = CudaKernels(device)
+            self._hash_stream = cupy.cuda.Stream(non_blocking=True) if pieces > 1 else None
+        self._events: dict[int, cupy.cuda.Event] = {}
         self._buffers: ChallengeBuffers | None = None
+        self._plan: tuple[tuple[int, int, int], list[Step]] | None = None
 
     def _buffers_for(self, params: ChallengeParams) -> ChallengeBuffers:
         key = (params.seed, params.m, params.n, params.k)
@@ -187,13 +207,49 @@ class CudaBackend:
             self._buffers.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)
         return self._buffers
 
+    def plan(self, params: ChallengeParams) -> list[Step]:
+        """The launch plan of one round of this challenge's shape (cached per shape)."""
+        m_pad = -(-params.m // M_ALIGN) * M_ALIGN
+        key = (params.m, m_pad, params.chunks_per_row)
+        if self._plan is None or self._plan[0] != key:
+            geo = Geometry(params.m, m_pad, params.chunks_per_row)
+            self._plan = (key, cuda_plan.round_plan(geo, self.pieces, M_ALIGN))
+        return self._plan[1]
+
+    def _event(self, event_id: int) -> cupy.cuda.Event:
+        if event_id not in self._events:
+            self._events[event_id] = cupy.cuda.Event(block=False, disable_timing=True)
+        return self._events[event_id]
+
     def _round(self, bufs: ChallengeBuffers, round_index: int) -> None:
-        """Enqueue round r: reads roots[r] (root_{r-1}), writes roots[r+1] (root_r)."""
-        self.kernels.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
-        self.kernels.gen(bufs.a, bufs.key_a)
-        self.kernels.gemm(bufs.a, bufs.b, bufs.c)
-        self.kernels.leaf_hashes(bufs.c, bufs.leaves, bufs.levels[: bufs.leaves * 32])
-        self.kernels.build_levels(bufs.levels, bufs.leaves, root_out=bufs.roots[round_index + 1])
+        """Enqueue round r: reads roots[r] (root_{r-1}), writes roots[r+1] (root_r).
+
+        Stream 0 of the plan is the caller's current stream; every plan ends with stream 0 waiting for
+        everything it started, so the caller sees one stream.
+        """
+        k, leaves = bufs.params.k, bufs.leaves
+        kern = self.kernels
+        streams = {0: cupy.cuda.get_current_stream(), 1: self._hash_stream}
+        root_out = bufs.roots[round_index + 1]
+        for step in self.plan(bufs.params):
+            with streams[step.stream]:
+                match step:
+                    case RoundKey():
+                        kern.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
+                    case Gen(r0=r0, r1=r1):
+                        kern.gen(bufs.a[r0:r1], bufs.key_a, r0 * k // 64)
+                    case Gemm(r0=r0, r1=r1):
+                        kern.gemm(bufs.a[r0:r1], bufs.b, bufs.c[r0:r1])
+                    case Leaves(a=a, b=b):
+                        kern.leaf_hashes(bufs.c.reshape(-1)[a * 256:], b - a, bufs.levels[a * 32:b * 32])
+                    case Levels():
+                        kern.levels(bufs.levels, leaves, step, root_out)
+                    case CopyRoot():
+                        kern.copy_hash(bufs.levels[:32], root_out)
+                    case Record(event=event):
+                        self._event(event).record(streams[step.stream])
+                    case Wait(event=event):
+                        streams[step.stream].wait_event(self._event(event))
 
     def run(self, params: ChallengeParams,
             progress: Callable[[int], None] | None = None) -> list[bytes]:

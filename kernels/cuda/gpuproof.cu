@@ -52,23 +52,28 @@ __device__ __forceinline__ uint32_t bswap32(uint32_t x) { return __byte_perm(x, 
 // 1, 2^29 (x >> 3 as the high word of x * 2^29), 2^22 (x >> 10).
 __constant__ uint32_t GP_OPAQUE[3] = {1u, 1u << 29, 1u << 22};
 
+// Under GP_EMULATE (tests/support/cuda_emu: this source compiled for the host) the PTX becomes plain C.
 template <bool FMA>
 __device__ __forceinline__ uint32_t add2(uint32_t a, uint32_t b) {
+#ifndef GP_EMULATE
     if (FMA) {
         uint32_t d;
         asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(GP_OPAQUE[0]), "r"(b));
         return d;
     }
+#endif
     return a + b;
 }
 
 template <bool FMA>
 __device__ __forceinline__ uint32_t shr(uint32_t x, int n, int slot) {
+#ifndef GP_EMULATE
     if (FMA) {
         uint32_t d;
         asm("mul.hi.u32 %0, %1, %2;" : "=r"(d) : "r"(x), "r"(GP_OPAQUE[slot]));
         return d;
     }
+#endif
     return x >> n;
 }
 
@@ -344,14 +349,16 @@ __device__ __forceinline__ void store_hash(uint32_t* p, const uint32_t h[8]) {
     *reinterpret_cast<uint4*>(p + 4) = make_uint4(h[4], h[5], h[6], h[7]);
 }
 
-// Reduce group `group` of level `start_level` through `num_levels` (<= 9) levels, writing every node.
-// Needs blockDim.x >= 128 and every thread of the block; the last node computed is left in buf[0].
+// Reduce the nodes [lo, min(lo + 512, end)) of level `start_level` through `num_levels` (<= 9) levels,
+// writing every node. lo must be a multiple of 2**num_levels, and end a multiple of it or the level's
+// end, so that the pairs are the global level's pairs. Needs blockDim.x >= 128 and every thread of the
+// block; the last node computed is left in buf[0].
 __device__ void reduce_group(uint32_t* __restrict__ levels, unsigned long long n0, int start_level,
-                             int num_levels, unsigned long long group, uint32_t (*buf)[9]) {
+                             int num_levels, unsigned long long lo, unsigned long long end,
+                             uint32_t (*buf)[9]) {
     unsigned long long size = n0, off = 0;
     for (int l = 0; l < start_level; ++l) { off += size; size = (size + 1) >> 1; }
-    const unsigned long long lo = group * GROUP_NODES;
-    const unsigned long long rem = size - lo;
+    const unsigned long long rem = end - lo;
     int count = rem < GROUP_NODES ? (int)rem : GROUP_NODES;
     const int t = threadIdx.x;
 
@@ -402,20 +409,27 @@ __device__ void reduce_group(uint32_t* __restrict__ levels, unsigned long long n
     __syncthreads();
 }
 
-// merkle_levels: levels start_level+1 .. start_level+num_levels over a level buffer whose level 0 is
-// already filled; one block per group of 512 nodes of the start level. When the last level computed is
-// the root and root_out is not null, the root is also written there (the round chain's roots array).
+// merkle_levels: levels start_level+1 .. start_level+num_levels above the nodes [first_node, end_node)
+// of level start_level (end_node is clipped to the level's size), in a level buffer whose level 0 is
+// already filled; one block per 512 nodes of the range. first_node must be a multiple of
+// 2**num_levels, and end_node a multiple of it or the level's end (kernels/cuda_plan.py plans the
+// ranges: the whole level, or one piece of a pipelined round). When the range is the whole level, the
+// last level computed is the root and root_out is not null, the root is also written there (the round
+// chain's roots array).
 extern "C" __global__ void __launch_bounds__(LEVEL_THREADS)
 merkle_levels(uint32_t* __restrict__ levels, unsigned long long n0, int start_level, int num_levels,
-              uint32_t* __restrict__ root_out) {
+              unsigned long long first_node, unsigned long long end_node, uint32_t* __restrict__ root_out) {
     __shared__ uint32_t buf[GROUP_NODES / 2][9];  // 9 words per hash: conflict-free column access
     unsigned long long size = n0;
     for (int l = 0; l < start_level; ++l) size = (size + 1) >> 1;
-    if ((unsigned long long)blockIdx.x * GROUP_NODES >= size) return;
-    reduce_group(levels, n0, start_level, num_levels, blockIdx.x, buf);
+    if (end_node > size) end_node = size;
+    const unsigned long long lo = first_node + (unsigned long long)blockIdx.x * GROUP_NODES;
+    if (lo >= end_node) return;
+    reduce_group(levels, n0, start_level, num_levels, lo, end_node, buf);
     unsigned long long top = size;
     for (int l = 0; l < num_levels; ++l) top = (top + 1) >> 1;
-    if (root_out != nullptr && top == 1 && threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
+    const bool whole = first_node == 0 && end_node == size;
+    if (root_out != nullptr && whole && top == 1 && threadIdx.x < 8) root_out[threadIdx.x] = buf[0][threadIdx.x];
 }
 
 // copy_hash: dst[0..32) = src[0..32). Keeps the round chain on the device (root_r -> roots[r]).
