@@ -8,7 +8,8 @@ One script, no arguments, NumPy + CuPy only. Run on a GPU machine from the repos
 It runs the identity checks first (kernels/cuda_identity.py), then times with CUDA events (warm-up,
 median of repeats, fresh random data) at m = n = 8192 with k = 8192 and k = 32768: raw cuBLAS gemmEx
 int8 TOPS, nibble generation GB/s, leaf hashing GB/s, tree build, a full round, and the full round as a
-fraction of raw gemmEx. It prints a table last and writes device_check.json to $OUT when that is set.
+fraction of raw gemmEx, for the sequential launch plan and the pipelined one (2 to 16 row pieces).
+It prints a table last and writes device_check.json to $OUT when that is set.
 Exit status: 0 when every identity check passed, 1 otherwise.
 """
 
@@ -36,6 +37,7 @@ from kernels.spec import ChallengeParams  # noqa: E402
 
 WARMUP = 3
 REPEATS = 15
+PIECES = (2, 4, 8, 16)  # pipelined plans timed beside the sequential one
 
 
 def gpu_seconds(fn, repeats: int = REPEATS, warmup: int = WARMUP, before=None) -> float:
@@ -107,14 +109,27 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float
         bufs.roots[0].set(np.frombuffer(rng.bytes(32), np.uint8))
 
     t_round = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)
-    # Several chained rounds through the public API, timed on the host clock (includes the copy back).
+    # The pipelined launch plan (kernels/cuda_plan.py): the same round in row pieces over two streams.
+    pipelined = {}
+    for pieces in PIECES:
+        piped = CudaBackend(cupy.cuda.Device().id, pieces=pieces)
+        piped._buffers = bufs
+        pipelined[pieces] = gpu_seconds(lambda p=piped: p._round(bufs, 0), before=fresh_prev)
+    best = min(pipelined, key=pipelined.get) if pipelined else 1
+    # Several chained rounds through the public API, timed on the host clock (includes the copy back),
+    # with the sequential plan and with the best pipelined one.
     rounds = 8
     run_params = ChallengeParams(rng.bytes(32), m, n, k, rounds)
-    backend.run(run_params)  # allocate and warm
-    cupy.cuda.get_current_stream().synchronize()
-    t0 = time.perf_counter()
-    backend.run(run_params)
-    t_run = (time.perf_counter() - t0) / rounds
+    run_s = {}
+    for pieces in sorted({1, best}):
+        runner = backend if pieces == 1 else CudaBackend(cupy.cuda.Device().id, pieces=pieces)
+        runner.run(run_params)  # allocate and warm
+        cupy.cuda.get_current_stream().synchronize()
+        t0 = time.perf_counter()
+        runner.run(run_params)
+        run_s[pieces] = (time.perf_counter() - t0) / rounds
+        runner._buffers = None  # one challenge's buffers on the device at a time
+    backend._buffers = bufs
     return {
         "m": m, "n": n, "k": k,
         "gemm_s": t_gemm, "gemm_tops": ops / t_gemm / 1e12,
@@ -122,7 +137,11 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float
         "leaf_s": t_leaf, "leaf_gbps": m * n * 4 / t_leaf / 1e9,
         "tree_s": t_tree,
         "round_s": t_round, "round_tops": ops / t_round / 1e12, "round_fraction": t_gemm / t_round,
-        "run_round_s": t_run, "run_fraction": t_gemm / t_run,
+        "pipelined_round_s": {str(p): t for p, t in pipelined.items()},
+        "pipelined_fraction": {str(p): t_gemm / t for p, t in pipelined.items()},
+        "best_pieces": best,
+        "run_round_s": run_s[1], "run_fraction": t_gemm / run_s[1],
+        "run_best_round_s": run_s[best], "run_best_fraction": t_gemm / run_s[best],
     }
 
 
@@ -190,6 +209,15 @@ def main() -> int:
                           f"{r['leaf_gbps']:.0f}", f"{r['tree_s'] * 1e3:.3f}", f"{r['round_s'] * 1e3:.3f}",
                           f"{r['round_tops']:.0f}", f"{r['round_fraction']:.1%}",
                           f"{r['run_round_s'] * 1e3:.3f}", f"{r['run_fraction']:.1%}"]))
+    print("\npipelined plan (round in row pieces, hashing on a second stream): round ms and round/gemm by pieces")
+    print("m=n | k | " + " | ".join(f"{p} pieces" for p in PIECES) + " | best: run() ms/round, run/gemm")
+    for r in rows:
+        if "error" in r:
+            continue
+        cells = [f"{r['pipelined_round_s'][str(p)] * 1e3:.3f} ({r['pipelined_fraction'][str(p)]:.1%})"
+                 for p in PIECES]
+        print(" | ".join([str(r["m"]), str(r["k"]), *cells,
+                          f"{r['best_pieces']}: {r['run_best_round_s'] * 1e3:.3f}, {r['run_best_fraction']:.1%}"]))
     if "gbps" in checkpoint:
         print(f"checkpoint commit (1 GiB, 4 float32 tensors, host-timed, median of 5): {checkpoint['gbps']:.0f} GB/s")
     print(f"total {time.perf_counter() - started:.1f} s")

@@ -33,6 +33,7 @@ from kernels.spec import ChallengeParams  # noqa: E402
 VARIANTS = {
     "default": (),
     "leaf-alu": ("GP_LEAF_FMA=0",),
+    "t1-fma": ("GP_T1_FMA=1",),  # not yet timed on a GPU: bench/sass_mix.py models it 6% faster
     "node-fma": ("GP_NODE_FMA=1",),
     "gen-direct": ("GP_GEN_SMEM=0",),
     "leaf-7-blocks": ("GP_LEAF_MIN_BLOCKS=7",),

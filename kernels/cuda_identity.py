@@ -131,21 +131,25 @@ def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None
 
     from kernels.cuda_backend import CudaBackend
 
-    gpu = CudaBackend(cupy.cuda.Device().id)
     cpu = reference.CpuBackend()
-    for v in vectors or []:
-        params = ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
-        got_hex = [r.hex() for r in gpu.run(params)]
-        yield Check(f"challenge vector {v['desc']}", got_hex == v["roots"], f"{got_hex} vs {v['roots']}")
-    for m, n, k, rounds in [(8, 256, 64, 3), (100, 512, 192, 2), (200, 1024, 640, 3), (37, 2048, 128, 2)]:
-        params = ChallengeParams(rng.bytes(32), m, n, k, rounds)
-        want = cpu.run(params)
-        got = gpu.run(params)
-        yield Check(f"challenge m={m} n={n} k={k} R={rounds} roots", got == want)
-        for r, row in [(rounds - 1, m - 1), (0, 0), (rounds // 2, m // 2)]:
-            gv, gp = gpu.open(params, r, row, got)
-            cv, cp = cpu.open(params, r, row, want)
-            yield Check(f"open m={m} n={n} round={r} row={row}", np.array_equal(gv, cv) and gp == cp)
+    # pieces=1: the sequential launch plan; 4 and 8: the pipelined one (two streams, kernels/cuda_plan.py)
+    for pieces in (1, 4, 8):
+        gpu = CudaBackend(cupy.cuda.Device().id, pieces=pieces)
+        plan = f" pieces={pieces}" if pieces > 1 else ""
+        for v in vectors or []:
+            params = ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
+            got_hex = [r.hex() for r in gpu.run(params)]
+            yield Check(f"challenge vector {v['desc']}{plan}", got_hex == v["roots"], f"{got_hex} vs {v['roots']}")
+        for m, n, k, rounds in [(8, 256, 64, 3), (100, 512, 192, 2), (200, 1024, 640, 3), (37, 2048, 128, 2),
+                                (1000, 8192, 256, 2)]:
+            params = ChallengeParams(rng.bytes(32), m, n, k, rounds)
+            want = cpu.run(params)
+            got = gpu.run(params)
+            yield Check(f"challenge m={m} n={n} k={k} R={rounds}{plan} roots", got == want)
+            for r, row in [(rounds - 1, m - 1), (0, 0), (rounds // 2, m // 2)]:
+                gv, gp = gpu.open(params, r, row, got)
+                cv, cp = cpu.open(params, r, row, want)
+                yield Check(f"open m={m} n={n} round={r} row={row}{plan}", np.array_equal(gv, cv) and gp == cp)
 
 
 ALL_CHECKS: dict[str, Callable[..., Iterator[Check]]] = {

@@ -42,39 +42,45 @@ __device__ __forceinline__ uint32_t bswap32(uint32_t x) { return __byte_perm(x, 
 // (Rotations through IMAD + IMAD.HI were slower still and were dropped.)
 //   GP_LEAF_FMA  1 (default): leaves use the FMA variant
 //   GP_NODE_FMA  0 (default): interior nodes use the ALU variant
+//   GP_T1_FMA    1: in the FMA variant, h + K[i] + W[i] as two IMADs instead of one IADD3 (-64 ALU-pipe,
+//                +128 FMA-pipe instructions per compression; bench/sass_mix.py models it 6% faster; not yet
+//                timed on a GPU: bench/kernel_variants.py times it)
 #ifndef GP_LEAF_FMA
 #define GP_LEAF_FMA 1
 #endif
 #ifndef GP_NODE_FMA
 #define GP_NODE_FMA 0
 #endif
+#ifndef GP_T1_FMA
+#define GP_T1_FMA 0
+#endif
 
 // 1, 2^29 (x >> 3 as the high word of x * 2^29), 2^22 (x >> 10).
 __constant__ uint32_t GP_OPAQUE[3] = {1u, 1u << 29, 1u << 22};
 
-// Under GP_EMULATE (tests/support/cuda_emu: this source compiled for the host) the PTX becomes plain C.
+// The FMA-pipe instructions, as PTX so that ptxas keeps them on that pipe. Under GP_EMULATE (this source
+// compiled for the host by tests/support/cuda_emu) shim.h gives the same three with PTX's semantics in C.
+#ifndef GP_EMULATE
+__device__ __forceinline__ uint32_t ptx_mad_lo(uint32_t a, uint32_t b, uint32_t c) {  // low word of a*b, + c
+    uint32_t d;
+    asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+__device__ __forceinline__ uint32_t ptx_mul_hi(uint32_t a, uint32_t b) {  // high word of a*b
+    uint32_t d;
+    asm("mul.hi.u32 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+#endif
+
 template <bool FMA>
 __device__ __forceinline__ uint32_t add2(uint32_t a, uint32_t b) {
-#ifndef GP_EMULATE
-    if (FMA) {
-        uint32_t d;
-        asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(GP_OPAQUE[0]), "r"(b));
-        return d;
-    }
-#endif
-    return a + b;
+    return FMA ? ptx_mad_lo(a, GP_OPAQUE[0], b) : a + b;
 }
 
 template <bool FMA>
 __device__ __forceinline__ uint32_t shr(uint32_t x, int n, int slot) {
-#ifndef GP_EMULATE
-    if (FMA) {
-        uint32_t d;
-        asm("mul.hi.u32 %0, %1, %2;" : "=r"(d) : "r"(x), "r"(GP_OPAQUE[slot]));
-        return d;
-    }
-#endif
-    return x >> n;
+    return FMA ? ptx_mul_hi(x, GP_OPAQUE[slot]) : x >> n;
 }
 
 // Message word t of a stream shifted right by one byte: bytes (prev[3], cur[0], cur[1], cur[2]) read
@@ -104,7 +110,7 @@ __device__ __forceinline__ void sha256_compress(uint32_t s[8], uint32_t w[16]) {
             wi = add2<FMA>(add2<FMA>(w[i & 15], s0), add2<FMA>(w[(i - 7) & 15], s1));
             w[i & 15] = wi;
         }
-        uint32_t t1 = h + K256[i] + wi;
+        uint32_t t1 = (FMA && GP_T1_FMA) ? add2<FMA>(add2<FMA>(h, wi), K256[i]) : h + K256[i] + wi;
         t1 = add2<FMA>(add2<FMA>(t1, rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)), (e & f) ^ (~e & g));
         uint32_t t2 = add2<FMA>(rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22), (a & b) | (c & (a | b)));
         h = g; g = f; f = e; e = add2<FMA>(d, t1); d = c; c = b; b = a; a = add2<FMA>(t1, t2);

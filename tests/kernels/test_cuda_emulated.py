@@ -179,3 +179,16 @@ def test_plans_cover_everything_once_with_aligned_ranges(case, per_launch):
         assert tiles(sorted(covered[h]), 0, sizes[h]), h
     assert sum(s.root for s in plan if isinstance(s, Levels)) == (len(sizes) > 1)
     assert len([s for s in plan if isinstance(s, Record)]) == len([s for s in plan if isinstance(s, Wait)])
+
+
+@pytest.mark.parametrize("defines", [("GP_LEAF_FMA=0",), ("GP_T1_FMA=1",), ("GP_NODE_FMA=1",), ("GP_GEN_SMEM=0",)],
+                         ids=lambda d: ",".join(d))
+def test_every_kernel_variant_gives_the_same_roots(defines):
+    """The compile-time variants bench/kernel_variants.py times (PTX IMAD forms included) stay exact."""
+    params = ChallengeParams(random.Random(7).randbytes(32), 50, 1024, 192, 2)
+    assert cuda_emu.EmuBackend(2, order_seed=3, defines=defines).run(params) == reference.CpuBackend().run(params)
+    kern = cuda_emu.EmuKernels(defines)
+    data = np.frombuffer(random.Random(8).randbytes(1024 * 33), np.uint8).copy()
+    out = np.zeros(32 * 33, dtype=np.uint8)
+    kern.leaf_hashes(data, 33, out)
+    assert out.tobytes() == merkle.hash_chunks(data.tobytes(), 1024)

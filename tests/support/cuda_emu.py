@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels import cuda_plan, merkle, reference, spec
+from kernels import cuda_plan, merkle, reference
 from kernels.cuda_plan import (
     GEN_THREADS,
     LEAF_CHUNKS_PER_BLOCK,
@@ -41,7 +41,7 @@ from kernels.spec import ChallengeParams
 
 HERE = Path(__file__).parent / "cuda_emu"
 M_ALIGN = 16  # as kernels/cuda_backend.py (which imports CuPy, so it is not imported here)
-_lib: ctypes.CDLL | None = None
+_libs: dict[tuple[str, ...], ctypes.CDLL] = {}
 
 
 def compiler_reason() -> str | None:
@@ -49,20 +49,20 @@ def compiler_reason() -> str | None:
     return None if shutil.which("g++") else "g++ is not on PATH (the CUDA emulation compiles the kernels with it)"
 
 
-def library() -> ctypes.CDLL:
-    """The kernels compiled for the host (built once per source version, cached in the temp dir)."""
-    global _lib
-    if _lib is not None:
-        return _lib
+def library(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The kernels compiled for the host with `defines` (the source's variant switches, "GP_T1_FMA=1"),
+    built once per source version and define set, cached in the temp dir."""
+    if defines in _libs:
+        return _libs[defines]
     source = Path(str(resources.files("kernels.cuda").joinpath("gpuproof.cu")))
     digest = hashlib.sha256(source.read_bytes() + (HERE / "shim.h").read_bytes()
-                            + (HERE / "launch.cpp").read_bytes()).hexdigest()[:16]
+                            + (HERE / "launch.cpp").read_bytes() + repr(defines).encode()).hexdigest()[:16]
     out = Path(tempfile.gettempdir()) / f"gpuproof-cuda-emu-{digest}.so"
     if not out.exists():
         tmp = out.with_suffix(f".{random.getrandbits(32):08x}.tmp")
         cmd = ["g++", "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror",
-               "-Wno-unknown-pragmas", f'-DGP_SOURCE="{source}"', "-I", str(HERE), "-x", "c++",
-               str(HERE / "launch.cpp"), "-o", str(tmp)]
+               "-Wno-unknown-pragmas", f'-DGP_SOURCE="{source}"', *[f"-D{d}" for d in defines], "-I", str(HERE),
+               "-x", "c++", str(HERE / "launch.cpp"), "-o", str(tmp)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"the CUDA emulation does not compile:\n{done.stderr}")
@@ -74,7 +74,7 @@ def library() -> ctypes.CDLL:
     lib.emu_leaf_hash_1k.argtypes = [u32, u32, ptr, u64, ptr]
     lib.emu_merkle_levels.argtypes = [u32, u32, ptr, u64, i32, i32, u64, u64, ptr]
     lib.emu_copy_hash.argtypes = [u32, u32, ptr, ptr]
-    _lib = lib
+    _libs[defines] = lib
     return lib
 
 
@@ -86,8 +86,8 @@ def _ptr(array: np.ndarray, byte_offset: int = 0) -> int:
 class EmuKernels:
     """The launchers of kernels/cuda_backend.CudaKernels, over NumPy buffers, run on the CPU."""
 
-    def __init__(self) -> None:
-        self.lib = library()
+    def __init__(self, defines: tuple[str, ...] = ()) -> None:
+        self.lib = library(defines)
 
     def round_key(self, seed: np.ndarray, round_index: int, prev_root: np.ndarray, key_out: np.ndarray) -> None:
         self.lib.emu_round_key(1, 1, _ptr(seed), round_index, _ptr(prev_root), _ptr(key_out))
@@ -149,8 +149,8 @@ class EmuBackend:
     """Challenges run from the CUDA backend's launch plans with the emulated kernels and an exact NumPy GEMM."""
 
     def __init__(self, pieces: int = 1, per_launch: int = cuda_plan.DEFAULT_LEVELS_PER_LAUNCH,
-                 order_seed: int | None = None) -> None:
-        self.kernels = EmuKernels()
+                 order_seed: int | None = None, defines: tuple[str, ...] = ()) -> None:
+        self.kernels = EmuKernels(defines)
         self.pieces = pieces
         self.per_launch = per_launch
         self.rng = random.Random(order_seed)
@@ -191,6 +191,3 @@ class EmuBackend:
         self.last_levels = levels
         return [bytes(row) for row in roots[1:]]
 
-
-def spec_key(seed: bytes, round_index: int, prev_root: bytes) -> np.ndarray:
-    return np.array(spec.key_words(spec.a_key(seed, round_index, prev_root)), dtype=np.uint64)

@@ -54,3 +54,7 @@ inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b)
 
 template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T __ldcg(const T* p) { return *p; }
+
+// The PTX integer instructions the kernels issue through inline asm (PTX ISA: mad.lo.u32, mul.hi.u32).
+inline uint32_t ptx_mad_lo(uint32_t a, uint32_t b, uint32_t c) { return a * b + c; }
+inline uint32_t ptx_mul_hi(uint32_t a, uint32_t b) { return (uint32_t)(((uint64_t)a * b) >> 32); }
