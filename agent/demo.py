@@ -367,9 +367,9 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
         ok, detail = Demo.judge(row, decision)
         all_ok &= ok
         if not ok:  # say what the provider's own process saw
-            for log in sorted(demo.tmp.glob(f"{role.key}-*.log")):
-                tail = log.read_text(errors="replace").strip().splitlines()[-6:]
-                console.print(f"[dim]{log.name}:[/]\n" + "\n".join(line[:200] for line in tail))
+            for log_file in sorted(demo.tmp.glob(f"{role.key}-*.log")):
+                tail = log_file.read_text(errors="replace").strip().splitlines()[-6:]
+                console.print(f"[dim]{log_file.name}:[/]\n" + "\n".join(line[:200] for line in tail))
         summary.add_row(role.name, role.expect, "[green]ok[/]" if ok else "[red]NOT OK[/]", decision["decision"],
                         f"{detail} | {decision['reasons'][0][:140]}")
     console.print(summary)

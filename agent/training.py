@@ -68,7 +68,7 @@ class TrainingReporter:
             aid, start, end = audit["audit_id"], audit["start_step"], audit["end_step"]
             data = committer.state_bytes(start)
             if not audit["uploaded"]:
-                self._retrying(lambda a=aid, d=data: self.client.upload_state(a, d))
+                self._retrying(functools.partial(self.client.upload_state, aid, data))
             end_state = committer.load(end)
             wanted = [(str(n), int(i)) for n, i in audit["chunks"]]
             openings = [{"name": n, "index": i, "chunk": c.hex(), "path": [h.hex() for h in p]}
@@ -77,7 +77,7 @@ class TrainingReporter:
             if tamper is not None:
                 openings = [tamper(o) for o in openings]
             batches = [b.astype(np.int64).tolist() for b in committer.batches(end)]
-            out.append(self._retrying(lambda a=aid, b=batches, o=openings: self.client.open_segment(a, b, o)))
+            out.append(self._retrying(functools.partial(self.client.open_segment, aid, batches, openings)))
         return out
 
 

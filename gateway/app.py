@@ -187,8 +187,8 @@ class TrustFastPath:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
             match = self.PATH.match(scope.get("path", ""))
             state = scope["app"].state.gp if match and "app" in scope else None
-            body = state.trust_cache.peek(match.group(1)) if state is not None else None
-            if body is not None:
+            body = state.trust_cache.peek(match.group(1)) if state is not None and match is not None else None
+            if body is not None and state is not None:
                 started = time.perf_counter()
                 client = scope.get("client")
                 rate = state.settings.ip_rate_per_s

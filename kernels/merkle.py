@@ -59,7 +59,7 @@ def _py_next_level(level: bytes) -> bytes:
 
 
 try:  # the same loops in C over OpenSSL (kernels/_leafhash.c), built by `pip install` where a compiler is
-    from kernels import _leafhash as _c
+    from kernels import _leafhash as _c  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _c = None
 

@@ -351,7 +351,7 @@ class CheckpointCommitment:
         return cls(step=step, manifest=manifest, **fields)
 
 
-def batch_hash(batches: list[np.ndarray]) -> bytes:
+def batch_hash(batches: Sequence[np.ndarray | Sequence[int]]) -> bytes:
     """SHA-256 over the steps' batch indices, in order, as little-endian int64."""
     h = hashlib.sha256(b"gpuproof.batches.v1")
     for b in batches:

@@ -194,7 +194,7 @@ def check_openings(end: Received, requested: Sequence[tuple[str, int]], batches:
 
     if len(batches) != steps:
         raise SegmentFailure(f"the segment has {steps} steps; {len(batches)} batches were sent")
-    if not hmac.compare_digest(checkpoints.batch_hash(list(batches)), end.batch_hash):
+    if not hmac.compare_digest(checkpoints.batch_hash(batches), end.batch_hash):
         raise SegmentFailure(f"the batches do not hash to the batch_hash committed at step {end.step}")
     got = sorted((o.name, o.index) for o in opened)
     if got != sorted(requested):

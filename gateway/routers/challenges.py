@@ -207,14 +207,15 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
         if now - row.issued_at > row.deadline_s:
             raise Problem(409, "Deadline passed", f"the openings came {now - row.issued_at:.3f} s after issue; "
                           f"the deadline was {row.deadline_s:.3f} s")
-        challenge, commitment, request = service.challenge_of(row), service.commitment_of(row), service.request_of(row)
+        challenge, commitment = service.challenge_of(row), service.commitment_of(row)
+        opening_request = service.request_of(row)
     try:
         openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
                     for o in wire]
     except (InvalidParameter, ValueError) as exc:
         raise Problem(422, "Invalid request", f"openings: {exc}") from None
     started = time.perf_counter()
-    verdict = state.verifier.judge(challenge, commitment, request, openings)
+    verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
     metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
     session = auth.session
     auth.claim_nonce()
