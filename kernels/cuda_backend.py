@@ -176,19 +176,23 @@ class CudaBackend:
     """Runs challenges on one GPU. Roots are byte-identical to kernels.reference.CpuBackend's.
 
     `pieces` > 1 runs each round as the pipelined plan of kernels/cuda_plan.py (that many row pieces,
-    hashing on a second stream beside the GEMM); the default 1 is the sequential plan.
+    hashing on a second stream beside the GEMM); the default 1 is the sequential plan. `per_launch`:
+    tree levels per merkle_levels launch (1..9).
     """
 
     name = "cuda"
 
-    def __init__(self, device: int = 0, pieces: int = 1) -> None:
+    def __init__(self, device: int = 0, pieces: int = 1, per_launch: int = DEFAULT_LEVELS_PER_LAUNCH) -> None:
         count = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < count:
             raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA device(s)")
         if pieces < 1:
             raise ValueError(f"pieces must be at least 1, got {pieces}")
+        if not 1 <= per_launch <= cuda_plan.MAX_LEVELS_PER_LAUNCH:
+            raise ValueError(f"levels per launch must be in 1..{cuda_plan.MAX_LEVELS_PER_LAUNCH}, got {per_launch}")
         self.device = device
         self.pieces = pieces
+        self.per_launch = per_launch
         with cupy.cuda.Device(device):
             self.kernels = CudaKernels(device)
             self._hash_stream = cupy.cuda.Stream(non_blocking=True) if pieces > 1 else None
@@ -213,7 +217,7 @@ class CudaBackend:
         key = (params.m, m_pad, params.chunks_per_row)
         if self._plan is None or self._plan[0] != key:
             geo = Geometry(params.m, m_pad, params.chunks_per_row)
-            self._plan = (key, cuda_plan.round_plan(geo, self.pieces, M_ALIGN))
+            self._plan = (key, cuda_plan.round_plan(geo, self.pieces, M_ALIGN, self.per_launch))
         return self._plan[1]
 
     def _event(self, event_id: int) -> cupy.cuda.Event:

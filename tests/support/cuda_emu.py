@@ -60,7 +60,7 @@ def library(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     out = Path(tempfile.gettempdir()) / f"gpuproof-cuda-emu-{digest}.so"
     if not out.exists():
         tmp = out.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-        cmd = ["g++", "-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror",
+        cmd = ["g++", "-std=c++20", "-O2", "-shared", "-fPIC", "-Wall", "-Werror",
                "-Wno-unknown-pragmas", f'-DGP_SOURCE="{source}"', *[f"-D{d}" for d in defines], "-I", str(HERE),
                "-x", "c++", str(HERE / "launch.cpp"), "-o", str(tmp)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

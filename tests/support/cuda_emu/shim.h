@@ -1,13 +1,13 @@
 // Host emulation of the CUDA features kernels/cuda/gpuproof.cu uses, so that the very same kernel source
-// compiles with g++ and runs on the CPU in CI (tests/support/cuda_emu.py). One OS thread per CUDA thread,
-// blocks run one after another; __syncthreads/__syncwarp are std::barrier waits. This checks the
-// kernels' logic (indexing, staging, tree grouping, launch plans) against the NumPy reference; it says
-// nothing about speed, the memory model or scheduling on a real GPU (bench/device_check.py does that).
+// compiles with g++ and runs on the CPU in CI (tests/support/cuda_emu.py). Each CUDA thread of a block is
+// a fiber (ucontext) on one OS thread; blocks run one after another (launch.cpp); __syncthreads and
+// __syncwarp switch to the next fiber until every thread of the block (or warp) has arrived. This checks
+// the kernels' logic (indexing, staging, tree grouping, launch plans) against the NumPy reference, and
+// fails loudly on a barrier that not every thread reaches; it says nothing about speed, the memory
+// model or scheduling on a real GPU (bench/device_check.py does that).
 #pragma once
-#include <barrier>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #define GP_EMULATE 1
@@ -23,13 +23,19 @@ struct uint4 { uint32_t x, y, z, w; };
 struct dim3 { unsigned int x = 1, y = 1, z = 1; };
 inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
 
-inline thread_local dim3 threadIdx;
-inline dim3 blockIdx, blockDim;
-inline std::unique_ptr<std::barrier<>> emu_block_barrier;
-inline std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
+// Set by the fiber scheduler before it resumes a thread (only one runs at a time).
+inline dim3 threadIdx, blockIdx, blockDim;
 
-inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
-inline void __syncwarp(unsigned int = 0xffffffffu) { emu_warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
+struct EmuBarrier {
+    unsigned expected = 0, arrived = 0;
+    std::vector<unsigned> waiting;  // thread indices parked here
+};
+inline EmuBarrier emu_block_barrier;
+inline std::vector<EmuBarrier> emu_warp_barriers;
+void emu_wait(EmuBarrier& barrier);  // launch.cpp
+
+inline void __syncthreads() { emu_wait(emu_block_barrier); }
+inline void __syncwarp(unsigned int = 0xffffffffu) { emu_wait(emu_warp_barriers[threadIdx.x / 32]); }
 
 // __funnelshift_r(lo, hi, n): the low 32 bits of (hi:lo) >> (n & 31) (CUDA Math API).
 inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, unsigned int n) {
