@@ -40,6 +40,15 @@ class _StopOn(stop_base):
         return self.event.is_set()
 
 
+DEVICE_ERROR_WAIT_S = 30.0  # after a failed challenge, before polling again
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming an error: its type and message, bounded."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
 def retryable(exc: BaseException) -> bool:
     """Worth retrying: the gateway unreachable, a 5xx, or a rate limit."""
     return isinstance(exc, GatewayUnreachable) or (isinstance(exc, GatewayError) and
@@ -103,7 +112,12 @@ class Daemon:
 
     def _worker(self, position: int) -> None:
         status = self.status[position]
-        backend = self.backend_for(self.devices[position])
+        try:
+            backend = self.backend_for(self.devices[position])
+        except Exception as exc:  # this device cannot start (no CuPy, no such GPU): say why, others go on
+            status.state = "unavailable"
+            self._event("device-unavailable", device=position, error=_describe(exc))
+            return
         backoff = 1.0
         while not self.stop.is_set():
             try:
@@ -125,6 +139,12 @@ class Daemon:
                 backoff = min(self.poll_max_s, backoff * 2)
                 self._event("gateway-error", device=position, status=exc.status, detail=exc.detail, retry_in=wait)
                 self._sleep(wait * random.uniform(0.8, 1.2))
+            except Exception as exc:  # the device or the challenge failed (out of memory, a CUDA error, a
+                # challenge this agent cannot take): report it and keep serving; the gateway times it out
+                status.state = "device error"
+                wait = min(self.poll_max_s, DEVICE_ERROR_WAIT_S)
+                self._event("device-error", device=position, error=_describe(exc), retry_in=wait)
+                self._sleep(wait)
             with self._lock:
                 if self.max_challenges is not None and self._done >= self.max_challenges:
                     self.stop.set()

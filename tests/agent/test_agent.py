@@ -147,3 +147,61 @@ def test_train_and_replay_from_the_command_line(env, server, tmp_path):
     assert all(a["outcome"] == "pass" for a in report["audits"])
     market.close()
     db.dispose()
+
+
+def _daemon_parts(env, server, monkeypatch):  # noqa: ANN001, ANN202
+    """A registered cpu-reference provider's settings and key, for a Daemon run in this process."""
+    assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
+    assert cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env).returncode == 0
+    monkeypatch.setenv("GPUPROOF_CONFIG_DIR", env["GPUPROOF_CONFIG_DIR"])
+    from agent import keys
+    from agent.cli import _agent_settings
+
+    settings = _agent_settings()
+    return settings, keys.load(settings.resolved_key_path())
+
+
+def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_serving(env, server, monkeypatch,
+                                                                                    capfd):
+    from agent.cli import _client
+    from agent.daemon import Daemon
+    from kernels.reference import CpuBackend
+
+    settings, key = _daemon_parts(env, server, monkeypatch)
+
+    class FailsOnce(CpuBackend):  # a GPU that runs out of memory on its first challenge, then recovers
+        failed = False
+
+        def run(self, params, progress=None):  # noqa: ANN001, ANN201
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("CUDA error: out of memory (cudaErrorMemoryAllocation)")
+            return super().run(params, progress)
+
+    monkeypatch.setattr("agent.daemon.DEVICE_ERROR_WAIT_S", 0.2)
+    events: list[dict] = []
+    with _client(settings.gateway, key) as client:
+        Daemon(client, settings.devices, lambda spec: FailsOnce(), poll_max_s=1.0, max_challenges=2,
+               emit=events.append).run()
+    errors = [e for e in events if e["event"] == "device-error"]
+    assert [e["error"] for e in errors] == ["RuntimeError: CUDA error: out of memory (cudaErrorMemoryAllocation)"]
+    assert len([e for e in events if e["event"] == "verdict"]) >= 2  # it went on answering
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server, monkeypatch, capfd):
+    from agent.cli import _client
+    from agent.daemon import Daemon
+    from kernels.errors import BackendUnavailable
+
+    settings, key = _daemon_parts(env, server, monkeypatch)
+
+    def no_gpu(spec):  # noqa: ANN001, ANN202
+        raise BackendUnavailable("--device 0: this machine has 0 CUDA device(s)")
+
+    events: list[dict] = []
+    with _client(settings.gateway, key) as client:
+        Daemon(client, settings.devices, no_gpu, poll_max_s=1.0, emit=events.append).run()
+    assert [e["event"] for e in events] == ["device-unavailable", "stopped"]
+    assert "this machine has 0 CUDA device(s)" in events[0]["error"]
+    assert "Traceback" not in capfd.readouterr().err
