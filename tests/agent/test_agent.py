@@ -205,3 +205,32 @@ def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server,
     assert [e["event"] for e in events] == ["device-unavailable", "stopped"]
     assert "this machine has 0 CUDA device(s)" in events[0]["error"]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_agent_answers_through_the_cuda_backend(env, server, monkeypatch, capfd):
+    """The provider's real path on a GPU (CudaBackend.run and .open) against the gateway, with CuPy's CPU
+    stand-in under it (tests/support/cupy_on_cpu.py): every answer must pass."""
+    from tests.support import cuda_emu, cupy_on_cpu
+
+    if cuda_emu.compiler_reason():
+        pytest.skip(cuda_emu.compiler_reason())
+    from agent.cli import _client
+    from agent.daemon import Daemon
+
+    settings, key = _daemon_parts(env, server, monkeypatch)
+    events: list[dict] = []
+    used: list[str] = []
+
+    def backend_for(spec):  # noqa: ANN001, ANN202
+        from kernels.backend import select_backend
+
+        backend = select_backend("auto", spec.cuda_index)
+        used.append(backend.name)
+        return backend
+
+    with cupy_on_cpu.installed(monkeypatch), _client(settings.gateway, key) as client:
+        Daemon(client, settings.devices, backend_for, poll_max_s=1.0, max_challenges=2, emit=events.append).run()
+    assert used == ["cuda"]
+    verdicts = [e for e in events if e["event"] == "verdict"]
+    assert len(verdicts) >= 2 and all(v["outcome"] == "pass" for v in verdicts), events
+    assert "Traceback" not in capfd.readouterr().err

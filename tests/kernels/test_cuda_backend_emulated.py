@@ -72,3 +72,18 @@ def test_backend_refuses_bad_arguments(fake_cupy):
         CudaBackend(0, pieces=0)
     with pytest.raises(ValueError, match="levels per launch"):
         CudaBackend(0, per_launch=10)
+
+
+def test_auto_picks_cuda_when_cupy_sees_a_gpu_and_names_the_reason_when_not(fake_cupy, monkeypatch):
+    import cupy
+
+    from kernels.backend import select_backend
+    from kernels.errors import BackendUnavailable
+
+    assert select_backend("auto").name == "cuda"
+    with pytest.raises(BackendUnavailable, match="--device 1: this machine has 1 CUDA device"):
+        select_backend("cuda", 1)
+    monkeypatch.setattr(cupy, "is_available", lambda: False)
+    assert select_backend("auto").name == "cpu"
+    with pytest.raises(BackendUnavailable, match="sees no CUDA GPU"):
+        select_backend("cuda")
