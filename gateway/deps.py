@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -154,6 +154,9 @@ def read_session(state: StateDep) -> Iterator[Session]:
 ReadSessionDep = Annotated[Session, Depends(read_session)]
 
 
+T = TypeVar("T")
+
+
 @contextlib.contextmanager
 def _writing(db: Database) -> Iterator[Session]:
     """A write session that is rolled back on any error and always closed."""
@@ -167,12 +170,24 @@ def _writing(db: Database) -> Iterator[Session]:
         session.close()
 
 
+def rolled_back(session: Session, answer: T) -> T:
+    """`answer`, built from the session's rows, after rolling the write transaction back.
+
+    Build first, then roll back: a rollback expires the rows, and reading one afterwards would open a new
+    write transaction (BEGIN IMMEDIATE) that holds SQLite's write lock until the session closes.
+    """
+    session.rollback()
+    return answer
+
+
 def write_session(state: StateDep) -> Iterator[Session]:
     with _writing(state.db) as session:
         yield session
 
 
-WriteSessionDep = Annotated[Session, Depends(write_session)]
+# scope="function": the session closes (and any write transaction ends) when the endpoint returns, before
+# the response is sent, so SQLite's write lock is never held while a response goes out.
+WriteSessionDep = Annotated[Session, Depends(write_session, scope="function")]
 
 
 async def limit_ip(request: Request, state: StateDep) -> None:
@@ -257,7 +272,7 @@ def signed_provider(
         yield SignedProvider(provider, session, x_gpuproof_nonce, now)
 
 
-SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider)]
+SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider, scope="function")]
 
 
 def hash_api_secret(secret: str) -> str:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import select
 
 from gateway import metrics, service
-from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s
+from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s, rolled_back
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Device, RttProbe
 from gateway.problems import Problem
@@ -158,8 +158,7 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
         if row.commit_digest != digest:
             raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
         if row.pairs is not None:
-            session.rollback()  # a retry: nothing new, not even its nonce
-            return _request_json(row)
+            return rolled_back(session, _request_json(row))  # a retry: nothing new, not even its nonce
         # The commitment was stored but the gateway stopped before drawing: draw now (still after it).
         return _draw(session, state, row)
     if now - row.issued_at > row.deadline_s:
@@ -222,9 +221,10 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     stored = session.get(ChallengeRow, challenge_id)
     assert stored is not None
     if stored.state == "judged":  # a concurrent retry got there first: answer with what is on record
+        same, on_record = stored.openings_digest == digest, stored.verdict
         session.rollback()
-        if stored.openings_digest == digest:
-            return stored.verdict
+        if same:
+            return on_record
         raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
     stored.openings = wire
     stored.openings_digest = digest

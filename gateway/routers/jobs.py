@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from gateway import service, translog
-from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip
+from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
 from gateway.models import ApiKey, Job, Provider
 from gateway.problems import Problem
 from gateway.routers.training import expire_audits, job_checkpoint_verdicts
@@ -63,8 +63,7 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
     if job is None:
         raise Problem(404, "Not found", f"no job {job_id}")
     if job.final:
-        session.rollback()
-        return job_json(job)
+        return rolled_back(session, job_json(job))
     now = time.time()
     expire_audits(session, state, job.id, now)
     trust = service.trust_of(session, job.provider_id, now)

@@ -32,6 +32,7 @@ from gateway.deps import (
     arrived_at,
     limit_ip,
     raw_body,
+    rolled_back,
 )
 from gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
 from gateway.problems import Problem
@@ -143,8 +144,7 @@ def _answered(session: Session, audit: SegmentAudit, done: bool, same: bool, wha
     if not done and audit.state != "judged":
         return None
     if same:
-        session.rollback()  # a retry: nothing new, not even its nonce
-        return audit_json(audit)
+        return rolled_back(session, audit_json(audit))  # a retry: nothing new, not even its nonce
     raise Problem(409, f"Already {'judged' if audit.state == 'judged' else what}",
                   f"audit {audit.id} is {audit.state}" + (f" and was {what} with other content" if done else ""))
 
@@ -168,9 +168,8 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
     if stored is not None:
         if stored.hash != raw_hashes["hash"]:
             raise Problem(409, "Already committed", f"step {body.step} of job {job_id} has another commitment")
-        session.rollback()  # a retry: nothing new, not even its nonce
         response.status_code = status.HTTP_200_OK
-        return commitment_json(stored)
+        return rolled_back(session, commitment_json(stored))  # a retry: nothing new, not even its nonce
     if job.training_state != "open":
         raise Problem(409, "Run closed", f"job {job_id}'s run was closed at {job.closed_at}; no more commitments")
     manifest = checkpoints.manifest_from_json([t.model_dump() for t in body.manifest])
@@ -201,8 +200,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     session, now = auth.session, time.time()
     job, policy = _own_job(auth, job_id)
     if job.training_state == "closed":
-        session.rollback()
-        return training_json(session, job)
+        return rolled_back(session, training_json(session, job))
     received = [received_of(r) for r in _commitments(session, job_id)]
     if len(received) < 2:
         raise Problem(409, "Too few commitments", f"job {job_id} has {len(received)} commitments; a run needs "
@@ -378,8 +376,7 @@ def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep
         raise Problem(401, "Bad signature", f"replay result: {exc}") from None
     if audit.state == "judged":
         if audit.verdict and audit.verdict.get("signature") == body.signature:
-            session.rollback()
-            return audit_json(audit)
+            return rolled_back(session, audit_json(audit))
         raise Problem(409, "Already judged", f"audit {audit_id} has a verdict")
     if audit.state != "ready":
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}")

@@ -32,19 +32,34 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--log-level", "warning"], env=self.env, cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        """Start uvicorn and wait for /readyz. Its stderr goes to a file (a pipe nobody reads would fill up
+        and block the gateway mid-test); the file's tail is in the error when it does not come up."""
+        self.log_path = Path(self.env["GPUPROOF_DATA_DIR"]).with_name(f"uvicorn-{self.port}.log")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host",
+                                          "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                                         env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 30
+        last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stderr.read()}")
+                raise RuntimeError(f"gateway exited ({self.proc.returncode}): {self.log_tail()}")
             try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.base}/readyz", timeout=1)
+                if answer.status_code == 200:
                     return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("gateway did not become ready in 30 s")
+                last = f"{answer.status_code} {answer.text[:300]}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway did not become ready in 30 s; last /readyz: {last}; log: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as in a crash."""
