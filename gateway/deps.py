@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -146,9 +147,19 @@ def arrived_at(request: Request) -> float:
     return getattr(request.state, "body_at", None) or time.time()
 
 
-def read_session(state: StateDep) -> Iterator[Session]:
-    with state.db.reader() as session:
+# The session dependencies are async generators: the session is made and closed on the event loop
+# (making one does no I/O; closing ends its transaction with a ROLLBACK, which never waits for a lock),
+# and the endpoint uses it in its worker thread. A sync generator would take a worker-thread hop to close.
+# Write sessions close when the endpoint returns (scope="function"), before the response is sent, so
+# SQLite's write lock is never held while a response goes out or while the event loop is busy.
+
+
+async def read_session(state: StateDep) -> AsyncIterator[Session]:
+    session = state.db.reader()
+    try:
         yield session
+    finally:
+        session.close()
 
 
 ReadSessionDep = Annotated[Session, Depends(read_session)]
@@ -157,8 +168,8 @@ ReadSessionDep = Annotated[Session, Depends(read_session)]
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def _writing(db: Database) -> Iterator[Session]:
+@contextlib.asynccontextmanager
+async def _writing(db: Database) -> AsyncIterator[Session]:
     """A write session that is rolled back on any error and always closed."""
     session = db.writer()
     try:
@@ -180,13 +191,11 @@ def rolled_back(session: Session, answer: T) -> T:
     return answer
 
 
-def write_session(state: StateDep) -> Iterator[Session]:
-    with _writing(state.db) as session:
+async def write_session(state: StateDep) -> AsyncIterator[Session]:
+    async with _writing(state.db) as session:
         yield session
 
 
-# scope="function": the session closes (and any write transaction ends) when the endpoint returns, before
-# the response is sent, so SQLite's write lock is never held while a response goes out.
 WriteSessionDep = Annotated[Session, Depends(write_session, scope="function")]
 
 
@@ -225,23 +234,16 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def signed_provider(
-    request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
-    x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
-    x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
-) -> Iterator[SignedProvider]:
-    """Authenticate a provider request: Ed25519 over method, path, timestamp, nonce and SHA-256(body).
-
-    Everything here reads only (a read session, no lock); a nonce already stored is refused at once,
-    before any expensive work, and the endpoint stores the new one with its own writes.
-    """
-    if not HEX_ID_RE.match(x_gpuproof_provider):
+def _authenticate(request: Request, state: State, body: bytes, provider_id: str, timestamp_text: str,
+                  nonce: str, signature_hex: str) -> tuple[Provider, float]:
+    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify)."""
+    if not HEX_ID_RE.match(provider_id):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
-    if not NONCE_RE.match(x_gpuproof_nonce):
+    if not NONCE_RE.match(nonce):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Nonce: expected 16 to 64 characters of [A-Za-z0-9_-]")
     try:
-        timestamp = int(x_gpuproof_timestamp)
-        signature = bytes.fromhex(x_gpuproof_signature)
+        timestamp = int(timestamp_text)
+        signature = bytes.fromhex(signature_hex)
     except ValueError:
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Timestamp must be an integer and "
                       "X-Gpuproof-Signature hex") from None
@@ -251,24 +253,41 @@ def signed_provider(
         raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
                       f"the window is +-{window:g} s")
     with state.db.reader() as reader:
-        provider = reader.get(Provider, x_gpuproof_provider)
-        replayed = provider is not None and reader.get(RequestNonce, (provider.id, x_gpuproof_nonce)) is not None
+        provider = reader.get(Provider, provider_id)
+        replayed = provider is not None and reader.get(RequestNonce, (provider.id, nonce)) is not None
     if provider is None:
-        raise Problem(401, "Unauthenticated", f"unknown provider {x_gpuproof_provider}")
+        raise Problem(401, "Unauthenticated", f"unknown provider {provider_id}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    message = signatures.request_message(request.method, path, timestamp, x_gpuproof_nonce, body)
+    message = signatures.request_message(request.method, path, timestamp, nonce, body)
     try:
         signatures.verify(provider.public_key, message, signature)
     except signatures.SignatureError as exc:
         raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc}") from None
     if replayed:
-        raise Problem(409, "Replayed request", f"nonce {x_gpuproof_nonce} was already used by this provider")
+        raise Problem(409, "Replayed request", f"nonce {nonce} was already used by this provider")
     wait = state.limiter.take(f"provider:{provider.id}", state.settings.provider_rate_per_s,
                               2 * state.settings.provider_rate_per_s)
     if wait is not None:
         raise Problem(429, "Too many requests", f"more than {state.settings.provider_rate_per_s:g} requests/s "
                       "from this provider", retry_after=max(1, round(wait + 0.5)))
-    with _writing(state.db) as session:
+    return provider, now
+
+
+async def signed_provider(
+    request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
+    x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
+    x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
+) -> AsyncIterator[SignedProvider]:
+    """Authenticate a provider request: Ed25519 over method, path, timestamp, nonce and SHA-256(body).
+
+    The checks read only (a read session, no lock); a nonce already stored is refused at once, before any
+    expensive work, and the endpoint stores the new one with its own writes, in the write session given
+    here (closed on the event loop when the endpoint returns).
+    """
+    provider, now = await anyio.to_thread.run_sync(
+        functools.partial(_authenticate, request, state, body, x_gpuproof_provider, x_gpuproof_timestamp,
+                          x_gpuproof_nonce, x_gpuproof_signature))
+    async with _writing(state.db) as session:
         yield SignedProvider(provider, session, x_gpuproof_nonce, now)
 
 
