@@ -23,6 +23,7 @@ from kernels.cuda_plan import (
     GEN_THREADS,
     LEAF_CHUNKS_PER_BLOCK,
     LEVEL_NODES_PER_BLOCK,
+    M_ALIGN,
     CopyRoot,
     Gemm,
     Gen,
@@ -41,7 +42,6 @@ CUDA_R_8I = 3
 CUDA_R_32I = 10
 CUBLAS_COMPUTE_32I = 72
 CUBLAS_GEMM_DEFAULT = -1
-M_ALIGN = 16  # cuBLAS int8 wants M (and K, lda, ldb) multiples of 4; 16 is the safe choice
 
 _NULL = np.uintp(0)  # a null device pointer for optional kernel arguments
 _modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
@@ -159,7 +159,7 @@ class ChallengeBuffers:
     def __init__(self, params: ChallengeParams) -> None:
         self.params = params
         self.shape_key = (params.seed, params.m, params.n, params.k)
-        self.m_pad = -(-params.m // M_ALIGN) * M_ALIGN
+        self.m_pad = Geometry.of(params).m_pad
         self.leaves = params.leaves_per_round
         self.sizes, self.offsets = merkle.level_layout(self.leaves)
         self.a = cupy.empty((self.m_pad, params.k), dtype=cupy.int8)
@@ -198,7 +198,7 @@ class CudaBackend:
             self._hash_stream = cupy.cuda.Stream(non_blocking=True) if pieces > 1 else None
         self._events: dict[int, cupy.cuda.Event] = {}
         self._buffers: ChallengeBuffers | None = None
-        self._plan: tuple[tuple[int, int, int], list[Step]] | None = None
+        self._plan: tuple[Geometry, list[Step]] | None = None
 
     def _buffers_for(self, params: ChallengeParams) -> ChallengeBuffers:
         key = (params.seed, params.m, params.n, params.k)
@@ -213,11 +213,9 @@ class CudaBackend:
 
     def plan(self, params: ChallengeParams) -> list[Step]:
         """The launch plan of one round of this challenge's shape (cached per shape)."""
-        m_pad = -(-params.m // M_ALIGN) * M_ALIGN
-        key = (params.m, m_pad, params.chunks_per_row)
-        if self._plan is None or self._plan[0] != key:
-            geo = Geometry(params.m, m_pad, params.chunks_per_row)
-            self._plan = (key, cuda_plan.round_plan(geo, self.pieces, M_ALIGN, self.per_launch))
+        geo = Geometry.of(params)
+        if self._plan is None or self._plan[0] != geo:
+            self._plan = (geo, cuda_plan.round_plan(geo, self.pieces, M_ALIGN, self.per_launch))
         return self._plan[1]
 
     def _event(self, event_id: int) -> cupy.cuda.Event:

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kernels import merkle
+from kernels.spec import ChallengeParams
 
 MAX_LEVELS_PER_LAUNCH = 9  # a block reduces 512 nodes: 9 levels at most
 DEFAULT_LEVELS_PER_LAUNCH = 6  # measured 3-8% faster than 9 on an H200 (docs/performance.md)
 LEVEL_NODES_PER_BLOCK = 512
+M_ALIGN = 16  # rows of A and C are padded to this: cuBLAS int8 wants M multiples of 4; 16 is the safe choice
 GEN_THREADS = 256  # gen_nibbles: one thread per Philox block of 64 values
 LEAF_CHUNKS_PER_BLOCK = 128  # leaf_hash_1k: 4 warps x 32 chunks
 MAIN, HASH = 0, 1  # streams: the caller's stream, the backend's hashing stream
@@ -110,6 +112,10 @@ class Geometry:
     m: int
     m_pad: int
     chunks_per_row: int
+
+    @classmethod
+    def of(cls, params: ChallengeParams) -> Geometry:
+        return cls(params.m, -(-params.m // M_ALIGN) * M_ALIGN, params.chunks_per_row)
 
     @property
     def leaves(self) -> int:

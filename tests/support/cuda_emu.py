@@ -26,6 +26,7 @@ from kernels.cuda_plan import (
     GEN_THREADS,
     LEAF_CHUNKS_PER_BLOCK,
     LEVEL_NODES_PER_BLOCK,
+    M_ALIGN,
     CopyRoot,
     Gemm,
     Gen,
@@ -40,7 +41,6 @@ from kernels.cuda_plan import (
 from kernels.spec import ChallengeParams
 
 HERE = Path(__file__).parent / "cuda_emu"
-M_ALIGN = 16  # as kernels/cuda_backend.py (which imports CuPy, so it is not imported here)
 _libs: dict[tuple[str, ...], ctypes.CDLL] = {}
 
 
@@ -158,8 +158,8 @@ class EmuBackend:
 
     def run(self, params: ChallengeParams) -> list[bytes]:
         kern = self.kernels
-        m_pad = -(-params.m // M_ALIGN) * M_ALIGN
-        geo = Geometry(params.m, m_pad, params.chunks_per_row)
+        geo = Geometry.of(params)
+        m_pad = geo.m_pad
         plan = cuda_plan.round_plan(geo, self.pieces, M_ALIGN, self.per_launch)
         leaves = geo.leaves
         sizes, _ = merkle.level_layout(leaves)
