@@ -108,25 +108,42 @@ class TrustCache:
 
 
 class RateLimiter:
-    """Token buckets per key (provider id or client IP), in this process: a flood is cut at the door."""
+    """Token buckets per key (provider id or client IP), in this process: a flood is cut at the door.
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
+    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one).
+    At most `max_keys` buckets are kept: beyond that the buckets that are full again are forgotten
+    (a forgotten key gets a full bucket back, so it gains nothing), then, if all are live, the least
+    recently used half (to reset one busy key that way takes max_keys / 2 requests from other keys).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, last, full again at
         self._lock = threading.Lock()
+        self._clock = clock
+        self._max_keys = max_keys
 
     def take(self, key: str, rate: float, burst: float) -> float | None:
         """None if allowed, else the seconds to wait."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (burst, now))
+            tokens, last, _ = self._buckets.get(key, (burst, now, now))
             tokens = min(burst, tokens + (now - last) * rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / rate
-        if len(self._buckets) > 100_000:  # pragma: no cover - bounded memory under a flood of keys
-            self._buckets.clear()
+            allowed = tokens >= 1
+            left = tokens - 1 if allowed else tokens
+            self._buckets[key] = (left, now, now + (burst - left) / rate)
+            if len(self._buckets) > self._max_keys:
+                self._forget(now)
+        return None if allowed else (1 - tokens) / rate
+
+    def _forget(self, now: float) -> None:
+        """Drop the buckets that are full again by now (those keys lose nothing); if live buckets
+        still exceed the bound, the ones touched longest ago go too."""
+        for key in [k for k, (_, _, full_at) in self._buckets.items() if full_at <= now]:
+            del self._buckets[key]
+        if len(self._buckets) > self._max_keys:
+            oldest = sorted(self._buckets, key=lambda k: self._buckets[k][1])
+            for key in oldest[: len(self._buckets) - self._max_keys // 2]:
+                del self._buckets[key]
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup

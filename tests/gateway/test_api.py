@@ -14,6 +14,7 @@ from kernels import merkle
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support.clock import stopped_limiter
 from verifier import signatures, transcript
 
 
@@ -315,12 +316,16 @@ def test_rate_limits_answer_429_with_retry_after(database_url, tmp_path):
     from gateway.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, ip_rate_per_s=5)
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        clock = stopped_limiter(app)
         codes = [client.get("/v1/providers").status_code for _ in range(30)]
-        assert 429 in codes and codes[0] == 200
+        assert codes == [200] * 10 + [429] * 20  # a burst of 2 s x 5/s while time stands still
         r = client.get("/v1/providers")
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
         assert r.headers["content-type"].startswith("application/problem+json")
+        clock.advance(1.0)  # five tokens back
+        assert [client.get("/v1/providers").status_code for _ in range(6)] == [200] * 5 + [429]
 
 
 def test_cached_score_reads_take_the_fast_path_with_the_same_answer_and_limits(database_url, tmp_path):
@@ -356,15 +361,17 @@ def test_cached_score_reads_take_the_fast_path_with_the_same_answer_and_limits(d
 
     app_module.TrustFastPath.__call__ = spy
     try:
-        with TestClient(create_app(settings)) as client:
+        app = create_app(settings)
+        with TestClient(app) as client:
             gw = type("GW", (), {"client": client})()
             agent = Agent(gw)
+            stopped_limiter(app)
             url = f"/v1/providers/{agent.id}/trust"
             first, second = client.get(url), client.get(url)
             assert served == [url]  # the first read computed the entry, the second came from the cache
             assert first.content == second.content and first.headers["content-type"] == second.headers["content-type"]
             codes = [client.get(url).status_code for _ in range(30)]
-            assert 429 in codes  # the rate limit holds on the fast path too
+            assert codes == [200] * 8 + [429] * 22  # the rate limit holds on the fast path too (10 per burst)
             limited = client.get(url)
             assert limited.status_code == 429 and limited.headers["content-type"].startswith("application/problem")
     finally:
