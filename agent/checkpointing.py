@@ -36,7 +36,7 @@ class CheckpointCommitter:
     """
 
     def __init__(self, interval: int, store: Path | None = None, retention: int = 64, gpu: bool = False,
-                 on_commit: Callable[[CheckpointCommitment], None] | None = None, background: bool = False) -> None:
+                 on_commit: Callable[[CheckpointCommitment], object] | None = None, background: bool = False) -> None:
         if interval < 1:
             raise InvalidParameter("interval", f"must be at least 1, got {interval}")
         if retention < 2:

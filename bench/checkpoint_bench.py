@@ -35,7 +35,7 @@ def main() -> int:
     t_commit = time.perf_counter() - t0
     t0 = time.perf_counter()
     for a in state.values():
-        hashlib.sha256(a).digest()
+        hashlib.sha256(a.data).digest()
     t_sha = time.perf_counter() - t0
     print("| state | commit s | commit GB/s | target | baseline: one SHA-256 pass, GB/s | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")

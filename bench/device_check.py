@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,7 +77,7 @@ def identity(rng: np.random.Generator) -> list[Check]:
     return results
 
 
-def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float]:
+def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, Any]:
     backend = CudaBackend(cupy.cuda.Device().id)
     kern = backend.kernels
     params = ChallengeParams(rng.bytes(32), m, n, k, 1)
@@ -115,7 +116,7 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, float
         piped = CudaBackend(cupy.cuda.Device().id, pieces=pieces)
         piped._buffers = bufs
         pipelined[pieces] = gpu_seconds(lambda p=piped: p._round(bufs, 0), before=fresh_prev)
-    best = min(pipelined, key=pipelined.get) if pipelined else 1
+    best = min(pipelined, key=pipelined.__getitem__) if pipelined else 1
     # the best pipelined plan with 9 tree levels per launch (fewer launches on the path to the root)
     nine = CudaBackend(cupy.cuda.Device().id, pieces=best, per_launch=9)
     nine._buffers = bufs
@@ -166,7 +167,7 @@ def main() -> int:
     print(f"identity: {len(checks) - len(failed)} passed, {len(failed)} failed "
           f"({time.perf_counter() - started:.1f} s)", flush=True)
 
-    checkpoint = {}
+    checkpoint: dict[str, Any] = {}
     try:
         from verifier import checkpoints
 
@@ -186,7 +187,7 @@ def main() -> int:
         traceback.print_exc()
         checkpoint = {"error": f"{type(exc).__name__}: {exc}"}
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m, n, k in [(8192, 8192, 8192), (8192, 8192, 32768)]:
         try:
             rows.append(timings(m, n, k, rng))

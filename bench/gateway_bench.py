@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import wrk as wrk_report  # noqa: E402  (bench/wrk.py)
 
 from gateway.client import registration, signed_headers  # noqa: E402
 from kernels.backend import Opening  # noqa: E402
@@ -85,14 +85,10 @@ def load_worker(base: str, stop_file: str) -> None:
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    value, unit = float(p99.group(1)), p99.group(2)
-    p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
-    return rps, p99_ms
+    result = wrk_report.parse(out)
+    if result.non_2xx:
+        raise SystemExit(f"wrk saw {result.non_2xx} error responses:\n{out}")
+    return result.rps, result.p99_ms
 
 
 def main() -> int:

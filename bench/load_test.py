@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import wrk as wrk_report  # noqa: E402  (bench/wrk.py)
 from sqlalchemy import create_engine, select  # noqa: E402
 
 from gateway.models import Challenge  # noqa: E402
@@ -45,14 +45,6 @@ def rss_mib(pid: int) -> float:
 def wrk(url: str, connections: int, seconds: int) -> subprocess.Popen:
     return subprocess.Popen(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", url],
                             stdout=subprocess.PIPE, text=True)
-
-
-def parse_wrk(out: str) -> tuple[float, float, int]:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, p99, int(bad.group(1)) if bad else 0
 
 
 def main() -> int:
@@ -79,12 +71,12 @@ def main() -> int:
         url = f"sqlite:///{tmp / 'gw.db'}"
     env = {"GPUPROOF_CHALLENGE_INTERVAL_S": str(args.interval), "GPUPROOF_PROVIDER_RATE_PER_S": "1000000",
            "GPUPROOF_IP_RATE_PER_S": "1000000"}
-    servers = [Server(url, tmp / "gw", **env).start() for _ in range(args.processes)]
+    servers = [Server(url, tmp / "gw", None, **env).start() for _ in range(args.processes)]
     stats: dict = {"verdicts": {}, "errors": {}}
     reads_target: list[str] = []
     ok = True
     try:
-        rss_start = [rss_mib(s.proc.pid) for s in servers]
+        rss_start = [rss_mib(s.pid) for s in servers]
         loop_task = asyncio.new_event_loop()
         # the agents run in this process; wrk starts once the first provider exists
         import threading
@@ -101,14 +93,14 @@ def main() -> int:
         mid = time.monotonic() + 5
         while time.monotonic() < mid:
             time.sleep(0.1)
-        rss_warm = [rss_mib(s.proc.pid) for s in servers]
+        rss_warm = [rss_mib(s.pid) for s in servers]
         half = time.monotonic() + max(0.0, args.seconds / 2 - 7)
         while time.monotonic() < half:
             time.sleep(0.1)
-        rss_half = [rss_mib(s.proc.pid) for s in servers]  # growth from here to the end is what "flat" rules out
-        reads = [parse_wrk(r.communicate()[0]) for r in readers]
+        rss_half = [rss_mib(s.pid) for s in servers]  # growth from here to the end is what "flat" rules out
+        reads = [wrk_report.parse(r.communicate()[0]) for r in readers]
         runner.join()
-        rss_end = [rss_mib(s.proc.pid) for s in servers]
+        rss_end = [rss_mib(s.pid) for s in servers]
     finally:
         for s in servers:
             s.stop()
@@ -122,8 +114,8 @@ def main() -> int:
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dropdb}" WITH (FORCE)')
     lost = [cid for cid, outcome in stats["verdicts"].items() if judged.get(cid) != outcome]
-    server_errors = stats["errors"].get("5xx", 0) + sum(r[2] for r in reads)  # transport resets listed apart
-    p99 = max(r[1] for r in reads)
+    server_errors = stats["errors"].get("5xx", 0) + sum(r.non_2xx for r in reads)  # transport resets listed apart
+    p99 = max(r.p99_ms for r in reads)
     ok = not lost and server_errors == 0 and p99 <= 50
     print(f"{args.processes} gateway process(es) on {'PostgreSQL' if dropdb else 'SQLite'}, {args.agents} agents "
           f"(a challenge every {args.interval:g} s each), {args.seconds} s, 64 read connections")
@@ -132,7 +124,7 @@ def main() -> int:
     rss = ", ".join(f"{a:.0f} -> {b:.0f} -> {h:.0f} -> {c:.0f}"
                     for a, b, h, c in zip(rss_start, rss_warm, rss_half, rss_end, strict=True))
     print(f"| {len(stats['verdicts'])} | {len(lost)} | {stats['errors'] or 0} | {server_errors} | "
-          f"{sum(r[0] for r in reads):.0f} | {p99:.1f} | {rss} |")
+          f"{sum(r.rps for r in reads):.0f} | {p99:.1f} | {rss} |")
     return 0 if ok else 1
 
 

@@ -35,7 +35,8 @@ from verifier.training import Received, TrainingPolicy, draw_audits  # noqa: E40
 
 # A 60 ms stand-in step time and a 50 ms floor: like a real job, a step takes far longer than a commitment's
 # round trip, so a burst of commitments is far faster than training could be, and an honest run never is.
-POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.05,
+INTERVAL = 4
+POLICY = {"interval": INTERVAL, "segments": 2, "chunks": 6, "mode": "exact", "min_step_s": 0.05,
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
 STEPS, DELAY = 24, 0.06
 
@@ -56,12 +57,13 @@ def main() -> int:
                                       transport=transport)
             vkey = signatures.new_private_key()
             provider = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=transport)
+            provider_id = str(provider.provider_id)  # made from the key above
             provider.register("bench", [{"model": "NVIDIA H100", "vram_gib": 80}])
             counter = [0]
 
             def run(cheat: str | None, segments: set[int] | None = None) -> dict:
                 counter[0] += 1
-                jid = market.create_job("r", provider.provider_id, "p", POLICY)["id"]
+                jid = market.create_job("r", provider_id, "p", POLICY)["id"]
                 run_reference_job(provider, jid, POLICY, Path(tmp) / f"s{counter[0]}", STEPS, DELAY, cheat,
                                   cheat_segments=segments)
                 replay_job(validator, jid, vkey)
@@ -88,7 +90,7 @@ def main() -> int:
                 rows.append(("honest", "trains every step on the committed batches", args.honest, honest_failed,
                              0.0))
             seconds = time.perf_counter() - t0
-    print(f"Training proofs: {STEPS} steps, a commitment every {POLICY['interval']} (6 segments), q=2 segments "
+    print(f"Training proofs: {STEPS} steps, a commitment every {INTERVAL} (6 segments), q=2 segments "
           f"and 6 chunks audited, exact replay ({seconds:.0f} s)\n")
     print("| strategy | what it does | runs | caught | rate | expected |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -97,7 +99,7 @@ def main() -> int:
     draws = 30_000  # the draw alone, with the gateway's own function: how often segment 0 is audited
     received = [Received(step=4 * i, root=bytes(32), batch_hash=bytes(32), prev_hash=bytes(32), hash=bytes(32),
                          manifest=tuple(manifest({"w": np.zeros(300, np.float32)})), received_at=float(i))
-                for i in range(STEPS // POLICY["interval"] + 1)]
+                for i in range(STEPS // INTERVAL + 1)]
     policy = TrainingPolicy.parse(POLICY)
     hits = sum(any(d.start_step == 0 for d in draw_audits(received, policy)) for _ in range(draws))
     print(f"\nPartial cheats whose cheating segment was drawn: {when_drawn[0]}, caught {when_drawn[1]}. "

@@ -67,10 +67,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(f"sqlite:///{tmp}/gw/gateway.db", Path(tmp) / "gw",
                         GPUPROOF_PROVIDER_RATE_PER_S="10000").start()
-        base = server.base
         db = Database(f"sqlite:///{tmp}/gw/gateway.db")
-        market = GatewayClient(base, admin.create_api_key(db, "m", ["jobs"]))
-        provider = GatewayClient(base, key=signatures.new_private_key())
+        market = GatewayClient(server.base, admin.create_api_key(db, "m", ["jobs"]))
+        provider = GatewayClient(server.base, key=signatures.new_private_key())
+        provider_id = str(provider.provider_id)  # made from the key above
         provider.register("bench", [{"model": "NVIDIA H100", "vram_gib": 80}])
         n = [0]
 
@@ -80,7 +80,7 @@ def main() -> int:
 
         def sent() -> CheckpointCommitter:
             n[0] += 1
-            jid = market.create_job("r", provider.provider_id, "p", {"interval": interval})["id"]
+            jid = market.create_job("r", provider_id, "p", {"interval": interval})["id"]
             reporter = TrainingReporter(provider, jid)
             return CheckpointCommitter(interval, store=Path(tmp) / f"s{n[0]}", background=True,
                                        on_commit=reporter.send)

@@ -8,11 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from gateway import service, translog
+from gateway import audits, service, translog
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
 from gateway.models import ApiKey, Job, Provider
 from gateway.problems import Problem
-from gateway.routers.training import expire_audits, job_checkpoint_verdicts
 from gateway.schemas import IdPath, JobIn
 from verifier.training import TrainingPolicy
 from verifier.trust import settle
@@ -65,10 +64,10 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
     if job.final:
         return rolled_back(session, job_json(job))
     now = time.time()
-    expire_audits(session, state, job.id, now)
+    audits.expire_audits(session, state, job.id, now)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
-    decision = settle(trust, during, now, job_checkpoint_verdicts(session, job, now))
+    decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now))
     if decision.decision != job.decision or list(decision.reasons) != job.reasons:
         job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
         job.final = decision.decision in ("release", "refund")

@@ -21,8 +21,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import translog
-from gateway.blobs import BlobStore
+from gateway import audits, translog
 from gateway.deps import (
     ReadSessionDep,
     SignedProviderDep,
@@ -44,10 +43,6 @@ from verifier.profiles import lookup
 router = APIRouter(tags=["training"], dependencies=[Depends(limit_ip)])
 
 STATE_PATH = "/v1/audits/{audit_id}/state"
-
-
-def blobs(state) -> BlobStore:  # noqa: ANN001
-    return BlobStore(state.settings.data_dir / "uploads")
 
 
 def _job(session: Session, job_id: str) -> Job:
@@ -93,40 +88,6 @@ def audit_json(a: SegmentAudit) -> dict:
             "chunks": a.chunks, "drawn_at": a.drawn_at, "deadline_at": a.deadline_at, "state": a.state,
             "uploaded": a.upload_sha256 is not None, "opened": a.opened is not None, "outcome": a.outcome,
             "verdict": a.verdict}
-
-
-def _judge(session: Session, state, audit: SegmentAudit, outcome: str, reason: str, now: float,  # noqa: ANN001
-           **extra: object) -> None:
-    """Record a segment verdict and log it, in the caller's transaction."""
-    verdict = {"audit_id": audit.id, "job_id": audit.job_id, "outcome": outcome, "start_step": audit.start_step,
-               "end_step": audit.end_step, "reason": reason, "tensor": None, "chunk": None, "distance": None,
-               "judged_by": "gateway"} | extra
-    audit.verdict, audit.outcome, audit.judged_at, audit.state = verdict, outcome, now, "judged"
-    translog.append(session, "training-verdict", {"provider_id": audit.provider_id, "verdict": verdict}, now)
-    state.trust_cache.drop(audit.provider_id)
-
-
-def _release_upload(session: Session, state, audit: SegmentAudit) -> None:  # noqa: ANN001
-    """Delete a judged audit's upload unless another open audit holds the same content."""
-    if audit.upload_sha256 is None:
-        return
-    others = session.execute(select(func.count()).select_from(SegmentAudit)
-                             .where(SegmentAudit.upload_sha256 == audit.upload_sha256,
-                                    SegmentAudit.state != "judged")).scalar_one()
-    if not others:
-        blobs(state).delete(audit.upload_sha256)
-
-
-def expire_audits(session: Session, state, job_id: str, now: float) -> int:  # noqa: ANN001
-    """Fail every audit of the job whose provider did not send its evidence before the deadline."""
-    rows = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job_id,
-                                                      SegmentAudit.state == "requested",
-                                                      SegmentAudit.deadline_at < now)).scalars().all()
-    for a in rows:
-        missing = [w for w, have in (("the state upload", a.upload_sha256), ("the openings", a.opened)) if not have]
-        _judge(session, state, a, "fail", f"{' and '.join(missing)} did not arrive before the deadline", now)
-        _release_upload(session, state, a)
-    return len(rows)
 
 
 def _own_audit(session: Session, audit_id: str, provider_id: str) -> SegmentAudit:
@@ -259,7 +220,7 @@ def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
     auth.claim_nonce()
-    if expire_audits(session, state, job_id, now):
+    if audits.expire_audits(session, state, job_id, now):
         session.commit()  # a late answer gets its 409 below; the expiry it found stands
     audit = _own_audit(session, audit_id, auth.provider.id)
     if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
@@ -267,10 +228,10 @@ def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
         return answered
     if not matches:
         audit.upload_sha256, audit.upload_bytes = digest, len(data)
-        _judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
+        audits.judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
                f"{audit.start_step}: {problem}", now)
     else:
-        blobs(state).put(data)  # before the row names it: a crash leaves an unnamed blob, never a dangling name
+        audits.blobs(state).put(data)  # before the row names it: a crash leaves an unnamed blob, never a dangling name
         audit.upload_sha256, audit.upload_bytes = digest, len(data)
         if audit.opened is not None:
             audit.state = "ready"
@@ -298,15 +259,15 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
         failure = exc
     wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
     auth.claim_nonce()
-    if expire_audits(session, state, job_id, now):
+    if audits.expire_audits(session, state, job_id, now):
         session.commit()  # a late answer gets its 409 below; the expiry it found stands
     audit = _own_audit(session, audit_id, auth.provider.id)
     if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
         return answered
     audit.opened = wire
     if failure is not None:
-        _judge(session, state, audit, "fail", str(failure), now, tensor=failure.tensor, chunk=failure.chunk)
-        _release_upload(session, state, audit)
+        audits.judge(session, state, audit, "fail", str(failure), now, tensor=failure.tensor, chunk=failure.chunk)
+        audits.release_upload(session, state, audit)
     elif audit.upload_sha256 is not None:
         audit.state = "ready"
     session.commit()
@@ -351,7 +312,7 @@ def get_state(audit_id: IdPath, session: ReadSessionDep, state: StateDep,
     if audit.state != "ready" or audit.upload_sha256 is None:
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
     try:
-        data = blobs(state).get(audit.upload_sha256)
+        data = audits.blobs(state).get(audit.upload_sha256)
     except FileNotFoundError:
         raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's data "
                       "directory (replicas must share it)") from None
@@ -383,29 +344,10 @@ def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep
     policy = training.TrainingPolicy.parse(_job(session, audit.job_id).checkpoint_policy)
     if body.mode != policy.mode:
         raise Problem(422, "Invalid request", f"the job's policy replays in {policy.mode!r} mode, not {body.mode!r}")
-    _judge(session, state, audit, body.outcome, body.reason, now, tensor=body.tensor, chunk=body.chunk,
+    audits.judge(session, state, audit, body.outcome, body.reason, now, tensor=body.tensor, chunk=body.chunk,
            distance=body.distance, tau=body.tau, mode=body.mode, judged_by=f"validator {body.validator_key[:16]}",
            validator_key=body.validator_key, signature=body.signature, api_key=key.id)
     session.flush()
-    _release_upload(session, state, audit)
+    audits.release_upload(session, state, audit)
     session.commit()
     return audit_json(audit)
-
-
-def job_checkpoint_verdicts(session: Session, job: Job, now: float) -> list:
-    """The job's training evidence as settlement sees it (verifier.trust.CheckpointVerdict)."""
-    from verifier.trust import CheckpointVerdict
-
-    if job.training_state is None:
-        return []
-    if job.training_state == "open":
-        return [CheckpointVerdict("training run", None, "the provider has not closed it")]
-    out = [CheckpointVerdict("training run timing", False, flag) for flag in job.training_flags or []]
-    audits = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job.id)
-                             .order_by(SegmentAudit.start_step)).scalars()
-    for a in audits:
-        label = f"training segment {a.start_step}->{a.end_step}"
-        out.append(CheckpointVerdict(label, None if a.outcome is None else a.outcome == "pass",
-                                     (a.verdict or {}).get("reason", "") if a.outcome == "fail" else ""))
-    return out
-

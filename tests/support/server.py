@@ -61,6 +61,12 @@ class Server:
         except OSError:
             return "(no log)"
 
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("the gateway was not started")
+        return self.proc.pid
+
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as in a crash."""
         if self.proc and self.proc.poll() is None:

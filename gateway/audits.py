@@ -1,0 +1,68 @@
+"""Segment audits' bookkeeping shared by the training and jobs routers: verdicts, expiry, uploads and
+what settlement sees of a job's training evidence. Everything runs in the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway import translog
+from gateway.blobs import BlobStore
+from gateway.deps import State
+from gateway.models import Job, SegmentAudit
+from verifier.trust import CheckpointVerdict
+
+
+def blobs(state: State) -> BlobStore:
+    return BlobStore(state.settings.data_dir / "uploads")
+
+
+def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, reason: str, now: float,
+          **extra: object) -> None:
+    """Record a segment verdict and log it, in the caller's transaction."""
+    verdict = {"audit_id": audit.id, "job_id": audit.job_id, "outcome": outcome, "start_step": audit.start_step,
+               "end_step": audit.end_step, "reason": reason, "tensor": None, "chunk": None, "distance": None,
+               "judged_by": "gateway"} | extra
+    audit.verdict, audit.outcome, audit.judged_at, audit.state = verdict, outcome, now, "judged"
+    translog.append(session, "training-verdict", {"provider_id": audit.provider_id, "verdict": verdict}, now)
+    state.trust_cache.drop(audit.provider_id)
+
+
+def release_upload(session: Session, state: State, audit: SegmentAudit) -> None:
+    """Delete a judged audit's upload unless another open audit holds the same content."""
+    if audit.upload_sha256 is None:
+        return
+    others = session.execute(select(func.count()).select_from(SegmentAudit)
+                             .where(SegmentAudit.upload_sha256 == audit.upload_sha256,
+                                    SegmentAudit.state != "judged")).scalar_one()
+    if not others:
+        blobs(state).delete(audit.upload_sha256)
+
+
+def expire_audits(session: Session, state: State, job_id: str, now: float) -> int:
+    """Fail every audit of the job whose provider did not send its evidence before the deadline."""
+    rows = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job_id,
+                                                      SegmentAudit.state == "requested",
+                                                      SegmentAudit.deadline_at < now)).scalars().all()
+    for a in rows:
+        missing = [w for w, have in (("the state upload", a.upload_sha256), ("the openings", a.opened)) if not have]
+        judge(session, state, a, "fail", f"{' and '.join(missing)} did not arrive before the deadline", now)
+        release_upload(session, state, a)
+    return len(rows)
+
+
+def job_checkpoint_verdicts(session: Session, job: Job, now: float) -> list[CheckpointVerdict]:
+    """The job's training evidence as settlement sees it (verifier.trust.CheckpointVerdict)."""
+    if job.training_state is None:
+        return []
+    if job.training_state == "open":
+        return [CheckpointVerdict("training run", None, "the provider has not closed it")]
+    out = [CheckpointVerdict("training run timing", False, flag) for flag in job.training_flags or []]
+    audits = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job.id)
+                             .order_by(SegmentAudit.start_step)).scalars()
+    for a in audits:
+        label = f"training segment {a.start_step}->{a.end_step}"
+        out.append(CheckpointVerdict(label, None if a.outcome is None else a.outcome == "pass",
+                                     (a.verdict or {}).get("reason", "") if a.outcome == "fail" else ""))
+    return out
+
