@@ -3,12 +3,13 @@
 SQLite (the embedded default) runs in WAL mode; writers use their own engine whose transactions take the
 write lock when they begin (BEGIN IMMEDIATE), so concurrent writers queue instead of failing with a stale
 snapshot, while readers never wait for writers. PostgreSQL uses one engine and serialises log appends
-with a row lock on log_head.
+with a row lock on log_head; rows about to change are read with `locked` (SELECT ... FOR UPDATE).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +37,19 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+T = TypeVar("T")
+
+
+def locked(session: Session, model: type[T], key: object) -> T | None:
+    """`session.get` for a row about to change: read afresh and locked until the transaction ends.
+
+    On PostgreSQL this is SELECT ... FOR UPDATE: two transactions that both read a challenge as
+    "committed" would otherwise both judge it (two verdicts in the log) or both draw an opening request.
+    SQLite's write transactions (BEGIN IMMEDIATE) already exclude each other; there it is a plain read.
+    Lock order, to rule out deadlocks: job, then its audits, then challenges (by id), then the log head.
+    """
+    return session.get(model, key, with_for_update=True, populate_existing=True)
 
 
 class Database:

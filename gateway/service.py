@@ -58,7 +58,9 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float) -> int:
     """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record."""
     rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
-                                                      ChallengeRow.state.in_(("issued", "committed")))).scalars()
+                                                      ChallengeRow.state.in_(("issued", "committed")))
+                           .order_by(ChallengeRow.id).with_for_update()  # gateway.db.locked: judged once
+                           .execution_options(populate_existing=True)).scalars()
     expired = 0
     for row in rows:
         if now - row.issued_at <= row.deadline_s:

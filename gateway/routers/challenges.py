@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import select
 
 from gateway import metrics, service
+from gateway.db import locked
 from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s, rolled_back
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Device, RttProbe
@@ -152,7 +153,7 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     session = auth.session
     now = arrived_at(request)
     auth.claim_nonce()
-    row = _own(session.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    row = _own(locked(session, ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     digest = _digest(body.roots)
     if row.state != "issued":
         if row.commit_digest != digest:
@@ -179,7 +180,13 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
 
 
 def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
-    """Draw and store the opening request of a stored commitment."""
+    """Draw and store the opening request of a stored commitment, once: under the row's lock, a
+    concurrent retry that drew first is answered with its request."""
+    fresh = locked(session, ChallengeRow, row.id)
+    assert fresh is not None  # challenges are never deleted
+    row = fresh
+    if row.pairs is not None:
+        return rolled_back(session, _request_json(row))
     request = state.verifier.request_openings(service.challenge_of(row), service.commitment_of(row))
     row.pairs = [list(p) for p in request.pairs]
     row.x = request.x.astype("<u4").tobytes()
@@ -218,7 +225,7 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
     session = auth.session
     auth.claim_nonce()
-    stored = session.get(ChallengeRow, challenge_id)
+    stored = locked(session, ChallengeRow, challenge_id)
     assert stored is not None
     if stored.state == "judged":  # a concurrent retry got there first: answer with what is on record
         same, on_record = stored.openings_digest == digest, stored.verdict

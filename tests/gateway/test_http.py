@@ -3,6 +3,8 @@ and two gateway processes on one database behaving as one service."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -121,3 +123,63 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             assert row[0] - sent < 1.0, (row[0] - sent, "received_at must be the arrival, not the handling")
     finally:
         server.stop()
+
+
+def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, database_url):
+    """The same openings (and the same commitment) sent 8 times at once, half to each of two gateway
+    processes: one verdict on record and in the log, and every caller told the same thing. (On
+    PostgreSQL two transactions can both read the row before either writes it: the row lock decides.)"""
+    import threading
+
+    from sqlalchemy import create_engine, select
+
+    from gateway.models import LogEntry
+
+    a, b = servers(), servers()
+    key = signatures.new_private_key()
+    clients = [httpx.Client(base_url=s.base, timeout=60) for s in (a, b)]
+    engine = create_engine(database_url)
+    try:
+        pid = clients[0].post("/v1/providers", json=registration(key, "race", [{"model": "cpu-reference",
+                                                                                "vram_gib": 4}])).json()["id"]
+        for attempt in range(3):
+            c = signed_post(clients[0], key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
+            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            roots = CpuBackend().run(params)
+
+            def together(path: str, payload: dict) -> list[httpx.Response]:
+                start, answers = threading.Barrier(8), []
+
+                def send(i: int) -> None:
+                    start.wait()
+                    answers.append(signed_post(clients[i % 2], key, pid, path, payload))
+
+                threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(timeout=120)
+                return answers
+
+            cid = c["challenge_id"]
+            requests = together(f"/v1/challenges/{cid}/commitment", {"roots": [r.hex() for r in roots]})
+            assert [r.status_code for r in requests] == [200] * 8, [r.text for r in requests]
+            pairs = {json.dumps(r.json()["pairs"]) for r in requests}
+            assert len(pairs) == 1, "callers were given different opening requests"
+            openings = []
+            for r, i in sorted({tuple(p) for p in requests[0].json()["pairs"]}):
+                values, path = CpuBackend().open(params, r, i, roots)
+                openings.append(Opening(r, i, values, tuple(path)).to_json())
+            verdicts = together(f"/v1/challenges/{cid}/openings", {"openings": openings})
+            assert [r.status_code for r in verdicts] == [200] * 8, [r.text for r in verdicts]
+            assert {r.json()["outcome"] for r in verdicts} == {"pass"}
+            with engine.connect() as conn:
+                bodies = conn.execute(select(LogEntry.body).where(LogEntry.kind == "verdict")).scalars().all()
+            logged = [json.loads(body)["challenge_id"] for body in bodies]
+            assert logged.count(cid) == 1, f"attempt {attempt}: the verdict was logged {logged.count(cid)} times"
+            with engine.begin() as conn:  # due again at once
+                conn.exec_driver_sql("UPDATE devices SET next_due_at = 0")
+    finally:
+        for client in clients:
+            client.close()
+        engine.dispose()
