@@ -43,7 +43,9 @@ def expire_audits(session: Session, state: State, job_id: str, now: float) -> in
     """Fail every audit of the job whose provider did not send its evidence before the deadline."""
     rows = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job_id,
                                                       SegmentAudit.state == "requested",
-                                                      SegmentAudit.deadline_at < now)).scalars().all()
+                                                      SegmentAudit.deadline_at < now)
+                           .order_by(SegmentAudit.id).with_for_update()  # gateway.db.locked: judged once
+                           .execution_options(populate_existing=True)).scalars().all()
     for a in rows:
         missing = [w for w, have in (("the state upload", a.upload_sha256), ("the openings", a.opened)) if not have]
         judge(session, state, a, "fail", f"{' and '.join(missing)} did not arrive before the deadline", now)

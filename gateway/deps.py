@@ -7,6 +7,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import threading
 import time
@@ -167,8 +168,14 @@ def arrived_at(request: Request) -> float:
 # The session dependencies are async generators: the session is made and closed on the event loop
 # (making one does no I/O; closing ends its transaction with a ROLLBACK, which never waits for a lock),
 # and the endpoint uses it in its worker thread. A sync generator would take a worker-thread hop to close.
-# Write sessions close when the endpoint returns (scope="function"), before the response is sent, so
-# SQLite's write lock is never held while a response goes out or while the event loop is busy.
+# Write sessions close when the endpoint has returned and its answer is serialized (scope="function"),
+# which for a sync endpoint takes a worker thread. So an endpoint must leave no write transaction open
+# when it returns: on SQLite that transaction holds the write lock, and with every worker thread waiting
+# for that lock nobody serializes the answer that would release it (a stall until the 30 s busy
+# timeout). Build answers before the commit (or use `rolled_back`); a write session that reaches its
+# close with a transaction open is logged and listed in LEFT_OPEN, which the test suite checks is empty.
+LEFT_OPEN: list[str] = []
+log = logging.getLogger("gpuproof.gateway")
 
 
 async def read_session(state: StateDep) -> AsyncIterator[Session]:
@@ -186,7 +193,7 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def _writing(db: Database) -> AsyncIterator[Session]:
+async def _writing(db: Database, where: str) -> AsyncIterator[Session]:
     """A write session that is rolled back on any error and always closed."""
     session = db.writer()
     try:
@@ -194,6 +201,11 @@ async def _writing(db: Database) -> AsyncIterator[Session]:
     except BaseException:
         session.rollback()
         raise
+    else:
+        if session.in_transaction():
+            LEFT_OPEN.append(where)
+            log.error("%s returned with its write transaction open (it holds SQLite's write lock until the "
+                      "answer is serialized): build the answer before the commit", where)
     finally:
         session.close()
 
@@ -208,8 +220,8 @@ def rolled_back(session: Session, answer: T) -> T:
     return answer
 
 
-async def write_session(state: StateDep) -> AsyncIterator[Session]:
-    async with _writing(state.db) as session:
+async def write_session(request: Request, state: StateDep) -> AsyncIterator[Session]:
+    async with _writing(state.db, f"{request.method} {request.url.path}") as session:
         yield session
 
 
@@ -304,7 +316,7 @@ async def signed_provider(
     provider, now = await anyio.to_thread.run_sync(
         functools.partial(_authenticate, request, state, body, x_gpuproof_provider, x_gpuproof_timestamp,
                           x_gpuproof_nonce, x_gpuproof_signature))
-    async with _writing(state.db) as session:
+    async with _writing(state.db, f"{request.method} {request.url.path}") as session:
         yield SignedProvider(provider, session, x_gpuproof_nonce, now)
 
 

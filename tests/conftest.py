@@ -73,3 +73,17 @@ def database_url(request, tmp_path):
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def no_write_transaction_left_open():
+    """Every gateway endpoint run in this process (TestClient) ends its write transaction before it
+    returns (gateway/deps.py: otherwise SQLite's write lock is held while a worker thread is awaited)."""
+    import sys
+
+    deps = sys.modules.get("gateway.deps")
+    before = len(deps.LEFT_OPEN) if deps is not None else 0
+    yield
+    deps = sys.modules.get("gateway.deps")
+    if deps is not None:
+        assert deps.LEFT_OPEN[before:] == [], "endpoints returned with a write transaction open"

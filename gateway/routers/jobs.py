@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from gateway import audits, service, translog
+from gateway.db import locked
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
 from gateway.models import ApiKey, Job, Provider
 from gateway.problems import Problem
@@ -58,7 +59,7 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
                key: Annotated[ApiKey, Depends(api_key("settle"))]) -> dict:
     """The settlement decision: release, hold or refund, with reasons. Recorded in the log whenever it
     changes; release and refund are final and never change again."""
-    job = session.get(Job, job_id)
+    job = locked(session, Job, job_id)  # one settlement at a time per job (gateway/db.py)
     if job is None:
         raise Problem(404, "Not found", f"no job {job_id}")
     if job.final:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import audits, translog
+from gateway.db import locked
 from gateway.deps import (
     ReadSessionDep,
     SignedProviderDep,
@@ -45,8 +46,10 @@ router = APIRouter(tags=["training"], dependencies=[Depends(limit_ip)])
 STATE_PATH = "/v1/audits/{audit_id}/state"
 
 
-def _job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+def _job(session: Session, job_id: str, lock: bool = False) -> Job:
+    """The job; `lock`: read afresh and locked for this write transaction (gateway.db.locked), which
+    serialises every write to the job's training evidence (commitments, close, its audits)."""
+    job = locked(session, Job, job_id) if lock else session.get(Job, job_id)
     if job is None:
         raise Problem(404, "Not found", f"no job {job_id}")
     return job
@@ -61,7 +64,7 @@ def _policy(job: Job) -> training.TrainingPolicy:
 def _own_job(auth, job_id: str) -> tuple[Job, training.TrainingPolicy]:  # noqa: ANN001
     """The job and its policy, in the signed request's write transaction (its nonce claimed first)."""
     auth.claim_nonce()
-    job = _job(auth.session, job_id)
+    job = _job(auth.session, job_id, lock=True)
     if job.provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", f"job {job_id} belongs to another provider")
     return job, _policy(job)
@@ -90,8 +93,8 @@ def audit_json(a: SegmentAudit) -> dict:
             "verdict": a.verdict}
 
 
-def _own_audit(session: Session, audit_id: str, provider_id: str) -> SegmentAudit:
-    audit = session.get(SegmentAudit, audit_id)
+def _own_audit(session: Session, audit_id: str, provider_id: str, lock: bool = False) -> SegmentAudit:
+    audit = locked(session, SegmentAudit, audit_id) if lock else session.get(SegmentAudit, audit_id)
     if audit is None:
         raise Problem(404, "Not found", f"no audit {audit_id}")
     if audit.provider_id != provider_id:
@@ -180,9 +183,10 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                                 "commitments": len(received), "last_hash": received[-1].hash.hex(),
                                                 "flags": flags,
                                                 "segments": [[d.start_step, d.end_step] for d in draws]}, now)
+    answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/deps.py)
     session.commit()
     state.trust_cache.drop(job.provider_id)
-    return training_json(session, job)
+    return answer
 
 
 def training_json(session: Session, job: Job) -> dict:
@@ -220,9 +224,11 @@ def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
     auth.claim_nonce()
+    _job(session, job_id, lock=True)  # the lock order: job, then its audits (gateway/db.py)
     if audits.expire_audits(session, state, job_id, now):
         session.commit()  # a late answer gets its 409 below; the expiry it found stands
-    audit = _own_audit(session, audit_id, auth.provider.id)
+        _job(session, job_id, lock=True)
+    audit = _own_audit(session, audit_id, auth.provider.id, lock=True)
     if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
                               "uploaded")) is not None:
         return answered
@@ -259,9 +265,11 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
         failure = exc
     wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
     auth.claim_nonce()
+    _job(session, job_id, lock=True)  # the lock order: job, then its audits (gateway/db.py)
     if audits.expire_audits(session, state, job_id, now):
         session.commit()  # a late answer gets its 409 below; the expiry it found stands
-    audit = _own_audit(session, audit_id, auth.provider.id)
+        _job(session, job_id, lock=True)
+    audit = _own_audit(session, audit_id, auth.provider.id, lock=True)
     if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
         return answered
     audit.opened = wire
@@ -274,10 +282,14 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
     return audit_json(audit)
 
 
-def _replay_audit(session: Session, audit_id: str) -> SegmentAudit:
+def _replay_audit(session: Session, audit_id: str, lock: bool = False) -> SegmentAudit:
     audit = session.get(SegmentAudit, audit_id)
     if audit is None:
         raise Problem(404, "Not found", f"no audit {audit_id}")
+    if lock:  # the lock order: job, then its audits (gateway/db.py)
+        _job(session, audit.job_id, lock=True)
+        audit = locked(session, SegmentAudit, audit_id)
+        assert audit is not None  # audits are never deleted
     return audit
 
 
@@ -326,7 +338,7 @@ def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep
     """A validator's signed replay verdict: it joins the provider's score and the job's settlement, and
     is appended to the log with the signature. The upload is deleted."""
     now = time.time()
-    audit = _replay_audit(session, audit_id)
+    audit = _replay_audit(session, audit_id, lock=True)
     result = body.model_dump()
     start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
     fields = replay_fields(audit, start, end, result)

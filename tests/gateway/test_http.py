@@ -183,3 +183,84 @@ def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, dat
         for client in clients:
             client.close()
         engine.dispose()
+
+
+class Racing:
+    """A provider's GatewayClient whose training writes are each sent 8 times at once, half to each of two
+    gateway processes (retries arriving together, as after a timeout); each caller's answer is kept."""
+
+    RACED = ("post_checkpoint", "close_run", "upload_state", "open_segment")
+
+    def __init__(self, a, b) -> None:  # noqa: ANN001 - two GatewayClients with the same key
+        self.clients, self.answers = (a, b), {name: [] for name in self.RACED}
+        self.provider_id = a.provider_id
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name not in self.RACED:
+            return getattr(self.clients[0], name)
+
+        def raced(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            import threading
+
+            start, results = threading.Barrier(8), [None] * 8
+
+            def send(i: int) -> None:
+                start.wait()
+                try:
+                    results[i] = getattr(self.clients[i % 2], name)(*args, **kwargs)
+                except Exception as exc:  # kept, and reported by the test
+                    results[i] = exc
+
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            self.answers[name].append(results)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                raise AssertionError(f"{name}: {len(errors)} of 8 callers failed: {errors[:2]}")
+            return results[0]
+
+        return raced
+
+
+def test_concurrent_training_retries_on_two_processes_count_once(servers, database_url, tmp_path):
+    """Every checkpoint, the close and each audit's upload and openings sent 8 times at once to two
+    processes: each stored and logged once, one draw of audits, and every caller the same answer."""
+    from sqlalchemy import create_engine, select
+
+    from agent.training import run_reference_job
+    from gateway import admin
+    from gateway.client import GatewayClient
+    from gateway.db import Database
+    from gateway.models import LogEntry, SegmentAudit
+
+    a, b = servers(), servers()
+    key = signatures.new_private_key()
+    db = Database(database_url)
+    market = GatewayClient(a.base, admin.create_api_key(db, "market", ["jobs"]))
+    db.dispose()
+    pa, pb = GatewayClient(a.base, key=key), GatewayClient(b.base, key=key)
+    pa.register("trainer", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    policy = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
+              "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
+    jid = market.create_job("renter", str(pa.provider_id), "usd:1", policy)["id"]
+    racing = Racing(pa, pb)
+    report = run_reference_job(racing, jid, policy, tmp_path / "store", 16)  # type: ignore[arg-type]
+    for name, rounds in racing.answers.items():
+        for results in rounds:
+            errors = [r for r in results if isinstance(r, Exception)]
+            assert not errors, f"{name}: {errors[:2]}"
+            if name != "close_run":  # (close's answer lists audits whose uploads raced in later)
+                assert all(r == results[0] for r in results), f"{name}: callers were told different things"
+    assert len(racing.answers["post_checkpoint"]) == 5 and len(racing.answers["open_segment"]) == 2
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            kinds = [k for k in conn.execute(select(LogEntry.kind)).scalars()]
+            audits = conn.execute(select(SegmentAudit.id).where(SegmentAudit.job_id == jid)).scalars().all()
+    finally:
+        engine.dispose()
+    assert kinds.count("checkpoint") == 5 and kinds.count("training-close") == 1, kinds
+    assert len(audits) == 2 and all(a["state"] == "ready" for a in report["audits"]), report["audits"]
