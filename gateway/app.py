@@ -8,6 +8,7 @@ verification in progress never blocks the event loop, and score reads stay fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import re
@@ -20,7 +21,7 @@ import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import dashboard, metrics, migrate, problems
+from gateway import dashboard, maintenance, metrics, migrate, problems
 from gateway.db import Database
 from gateway.deps import RateLimiter, State, TrustCache
 from gateway.routers import challenges, health, jobs, log, providers, training, trust
@@ -146,7 +147,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # p99 under 200 agents from 73 ms to 30-34 ms with the same number of verdicts).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         sys.setswitchinterval(0.001)
+        sweeping = (asyncio.create_task(maintenance.run(app.state.gp), name="gpuproof maintenance")
+                    if settings.maintenance_interval_s > 0 else None)
         yield
+        if sweeping is not None:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
         db.dispose()
 
     app = FastAPI(title="gpuproof gateway", version="1", lifespan=lifespan,

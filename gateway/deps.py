@@ -175,6 +175,7 @@ def arrived_at(request: Request) -> float:
 # timeout). Build answers before the commit (or use `rolled_back`); a write session that reaches its
 # close with a transaction open is logged and listed in LEFT_OPEN, which the test suite checks is empty.
 LEFT_OPEN: list[str] = []
+wall_clock = time.time  # the clock signed timestamps are checked against (tests move it)
 log = logging.getLogger("gpuproof.gateway")
 
 
@@ -276,7 +277,7 @@ def _authenticate(request: Request, state: State, body: bytes, provider_id: str,
     except ValueError:
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Timestamp must be an integer and "
                       "X-Gpuproof-Signature hex") from None
-    now = time.time()
+    now = wall_clock()
     window = state.settings.timestamp_window_s
     if abs(now - timestamp) > window:
         raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "

@@ -71,6 +71,14 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
     return expired
 
 
+def open_challenges(session: Session, provider_id: str) -> list[tuple[str, float]]:
+    """The provider's challenges awaiting an answer: (id, deadline as a unix time)."""
+    rows = session.execute(select(ChallengeRow.id, ChallengeRow.issued_at, ChallengeRow.deadline_s)
+                           .where(ChallengeRow.provider_id == provider_id,
+                                  ChallengeRow.state.in_(("issued", "committed"))).order_by(ChallengeRow.id)).all()
+    return [(cid, issued_at + deadline_s) for cid, issued_at, deadline_s in rows]
+
+
 def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
     rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")

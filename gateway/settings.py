@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
     admission_max_wait_s: float = 1.5
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
+    # how often overdue challenges and audits are judged and old nonces deleted (gateway/maintenance.py);
+    # 0 turns the sweep off (then a provider's timeouts are judged on its next poll or a settlement)
+    maintenance_interval_s: float = Field(default=60.0, ge=0)
     # "m,n,k,rounds": small challenges for tests and demos instead of the profile's sizing; entries
     # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
     # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")

@@ -175,16 +175,21 @@ class Decision:
 
 
 def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now: float,
-           checkpoints: Sequence[CheckpointVerdict] = (), policy: SettlementPolicy | None = None) -> Decision:
+           checkpoints: Sequence[CheckpointVerdict] = (), policy: SettlementPolicy | None = None,
+           in_progress: Sequence[tuple[str, float]] = ()) -> Decision:
     """Whether a job's payment may be released, from the provider's score and the job's own evidence.
 
     refund  a checkpoint replay failed, or the provider failed a correctness check during the job;
-    hold    the lower bound is under the release threshold, the last passed challenge is stale, or a
-            checkpoint verdict is pending;
+    hold    the lower bound is under the release threshold, the last passed challenge is stale, a
+            checkpoint verdict is pending, or a challenge is in progress (`in_progress`: its id and
+            its deadline; its verdict, pass, fail or timeout, may change the answer);
     release otherwise. Every decision lists all the reasons that apply.
     """
     policy = policy or SettlementPolicy()
     refund, hold = [], []
+    for challenge_id, deadline_at in in_progress:
+        hold.append(f"challenge {challenge_id[:12]} is in progress (its deadline is in "
+                    f"{max(0.0, deadline_at - now):.0f} s)")
     for cp in checkpoints:
         if cp.passed is False:
             refund.append(f"{cp.commitment_id} failed" + (f": {cp.detail}" if cp.detail else ""))

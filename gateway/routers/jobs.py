@@ -66,9 +66,14 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
         return rolled_back(session, job_json(job))
     now = time.time()
     audits.expire_audits(session, state, job.id, now)
+    # a challenge the provider left unanswered past its deadline is judged now (a timeout), not only when
+    # the provider polls again; one still within its deadline holds the payment until it is judged
+    if service.expire_overdue(session, state.verifier, job.provider_id, now):
+        state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
-    decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now))
+    decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now),
+                      in_progress=service.open_challenges(session, job.provider_id))
     if decision.decision != job.decision or list(decision.reasons) != job.reasons:
         job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
         job.final = decision.decision in ("release", "refund")

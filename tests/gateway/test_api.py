@@ -276,6 +276,33 @@ def test_jobs_and_settlement_with_scoped_keys(gateway):
     assert kinds.count("settlement") == 2
 
 
+def test_a_challenge_left_unanswered_during_a_job_is_judged_at_settlement(gateway):
+    """A provider that takes a challenge it cannot pass in time and goes silent (never polls again) must
+    not keep its score: settlement holds while the challenge is open, and once the deadline has passed it
+    records the timeout itself (before, only the provider's next poll did)."""
+    agent = Agent(gateway)
+    key = admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs", "settle"])
+    auth = {"Authorization": f"Bearer {key}"}
+    job = gateway.client.post("/v1/jobs", json={"renter_ref": "r", "provider_id": agent.id, "price_ref": "p"},
+                              headers=auth).json()
+    url = f"/v1/jobs/{job['id']}/settlement"
+    c = agent.next().json()  # issued during the job; never answered
+    held = gateway.client.post(url, headers=auth).json()
+    assert held["decision"] == "hold"
+    assert any(r.startswith(f"challenge {c['challenge_id'][:12]} is in progress") for r in held["reasons"]), held
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        row.issued_at -= row.deadline_s + 5  # the deadline passed
+        s.commit()
+    after = gateway.client.post(url, headers=auth).json()
+    assert not any("in progress" in r for r in after["reasons"]), after
+    verdicts = gateway.client.get(f"/v1/providers/{agent.id}/verdicts").json()["items"]
+    assert [v["verdict"]["timing"] for v in verdicts] == ["timeout"]
+    assert gateway.client.get(f"/v1/providers/{agent.id}/trust").json()["evidence"] == 1
+    logged = [e for e in gateway.client.get("/v1/log/entries").json()["entries"] if e["kind"] == "verdict"]
+    assert len(logged) == 1 and json.loads(logged[0]["entry"])["challenge_id"] == c["challenge_id"]
+
+
 def test_health_readiness_metrics_and_openapi(gateway):
     agent = Agent(gateway)
     agent.full_round()

@@ -215,7 +215,8 @@ def test_a_replay_result_must_be_signed_over_the_audits_evidence(world):
     assert world.market.training(jid)["audits"][0]["state"] == "ready"
 
 
-def test_audits_not_answered_in_time_fail(world, tmp_path):
+def closed_run_past_its_audit_deadline(world):
+    """A provider that commits a run, closes it and then sends nothing: its audits' deadline has passed."""
     policy = POLICY | {"audit_deadline_s": 1}
     provider = world.provider()
     jid = world.job(provider, policy)
@@ -233,6 +234,11 @@ def test_audits_not_answered_in_time_fail(world, tmp_path):
         for a in s.execute(select(SegmentAudit).where(SegmentAudit.job_id == jid)).scalars():
             a.deadline_at -= 5
         s.commit()
+    return provider, jid
+
+
+def test_audits_not_answered_in_time_fail(world, tmp_path):
+    provider, jid = closed_run_past_its_audit_deadline(world)
     late = world.market.training(jid)["audits"][0]
     with pytest.raises(GatewayError, match="judged") as info:  # too late: refused, and the expiry stands
         provider.upload_state(late["audit_id"], b"\x00" * 64)
@@ -241,6 +247,22 @@ def test_audits_not_answered_in_time_fail(world, tmp_path):
     decision = world.market.settle(jid)
     assert decision["decision"] == "refund" and any("did not arrive before the deadline" in r
                                                     for r in decision["reasons"]), decision
+
+
+def test_the_sweep_fails_unanswered_audits_without_a_poll_or_a_settlement(world):
+    import time
+
+    from gateway import maintenance
+
+    provider, jid = closed_run_past_its_audit_deadline(world)
+    before = world.market.trust(provider.provider_id)["evidence"]
+    swept = maintenance.sweep(world.gw.app.state.gp, time.time())
+    assert swept.audits == 2
+    audits = world.market.training(jid)["audits"]
+    assert [a["outcome"] for a in audits] == ["fail", "fail"]
+    assert all("did not arrive before the deadline" in a["verdict"]["reason"] for a in audits)
+    assert world.market.trust(provider.provider_id)["evidence"] == before + 2
+    assert maintenance.sweep(world.gw.app.state.gp, time.time()).audits == 0  # judged once
 
 
 def test_bad_policies_and_manifests_are_422(world):

@@ -77,6 +77,9 @@ def test_settlement_release_hold_refund():
     assert held.decision == "hold" and any("never passed" in r for r in held.reasons)
     stale = score(passes(60, age_days=3), NOW)
     assert settle(stale, [], NOW, policy=SettlementPolicy(release_min_lower_bound=0.3)).decision == "hold"
+    busy = settle(trusted, passes(3), NOW, in_progress=[("ab" * 16, NOW + 12.4)])
+    assert busy.decision == "hold" and busy.reasons == ("challenge abababababab is in progress (its deadline is in "
+                                                       "12 s)",)
 
 
 def test_lower_bound_is_the_beta_posteriors_5_percent_quantile():

@@ -1,0 +1,97 @@
+"""What the gateway does on its own, every `maintenance_interval_s` (60 s), so that nothing waits for a
+provider to come back:
+
+- challenges past their deadline are judged (timeouts), for every provider: one that takes a challenge
+  it cannot pass in time and goes silent is scored at once, not on its next poll;
+- training audits past their deadline fail ("did not arrive before the deadline");
+- stored request nonces older than `nonce_retention_s` are deleted (they would grow without bound).
+  Deleting one cannot let its request be replayed: a request is accepted only within
+  +-timestamp_window_s of its signed timestamp, which was within the window of when the nonce was
+  stored, so 2 x window after that every replay is refused for its timestamp; NONCE_CLOCK_SLACK_S
+  more covers clock steps and replicas whose clocks differ.
+
+Each provider's and each job's expiry is its own short write transaction (with the row locks of
+gateway.db.locked), so a sweep never holds SQLite's write lock for long. Replicas may all sweep: the
+locks and the state checks judge each challenge once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import anyio.to_thread
+from sqlalchemy import CursorResult, delete, select
+
+from gateway import audits, metrics, service
+from gateway.db import locked
+from gateway.deps import State
+from gateway.models import Challenge, Job, RequestNonce, SegmentAudit
+
+NONCE_CLOCK_SLACK_S = 300.0
+BATCH = 500  # providers and jobs per sweep; a backlog is worked off over the next sweeps
+
+log = logging.getLogger("gpuproof.gateway")
+
+
+def nonce_retention_s(timestamp_window_s: float) -> float:
+    return 2 * timestamp_window_s + NONCE_CLOCK_SLACK_S
+
+
+@dataclass(frozen=True)
+class Swept:
+    timeouts: int
+    audits: int
+    nonces: int
+
+
+def sweep(state: State, now: float) -> Swept:
+    """One pass: judge what is overdue and delete the nonces that can no longer matter."""
+    with state.db.reader() as reader:
+        providers = reader.execute(
+            select(Challenge.provider_id).where(Challenge.state.in_(("issued", "committed")),
+                                                Challenge.issued_at + Challenge.deadline_s < now)
+            .distinct().limit(BATCH)).scalars().all()
+        jobs = reader.execute(
+            select(SegmentAudit.job_id).where(SegmentAudit.state == "requested", SegmentAudit.deadline_at < now)
+            .distinct().limit(BATCH)).scalars().all()
+    timeouts = expired = 0
+    for provider_id in providers:
+        with state.db.writer() as session:
+            judged = service.expire_overdue(session, state.verifier, provider_id, now)
+            session.commit()
+        if judged:
+            state.trust_cache.drop(provider_id)
+            timeouts += judged
+    for job_id in jobs:
+        with state.db.writer() as session:
+            locked(session, Job, job_id)  # the lock order: job, then its audits (gateway/db.py)
+            expired += audits.expire_audits(session, state, job_id, now)
+            session.commit()
+    cutoff = now - nonce_retention_s(state.settings.timestamp_window_s)
+    with state.db.writer() as session:
+        deleted = cast(CursorResult, session.execute(delete(RequestNonce).where(RequestNonce.seen_at < cutoff)))
+        nonces = deleted.rowcount or 0
+        session.commit()
+    for what, count in (("timeouts", timeouts), ("audits", expired), ("nonces", nonces)):
+        metrics.SWEPT.labels(what=what).inc(count)
+    return Swept(timeouts, expired, nonces)
+
+
+async def run(state: State) -> None:
+    """Sweep at start-up (what fell due while the gateway was down), then every interval (+-10%, so
+    that replicas drift apart). A failed sweep is logged and tried again at the next interval."""
+    interval = state.settings.maintenance_interval_s
+    while True:
+        try:
+            swept = await anyio.to_thread.run_sync(sweep, state, time.time())
+            if swept.timeouts or swept.audits:
+                log.info("maintenance: %d challenge timeouts, %d audit timeouts judged, %d nonces deleted",
+                         swept.timeouts, swept.audits, swept.nonces)
+        except Exception:  # a busy or unreachable database: the next sweep tries again
+            log.exception("maintenance sweep failed; next try in %.0f s", interval)
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))

@@ -1,0 +1,96 @@
+"""The gateway's own sweep (gateway/maintenance.py): overdue challenges judged without the provider,
+request nonces deleted only once no replay of theirs can pass, and the sweep running on its own."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from sqlalchemy import func, select
+
+from gateway import deps, maintenance, metrics
+from gateway.client import signed_headers
+from gateway.models import Challenge, RequestNonce
+from tests.gateway.test_api import Agent, assert_problem, db_counts
+
+
+def overdue(gateway, challenge_id: str) -> None:
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, challenge_id)
+        row.issued_at -= row.deadline_s + 5
+        s.commit()
+
+
+def test_a_silent_providers_overdue_challenge_is_judged_by_the_sweep(gateway):
+    silent, busy = Agent(gateway, "silent"), Agent(gateway, "busy")
+    gone = silent.next().json()  # taken, never answered, and the provider never polls again
+    working = busy.next().json()  # still within its deadline
+    overdue(gateway, gone["challenge_id"])
+    state = gateway.app.state.gp
+    assert maintenance.sweep(state, time.time()).timeouts == 1
+    verdicts = gateway.client.get(f"/v1/providers/{silent.id}/verdicts").json()["items"]
+    assert [(v["challenge_id"], v["verdict"]["timing"]) for v in verdicts] == [(gone["challenge_id"], "timeout")]
+    assert gateway.client.get(f"/v1/providers/{silent.id}/trust").json()["evidence"] == 1  # the cache was dropped
+    with state.db.reader() as s:
+        assert s.get(Challenge, working["challenge_id"]).state == "issued"
+    assert maintenance.sweep(state, time.time()).timeouts == 0  # judged once
+    entries = gateway.client.get("/v1/log/entries").json()["entries"]
+    assert [json.loads(e["entry"])["challenge_id"] for e in entries if e["kind"] == "verdict"] == [gone["challenge_id"]]
+
+
+def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(gateway, monkeypatch):
+    """The worst case: a request signed as far in the future as the window allows. A replay passes the
+    timestamp check until 2 x window after the nonce was stored; the sweep must keep it that long."""
+    agent = Agent(gateway)
+    state = gateway.app.state.gp
+    window = state.settings.timestamp_window_s
+    retention = maintenance.nonce_retention_s(window)
+    stored_at = int(time.time())
+    path = f"/v1/providers/{agent.id}/challenges"
+    body = json.dumps({"device": 0}).encode()
+    headers = signed_headers(agent.key, agent.id, "POST", path, body, timestamp=stored_at + int(window) - 1)
+    monkeypatch.setattr(deps, "wall_clock", lambda: stored_at)
+    assert gateway.client.post(path, content=body, headers=headers).status_code == 201
+    # the last second at which the replay's timestamp is still inside the window: only the nonce refuses it
+    last = stored_at + 2 * int(window) - 1
+    monkeypatch.setattr(deps, "wall_clock", lambda: last)
+    assert maintenance.sweep(state, last).nonces == 0
+    before = db_counts(gateway)
+    assert_problem(gateway.client.post(path, content=body, headers=headers), 409, "already used")
+    # once the retention has passed the nonce is deleted, and the same request is refused for its timestamp
+    later = stored_at + retention + 1
+    monkeypatch.setattr(deps, "wall_clock", lambda: later)
+    assert maintenance.sweep(state, later).nonces >= 1
+    with state.db.reader() as s:
+        assert s.execute(select(func.count()).select_from(RequestNonce)
+                         .where(RequestNonce.nonce == headers["X-Gpuproof-Nonce"])).scalar_one() == 0
+    assert_problem(gateway.client.post(path, content=body, headers=headers), 401, "from the gateway's clock")
+    after = db_counts(gateway)
+    assert (after[0], after[2]) == (before[0], before[2])  # no challenge issued, nothing logged
+
+
+def test_the_sweep_runs_on_its_own(database_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from tests.gateway.conftest import Gateway
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        maintenance_interval_s=0.05)
+    app = create_app(settings)
+    swept_before = metrics.REGISTRY.get_sample_value("gpuproof_swept_total", {"what": "timeouts"}) or 0.0
+    with TestClient(app) as client:
+        gw = Gateway(client, settings, app)
+        agent = Agent(gw)
+        c = agent.next().json()
+        overdue(gw, c["challenge_id"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # nobody polls or settles: the sweep judges it
+            with app.state.gp.db.reader() as s:
+                if s.get(Challenge, c["challenge_id"]).state == "judged":
+                    break
+            time.sleep(0.05)
+        with app.state.gp.db.reader() as s:
+            assert s.get(Challenge, c["challenge_id"]).outcome == "fail"
+        assert f'gpuproof_swept_total{{what="timeouts"}} {swept_before + 1}' in client.get("/metrics").text
