@@ -4,8 +4,9 @@ provider to come back:
 - challenges past their deadline are judged (timeouts), for every provider: one that takes a challenge
   it cannot pass in time and goes silent is scored at once, not on its next poll;
 - training audits past their deadline fail ("did not arrive before the deadline");
-- stored request nonces older than `nonce_retention_s` are deleted (they would grow without bound).
-  Deleting one cannot let its request be replayed: a request is accepted only within
+- round-trip probes older than service.RTT_HISTORY_S (1 h; every poll makes one) are deleted, and
+  stored request nonces older than `nonce_retention_s` (both would grow without bound).
+  Deleting a nonce cannot let its request be replayed: a request is accepted only within
   +-timestamp_window_s of its signed timestamp, which was within the window of when the nonce was
   stored, so 2 x window after that every replay is refused for its timestamp; NONCE_CLOCK_SLACK_S
   more covers clock steps and replicas whose clocks differ.
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 from typing import cast
 
 import anyio.to_thread
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, Delete, delete, select
+from sqlalchemy.orm import Session
 
 from gateway import audits, metrics, service
 from gateway.db import locked
 from gateway.deps import State
-from gateway.models import Challenge, Job, RequestNonce, SegmentAudit
+from gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
 
 NONCE_CLOCK_SLACK_S = 300.0
 BATCH = 500  # providers and jobs per sweep; a backlog is worked off over the next sweeps
@@ -47,6 +49,7 @@ class Swept:
     timeouts: int
     audits: int
     nonces: int
+    probes: int
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -74,12 +77,17 @@ def sweep(state: State, now: float) -> Swept:
             session.commit()
     cutoff = now - nonce_retention_s(state.settings.timestamp_window_s)
     with state.db.writer() as session:
-        deleted = cast(CursorResult, session.execute(delete(RequestNonce).where(RequestNonce.seen_at < cutoff)))
-        nonces = deleted.rowcount or 0
+        nonces = _deleted(session, delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
+        probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
         session.commit()
-    for what, count in (("timeouts", timeouts), ("audits", expired), ("nonces", nonces)):
+    swept = Swept(timeouts, expired, nonces, probes)
+    for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
-    return Swept(timeouts, expired, nonces)
+    return swept
+
+
+def _deleted(session: Session, statement: Delete) -> int:
+    return cast(CursorResult, session.execute(statement)).rowcount or 0
 
 
 async def run(state: State) -> None:

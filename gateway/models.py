@@ -172,5 +172,5 @@ class RttProbe(Base):
     __tablename__ = "rtt_probes"
     token: Mapped[str] = mapped_column(String(32), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
-    sent_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float] = mapped_column(Float, index=True)  # the sweep deletes by age
     rtt_s: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from gateway import translog
 from gateway.models import Challenge as ChallengeRow
-from gateway.models import Job, SegmentAudit
+from gateway.models import Job, RttProbe, SegmentAudit
 from kernels.spec import ChallengeParams
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
 from verifier.timing import Thresholds
@@ -121,3 +121,21 @@ def verified_classes(session: Session, provider_id: str, now: float, window_s: f
         if verdict.get("best_match"):
             counts.setdefault(device_id, Counter())[verdict["best_match"]] += 1
     return {d: c.most_common(1)[0][0] for d, c in counts.items()}
+
+
+RTT_SAMPLES = 5
+RTT_HISTORY_S = 3600.0  # round trips older than this are not used (and the maintenance sweep deletes them)
+
+
+def rtt_allowance(session: Session, provider_id: str, now: float) -> float:
+    """The minimum of the provider's last few measured round trips in the past hour (0 if none).
+
+    A provider can only make a round trip look slower (by echoing late), never faster, so the minimum is
+    the honest estimate; the verifier caps it (TimingConfig.max_rtt_allowance_s) and counts the cap in
+    the cheating bound.
+    """
+    rows = session.execute(select(RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
+                                                        RttProbe.rtt_s.is_not(None),
+                                                        RttProbe.sent_at > now - RTT_HISTORY_S)
+                           .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).scalars().all()
+    return min((r for r in rows if r is not None), default=0.0)

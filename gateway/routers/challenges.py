@@ -10,7 +10,6 @@ import secrets
 import time
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from sqlalchemy import select
 
 from gateway import metrics, service
 from gateway.db import locked
@@ -40,7 +39,6 @@ def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> Chall
 
 RTT_HEADER = "X-Gpuproof-Rtt-Probe"
 RTT_ECHO_WINDOW_S = 30.0
-RTT_SAMPLES = 5
 
 
 def _probe(session, provider_id: str) -> str:  # noqa: ANN001
@@ -48,20 +46,6 @@ def _probe(session, provider_id: str) -> str:  # noqa: ANN001
     token = secrets.token_hex(16)
     session.add(RttProbe(token=token, provider_id=provider_id, sent_at=time.time()))
     return token
-
-
-def rtt_allowance(session, provider_id: str, now: float) -> float:  # noqa: ANN001
-    """The minimum of the provider's last few measured round trips in the past hour (0 if none).
-
-    A provider can only make a round trip look slower (by echoing late), never faster, so the minimum is
-    the honest estimate; the verifier caps it (TimingConfig.max_rtt_allowance_s) and counts the cap in
-    the cheating bound.
-    """
-    rows = session.execute(select(RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
-                                                        RttProbe.rtt_s.is_not(None),
-                                                        RttProbe.sent_at > now - 3600)
-                           .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).scalars().all()
-    return min(rows) if rows else 0.0
 
 
 def _public(row: ChallengeRow) -> dict:
@@ -168,7 +152,7 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     challenge = service.challenge_of(row)
     try:
         commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now,
-                                           rtt_s=rtt_allowance(session, auth.provider.id, now))
+                                           rtt_s=service.rtt_allowance(session, auth.provider.id, now))
     except InvalidParameter as exc:
         raise Problem(422, "Invalid request", str(exc)) from None
     row.roots = b"".join(commitment.roots)

@@ -8,9 +8,9 @@ import time
 
 from sqlalchemy import func, select
 
-from gateway import deps, maintenance, metrics
+from gateway import deps, maintenance, metrics, service
 from gateway.client import signed_headers
-from gateway.models import Challenge, RequestNonce
+from gateway.models import Challenge, RequestNonce, RttProbe
 from tests.gateway.test_api import Agent, assert_problem, db_counts
 
 
@@ -94,3 +94,19 @@ def test_the_sweep_runs_on_its_own(database_url, tmp_path):
         with app.state.gp.db.reader() as s:
             assert s.get(Challenge, c["challenge_id"]).outcome == "fail"
         assert f'gpuproof_swept_total{{what="timeouts"}} {swept_before + 1}' in client.get("/metrics").text
+
+
+def test_round_trip_probes_older_than_their_use_are_deleted(gateway):
+    agent = Agent(gateway)
+    for _ in range(3):
+        agent.next()  # every poll answer carries a probe
+    state = gateway.app.state.gp
+    with state.db.writer() as s:
+        probes = s.execute(select(RttProbe).order_by(RttProbe.sent_at)).scalars().all()
+        assert len(probes) == 3
+        probes[0].sent_at -= service.RTT_HISTORY_S + 1  # outside the hour rtt_allowance reads
+        old, kept = probes[0].token, {p.token for p in probes[1:]}
+        s.commit()
+    assert maintenance.sweep(state, time.time()).probes == 1
+    with state.db.reader() as s:
+        assert set(s.execute(select(RttProbe.token)).scalars()) == kept and old not in kept
