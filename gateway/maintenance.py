@@ -27,6 +27,7 @@ from typing import cast
 
 import anyio.to_thread
 from sqlalchemy import CursorResult, Delete, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import audits, metrics, service
@@ -100,6 +101,9 @@ async def run(state: State) -> None:
             if swept.timeouts or swept.audits:
                 log.info("maintenance: %d challenge timeouts, %d audit timeouts judged, %d nonces deleted",
                          swept.timeouts, swept.audits, swept.nonces)
-        except Exception:  # a busy or unreachable database: the next sweep tries again
+        except SQLAlchemyError as exc:  # a busy, unreachable or not yet migrated database: one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.error("maintenance sweep failed (%s: %s); next try in %.0f s", type(exc).__name__, first, interval)
+        except Exception:  # a defect: with its traceback
             log.exception("maintenance sweep failed; next try in %.0f s", interval)
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))

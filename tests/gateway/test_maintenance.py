@@ -110,3 +110,23 @@ def test_round_trip_probes_older_than_their_use_are_deleted(gateway):
     assert maintenance.sweep(state, time.time()).probes == 1
     with state.db.reader() as s:
         assert set(s.execute(select(RttProbe.token)).scalars()) == kept and old not in kept
+
+
+def test_a_sweep_on_a_database_not_yet_migrated_logs_one_line_and_keeps_going(tmp_path, caplog):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", maintenance_interval_s=0.05)
+    caplog.set_level(logging.ERROR, logger="gpuproof.gateway")
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        deadline = time.monotonic() + 10
+        while len([r for r in caplog.records if "maintenance sweep failed" in r.getMessage()]) < 2:
+            assert time.monotonic() < deadline, "the sweep did not run twice"
+            time.sleep(0.05)
+        assert client.get("/healthz").status_code == 200  # still serving
+    failures = [r for r in caplog.records if "maintenance sweep failed" in r.getMessage()]
+    assert all("OperationalError" in r.getMessage() and r.exc_info is None for r in failures), failures[0].getMessage()
