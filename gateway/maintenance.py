@@ -58,7 +58,8 @@ def sweep(state: State, now: float) -> Swept:
     with state.db.reader() as reader:
         providers = reader.execute(
             select(Challenge.provider_id).where(Challenge.state.in_(("issued", "committed")),
-                                                Challenge.issued_at + Challenge.deadline_s < now)
+                                                Challenge.issued_at + Challenge.deadline_s
+                                                < now - service.EXPIRY_GRACE_S)
             .distinct().limit(BATCH)).scalars().all()
         jobs = reader.execute(
             select(SegmentAudit.job_id).where(SegmentAudit.state == "requested", SegmentAudit.deadline_at < now)

@@ -55,15 +55,23 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
                                          "verdict": verdict_json}, now)
 
 
+EXPIRY_GRACE_S = 60.0
+
+
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float) -> int:
-    """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record."""
+    """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record.
+
+    Only EXPIRY_GRACE_S after the deadline: a commitment or openings that arrived in time are judged by
+    their arrival time, and may still be waiting for a worker thread or under verification (another
+    device's poll, a settlement or the sweep must not judge them a timeout meanwhile).
+    """
     rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
                                                       ChallengeRow.state.in_(("issued", "committed")))
                            .order_by(ChallengeRow.id).with_for_update()  # gateway.db.locked: judged once
                            .execution_options(populate_existing=True)).scalars()
     expired = 0
     for row in rows:
-        if now - row.issued_at <= row.deadline_s:
+        if now - row.issued_at <= row.deadline_s + EXPIRY_GRACE_S:
             continue
         verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed")
         record_verdict(session, row, verdict.to_json(), now)

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from gateway import admin
+from gateway import admin, service
 from gateway.client import registration, signed_headers
 from gateway.models import Challenge, LogEntry, RequestNonce
 from kernels import merkle
@@ -182,7 +182,7 @@ def test_late_commitment_is_refused_then_judged_a_timeout(gateway):
     db = gateway.app.state.gp.db
     with db.writer() as s:
         row = s.get(Challenge, c["challenge_id"])
-        row.issued_at -= row.deadline_s + 5  # the deadline passed
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S + 5  # the deadline and its grace passed
         s.commit()
     before = db_counts(gateway)
     late = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": ["00" * 32] * 3})
@@ -292,7 +292,7 @@ def test_a_challenge_left_unanswered_during_a_job_is_judged_at_settlement(gatewa
     assert any(r.startswith(f"challenge {c['challenge_id'][:12]} is in progress") for r in held["reasons"]), held
     with gateway.app.state.gp.db.writer() as s:
         row = s.get(Challenge, c["challenge_id"])
-        row.issued_at -= row.deadline_s + 5  # the deadline passed
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S + 5  # the deadline and its grace passed
         s.commit()
     after = gateway.client.post(url, headers=auth).json()
     assert not any("in progress" in r for r in after["reasons"]), after

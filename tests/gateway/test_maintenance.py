@@ -17,7 +17,7 @@ from tests.gateway.test_api import Agent, assert_problem, db_counts
 def overdue(gateway, challenge_id: str) -> None:
     with gateway.app.state.gp.db.writer() as s:
         row = s.get(Challenge, challenge_id)
-        row.issued_at -= row.deadline_s + 5
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S + 5
         s.commit()
 
 
@@ -36,6 +36,23 @@ def test_a_silent_providers_overdue_challenge_is_judged_by_the_sweep(gateway):
     assert maintenance.sweep(state, time.time()).timeouts == 0  # judged once
     entries = gateway.client.get("/v1/log/entries").json()["entries"]
     assert [json.loads(e["entry"])["challenge_id"] for e in entries if e["kind"] == "verdict"] == [gone["challenge_id"]]
+
+
+def test_a_challenge_is_left_alone_for_a_grace_after_its_deadline(gateway):
+    """Openings that arrived in time may still be queued or under verification just after the deadline:
+    neither the sweep nor another poll judges the challenge a timeout until the grace has passed."""
+    agent = Agent(gateway)
+    c = agent.next().json()
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S - 5  # past the deadline, inside the grace
+        s.commit()
+    assert maintenance.sweep(gateway.app.state.gp, time.time()).timeouts == 0
+    assert agent.next().json()["challenge_id"] == c["challenge_id"]  # still open for its provider too
+    with gateway.app.state.gp.db.writer() as s:
+        s.get(Challenge, c["challenge_id"]).issued_at -= 10
+        s.commit()
+    assert maintenance.sweep(gateway.app.state.gp, time.time()).timeouts == 1
 
 
 def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(gateway, monkeypatch):
