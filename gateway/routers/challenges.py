@@ -140,6 +140,8 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     row = _own(locked(session, ChallengeRow, challenge_id), challenge_id, auth.provider.id)
     digest = _digest(body.roots)
     if row.state != "issued":
+        if row.state == "judged" and row.commit_digest is None:
+            raise _already_judged(row)
         if row.commit_digest != digest:
             raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
         if row.pairs is not None:
@@ -178,6 +180,13 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     return _request_json(row)
 
 
+def _already_judged(row: ChallengeRow) -> Problem:
+    if row.openings_digest is None:  # no openings on record: it timed out
+        return Problem(409, "Already judged", f"challenge {row.id} was judged a timeout (no "
+                       f"{'openings' if row.roots is not None else 'commitment'} before its deadline)")
+    return Problem(409, "Already judged", f"challenge {row.id} was judged on other openings")
+
+
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
 def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
                   request: Request) -> dict:
@@ -191,7 +200,7 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
         if row.state == "judged":
             if row.openings_digest == digest:
                 return row.verdict  # a retry: the same verdict, nothing stored
-            raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
+            raise _already_judged(row)
         if row.state != "committed" or row.pairs is None:
             raise Problem(409, "Not committed", f"challenge {challenge_id} has no commitment yet")
         if now - row.issued_at > row.deadline_s:
@@ -212,11 +221,11 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     stored = locked(session, ChallengeRow, challenge_id)
     assert stored is not None
     if stored.state == "judged":  # a concurrent retry got there first: answer with what is on record
-        same, on_record = stored.openings_digest == digest, stored.verdict
-        session.rollback()
+        same, on_record, refusal = stored.openings_digest == digest, stored.verdict, _already_judged(stored)
+        session.rollback()  # (read before: a rollback expires the row)
         if same:
             return on_record
-        raise Problem(409, "Already judged", f"challenge {challenge_id} was judged on other openings")
+        raise refusal
     stored.openings = wire
     stored.openings_digest = digest
     body_json = verdict.to_json()

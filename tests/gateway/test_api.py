@@ -191,6 +191,12 @@ def test_late_commitment_is_refused_then_judged_a_timeout(gateway):
     agent.next()  # the next poll records the timeout
     history = gateway.client.get(f"/v1/providers/{agent.id}/verdicts").json()["items"]
     assert history[0]["verdict"]["timing"] == "timeout" and history[0]["verdict"]["correctness"] == "unchecked"
+    # what it answers afterwards says why, not "other roots"
+    assert_problem(agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": ["00" * 32] * 3}),
+                   409, "judged a timeout (no commitment before its deadline)")
+    opening = {"round": 0, "row": 0, "values": [0] * c["n"], "path": []}
+    assert_problem(agent.post(f"/v1/challenges/{c['challenge_id']}/openings", {"openings": [opening]}),
+                   409, "judged a timeout")
 
 
 def test_cheating_prover_fails_with_the_row_and_it_costs_trust(gateway):
