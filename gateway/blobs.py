@@ -40,6 +40,18 @@ class BlobStore:
         os.replace(tmp, target)
         return digest
 
+    def put_file(self, src: Path, digest: str) -> str:
+        """Move `src`, whose SHA-256 is `digest` (computed while it was written), into place: flushed to
+        disk, then renamed (src must be on the same filesystem, e.g. under this store's root)."""
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(src, target)
+        return digest
+
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 

@@ -8,6 +8,9 @@ with a row lock on log_head; rows about to change are read with `locked` (SELECT
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,10 +18,29 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def _use_wal(path: str) -> None:
+    """Put the database file in WAL mode, once, before any pooled connection exists (the mode is stored
+    in the file). Switching it needs the file to itself, and SQLite answers "database is locked" at once,
+    without its busy wait, when another connection is active: done on every connect, it failed whenever
+    the start-up sweep's first connection raced a request's. Another process starting on the same file
+    at the same moment is waited for (up to 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
     path = url.split("sqlite:///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _use_wal(path)
     # as many connections as the thread pool has threads (40), so that none waits for a connection
     engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None,
                                               "timeout": 30}, pool_size=20, max_overflow=30, pool_timeout=60)
@@ -26,7 +48,6 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):  # noqa: ANN001
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import hmac
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import anyio
@@ -264,7 +265,7 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def _authenticate(request: Request, state: State, body: bytes, provider_id: str, timestamp_text: str,
+def _authenticate(request: Request, state: State, body_sha256: str, provider_id: str, timestamp_text: str,
                   nonce: str, signature_hex: str) -> tuple[Provider, float]:
     """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify)."""
     if not HEX_ID_RE.match(provider_id):
@@ -288,7 +289,7 @@ def _authenticate(request: Request, state: State, body: bytes, provider_id: str,
     if provider is None:
         raise Problem(401, "Unauthenticated", f"unknown provider {provider_id}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    message = signatures.request_message(request.method, path, timestamp, nonce, body)
+    message = signatures.request_message_for_digest(request.method, path, timestamp, nonce, body_sha256)
     try:
         signatures.verify(provider.public_key, message, signature)
     except signatures.SignatureError as exc:
@@ -303,6 +304,15 @@ def _authenticate(request: Request, state: State, body: bytes, provider_id: str,
     return provider, now
 
 
+@contextlib.asynccontextmanager
+async def _signed(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str,
+                  timestamp: str, nonce: str, signature: str) -> AsyncIterator[SignedProvider]:
+    provider, now = await anyio.to_thread.run_sync(
+        lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature))
+    async with _writing(state.db, f"{request.method} {request.url.path}") as session:
+        yield SignedProvider(provider, session, nonce, now)
+
+
 async def signed_provider(
     request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
     x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
@@ -314,14 +324,56 @@ async def signed_provider(
     expensive work, and the endpoint stores the new one with its own writes, in the write session given
     here (closed on the event loop when the endpoint returns).
     """
-    provider, now = await anyio.to_thread.run_sync(
-        functools.partial(_authenticate, request, state, body, x_gpuproof_provider, x_gpuproof_timestamp,
-                          x_gpuproof_nonce, x_gpuproof_signature))
-    async with _writing(state.db, f"{request.method} {request.url.path}") as session:
-        yield SignedProvider(provider, session, x_gpuproof_nonce, now)
+    async with _signed(request, state, lambda: hashlib.sha256(body).hexdigest(), x_gpuproof_provider,
+                       x_gpuproof_timestamp, x_gpuproof_nonce, x_gpuproof_signature) as signed:
+        yield signed
 
 
 SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider, scope="function")]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request body on disk: its temporary file, SHA-256 (hex) and size."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+async def upload_body(request: Request, state: StateDep) -> AsyncIterator[Upload]:
+    """The request body streamed to a temporary file in the uploads directory and hashed on the way, so
+    a checkpoint upload (up to GPUPROOF_MAX_UPLOAD_BYTES) never sits in the gateway's memory, and nobody
+    can make it hold several before their signatures can be checked. The file is deleted when the request
+    ends unless the endpoint moved it into the blob store (same directory tree: a rename)."""
+    incoming = state.settings.data_dir / "uploads" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    path = incoming / f"{secrets.token_hex(12)}.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "wb") as fh:  # 64 KiB chunks: hashing and writing one is tens of microseconds
+            async for chunk in request.stream():
+                digest.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+        yield Upload(path, digest.hexdigest(), size)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def signed_upload(
+    request: Request, state: StateDep, upload: Annotated[Upload, Depends(upload_body)],
+    x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
+    x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
+) -> AsyncIterator[SignedProvider]:
+    """signed_provider for a body streamed to disk (`upload_body`): the signature covers its SHA-256."""
+    async with _signed(request, state, lambda: upload.sha256, x_gpuproof_provider, x_gpuproof_timestamp,
+                       x_gpuproof_nonce, x_gpuproof_signature) as signed:
+        yield signed
+
+
+SignedUploadDep = Annotated[SignedProvider, Depends(signed_upload, scope="function")]
+UploadDep = Annotated[Upload, Depends(upload_body)]
 
 
 def hash_api_secret(secret: str) -> str:

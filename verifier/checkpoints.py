@@ -20,11 +20,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -154,6 +155,27 @@ def root_of_buffer(buf: bytes | memoryview, entries: Sequence[TensorEntry]) -> b
     for e in entries:
         hashes += _tensor_leaves(e, view[at:at + e.nbytes])
         at += e.nbytes
+    return merkle.root_of_hashes(b"".join(hashes))
+
+
+def root_of_file(fh: BinaryIO, entries: Sequence[TensorEntry], piece: int = 8 << 20) -> bytes:
+    """`root_of_buffer` of an open file's contents, read `piece` bytes at a time (an upload streamed to disk
+    is checked without holding it in memory)."""
+    size = os.fstat(fh.fileno()).st_size
+    expected = sum(e.nbytes for e in entries)
+    if size != expected:
+        raise ProofError(f"the state is {size} bytes; its manifest says {expected}")
+    piece -= piece % CHUNK
+    hashes = []
+    for e in entries:
+        hashes.append(e.header_hash())
+        left = e.nbytes
+        while left >= CHUNK:
+            data = fh.read(min(left - left % CHUNK, piece))
+            hashes.append(merkle.hash_chunks(memoryview(data), CHUNK))
+            left -= len(data)
+        if left:
+            hashes.append(merkle.leaf_hash(fh.read(left) + bytes(CHUNK - left)))
     return merkle.root_of_hashes(b"".join(hashes))
 
 

@@ -73,8 +73,12 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
 
 def request_message(method: str, path: str, timestamp: int, nonce: str, body: bytes) -> bytes:
     """What a provider signs for one HTTP request: method, path (with query), time, nonce, SHA-256(body)."""
-    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce,
-                      hashlib.sha256(body).hexdigest()]).encode()
+    return request_message_for_digest(method, path, timestamp, nonce, hashlib.sha256(body).hexdigest())
+
+
+def request_message_for_digest(method: str, path: str, timestamp: int, nonce: str, body_sha256: str) -> bytes:
+    """`request_message` from the body's SHA-256 (hex), for a body hashed while it streamed to disk."""
+    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce, body_sha256]).encode()
 
 
 def registration_message(public_key: bytes, name: str, devices_json: str) -> bytes:

@@ -11,13 +11,13 @@ Anyone:             GET  /v1/jobs/{id}/training           commitments, flags, au
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,9 @@ from gateway.db import locked
 from gateway.deps import (
     ReadSessionDep,
     SignedProviderDep,
+    SignedUploadDep,
     StateDep,
+    UploadDep,
     WriteSessionDep,
     api_key,
     arrived_at,
@@ -207,19 +209,20 @@ def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
 
 @router.put(STATE_PATH, operation_id="upload_state",
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}})
-def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
-                 data: Annotated[bytes, Depends(raw_body)]) -> dict:
+def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep, upload: UploadDep) -> dict:
     """The state at the segment's start: each tensor's little-endian bytes in manifest order
-    (verifier.checkpoints.state_bytes). Checked against the committed root on arrival, then stored by
-    content until the verdict. A state that does not match fails the segment at once."""
+    (verifier.checkpoints.state_bytes). Streamed to disk and hashed as it arrives, checked against the
+    committed root, then stored by content until the verdict. A state that does not match fails the
+    segment at once."""
     session, now = auth.session, time.time()
     with state.db.reader() as reader:  # hash outside the write lock
         audit = _own_audit(reader, audit_id, auth.provider.id)
         start = _commitment(reader, audit.job_id, audit.start_step)
         root, manifest, job_id = start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
-    digest = hashlib.sha256(data).hexdigest()
+    digest = upload.sha256
     try:
-        matches = hmac.compare_digest(checkpoints.root_of_buffer(data, manifest), root)
+        with open(upload.path, "rb") as fh:
+            matches = hmac.compare_digest(checkpoints.root_of_file(fh, manifest), root)
         problem = "" if matches else "its root differs"
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
@@ -233,12 +236,12 @@ def upload_state(audit_id: IdPath, auth: SignedProviderDep, state: StateDep,
                               "uploaded")) is not None:
         return answered
     if not matches:
-        audit.upload_sha256, audit.upload_bytes = digest, len(data)
+        audit.upload_sha256, audit.upload_bytes = digest, upload.size
         audits.judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
                f"{audit.start_step}: {problem}", now)
     else:
-        audits.blobs(state).put(data)  # before the row names it: a crash leaves an unnamed blob, never a dangling name
-        audit.upload_sha256, audit.upload_bytes = digest, len(data)
+        audits.blobs(state).put_file(upload.path, digest)  # before the row names it: a crash leaves an
+        audit.upload_sha256, audit.upload_bytes = digest, upload.size  # unnamed blob, never a dangling name
         if audit.opened is not None:
             audit.state = "ready"
     session.commit()
@@ -323,13 +326,12 @@ def get_state(audit_id: IdPath, session: ReadSessionDep, state: StateDep,
     audit = _replay_audit(session, audit_id)
     if audit.state != "ready" or audit.upload_sha256 is None:
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
-    try:
-        data = audits.blobs(state).get(audit.upload_sha256)
-    except FileNotFoundError:
+    path = audits.blobs(state).path(audit.upload_sha256)
+    if not path.is_file():
         raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's data "
-                      "directory (replicas must share it)") from None
-    return Response(content=data, media_type="application/octet-stream",
-                    headers={"X-Content-SHA256": audit.upload_sha256})
+                      "directory (replicas must share it)")
+    return FileResponse(path, media_type="application/octet-stream",  # streamed from disk
+                        headers={"X-Content-SHA256": audit.upload_sha256})
 
 
 @router.post("/v1/audits/{audit_id}/result", operation_id="post_replay_result")

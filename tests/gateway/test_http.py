@@ -264,3 +264,65 @@ def test_concurrent_training_retries_on_two_processes_count_once(servers, databa
         engine.dispose()
     assert kinds.count("checkpoint") == 5 and kinds.count("training-close") == 1, kinds
     assert len(audits) == 2 and all(a["state"] == "ready" for a in report["audits"]), report["audits"]
+
+
+def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path):
+    """A 160 MiB state upload, signed and sent by a provider with an open audit: the gateway process's
+    anonymous memory (RssAnon, sampled every few ms while it arrives and is checked) grows far less
+    than the upload; an unauthenticated sender could otherwise make it hold many such bodies at once."""
+    import threading
+    import time
+
+    from agent.checkpointing import CheckpointCommitter
+    from agent.training import TrainingReporter
+    from gateway import admin
+    from gateway.client import GatewayClient, GatewayError
+    from gateway.db import Database
+    from verifier.workload import MLPJob
+
+    server = Server(database_url, tmp_path / "data").start()
+    try:
+        db = Database(database_url)
+        market = GatewayClient(server.base, admin.create_api_key(db, "market", ["jobs"]))
+        db.dispose()
+        provider = GatewayClient(server.base, key=signatures.new_private_key(), timeout=120)
+        provider.register("big", [{"model": "NVIDIA H100", "vram_gib": 80}])
+        policy = {"interval": 4, "segments": 1, "chunks": 2, "mode": "exact",
+                  "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
+        jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy)["id"]
+        reporter = TrainingReporter(provider, jid)
+        committer = CheckpointCommitter(4, on_commit=reporter.send)
+        job = MLPJob(seed=7, hidden=32)
+        state = job.init_state()
+        committer.start(state)
+        for step in range(1, 9):
+            state = job.step(state, job.batch_indices(step))
+            committer.record(step, job.batch_indices(step), state)
+        audit = reporter.close()["audits"][0]
+
+        def rss_anon_mib() -> float:
+            with open(f"/proc/{server.pid}/status") as fh:
+                return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:")) / 1024
+
+        before, peak, done = rss_anon_mib(), [0.0], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_anon_mib())
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        size = 160 * 2**20
+        try:
+            provider.upload_state(audit["audit_id"], bytes(size))  # not the committed state: judged a failure
+        except GatewayError as exc:
+            raise AssertionError(f"the upload was refused: {exc}") from None
+        finally:
+            done.set()
+            sampler.join()
+        report = market.training(jid)["audits"][0]
+        assert report["outcome"] == "fail" and "bytes" in report["verdict"]["reason"], report
+        assert peak[0] - before < 48, f"RssAnon {before:.0f} -> {peak[0]:.0f} MiB for a {size >> 20} MiB upload"
+    finally:
+        server.stop()

@@ -27,3 +27,18 @@ def test_migrations_match_the_models_and_downgrade_cleanly(database_url):
     command.downgrade(config, "base")
     command.upgrade(config, "head")
     assert schema_differences(database_url) == []
+
+
+def test_a_new_sqlite_database_is_put_in_wal_mode_once(tmp_path):
+    import sqlite3
+
+    from gateway.db import Database
+
+    path = tmp_path / "fresh" / "gateway.db"
+    db = Database(f"sqlite:///{path}")
+    migrate.upgrade(db.url)
+    with db.writer() as s, db.reader() as r:  # both engines' connections work on it
+        s.execute(Base.metadata.tables["providers"].select()).all()
+        r.execute(Base.metadata.tables["providers"].select()).all()
+    db.dispose()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
