@@ -4,6 +4,8 @@ provider to come back:
 - challenges past their deadline are judged (timeouts), for every provider: one that takes a challenge
   it cannot pass in time and goes silent is scored at once, not on its next poll;
 - training audits past their deadline fail ("did not arrive before the deadline");
+- upload files left in DATA_DIR/uploads/.incoming by a process that died mid-upload are deleted after
+  an hour (a live upload is at most GPUPROOF_BODY_TIMEOUT_S old);
 - round-trip probes older than service.RTT_HISTORY_S (1 h; every poll makes one) are deleted, and
   stored request nonces older than `nonce_retention_s` (both would grow without bound).
   Deleting a nonce cannot let its request be replayed: a request is accepted only within
@@ -19,6 +21,7 @@ locks and the state checks judge each challenge once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -36,6 +39,7 @@ from gateway.deps import State
 from gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
 
 NONCE_CLOCK_SLACK_S = 300.0
+STALE_UPLOAD_S = 3600.0
 BATCH = 500  # providers and jobs per sweep; a backlog is worked off over the next sweeps
 
 log = logging.getLogger("gpuproof.gateway")
@@ -51,6 +55,7 @@ class Swept:
     audits: int
     nonces: int
     probes: int
+    partial_uploads: int
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -82,10 +87,21 @@ def sweep(state: State, now: float) -> Swept:
         nonces = _deleted(session, delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
         probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
         session.commit()
-    swept = Swept(timeouts, expired, nonces, probes)
+    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now))
     for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
     return swept
+
+
+def _stale_uploads(state: State, now: float) -> int:
+    """Delete the partial upload files older than STALE_UPLOAD_S (their process died mid-upload)."""
+    gone = 0
+    for part in (state.settings.data_dir / "uploads" / ".incoming").glob("*.part"):
+        with contextlib.suppress(FileNotFoundError):  # finished or removed meanwhile
+            if part.stat().st_mtime < now - max(STALE_UPLOAD_S, 2 * state.settings.body_timeout_s):
+                part.unlink()
+                gone += 1
+    return gone
 
 
 def _deleted(session: Session, statement: Delete) -> int:

@@ -16,4 +16,5 @@ REQUEST_SECONDS = Histogram("gpuproof_request_seconds", "Request latency by rout
                             ["route", "method", "status"], registry=REGISTRY,
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))
 SWEPT = Counter("gpuproof_swept_total", "What the maintenance sweep did: challenge timeouts and audit timeouts "
-                "judged, request nonces and round-trip probes deleted", ["what"], registry=REGISTRY)
+                "judged, request nonces, round-trip probes and stale partial uploads deleted", ["what"],
+                registry=REGISTRY)

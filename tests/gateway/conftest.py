@@ -21,7 +21,8 @@ class Gateway:
 @pytest.fixture
 def gateway(database_url, tmp_path):
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url, verify_test_shape="16,256,64,3",
-                        challenge_interval_s=3600, provider_rate_per_s=1000, ip_rate_per_s=10000)
+                        challenge_interval_s=3600, provider_rate_per_s=1000, ip_rate_per_s=10000,
+                        maintenance_interval_s=0)  # tests sweep explicitly (maintenance.sweep), never behind their back
     app = create_app(settings)
     with TestClient(app) as client:
         yield Gateway(client, settings, app)

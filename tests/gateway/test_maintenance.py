@@ -147,3 +147,17 @@ def test_a_sweep_on_a_database_not_yet_migrated_logs_one_line_and_keeps_going(tm
         assert client.get("/healthz").status_code == 200  # still serving
     failures = [r for r in caplog.records if "maintenance sweep failed" in r.getMessage()]
     assert all("OperationalError" in r.getMessage() and r.exc_info is None for r in failures), failures[0].getMessage()
+
+
+def test_partial_uploads_left_by_a_dead_process_are_deleted(gateway):
+    import os
+
+    incoming = gateway.settings.data_dir / "uploads" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    stale, live = incoming / "a.part", incoming / "b.part"
+    for part in (stale, live):
+        part.write_bytes(b"x" * 100)
+    hour_ago = time.time() - maintenance.STALE_UPLOAD_S - 1
+    os.utime(stale, (hour_ago, hour_ago))
+    assert maintenance.sweep(gateway.app.state.gp, time.time()).partial_uploads == 1
+    assert not stale.exists() and live.exists()
