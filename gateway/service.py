@@ -58,12 +58,15 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
 EXPIRY_GRACE_S = 60.0
 
 
-def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float) -> int:
+def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float,
+                   asking_device: int | None = None) -> int:
     """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record.
 
     Only EXPIRY_GRACE_S after the deadline: a commitment or openings that arrived in time are judged by
     their arrival time, and may still be waiting for a worker thread or under verification (another
-    device's poll, a settlement or the sweep must not judge them a timeout meanwhile).
+    device's poll, a settlement or the sweep must not judge them a timeout meanwhile). The exception is
+    `asking_device` (a Device id): a device asking for its next challenge has given up on its own
+    overdue one, which is judged at once, so that it gets a new challenge instead of the dead one.
     """
     rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
                                                       ChallengeRow.state.in_(("issued", "committed")))
@@ -71,7 +74,8 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
                            .execution_options(populate_existing=True)).scalars()
     expired = 0
     for row in rows:
-        if now - row.issued_at <= row.deadline_s + EXPIRY_GRACE_S:
+        grace = 0.0 if row.device_id == asking_device else EXPIRY_GRACE_S
+        if now - row.issued_at <= row.deadline_s + grace:
             continue
         verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed")
         record_verdict(session, row, verdict.to_json(), now)

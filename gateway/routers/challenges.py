@@ -69,11 +69,11 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
     auth.claim_nonce()
     now = time.time()
-    if service.expire_overdue(session, state.verifier, provider_id, now):
-        state.trust_cache.drop(provider_id)
     device = session.query(Device).filter_by(provider_id=provider_id, position=body.device).one_or_none()
     if device is None:
         raise Problem(404, "Not found", f"provider has no device at position {body.device}")
+    if service.expire_overdue(session, state.verifier, provider_id, now, asking_device=device.id):
+        state.trust_cache.drop(provider_id)
     open_row = session.query(ChallengeRow).filter(ChallengeRow.provider_id == provider_id,
                                                   ChallengeRow.device_id == device.id,
                                                   ChallengeRow.state.in_(("issued", "committed"))).first()

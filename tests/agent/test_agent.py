@@ -79,7 +79,10 @@ def test_bad_config_and_unreachable_gateway_are_one_clear_line(env, server, tmp_
 def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, server, tmp_path):
     assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
     assert cli("agent", "register", "--gpu", "cpu-reference", env=env).returncode == 0
-    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "run"], env=env, cwd=ROOT,
+    # backoff capped at 5 s (60 by default): after three restarts in a row its doubling otherwise reaches
+    # 32-60 s, and on a slow machine the agent was still waiting when the test's two minutes ran out
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "run"],
+                             env=env | {"GPUPROOF_POLL_MAX_S": "5"}, cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     engine = create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
 

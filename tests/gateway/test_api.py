@@ -21,10 +21,11 @@ from verifier import signatures, transcript
 class Agent:
     """A provider driving the API by hand, with the CPU backend."""
 
-    def __init__(self, gw, name="provider one", model="cpu-reference"):
+    def __init__(self, gw, name="provider one", model="cpu-reference", devices=1):
         self.gw, self.client = gw, gw.client
         self.key = signatures.new_private_key()
-        r = self.client.post("/v1/providers", json=registration(self.key, name, [{"model": model, "vram_gib": 8}]))
+        r = self.client.post("/v1/providers", json=registration(self.key, name,
+                                                                [{"model": model, "vram_gib": 8}] * devices))
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
 
@@ -34,8 +35,8 @@ class Agent:
         headers.update(header_overrides)
         return self.client.post(path, content=body, headers=headers)
 
-    def next(self):
-        return self.post(f"/v1/providers/{self.id}/challenges", {"device": 0})
+    def next(self, device=0):
+        return self.post(f"/v1/providers/{self.id}/challenges", {"device": device})
 
     def prove(self, challenge):
         params = ChallengeParams(bytes.fromhex(challenge["seed"]), challenge["m"], challenge["n"], challenge["k"],

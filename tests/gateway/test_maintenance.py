@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from gateway import deps, maintenance, metrics, service
 from gateway.client import signed_headers
-from gateway.models import Challenge, RequestNonce, RttProbe
+from gateway.models import Challenge, Device, RequestNonce, RttProbe
 from tests.gateway.test_api import Agent, assert_problem, db_counts
 
 
@@ -40,19 +40,32 @@ def test_a_silent_providers_overdue_challenge_is_judged_by_the_sweep(gateway):
 
 def test_a_challenge_is_left_alone_for_a_grace_after_its_deadline(gateway):
     """Openings that arrived in time may still be queued or under verification just after the deadline:
-    neither the sweep nor another poll judges the challenge a timeout until the grace has passed."""
-    agent = Agent(gateway)
-    c = agent.next().json()
+    neither the sweep nor another device's poll judges the challenge a timeout until the grace has
+    passed. The device's own next poll does (it has given up on it) and gets a new challenge."""
+    agent = Agent(gateway, devices=2)
+    c = agent.next(device=0).json()
     with gateway.app.state.gp.db.writer() as s:
         row = s.get(Challenge, c["challenge_id"])
         row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S - 5  # past the deadline, inside the grace
         s.commit()
     assert maintenance.sweep(gateway.app.state.gp, time.time()).timeouts == 0
-    assert agent.next().json()["challenge_id"] == c["challenge_id"]  # still open for its provider too
+    other = agent.next(device=1).json()  # the provider's other device
+    with gateway.app.state.gp.db.reader() as s:
+        assert s.get(Challenge, c["challenge_id"]).state == "issued"
     with gateway.app.state.gp.db.writer() as s:
         s.get(Challenge, c["challenge_id"]).issued_at -= 10
         s.commit()
     assert maintenance.sweep(gateway.app.state.gp, time.time()).timeouts == 1
+    # inside the grace, the device's own poll judges its dead challenge and it gets a new one
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, other["challenge_id"])
+        row.issued_at -= row.deadline_s + 1
+        s.execute(Device.__table__.update().values(next_due_at=0))  # due again
+        s.commit()
+    fresh = agent.next(device=1).json()
+    assert fresh["challenge_id"] != other["challenge_id"]
+    with gateway.app.state.gp.db.reader() as s:
+        assert s.get(Challenge, other["challenge_id"]).verdict["timing"] == "timeout"
 
 
 def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(gateway, monkeypatch):
