@@ -14,7 +14,7 @@ from verifier.trust import CheckpointVerdict
 
 
 def blobs(state: State) -> BlobStore:
-    return BlobStore(state.settings.data_dir / "uploads")
+    return BlobStore.in_data_dir(state.settings.data_dir)
 
 
 def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, reason: str, now: float,

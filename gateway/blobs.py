@@ -8,10 +8,8 @@ place, so a crash leaves either the whole blob or none. Several gateway processe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
-import secrets
 from pathlib import Path
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -20,25 +18,16 @@ _NAME = re.compile(r"^[0-9a-f]{64}$")
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.incoming = root / ".incoming"  # uploads being received (gateway.deps.upload_body)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> BlobStore:
+        return cls(data_dir / "uploads")
 
     def path(self, digest: str) -> Path:
         if not _NAME.match(digest):
             raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
         return self.root / digest[:2] / digest
-
-    def put(self, data: bytes | memoryview) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        target = self.path(digest)
-        if target.exists():
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{digest}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        return digest
 
     def put_file(self, src: Path, digest: str) -> str:
         """Move `src`, whose SHA-256 is `digest` (computed while it was written), into place: flushed to
@@ -51,9 +40,6 @@ class BlobStore:
             os.fsync(fh.fileno())
         os.replace(src, target)
         return digest
-
-    def get(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
 
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

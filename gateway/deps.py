@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.blobs import BlobStore
 from gateway.db import Database
 from gateway.models import ApiKey, Provider, RequestNonce
 from gateway.problems import Problem
@@ -322,7 +323,7 @@ async def signed_provider(
 
     The checks read only (a read session, no lock); a nonce already stored is refused at once, before any
     expensive work, and the endpoint stores the new one with its own writes, in the write session given
-    here (closed on the event loop when the endpoint returns).
+    here (closed on the event loop once the endpoint's answer is serialized; see LEFT_OPEN above).
     """
     async with _signed(request, state, lambda: hashlib.sha256(body).hexdigest(), x_gpuproof_provider,
                        x_gpuproof_timestamp, x_gpuproof_nonce, x_gpuproof_signature) as signed:
@@ -346,7 +347,7 @@ async def upload_body(request: Request, state: StateDep) -> AsyncIterator[Upload
     a checkpoint upload (up to GPUPROOF_MAX_UPLOAD_BYTES) never sits in the gateway's memory, and nobody
     can make it hold several before their signatures can be checked. The file is deleted when the request
     ends unless the endpoint moved it into the blob store (same directory tree: a rename)."""
-    incoming = state.settings.data_dir / "uploads" / ".incoming"
+    incoming = BlobStore.in_data_dir(state.settings.data_dir).incoming
     incoming.mkdir(parents=True, exist_ok=True)
     path = incoming / f"{secrets.token_hex(12)}.part"
     digest, size = hashlib.sha256(), 0

@@ -96,7 +96,7 @@ def sweep(state: State, now: float) -> Swept:
 def _stale_uploads(state: State, now: float) -> int:
     """Delete the partial upload files older than STALE_UPLOAD_S (their process died mid-upload)."""
     gone = 0
-    for part in (state.settings.data_dir / "uploads" / ".incoming").glob("*.part"):
+    for part in audits.blobs(state).incoming.glob("*.part"):
         with contextlib.suppress(FileNotFoundError):  # finished or removed meanwhile
             if part.stat().st_mtime < now - max(STALE_UPLOAD_S, 2 * state.settings.body_timeout_s):
                 part.unlink()

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -147,35 +147,43 @@ def state_bytes(state: Mapping[str, Any], entries: Sequence[TensorEntry]) -> byt
 
 def root_of_buffer(buf: bytes | memoryview, entries: Sequence[TensorEntry]) -> bytes:
     """The root of a state given as `state_bytes` (what a provider uploads), checked against its manifest."""
-    view = memoryview(buf)
-    expected = sum(e.nbytes for e in entries)
-    if len(view) != expected:
-        raise ProofError(f"the state is {len(view)} bytes; its manifest says {expected}")
-    hashes, at = [], 0
-    for e in entries:
-        hashes += _tensor_leaves(e, view[at:at + e.nbytes])
-        at += e.nbytes
-    return merkle.root_of_hashes(b"".join(hashes))
+    view = memoryview(buf).cast("B")
+    at = 0
+
+    def read(n: int) -> memoryview:  # slices of the buffer: no copy of the full chunks
+        nonlocal at
+        at += n
+        return view[at - n:at]
+
+    return _root_of_reads(read, len(view), entries, piece=max(len(view), CHUNK))
 
 
 def root_of_file(fh: BinaryIO, entries: Sequence[TensorEntry], piece: int = 8 << 20) -> bytes:
     """`root_of_buffer` of an open file's contents, read `piece` bytes at a time (an upload streamed to disk
     is checked without holding it in memory)."""
-    size = os.fstat(fh.fileno()).st_size
+    return _root_of_reads(fh.read, os.fstat(fh.fileno()).st_size, entries, piece)
+
+
+def _root_of_reads(read: Callable[[int], bytes | memoryview], size: int, entries: Sequence[TensorEntry],
+                   piece: int) -> bytes:
+    """The state root from `size` bytes delivered by `read(n)`, each tensor's full chunks at most `piece`
+    bytes at a time, its last partial chunk zero-padded (the leaves of leaf_hashes_cpu)."""
     expected = sum(e.nbytes for e in entries)
     if size != expected:
         raise ProofError(f"the state is {size} bytes; its manifest says {expected}")
-    piece -= piece % CHUNK
+    piece = max(CHUNK, piece - piece % CHUNK)
     hashes = []
     for e in entries:
         hashes.append(e.header_hash())
         left = e.nbytes
         while left >= CHUNK:
-            data = fh.read(min(left - left % CHUNK, piece))
+            data = read(min(left - left % CHUNK, piece))
+            if not data:
+                raise ProofError(f"the state ended inside tensor {e.name!r}")
             hashes.append(merkle.hash_chunks(memoryview(data), CHUNK))
             left -= len(data)
         if left:
-            hashes.append(merkle.leaf_hash(fh.read(left) + bytes(CHUNK - left)))
+            hashes.append(merkle.leaf_hash(bytes(read(left)) + bytes(CHUNK - left)))
     return merkle.root_of_hashes(b"".join(hashes))
 
 

@@ -104,6 +104,19 @@ def _own_audit(session: Session, audit_id: str, provider_id: str, lock: bool = F
     return audit
 
 
+def _audit_to_answer(auth, state, job_id: str, audit_id: str, now: float) -> SegmentAudit:  # noqa: ANN001
+    """The provider's audit, locked for its answer (an upload or openings), in the signed request's write
+    transaction: its nonce claimed, then the job locked (the lock order: job, then its audits; gateway/db.py)
+    and its overdue audits judged first, so a late answer gets its 409 and the expiry stands."""
+    session = auth.session
+    auth.claim_nonce()
+    _job(session, job_id, lock=True)
+    if audits.expire_audits(session, state, job_id, now):
+        session.commit()
+        _job(session, job_id, lock=True)
+    return _own_audit(session, audit_id, auth.provider.id, lock=True)
+
+
 def _answered(session: Session, audit: SegmentAudit, done: bool, same: bool, what: str) -> dict | None:
     """None if this part of the audit is still to come; the stored answer for a retry of the same content;
     409 for other content once it was sent or the audit was judged."""
@@ -226,12 +239,7 @@ def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep, uploa
         problem = "" if matches else "its root differs"
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
-    auth.claim_nonce()
-    _job(session, job_id, lock=True)  # the lock order: job, then its audits (gateway/db.py)
-    if audits.expire_audits(session, state, job_id, now):
-        session.commit()  # a late answer gets its 409 below; the expiry it found stands
-        _job(session, job_id, lock=True)
-    audit = _own_audit(session, audit_id, auth.provider.id, lock=True)
+    audit = _audit_to_answer(auth, state, job_id, audit_id, now)
     if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
                               "uploaded")) is not None:
         return answered
@@ -267,12 +275,7 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
     except training.SegmentFailure as exc:
         failure = exc
     wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
-    auth.claim_nonce()
-    _job(session, job_id, lock=True)  # the lock order: job, then its audits (gateway/db.py)
-    if audits.expire_audits(session, state, job_id, now):
-        session.commit()  # a late answer gets its 409 below; the expiry it found stands
-        _job(session, job_id, lock=True)
-    audit = _own_audit(session, audit_id, auth.provider.id, lock=True)
+    audit = _audit_to_answer(auth, state, job_id, audit_id, now)
     if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
         return answered
     audit.opened = wire

@@ -273,12 +273,10 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
     import threading
     import time
 
-    from agent.checkpointing import CheckpointCommitter
-    from agent.training import TrainingReporter
     from gateway import admin
     from gateway.client import GatewayClient, GatewayError
     from gateway.db import Database
-    from verifier.workload import MLPJob
+    from tests.support.training import commit_and_close
 
     server = Server(database_url, tmp_path / "data").start()
     try:
@@ -290,15 +288,7 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
         policy = {"interval": 4, "segments": 1, "chunks": 2, "mode": "exact",
                   "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
         jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy)["id"]
-        reporter = TrainingReporter(provider, jid)
-        committer = CheckpointCommitter(4, on_commit=reporter.send)
-        job = MLPJob(seed=7, hidden=32)
-        state = job.init_state()
-        committer.start(state)
-        for step in range(1, 9):
-            state = job.step(state, job.batch_indices(step))
-            committer.record(step, job.batch_indices(step), state)
-        audit = reporter.close()["audits"][0]
+        audit = commit_and_close(provider, jid)["audits"][0]
 
         def rss_anon_mib() -> float:
             with open(f"/proc/{server.pid}/status") as fh:

@@ -16,6 +16,7 @@ from agent.training import CHEATS, TrainingReporter, replay_job, run_reference_j
 from gateway import admin
 from gateway.client import GatewayClient, GatewayError
 from gateway.models import SegmentAudit, TrainingCommitment
+from tests.support.training import commit_and_close
 from verifier import checkpoints, signatures
 from verifier.workload import MLPJob
 
@@ -220,15 +221,7 @@ def closed_run_past_its_audit_deadline(world):
     policy = POLICY | {"audit_deadline_s": 1}
     provider = world.provider()
     jid = world.job(provider, policy)
-    reporter = TrainingReporter(provider, jid)
-    committer = CheckpointCommitter(4, on_commit=reporter.send)
-    job = MLPJob(seed=7, hidden=32)
-    state = job.init_state()
-    committer.start(state)
-    for step in range(1, 9):
-        state = job.step(state, job.batch_indices(step))
-        committer.record(step, job.batch_indices(step), state)
-    reporter.close()
+    commit_and_close(provider, jid)
     db = world.gw.app.state.gp.db
     with db.writer() as s:  # let the deadline pass without sleeping
         for a in s.execute(select(SegmentAudit).where(SegmentAudit.job_id == jid)).scalars():

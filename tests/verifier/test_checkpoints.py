@@ -36,6 +36,23 @@ def test_root_matches_an_independent_construction():
     assert entries[1].dtype == "<i4"  # big-endian input committed little-endian
 
 
+@pytest.mark.parametrize("piece", [1024, 3072, 8 << 20])
+def test_an_uploaded_state_has_the_same_root_from_memory_and_from_a_file(tmp_path, piece):
+    """root_of_buffer and root_of_file (the gateway's streamed uploads, read `piece` bytes at a time) give
+    the root of root_cpu; a file one byte short is refused with the sizes."""
+    s = state()
+    root, entries = checkpoints.root_cpu(s)
+    upload = checkpoints.state_bytes(s, entries)
+    assert checkpoints.root_of_buffer(upload, entries) == root
+    path = tmp_path / "state"
+    path.write_bytes(upload)
+    with open(path, "rb") as fh:
+        assert checkpoints.root_of_file(fh, entries, piece=piece) == root
+    path.write_bytes(upload[:-1])
+    with open(path, "rb") as fh, pytest.raises(ProofError, match="bytes; its manifest says"):
+        checkpoints.root_of_file(fh, entries, piece=piece)
+
+
 def test_any_change_moves_the_root():
     s = state()
     root, _ = checkpoints.root_cpu(s)
