@@ -26,6 +26,17 @@ def test_ci_runs_both_readme_commands_verbatim():
     assert quick_start_commands()[1] in ci and quick_start_commands()[0] in ci
 
 
+def test_ci_runs_the_main_job_on_a_fresh_venv_before_the_dev_extra_is_installed():
+    """A runtime module that only the dev extra brings must fail CI (issue 14): the demo runs first, on a venv
+    made just for it, and the venv is removed before and after, so neither command sees the other's packages."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    main, tests = (ci.index(c) for c in quick_start_commands())
+    assert main < tests
+    assert "rm -rf .venv" in ci[:main] and "rm -rf .venv" in ci[main + 1:tests]
+    dev_installs = [i for i, line in enumerate(ci) if "[dev]" in line and not line.startswith("#")]
+    assert dev_installs == [tests]
+
+
 def section_commands(title: str) -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
