@@ -42,6 +42,7 @@ class TrainingPolicy:
     workload: dict[str, Any] = field(default_factory=dict)
     audit_deadline_s: float = 600.0
     max_commitments: int = 100_000
+    arrival_slack_s: float = 1.0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> TrainingPolicy:
@@ -75,6 +76,7 @@ class TrainingPolicy:
         number("min_step_s", 0, 86400)
         number("step_flops", 0, 1e21)
         number("audit_deadline_s", 1, 7 * 86400)
+        number("arrival_slack_s", 0, 3600)
         if self.mode not in MODES:
             raise InvalidParameter("checkpoint_policy.mode", f"expected one of {MODES}, got {self.mode!r}")
         if self.tau is not None:
@@ -115,21 +117,33 @@ def check_next(previous: Received | None, new: Received, policy: TrainingPolicy)
         raise InvalidParameter("manifest", "tensors (names, dtypes, shapes) differ from the previous commitment's")
 
 
-def timing_flags(received: Sequence[Received], floor_s: float) -> list[str]:
+def timing_flags(received: Sequence[Received], floor_s: float, slack_s: float = 1.0) -> list[str]:
     """Why the commitments' arrival times cannot be those of a real run (empty if nothing is wrong).
 
-    too-fast: two commitments arrived closer than half the time their steps need on the claimed card
-              (half: network jitter may bunch honest arrivals, never by that much over k steps);
+    too-fast: for some commitments i < j, the time between their arrivals plus `slack_s` is under half
+              the time steps i..j need on the claimed card. An honest commitment may arrive late (a busy
+              machine, a slow network, retries) but never early, so a delay of up to `slack_s` on the
+              earlier one cannot trip it: honest bursts are forgiven, a run sent at once is not once its
+              steps need more than 2 x slack_s. Checked over every pair in one pass: with
+              v = arrival - step * floor_s / 2, a pair trips when a later v is below an earlier v by more
+              than slack_s.
     at-end:   at least 4 commitments after the first, and half or more of them arrived in the last 10% of
               the time between the first and the last (an honest run spreads them out).
     """
     flags = []
-    for a, b in zip(received, received[1:], strict=False):
-        need = (b.step - a.step) * floor_s
-        if floor_s > 0 and b.received_at - a.received_at < 0.5 * need:
-            flags.append(f"too-fast: steps {a.step}->{b.step} committed {b.received_at - a.received_at:.3f} s apart; "
-                         f"the claimed card needs at least {need:.3f} s")
-            break
+    if floor_s > 0 and received:
+        top = received[0]
+        for b in received[1:]:
+            v_top = top.received_at - top.step * floor_s / 2
+            v_b = b.received_at - b.step * floor_s / 2
+            if v_b < v_top - slack_s:
+                need = (b.step - top.step) * floor_s
+                flags.append(f"too-fast: steps {top.step}->{b.step} committed {b.received_at - top.received_at:.3f} s "
+                             f"apart; the claimed card needs at least {need:.3f} s (half of it, less "
+                             f"{slack_s:g} s of allowed delivery delay, is the limit)")
+                break
+            if v_b > v_top:
+                top = b
     later = received[1:]
     if len(later) >= 4:
         first, last = received[0].received_at, received[-1].received_at

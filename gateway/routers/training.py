@@ -186,7 +186,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                       "step 0 and at least one more")
     models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
     tops = max((lookup(m).int8_tops for m in models), default=None)
-    flags = training.timing_flags(received, policy.step_floor_s(tops))
+    flags = training.timing_flags(received, policy.step_floor_s(tops), policy.arrival_slack_s)
     draws = training.draw_audits(received, policy)
     job.training_state, job.closed_at, job.training_flags = "closed", now, flags
     for d in draws:

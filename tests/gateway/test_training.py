@@ -24,9 +24,9 @@ POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
 # Timing checks need a step time well above a commitment's round trip (as real steps are): 50 ms floor,
 # a 60 ms stand-in step, so a burst of commitments (a few ms apart) is 10x too fast and an honest run never.
-TIMED = POLICY | {"min_step_s": 0.05}
+TIMED = POLICY | {"min_step_s": 0.1, "arrival_slack_s": 0.3}  # a burst of all 7 commitments: flagged when under 0.9 s
 STEPS = 24
-DELAY = 0.06
+DELAY = 0.12
 
 
 class World:
