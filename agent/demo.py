@@ -14,8 +14,14 @@ A marketplace key creates one job per provider; a validator (its own key, scope 
 training segments the gateway draws (`gpuproof replay`). A live table shows each provider's claimed and
 verified class, score with its lower bound, and last verdict; then a summary and the settlement
 decisions. Exit 0 only if every cheat was caught and every honest provider passed. `--serve` keeps the
-gateway and its dashboard up afterwards. Ctrl-C stops every process; nothing is left outside the
-temporary directory.
+gateway and its dashboard up afterwards.
+
+Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP, a failure of the demo itself, or a child that dies before
+its time (named in the one-line error) stops every process the demo started and removes its working
+directory, with or without a terminal and even when SIGINT was inherited as ignored (a background job of
+a script). Each child runs in its own process group (a terminal's Ctrl-C reaches the demo, which stops
+them in order) and, on Linux, gets SIGKILL if the demo itself is killed with SIGKILL (PR_SET_PDEATHSIG):
+no gateway is left answering then either, though the working directory stays.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -47,6 +54,112 @@ TEST_SHAPE = "128,2048,2048,4;h100-sxm=256,2048,4096,12"
 TRAINING = {"interval": 10, "segments": 2, "chunks": 8, "mode": "exact", "min_step_s": 0.01,
             "workload": {"name": "mlp", "params": {"seed": 11, "hidden": 32}}}
 TRAIN_STEPS, TRAIN_STEP_S = 120, 0.025  # a 3 s training run (the stand-in step is tiny; 25 ms stands in)
+STOP_GRACE_S = 10.0  # how long stopped children get to exit on SIGTERM before SIGKILL
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class Stopped(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no `except Exception` on
+    the way swallows it before run() cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread, whatever the demo inherited: a
+    background job of a non-interactive shell starts with SIGINT ignored, and Python then leaves it so.
+    A SIGHUP ignored on purpose (nohup) stays ignored. Only the first signal raises; one that comes while
+    a child is being started waits until the child is tracked, so none escapes the shutdown; any later
+    one (or one during the cleanup) sets `hurry`: stop the children with SIGKILL without waiting."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.hurry = threading.Event()
+        self.closing = False
+        self._defer = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread; such a caller keeps its own
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            current = signal.getsignal(sig)
+            if name == "SIGHUP" and current == signal.SIG_IGN:
+                continue
+            self._previous[sig] = current
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None or self.closing:
+            self.signum = self.signum or signum
+            self.hurry.set()
+            return
+        self.signum = signum
+        if self._defer == 0:
+            raise Stopped(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a stop back (in the main thread) until the block ends."""
+        main = threading.current_thread() is threading.main_thread()
+        self._defer += main
+        try:
+            yield
+        finally:
+            self._defer -= main
+            if main and self._defer == 0 and self.signum is not None and not self.closing:
+                raise Stopped(self.signum)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the thread that started it ends (Linux
+    PR_SET_PDEATHSIG): a demo killed with SIGKILL, which can run no cleanup, leaves no gateway or agent
+    behind. None where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    args = [ctypes.c_ulong(int(signal.SIGKILL))] + [ctypes.c_ulong(0)] * 3
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        prctl(PR_SET_PDEATHSIG, *args)
+        if os.getppid() != parent:  # the demo died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _last_line(log: Path) -> str:
+    """The log's last line that says something (not a traceback's ^^^^ markers), cut to 200 characters."""
+    with contextlib.suppress(OSError):
+        for line in reversed(log.read_text(errors="replace").splitlines()):
+            if line.strip(" ^~"):
+                return line.strip()[:200]
+    return ""
 
 
 @dataclass
@@ -81,28 +194,54 @@ class Demo:
         self.tmp = Path(tempfile.mkdtemp(prefix="gpuproof-demo-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROOF_")}
         self.gateway: subprocess.Popen | None = None
-        self.others: list[subprocess.Popen] = []
+        self.children: list[subprocess.Popen] = []  # every process the demo started, whatever it is
+        self.logs: dict[int, Path] = {}  # pid -> the log of a long-running child
+        self.stopped: set[int] = set()  # pids the demo stopped on purpose
         self.roles = [dataclasses.replace(r, procs=[]) for r in ROLES]  # fresh per run: ROLES stays a template
-        self.stop = threading.Event()
+        self.signals = StopSignals()
+        self._lock = threading.Lock()  # the validator thread starts children too
+        self._preexec = _die_with_parent()
 
     # processes ----------------------------------------------------------------------------------
-    def _spawn(self, args: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
-        out = open(self.tmp / f"{log}.log", "ab")  # noqa: SIM115 - closed with the directory
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.tmp, start_new_session=True)
+    def _spawn(self, args: list[str], env: dict[str, str], log: str | None) -> subprocess.Popen:
+        """Start `python *args` in its own process group and track it; its output goes to `log`.log, or
+        to pipes when `log` is None. Refused once the shutdown has begun."""
+        with self.signals.deferred(), self._lock:
+            if self.signals.closing:
+                raise GpuproofError("the demo is stopping")
+            with contextlib.ExitStack() as files:
+                out: Any = subprocess.PIPE
+                if log is not None:
+                    out = files.enter_context(open(self.tmp / f"{log}.log", "ab"))  # the child keeps its copy
+                proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out,
+                                        stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, cwd=self.tmp, start_new_session=True,
+                                        preexec_fn=self._preexec, text=log is None)
+            self.children.append(proc)
+            if log is not None:
+                self.logs[proc.pid] = self.tmp / f"{log}.log"
+            return proc
 
     def _cli(self, role: Role, *args: str, check: bool = True, timeout: float = 60) -> str:
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
-        out = subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL, timeout=timeout, cwd=self.tmp)
-        if check and out.returncode != 0:
-            raise GpuproofError(f"{role.key}: gpuproof {' '.join(args)} failed: {out.stderr.strip()[-300:]}")
-        return out.stdout
+        proc = self._spawn(["-m", "agent.cli", *args], env, None)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate([proc], grace=0)
+            raise GpuproofError(f"{role.key}: gpuproof {' '.join(args)} did not finish in {timeout:g} s") from None
+        with self._lock:
+            self.children.remove(proc)
+        if check and proc.returncode != 0:
+            raise GpuproofError(f"{role.key}: gpuproof {' '.join(args)} failed: {stderr.strip()[-300:]}")
+        return stdout
 
     def start_gateway(self) -> None:
         import httpx
 
-        env = dict(self.env, GPUPROOF_DATA_DIR=str(self.tmp / "gateway"), GPUPROOF_VERIFY_TEST_SHAPE=TEST_SHAPE,
+        # not tmp/gateway: the children run in tmp, and a `gateway` folder there would shadow the gateway
+        # package of an editable install (its finder comes after the one for the current directory)
+        env = dict(self.env, GPUPROOF_DATA_DIR=str(self.tmp / "gateway-data"), GPUPROOF_VERIFY_TEST_SHAPE=TEST_SHAPE,
                    GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_POLL_RETRY_AFTER_S="1")
         self.gateway = self._spawn(["-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
                                     str(self.port), "--log-level", "warning"], env, "gateway")
@@ -120,7 +259,7 @@ class Demo:
         from gateway import admin
         from gateway.db import Database
 
-        db = Database(f"sqlite:///{self.tmp / 'gateway' / 'gateway.db'}")
+        db = Database(f"sqlite:///{self.tmp / 'gateway-data' / 'gateway.db'}")
         try:
             return (admin.create_api_key(db, "demo-marketplace", ["jobs", "settle"]),
                     admin.create_api_key(db, "demo-validator", ["replay"]))
@@ -137,6 +276,7 @@ class Demo:
         return (found[0].model, "cuda") if found else ("cpu-reference", "cpu")
 
     def register(self, role: Role, market) -> None:  # noqa: ANN001
+        self.check_children()  # the providers registered so far are still up
         role.config = self.tmp / "agents" / role.key
         self._cli(role, "agent", "init")
         model = role.claim
@@ -169,19 +309,46 @@ class Demo:
             if role.trains:
                 self._cli(validator, "replay", "--job", role.job_id, "--api-key", replay_key, timeout=120)
 
+    def terminate(self, procs: Sequence[subprocess.Popen], grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM to each child's process group, SIGKILL to those still running after `grace` seconds (at
+        once after a second stop signal); returns when every one has exited and been reaped."""
+        self.stopped.update(p.pid for p in procs)
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+            running = [p for p in procs if p.poll() is None]
+            for p in running:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, sig)
+            deadline = time.monotonic() + wait
+            while running and time.monotonic() < deadline:
+                if sig == signal.SIGTERM and self.signals.hurry.is_set():
+                    break
+                time.sleep(0.05)
+                running = [p for p in running if p.poll() is None]
+
     def shutdown(self) -> None:
-        procs = [p for r in self.roles for p in r.procs] + self.others + ([self.gateway] if self.gateway else [])
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=5)
+        """Stop every child the demo started; no new one starts from here on (the validator thread's)."""
+        with self._lock:
+            self.signals.closing = True
+            procs = list(self.children)
+        self.terminate(procs)
+
+    def dead_child(self) -> str | None:
+        """Why the demo cannot go on, when a child ended before its time: the gateway or a challenge daemon
+        at all, a training run with an error; None while all is well."""
+        for proc in ([self.gateway] if self.gateway else []) + [p for r in self.roles for p in r.procs]:
+            code, log = proc.poll(), self.logs[proc.pid]  # logs: gateway, <role>-agent, <role>-train
+            trains = log.stem.endswith("-train")
+            if code is None or proc.pid in self.stopped or (code == 0 and trains):
+                continue
+            what = ("the gateway" if proc is self.gateway else
+                    f"{log.stem.rsplit('-', 1)[0]}: its {'training' if trains else 'agent'} process")
+            tail = _last_line(log) if code > 0 else ""
+            return f"{what} (pid {proc.pid}) {_describe_exit(code)}" + (f": {tail}" if tail else "")
+        return None
+
+    def check_children(self) -> None:
+        if (reason := self.dead_child()) is not None:
+            raise GpuproofError(reason)
 
     # the table ----------------------------------------------------------------------------------
     def snapshot(self, client) -> list[dict[str, Any]]:  # noqa: ANN001
@@ -217,8 +384,9 @@ class Demo:
         return "-", "waiting for a challenge"
 
     def table(self, rows: list[dict[str, Any]], title: str) -> Table:
-        t = Table(title=title, expand=True)
-        for col in ("provider", "claimed", "verified class", "score [lower]", "verdicts", "last verdict", "reason"):
+        t = Table(title=title, expand=True, caption=r"score \[lower]: the trust score and, in brackets, its 95% lower "
+                  "bound; payment is released only once the lower bound clears the release threshold")
+        for col in ("provider", "claimed", "verified class", r"score \[lower]", "verdicts", "last verdict", "reason"):
             t.add_column(col, overflow="fold")
         for row in rows:
             trust, last = row["trust"], self._last(row)
@@ -257,6 +425,13 @@ class Demo:
         return True, f"caught {len(caught)} of {len(verdicts)} times: {why[:140]}; {decision['decision']}"
 
 
+def demo_console(file: TextIO | None = None) -> Console:
+    """The demo's console: the terminal's width on a terminal; off one (a log, a pipe), tables 150 columns
+    wide and every other line whole, never wrapped mid-phrase at rich's default of 80 columns."""
+    tty = (file or sys.stdout).isatty()
+    return Console(file=file, width=None if tty else 150, soft_wrap=not tty)
+
+
 def free_port() -> int:
     import socket
 
@@ -267,35 +442,57 @@ def free_port() -> int:
 
 def run(duration: float = 60.0, serve: bool = False, port: int | None = None,
         console: Console | None = None) -> int:
-    """Run the demo; 0 if every cheat was caught and every honest provider passed, 1 otherwise."""
+    """Run the demo; 0 if every cheat was caught and every honest provider passed, 1 otherwise, 128 + the
+    signal's number when SIGINT, SIGTERM or SIGHUP stopped it. However it ends, every process it started
+    has exited and its working directory is gone when this returns or raises; a child that died before
+    its time is the error's one-line reason (GpuproofError)."""
     import shutil
 
+    console = console or demo_console()
+    demo = Demo(duration, port or free_port(), console, live=console.is_terminal)
+    demo.signals.install()
+    try:
+        try:
+            return _run(demo, serve)
+        except Exception as exc:  # a dead child is the likely cause of what failed next (a refused connection)
+            reason = demo.dead_child()
+            if reason is None or (isinstance(exc, GpuproofError) and str(exc) == reason):
+                raise
+            raise GpuproofError(reason) from exc
+        finally:
+            demo.signals.closing = True  # from here a signal only hurries the shutdown
+            demo.shutdown()
+            shutil.rmtree(demo.tmp, ignore_errors=True)
+    except (Stopped, KeyboardInterrupt) as stop:  # KeyboardInterrupt: a Ctrl-C before the handlers were in
+        signum = stop.signum if isinstance(stop, Stopped) else int(signal.SIGINT)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            console.print(f"\nstopped by {signal.Signals(signum).name}: every demo process has exited, "
+                          f"{demo.tmp} is removed")
+        return 128 + signum
+    finally:
+        demo.signals.restore()
+
+
+def _run(demo: Demo, serve: bool) -> int:
     from gateway.client import GatewayClient
 
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
-    demo = Demo(duration, port or free_port(), console, live=console.is_terminal)
-    try:
-        console.print(f"[bold]gpuproof demo[/]: gateway and dashboard on {demo.base} (loopback only), "
-                      f"working directory {demo.tmp}")
-        demo.start_gateway()
-        market_key, replay_key = demo.keys()
-        with GatewayClient(demo.base, market_key) as market:
-            for role in demo.roles:
-                demo.register(role, market)
-            console.print(f"{len(demo.roles)} providers registered and running as separate processes; "
-                          f"{duration:g} s of challenges and two training jobs")
-            ok = _watch_and_settle(demo, market, replay_key)
-        if serve:
-            console.print(f"\n[bold]Serving[/] the gateway and dashboard at {demo.base}/ (Ctrl-C to stop).")
-            while demo.gateway is not None and demo.gateway.poll() is None:
-                time.sleep(0.5)
-        return 0 if ok else 1
-    except KeyboardInterrupt:
-        console.print("\nstopped: every demo process is being stopped")
-        return 130
-    finally:
-        demo.shutdown()
-        shutil.rmtree(demo.tmp, ignore_errors=True)
+    console = demo.console
+    console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "
+                  f"{demo.base}/?refresh=5, working directory {demo.tmp}")
+    demo.start_gateway()
+    market_key, replay_key = demo.keys()
+    with GatewayClient(demo.base, market_key) as market:
+        for role in demo.roles:
+            demo.register(role, market)
+        console.print(f"{len(demo.roles)} providers registered and running as separate processes; "
+                      f"{demo.duration:g} s of challenges and two training jobs")
+        ok = _watch_and_settle(demo, market, replay_key)
+    if serve:
+        console.print(f"\n[bold]Serving[/] the gateway and dashboard at {demo.base}/ (Ctrl-C to stop).")
+        while True:  # until a signal; the gateway dying is an error
+            demo.check_children()
+            time.sleep(0.5)
+    return 0 if ok else 1
 
 
 def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN001
@@ -319,17 +516,14 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
 
     def title() -> str:
         left = max(0.0, demo.duration - (time.monotonic() - started))
-        return f"gpuproof demo: {left:.0f} s of challenges left, dashboard at {demo.base}/"
+        return f"gpuproof demo: {left:.0f} s of challenges left, dashboard at {demo.base}/?refresh=5"
 
     with (Live(demo.table(rows(), title()), console=console, refresh_per_second=2) if demo.live
           else contextlib.nullcontext()) as live:
         while True:
             elapsed = time.monotonic() - started
+            demo.check_children()  # a training run that failed, an agent or the gateway that died
             if validator is None and all(p.poll() is not None for p in trainers):
-                for role in demo.roles:
-                    if role.trains and role.procs[-1].returncode not in (0, None):
-                        log = (demo.tmp / f"{role.key}-train.log").read_text()[-400:]
-                        raise GpuproofError(f"{role.key}: the training process failed: {log}")
                 validator = threading.Thread(target=validate, daemon=True)
                 validator.start()
             finished = validator is not None and not validator.is_alive()
@@ -348,12 +542,8 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
             time.sleep(0.5)
     if "error" in validation:
         raise GpuproofError(f"validator: {validation['error']}")
-    for role in demo.roles:  # the challenge daemons stop; the gateway stays up for the settlement
-        for p in role.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in role.procs:
-            p.wait(timeout=30)
+    demo.check_children()
+    demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the settlement
     decisions = {role.key: market.settle(role.job_id) for role in demo.roles}
     final = rows()
     console.print(demo.table(final, "gpuproof demo: final state"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import proctree
 from tests.support.server import ROOT, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,7 +42,7 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
     with open(log, "w") as out:
         demo = subprocess.Popen([sys.executable, "-m", "agent.cli", "demo", "--duration", "15", "--serve", "--port",
                                  str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while "Serving" not in log.read_text():
@@ -53,7 +54,7 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
         for role in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer"):
             assert re.search(rf"{role}\s.*\bok\b", text), (role, text[-4000:])
         assert re.search(r"honest-box .* release", text) and re.search(r"lazy-trainer .* refund", text)
-        workdir = Path(re.search(r"working directory (\S+)", text).group(1))
+        workdir = Path(re.search(r"working directory\s+(\S+)", text).group(1))
         assert workdir.is_dir()
         base = f"http://127.0.0.1:{port}"
         providers = httpx.get(f"{base}/v1/providers").json()["items"]
@@ -75,7 +76,14 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)
-        code = demo.wait(timeout=60)
+        try:
+            code = demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave a demo running: its whole tree, and its folder
+            proctree.kill_tree(demo.pid)
+            demo.wait(timeout=30)
+            if found := re.search(r"working directory\s+(\S+)", log.read_text()):
+                shutil.rmtree(found.group(1), ignore_errors=True)
+            raise
     assert code == 130, log.read_text()[-2000:]
     assert not workdir.exists()  # nothing left behind
     with pytest.raises(httpx.TransportError):
