@@ -7,7 +7,7 @@ replay-old  answers the first challenge honestly, then commits that challenge's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -20,6 +20,9 @@ class SkipRows:
 
     def __init__(self) -> None:
         self.inner = CpuBackend()
+
+    def warm_up(self, shapes: Iterable[tuple[int, int, int]] = ()) -> None:
+        self.inner.warm_up(shapes)
 
     def _c(self, params: ChallengeParams, r: int, prev: bytes) -> np.ndarray:
         c = self.inner.round_c(params, r, prev).copy()
@@ -45,6 +48,9 @@ class ReplayOld:
     def __init__(self) -> None:
         self.inner = CpuBackend()
         self.old: tuple[ChallengeParams, list[bytes]] | None = None
+
+    def warm_up(self, shapes: Iterable[tuple[int, int, int]] = ()) -> None:
+        self.inner.warm_up(shapes)
 
     def run(self, params: ChallengeParams, progress: Callable[[int], None] | None = None) -> list[bytes]:
         if self.old is None or self.old[0].rounds != params.rounds:

@@ -1,12 +1,20 @@
 """The provider daemon: poll, prove, commit, open, with retries that never double-submit.
 
-One worker thread per claimed device. A worker polls with jittered backoff; for a challenge it echoes
-the round-trip probe at once, computes the roots, commits, computes the openings and posts them. Network
-errors, 5xx and 429 are retried with exponential backoff (tenacity) for as long as the challenge can
-still count; a retry resends byte-identical content, which the gateway answers with the response it
-gave the first time, so nothing is ever counted twice. If the gateway restarts mid-challenge, the
-worker keeps retrying until it is back; if the agent restarts, the next poll returns the open challenge
-and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT stop every worker cleanly.
+One worker thread per claimed device. A worker first warms its backend up (kernels compiled and loaded,
+library handles, buffers for the shape its profile is challenged at, one untimed round: `warm_up` in
+kernels/backend.py), so that no challenge is timed cold. Then it polls with jittered backoff; for a
+challenge it echoes the round-trip probe at once, computes the roots, commits, computes the openings
+and posts them. Network errors, 5xx and 429 are retried with exponential backoff (tenacity) for as
+long as the challenge can still count; a retry resends byte-identical content, which the gateway
+answers with the response it gave the first time, so nothing is ever counted twice. If the gateway
+restarts mid-challenge, the worker keeps retrying until it is back; if the agent restarts, the next
+poll returns the open challenge and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT
+stop every worker cleanly.
+
+Between challenges a device is idle: the gateway challenges each device once per interval (its
+`challenge_interval_s`, an hour by default; the first at once after registering). Its answer to a poll
+says when the next challenge is due (X-Gpuproof-Next-Challenge-In); the agent shows that in its live
+table and announces it in a `next-challenge` event whenever it changes.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from tenacity.stop import stop_base
 
 from agent.config import DeviceSpec
 from gateway.client import GatewayClient, GatewayError, GatewayUnreachable
-from kernels.backend import Backend, Opening
+from kernels.backend import Backend, Opening, Shape
 from kernels.spec import SPEC, ChallengeParams
 
 
@@ -41,12 +49,24 @@ class _StopOn(stop_base):
 
 
 DEVICE_ERROR_WAIT_S = 30.0  # after a failed challenge, before polling again
+DUE_CHANGE_S = 5.0  # a next-challenge time that moved more than this is announced again (polls round to 1 s)
 
 
 def _describe(exc: BaseException) -> str:
     """One line naming an error: its type and message, bounded."""
     text = " ".join(str(exc).split()) or "(no message)"
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+def profile_shapes(device: DeviceSpec) -> list[Shape]:
+    """The (m, n, k) the gateway sizes this device's challenges at: its claimed model's profile
+    (verifier.timing.challenge_shape). A gateway run with a test shape (GPUPROOF_VERIFY_TEST_SHAPE) sizes
+    them otherwise, which the agent learns only from its first challenge; that one challenge then pays
+    its shape's buffer allocation (every other one-time cost is paid by the warm-up all the same)."""
+    from verifier.profiles import lookup
+    from verifier.timing import challenge_shape
+
+    return [challenge_shape(lookup(device.model))]
 
 
 def retryable(exc: BaseException) -> bool:
@@ -64,6 +84,23 @@ class DeviceStatus:
     passed: int = 0
     last_verdict: str = ""
     last_reason: str = ""
+    next_due_at: float | None = None  # wall-clock time the gateway will issue this device's next challenge
+
+    def describe_state(self, now: float) -> str:
+        """The state as the live table shows it: "idle" says when the next challenge is due."""
+        if self.state == "idle" and self.next_due_at is not None:
+            return f"idle: next challenge {due_text(self.next_due_at - now)}"
+        return self.state
+
+
+def due_text(seconds: float) -> str:
+    """When a challenge is due, in words: "in 57 min", "in 1 h 05 min", "in 40 s" or "due now"."""
+    if seconds < 1:
+        return "due now"
+    if seconds < 90:
+        return f"in {seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"in {minutes} min" if minutes < 60 else f"in {minutes // 60} h {minutes % 60:02d} min"
 
 
 @dataclass
@@ -76,6 +113,7 @@ class Daemon:
     emit: Callable[[dict[str, Any]], None] = field(default=lambda event: print(json.dumps(event), flush=True))
     stop: threading.Event = field(default_factory=threading.Event)
     retry_limit_s: float = 600.0
+    warm_shapes: Callable[[DeviceSpec], list[Shape]] = profile_shapes
 
     def __post_init__(self) -> None:
         self.status = [DeviceStatus(i, d.model) for i, d in enumerate(self.devices)]
@@ -118,17 +156,20 @@ class Daemon:
             status.state = "unavailable"
             self._event("device-unavailable", device=position, error=_describe(exc))
             return
+        self._warm_up(position, backend)
         backoff = 1.0
         while not self.stop.is_set():
             try:
                 status.state = "polling"
-                challenge, probe, retry_after = self.client.next_challenge(position)
+                poll = self.client.poll(position)
+                challenge, probe, retry_after = poll.challenge, poll.probe, poll.retry_after_s
                 if probe:
                     with contextlib.suppress(GatewayError):  # a lost probe only costs the RTT allowance
                         self.client.echo_rtt(probe)
                 backoff = 1.0
                 if challenge is None:
                     status.state = "idle"
+                    self._due(position, poll.next_due_in_s)  # None: deferred by a busy gateway, or it does not say
                     wait = min(self.poll_max_s, retry_after or self.poll_max_s)
                     self._sleep(wait * random.uniform(0.8, 1.0))
                     continue
@@ -149,6 +190,33 @@ class Daemon:
                 if self.max_challenges is not None and self._done >= self.max_challenges:
                     self.stop.set()
 
+    def _warm_up(self, position: int, backend: Backend) -> None:
+        """Warm the backend up on this worker's thread before its first poll, so that no timed challenge
+        pays compilation, handles or allocation. A failure is reported and the worker serves anyway: the
+        challenge will say whether the device can run at all."""
+        status = self.status[position]
+        status.state = "warming up"
+        shapes = self.warm_shapes(self.devices[position])
+        started = time.perf_counter()
+        try:
+            backend.warm_up(shapes)
+        except Exception as exc:
+            self._event("device-error", device=position, error=_describe(exc), during="warm-up")
+            return
+        self._event("warmed-up", device=position, shapes=[list(s) for s in shapes],
+                    seconds=round(time.perf_counter() - started, 3))
+
+    def _due(self, position: int, due_in_s: float | None) -> None:
+        """Note when the device's next challenge is due; say so (event `next-challenge`) when that changes,
+        not on every poll."""
+        status = self.status[position]
+        if due_in_s is None:
+            return
+        due_at = time.time() + due_in_s
+        if status.next_due_at is None or abs(due_at - status.next_due_at) > DUE_CHANGE_S:
+            self._event("next-challenge", device=position, due_in_s=round(due_in_s), due_at=round(due_at, 3))
+            status.next_due_at = due_at
+
     def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
         status = self.status[position]
         cid = c["challenge_id"]
@@ -158,7 +226,7 @@ class Daemon:
             self._sleep(self.poll_max_s)
             return
         params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
-        status.state = f"proving {cid[:8]}"
+        status.state, status.next_due_at = f"proving {cid[:8]}", None
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
                     rounds=params.rounds, resumed=c.get("state") != "issued" if "state" in c else False)
         started = time.perf_counter()

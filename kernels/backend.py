@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,9 +18,18 @@ from kernels.spec import ChallengeParams
 
 BACKENDS = ("auto", "cpu", "cuda")
 
+Shape = tuple[int, int, int]  # (m, n, k) of a challenge; rounds do not change what a backend allocates
+
 
 class Backend(Protocol):
     name: str
+
+    def warm_up(self, shapes: Iterable[Shape] = ()) -> None:
+        """Pay every one-time cost before the first timed challenge: compile and load kernels, create
+        library handles and thread pools, allocate and keep buffers for `shapes`, and run one untimed
+        round. Call it on the thread that will run the challenges (CuPy's cuBLAS handles are per thread).
+        """
+        ...
 
     def run(self, params: ChallengeParams,
             progress: Callable[[int], None] | None = None) -> list[bytes]: ...

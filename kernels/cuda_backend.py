@@ -5,13 +5,15 @@ round_key (rs_r from the previous root, on the GPU) -> gen_nibbles (A_r) -> cuBL
 "TN" (C_r = A_r @ B.T) -> leaf_hash_1k -> merkle_levels (root_r into the roots array), as laid out by a
 launch plan (kernels/cuda_plan.py: sequential by default, or pipelined over two streams).
 Rounds are chained on the device; only the R 32-byte roots come back to the host. Buffers are allocated
-once per challenge and reused across rounds. Never `cupy.matmul` on int8: it is not cuBLAS and wraps.
+once per shape (m, n, k) and kept across rounds and challenges; a new seed only regenerates B in place.
+`CudaBackend.warm_up` pays compilation, module loading, the cuBLAS handle and the buffers before the
+first timed challenge. Never `cupy.matmul` on int8: it is not cuBLAS and wraps.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import resources
 
 import cupy
@@ -44,6 +46,8 @@ CUBLAS_COMPUTE_32I = 72
 CUBLAS_GEMM_DEFAULT = -1
 
 _NULL = np.uintp(0)  # a null device pointer for optional kernel arguments
+WARM_SHAPE = (256, 256, 1024)  # warm_up's round when no shape is named: small, and every kernel runs
+WARM_ROUNDS = 4096  # roots warm_up makes room for (128 KiB): a longer challenge grows them once
 _modules: dict[tuple[int, tuple[str, ...]], cupy.RawModule] = {}
 _modules_lock = threading.Lock()
 
@@ -154,11 +158,12 @@ class CudaKernels:
 
 
 class ChallengeBuffers:
-    """Device buffers for one challenge (seed and sizes), allocated once and reused by every round."""
+    """Device buffers for one shape (m, n, k), allocated once and reused by every round of every challenge
+    of that shape; `load_seed` makes them a challenge's (its seed, its B), `ensure_rounds` fits the roots."""
 
     def __init__(self, params: ChallengeParams) -> None:
         self.params = params
-        self.shape_key = (params.seed, params.m, params.n, params.k)
+        self.shape_key = (params.m, params.n, params.k)
         self.m_pad = Geometry.of(params).m_pad
         self.leaves = params.leaves_per_round
         self.sizes, self.offsets = merkle.level_layout(self.leaves)
@@ -170,6 +175,21 @@ class ChallengeBuffers:
         self.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)  # row 0: the zero root
         self.key_a = cupy.empty(2, dtype=cupy.uint64)
         self.key_b = cupy.asarray(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
+        self.b_seed: bytes | None = None  # the seed whose B is in `b` (none yet)
+
+    def load_seed(self, params: ChallengeParams, kernels: CudaKernels) -> None:
+        """Make the buffers this challenge's: its seed and its B, regenerated in place (once per seed)."""
+        self.params = params
+        if self.b_seed != params.seed:
+            self.seed.set(np.frombuffer(params.seed, dtype=np.uint8))
+            self.key_b.set(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
+            kernels.gen(self.b, self.key_b)
+            self.b_seed = params.seed
+
+    def ensure_rounds(self, rounds: int) -> None:
+        """Room for `rounds` roots after the zero root (row 0, never written but by an opening of round 0)."""
+        if self.roots.shape[0] < rounds + 1:
+            self.roots = cupy.zeros((rounds + 1, 32), dtype=cupy.uint8)
 
 
 class CudaBackend:
@@ -200,15 +220,30 @@ class CudaBackend:
         self._buffers: ChallengeBuffers | None = None
         self._plan: tuple[Geometry, list[Step]] | None = None
 
+    def warm_up(self, shapes: Iterable[tuple[int, int, int]] = ()) -> None:
+        """One untimed round per shape (m, n, k) (WARM_SHAPE when none is given), on this device.
+
+        It compiles the kernels if they are not yet (CudaKernels did at construction), loads the module into
+        the context and launches every kernel once, creates this thread's cuBLAS handle and lets cuBLAS
+        pick its int8 kernel, makes the launch plan and its events, and allocates the buffers, which the
+        next challenge of the last shape reuses, with room for WARM_ROUNDS roots (an earlier shape's memory
+        goes back to CuPy's pool, from which the same sizes come back without a cudaMalloc). A challenge of
+        a shape not warmed pays its allocation once. Call it on the thread that will run the challenges:
+        CuPy's cuBLAS handles are per thread.
+        """
+        with cupy.cuda.Device(self.device):
+            for m, n, k in list(shapes) or [WARM_SHAPE]:
+                self.run(ChallengeParams(bytes(32), m, n, k, 1))
+            if self._buffers is not None:
+                self._buffers.ensure_rounds(WARM_ROUNDS)
+            cupy.cuda.get_current_stream().synchronize()
+
     def _buffers_for(self, params: ChallengeParams) -> ChallengeBuffers:
-        key = (params.seed, params.m, params.n, params.k)
-        if self._buffers is None or self._buffers.shape_key != key:
-            self._buffers = None  # free the old challenge's memory first
-            bufs = ChallengeBuffers(params)
-            self.kernels.gen(bufs.b, bufs.key_b)
-            self._buffers = bufs
-        elif self._buffers.roots.shape[0] < params.rounds + 1:
-            self._buffers.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)
+        if self._buffers is None or self._buffers.shape_key != (params.m, params.n, params.k):
+            self._buffers = None  # free the old shape's memory first
+            self._buffers = ChallengeBuffers(params)
+        self._buffers.load_seed(params, self.kernels)
+        self._buffers.ensure_rounds(params.rounds)
         return self._buffers
 
     def plan(self, params: ChallengeParams) -> list[Step]:

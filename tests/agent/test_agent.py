@@ -63,6 +63,21 @@ def test_register_run_and_score_rises(env, server):
     assert selftest.returncode == 0 and "would PASS" in selftest.stdout
 
 
+def test_a_second_registration_points_to_update_which_changes_it(env, server):
+    import httpx
+
+    assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
+    assert cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env).returncode == 0
+    one_line_error(cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env), 1,
+                   "`gpuproof agent register --update`")
+    update = cli("agent", "register", "--update", "--gpu", "cpu-reference", "--count", "2", "--name", "bigger box",
+                 env=env)
+    assert update.returncode == 0 and "updated provider" in update.stdout and "(bigger box)" in update.stdout
+    pid = cli("agent", "whoami", env=env).stdout.strip()
+    info = httpx.get(f"{server.base}/v1/providers/{pid}").json()
+    assert info["name"] == "bigger box" and [d["count"] for d in info["devices"]] == [2]
+
+
 def test_bad_config_and_unreachable_gateway_are_one_clear_line(env, server, tmp_path):
     one_line_error(cli("agent", "status", env=env), 1, "gpuproof agent init")
     assert cli("agent", "init", env=env).returncode == 0
@@ -192,6 +207,42 @@ def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_servi
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_an_idle_agent_says_when_its_next_challenge_is_due(env, tmp_path, monkeypatch):
+    import re
+    import threading
+
+    from agent.cli import _client
+    from agent.daemon import Daemon, due_text
+    from kernels.reference import CpuBackend
+
+    hourly = Server(f"sqlite:///{tmp_path / 'hourly.db'}", tmp_path / "hourly", GPUPROOF_CHALLENGE_INTERVAL_S="3600",
+                    GPUPROOF_VERIFY_TEST_SHAPE="16,256,64,3").start()
+    try:
+        settings, key = _daemon_parts(env, hourly, monkeypatch)
+        events: list[dict] = []
+        with _client(settings.gateway, key) as client:
+            daemon = Daemon(client, settings.devices, lambda spec: CpuBackend(), poll_max_s=0.5, emit=events.append)
+            runner = threading.Thread(target=daemon.run)
+            runner.start()
+            deadline = time.monotonic() + 60
+            while not any(e["event"] == "next-challenge" for e in events) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # several more polls
+            state = daemon.status[0].describe_state(time.time())
+            daemon.stop.set()
+            runner.join(timeout=30)
+    finally:
+        hourly.stop()
+    kinds = [e["event"] for e in events]
+    assert [k for k in kinds if k in ("challenge", "verdict", "next-challenge")] == \
+        ["challenge", "verdict", "next-challenge"], kinds  # announced once, after the verdict, not on each poll
+    due = next(e for e in events if e["event"] == "next-challenge")
+    assert 3500 <= due["due_in_s"] <= 3600 and due["device"] == 0
+    assert due["due_at"] == pytest.approx(time.time() + 3600, abs=120)
+    assert re.fullmatch(r"idle: next challenge in (59 min|1 h 00 min)", state), state
+    assert [due_text(s) for s in (0.2, 40, 600, 3900)] == ["due now", "in 40 s", "in 10 min", "in 1 h 05 min"]
+
+
 def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server, monkeypatch, capfd):
     from agent.cli import _client
     from agent.daemon import Daemon
@@ -210,9 +261,41 @@ def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server,
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_the_agent_answers_through_the_cuda_backend(env, server, monkeypatch, capfd):
+def stand_in_rounds(monkeypatch, m: int, n: int, k: int) -> int:  # noqa: ANN001
+    """How many rounds of (m, n, k) the CUDA backend over CuPy's CPU stand-in answers, on this machine as
+    loaded now, in a quarter of the cpu-reference slow limit (1 to 4): a calibration, not a constant.
+
+    The stand-in runs every CUDA thread as an OS thread, so one emulated round takes 35 ms on a quiet
+    2-core machine and several times that beside other work, while the limit of a small challenge is
+    about 0.35 s; four rounds, as the other agent tests ask, failed as slower-than-claimed under load.
+    """
+    import secrets
+    import statistics
+
+    from kernels.spec import ChallengeParams
+    from tests.support import cupy_on_cpu
+    from verifier.protocol import Verifier
+
+    with cupy_on_cpu.installed(monkeypatch):
+        from kernels.cuda_backend import CudaBackend
+
+        backend = CudaBackend(0)
+        backend.warm_up([(m, n, k)])
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            backend.run(ChallengeParams(secrets.token_bytes(32), m, n, k, 1))
+            times.append(time.perf_counter() - started)
+    one_round = statistics.median(times)
+    limit = Verifier().issue("cpu-reference", now=0.0, shape=(m, n, k, 1)).thresholds.slow_s
+    return max(1, min(4, int(limit / 4 / one_round)))
+
+
+def test_the_agent_answers_through_the_cuda_backend(env, monkeypatch, capfd, tmp_path):
     """The provider's real path on a GPU (CudaBackend.run and .open) against the gateway, with CuPy's CPU
-    stand-in under it (tests/support/cupy_on_cpu.py): every answer must pass."""
+    stand-in under it (tests/support/cupy_on_cpu.py): every answer must pass, timed against the
+    cpu-reference limits, with as many rounds as the stand-in fits into them on this machine. The agent
+    warms the backend up first, so no answer pays the stand-in's one-time costs."""
     from tests.support import cuda_emu, cupy_on_cpu
 
     if cuda_emu.compiler_reason():
@@ -220,7 +303,10 @@ def test_the_agent_answers_through_the_cuda_backend(env, server, monkeypatch, ca
     from agent.cli import _client
     from agent.daemon import Daemon
 
-    settings, key = _daemon_parts(env, server, monkeypatch)
+    m, n, k = 64, 512, 256
+    rounds = stand_in_rounds(monkeypatch, m, n, k)
+    server = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0",
+                    GPUPROOF_VERIFY_TEST_SHAPE=f"{m},{n},{k},{rounds}").start()
     events: list[dict] = []
     used: list[str] = []
 
@@ -231,9 +317,17 @@ def test_the_agent_answers_through_the_cuda_backend(env, server, monkeypatch, ca
         used.append(backend.name)
         return backend
 
-    with cupy_on_cpu.installed(monkeypatch), _client(settings.gateway, key) as client:
-        Daemon(client, settings.devices, backend_for, poll_max_s=1.0, max_challenges=2, emit=events.append).run()
+    try:
+        settings, key = _daemon_parts(env, server, monkeypatch)
+        with cupy_on_cpu.installed(monkeypatch), _client(settings.gateway, key) as client:
+            Daemon(client, settings.devices, backend_for, poll_max_s=1.0, max_challenges=2,
+                   emit=events.append).run()
+    finally:
+        server.stop()
     assert used == ["cuda"]
     verdicts = [e for e in events if e["event"] == "verdict"]
-    assert len(verdicts) >= 2 and all(v["outcome"] == "pass" for v in verdicts), events
+    assert len(verdicts) >= 2 and all(v["outcome"] == "pass" for v in verdicts), \
+        (rounds, [(v["outcome"], v["timing"], v["prove_seconds"], v["measured_s"]) for v in verdicts])
+    kinds = [e["event"] for e in events]
+    assert kinds.index("warmed-up") < kinds.index("challenge"), kinds
     assert "Traceback" not in capfd.readouterr().err
