@@ -15,9 +15,11 @@ from typing import Annotated, Any
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
+from gateway import API_KEY_SCOPES
 from kernels.backend import select_backend
 from kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
 from kernels.spec import SPEC, ChallengeParams, parse_seed
+from verifier.timing import format_rate
 
 app = typer.Typer(
     name="gpuproof",
@@ -92,7 +94,7 @@ def challenge_run(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
     for i, root in enumerate(roots):
         print(f"{i}\t{root.hex()}")
     ops = params.operations_per_round * rounds
-    print(f"# {SPEC} backend={engine.name} {seconds:.3f} s, {ops / seconds / 1e12:.4f} TOPS", file=sys.stderr)
+    print(f"# {SPEC} backend={engine.name} {seconds:.3f} s, {format_rate(ops / seconds)}", file=sys.stderr)
 
 
 @challenge_app.command("open")
@@ -185,8 +187,9 @@ def _print_verdict(v: dict) -> None:
     print(f"challenge {v['challenge_id']}, claimed {v['claimed_profile']}, rate matches {v['best_match']}")
     for reason in v["reasons"]:
         print(f"  - {reason}")
+    model = v["cheat_model"]
     print(f"  cheat pass probability <= {v['cheat_pass_probability']:.3g} "
-          f"(substitute {v['cheat_model']['substitute']})")
+          f"(worst case: {model.get('worst_case_substitute') or model['substitute']})")
 
 
 @app.command("verify-transcript")
@@ -201,7 +204,7 @@ def verify_transcript(
 
     from verifier import transcript
 
-    if Path(source).is_file() or not re.fullmatch(r"[0-9a-f]{32}", source):
+    if Path(source).is_file():
         try:
             with open(source) as fh:
                 doc = json.load(fh)
@@ -209,7 +212,13 @@ def verify_transcript(
             raise InvalidParameter("FILE", f"cannot read {source}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise InvalidParameter("FILE", f"{source} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    else:
+    else:  # not a file: a challenge id, whose transcript the gateway has
+        if not re.fullmatch(r"[0-9a-f]{32}", source):
+            raise InvalidParameter("CHALLENGE_ID", f"{source!r} is no file here and not a challenge id: an id is 32 "
+                                   "lowercase hex characters")
+        if not (gateway or _agent_settings().gateway):
+            raise InvalidParameter("--gateway", f"{source} is a challenge id, and fetching its transcript needs a "
+                                   "gateway: pass --gateway URL or set GPUPROOF_GATEWAY")
         with _client(gateway) as client:
             doc = client.transcript(source)
     verdict, diffs = transcript.recheck(doc)
@@ -420,8 +429,12 @@ def agent_register(gateway: GatewayOpt = None,
                    gpu: Annotated[str | None, typer.Option("--gpu", help="Model to claim when none is detected "
                                                            "(cpu-reference for the CPU backend).")] = None,
                    count: Annotated[int, typer.Option("--count")] = 1,
-                   vram: Annotated[float, typer.Option("--vram", help="GiB per device.")] = 8.0) -> None:
-    """Detect the GPUs, show the claim, and register this provider with the gateway."""
+                   vram: Annotated[float, typer.Option("--vram", help="GiB per device.")] = 8.0,
+                   update: Annotated[bool, typer.Option("--update", help="Change this key's registration (name and "
+                                                        "devices) instead of making one: a request signed by the "
+                                                        "key.")] = False) -> None:
+    """Detect the GPUs, show the claim, and register this provider with the gateway (--update: change the
+    registration this key already has)."""
     from agent import config, keys
     from agent.config import DeviceSpec
     from agent.detect import detect
@@ -440,10 +453,11 @@ def agent_register(gateway: GatewayOpt = None,
         print(f"device {i}: {d.count} x {d.model}, {d.vram_gib:g} GiB -> profile {profile.key}")
     with _client(settings.gateway, key) as client:
         _wait_for(client, seconds=30)
-        out = client.register(settings.name, [d.model_dump(exclude={"cuda_index"}) for d in devices])
+        claims = [d.model_dump(exclude={"cuda_index"}) for d in devices]
+        out = client.update_registration(settings.name, claims) if update else client.register(settings.name, claims)
     config.save({"gateway": client.base_url, "name": settings.name,
                  "devices": [d.model_dump() for d in devices]})
-    print(f"registered provider {out['id']} with {client.base_url}")
+    print(f"{'updated' if update else 'registered'} provider {out['id']} ({out['name']}) with {client.base_url}")
 
 
 def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
@@ -471,7 +485,10 @@ def _backend_for(backend: str):  # noqa: ANN202
 def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,n,k,rounds instead of the "
                                                              "profile's sizing.")] = None,
                    backend: BackendOpt = "auto", as_json: JsonOpt = False) -> None:
-    """Run a standard challenge per claimed device here and say whether it would pass, with the margin."""
+    """Run a standard challenge per claimed device here and say whether it would pass, with the margin.
+
+    Each backend is warmed up first (kernels, handles, buffers, one untimed round), as `agent run` does,
+    so the timed challenge is what the gateway would time."""
     from agent.detect import detect
     from verifier.protocol import Verifier
     from verifier.timing import classify
@@ -487,10 +504,11 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
     for i, d in enumerate(devices):
         engine = _backend_for(settings.backend)(d)
         challenge = verifier.issue(d.model, now=time.time(), shape=dims)
-        started = time.perf_counter()
-        engine.run(challenge.params)
-        seconds = time.perf_counter() - started
         p = challenge.params
+        engine.warm_up([(p.m, p.n, p.k)])  # as `agent run` does before its first poll: time no warm-up
+        started = time.perf_counter()
+        engine.run(p)
+        seconds = time.perf_counter() - started
         rate = 2.0 * p.m * p.n * p.k * p.rounds / seconds
         cls = classify(seconds, challenge.thresholds, verifier.profile_of(challenge))
         margin = challenge.thresholds.slow_s / seconds - 1
@@ -504,7 +522,7 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
         for r in results:
             verdict = "would PASS" if r["would_pass"] else "would FAIL"
             print(f"device {r['device']} ({r['model']}, profile {r['profile']}, backend {r['backend']}): "
-                  f"{r['seconds']:.3f} s, {r['tops']:.4f} TOPS, {r['timing']}: {verdict}, "
+                  f"{r['seconds']:.3f} s, {format_rate(r['tops'] * 1e12)}, {r['timing']}: {verdict}, "
                   f"{r['margin']:+.0%} margin to the {r['slow_limit_s']:.3f} s limit")
     if not all(r["would_pass"] for r in results):
         raise typer.Exit(1)
@@ -554,9 +572,10 @@ def _run_live(daemon) -> None:  # noqa: ANN001
         t = Table(title=f"gpuproof agent -> {daemon.client.base_url}")
         for col in ("device", "model", "state", "challenges", "passed", "last verdict", "reason"):
             t.add_column(col)
+        now = time.time()
         for s in daemon.status:
-            t.add_row(str(s.position), s.model, s.state, str(s.challenges), str(s.passed), s.last_verdict,
-                      s.last_reason[:60])
+            t.add_row(str(s.position), s.model, s.describe_state(now), str(s.challenges), str(s.passed),
+                      s.last_verdict, s.last_reason[:60])
         return t
 
     daemon.emit = lambda event: None
@@ -610,6 +629,22 @@ def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: 
     return Settings(**overrides)
 
 
+def serve_banner(host: str, port: int, settings) -> list[str]:  # noqa: ANN001
+    """What `gateway serve` prints on start: where it listens, where the API docs and its data are (the
+    database URL with any password masked)."""
+    from sqlalchemy.engine import make_url
+
+    everywhere = host in ("", "0.0.0.0", "::")
+    shown = "127.0.0.1" if everywhere else host
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    return [f"gpuproof gateway listening on {base}/ (the dashboard)"
+            + (f", bound to {host or '0.0.0.0'}: every interface" if everywhere else ""),
+            f"  API docs  {base}/docs (ReDoc {base}/redoc, OpenAPI {base}/openapi.json)",
+            f"  data dir  {settings.data_dir} (signing key {settings.key_path()})",
+            f"  database  {make_url(settings.sqlalchemy_url()).render_as_string(hide_password=True)}",
+            "  Ctrl-C stops it"]
+
+
 @gateway_app.command("serve")
 def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_HOST")] = "127.0.0.1",
                   port: Annotated[int, typer.Option("--port", envvar="GPUPROOF_PORT")] = 8080,
@@ -628,6 +663,7 @@ def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_H
     migrate.upgrade(settings.sqlalchemy_url())
     os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
     os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)
+    print("\n".join(serve_banner(host, port, settings)), flush=True)
     uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
                 access_log=False)
 
@@ -644,7 +680,9 @@ def gateway_migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = Non
 
 @api_key_app.command("create")
 def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key is for.")],
-                   scope: Annotated[list[str], typer.Option("--scope", help="jobs or settle (repeat for both).")],
+                   scope: Annotated[list[str], typer.Option("--scope", help="What the key may do (repeat for "
+                                                            "several): " + ", ".join(
+                                                                f"{k} ({v})" for k, v in API_KEY_SCOPES.items()))],
                    database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """Create a marketplace API key; the key is printed once and stored only as a hash."""
     from gateway import admin, migrate

@@ -6,12 +6,13 @@ import re
 import secrets
 import time
 
+from gateway import API_KEY_SCOPES
 from gateway.db import Database
 from gateway.deps import hash_api_secret
 from gateway.models import ApiKey
 from kernels.errors import InvalidParameter
 
-SCOPES = ("jobs", "settle", "replay")  # replay: validators fetch uploads and post signed replays
+SCOPES = tuple(API_KEY_SCOPES)
 
 
 def create_api_key(db: Database, name: str, scopes: list[str]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import dashboard, maintenance, metrics, migrate, problems
@@ -53,6 +54,7 @@ def load_signing_key(path: Path):  # noqa: ANN201
         raise InvalidParameter("signing_key_path", f"{path} does not hold a 64-hex-character Ed25519 key") from None
 
 
+DOCS_ASSETS = "/docs-assets"  # where the API docs' JavaScript and CSS are served (create_app)
 UPLOAD_PATH = re.compile(r"^/v1/audits/[0-9a-f]{32}/state$")
 
 
@@ -156,8 +158,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                 await sweeping
         db.dispose()
 
-    app = FastAPI(title="gpuproof gateway", version="1", lifespan=lifespan,
-                  description="Exact GPU challenges, trust scores, settlement and a transparency log.")
+    # /docs (Swagger UI) and /redoc with their scripts and styles served by the gateway itself, from the
+    # fastapi-offline package (DOCS_ASSETS): FastAPI's own pages load them from a CDN and are blank offline.
+    app = FastAPIOffline(title="gpuproof gateway", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
+                         description="Exact GPU challenges, trust scores, settlement and a transparency log.")
     verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks))
     app.state.gp = State(settings=settings, db=db, verifier=verifier,
                          signing_key=load_signing_key(settings.key_path()), limiter=RateLimiter(),

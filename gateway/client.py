@@ -101,6 +101,26 @@ class TreeHead:
         return head
 
 
+@dataclass(frozen=True)
+class Poll:
+    """One answer to a provider's poll: a challenge (None when nothing is due), the round-trip probe to echo,
+    and when nothing is due, how long to wait before polling again and in how many seconds the device's next
+    challenge is due (None from a gateway that does not say)."""
+
+    challenge: dict[str, Any] | None
+    probe: str | None
+    retry_after_s: float | None = None
+    next_due_in_s: float | None = None
+
+    @classmethod
+    def parse(cls, response: httpx.Response, challenge: dict[str, Any] | None) -> Poll:
+        if response.status_code != 204:
+            return cls(challenge, response.headers.get("X-Gpuproof-Rtt-Probe"))
+        due = response.headers.get("X-Gpuproof-Next-Challenge-In")
+        return cls(None, response.headers.get("X-Gpuproof-Rtt-Probe"),
+                   float(response.headers.get("Retry-After", 0)), float(due) if due is not None else None)
+
+
 # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from the
 # other end: reusing a connection the server is closing is a reset a client would otherwise see.
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
@@ -174,6 +194,11 @@ class _Base:
             raise GpuproofError("registering needs the provider's key")
         return _Call("POST", "/v1/providers", self._body(registration(self.key, name, devices)))
 
+    def _c_update_registration(self, name: str, devices: list[dict]) -> _Call:
+        body = {"name": name, "devices": [{"model": str(d["model"]), "count": int(d.get("count", 1)),
+                                           "vram_gib": float(d["vram_gib"])} for d in devices]}
+        return _Call("PUT", f"/v1/providers/{self.provider_id}", self._body(body), True)
+
     def _c_next(self, device: int) -> _Call:
         return _Call("POST", f"/v1/providers/{self.provider_id}/challenges", self._body({"device": device}), True)
 
@@ -187,10 +212,15 @@ class _Base:
     def _c_open(self, challenge_id: str, openings: list[dict]) -> _Call:
         return _Call("POST", f"/v1/challenges/{challenge_id}/openings", self._body({"openings": openings}), True)
 
-    def _c_create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> _Call:  # noqa: ANN001
-        return _Call("POST", "/v1/jobs", self._body({"renter_ref": renter_ref, "provider_id": provider_id,
-                                                      "price_ref": price_ref,
-                                                      "checkpoint_policy": checkpoint_policy or {}}), api_key=True)
+    def _c_create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
+                      devices: list[int] | None = None, paid_class: str | None = None) -> _Call:
+        body = {"renter_ref": renter_ref, "provider_id": provider_id, "price_ref": price_ref,
+                "checkpoint_policy": checkpoint_policy or {}}
+        if devices is not None:
+            body["devices"] = devices
+        if paid_class is not None:
+            body["paid_class"] = paid_class
+        return _Call("POST", "/v1/jobs", self._body(body), api_key=True)
 
     # training proofs (docs/protocol.md, "Training proofs")
     def _c_checkpoint(self, job_id: str, commitment: dict) -> _Call:
@@ -265,6 +295,10 @@ class GatewayClient(_Base):
     def register(self, name: str, devices: list[dict]) -> dict:
         return self._send(self._c_register(name, devices))
 
+    def update_registration(self, name: str, devices: list[dict]) -> dict:
+        """Replace this provider's name and devices (a request signed by its key); the updated provider."""
+        return self._send(self._c_update_registration(name, devices))
+
     def trust(self, provider_id: str) -> dict:
         return self._send(_Call("GET", f"/v1/providers/{provider_id}/trust"))
 
@@ -276,11 +310,15 @@ class GatewayClient(_Base):
         return self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
 
     # the provider's side of a challenge
-    def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
-        """(challenge or None, RTT probe, Retry-After seconds when nothing is due)."""
+    def poll(self, device: int = 0) -> Poll:
+        """Ask for the device's next challenge: the open one, a new one if due, else when to ask again."""
         response = self._send_raw(self._c_next(device))
-        retry = float(response.headers.get("Retry-After", 0)) if response.status_code == 204 else None
-        return self._result(response), response.headers.get("X-Gpuproof-Rtt-Probe"), retry
+        return Poll.parse(response, self._result(response))
+
+    def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
+        """(challenge or None, RTT probe, Retry-After seconds when nothing is due): `poll` as a tuple."""
+        p = self.poll(device)
+        return p.challenge, p.probe, p.retry_after_s
 
     def echo_rtt(self, probe: str) -> dict:
         return self._send(self._c_rtt(probe))
@@ -292,8 +330,12 @@ class GatewayClient(_Base):
         return self._send(self._c_open(challenge_id, openings))
 
     # jobs
-    def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> dict:  # noqa: ANN001
-        return self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy))
+    def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
+                   devices: list[int] | None = None, paid_class: str | None = None) -> dict:
+        """A job bound to the provider's `devices` (positions; default all) and the `paid_class` (a profile;
+        default the slowest class they claim)."""
+        return self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy, devices,
+                                             paid_class))
 
     def job(self, job_id: str) -> dict:
         return self._send(_Call("GET", f"/v1/jobs/{job_id}", api_key=True))
@@ -393,11 +435,17 @@ class AsyncGatewayClient(_Base):
     async def register(self, name: str, devices: list[dict]) -> dict:
         return await self._send(self._c_register(name, devices))
 
-    async def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
-        """(challenge or None, RTT probe, Retry-After seconds when nothing is due)."""
+    async def poll(self, device: int = 0) -> Poll:
         response = await self._send_raw(self._c_next(device))
-        retry = float(response.headers.get("Retry-After", 0)) if response.status_code == 204 else None
-        return self._result(response), response.headers.get("X-Gpuproof-Rtt-Probe"), retry
+        return Poll.parse(response, self._result(response))
+
+    async def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
+        """(challenge or None, RTT probe, Retry-After seconds when nothing is due): `poll` as a tuple."""
+        p = await self.poll(device)
+        return p.challenge, p.probe, p.retry_after_s
+
+    async def update_registration(self, name: str, devices: list[dict]) -> dict:
+        return await self._send(self._c_update_registration(name, devices))
 
     async def echo_rtt(self, probe: str) -> dict:
         return await self._send(self._c_rtt(probe))
@@ -424,8 +472,10 @@ class AsyncGatewayClient(_Base):
     async def transcript(self, challenge_id: str) -> dict:
         return await self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
 
-    async def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None) -> dict:  # noqa: ANN001
-        return await self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy))
+    async def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
+                         devices: list[int] | None = None, paid_class: str | None = None) -> dict:
+        return await self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy, devices,
+                                                   paid_class))
 
     async def settle(self, job_id: str) -> dict:
         return await self._send(_Call("POST", f"/v1/jobs/{job_id}/settlement", api_key=True))

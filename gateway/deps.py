@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway import API_KEY_SCOPES
 from gateway.blobs import BlobStore
 from gateway.db import Database
 from gateway.models import ApiKey, Provider, RequestNonce
@@ -383,6 +384,8 @@ def hash_api_secret(secret: str) -> str:
 
 def api_key(scope: str):  # noqa: ANN201
     """A dependency requiring a marketplace API key (Authorization: Bearer gpk_<id>_<secret>) with `scope`."""
+    if scope not in API_KEY_SCOPES:  # a typo in a router would otherwise lock everyone out, silently
+        raise ValueError(f"unknown API key scope {scope!r}; the scopes are {', '.join(API_KEY_SCOPES)}")
 
     def check(session: ReadSessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
         if not authorization or not authorization.startswith("Bearer "):

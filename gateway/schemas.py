@@ -37,6 +37,13 @@ class Registration(Strict):
     signature: Annotated[Hex128, Field(description="Ed25519 signature of the registration message")]
 
 
+class RegistrationUpdate(Strict):
+    """A registered provider's new name and devices (PUT /v1/providers/{id}, a request signed by its key)."""
+
+    name: Text100
+    devices: Annotated[list[DeviceClaim], Field(min_length=1, max_length=64)]
+
+
 class DeviceOut(BaseModel):
     position: int
     model: str
@@ -86,6 +93,10 @@ class JobIn(Strict):
     provider_id: Hex32
     price_ref: Text200
     checkpoint_policy: dict[str, Any] = Field(default_factory=dict)
+    # the device positions the job pays for (default: all of the provider's devices) and the class paid
+    # for, a profile key (default: the slowest class the named devices claim; required when one is unprofiled)
+    devices: Annotated[list[Annotated[int, Field(ge=0, le=4096)]], Field(min_length=1, max_length=256)] | None = None
+    paid_class: Annotated[str, Field(min_length=1, max_length=40)] | None = None
 
 
 class RttEcho(Strict):

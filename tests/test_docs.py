@@ -14,6 +14,7 @@ import pytest
 from gateway import admin
 from gateway.client import GatewayClient
 from gateway.db import Database
+from tests.support.calibrate import scaled
 from tests.support.server import Server
 from verifier import signatures
 
@@ -35,7 +36,8 @@ def live(tmp_path):
 
 def test_python_example(live):
     code = re.findall(r"```python\n(.+?)\n```", DOC, flags=re.S)[0]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=live, cwd=ROOT, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=live, cwd=ROOT,
+                         timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert "score 0.500" in out.stdout and "hold -" in out.stdout and "404 no job" in out.stdout
 
@@ -44,6 +46,6 @@ def test_curl_examples(live):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     block = re.findall(r"```sh\n(.+?)\n```", DOC, flags=re.S)[1]
-    out = subprocess.run(["bash", "-ec", block], capture_output=True, text=True, env=live, timeout=60)
+    out = subprocess.run(["bash", "-ec", block], capture_output=True, text=True, env=live, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert '"total":1' in out.stdout and '"lower_bound"' in out.stdout and '"renter_ref":"order-42"' in out.stdout

@@ -127,3 +127,16 @@ def classify(measured_s: float, limits: Thresholds, profile: Profile) -> str:
     if measured_s < limits.fast_s:
         return "faster-than-claimed"
     return "consistent"
+
+
+_RATE_UNITS = ((1e12, "TOPS"), (1e9, "GOPS"), (1e6, "MOPS"), (1e3, "kOPS"))
+
+
+def format_rate(ops_per_s: float) -> str:
+    """An integer-operation rate in the unit that fits, to three significant figures: "989 TOPS",
+    "41.2 GOPS", "3.07 MOPS" (never "0.0 TOPS" for a small device). The one form every printed rate takes."""
+    scale, unit = next(((s, u) for s, u in _RATE_UNITS if ops_per_s >= s * 0.9995),  # 999.96 GOPS reads
+                       (1.0, "ops/s"))  # 1.00 TOPS, not 1000 GOPS
+    value = ops_per_s / scale
+    digits = 0 if value >= 99.95 else (1 if value >= 9.995 else 2)
+    return f"{value:.{digits}f} {unit}"

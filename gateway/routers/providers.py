@@ -1,4 +1,4 @@
-"""Providers: register (signed by the key: proof of possession), list, get."""
+"""Providers: register (signed by the key: proof of possession), update (a request signed by the key), list, get."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import func, select
 
 from gateway import service, translog
-from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, limit_ip
-from gateway.models import Device, Provider
+from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, limit_ip
+from gateway.models import Challenge, Device, Provider
 from gateway.problems import Problem
-from gateway.schemas import MAX_INDEX, DeviceOut, IdPath, ProviderOut, ProviderPage, Registration
+from gateway.schemas import (
+    MAX_INDEX,
+    DeviceOut,
+    IdPath,
+    ProviderOut,
+    ProviderPage,
+    Registration,
+    RegistrationUpdate,
+)
 from verifier import signatures
 from verifier.profiles import lookup
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
 
 
-def devices_json(reg: Registration) -> str:
+def devices_json(reg: Registration | RegistrationUpdate) -> str:
     return json.dumps([d.model_dump() for d in reg.devices], sort_keys=True, separators=(",", ":"))
 
 
@@ -51,7 +59,9 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
     now = time.time()
     existing = session.get(Provider, pid)
     if existing is not None:
-        raise Problem(409, "Already registered", f"provider {pid} is already registered with this key")
+        raise Problem(409, "Already registered", f"provider {pid} is already registered with this key; to change "
+                      f"its name or devices, PUT /v1/providers/{pid} signed by it (`gpuproof agent register "
+                      "--update`)")
     session.add(Provider(id=pid, public_key=public_key, name=body.name, created_at=now))
     session.flush()
     for i, d in enumerate(body.devices):
@@ -66,19 +76,69 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
         return provider_out(reader, provider, now)
 
 
+@router.put("/{provider_id}", operation_id="update_provider", response_model=ProviderOut)
+def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedProviderDep,
+                    state: StateDep) -> ProviderOut:
+    """Change a registered provider's name and devices: a request signed by the provider's own key.
+
+    Devices are matched by position. A changed claim is profiled anew and, if its model changed, challenged
+    at its next poll; a new position is added; a position left out is removed, unless it has challenges on
+    record (409: that evidence stays tied to it; change its claim instead). Logged as `registration-update`.
+    """
+    session = auth.session
+    if provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", "a provider can only update its own registration")
+    auth.claim_nonce()
+    provider = session.get(Provider, provider_id)
+    assert provider is not None  # the signature check found it
+    devices = {d.position: d for d in session.execute(select(Device).where(Device.provider_id == provider_id))
+               .scalars()}
+    for position, device in sorted(devices.items()):
+        if position < len(body.devices):
+            continue
+        if session.execute(select(Challenge.id).where(Challenge.device_id == device.id).limit(1)).first():
+            raise Problem(409, "Device has evidence", f"device {position} ({device.model}) has challenges on record "
+                          f"and cannot be removed; keep {len(devices)} devices or more (a claim may change)")
+        session.delete(device)
+    for i, claim in enumerate(body.devices):
+        profile = lookup(claim.model, state.verifier.profiles).key
+        current = devices.get(i)
+        if current is None:
+            session.add(Device(provider_id=provider_id, position=i, model=claim.model, count=claim.count,
+                               vram_gib=claim.vram_gib, profile=profile, next_due_at=0.0))
+            continue
+        if current.model != claim.model:
+            current.next_due_at = 0.0  # a new claim is checked at once
+        current.model, current.count, current.vram_gib, current.profile = claim.model, claim.count, claim.vram_gib, \
+            profile
+    provider.name = body.name
+    translog.append(session, "registration-update", {"provider_id": provider_id, "name": body.name,
+                                                     "devices": json.loads(devices_json(body))}, auth.now)
+    session.commit()
+    state.trust_cache.drop(provider_id)
+    with state.db.reader() as reader:
+        updated = reader.get(Provider, provider_id)
+        assert updated is not None
+        return provider_out(reader, updated, auth.now)
+
+
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
 def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> ProviderPage:
-    """Providers, optionally those with a device of a model (or its profile) and a minimum lower bound."""
+    """Providers, optionally those with a device *verified* as a model's class (its recent passes match that
+    profile: a claim alone never lists a provider) and a minimum lower bound."""
     query = select(Provider).order_by(Provider.created_at, Provider.id)
+    now = time.time()
     if model:
         profile = lookup(model, state.verifier.profiles).key
-        sub = select(Device.provider_id).where((Device.model == model) | (Device.profile == profile))
-        query = query.where(Provider.id.in_(sub))
-    now = time.time()
+        passed = select(Challenge.provider_id).where(Challenge.outcome == "pass",
+                                                     Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
+        candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
+        verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now).values()]
+        query = query.where(Provider.id.in_(verified))
     if min_lower_bound is None:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         rows = session.execute(query.limit(limit).offset(offset)).scalars().all()

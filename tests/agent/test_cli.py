@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 from kernels import merkle
 from kernels.reference import row_root
 from tests.conftest import load_vectors
+from tests.support.calibrate import honest_cpu_shape, scaled
 
 V1 = load_vectors("spec_v1.json")["challenges"][0]
 SEED = V1["seed"]
 SIZES = ["--m", "256", "--n", "256", "--k", "64", "--rounds", "2"]
+# `challenge local` times its honest CPU run like a gateway would: a shape whose slow bound leaves 1 s
+# (scaled to this machine, tests/support/calibrate.py) beyond the overhead allowance
+HONEST = ",".join(str(v) for v in honest_cpu_shape(1))
 
 
 def gpuproof(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+                          timeout=scaled(120), stdin=subprocess.DEVNULL)
 
 
 def test_run_json_prints_only_the_document_with_the_vector_roots():
@@ -89,7 +96,7 @@ def test_cuda_without_gpu_exits_2_with_reason():
 
 def test_local_protocol_writes_a_transcript_that_verify_transcript_accepts(tmp_path):
     path = tmp_path / "t.json"
-    out = gpuproof("challenge", "local", "--shape", "16,256,64,3", "--backend", "cpu", "--transcript", str(path))
+    out = gpuproof("challenge", "local", "--shape", HONEST, "--backend", "cpu", "--transcript", str(path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("verdict: PASS")
     check = gpuproof("verify-transcript", str(path), "--json")
@@ -100,7 +107,7 @@ def test_local_protocol_writes_a_transcript_that_verify_transcript_accepts(tmp_p
 
 def test_verify_transcript_names_the_difference_and_exits_1(tmp_path):
     path = tmp_path / "t.json"
-    assert gpuproof("challenge", "local", "--shape", "16,256,64,2", "--backend", "cpu",
+    assert gpuproof("challenge", "local", "--shape", HONEST, "--backend", "cpu",
                     "--transcript", str(path)).returncode == 0
     doc = json.loads(path.read_text())
     doc["verdict"]["timing"] = "slower-than-claimed"
@@ -111,7 +118,7 @@ def test_verify_transcript_names_the_difference_and_exits_1(tmp_path):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    (None, "cannot read"), ("not json", "is not JSON"), ('{"version": 1}', "version"),
+    (None, "is no file here and not a challenge id"), ("not json", "is not JSON"), ('{"version": 1}', "version"),
     ('{"version": "gpuproof.transcript/1"}', "missing field 'challenge'"),
 ])
 def test_verify_transcript_bad_files_exit_2_with_one_line(tmp_path, content, fragment):
@@ -123,6 +130,67 @@ def test_verify_transcript_bad_files_exit_2_with_one_line(tmp_path, content, fra
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("source, fragments", [
+    ("deadbeef", ["'deadbeef' is no file here and not a challenge id", "32 lowercase hex characters"]),
+    ("ab" * 16, [f"{'ab' * 16} is a challenge id", "needs a gateway: pass --gateway URL"]),
+])
+def test_verify_transcript_of_a_bad_id_or_without_a_gateway_says_so(tmp_path, source, fragments):
+    env = {k: v for k, v in os.environ.items() if k != "GPUPROOF_GATEWAY"} | {"GPUPROOF_CONFIG_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "verify-transcript", source], capture_output=True,
+                         text=True, timeout=scaled(60), env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert all(f in out.stderr for f in fragments) and "cannot read" not in out.stderr, out.stderr
+
+
 def test_local_bad_shape_exits_2():
     out = gpuproof("challenge", "local", "--shape", "1,2")
     assert out.returncode == 2 and "--shape" in out.stderr
+
+
+def test_gateway_serve_says_where_it_listens_where_its_data_is_and_where_the_docs_are(tmp_path):
+    from tests.support.server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUPROOF_DATABASE_URL", "GPUPROOF_DATA_DIR")}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "gateway", "serve", "--port", str(port),
+                             "--data-dir", str(tmp_path / "gw")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]  # printed before uvicorn starts, flushed
+        text = "".join(lines)
+        assert f"listening on http://127.0.0.1:{port}/" in lines[0], text
+        assert f"data dir  {tmp_path / 'gw'}" in text and f"sqlite:///{tmp_path / 'gw' / 'gateway.db'}" in text
+        docs = f"http://127.0.0.1:{port}/docs"
+        assert f"API docs  {docs}" in text
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            try:
+                page = httpx.get(docs)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gateway did not come up"
+                time.sleep(0.2)
+        assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=scaled(30))
+
+
+def test_gateway_serve_masks_the_database_password():
+    from agent.cli import serve_banner
+    from gateway.settings import Settings
+
+    settings = Settings(data_dir="/srv/gp", database_url="postgresql+psycopg://gp:s3cret@db.example:5432/gp")
+    text = "\n".join(serve_banner("0.0.0.0", 8080, settings))
+    assert "s3cret" not in text and "postgresql+psycopg://gp:***@db.example:5432/gp" in text
+    assert "http://127.0.0.1:8080/" in text and "every interface" in text
+    assert "http://[::1]:9000/docs" in "\n".join(serve_banner("::1", 9000, settings))
+
+
+def test_api_key_scope_help_lists_every_scope_the_gateway_knows():  # `replay` was missing from the help
+    from gateway import API_KEY_SCOPES
+
+    out = gpuproof("gateway", "api-key", "create", "--help")
+    text = " ".join(out.stdout.replace("│", " ").split())
+    assert out.returncode == 0 and set(API_KEY_SCOPES) == {"jobs", "settle", "replay"}
+    assert all(f"{scope} ({what})" in text for scope, what in API_KEY_SCOPES.items()), text

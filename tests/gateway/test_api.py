@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -123,6 +125,7 @@ def test_nothing_due_is_204_with_retry_after_and_an_open_challenge_is_resumed(ga
     agent.post(f"/v1/challenges/{cid}/openings", agent.openings(params, roots, req["pairs"]))
     nothing = agent.next()
     assert nothing.status_code == 204 and int(nothing.headers["Retry-After"]) >= 1
+    assert 3590 <= int(nothing.headers["X-Gpuproof-Next-Challenge-In"]) <= 3600  # the interval, for the agent
 
 
 def test_retries_return_the_same_response_and_count_once(gateway):
@@ -248,8 +251,46 @@ def test_registration_checks_possession_and_duplicates(gateway):
     assert_problem(gateway.client.post("/v1/providers", json=body), 409, "already registered")
     assert_problem(gateway.client.post("/v1/providers", json=dict(body, public_key="zz")), 422, "public_key")
     listed = gateway.client.get("/v1/providers", params={"model": "H100"}).json()
-    assert listed["total"] == 1
+    assert listed["total"] == 0  # a claim alone never lists a provider by model: only verified classes do
     assert gateway.client.get("/v1/providers", params={"min_lower_bound": 0.5}).json()["total"] == 0
+
+
+def test_a_registration_is_updated_by_its_keys_owner_and_no_one_else(gateway):
+    owner, other = Agent(gateway, "old name"), Agent(gateway, "someone else")
+    owner.full_round()  # device 0 now has evidence
+    path = f"/v1/providers/{owner.id}"
+
+    def put(payload, key=owner.key, provider=owner.id):
+        body = json.dumps(payload).encode()
+        return gateway.client.put(path, content=body, headers=signed_headers(key, provider, "PUT", path, body))
+
+    new = {"name": "new name", "devices": [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80},
+                                           {"model": "cpu-reference", "count": 2, "vram_gib": 8}]}
+    r = put(new)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "new name" and r.json()["trust"]["evidence"] == 1  # the history stays
+    assert [(d["claimed_profile"], d["count"]) for d in r.json()["devices"]] == [("h100-sxm", 1), ("cpu-reference", 2)]
+    assert gateway.client.get(path).json()["devices"] == r.json()["devices"]
+    assert owner.next(0).status_code == 201 and owner.next(1).status_code == 201  # new claims are checked at once
+    kinds = [e["kind"] for e in gateway.client.get("/v1/log/entries", params={"start": 0}).json()["entries"]]
+    assert kinds.count("registration-update") == 1
+    # nobody else: another provider's signed request, a stranger's signature, a replay of the owner's request
+    assert_problem(put(new, other.key, other.id), 403, "only update its own registration")
+    assert_problem(put(new, signatures.new_private_key()), 401, "does not verify")
+    body = json.dumps(new).encode()
+    headers = signed_headers(owner.key, owner.id, "PUT", path, body)
+    assert gateway.client.put(path, content=body, headers=headers).status_code == 200
+    assert_problem(gateway.client.put(path, content=body, headers=headers), 409, "already used")
+    # bad input is problem+json and changes nothing
+    before = db_counts(gateway)
+    assert_problem(put({"name": "", "devices": new["devices"]}), 422, "name")
+    assert_problem(put({"name": "x", "devices": []}), 422, "devices")
+    assert_problem(put(dict(new, public_key="00" * 32)), 422, "public_key")
+    assert_problem(put({"name": "x", "devices": new["devices"][:1]}), 409, "device 1 (cpu-reference) has challenges")
+    assert db_counts(gateway) == before and gateway.client.get(path).json()["name"] == "new name"
+    # a position without evidence can go
+    assert len(put({"name": "x", "devices": new["devices"] + new["devices"][:1]}).json()["devices"]) == 3
+    assert len(put(new).json()["devices"]) == 2
 
 
 def test_jobs_and_settlement_with_scoped_keys(gateway):
@@ -322,6 +363,22 @@ def test_health_readiness_metrics_and_openapi(gateway):
     ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"register_provider", "next_challenge", "post_commitment", "post_openings", "get_trust",
             "settle_job", "get_tree_head", "get_consistency_proof"} <= ops
+
+
+@pytest.mark.parametrize("page, kinds", [("/docs", {".js", ".css"}), ("/redoc", {".js"})])
+def test_api_docs_work_offline_with_every_asset_served_by_the_gateway(gateway, page, kinds):
+    html = gateway.client.get(page)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    assert "/openapi.json" in html.text and "://" not in html.text.replace("http://www.w3.org", "")  # no CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert {Path(a).suffix for a in assets} >= kinds
+    for asset in assets:
+        r = gateway.client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
+        if asset.endswith(".js"):
+            assert "javascript" in r.headers["content-type"]
+        if asset.endswith(".css"):
+            assert r.headers["content-type"].startswith("text/css")
 
 
 def test_round_trip_probes_are_timed_by_the_gateway_and_lower_the_measured_time(gateway):

@@ -21,13 +21,16 @@ from gateway.db import Database
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support.calibrate import honest_test_shape
 from tests.support.server import Server
 from verifier import signatures
 
 
 @pytest.fixture
 def server(tmp_path):
-    s = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0").start()
+    # an honest provider's challenges allow it 1 s (scaled to this machine) of HTTP beyond the overhead
+    s = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0",
+               GPUPROOF_VERIFY_TEST_SHAPE=honest_test_shape(1)).start()
     s.db_url = f"sqlite:///{tmp_path / 'gw.db'}"
     yield s
     s.stop()

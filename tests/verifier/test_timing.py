@@ -11,6 +11,7 @@ from verifier.timing import (
     TimingConfig,
     challenge_shape,
     classify,
+    format_rate,
     honest_failure_probability,
     size_challenge,
     thresholds,
@@ -76,3 +77,11 @@ def test_config_is_validated():
     with pytest.raises(ValueError):
         TimingConfig(false_failure_budget=0.7)
     assert TimingConfig().z == pytest.approx(3.89, abs=0.01)
+
+
+@pytest.mark.parametrize("ops_per_s, text", [
+    (1.98e15, "1980 TOPS"), (989e12, "989 TOPS"), (1.234e12, "1.23 TOPS"), (999.96e9, "1.00 TOPS"),
+    (41.24e9, "41.2 GOPS"), (3.07e6, "3.07 MOPS"), (2e3, "2.00 kOPS"), (12, "12.0 ops/s"),
+])
+def test_small_devices_rates_read_in_the_fitting_unit_not_0_0_tops(ops_per_s, text):
+    assert format_rate(ops_per_s) == text
