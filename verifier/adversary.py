@@ -251,6 +251,9 @@ class Row:
     bound: float
     detection: float
     consistent: bool  # the measured pass rate is within the bound (plus 4 binomial standard deviations)
+    cards: int = 0  # timing simulations: simulated cards, each with its own fixed efficiency
+    cards_always: int = 0  # ... flagged on every one of its challenges
+    cards_never: int = 0  # ... flagged on none of them
 
 
 def detect(strategy_factory: Callable[[], Strategy], runs: int, verifier: Verifier,
@@ -270,29 +273,42 @@ def detect(strategy_factory: Callable[[], Strategy], runs: int, verifier: Verifi
 
 
 def simulate_timing(claimed: str, actual: str, runs: int, verifier: Verifier,
-                    rng: random.Random | None = None) -> Row:
-    """A card of profile `actual` claiming `claimed`, honest work, the clock simulated from the model.
+                    rng: random.Random | None = None, cards: int | None = None) -> Row:
+    """Cards of profile `actual` claiming `claimed`, honest work, the clock simulated from the model.
 
-    The card's efficiency is drawn uniformly in its band, its overhead uniformly in [0, overhead_max],
-    its compute time jittered by compute_sigma and the RTT estimate by rtt_sigma (docs/protocol.md).
+    `runs` challenges spread over `cards` simulated cards (default one card per 100 challenges). A real
+    card's efficiency is a property of the card (its clocks, cooling, power limit), not of the challenge:
+    each card's is drawn once, uniformly in its band, and kept for all its challenges; per challenge, the
+    overhead is uniform in [0, overhead_max], the compute time jittered by compute_sigma and the RTT
+    estimate by rtt_sigma (docs/protocol.md). The row counts the cards flagged on every challenge and on
+    none: a card near the limit is flagged sometimes, most cards always or never.
     """
     rng = rng or random.Random(secrets.randbits(64))
     cfg: TimingConfig = verifier.config.timing
     prof = verifier.profiles[actual]
-    flagged = 0
-    for _ in range(runs):
-        challenge = verifier.issue(claimed, now=0.0)
-        p = challenge.params
-        work = 2.0 * p.m * p.n * p.k * p.rounds
-        eff = rng.uniform(prof.eff_low, prof.eff_high)
-        compute = work / (prof.int8_tops * 1e12 * eff) * (1 + rng.gauss(0, cfg.compute_sigma))
-        t = compute + rng.uniform(0, cfg.overhead_max_s) + rng.gauss(0, cfg.rtt_sigma_s)
-        commitment = verifier.commit(challenge, [bytes(32)] * p.rounds, received_at=max(0.0, t), rtt_s=0.0)
-        cls = classify(commitment.measured_s, challenge.thresholds, verifier.profile_of(challenge))
-        flagged += cls in ("slower-than-claimed", "timeout")
+    cards = max(1, runs // 100) if cards is None else cards
+    if not 1 <= cards <= runs:
+        raise ValueError(f"cards must be in 1..runs ({runs}), got {cards}")
+    flagged = always = never = 0
+    for card in range(cards):
+        eff = rng.uniform(prof.eff_low, prof.eff_high)  # fixed for this card
+        challenges = runs // cards + (card < runs % cards)
+        flagged_here = 0
+        for _ in range(challenges):
+            challenge = verifier.issue(claimed, now=0.0)
+            p = challenge.params
+            work = 2.0 * p.m * p.n * p.k * p.rounds
+            compute = work / (prof.int8_tops * 1e12 * eff) * (1 + rng.gauss(0, cfg.compute_sigma))
+            t = compute + rng.uniform(0, cfg.overhead_max_s) + rng.gauss(0, cfg.rtt_sigma_s)
+            commitment = verifier.commit(challenge, [bytes(32)] * p.rounds, received_at=max(0.0, t), rtt_s=0.0)
+            cls = classify(commitment.measured_s, challenge.thresholds, verifier.profile_of(challenge))
+            flagged_here += cls in ("slower-than-claimed", "timeout")
+        flagged += flagged_here
+        always += flagged_here == challenges
+        never += flagged_here == 0
     name = f"{actual} claiming {claimed} (simulated clock)" if claimed != actual else \
         f"honest {actual} (simulated clock)"
     honest = claimed == actual
     # honest: no false failure allowed; a slower card: every challenge flagged
     return Row(name, "timing only", runs, runs - flagged, 1.0 if honest else 0.0, flagged / runs,
-               flagged == 0 if honest else flagged == runs)
+               flagged == 0 if honest else flagged == runs, cards, always, never)

@@ -54,6 +54,20 @@ class Profile:
         return self.int8_tops * 1e12 * self.eff_high
 
     @property
+    def rate_peak(self) -> float:
+        """Physical ceiling, ops/s: the datasheet dense int8 rate, which no card of this model exceeds.
+
+        Where the honest band's top is higher (the CPU reference, whose int8_tops is a nominal figure,
+        not a datasheet's), the band's top. The cheat model (docs/threat-model.md) uses this, never the
+        estimated eff_high, for what a substitute card can do.
+        """
+        return self.int8_tops * 1e12 * max(1.0, self.eff_high)
+
+    def is_lesser_than(self, claimed: Profile) -> bool:
+        """Whether a renter paying for `claimed` gets less with this card: less memory or a lower peak."""
+        return self.memory_gib < claimed.memory_gib or self.int8_tops < claimed.int8_tops
+
+    @property
     def rate_typical(self) -> float:
         """Geometric middle of the honest band, ops/s: what challenges are sized for."""
         return math.sqrt(self.rate_low * self.rate_high)
@@ -90,10 +104,14 @@ def load_profiles() -> Mapping[str, Profile]:
 def lookup(model: str, profiles: Mapping[str, Profile] | None = None) -> Profile:
     """The profile of a claimed model: by key, name or alias (case, dashes and spaces ignored).
 
-    Unknown models get UNPROFILED, never an error.
+    Unknown models get UNPROFILED, never an error; so does a MIG slice ("NVIDIA H100 80GB HBM3 MIG
+    1g.10gb"), whatever card it is cut from: a slice is never its full card. Names match exactly, never
+    by prefix, so that no name reaches the profile of a faster card (tests/vectors/model_names.json).
     """
     profiles = load_profiles() if profiles is None else profiles
     wanted = _normalise(model)
+    if "mig" in wanted.split():
+        return UNPROFILED
     for profile in profiles.values():
         names = (profile.key, profile.name, *profile.aliases)
         if any(_normalise(n) == wanted for n in names):
@@ -123,11 +141,11 @@ def best_match(rate: float, profiles: Mapping[str, Profile] | None = None) -> Pr
 
 def slower_substitute(claimed: Profile, threshold_rate: float,
                       profiles: Mapping[str, Profile] | None = None) -> Profile | None:
-    """The fastest profile that cannot reach `threshold_rate` honestly (its whole band is below it).
+    """The fastest profile that cannot reach `threshold_rate` even at its physical peak (`rate_peak`).
 
-    It is the card a dishonest provider would most plausibly hold while claiming `claimed`; None when
-    no profile is slower.
+    It is the best card a dishonest provider can hold while claiming `claimed` and still be forced to
+    skip rows; None when no profile is that slow.
     """
     profiles = load_profiles() if profiles is None else profiles
-    slower = [p for p in profiles.values() if p.key != claimed.key and p.rate_high < threshold_rate]
-    return max(slower, key=lambda p: p.rate_high, default=None)
+    slower = [p for p in profiles.values() if p.key != claimed.key and p.rate_peak < threshold_rate]
+    return max(slower, key=lambda p: p.rate_peak, default=None)

@@ -5,6 +5,8 @@ The table with these numbers is in docs/threat-model.md (python bench/attack_tab
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from verifier.adversary import STRATEGIES, detect, simulate_timing
@@ -35,3 +37,12 @@ def test_honest_timing_has_no_false_failure_in_10000_challenges():
 def test_slower_card_claiming_an_h100_is_always_flagged(actual):
     row = simulate_timing("h100-sxm", actual, 1000, V)
     assert row.detection == 1.0
+
+
+def test_simulated_cards_keep_their_efficiency_from_challenge_to_challenge():
+    # Issue 16: redrawing the efficiency per challenge made an H100 PCIe claiming an H100 SXM look
+    # "26% caught"; a real card's efficiency is fixed, so each card is caught (nearly) always or never.
+    row = simulate_timing("h100-sxm", "h100-pcie", 2000, V, rng=random.Random(16), cards=40)
+    assert row.cards == 40 and row.runs == 2000
+    assert row.cards_always + row.cards_never >= 30, row
+    assert row.cards_always > 0 and row.cards_never > 0, row

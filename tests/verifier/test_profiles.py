@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from verifier.profiles import UNPROFILED, best_match, load_profiles, lookup, slower_substitute
 
@@ -54,5 +58,44 @@ def test_slower_substitute_cannot_reach_the_threshold():
     profiles = load_profiles()
     h100 = profiles["h100-sxm"]
     sub = slower_substitute(h100, h100.rate_low)
-    assert sub is not None and sub.rate_high < h100.rate_low
-    assert all(p.rate_high >= h100.rate_low or p.rate_high <= sub.rate_high for p in profiles.values())
+    assert sub is not None and sub.rate_peak < h100.rate_low  # not even at its datasheet peak
+    assert all(p.rate_peak >= h100.rate_low or p.rate_peak <= sub.rate_peak for p in profiles.values())
+
+
+MODEL_NAMES = json.loads((Path(__file__).parent.parent / "vectors" / "model_names.json").read_text())["names"]
+
+
+@pytest.mark.parametrize("entry", MODEL_NAMES, ids=lambda e: e["name"])
+def test_nvidia_smi_name_maps_as_the_table_states(entry):
+    assert lookup(entry["name"]).key == entry["profile"], entry["desc"]
+
+
+@pytest.mark.parametrize("entry", MODEL_NAMES, ids=lambda e: e["name"])
+def test_no_name_maps_to_a_profile_faster_than_the_card_it_names(entry):
+    profile = lookup(entry["name"])
+    if profile.is_profiled:
+        assert entry["card_int8_tops"] is not None, f"{entry['name']} maps to {profile.key} with no datasheet figure"
+        assert profile.int8_tops <= entry["card_int8_tops"], entry["desc"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(entry=st.sampled_from(MODEL_NAMES), gi=st.sampled_from([1, 2, 3, 4, 7]), mem=st.integers(5, 141),
+       extra=st.sampled_from(["", "+me", "+gfx"]), sep=st.sampled_from([" ", "  ", "-"]))
+def test_a_mig_slice_of_any_card_is_unprofiled_never_the_full_cards_profile(entry, gi, mem, extra, sep):
+    assert lookup(f"{entry['name']}{sep}MIG {gi}g.{mem}gb{extra}") is UNPROFILED
+
+
+@settings(max_examples=200, deadline=None)
+@given(entry=st.sampled_from(MODEL_NAMES), data=st.data())
+def test_case_and_spacing_never_change_a_names_profile(entry, data):
+    name = "".join(data.draw(st.sampled_from([c.lower(), c.upper()])) for c in entry["name"])
+    name = data.draw(st.sampled_from(["", " "])) + name.replace(" ", data.draw(st.sampled_from([" ", "  ", "_"])))
+    assert lookup(name).key == entry["profile"]
+
+
+def test_nvl_cards_have_their_own_slower_profiles_from_the_datasheet():
+    profiles = load_profiles()
+    for key, sxm, tops, memory in (("h200-nvl", "h200", 1671, 141), ("h100-nvl", "h100-sxm", 1671, 94)):
+        p = profiles[key]
+        assert (p.int8_tops, p.memory_gib, p.measured, p.arch) == (tops, memory, False, "hopper")
+        assert p.int8_tops < profiles[sxm].int8_tops

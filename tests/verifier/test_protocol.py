@@ -8,7 +8,8 @@ import pytest
 from kernels.backend import Opening
 from kernels.errors import InvalidParameter
 from verifier.adversary import Honest, SkipRows, run_strategy
-from verifier.protocol import Verifier, VerifierConfig
+from verifier.protocol import Verifier, VerifierConfig, cheat_bound
+from verifier.timing import size_challenge, thresholds
 
 SHAPE = (16, 256, 64, 3)
 V = Verifier()
@@ -72,7 +73,7 @@ def test_opening_request_is_uniform_over_rounds_and_rows():
 def test_honest_prover_passes_with_reasons_and_a_bound():
     challenge, verdict = run_strategy(Honest(), V, shape=SHAPE)
     assert verdict.outcome == "pass" and verdict.correctness == "pass" and verdict.timing == "consistent"
-    assert verdict.failure is None and len(verdict.reasons) == 2
+    assert verdict.failure is None and len(verdict.reasons) == 3 and "cheat bound" in verdict.reasons[2]
     assert 0 < verdict.cheat_pass_probability < 1e-6
     assert verdict.to_json()["cheat_model"]["spot_checks"] == 32
 
@@ -113,10 +114,11 @@ def test_cheat_bound_for_hopper_uses_the_fastest_slower_card():
     model = verdict.cheat_model
     assert model["substitute"] not in ("h100-sxm", "h200")
     assert 0 < model["max_fraction_of_rows"] < 1
-    assert verdict.cheat_pass_probability == pytest.approx(model["max_fraction_of_rows"] ** 32 + 32 * 2.0**-32)
+    assert model["slower_card_bound"] == pytest.approx(model["max_fraction_of_rows"] ** 32 + 32 * 2.0**-32)
+    assert verdict.cheat_pass_probability == 1.0  # lesser cards (an L40S at its peak) are not slower
     work = 2.0 * challenge.params.m * challenge.params.n * challenge.params.k * challenge.params.rounds
     sub = V.profiles[model["substitute"]]
-    assert model["max_fraction_of_rows"] == pytest.approx(sub.rate_high * (challenge.thresholds.slow_s + 0.2) / work)
+    assert model["max_fraction_of_rows"] == pytest.approx(sub.rate_peak * (challenge.thresholds.slow_s + 0.2) / work)
 
 
 def test_config_validation():
@@ -131,3 +133,82 @@ def test_opening_values_of_wrong_dtype_are_rejected_cleanly():
     bad = Opening(r, i, np.zeros(5, np.int64), o.path)
     verdict = V.judge(challenge, commitment, request, [bad])
     assert verdict.failure.reason == "bad-length"
+
+
+@pytest.mark.parametrize("model", ["NVIDIA GeForce RTX 5090", "Tesla V100-SXM2-16GB", "H100 80GB HBM3 SXM5"])
+def test_unknown_model_stored_as_unprofiled_is_challenged_not_a_keyerror(model):
+    # The gateway stores lookup()'s key with the device and passes it back as profile_key; "unprofiled"
+    # is not a key of the profiles file (issue 16: these polls failed with KeyError('unprofiled')).
+    challenge = V.issue(model, now=0.0, profile_key="unprofiled")
+    assert challenge.profile == "unprofiled" and challenge.params.rounds >= 1
+    assert V.issue(model, now=0.0).profile == "unprofiled"
+    commitment = V.commit(challenge, [bytes(32)] * challenge.params.rounds, received_at=1.0)
+    verdict = V.judge(challenge, commitment, V.request_openings(challenge, commitment), [])
+    assert verdict.timing == "unprofiled" and verdict.claimed_profile == "unprofiled"
+
+
+def test_a_challenge_issued_unprofiled_is_judged_unprofiled_even_once_its_name_is_profiled():
+    # A device registered as "NVIDIA H100 NVL" before that name had a profile keeps "unprofiled" until it
+    # registers again; its challenge's thresholds are the unprofiled ones, so its verdict must be too.
+    challenge = V.issue("NVIDIA H100 NVL", now=0.0, profile_key="unprofiled")
+    assert challenge.profile == "unprofiled" and not V.profile_of(challenge).is_profiled
+    commitment = V.commit(challenge, [bytes(32)] * challenge.params.rounds, received_at=0.5)
+    assert V.judge(challenge, commitment, V.request_openings(challenge, commitment), []).timing == "unprofiled"
+
+
+def _bound_of(key, profiles=None):
+    profiles = V.profiles if profiles is None else profiles
+    profile, config = profiles[key], V.config.timing
+    params = size_challenge(bytes(32), profile, config)
+    limits = thresholds(params, profile, config)
+    bound, model = cheat_bound(params, profile, limits, 32, profiles, config.max_rtt_allowance_s)
+    work = 2.0 * params.m * params.n * params.k * params.rounds
+    return bound, model, work / (limits.slow_s + config.max_rtt_allowance_s)
+
+
+def test_cheat_bound_ceiling_is_the_datasheet_peak_not_the_estimated_band():
+    # Issue 16: an L40S at its datasheet peak (733 TOPS) beats the H100 claim's slowest accepted rate, so
+    # it can compute every row in time (f = 1); the old model capped it at eff_high and stated f = 0.906.
+    bound, model, slowest = _bound_of("h100-sxm")
+    l40s = V.profiles["l40s"]
+    assert l40s.int8_tops * 1e12 >= slowest
+    assert "l40s" in model["indistinguishable_by_timing"] and "l40s" in model["lesser_indistinguishable"]
+    assert model["substitute"] != "l40s" and bound == 1.0
+    sub = V.profiles[model["substitute"]]
+    assert sub.int8_tops * 1e12 < slowest
+    assert model["max_fraction_of_rows"] == pytest.approx(sub.int8_tops * 1e12 / slowest)
+
+
+def test_indistinguishable_list_holds_every_card_whose_peak_reaches_the_slowest_accepted_rate():
+    # Issue 16: a strict "<" on typical rates dropped a100-40gb (same compute) from a100-80gb's list.
+    for key in ("h200", "h100-sxm", "h100-pcie", "a100-80gb", "rtx-4090", "t4"):
+        _, model, slowest = _bound_of(key)
+        # the physical peak: the datasheet rate (the CPU reference's band top, its nominal figure being none)
+        want = sorted(p.key for p in V.profiles.values()
+                      if p.key != key and p.int8_tops * 1e12 * max(1.0, p.eff_high) >= slowest)
+        assert model["indistinguishable_by_timing"] == want, key
+    assert "a100-40gb" in _bound_of("a100-80gb")[1]["indistinguishable_by_timing"]
+    assert "a100-40gb" in _bound_of("a100-80gb")[1]["lesser_indistinguishable"]
+    assert "h100-sxm" in _bound_of("h200")[1]["lesser_indistinguishable"]
+
+
+def test_h200_verdict_states_that_an_h100_passes_as_an_h200():
+    # Issue 16: the H200 verdict stated 1.1e-4 while an H100 SXM (same tensor cores, 80 GB not 141)
+    # passes its timing with probability ~1; spec v1 does not challenge memory.
+    challenge = V.issue("NVIDIA H200", now=0.0)
+    commitment = V.commit(challenge, [bytes(32)] * challenge.params.rounds, received_at=challenge.thresholds.expected_s)
+    verdict = V.judge(challenge, commitment, V.request_openings(challenge, commitment), [])
+    model = verdict.cheat_model
+    assert verdict.cheat_pass_probability == 1.0
+    assert model["worst_case"] == "lesser-card" and model["worst_case_substitute"] in model["lesser_indistinguishable"]
+    assert "h100-sxm" in model["lesser_indistinguishable"]
+    assert 0 < model["slower_card_bound"] < 0.05  # a slower card (an L40S) skipping rows is still caught
+    assert any("up to 1" in r and "h100-sxm" in r for r in verdict.reasons)
+
+
+def test_the_bound_is_the_slower_card_bound_only_when_no_lesser_card_passes():
+    profiles = {k: V.profiles[k] for k in ("h100-sxm", "h200", "a100-80gb", "t4")}
+    bound, model, _ = _bound_of("h100-sxm", profiles)
+    assert model["indistinguishable_by_timing"] == ["h200"] and model["lesser_indistinguishable"] == []
+    assert model["worst_case"] == "slower-card" and model["worst_case_substitute"] == "a100-80gb"
+    assert bound == model["slower_card_bound"] < 0.1
