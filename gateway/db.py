@@ -68,7 +68,8 @@ def locked(session: Session, model: type[T], key: object) -> T | None:
     On PostgreSQL this is SELECT ... FOR UPDATE: two transactions that both read a challenge as
     "committed" would otherwise both judge it (two verdicts in the log) or both draw an opening request.
     SQLite's write transactions (BEGIN IMMEDIATE) already exclude each other; there it is a plain read.
-    Lock order, to rule out deadlocks: job, then its audits, then challenges (by id), then the log head.
+    Lock order, to rule out deadlocks: job, then its audits, then a device, then challenges (by id), then
+    the log head.
     """
     return session.get(model, key, with_for_update=True, populate_existing=True)
 

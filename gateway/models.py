@@ -55,7 +55,7 @@ class Challenge(Base):
     __tablename__ = "challenges"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
     device_model: Mapped[str] = mapped_column(String(200))
     profile: Mapped[str] = mapped_column(String(40))
     seed: Mapped[bytes] = mapped_column(LargeBinary(32))
@@ -109,6 +109,8 @@ class Job(Base):
     training_state: Mapped[str | None] = mapped_column(String(8), nullable=True)  # open, closed
     closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     training_flags: Mapped[Any] = mapped_column(JSON, nullable=True)
+    devices: Mapped[Any] = mapped_column(JSON, nullable=True)  # device positions the job pays for
+    paid_class: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the profile paid for
 
 
 class TrainingCommitment(Base):

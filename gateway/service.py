@@ -14,7 +14,7 @@ from gateway.models import Job, RttProbe, SegmentAudit
 from kernels.spec import ChallengeParams
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
 from verifier.timing import Thresholds
-from verifier.trust import TrustScore, VerdictRecord, score
+from verifier.trust import TrustScore, VerdictRecord, failure_detail, score
 
 
 def challenge_of(row: ChallengeRow) -> Challenge:
@@ -77,7 +77,8 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
         grace = 0.0 if row.device_id == asking_device else EXPIRY_GRACE_S
         if now - row.issued_at <= row.deadline_s + grace:
             continue
-        verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed")
+        verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed",
+                                   requested=row.pairs is not None)
         record_verdict(session, row, verdict.to_json(), now)
         expired += 1
     return expired
@@ -91,16 +92,23 @@ def open_challenges(session: Session, provider_id: str) -> list[tuple[str, float
     return [(cid, issued_at + deadline_s) for cid, issued_at, deadline_s in rows]
 
 
+def record_of(challenge_id: str, at: float, v: dict) -> VerdictRecord:
+    """The score's view of a stored verdict."""
+    f = v.get("failure") or {}
+    detail = failure_detail(f.get("reason", ""), f.get("round", -1), f.get("row", -1), f.get("detail", "")) \
+        if f else ""
+    return VerdictRecord(challenge_id=challenge_id, at=at, correctness=v["correctness"], timing=v["timing"],
+                         best_match=v.get("best_match", ""), detail=detail,
+                         claimed_profile=v.get("claimed_profile", ""))
+
+
 def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
     rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
                            .order_by(ChallengeRow.judged_at)).all()
     out = []
     for cid, at, v in rows:
-        failure = v.get("failure") or {}
-        detail = f"{failure.get('reason')} in round {failure.get('round')} row {failure.get('row')}" if failure else ""
-        out.append(VerdictRecord(challenge_id=cid, at=at, correctness=v["correctness"], timing=v["timing"],
-                                 best_match=v.get("best_match", ""), detail=detail))
+        out.append(record_of(cid, at, v))
     audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
                              .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
     out += [VerdictRecord(challenge_id=aid, at=at, correctness=outcome, timing="training",
@@ -123,7 +131,11 @@ def trust_json(t: TrustScore) -> dict:
             "last_verified_at": t.last_verified_at, "status": t.status, "reasons": list(t.reasons)}
 
 
-def verified_classes(session: Session, provider_id: str, now: float, window_s: float = 28 * 86400) -> dict[int, str]:
+VERIFIED_WINDOW_S = 28 * 86400  # passes older than this no longer verify a device's class
+
+
+def verified_classes(session: Session, provider_id: str, now: float,
+                     window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
     """Per device: the profile its recent passed challenges' measured rates matched most often."""
     rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.verdict)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == "pass",

@@ -28,8 +28,16 @@ from kernels.merkle import HASH_BYTES
 from kernels.spec import ChallengeParams, prev_root_of
 from verifier import freivalds
 from verifier.openings import check_row_inclusion
-from verifier.profiles import Profile, best_match, load_profiles, lookup, slower_substitute
-from verifier.timing import Thresholds, TimingConfig, classify, size_challenge, thresholds
+from verifier.profiles import (
+    UNPROFILED,
+    UNPROFILED_KEY,
+    Profile,
+    best_match,
+    load_profiles,
+    lookup,
+    slower_substitute,
+)
+from verifier.timing import Thresholds, TimingConfig, classify, format_rate, size_challenge, thresholds
 
 DEFAULT_SPOT_CHECKS = 32
 
@@ -131,30 +139,62 @@ class Verdict:
 
 def cheat_bound(params: ChallengeParams, profile: Profile, limits: Thresholds, spot_checks: int,
                 profiles: Mapping[str, Profile], rtt_allowance_s: float = 0.0) -> tuple[float, dict[str, Any]]:
-    """The chance that a provider holding a slower card passed this challenge by skipping rows.
+    """The worst-case chance that a provider without the claimed card passed this challenge.
 
     The longest a prover can take and be accepted is slow_s plus the largest RTT allowance (it can
-    inflate its round trips up to the cap). A card whose fastest honest rate is r can compute at most
-    f = r * (slow_s + rtt_allowance_s) / W of the rows in that time; the s opened rows
-    are uniform over all rows, so every one of them is a computed row with probability at most f**s;
-    each uncomputed row that is opened passes the Freivalds test with probability at most 2**-32 (union
-    bound over the s rows). The substitute card is the fastest profile that cannot pass honestly.
+    inflate its round trips up to the cap), so the slowest accepted rate is W / (slow_s + cap). What a
+    substitute card can do is capped by its physical peak (`Profile.rate_peak`: the datasheet dense rate),
+    never by our estimate of an honest card's efficiency. Two ways to pass without the claimed card:
+
+    - a *slower card skipping rows*: a card whose peak P is below the slowest accepted rate computes at
+      most f = P * (slow_s + cap) / W of the rows in time; the s opened rows are uniform over all rows,
+      so all are computed rows with probability at most f**s, and each uncomputed one passes Freivalds
+      with probability at most 2**-32: `slower_card_bound` = f**s + s * 2**-32 for the fastest such card
+      (`substitute`).
+    - a *lesser card that is not slower*: a card whose peak reaches the slowest accepted rate (<=) but
+      that has less memory or a lower peak than claimed (an H100 SXM for an H200, an A100 40GB for an
+      A100 80GB) computes every row in time; timing cannot separate it and gpuproof/1 does not challenge
+      memory, so it passes with probability up to 1.
+
+    The stated probability is the worst case over both: 1.0 when any lesser card is indistinguishable
+    (`worst_case_substitute` names the least of them), else the slower-card bound. An unprofiled claim
+    claims no class; its bound is for a prover that computed half the rows (looking twice as fast).
     """
     work = 2.0 * params.m * params.n * params.k * params.rounds
     allowed = limits.slow_s + rtt_allowance_s
-    substitute = slower_substitute(profile, work / allowed, profiles) if profile.is_profiled else None
-    if substitute is None:  # nothing slower on file: state the bound for a card half as fast as needed
+    slowest_accepted = work / allowed
+    substitute = slower_substitute(profile, slowest_accepted, profiles) if profile.is_profiled else None
+    if substitute is None:  # nothing that slow on file: state the bound for a card half as fast as needed
         fraction, name = 0.5, "a card half as fast as needed"
     else:
-        fraction, name = min(1.0, substitute.rate_high * allowed / work), substitute.key
-    bound = min(1.0, fraction**spot_checks + spot_checks * 2.0**-freivalds.X_BITS)
-    # Cards that are slower on average but whose honest band still reaches the slowest accepted rate:
-    # timing alone cannot tell them from the claimed class (stated, not hidden; measured bands shrink it).
+        fraction, name = min(1.0, substitute.rate_peak / slowest_accepted), substitute.key
+    slower_bound = min(1.0, fraction**spot_checks + spot_checks * 2.0**-freivalds.X_BITS)
+    # Every card, slower on average or not, whose physical peak reaches the slowest accepted rate.
     overlap = sorted(p.key for p in profiles.values()
-                     if profile.is_profiled and p.key != profile.key and p.rate_typical < profile.rate_typical
-                     and p.rate_high >= work / allowed)
-    return bound, {"substitute": name, "max_fraction_of_rows": fraction, "spot_checks": spot_checks,
-                   "freivalds_error_per_row": 2.0**-freivalds.X_BITS, "indistinguishable_by_timing": overlap}
+                     if profile.is_profiled and p.key != profile.key and p.rate_peak >= slowest_accepted)
+    lesser = [k for k in overlap if profiles[k].is_lesser_than(profile)]
+    worst: str | None
+    if lesser:
+        worst = min(lesser, key=lambda k: (profiles[k].int8_tops, profiles[k].memory_gib, k))
+        bound, case = 1.0, "lesser-card"
+        statement = (f"a lesser card that is not slower passes with probability up to 1: {', '.join(lesser)} "
+                     f"reach the slowest accepted rate of {profile.key} ({format_rate(slowest_accepted)}) "
+                     f"with less memory or a lower peak, and timing cannot separate them (worst: {worst}); "
+                     f"a slower card skipping rows ({name}) passes with probability at most {slower_bound:.2g}")
+    elif profile.is_profiled:
+        worst, bound, case = (None if substitute is None else substitute.key), slower_bound, "slower-card"
+        statement = (f"no lesser card reaches the slowest accepted rate of {profile.key} "
+                     f"({format_rate(slowest_accepted)}); a slower card skipping rows ({name}) passes with "
+                     f"probability at most {slower_bound:.2g}")
+    else:
+        worst, bound, case = None, slower_bound, "no-class-claimed"
+        statement = (f"unprofiled: no class is claimed; a prover that computed half the rows passes with "
+                     f"probability at most {slower_bound:.2g}")
+    return bound, {"substitute": name, "max_fraction_of_rows": fraction, "slower_card_bound": slower_bound,
+                   "spot_checks": spot_checks, "freivalds_error_per_row": 2.0**-freivalds.X_BITS,
+                   "ceiling": "datasheet dense int8 peak", "slowest_accepted_tops": slowest_accepted / 1e12,
+                   "indistinguishable_by_timing": overlap, "lesser_indistinguishable": lesser,
+                   "worst_case": case, "worst_case_substitute": worst, "statement": statement}
 
 
 class Verifier:
@@ -177,7 +217,7 @@ class Verifier:
         """
         if not isinstance(device_model, str) or not device_model.strip() or len(device_model) > 200:
             raise InvalidParameter("device_model", "expected a model name of 1 to 200 characters")
-        profile = self.profiles[profile_key] if profile_key else lookup(device_model, self.profiles)
+        profile = self._profile(profile_key, device_model)
         seed = self._random_bytes(32)
         params = size_challenge(seed, profile, self.config.timing) if shape is None \
             else ChallengeParams(seed, *shape)
@@ -187,7 +227,15 @@ class Verifier:
                          spot_checks=self.config.spot_checks)
 
     def profile_of(self, challenge: Challenge) -> Profile:
-        return self.profiles.get(challenge.profile) or lookup(challenge.device_model, self.profiles)
+        return self._profile(challenge.profile, challenge.device_model)
+
+    def _profile(self, key: str | None, device_model: str) -> Profile:
+        """The profile stored with a device or challenge; "unprofiled" stays unprofiled (it is no key of
+        the profiles file, and a name profiled since keeps the thresholds it was issued with); a key
+        missing from the file (or none) is looked up by name."""
+        if key == UNPROFILED_KEY:
+            return UNPROFILED
+        return (self.profiles.get(key) if key else None) or lookup(device_model, self.profiles)
 
     # 2. commit --------------------------------------------------------------------------------
     def commit(self, challenge: Challenge, roots: Sequence[bytes], *, received_at: float,
@@ -246,7 +294,7 @@ class Verifier:
         else:
             reasons.append(f"round {failure.round} row {failure.row}: {failure.reason}: {failure.detail}")
         t = challenge.thresholds
-        speed = f"measured {commitment.measured_s:.3f} s ({rate / 1e12:.1f} TOPS)"
+        speed = f"measured {commitment.measured_s:.3f} s ({format_rate(rate)})"
         reasons.append({
             "consistent": f"{speed}, inside [{t.fast_s:.3f}, {t.slow_s:.3f}] s for {profile.key}",
             "slower-than-claimed": f"{speed}: slower than any honest {profile.key} (limit {t.slow_s:.3f} s); "
@@ -256,6 +304,7 @@ class Verifier:
             "timeout": f"{speed}: past the deadline of {t.deadline_s:.3f} s",
             "unprofiled": f"{speed} on an unprofiled device; its rate matches {match.key}",
         }[timing])
+        reasons.append(f"cheat bound {bound:.2g}: {model['statement']}")
         ok = failure is None and timing in ("consistent", "faster-than-claimed", "unprofiled")
         return Verdict(challenge_id=challenge.challenge_id, outcome="pass" if ok else "fail",
                        correctness="pass" if failure is None else "fail", failure=failure, timing=timing,
@@ -263,26 +312,37 @@ class Verifier:
                        best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
                        cheat_model=model, reasons=tuple(reasons))
 
-    def timeout(self, challenge: Challenge, now: float, committed: bool = False) -> Verdict:
+    def timeout(self, challenge: Challenge, now: float, committed: bool = False, requested: bool = False) -> Verdict:
         """The verdict of a challenge whose deadline passed without a commitment (or without openings).
 
-        Correctness is "unchecked", not "fail": a provider that goes silent is unreliable, not a cheater,
-        and the trust score weighs it as a timeout.
+        No commitment, or a commitment whose opening request was never drawn: correctness "unchecked", a
+        timeout: a provider that goes silent is unreliable, not a cheater. But a provider that committed
+        and then saw which rows would be opened (`requested`) and went silent "withheld" them: aborting is
+        what a prover whose rows are wrong would do, so it is judged a correctness failure, weighed as one
+        (docs/protocol.md, "Trust score"); otherwise aborting would be cheaper than failing.
         """
         p = challenge.params
         elapsed = max(0.0, float(now) - challenge.issued_at)
         profile = self.profile_of(challenge)
         bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles,
                                    self.config.timing.max_rtt_allowance_s)
-        what = "openings" if committed else "commitment"
-        return Verdict(challenge_id=challenge.challenge_id, outcome="fail", correctness="unchecked",
-                       failure=Failure(-1, -1, "timeout", f"no {what} before "
-                                       f"the deadline of {challenge.thresholds.deadline_s:.3f} s"),
-                       timing="timeout", measured_s=elapsed, expected_s=challenge.thresholds.expected_s,
-                       measured_tops=0.0, best_match="", claimed_profile=profile.key,
-                       cheat_pass_probability=bound, cheat_model=model,
-                       reasons=(f"no {what} within "
-                                f"{challenge.thresholds.deadline_s:.3f} s (waited {elapsed:.3f} s)",))
+        limit = f"{challenge.thresholds.deadline_s:.3f} s"
+        if committed and requested:
+            failure = Failure(-1, -1, "withheld", f"the opening request was sent, but no openings came before "
+                                                  f"the deadline of {limit}")
+            reasons = (f"withheld: committed, was told which rows to open, and sent no openings within {limit} "
+                       f"(waited {elapsed:.3f} s); judged as a correctness failure",)
+            correctness = "fail"
+        else:
+            what = "openings" if committed else "commitment"
+            failure = Failure(-1, -1, "timeout", f"no {what} before the deadline of {limit}")
+            reasons = (f"no {what} within {limit} (waited {elapsed:.3f} s)",)
+            correctness = "unchecked"
+        return Verdict(challenge_id=challenge.challenge_id, outcome="fail", correctness=correctness,
+                       failure=failure, timing="timeout", measured_s=elapsed,
+                       expected_s=challenge.thresholds.expected_s, measured_tops=0.0, best_match="",
+                       claimed_profile=profile.key, cheat_pass_probability=bound, cheat_model=model,
+                       reasons=reasons)
 
     def _first_failure(self, challenge: Challenge, commitment: Commitment, request: OpeningRequest,
                        openings: Sequence[Opening]) -> Failure | None:

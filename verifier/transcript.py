@@ -137,7 +137,14 @@ def recheck(doc: Any, verifier: Verifier | None = None) -> tuple[Verdict, list[s
                      f"but received_at - issued_at - rtt_s = {expected_measured}")
     verdict = (verifier or Verifier()).judge(challenge, commitment, request, openings)
     fresh = verdict.to_json()
-    for key in sorted(set(fresh) | set(recorded)):
+    for key in sorted(DECISIVE):
         if fresh.get(key) != recorded.get(key):
             diffs.append(f"verdict.{key}: recorded {recorded.get(key)!r}, recomputed {fresh.get(key)!r}")
     return verdict, diffs
+
+
+# What a verdict decides, re-judged exactly. The rest (best_match, cheat_pass_probability, cheat_model,
+# reasons) explains it against the profile table of the day and the cheat model, which improve over time:
+# a transcript recorded under an older table still stands when what it decided stands.
+DECISIVE = frozenset({"challenge_id", "outcome", "correctness", "failure", "timing", "measured_s", "expected_s",
+                      "measured_tops", "claimed_profile"})

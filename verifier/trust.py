@@ -13,10 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scipy.special import betaincinv
 
 from kernels.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from verifier.hardware import HardwareFindings
 
 DAY = 86400.0
 
@@ -50,6 +54,7 @@ class VerdictRecord:
     timing: str  # verifier.timing.TIMING_CLASSES
     best_match: str = ""
     detail: str = ""
+    claimed_profile: str = ""
 
     @property
     def passed(self) -> bool:
@@ -95,11 +100,17 @@ def _age(seconds: float) -> str:
     return f"{seconds / DAY:.1f} days ago"
 
 
+def _counts(side: str, weight: float) -> str:
+    """How much a verdict moves the score, in words: its weight after decay, and for or against."""
+    return (f"it counts {weight:.2f} in the provider's favour" if side == "for" else
+            f"it counts {weight:.2f} against the provider")
+
+
 def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> str:
     if record.training:
         what = ("training replay passed" if record.correctness == "pass" else "training proof failed") + \
             (f" ({record.detail})" if record.detail else "")
-        return f"training {record.challenge_id[:12]} {_age(now - record.at)}: {what}; weighs {weight:.2f} {side}"
+        return f"training {record.challenge_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
     if record.correctness == "fail":
         what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
     else:
@@ -110,7 +121,7 @@ def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> st
             "slower-than-claimed": f"slower than the claimed card (rate of a {record.best_match})",
             "timeout": "timed out",
         }.get(record.timing, record.timing)
-    return f"challenge {record.challenge_id[:12]} {_age(now - record.at)}: {what}; weighs {weight:.2f} {side}"
+    return f"challenge {record.challenge_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
 
 
 def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | None = None) -> TrustScore:
@@ -176,7 +187,7 @@ class Decision:
 
 def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now: float,
            checkpoints: Sequence[CheckpointVerdict] = (), policy: SettlementPolicy | None = None,
-           in_progress: Sequence[tuple[str, float]] = ()) -> Decision:
+           in_progress: Sequence[tuple[str, float]] = (), hardware: HardwareFindings | None = None) -> Decision:
     """Whether a job's payment may be released, from the provider's score and the job's own evidence.
 
     refund  a checkpoint replay failed, or the provider failed a correctness check during the job;
@@ -184,6 +195,8 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
             checkpoint verdict is pending, or a challenge is in progress (`in_progress`: its id and
             its deadline; its verdict, pass, fail or timeout, may change the answer);
     release otherwise. Every decision lists all the reasons that apply.
+    `hardware` (verifier.hardware.judge_devices) adds the job's per-device findings: a job is paid only for
+    the devices and the class it names, each proven during the job.
     """
     policy = policy or SettlementPolicy()
     refund, hold = [], []
@@ -198,7 +211,11 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
     if policy.refund_on_correctness_failure:
         for v in verdicts_during_job:
             if v.correctness == "fail" and not v.training:  # the job's own training checks come as `checkpoints`
-                refund.append(f"challenge {v.challenge_id[:12]} failed its correctness check during the job")
+                what = "withheld its openings" if v.detail.startswith("withheld") else "failed its correctness check"
+                refund.append(f"challenge {v.challenge_id[:12]} {what} during the job")
+    if hardware is not None:
+        refund += hardware.refund
+        hold += hardware.hold
     if trust.lower_bound < policy.release_min_lower_bound:
         hold.append(f"trust lower bound {trust.lower_bound:.3f} is under {policy.release_min_lower_bound:.3f} "
                     f"({trust.status}, {trust.evidence} verdicts)")
@@ -213,14 +230,22 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
         return Decision("hold", tuple(hold))
     last = trust.last_verified_at
     assert last is not None  # otherwise the decision was "hold"
-    return Decision("release", (f"trust lower bound {trust.lower_bound:.3f} >= {policy.release_min_lower_bound:.3f}; "
-                                f"last passed challenge {_age(now - last)}; "
+    proven = "; ".join(hardware.proven) + "; " if hardware is not None else ""
+    return Decision("release", (f"{proven}trust lower bound {trust.lower_bound:.3f} >= "
+                                f"{policy.release_min_lower_bound:.3f}; last passed challenge {_age(now - last)}; "
                                 f"{len(checkpoints)} training checks passed",))
 
 
 def verdict_record(verdict, at: float) -> VerdictRecord:  # noqa: ANN001
     """The score's view of a verifier.protocol.Verdict judged at time `at`."""
-    detail = "" if verdict.failure is None else f"{verdict.failure.reason} in round {verdict.failure.round} " \
-                                                f"row {verdict.failure.row}"
+    f = verdict.failure
     return VerdictRecord(challenge_id=verdict.challenge_id, at=at, correctness=verdict.correctness,
-                         timing=verdict.timing, best_match=verdict.best_match, detail=detail)
+                         timing=verdict.timing, best_match=verdict.best_match,
+                         detail="" if f is None else failure_detail(f.reason, f.round, f.row, f.detail),
+                         claimed_profile=verdict.claimed_profile)
+
+
+def failure_detail(reason: str, round_: int, row: int, detail: str) -> str:
+    """A failure in a few words: the row it was found in, or for a whole-challenge failure (a timeout, withheld
+    openings: round -1) what happened."""
+    return f"{reason} in round {round_} row {row}" if round_ >= 0 else f"{reason}: {detail}"

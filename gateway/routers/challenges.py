@@ -38,6 +38,7 @@ def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> Chall
 
 
 RTT_HEADER = "X-Gpuproof-Rtt-Probe"
+NEXT_DUE_HEADER = "X-Gpuproof-Next-Challenge-In"  # on a 204: seconds until the device's next challenge is due
 RTT_ECHO_WINDOW_S = 30.0
 
 
@@ -59,7 +60,9 @@ def _request_json(row: ChallengeRow) -> dict:
 
 
 @router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
-             responses={204: {"description": "nothing due; retry after Retry-After seconds"}})
+             responses={204: {"description": "nothing due; poll again after Retry-After seconds (at most "
+                                             "poll_retry_after_s); X-Gpuproof-Next-Challenge-In says in how many "
+                                             "seconds the device's next challenge is due"}})
 def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
                    response: Response, request: Request) -> dict:
     """The next challenge for one of the provider's devices: an open one if there is one (so an agent can
@@ -69,8 +72,13 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
     auth.claim_nonce()
     now = time.time()
-    device = session.query(Device).filter_by(provider_id=provider_id, position=body.device).one_or_none()
-    if device is None:
+    found = session.query(Device.id).filter_by(provider_id=provider_id, position=body.device).one_or_none()
+    if found is None:
+        raise Problem(404, "Not found", f"provider has no device at position {body.device}")
+    # Locked until the answer: simultaneous polls for one device issue one challenge, not several
+    # (on PostgreSQL each would otherwise find none open and issue its own).
+    device = locked(session, Device, found.id)
+    if device is None:  # removed by a registration update meanwhile
         raise Problem(404, "Not found", f"provider has no device at position {body.device}")
     if service.expire_overdue(session, state.verifier, provider_id, now, asking_device=device.id):
         state.trust_cache.drop(provider_id)
@@ -88,8 +96,10 @@ def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProvide
         return out
     if device.next_due_at > now:
         session.commit()
-        wait = min(state.settings.poll_retry_after_s, max(1, math.ceil(device.next_due_at - now)))
-        return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe})  # type: ignore[return-value]
+        due_in = max(1, math.ceil(device.next_due_at - now))
+        wait = min(state.settings.poll_retry_after_s, due_in)
+        return Response(status_code=204, headers={"Retry-After": str(wait), NEXT_DUE_HEADER: str(due_in),  # type: ignore[return-value]
+                                                  RTT_HEADER: probe})
     if queued_s(request) > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()

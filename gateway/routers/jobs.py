@@ -7,13 +7,17 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
+from sqlalchemy import select
 
 from gateway import audits, service, translog
 from gateway.db import locked
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
-from gateway.models import ApiKey, Job, Provider
+from gateway.models import ApiKey, Device, Job, Provider
+from gateway.models import Challenge as ChallengeRow
 from gateway.problems import Problem
 from gateway.schemas import IdPath, JobIn
+from verifier import hardware
+from verifier.profiles import UNPROFILED_KEY
 from verifier.training import TrainingPolicy
 from verifier.trust import settle
 
@@ -24,22 +28,72 @@ def job_json(job: Job) -> dict:
     return {"id": job.id, "renter_ref": job.renter_ref, "provider_id": job.provider_id, "price_ref": job.price_ref,
             "checkpoint_policy": job.checkpoint_policy, "created_at": job.created_at, "decision": job.decision,
             "reasons": job.reasons, "decided_at": job.decided_at, "final": job.final,
-            "training_state": job.training_state}
+            "training_state": job.training_state, "devices": job.devices, "paid_class": job.paid_class}
+
+
+def _bind_hardware(session, state, body: JobIn) -> tuple[list[int], str]:  # noqa: ANN001
+    """The device positions a job pays for and the class paid for, checked against the provider's devices:
+    every named device exists, and the paid class is a known profile (never unprofiled)."""
+    devices = session.query(Device).filter_by(provider_id=body.provider_id).order_by(Device.position).all()
+    by_position = {d.position: d for d in devices}
+    positions = sorted(set(body.devices)) if body.devices is not None else sorted(by_position)
+    if body.devices is not None and len(positions) != len(body.devices):
+        raise Problem(422, "Invalid request", "devices: a device is named twice")
+    missing = [p for p in positions if p not in by_position]
+    if missing or not positions:
+        raise Problem(422, "Invalid request", f"devices: the provider has no device at position {missing[0]}"
+                      if missing else "devices: the provider has no devices")
+    profiles = state.verifier.profiles
+    if body.paid_class is None:
+        claimed = [by_position[p].profile for p in positions]
+        if UNPROFILED_KEY in claimed or any(c not in profiles for c in claimed):
+            raise Problem(422, "Invalid request", "paid_class: a named device's model is unprofiled; name the "
+                          f"class paid for (one of {sorted(profiles)})")
+        paid = min(claimed, key=lambda c: (profiles[c].int8_tops, profiles[c].memory_gib))
+    elif body.paid_class not in profiles:
+        raise Problem(422, "Invalid request", f"paid_class: expected one of {sorted(profiles)}, got "
+                      f"{body.paid_class!r}")
+    else:
+        paid = body.paid_class
+    return positions, paid
+
+
+def device_evidence(session, job: Job) -> list[hardware.DeviceEvidence]:  # noqa: ANN001
+    """The hardware verdicts judged on each device the job names, since the job began."""
+    devices = {d.position: d for d in session.query(Device).filter_by(provider_id=job.provider_id)}
+    out = []
+    for position in job.devices or sorted(devices):
+        device = devices.get(position)
+        if device is None:  # a registration update removed it: nothing can prove it any more
+            out.append(hardware.DeviceEvidence(position, "", ()))
+            continue
+        rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
+                               .where(ChallengeRow.device_id == device.id, ChallengeRow.state == "judged",
+                                      ChallengeRow.issued_at >= job.created_at)
+                               .order_by(ChallengeRow.judged_at)).all()
+        out.append(hardware.DeviceEvidence(position, device.profile,
+                                           tuple(service.record_of(cid, at, v) for cid, at, v in rows)))
+    return out
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job")
-def create_job(body: JobIn, session: WriteSessionDep,
+def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
                key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
-    """Create a job for a provider (scope `jobs`). A non-empty `checkpoint_policy` (verifier.training.
-    TrainingPolicy: interval, segments, chunks, mode, tau, min_step_s, step_flops, workload,
+    """Create a job for a provider (scope `jobs`), bound to hardware: `devices` (positions; default all the
+    provider's devices) and `paid_class` (a profile; default the slowest class they claim). Release needs
+    passes at or above the paid class on every named device during the job (verifier.hardware). A non-empty
+    `checkpoint_policy` (verifier.training.TrainingPolicy: interval, segments, chunks, mode, tau, min_step_s,
+    step_flops, workload,
     audit_deadline_s) asks for training proofs: the provider commits checkpoints, segments are replayed,
     and settlement waits for their verdicts."""
     if body.checkpoint_policy:
         TrainingPolicy.parse(body.checkpoint_policy)  # 422 with the field's reason
     if session.get(Provider, body.provider_id) is None:
         raise Problem(404, "Not found", f"no provider {body.provider_id}")
+    positions, paid = _bind_hardware(session, state, body)
     job = Job(id=secrets.token_hex(16), renter_ref=body.renter_ref, provider_id=body.provider_id,
-              price_ref=body.price_ref, checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
+              devices=positions, paid_class=paid, price_ref=body.price_ref,
+              checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
               created_by=key.id, final=False, training_state="open" if body.checkpoint_policy else None)
     session.add(job)
     session.commit()
@@ -72,8 +126,12 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
         state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
+    paid = job.paid_class or ""
+    findings = hardware.judge_devices(device_evidence(session, job), paid, state.verifier.profiles) \
+        if paid in state.verifier.profiles else hardware.HardwareFindings(
+            (), (f"the job names no known paid class ({paid or 'none'}): no hardware can be proven for it",), ())
     decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now),
-                      in_progress=service.open_challenges(session, job.provider_id))
+                      in_progress=service.open_challenges(session, job.provider_id), hardware=findings)
     if decision.decision != job.decision or list(decision.reasons) != job.reasons:
         job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
         job.final = decision.decision in ("release", "refund")

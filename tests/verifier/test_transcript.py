@@ -47,6 +47,21 @@ def test_edited_verdict_is_caught():
     assert any("verdict.outcome" in d for d in diffs)
 
 
+def test_a_transcript_recorded_under_an_older_cheat_model_still_stands():
+    """The bound, the cheat model, the reasons and the best match explain a verdict against the profile table of
+    the day; an old transcript whose decision is re-judged the same still stands (v1 transcripts keep
+    re-checking as the table and the cheat model improve)."""
+    doc = judged()
+    doc["verdict"].update(cheat_pass_probability=1.1e-4, cheat_model={"substitute": "a100-80gb"},
+                          reasons=["older wording"], best_match="h100-sxm")
+    verdict, diffs = transcript.recheck(doc)
+    assert diffs == [] and verdict.outcome == "pass"
+    for key, value in [("correctness", "fail"), ("timing", "slower-than-claimed"), ("measured_s", 9.0)]:
+        edited = judged()
+        edited["verdict"][key] = value
+        assert any(d.startswith(f"verdict.{key}:") for d in transcript.recheck(edited)[1]), key
+
+
 def test_edited_timing_is_caught():
     doc = judged()
     doc["commitment"]["measured_s"] = 0.01

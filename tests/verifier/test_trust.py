@@ -45,6 +45,14 @@ def test_a_correctness_failure_weighs_far_more_than_a_timeout():
     assert "failed the correctness check" in with_cheat.reasons[0]
 
 
+def test_reasons_are_full_sentences_that_say_which_way_a_verdict_counts():  # was "...; weighs 1.00 for"
+    s = score([rec(1, 0.0), rec(2, 0.0, correctness="fail")], NOW)
+    against, favour = s.reasons
+    assert against.endswith("failed the correctness check; it counts 20.00 against the provider")
+    assert favour.endswith("passed, timing consistent with the claimed card; it counts 1.00 in the provider's favour")
+    assert not any(r.rstrip().endswith((" for", " against")) for r in s.reasons)
+
+
 def test_old_evidence_decays_with_the_half_life():
     fresh = score([rec(1, 0.0, correctness="fail")], NOW)
     old = score([rec(1, 28.0, correctness="fail")], NOW)  # four half-lives

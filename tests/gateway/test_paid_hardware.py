@@ -1,0 +1,249 @@
+"""Pay only for proven hardware (issue 16): a job names its devices and the class paid for, and release needs
+passes at or above that class on every named device during the job. Each test reproduces an attack from the
+issue through the HTTP API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from gateway import admin, service
+from gateway.client import registration, signed_headers
+from gateway.models import Challenge, Device
+from kernels.backend import Opening
+from kernels.reference import CpuBackend
+from kernels.spec import ChallengeParams
+from tests.gateway.test_http import (
+    servers,  # noqa: F401 (fixture)
+    signed_post,
+)
+from verifier import signatures
+
+
+class Provider:
+    """A provider driving the API by hand with the CPU backend; `devices` are the models it registers."""
+
+    def __init__(self, gw, devices: list[str], name: str = "box"):
+        self.gw, self.client = gw, gw.client
+        self.key = signatures.new_private_key()
+        r = self.client.post("/v1/providers", json=registration(self.key, name,
+                                                                [{"model": m, "vram_gib": 8} for m in devices]))
+        assert r.status_code == 201, r.text
+        self.id = r.json()["id"]
+
+    def post(self, path: str, payload: dict) -> httpx.Response:
+        body = json.dumps(payload).encode()
+        return self.client.post(path, content=body, headers=signed_headers(self.key, self.id, "POST", path, body))
+
+    def due_now(self) -> None:
+        with self.gw.app.state.gp.db.writer() as s:
+            s.execute(update(Device).where(Device.provider_id == self.id).values(next_due_at=0.0))
+            s.commit()
+
+    def challenge(self, device: int) -> dict:
+        self.due_now()
+        r = self.post(f"/v1/providers/{self.id}/challenges", {"device": device})
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def commit(self, c: dict, think_s: float = 0.0) -> tuple[ChallengeParams, list[bytes], list]:
+        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        roots = CpuBackend().run(params)
+        time.sleep(think_s)  # a slower card
+        r = self.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]})
+        assert r.status_code == 200, r.text
+        return params, roots, r.json()["pairs"]
+
+    def answer(self, device: int, think_s: float = 0.0) -> dict:
+        c = self.challenge(device)
+        params, roots, pairs = self.commit(c, think_s)
+        out = []
+        for r, i in sorted({tuple(p) for p in pairs}):
+            values, path = CpuBackend().open(params, r, i, roots)
+            out.append(Opening(r, i, values, tuple(path)).to_json())
+        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings", {"openings": out})
+        assert verdict.status_code == 200, verdict.text
+        return verdict.json()
+
+
+@pytest.fixture
+def market(gateway):
+    key = admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs", "settle"])
+    auth = {"Authorization": f"Bearer {key}"}
+
+    class Market:
+        def job(self, provider: Provider, **binding) -> httpx.Response:
+            return gateway.client.post("/v1/jobs", json={"renter_ref": "r", "provider_id": provider.id,
+                                                         "price_ref": "p", **binding}, headers=auth)
+
+        def settle(self, job_id: str) -> dict:
+            r = gateway.client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    return Market()
+
+
+def test_a_farmed_identity_is_not_paid_for_h100s_it_never_proved(gateway, market):
+    """Reproduction: 4 "H100" devices and one cpu-reference device; only the cheap one answers (5 passes).
+    Before: trusted, and its job settled release. Now: hold, naming every unproven device."""
+    farmer = Provider(gateway, ["NVIDIA H100"] * 4 + ["cpu-reference"])
+    h100_job = market.job(farmer, devices=[0, 1, 2, 3], paid_class="h100-sxm").json()
+    any_job = market.job(farmer).json()
+    assert any_job["devices"] == [0, 1, 2, 3, 4] and any_job["paid_class"] == "cpu-reference"
+    for _ in range(5):
+        assert farmer.answer(4)["outcome"] == "pass"
+    for job in (h100_job, any_job):
+        decision = market.settle(job["id"])
+        assert decision["decision"] == "hold", decision
+        for d in range(4):
+            assert any(r.startswith(f"device {d} has 0 of the 1 passes") for r in decision["reasons"]), decision
+    # the marketplace query docs/api.md recommends lists providers by verified class, not by claim
+    listed = gateway.client.get("/v1/providers", params={"model": "H100", "min_lower_bound": 0.6}).json()
+    assert listed["total"] == 0 and listed["items"] == [], listed
+    cpu = gateway.client.get("/v1/providers", params={"model": "cpu-reference"}).json()["items"]
+    assert [p["id"] for p in cpu] == [farmer.id]
+
+
+def test_a_job_whose_every_device_passed_at_the_paid_class_releases(gateway, market):
+    honest = Provider(gateway, ["cpu-reference", "cpu-reference"])
+    job = market.job(honest, paid_class="cpu-reference").json()
+    for _ in range(6):  # enough for the provider-wide lower bound, on one device only
+        assert honest.answer(0)["outcome"] == "pass"
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "hold", decision
+    assert [r for r in decision["reasons"] if r.startswith("device")] == [
+        "device 1 has 0 of the 1 passes at cpu-reference or above that release needs since the job began"], decision
+    assert honest.answer(1)["outcome"] == "pass"
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "release", decision
+    assert decision["reasons"][0].startswith("device 0: 6 passes at cpu-reference or above; "
+                                             "device 1: 1 passes at cpu-reference or above"), decision
+
+
+def test_passes_before_the_job_began_do_not_prove_its_hardware(gateway, market):
+    early = Provider(gateway, ["cpu-reference"])
+    for _ in range(6):
+        early.answer(0)
+    job = market.job(early).json()
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "hold"
+    assert any(r.startswith("device 0 has 0 of the 1 passes") for r in decision["reasons"]), decision
+
+
+def test_a_card_slower_than_its_claim_during_the_job_is_refunded(gateway, market):
+    """A card slower than any honest H100 (here the CPU, taking longer than the slowest honest H100's limit)
+    answers correctly for a claimed H100: refund, naming the device."""
+    liar = Provider(gateway, ["NVIDIA H100"])
+    job = market.job(liar).json()
+    assert job["paid_class"] == "h100-sxm"
+    verdict = liar.answer(0, think_s=0.6)
+    assert verdict["correctness"] == "pass" and verdict["timing"] == "slower-than-claimed", verdict
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "refund" and decision["final"], decision
+    assert any(r.startswith("device 0: challenge") and "slower than any honest h100-sxm" in r
+               for r in decision["reasons"]), decision
+
+
+def test_the_paid_class_and_devices_are_validated(gateway, market):
+    p = Provider(gateway, ["cpu-reference", "Some Unknown Accelerator 9000"])
+    for binding, fragment in [({"paid_class": "h900"}, "paid_class: expected one of"),
+                              ({"paid_class": "unprofiled"}, "paid_class: expected one of"),
+                              ({"devices": [2]}, "no device at position 2"),
+                              ({"devices": [0, 0]}, "named twice"),
+                              ({"devices": []}, "devices"),
+                              ({}, "unprofiled; name the class paid for")]:
+        r = market.job(p, **binding)
+        assert r.status_code == 422 and fragment in r.json()["detail"], (binding, r.text)
+    assert market.job(p, devices=[0]).json()["paid_class"] == "cpu-reference"
+
+
+def test_an_unprofiled_device_never_satisfies_a_paid_class(gateway, market):
+    p = Provider(gateway, ["Some Unknown Accelerator 9000"])
+    job = market.job(p, paid_class="cpu-reference").json()
+    for _ in range(6):
+        verdict = p.answer(0)
+        assert verdict["outcome"] == "pass" and verdict["timing"] == "unprofiled", verdict
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "hold"
+    assert any("its passes prove only unprofiled" in r for r in decision["reasons"]), decision
+
+
+def test_withholding_openings_after_seeing_the_request_weighs_as_a_failure(gateway, market):
+    """Reproduction: commit garbage, read which rows will be opened, go silent. Before: a timeout (weight 1)
+    and the job could still release. Now: "withheld", a correctness failure (weight 20), and a refund."""
+    p = Provider(gateway, ["cpu-reference"])
+    job = market.job(p).json()
+    c = p.challenge(0)
+    r = p.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": ["ab" * 32] * c["rounds"]})
+    assert r.status_code == 200 and r.json()["pairs"]
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S + 5
+        s.commit()
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "refund", decision
+    assert any("withheld its openings" in r for r in decision["reasons"]), decision
+    verdict = gateway.client.get(f"/v1/providers/{p.id}/verdicts").json()["items"][0]["verdict"]
+    assert verdict["correctness"] == "fail" and verdict["failure"]["reason"] == "withheld", verdict
+    trust = gateway.client.get(f"/v1/providers/{p.id}/trust").json()
+    assert trust["status"] == "suspect" and any("counts 20.00 against" in r for r in trust["reasons"]), trust
+
+
+def test_a_challenge_never_committed_is_still_only_a_timeout(gateway, market):
+    p = Provider(gateway, ["cpu-reference"])
+    c = p.challenge(0)
+    with gateway.app.state.gp.db.writer() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        row.issued_at -= row.deadline_s + service.EXPIRY_GRACE_S + 5
+        s.commit()
+    market.settle(market.job(p).json()["id"])
+    verdict = gateway.client.get(f"/v1/providers/{p.id}/verdicts").json()["items"][0]["verdict"]
+    assert verdict["correctness"] == "unchecked" and verdict["timing"] == "timeout", verdict
+
+
+def test_simultaneous_polls_for_one_device_issue_one_challenge(servers, database_url):  # noqa: F811
+    """Reproduction (PostgreSQL): eight simultaneous polls for one device issued 3, 1 and 2 challenges in three
+    trials. Now exactly one, whoever asks, on either of two gateway processes."""
+    from sqlalchemy import create_engine, func, select
+
+    a, b = servers(), servers()
+    key = signatures.new_private_key()
+    clients = [httpx.Client(base_url=s.base, timeout=60) for s in (a, b)]
+    engine = create_engine(database_url)
+    try:
+        pid = clients[0].post("/v1/providers", json=registration(key, "race", [{"model": "cpu-reference",
+                                                                                "vram_gib": 4}])).json()["id"]
+        for trial in range(3):
+            with engine.begin() as conn:
+                conn.execute(update(Device).values(next_due_at=0.0))
+                conn.execute(update(Challenge).values(state="judged"))
+            start: threading.Barrier = threading.Barrier(8)
+            answers: list[httpx.Response] = []
+
+            def poll(i: int, start: threading.Barrier = start, answers: list = answers) -> None:
+                start.wait()
+                answers.append(signed_post(clients[i % 2], key, pid, f"/v1/providers/{pid}/challenges",
+                                           {"device": 0}))
+
+            threads = [threading.Thread(target=poll, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            codes = [r.status_code for r in answers]
+            assert codes.count(201) == 1 and set(codes) <= {200, 201}, [r.text for r in answers]  # one issued
+            ids = {r.json()["challenge_id"] for r in answers if r.status_code in (200, 201)}
+            with engine.connect() as conn:
+                open_count = conn.execute(select(func.count()).select_from(Challenge)
+                                          .where(Challenge.state == "issued")).scalar_one()
+            assert len(ids) == 1 and open_count == 1, f"trial {trial}: {len(ids)} challenges issued, {open_count} open"
+    finally:
+        for client in clients:
+            client.close()
+        engine.dispose()

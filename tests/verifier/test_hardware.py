@@ -1,0 +1,69 @@
+"""verifier.hardware: the per-device rule of settlement, with plain records and no HTTP (issue 16)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernels.errors import InvalidParameter
+from verifier.hardware import DeviceEvidence, HardwarePolicy, at_or_above, judge_devices, verified_class
+from verifier.profiles import UNPROFILED, load_profiles
+from verifier.trust import VerdictRecord
+
+P = load_profiles()
+
+
+def rec(cid: str, timing: str = "consistent", correctness: str = "pass", claimed: str = "h100-sxm",
+        best: str = "h100-sxm", detail: str = "") -> VerdictRecord:
+    return VerdictRecord(challenge_id=cid * 8, at=1.0, correctness=correctness, timing=timing, best_match=best,
+                         detail=detail, claimed_profile=claimed)
+
+
+def test_classes_order_by_rate_memory_and_bandwidth():
+    assert at_or_above(P["h200"], P["h100-sxm"])  # same rate, more memory and bandwidth
+    assert not at_or_above(P["h100-sxm"], P["h200"])  # less memory: never at or above an H200
+    assert not at_or_above(P["a100-40gb"], P["a100-80gb"]) and at_or_above(P["a100-80gb"], P["a100-40gb"])
+    assert not at_or_above(P["cpu-reference"], P["h100-sxm"])
+    assert not at_or_above(UNPROFILED, P["cpu-reference"]) and not at_or_above(P["h200"], UNPROFILED)
+
+
+def test_what_a_pass_proves():
+    assert verified_class(rec("a"), P) == P["h100-sxm"]
+    assert verified_class(rec("a", timing="faster-than-claimed", claimed="a100-80gb", best="h200"), P) == P["h200"]
+    assert verified_class(rec("a", timing="unprofiled", claimed="unprofiled", best="h200"), P) is None
+    assert verified_class(rec("a", timing="slower-than-claimed"), P) is None
+    assert verified_class(rec("a", correctness="fail"), P) is None
+
+
+def test_every_named_device_needs_its_own_passes():
+    findings = judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a"), rec("b"))), DeviceEvidence(1, "h100-sxm", ())],
+                             "h100-sxm", P)
+    assert findings.refund == () and findings.proven == ("device 0: 2 passes at h100-sxm or above",)
+    assert findings.hold == ("device 1 has 0 of the 1 passes at h100-sxm or above that release needs since the "
+                             "job began",)
+
+
+def test_passes_below_the_paid_class_hold_and_say_what_they_prove():
+    findings = judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a"),))], "h200", P)
+    assert findings.hold and "its passes prove only h100-sxm" in findings.hold[0]
+
+
+def test_a_miss_holds_and_a_slower_card_refunds():
+    missed = judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a"), rec("b", timing="timeout",
+                                                                        correctness="unchecked")))], "h100-sxm", P)
+    assert missed.refund == () and any("was missed" in r for r in missed.hold)
+    slower = judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a", timing="slower-than-claimed", best="a100-80gb"),))],
+                           "h100-sxm", P)
+    assert slower.refund and "slower than any honest h100-sxm" in slower.refund[0] and "a100-80gb" in slower.refund[0]
+
+
+def test_the_policy_number_of_passes_and_bad_input():
+    two = HardwarePolicy(min_passes_per_device=2)
+    assert judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a"),))], "h100-sxm", P, two).hold
+    assert not judge_devices([DeviceEvidence(0, "h100-sxm", (rec("a"), rec("b")))], "h100-sxm", P, two).hold
+    for paid in ("unprofiled", "h900"):
+        with pytest.raises(InvalidParameter, match="paid_class"):
+            judge_devices([DeviceEvidence(0, "h100-sxm", ())], paid, P)
+    with pytest.raises(InvalidParameter, match="devices"):
+        judge_devices([], "h100-sxm", P)
+    with pytest.raises(InvalidParameter, match="min_passes_per_device"):
+        HardwarePolicy(min_passes_per_device=0)

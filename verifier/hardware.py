@@ -1,0 +1,124 @@
+"""Which hardware a job was proven to run on (docs/protocol.md, "Settlement": "Paid for proven hardware").
+
+A job names its devices and the class it pays for (a profile). Settlement may release only when every named
+device has, within the job's window, at least `min_passes_per_device` passed challenges whose verified class
+is at or above the paid class, and no failed or missed challenge. Provider-wide trust is not enough: an
+identity that passes cheap challenges on one device says nothing about the others.
+
+Pure: plain records in, reasons out; the gateway loads the rows and stores the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from kernels.errors import InvalidParameter
+from verifier.profiles import UNPROFILED_KEY, Profile
+from verifier.trust import VerdictRecord
+
+
+@dataclass(frozen=True)
+class HardwarePolicy:
+    """How much per-device evidence a release needs."""
+
+    min_passes_per_device: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_passes_per_device, int) or not 1 <= self.min_passes_per_device <= 1000:
+            raise InvalidParameter("min_passes_per_device", f"must be an integer in 1..1000, got "
+                                   f"{self.min_passes_per_device!r}")
+
+
+@dataclass(frozen=True)
+class DeviceEvidence:
+    """One device a job names: its position, the profile its claim maps to, and the hardware verdicts
+    judged on it within the job's window (oldest first)."""
+
+    position: int
+    claimed_profile: str
+    verdicts: tuple[VerdictRecord, ...]
+
+
+@dataclass(frozen=True)
+class HardwareFindings:
+    """What the per-device evidence says: refund reasons (the hardware is not what was paid for, or it
+    cheated), hold reasons (not proven yet), and, when both are empty, what was proven."""
+
+    refund: tuple[str, ...]
+    hold: tuple[str, ...]
+    proven: tuple[str, ...]
+
+
+def at_or_above(verified: Profile, paid: Profile) -> bool:
+    """Whether a card of class `verified` is at least what `paid` pays for: the same profile, or one at
+    least as fast (datasheet dense int8) with at least as much memory and bandwidth. An unprofiled device
+    is never at or above anything: it makes no claim timing could contradict, so it proves no class."""
+    if not verified.is_profiled or not paid.is_profiled:
+        return False
+    if verified.key == paid.key:
+        return True
+    return (verified.int8_tops >= paid.int8_tops and verified.memory_gib >= paid.memory_gib
+            and verified.bandwidth_gbs >= paid.bandwidth_gbs)
+
+
+def verified_class(record: VerdictRecord, profiles: Mapping[str, Profile]) -> Profile | None:
+    """The class one passed hardware verdict proves: the claimed profile when the timing was consistent
+    with it, the class the measured rate matches when it was faster than claimed, nothing otherwise
+    (a failure, an unprofiled device, a training verdict)."""
+    if not record.passed or record.training:
+        return None
+    if record.timing == "consistent":
+        return profiles.get(record.claimed_profile)
+    if record.timing == "faster-than-claimed":
+        return profiles.get(record.best_match)
+    return None
+
+
+def judge_devices(devices: Sequence[DeviceEvidence], paid_class: str, profiles: Mapping[str, Profile],
+                  policy: HardwarePolicy | None = None) -> HardwareFindings:
+    """The hardware part of a job's settlement, device by device.
+
+    refund  a named device was slower than the class it claimed (its hardware is not what was claimed);
+            correctness failures and withheld openings, on any device, are settle()'s to refund;
+    hold    a named device has fewer than `min_passes_per_device` passes at or above the paid class in
+            the job's window, or missed a challenge (a timeout), or passed only as unprofiled or below
+            the paid class;
+    Every reason names the device; `proven` lists, per device, the passes that count.
+    """
+    policy = policy or HardwarePolicy()
+    if paid_class == UNPROFILED_KEY or paid_class not in profiles:
+        raise InvalidParameter("paid_class", f"must be a known profile, got {paid_class!r}")
+    if not devices:
+        raise InvalidParameter("devices", "a job names at least one device")
+    paid = profiles[paid_class]
+    refund, hold, proven = [], [], []
+    for d in devices:
+        name = f"device {d.position}"
+        counted = 0
+        below: set[str] = set()
+        for v in d.verdicts:
+            if v.training:
+                continue
+            if v.correctness == "fail":
+                continue  # settle() refunds every correctness failure of the provider during the job
+            if v.timing == "slower-than-claimed":
+                refund.append(f"{name}: challenge {v.challenge_id[:12]} was slower than any honest "
+                              f"{d.claimed_profile} (its rate matches {v.best_match or 'no profile'})")
+            elif v.timing == "timeout":
+                hold.append(f"{name}: challenge {v.challenge_id[:12]} was missed (no answer before its deadline)")
+            else:
+                cls = verified_class(v, profiles)
+                if cls is not None and at_or_above(cls, paid):
+                    counted += 1
+                else:
+                    below.add(cls.key if cls is not None else "unprofiled")
+        if counted < policy.min_passes_per_device:
+            why = f"{name} has {counted} of the {policy.min_passes_per_device} passes at {paid.key} or above " \
+                  f"that release needs since the job began"
+            if below:
+                why += f" (its passes prove only {', '.join(sorted(below))})"
+            hold.append(why)
+        else:
+            proven.append(f"{name}: {counted} passes at {paid.key} or above")
+    return HardwareFindings(tuple(refund), tuple(hold), tuple(proven))
