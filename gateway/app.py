@@ -22,9 +22,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import dashboard, maintenance, metrics, migrate, problems
+from gateway import blobs, dashboard, maintenance, metrics, migrate, problems
 from gateway.db import Database
-from gateway.deps import RateLimiter, State, TrustCache
+from gateway.deps import Limiter, RateLimiter, State, TrustCache
+from gateway.limits import RedisRateLimiter
 from gateway.routers import challenges, health, jobs, log, providers, training, trust
 from gateway.settings import Settings
 from kernels.errors import InvalidParameter
@@ -131,6 +132,13 @@ class _TooLarge(BaseException):  # noqa: N818 - as _TooSlow
     pass
 
 
+def make_limiter(settings: Settings) -> Limiter:
+    """Rate limits in this process, or shared by every replica through Redis when GPUPROOF_REDIS_URL is set."""
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, settings.redis_prefix)
+    return RateLimiter()
+
+
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.sqlalchemy_url())
@@ -164,8 +172,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          description="Exact GPU challenges, trust scores, settlement and a transparency log.")
     verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks))
     app.state.gp = State(settings=settings, db=db, verifier=verifier,
-                         signing_key=load_signing_key(settings.key_path()), limiter=RateLimiter(),
-                         trust_cache=TrustCache(settings.trust_cache_s))
+                         signing_key=load_signing_key(settings.key_path()), limiter=make_limiter(settings),
+                         trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router):

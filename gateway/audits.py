@@ -3,18 +3,22 @@ what settlement sees of a job's training evidence. Everything runs in the caller
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import translog
-from gateway.blobs import BlobStore
+from gateway.blobs import BlobStore, StoreUnavailable
 from gateway.deps import State
 from gateway.models import Job, SegmentAudit
 from verifier.trust import CheckpointVerdict
 
+log = logging.getLogger("gpuproof.gateway")
+
 
 def blobs(state: State) -> BlobStore:
-    return BlobStore.in_data_dir(state.settings.data_dir)
+    return state.blobs
 
 
 def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, reason: str, now: float,
@@ -30,13 +34,20 @@ def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, rea
 
 def release_upload(session: Session, state: State, audit: SegmentAudit) -> None:
     """Delete a judged audit's upload unless another open audit holds the same content."""
-    if audit.upload_sha256 is None:
-        return
+    if audit.upload_sha256 is not None:
+        release_blob(session, state, audit.upload_sha256)
+
+
+def release_blob(session: Session, state: State, digest: str) -> None:
+    """Delete the blob `digest` unless an audit not yet judged names it."""
     others = session.execute(select(func.count()).select_from(SegmentAudit)
-                             .where(SegmentAudit.upload_sha256 == audit.upload_sha256,
+                             .where(SegmentAudit.upload_sha256 == digest,
                                     SegmentAudit.state != "judged")).scalar_one()
     if not others:
-        blobs(state).delete(audit.upload_sha256)
+        try:
+            blobs(state).delete(digest)
+        except StoreUnavailable as exc:  # the verdict stands; the sweep deletes the unnamed blob later
+            log.error("could not delete upload %s: %s", digest, exc)
 
 
 def expire_audits(session: Session, state: State, job_id: str, now: float) -> int:

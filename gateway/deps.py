@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -42,8 +42,15 @@ class State:
     db: Database
     verifier: Verifier
     signing_key: object
-    limiter: RateLimiter
+    limiter: Limiter
     trust_cache: TrustCache
+    blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+
+
+class Limiter(Protocol):
+    """Token buckets per key: RateLimiter (this process) or gateway.limits.RedisRateLimiter (shared)."""
+
+    def take(self, key: str, rate: float, burst: float) -> float | None: ...
 
 
 class TrustCache:
@@ -347,8 +354,8 @@ async def upload_body(request: Request, state: StateDep) -> AsyncIterator[Upload
     """The request body streamed to a temporary file in the uploads directory and hashed on the way, so
     a checkpoint upload (up to GPUPROOF_MAX_UPLOAD_BYTES) never sits in the gateway's memory, and nobody
     can make it hold several before their signatures can be checked. The file is deleted when the request
-    ends unless the endpoint moved it into the blob store (same directory tree: a rename)."""
-    incoming = BlobStore.in_data_dir(state.settings.data_dir).incoming
+    ends unless the endpoint moved it into the local blob store (same directory tree: a rename)."""
+    incoming = state.blobs.incoming  # local disk, whichever store keeps the blobs
     incoming.mkdir(parents=True, exist_ok=True)
     path = incoming / f"{secrets.token_hex(12)}.part"
     digest, size = hashlib.sha256(), 0

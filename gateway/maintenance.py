@@ -33,7 +33,7 @@ from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import audits, metrics, service
+from gateway import audits, blobs, metrics, service
 from gateway.db import locked
 from gateway.deps import State
 from gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
@@ -56,6 +56,7 @@ class Swept:
     nonces: int
     probes: int
     partial_uploads: int
+    unnamed_blobs: int = 0
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -87,7 +88,7 @@ def sweep(state: State, now: float) -> Swept:
         nonces = _deleted(session, delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
         probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
         session.commit()
-    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now))
+    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now))
     for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
     return swept
@@ -106,6 +107,23 @@ def _stale_uploads(state: State, now: float) -> int:
 
 def _deleted(session: Session, statement: Delete) -> int:
     return cast(CursorResult, session.execute(statement)).rowcount or 0
+
+def _unnamed_blobs(state: State, now: float) -> int:
+    """Delete the stored blobs no open audit names, STALE_UPLOAD_S after they were stored (a crash between
+    storing and naming one, or an answer refused after its upload was stored): they would hold quota."""
+    with state.db.reader() as reader:
+        named = {d for d in reader.execute(select(SegmentAudit.upload_sha256).where(
+            SegmentAudit.upload_sha256.is_not(None), SegmentAudit.state != "judged")).scalars() if d}
+    store = audits.blobs(state)
+    try:
+        stale = blobs.stale_unnamed(store.list(), named, now, STALE_UPLOAD_S)
+        for digest in stale:
+            store.delete(digest)
+    except blobs.StoreUnavailable as exc:
+        log.error("maintenance: unnamed blobs not swept (%s)", exc)
+        return 0
+    return len(stale)
+
 
 
 async def run(state: State) -> None:

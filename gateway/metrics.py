@@ -18,3 +18,7 @@ REQUEST_SECONDS = Histogram("gpuproof_request_seconds", "Request latency by rout
 SWEPT = Counter("gpuproof_swept_total", "What the maintenance sweep did: challenge timeouts and audit timeouts "
                 "judged, request nonces, round-trip probes and stale partial uploads deleted", ["what"],
                 registry=REGISTRY)
+RATE_LIMIT_FALLBACKS = Counter("gpuproof_rate_limit_fallbacks_total", "Rate-limit decisions taken by this "
+                               "process alone because Redis (GPUPROOF_REDIS_URL) was unreachable", registry=REGISTRY)
+BLOB_QUOTA_REFUSALS = Counter("gpuproof_blob_quota_refusals_total", "Checkpoint uploads refused (507) because "
+                              "the upload store was at its quota", registry=REGISTRY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -39,6 +40,18 @@ class Settings(BaseSettings):
     # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")
     verify_test_shape: str | None = None
 
+    # uploaded checkpoint states (gateway/blobs.py): "local" (DATA_DIR/uploads) or "s3" (the `s3` extra);
+    # the quota bounds what is stored at once (0: no limit; 507 beyond it); docs/operations.md
+    blob_store: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = "gpuproof/uploads/"
+    s3_endpoint_url: str | None = None  # MinIO, R2, ...; credentials come from boto3's usual chain (AWS_*)
+    s3_region: str | None = None
+    blob_quota_bytes: int = Field(default=64 * 1024**3, ge=0)
+    blob_quota_objects: int = Field(default=10_000, ge=0)
+    # rate limits shared by every replica (gateway/limits.py, the `redis` extra); unset: per process
+    redis_url: str | None = None
+    redis_prefix: str = "gpuproof:"
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url

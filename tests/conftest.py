@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 VECTORS = Path(__file__).parent / "vectors"
+pytest_plugins = ["tests.support.s3"]  # the S3 server fixtures (moto_endpoint, s3)
 
 
 def load_vectors(name: str) -> dict:

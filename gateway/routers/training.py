@@ -14,19 +14,21 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import audits, translog
+from gateway import audits, blobs, metrics, translog
 from gateway.db import locked
 from gateway.deps import (
     ReadSessionDep,
     SignedProviderDep,
     SignedUploadDep,
+    State,
     StateDep,
     UploadDep,
     WriteSessionDep,
@@ -239,21 +241,39 @@ def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep, uploa
         problem = "" if matches else "its root differs"
     except (ProofError, InvalidParameter) as exc:
         matches, problem = False, str(exc)
-    audit = _audit_to_answer(auth, state, job_id, audit_id, now)
-    if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
-                              "uploaded")) is not None:
-        return answered
+    # stored before the row names it (a crash leaves an unnamed blob, deleted by the sweep, never a dangling
+    # name) and before any lock is taken: an upload to S3 takes seconds, SQLite's write lock would wait on it
+    stored = matches and _store_blob(state, upload.path, digest)
+    try:
+        audit = _audit_to_answer(auth, state, job_id, audit_id, now)
+        if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
+                                  "uploaded")) is not None:
+            return answered
+    except Problem:
+        if stored:  # refused (late, judged, other content): nothing names the new blob
+            with state.db.reader() as reader:
+                audits.release_blob(reader, state, digest)
+        raise
+    audit.upload_sha256, audit.upload_bytes = digest, upload.size
     if not matches:
-        audit.upload_sha256, audit.upload_bytes = digest, upload.size
         audits.judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
                f"{audit.start_step}: {problem}", now)
-    else:
-        audits.blobs(state).put_file(upload.path, digest)  # before the row names it: a crash leaves an
-        audit.upload_sha256, audit.upload_bytes = digest, upload.size  # unnamed blob, never a dangling name
-        if audit.opened is not None:
-            audit.state = "ready"
+    elif audit.opened is not None:
+        audit.state = "ready"
     session.commit()
     return audit_json(audit)
+
+
+def _store_blob(state: State, path: Path, digest: str) -> bool:
+    """Put the upload in the blob store: True if this call stored it, False if it was stored already."""
+    try:
+        return audits.blobs(state).put_file(path, digest)
+    except blobs.QuotaExceeded as exc:
+        metrics.BLOB_QUOTA_REFUSALS.inc()
+        raise Problem(507, "Insufficient storage", f"{exc}; uploads are kept until their segment's verdict, "
+                      "try again later", retry_after=60) from None
+    except blobs.StoreUnavailable as exc:
+        raise Problem(503, "Blob store unavailable", str(exc), retry_after=10) from None
 
 
 @router.post("/v1/audits/{audit_id}/openings", operation_id="post_segment_openings")
@@ -329,12 +349,18 @@ def get_state(audit_id: IdPath, session: ReadSessionDep, state: StateDep,
     audit = _replay_audit(session, audit_id)
     if audit.state != "ready" or audit.upload_sha256 is None:
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
-    path = audits.blobs(state).path(audit.upload_sha256)
-    if not path.is_file():
-        raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's data "
-                      "directory (replicas must share it)")
-    return FileResponse(path, media_type="application/octet-stream",  # streamed from disk
-                        headers={"X-Content-SHA256": audit.upload_sha256})
+    try:
+        blob = audits.blobs(state).open(audit.upload_sha256)
+    except blobs.StoreUnavailable as exc:
+        raise Problem(503, "Blob store unavailable", str(exc), retry_after=10) from None
+    if blob is None:
+        raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's blob store "
+                      "(replicas must share it: one S3 bucket, or one directory)")
+    headers = {"X-Content-SHA256": audit.upload_sha256}
+    if blob.path is not None:
+        return FileResponse(blob.path, media_type="application/octet-stream", headers=headers)  # from disk
+    return StreamingResponse(blob.chunks(), media_type="application/octet-stream",  # from S3, piece by piece
+                             headers=headers | {"Content-Length": str(blob.size)})
 
 
 @router.post("/v1/audits/{audit_id}/result", operation_id="post_replay_result")
