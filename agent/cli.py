@@ -198,13 +198,22 @@ def verify_transcript(
                                           help="A transcript file, or a challenge id to fetch from --gateway.")],
     gateway: GatewayOpt = None,
     as_json: JsonOpt = False,
+    log: Annotated[bool | None, typer.Option("--log/--no-log", help="Also check the transcript against the "
+                                             "gateway's transparency log (default: for a challenge id, not for "
+                                             "a file).")] = None,
 ) -> None:
-    """Re-run every check of a challenge transcript offline; exit 0 if the recorded verdict stands."""
+    """Re-run every check of a challenge transcript; with the log, also check that its commitment, opening
+    request and verdict are in the gateway's signed log, bind this transcript and come in that order.
+    Exit 0 if the recorded verdict stands (and the log binds it), 1 with each difference otherwise."""
     from pathlib import Path
 
     from verifier import transcript
 
-    if Path(source).is_file():
+    is_file = Path(source).is_file()
+    if is_file and log and not (gateway or _agent_settings().gateway):
+        raise InvalidParameter("--gateway", "--log checks the transcript against a gateway's log: pass --gateway "
+                               "URL or set GPUPROOF_GATEWAY")
+    if is_file:
         try:
             with open(source) as fh:
                 doc = json.load(fh)
@@ -222,8 +231,15 @@ def verify_transcript(
         with _client(gateway) as client:
             doc = client.transcript(source)
     verdict, diffs = transcript.recheck(doc)
+    logged = None
+    if log if log is not None else not is_file:
+        with _client(gateway, pinned_log_key=_pinned_log_key(gateway)) as client:
+            head, kinds, log_diffs = client.transcript_log_differences(doc)
+        logged = {"size": head.size, "root": head.root.hex(), "entries": kinds, "binds_transcript": not log_diffs,
+                  "differences": log_diffs}
     if as_json:
-        print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs, "differences": diffs}))
+        print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs,
+                          "differences": diffs + (logged["differences"] if logged else []), "log": logged}))
     else:
         _print_verdict(verdict.to_json())
         if diffs:
@@ -232,7 +248,16 @@ def verify_transcript(
                 print(f"  ! {d}")
         else:
             print("the recorded verdict stands: every check reproduced")
-    if diffs:
+        if logged and logged["differences"]:
+            print(f"the log (signed head of {logged['size']} entries) does NOT bind this transcript:")
+            for d in logged["differences"]:
+                print(f"  ! {d}")
+        elif logged:
+            e = logged["entries"]
+            print(f"the log binds it: commitment (entry {e['commitment']}) -> opening request (entry "
+                  f"{e['opening-request']}) -> verdict (entry {e['verdict']}), each included under the signed "
+                  f"head of {logged['size']} entries")
+    if diffs or (logged and logged["differences"]):
         raise typer.Exit(1)
 
 
@@ -242,16 +267,34 @@ def _agent_settings(**flags: Any):  # noqa: ANN202
     return AgentSettings(**{k: v for k, v in flags.items() if v is not None})
 
 
-def _client(gateway: str | None, key=None):  # noqa: ANN001, ANN202
-    from gateway.client import GatewayClient
-
+def _gateway_url(gateway: str | None) -> str:
     url = gateway or _agent_settings().gateway
     if not url:
         raise InvalidParameter("--gateway", "no gateway URL: pass --gateway URL, set GPUPROOF_GATEWAY, or run "
                                "`gpuproof agent register --gateway URL`")
     if not re.match(r"^https?://", url):
         raise InvalidParameter("--gateway", f"expected an http:// or https:// URL, got {url!r}")
-    return GatewayClient(url, key=key)
+    return url
+
+
+def _client(gateway: str | None, key=None, pinned_log_key: bytes | None = None):  # noqa: ANN001, ANN202
+    from gateway.client import GatewayClient
+
+    return GatewayClient(_gateway_url(gateway), key=key, pinned_log_key=pinned_log_key)
+
+
+def _log_heads_path():  # noqa: ANN202
+    from agent.config import config_dir
+
+    return config_dir() / "log-heads.json"
+
+
+def _pinned_log_key(gateway: str | None) -> bytes | None:
+    """The log key pinned for this gateway by an earlier `gpuproof log verify`, if any."""
+    store = _log_heads_path()
+    seen = json.loads(store.read_text()) if store.exists() else {}
+    previous = seen.get(_gateway_url(gateway).rstrip("/"))
+    return bytes.fromhex(previous["public_key"]) if previous else None
 
 
 @app.command("trust")
@@ -375,35 +418,74 @@ def agent_train(job: JobIdArg, steps: Annotated[int, typer.Option("--steps", hel
 
 
 @log_app.command("verify")
-def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
+def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
+               entries: Annotated[bool, typer.Option("--entries", help="Also audit every entry: recompute each "
+                                                     "leaf from its body, check each challenge's entries come in "
+                                                     "order, and the root against the signed head.")] = False,
+               follow: Annotated[bool, typer.Option("--follow", help="Monitor: keep checking the head (and, with "
+                                                    "--entries, the new entries) every --interval seconds; exit 1 "
+                                                    "at the first head that does not extend the last.")] = False,
+               interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between checks with "
+                                                       "--follow.", envvar="GPUPROOF_LOG_INTERVAL")] = 10.0,
+               max_checks: Annotated[int, typer.Option("--max-checks", min=0, help="With --follow: stop after this "
+                                                       "many checks (0: never).")] = 0) -> None:
     """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
     directory); the gateway's key is pinned on first use."""
-    from agent.config import config_dir
-    from gateway.client import TreeHead
+    from gateway.client import GatewayUnreachable, TreeHead
 
-    store = config_dir() / "log-heads.json"
+    store = _log_heads_path()
     seen = json.loads(store.read_text()) if store.exists() else {}
     with _client(gateway) as client:
         url = client.base_url
-        previous = seen.get(url)
-        if previous:
-            old = TreeHead.parse(previous)
-            client.pinned_log_key = old.public_key
-            new = client.check_extends(old)
-        else:
-            old, new = None, client.tree_head()
-    seen[url] = new.to_json()
-    store.parent.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps(seen, indent=1))
-    result = {"gateway": url, "size": new.size, "root": new.root.hex(), "previous_size": old.size if old else None,
-              "consistent": True, "key": new.public_key.hex()}
+        old = TreeHead.parse(seen[url]) if seen.get(url) else None
+        audit, checks = None, 0
+        while True:
+            checks += 1
+            if old is not None:
+                client.pinned_log_key = old.public_key
+            try:
+                new = client.check_extends(old) if old is not None else client.tree_head()
+                if entries:
+                    audit = client.audit_log(new, audit)
+            except GatewayUnreachable as exc:
+                if not follow:
+                    raise
+                print(f"gpuproof: {exc}; trying again in {interval:g} s", file=sys.stderr)
+            else:
+                _log_report(url, old, new, audit, as_json)
+                if audit is not None and audit.differences:
+                    raise typer.Exit(1)
+                seen[url] = new.to_json()
+                store.parent.mkdir(parents=True, exist_ok=True)
+                store.write_text(json.dumps(seen, indent=1))
+                old = new
+            if not follow or (max_checks and checks >= max_checks):
+                return
+            time.sleep(interval)
+
+
+def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN001
+    """One check of `log verify`: a JSON line, or a sentence (and each difference the audit found)."""
+    result: dict[str, Any] = {"gateway": url, "size": new.size, "root": new.root.hex(),
+                              "previous_size": old.size if old else None, "consistent": True,
+                              "key": new.public_key.hex()}
+    if audit is not None:
+        result |= {"entries_audited": audit.size, "differences": audit.differences}
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result), flush=True)
         return
     if old is None:
         print(f"{url}: tree head of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
     else:
         print(f"{url}: {old.size} -> {new.size} entries, consistent: the history was not rewritten")
+    if audit is not None and audit.differences:
+        print(f"the entries do NOT check out ({len(audit.differences)} differences):")
+        for d in audit.differences:
+            print(f"  ! {d}")
+    elif audit is not None:
+        print(f"all {audit.size} entries audited: each body hashes to its leaf, the leaves give the signed root, "
+              "each challenge's entries come in order")
+    sys.stdout.flush()
 
 
 @agent_app.command("init")

@@ -20,7 +20,7 @@ import httpx
 
 from kernels import merkle
 from kernels.errors import GpuproofError, ProofError
-from verifier import signatures
+from verifier import evidence, signatures
 
 
 def signed_headers(key, provider_id: str, method: str, path: str, body: bytes,  # noqa: ANN001
@@ -404,6 +404,44 @@ class GatewayClient(_Base):
         if old.size:
             self.verify_consistency(old, new, self.consistency_proof(old.size, new.size))
         return new
+
+    def challenge_log(self, challenge_id: str) -> dict:
+        """The log's entries about one challenge, as served (unchecked)."""
+        return self._send(_Call("GET", f"/v1/log/challenges/{challenge_id}"))
+
+    def transcript_log_differences(self, doc: dict[str, Any]) -> tuple[TreeHead, dict[str, int], list[str]]:
+        """Check a transcript against the log: each of its challenge's entries is in the tree a signed head
+        signs (inclusion proof), and their bodies and order bind the transcript
+        (`verifier.evidence.challenge_differences`). Returns the head, the entries by kind and every
+        difference (empty: the log binds this transcript). Precondition: `doc` parsed as a transcript."""
+        served = self.challenge_log(doc["challenge"]["challenge_id"])["entries"]
+        head = self.tree_head()  # after the entries: a growing log holds them all
+        diffs, checked = [], []
+        for e in served:
+            try:
+                self.verify_inclusion(head, e["index"], e["entry"], self.inclusion_proof(e["index"], head.size))
+            except (LogVerificationError, GatewayError) as exc:
+                diffs.append(str(exc))
+                continue
+            checked.append((e["index"], e["entry"]))
+        diffs += evidence.challenge_differences(doc, checked)
+        return head, {e["kind"]: e["index"] for e in served}, diffs
+
+    def audit_log(self, head: TreeHead, audit: evidence.LogAudit | None = None) -> evidence.LogAudit:
+        """Every entry up to `head.size` read and checked (`verifier.evidence.LogAudit`), 200 at a time,
+        continuing `audit` where it stopped; then the recomputed root compared with the head's."""
+        audit = audit or evidence.LogAudit()
+        while audit.size < head.size:
+            page = self.log_entries(audit.size, min(head.size, audit.size + 200))["entries"]
+            if not page:
+                break
+            before = audit.size
+            for e in page:
+                audit.add(e["index"], e["kind"], e["entry"], e["leaf_hash"])
+            if audit.size == before:  # an entry out of place: it is a difference already; stop here
+                break
+        audit.check_root(head.size, head.root)
+        return audit
 
 
 class AsyncGatewayClient(_Base):

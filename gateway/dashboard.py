@@ -278,6 +278,15 @@ def _log_fields(kind: str, body: Any) -> dict:
         fields["outcome"] = _text(verdict.get("outcome"))
         fields["details"] = [f"correctness {_text(verdict.get('correctness'))}, timing {_text(verdict.get('timing'))}",
                              *(_text(r) for r in verdict.get("reasons") or [])]
+        if body.get("transcript_sha256"):
+            fields["details"].append(f"transcript hash {_text(body.get('transcript_sha256'))[:16]}…")
+    elif kind == "commitment":
+        fields["outcome"] = "committed"
+        fields["details"] = [f"roots hash {_text(body.get('roots_sha256'))[:16]}…"]
+    elif kind == "opening-request":
+        pairs = body.get("pairs") if isinstance(body.get("pairs"), list) else []
+        fields["outcome"] = "rows drawn"
+        fields["details"] = [f"{len(pairs)} (round, row) pairs, x hash {_text(body.get('x_sha256'))[:16]}…"]
     elif kind == "training-verdict":
         fields["outcome"] = _text(verdict.get("outcome"))
         fields["details"] = [f"segment {_text(verdict.get('start_step'))} → {_text(verdict.get('end_step'))}",

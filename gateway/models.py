@@ -166,6 +166,8 @@ class LogEntry(Base):
     body: Mapped[str] = mapped_column(Text)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[float] = mapped_column(Float)
+    # set on the entries about one challenge (commitment, opening-request, verdict), to find them by it
+    challenge_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class RttProbe(Base):

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from gateway import translog
 from gateway.models import Challenge as ChallengeRow
 from gateway.models import Job, RttProbe, SegmentAudit
+from kernels.backend import Opening
 from kernels.spec import ChallengeParams
+from verifier import evidence, transcript
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
 from verifier.timing import Thresholds
 from verifier.trust import TrustScore, VerdictRecord, failure_detail, score
@@ -45,14 +47,38 @@ def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> C
                         state="issued")
 
 
+def transcript_of(row: ChallengeRow) -> dict:
+    """The transcript of a challenge judged on its openings (verifier/transcript.py)."""
+    openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
+                for o in row.openings]
+    return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict)
+
+
+def log_commitment(session: Session, row: ChallengeRow) -> None:
+    """Append a stored commitment to the log (at its arrival time), in the transaction that stores it."""
+    assert row.roots is not None and row.received_at is not None
+    roots = [row.roots[i:i + 32] for i in range(0, len(row.roots), 32)]
+    translog.append(session, evidence.COMMITMENT, evidence.commitment_payload(row.id, row.provider_id, roots),
+                    row.received_at)
+
+
+def log_opening_request(session: Session, row: ChallengeRow, now: float) -> None:
+    """Append a drawn opening request (pairs, hash of x) to the log, in the transaction that stores it."""
+    assert row.pairs is not None and row.x is not None
+    translog.append(session, evidence.OPENING_REQUEST,
+                    evidence.request_payload(row.id, row.provider_id, row.pairs, row.x), now)
+
+
 def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now: float) -> None:
-    """Store a verdict and append it to the log, in the caller's transaction."""
+    """Store a verdict and append it to the log, in the caller's transaction: with the hash of the
+    transcript when the verdict was reached on openings (set `row.openings` first), else with null."""
     row.verdict = verdict_json
     row.outcome = verdict_json["outcome"]
     row.judged_at = now
     row.state = "judged"
-    translog.append(session, "verdict", {"provider_id": row.provider_id, "challenge_id": row.id,
-                                         "verdict": verdict_json}, now)
+    digest = evidence.transcript_digest(transcript_of(row)) if row.openings is not None else None
+    translog.append(session, evidence.VERDICT, evidence.verdict_payload(row.id, row.provider_id, verdict_json,
+                                                                        digest), now)
 
 
 EXPIRY_GRACE_S = 60.0

@@ -17,6 +17,7 @@ import numpy as np
 from kernels.backend import Opening
 from kernels.errors import GpuproofError, InvalidParameter
 from kernels.spec import SPEC, ChallengeParams
+from verifier import evidence
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
 from verifier.timing import Thresholds
 
@@ -49,6 +50,12 @@ def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
         "openings": [o.to_json() for o in openings],
         "verdict": verdict.to_json() if isinstance(verdict, Verdict) else dict(verdict),
     }
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """A transcript's canonical bytes (verifier/evidence.py): what the gateway serves, and what its verdict's
+    log entry hashes (``transcript_sha256``), so any client can hash the response body as it came."""
+    return evidence.canonical(doc)
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

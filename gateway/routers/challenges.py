@@ -171,7 +171,8 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     row.received_at, row.rtt_s, row.measured_s = commitment.received_at, commitment.rtt_s, commitment.measured_s
     row.commit_digest = digest
     row.state = "committed"
-    session.commit()  # the commitment is stored before anything is drawn
+    service.log_commitment(session, row)
+    session.commit()  # the commitment is stored (and logged) before anything is drawn
     return _draw(session, state, row)
 
 
@@ -186,6 +187,7 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     request = state.verifier.request_openings(service.challenge_of(row), service.commitment_of(row))
     row.pairs = [list(p) for p in request.pairs]
     row.x = request.x.astype("<u4").tobytes()
+    service.log_opening_request(session, row, time.time())
     session.commit()
     return _request_json(row)
 
@@ -247,8 +249,10 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     return body_json
 
 
-@router.get("/v1/challenges/{challenge_id}/transcript", operation_id="get_transcript")
-def get_transcript(challenge_id: IdPath, session: ReadSessionDep) -> dict:
+@router.get("/v1/challenges/{challenge_id}/transcript", operation_id="get_transcript",
+            responses={200: {"content": {"application/json": {}}, "description": "the transcript, as canonical "
+                             "JSON: its SHA-256 is the verdict log entry's transcript_sha256"}})
+def get_transcript(challenge_id: IdPath, session: ReadSessionDep) -> Response:
     """The full evidence of a judged challenge (gpuproof.transcript/1), for `gpuproof verify-transcript`."""
     row = session.get(ChallengeRow, challenge_id)
     if row is None:
@@ -256,7 +260,4 @@ def get_transcript(challenge_id: IdPath, session: ReadSessionDep) -> dict:
     if row.state != "judged" or row.openings is None:
         raise Problem(409, "Not judged", f"challenge {challenge_id} is {row.state}; its transcript comes with "
                       "its verdict" + (" (it timed out: no openings to show)" if row.state == "judged" else ""))
-    openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
-                for o in row.openings]
-    return transcript.build(service.challenge_of(row), service.commitment_of(row), service.request_of(row),
-                            openings, row.verdict)
+    return Response(transcript.encode(service.transcript_of(row)), media_type="application/json")

@@ -1,4 +1,5 @@
-"""The transparency log (public): signed tree head, entries, inclusion and consistency proofs."""
+"""The transparency log (public): signed tree head, entries (all, or a challenge's), inclusion and consistency
+proofs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 
 from gateway import translog
 from gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gateway.models import Challenge
 from gateway.problems import Problem
-from gateway.schemas import MAX_INDEX
+from gateway.schemas import MAX_INDEX, IdPath
 
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 
@@ -30,6 +32,15 @@ def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, l
     if end - start > 200:
         raise Problem(422, "Invalid request", f"at most 200 entries at a time, asked for {end - start}")
     return {"size": size, "entries": translog.entries(session, start, end) if start < end else []}
+
+
+@router.get("/challenges/{challenge_id}", operation_id="get_challenge_log_entries")
+def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> dict:
+    """The entries about one challenge, in log order: its commitment, opening request and verdict (those that
+    exist yet), for `gpuproof verify-transcript`; check each with an inclusion proof."""
+    if session.get(Challenge, challenge_id) is None:
+        raise Problem(404, "Not found", f"no challenge {challenge_id}")
+    return {"challenge_id": challenge_id, "entries": translog.challenge_entries(session, challenge_id)}
 
 
 @router.get("/inclusion", operation_id="get_inclusion_proof")

@@ -17,7 +17,7 @@ from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
 from tests.support.clock import stopped_limiter
-from verifier import signatures, transcript
+from verifier import evidence, signatures, transcript
 
 
 class Agent:
@@ -96,21 +96,25 @@ def test_full_provider_flow_and_evidence(gateway):
     doc = gateway.client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
     _, diffs = transcript.recheck(doc)
     assert diffs == []
-    # the log holds the registration and the verdict; proofs verify against the signed head
+    # the log holds the registration, the commitment, the opening request and the verdict; proofs verify
+    # against the signed head
     head = gateway.client.get("/v1/log/head").json()
-    assert head["size"] == 2
+    assert head["size"] == 4
     signatures.verify(bytes.fromhex(head["public_key"]),
                       signatures.tree_head_message(head["size"], bytes.fromhex(head["root"]), head["timestamp"]),
                       bytes.fromhex(head["signature"]))
     entries = gateway.client.get("/v1/log/entries", params={"start": 0}).json()["entries"]
-    assert [e["kind"] for e in entries] == ["registration", "verdict"]
+    assert [e["kind"] for e in entries] == ["registration", "commitment", "opening-request", "verdict"]
     for e in entries:
-        proof = gateway.client.get("/v1/log/inclusion", params={"index": e["index"], "size": 2}).json()
-        merkle.verify_inclusion(e["index"], 2, merkle.leaf_hash(e["entry"].encode()),
+        proof = gateway.client.get("/v1/log/inclusion", params={"index": e["index"], "size": 4}).json()
+        merkle.verify_inclusion(e["index"], 4, merkle.leaf_hash(e["entry"].encode()),
                                 [bytes.fromhex(h) for h in proof["proof"]], bytes.fromhex(head["root"]))
-    cons = gateway.client.get("/v1/log/consistency", params={"old": 1, "new": 2}).json()
-    merkle.verify_consistency(1, 2, merkle.leaf_hash(entries[0]["entry"].encode()), bytes.fromhex(head["root"]),
+    cons = gateway.client.get("/v1/log/consistency", params={"old": 1, "new": 4}).json()
+    merkle.verify_consistency(1, 4, merkle.leaf_hash(entries[0]["entry"].encode()), bytes.fromhex(head["root"]),
                               [bytes.fromhex(h) for h in cons["proof"]])
+    mine = gateway.client.get(f"/v1/log/challenges/{c['challenge_id']}").json()["entries"]
+    assert mine == entries[1:]
+    assert evidence.challenge_differences(doc, [(e["index"], e["entry"]) for e in mine]) == []
 
 
 def test_nothing_due_is_204_with_retry_after_and_an_open_challenge_is_resumed(gateway):

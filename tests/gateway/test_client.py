@@ -73,10 +73,12 @@ def test_provider_and_marketplace_calls_and_a_verified_log(server):
         verdicts = [play(provider) for _ in range(3)]
         assert all(v["outcome"] == "pass" for v in verdicts)
         head = provider.check_extends(head0)
-        assert head.size == head0.size + 3
+        assert head.size == head0.size + 9  # each challenge: commitment, opening request, verdict
         for index in range(head.size):
             entry = provider.verified_entry(index, head)
-            assert entry["kind"] in ("registration", "verdict")
+            assert entry["kind"] in ("registration", "commitment", "opening-request", "verdict")
+        audit = provider.audit_log(head)
+        assert audit.differences == [] and audit.size == head.size
     token = admin.create_api_key(Database(server.db_url), "market", ["jobs", "settle"])
     with GatewayClient(server.base, api_key=token) as market:
         pid = provider.provider_id

@@ -1,0 +1,233 @@
+"""Log entries that bind the evidence (issue 19), against a live gateway: an honest challenge's commitment,
+opening request and verdict are logged in order and `gpuproof verify-transcript` checks them; a body
+changed in the database, an order forged in it and a rewritten history are each caught by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import create_engine, select, update
+
+from gateway.client import GatewayClient
+from gateway.models import LogEntry
+from kernels.backend import Opening
+from kernels.reference import CpuBackend
+from kernels.spec import ChallengeParams
+from tests.support.calibrate import honest_test_shape, scaled
+from tests.support.server import Server
+from verifier import evidence, signatures
+
+
+@pytest.fixture
+def live(database_url, tmp_path):
+    # an honest provider's challenges allow it 1 s (scaled to this machine) of HTTP beyond the overhead
+    server = Server(database_url, tmp_path / "gw", GPUPROOF_VERIFY_TEST_SHAPE=honest_test_shape(1)).start()
+    server.db_url = database_url
+    yield server
+    server.stop()
+
+
+def first_challenge(client: GatewayClient) -> tuple[dict, str]:
+    """The provider's first challenge (it comes right after registering) and its round-trip probe."""
+    deadline = time.monotonic() + scaled(30)
+    while True:
+        c, probe, _ = client.next_challenge(0)
+        if c is not None:
+            return c, probe
+        assert time.monotonic() < deadline, "no first challenge"
+        time.sleep(0.2)
+
+
+def play(client: GatewayClient) -> tuple[str, dict]:
+    """The provider's first challenge, answered honestly: its id and verdict."""
+    c, probe = first_challenge(client)
+    client.echo_rtt(probe)
+    params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+    roots = CpuBackend().run(params)
+    req = client.commit(c["challenge_id"], roots)
+    openings = []
+    for r, i in sorted({tuple(p) for p in req["pairs"]}):
+        values, path = CpuBackend().open(params, r, i, roots)
+        openings.append(Opening(r, i, values, tuple(path)).to_json())
+    return c["challenge_id"], client.open(c["challenge_id"], openings)
+
+
+def provider(server: Server) -> GatewayClient:
+    client = GatewayClient(server.base, key=signatures.new_private_key())
+    client.register("evidence", [{"model": "cpu-reference", "vram_gib": 1}])
+    return client
+
+
+def gpuproof(config_dir, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if k != "GPUPROOF_GATEWAY"} | {"GPUPROOF_CONFIG_DIR": str(config_dir)}
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=scaled(120), stdin=subprocess.DEVNULL)
+
+
+def rewrite(db_url: str, index: int, text: str, leaf: bool) -> None:
+    """Change entry `index`'s body (and its kind), and with `leaf` its stored leaf hash too: an operator
+    editing the database."""
+    values: dict = {"body": text, "kind": json.loads(text)["kind"]}
+    if leaf:
+        values["leaf_hash"] = evidence.leaf_of(text)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(update(LogEntry).where(LogEntry.idx == index).values(**values))
+    engine.dispose()
+
+
+def bodies(db_url: str) -> list[str]:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        out = list(conn.execute(select(LogEntry.body).order_by(LogEntry.idx)).scalars())
+    engine.dispose()
+    return out
+
+
+def indices(client: GatewayClient, cid: str) -> list[int]:
+    """The log indices of a challenge's commitment, opening request and verdict."""
+    mine = client.challenge_log(cid)["entries"]
+    assert [e["kind"] for e in mine] == ["commitment", "opening-request", "verdict"]
+    return [e["index"] for e in mine]
+
+
+def test_an_honest_challenges_entries_are_logged_in_order_and_verify_transcript_checks_them(live, tmp_path):
+    with provider(live) as client:
+        cid, verdict = play(client)
+        assert verdict["outcome"] == "pass", verdict
+        mine = client.challenge_log(cid)["entries"]
+        c_at, r_at, v_at = indices(client, cid)
+        assert 0 < c_at < r_at < v_at  # after the registration
+        size = client.tree_head().size
+        doc = client.transcript(cid)
+        c, r, v = (json.loads(e["entry"]) for e in mine)
+        assert c["at"] == doc["commitment"]["received_at"] and r["pairs"] == doc["request"]["pairs"]
+        assert v["transcript_sha256"] == evidence.transcript_digest(doc)
+        raw = client._http.get(f"/v1/challenges/{cid}/transcript").content  # served as canonical bytes
+        assert evidence.sha256_hex(raw) == v["transcript_sha256"]
+    out = gpuproof(tmp_path / "cfg", "verify-transcript", cid, "--gateway", live.base, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["differences"] == [] and report["log"]["binds_transcript"]
+    assert report["log"]["entries"] == {"commitment": c_at, "opening-request": r_at, "verdict": v_at}
+    plain = gpuproof(tmp_path / "cfg", "verify-transcript", cid, "--gateway", live.base)
+    assert plain.returncode == 0 and f"the log binds it: commitment (entry {c_at}) -> opening request (entry " \
+        f"{r_at})" in plain.stdout, plain.stdout
+    audit = gpuproof(tmp_path / "cfg", "log", "verify", "--entries", "--gateway", live.base, "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout) | {"root": "", "key": ""} == {
+        "gateway": live.base, "size": size, "root": "", "previous_size": None, "consistent": True, "key": "",
+        "entries_audited": size, "differences": []}
+
+
+def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
+    """A provider that commits and never opens: its commitment and request are logged, then the timeout
+    verdict, with no transcript hash (there is no transcript)."""
+    with provider(live) as client:
+        c, _ = first_challenge(client)
+        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        client.commit(c["challenge_id"], CpuBackend().run(params))
+    engine = create_engine(live.db_url)
+    with engine.begin() as conn:  # its deadline and grace passed
+        from gateway.models import Challenge
+
+        conn.execute(update(Challenge).where(Challenge.id == c["challenge_id"])
+                     .values(issued_at=Challenge.issued_at - Challenge.deadline_s - 3600))
+    engine.dispose()
+    with GatewayClient(live.base, key=client.key, provider_id=client.provider_id) as again:
+        again.next_challenge(0)  # the provider's next poll judges its overdue challenge
+        entries = [json.loads(e["entry"]) for e in again.challenge_log(c["challenge_id"])["entries"]]
+    assert [e["kind"] for e in entries] == ["commitment", "opening-request", "verdict"]
+    assert entries[2]["transcript_sha256"] is None and entries[2]["verdict"]["failure"]["reason"] == "withheld"
+    audit = gpuproof(tmp_path / "cfg", "log", "verify", "--entries", "--gateway", live.base)
+    assert audit.returncode == 0 and "entries audited" in audit.stdout, audit.stdout + audit.stderr
+
+
+def test_an_entry_body_changed_in_the_database_is_caught(live, tmp_path):
+    with provider(live) as client:
+        cid, _ = play(client)
+        at = indices(client, cid)[0]
+        size = client.tree_head().size
+    assert gpuproof(tmp_path / "seen", "log", "verify", "--gateway", live.base).returncode == 0
+    commitment = bodies(live.db_url)[at]
+    rewrite(live.db_url, at, evidence.canonical(json.loads(commitment) | {"roots_sha256": "00" * 32}).decode(),
+            leaf=False)
+    # the heads alone still check out (the leaf hashes were not touched)...
+    heads_only = gpuproof(tmp_path / "fresh", "log", "verify", "--gateway", live.base)
+    assert heads_only.returncode == 0, heads_only.stderr
+    # ...the entries do not
+    audit = gpuproof(tmp_path / "seen", "log", "verify", "--entries", "--gateway", live.base)
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert f"entry {at}: its body hashes to leaf" in audit.stdout and "the body was changed" in audit.stdout
+    assert f"the {size} entries' bodies give root" in audit.stdout
+    check = gpuproof(tmp_path / "fresh", "verify-transcript", cid, "--gateway", live.base)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "the recorded verdict stands" in check.stdout  # the transcript itself is fine
+    assert "does NOT bind this transcript" in check.stdout
+    assert f"entry {at} is not in the signed tree of {size}" in check.stdout
+
+
+def test_an_opening_request_logged_before_its_commitment_is_caught(live, tmp_path):
+    """An operator swaps a challenge's commitment and opening-request entries (leaf hashes and all), as if
+    x had been drawn first: the tree is self-consistent, so only the order gives it away."""
+    with provider(live) as client:
+        cid, _ = play(client)
+        c_at, r_at, _ = indices(client, cid)
+        size = client.tree_head().size
+    assert gpuproof(tmp_path / "seen", "log", "verify", "--gateway", live.base).returncode == 0
+    texts = bodies(live.db_url)
+    rewrite(live.db_url, c_at, texts[r_at], leaf=True)
+    rewrite(live.db_url, r_at, texts[c_at], leaf=True)
+    check = gpuproof(tmp_path / "fresh", "verify-transcript", cid, "--gateway", live.base, "--json")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert json.loads(check.stdout)["log"]["differences"] == [
+        f"the opening request (entry {c_at}) is logged before the commitment (entry {r_at}): x may have been drawn "
+        "before the roots were fixed"]
+    audit = gpuproof(tmp_path / "fresh", "log", "verify", "--entries", "--gateway", live.base)
+    assert audit.returncode == 1 and f"entry {c_at}: an opening request for challenge {cid} before any commitment" in \
+        audit.stdout, audit.stdout + audit.stderr
+    # and whoever saw the log before sees its history rewritten
+    seen = gpuproof(tmp_path / "seen", "log", "verify", "--gateway", live.base)
+    assert seen.returncode == 1 and f"does not extend the one of {size} entries seen before" in seen.stderr, seen.stderr
+
+
+def test_the_monitor_follows_a_growing_log_and_stops_at_a_rewritten_history(live, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GPUPROOF_GATEWAY"} | {
+        "GPUPROOF_CONFIG_DIR": str(tmp_path / "cfg")}
+    with provider(live) as client:
+        play(client)
+        size = client.tree_head().size
+        monitor = subprocess.Popen([sys.executable, "-m", "agent.cli", "log", "verify", "--follow", "--entries",
+                                    "--interval", "0.2", "--max-checks", "600", "--gateway", live.base, "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            first = json.loads(monitor.stdout.readline())
+            assert first["size"] == size and first["differences"] == [], first
+            with provider(live) as other:  # the log grows (a registration, a challenge's 3 entries), consistently
+                play(other)
+            deadline = time.monotonic() + scaled(30)
+            while True:
+                line = json.loads(monitor.stdout.readline())
+                assert line["differences"] == [] and line["consistent"], line
+                if line["size"] >= size + 4:
+                    break
+                assert time.monotonic() < deadline, "the monitor never saw the new entries"
+            assert line["previous_size"] >= size and line["entries_audited"] == line["size"]
+            grown = line["size"]
+            # history rewritten: an old entry replaced, leaf hash and all, so the head's root changes
+            registration = bodies(live.db_url)[0]
+            rewrite(live.db_url, 0, evidence.canonical(json.loads(registration) | {"name": "other"}).decode(),
+                    leaf=True)
+            out, err = monitor.communicate(timeout=scaled(60))
+        finally:
+            if monitor.poll() is None:
+                monitor.kill()
+                monitor.wait()
+    assert monitor.returncode == 1, (out, err)
+    assert f"does not extend the one of {grown} entries seen before" in err and len(err.strip().splitlines()) == 1, err
