@@ -510,7 +510,8 @@ def agent_register(gateway: GatewayOpt = None,
                    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
                    gpu: Annotated[str | None, typer.Option("--gpu", help="Model to claim when none is detected "
                                                            "(cpu-reference for the CPU backend).")] = None,
-                   count: Annotated[int, typer.Option("--count")] = 1,
+                   count: Annotated[int, typer.Option("--count", help="How many such cards (with --gpu): "
+                                                      "each is registered as its own device.")] = 1,
                    vram: Annotated[float, typer.Option("--vram", help="GiB per device.")] = 8.0,
                    update: Annotated[bool, typer.Option("--update", help="Change this key's registration (name and "
                                                         "devices) instead of making one: a request signed by the "
@@ -526,7 +527,10 @@ def agent_register(gateway: GatewayOpt = None,
     key = keys.load(settings.resolved_key_path())
     if count < 1:
         raise InvalidParameter("--count", f"must be at least 1, got {count}")
-    devices = [DeviceSpec(model=gpu, count=count, vram_gib=vram)] if gpu else detect()
+    if count > 64:
+        raise InvalidParameter("--count", f"must be at most 64, got {count}")
+    # one device per physical card: the gateway challenges them all at the same instant
+    devices = [DeviceSpec(model=gpu, count=1, vram_gib=vram, cuda_index=i) for i in range(count)] if gpu else detect()
     if not devices:
         raise BackendUnavailable("no GPU found: pass --gpu MODEL --count N, or --gpu cpu-reference to serve with "
                                  "the CPU backend")

@@ -11,10 +11,12 @@ restarts mid-challenge, the worker keeps retrying until it is back; if the agent
 poll returns the open challenge and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT
 stop every worker cleanly.
 
-Between challenges a device is idle: the gateway challenges each device once per interval (its
-`challenge_interval_s`, an hour by default; the first at once after registering). Its answer to a poll
-says when the next challenge is due (X-Gpuproof-Next-Challenge-In); the agent shows that in its live
-table and announces it in a `next-challenge` event whenever it changes.
+Between challenges a device is idle, with a long poll open (`wait_s`): the verifier challenges all of a
+provider's devices at once, at unannounced random times (verifier/schedule.py: on average once per
+`challenge_interval_s`, an hour by default, more often while a job is open; the first round at once
+after registering), and times each challenge from that instant, so the agent must be listening when it
+comes. The live table shows the mean interval (never a time: there is none to show), and an `idle` event
+says it whenever it changes.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class _StopOn(stop_base):
 
 
 DEVICE_ERROR_WAIT_S = 30.0  # after a failed challenge, before polling again
-DUE_CHANGE_S = 5.0  # a next-challenge time that moved more than this is announced again (polls round to 1 s)
+LONG_POLL_S = 25.0  # how long one poll waits for a challenge (the gateway caps it at its long_poll_max_s)
 
 
 def _describe(exc: BaseException) -> str:
@@ -84,23 +86,21 @@ class DeviceStatus:
     passed: int = 0
     last_verdict: str = ""
     last_reason: str = ""
-    next_due_at: float | None = None  # wall-clock time the gateway will issue this device's next challenge
+    mean_interval_s: float | None = None  # the gateway's mean gap between rounds (their times are unannounced)
 
     def describe_state(self, now: float) -> str:
-        """The state as the live table shows it: "idle" says when the next challenge is due."""
-        if self.state == "idle" and self.next_due_at is not None:
-            return f"idle: next challenge {due_text(self.next_due_at - now)}"
+        """The state as the live table shows it: "idle" says how often challenges come, on average."""
+        if self.state == "idle" and self.mean_interval_s is not None:
+            return f"idle: listening; challenges come unannounced, {interval_text(self.mean_interval_s)}"
         return self.state
 
 
-def due_text(seconds: float) -> str:
-    """When a challenge is due, in words: "in 57 min", "in 1 h 05 min", "in 40 s" or "due now"."""
-    if seconds < 1:
-        return "due now"
+def interval_text(seconds: float) -> str:
+    """A mean interval in words: "about every 57 min", "about every 1 h 05 min", "about every 40 s"."""
     if seconds < 90:
-        return f"in {seconds:.0f} s"
+        return f"about every {seconds:.0f} s"
     minutes = round(seconds / 60)
-    return f"in {minutes} min" if minutes < 60 else f"in {minutes // 60} h {minutes % 60:02d} min"
+    return f"about every {minutes} min" if minutes < 60 else f"about every {minutes // 60} h {minutes % 60:02d} min"
 
 
 @dataclass
@@ -143,8 +143,10 @@ class Daemon:
                    for i in range(len(self.devices))]
         for t in threads:
             t.start()
-        for t in threads:
+        for t, status in zip(threads, self.status, strict=True):
             while t.is_alive():
+                if self.stop.is_set() and status.state in ("idle", "polling", "waiting"):
+                    break  # a long poll in flight holds nothing: do not wait for it to run out
                 t.join(timeout=0.2)
         self._event("stopped", judged=self._done)
 
@@ -160,8 +162,9 @@ class Daemon:
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                status.state = "polling"
-                poll = self.client.poll(position)
+                status.state = "polling" if status.state != "idle" else "idle"
+                asked = time.monotonic()
+                poll = self.client.poll(position, wait_s=LONG_POLL_S)
                 challenge, probe, retry_after = poll.challenge, poll.probe, poll.retry_after_s
                 if probe:
                     with contextlib.suppress(GatewayError):  # a lost probe only costs the RTT allowance
@@ -169,9 +172,11 @@ class Daemon:
                 backoff = 1.0
                 if challenge is None:
                     status.state = "idle"
-                    self._due(position, poll.next_due_in_s)  # None: deferred by a busy gateway, or it does not say
-                    wait = min(self.poll_max_s, retry_after or self.poll_max_s)
-                    self._sleep(wait * random.uniform(0.8, 1.0))
+                    self._idle(position, poll.mean_interval_s)
+                    if time.monotonic() - asked < LONG_POLL_S / 2:  # not a long poll that ran out: deferred by
+                        # a busy gateway, or one that does not wait; ask again when it says
+                        wait = min(self.poll_max_s, retry_after or self.poll_max_s)
+                        self._sleep(wait * random.uniform(0.8, 1.0))
                     continue
                 self._challenge(position, backend, challenge)
             except GatewayError as exc:
@@ -206,16 +211,12 @@ class Daemon:
         self._event("warmed-up", device=position, shapes=[list(s) for s in shapes],
                     seconds=round(time.perf_counter() - started, 3))
 
-    def _due(self, position: int, due_in_s: float | None) -> None:
-        """Note when the device's next challenge is due; say so (event `next-challenge`) when that changes,
-        not on every poll."""
+    def _idle(self, position: int, mean_interval_s: float | None) -> None:
+        """Note how often the gateway challenges, on average; say so (event `idle`) when that changes."""
         status = self.status[position]
-        if due_in_s is None:
-            return
-        due_at = time.time() + due_in_s
-        if status.next_due_at is None or abs(due_at - status.next_due_at) > DUE_CHANGE_S:
-            self._event("next-challenge", device=position, due_in_s=round(due_in_s), due_at=round(due_at, 3))
-            status.next_due_at = due_at
+        if mean_interval_s is not None and mean_interval_s != status.mean_interval_s:
+            self._event("idle", device=position, mean_interval_s=mean_interval_s)
+            status.mean_interval_s = mean_interval_s
 
     def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
         status = self.status[position]
@@ -226,7 +227,7 @@ class Daemon:
             self._sleep(self.poll_max_s)
             return
         params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
-        status.state, status.next_due_at = f"proving {cid[:8]}", None
+        status.state = f"proving {cid[:8]}"
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
                     rounds=params.rounds, resumed=c.get("state") != "issued" if "state" in c else False)
         started = time.perf_counter()

@@ -110,15 +110,15 @@ class Poll:
     challenge: dict[str, Any] | None
     probe: str | None
     retry_after_s: float | None = None
-    next_due_in_s: float | None = None
+    mean_interval_s: float | None = None  # the gateway's mean gap between rounds: policy, never the next time
 
     @classmethod
     def parse(cls, response: httpx.Response, challenge: dict[str, Any] | None) -> Poll:
         if response.status_code != 204:
             return cls(challenge, response.headers.get("X-Gpuproof-Rtt-Probe"))
-        due = response.headers.get("X-Gpuproof-Next-Challenge-In")
+        mean = response.headers.get("X-Gpuproof-Challenge-Mean-Interval")
         return cls(None, response.headers.get("X-Gpuproof-Rtt-Probe"),
-                   float(response.headers.get("Retry-After", 0)), float(due) if due is not None else None)
+                   float(response.headers.get("Retry-After", 0)), float(mean) if mean is not None else None)
 
 
 # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from the
@@ -134,6 +134,11 @@ class _Call:
     signed: bool = False
     api_key: bool = False
     content_type: str = "application/json"
+    timeout_s: float | None = None  # this call's own timeout (a long poll); None: the client's
+
+
+def _timeout(call: _Call) -> dict[str, Any]:
+    return {} if call.timeout_s is None else {"timeout": call.timeout_s}
 
 
 class _Base:
@@ -199,8 +204,10 @@ class _Base:
                                            "vram_gib": float(d["vram_gib"])} for d in devices]}
         return _Call("PUT", f"/v1/providers/{self.provider_id}", self._body(body), True)
 
-    def _c_next(self, device: int) -> _Call:
-        return _Call("POST", f"/v1/providers/{self.provider_id}/challenges", self._body({"device": device}), True)
+    def _c_next(self, device: int, wait_s: float = 0.0) -> _Call:
+        body = {"device": device} | ({"wait_s": wait_s} if wait_s else {})
+        return _Call("POST", f"/v1/providers/{self.provider_id}/challenges", self._body(body), True,
+                     timeout_s=wait_s + 30.0 if wait_s else None)
 
     def _c_rtt(self, probe: str) -> _Call:
         return _Call("POST", f"/v1/providers/{self.provider_id}/rtt", self._body({"probe": probe}), True)
@@ -281,7 +288,8 @@ class GatewayClient(_Base):
 
     def _send_raw(self, call: _Call) -> httpx.Response:
         try:
-            return self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
+            return self._http.request(call.method, call.path, content=call.body, headers=self._headers(call),
+                                      **_timeout(call))
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
 
@@ -310,9 +318,10 @@ class GatewayClient(_Base):
         return self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
 
     # the provider's side of a challenge
-    def poll(self, device: int = 0) -> Poll:
-        """Ask for the device's next challenge: the open one, a new one if due, else when to ask again."""
-        response = self._send_raw(self._c_next(device))
+    def poll(self, device: int = 0, wait_s: float = 0.0) -> Poll:
+        """Ask for the device's challenge: the open one, a new round's if the provider's is due, else (with
+        `wait_s`, a long poll) wait up to that long for one; None when there is none."""
+        response = self._send_raw(self._c_next(device, wait_s))
         return Poll.parse(response, self._result(response))
 
     def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:
@@ -466,15 +475,16 @@ class AsyncGatewayClient(_Base):
 
     async def _send_raw(self, call: _Call) -> httpx.Response:
         try:
-            return await self._http.request(call.method, call.path, content=call.body, headers=self._headers(call))
+            return await self._http.request(call.method, call.path, content=call.body, headers=self._headers(call),
+                                            **_timeout(call))
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
 
     async def register(self, name: str, devices: list[dict]) -> dict:
         return await self._send(self._c_register(name, devices))
 
-    async def poll(self, device: int = 0) -> Poll:
-        response = await self._send_raw(self._c_next(device))
+    async def poll(self, device: int = 0, wait_s: float = 0.0) -> Poll:
+        response = await self._send_raw(self._c_next(device, wait_s))
         return Poll.parse(response, self._result(response))
 
     async def next_challenge(self, device: int = 0) -> tuple[dict | None, str | None, float | None]:

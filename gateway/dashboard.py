@@ -217,8 +217,11 @@ def provider_page(provider_id: IdPath, session: ReadSessionDep, view: ViewDep) -
                                                     .order_by(Job.created_at.desc()).limit(50)).scalars()]
     devices = session.execute(select(Device).where(Device.provider_id == provider_id)
                               .order_by(Device.position)).scalars().all()
+    last_rounds = {device_id: (issued_at, outcome) for device_id, issued_at, outcome in session.execute(
+        select(ChallengeRow.device_id, ChallengeRow.issued_at, ChallengeRow.outcome)
+        .where(ChallengeRow.provider_id == provider_id).order_by(ChallengeRow.issued_at))}  # the latest wins
     return _page("provider.html", view, p=_trust_row(session, provider, now),
-                 trust=service.trust_of(session, provider_id, now), devices=devices,
+                 trust=service.trust_of(session, provider_id, now), devices=devices, last_rounds=last_rounds,
                  verified=service.verified_classes(session, provider_id, now), chart=_chart(points),
                  threshold=RELEASE_THRESHOLD, challenges=challenges, audits=audits, jobs=jobs)
 

@@ -64,8 +64,10 @@ def sweep(state: State, now: float) -> Swept:
     with state.db.reader() as reader:
         providers = reader.execute(
             select(Challenge.provider_id).where(Challenge.state.in_(("issued", "committed")),
-                                                Challenge.issued_at + Challenge.deadline_s
-                                                < now - service.EXPIRY_GRACE_S)
+                                                (Challenge.issued_at + Challenge.deadline_s
+                                                 < now - service.EXPIRY_GRACE_S)
+                                                | (Challenge.delivered_at.is_(None)
+                                                   & (Challenge.issued_at < now - state.settings.start_window_s)))
             .distinct().limit(BATCH)).scalars().all()
         jobs = reader.execute(
             select(SegmentAudit.job_id).where(SegmentAudit.state == "requested", SegmentAudit.deadline_at < now)
@@ -73,7 +75,8 @@ def sweep(state: State, now: float) -> Swept:
     timeouts = expired = 0
     for provider_id in providers:
         with state.db.writer() as session:
-            judged = service.expire_overdue(session, state.verifier, provider_id, now)
+            judged = service.expire_overdue(session, state.verifier, provider_id, now,
+                                            schedule=state.settings.schedule())
             session.commit()
         if judged:
             state.trust_cache.drop(provider_id)
@@ -105,9 +108,6 @@ def _stale_uploads(state: State, now: float) -> int:
     return gone
 
 
-def _deleted(session: Session, statement: Delete) -> int:
-    return cast(CursorResult, session.execute(statement)).rowcount or 0
-
 def _unnamed_blobs(state: State, now: float) -> int:
     """Delete the stored blobs no open audit names, STALE_UPLOAD_S after they were stored (a crash between
     storing and naming one, or an answer refused after its upload was stored): they would hold quota."""
@@ -124,6 +124,9 @@ def _unnamed_blobs(state: State, now: float) -> int:
         return 0
     return len(stale)
 
+
+def _deleted(session: Session, statement: Delete) -> int:
+    return cast(CursorResult, session.execute(statement)).rowcount or 0
 
 
 async def run(state: State) -> None:

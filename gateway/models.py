@@ -82,6 +82,7 @@ class Challenge(Base):
     verdict: Mapped[Any] = mapped_column(JSON, nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(8), nullable=True)
     judged_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # first handed to its device
 
 
 class ApiKey(Base):

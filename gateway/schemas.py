@@ -20,8 +20,11 @@ class Strict(BaseModel):
 
 
 class DeviceClaim(Strict):
+    """One physical card. `count` stays for old clients and must be 1: N cards are N devices, each challenged
+    at the same instant as the others (one card registered as N devices fails N-1 of them)."""
+
     model: Text200
-    count: Annotated[int, Field(ge=1, le=64)] = 1
+    count: Annotated[int, Field(ge=1, le=1, description="always 1: register each card as its own device")] = 1
     vram_gib: Annotated[float, Field(gt=0, le=4096)]
 
 
@@ -71,6 +74,8 @@ class ProviderPage(BaseModel):
 
 class NextChallenge(Strict):
     device: Annotated[int, Field(ge=0, le=63, description="position of the device in the registration")] = 0
+    wait_s: Annotated[float, Field(ge=0, le=120, description="long poll: wait up to this long (capped by the "
+                                   "gateway's long_poll_max_s) for a challenge before answering 204")] = 0.0
 
 
 class CommitmentIn(Strict):

@@ -15,6 +15,7 @@ from kernels.backend import Opening
 from kernels.spec import ChallengeParams
 from verifier import evidence, transcript
 from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
+from verifier.schedule import SchedulePolicy, missed_start
 from verifier.timing import Thresholds
 from verifier.trust import TrustScore, VerdictRecord, failure_detail, score
 
@@ -85,7 +86,7 @@ EXPIRY_GRACE_S = 60.0
 
 
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float,
-                   asking_device: int | None = None) -> int:
+                   asking_device: int | None = None, schedule: SchedulePolicy | None = None) -> int:
     """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record.
 
     Only EXPIRY_GRACE_S after the deadline: a commitment or openings that arrived in time are judged by
@@ -93,6 +94,8 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
     device's poll, a settlement or the sweep must not judge them a timeout meanwhile). The exception is
     `asking_device` (a Device id): a device asking for its next challenge has given up on its own
     overdue one, which is judged at once, so that it gets a new challenge instead of the dead one.
+    With `schedule`, a challenge its device has not picked up within the start window is missed (a
+    timeout) at once: nothing of it can be in flight.
     """
     rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
                                                       ChallengeRow.state.in_(("issued", "committed")))
@@ -101,10 +104,12 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
     expired = 0
     for row in rows:
         grace = 0.0 if row.device_id == asking_device else EXPIRY_GRACE_S
-        if now - row.issued_at <= row.deadline_s + grace:
+        missed = schedule is not None and missed_start(row.issued_at, row.delivered_at, now, schedule)
+        if not missed and now - row.issued_at <= row.deadline_s + grace:
             continue
         verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed",
-                                   requested=row.pairs is not None)
+                                   requested=row.pairs is not None,
+                                   start_window_s=schedule.start_window_s if missed and schedule else None)
         record_verdict(session, row, verdict.to_json(), now)
         expired += 1
     return expired
@@ -118,23 +123,24 @@ def open_challenges(session: Session, provider_id: str) -> list[tuple[str, float
     return [(cid, issued_at + deadline_s) for cid, issued_at, deadline_s in rows]
 
 
-def record_of(challenge_id: str, at: float, v: dict) -> VerdictRecord:
-    """The score's view of a stored verdict."""
+def record_of(challenge_id: str, at: float, v: dict, round_at: float | None = None) -> VerdictRecord:
+    """The score's view of a stored verdict (`round_at`: the challenge's issue instant, its round)."""
     f = v.get("failure") or {}
     detail = failure_detail(f.get("reason", ""), f.get("round", -1), f.get("row", -1), f.get("detail", "")) \
         if f else ""
     return VerdictRecord(challenge_id=challenge_id, at=at, correctness=v["correctness"], timing=v["timing"],
                          best_match=v.get("best_match", ""), detail=detail,
-                         claimed_profile=v.get("claimed_profile", ""))
+                         claimed_profile=v.get("claimed_profile", ""), round_at=round_at)
 
 
 def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
-    rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
+    rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
+                                  ChallengeRow.issued_at)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
                            .order_by(ChallengeRow.judged_at)).all()
     out = []
-    for cid, at, v in rows:
-        out.append(record_of(cid, at, v))
+    for cid, at, v, issued_at in rows:
+        out.append(record_of(cid, at, v, round_at=issued_at))
     audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
                              .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
     out += [VerdictRecord(challenge_id=aid, at=at, correctness=outcome, timing="training",

@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifier.schedule import SchedulePolicy
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUPROOF_", extra="ignore")
@@ -23,7 +25,14 @@ class Settings(BaseSettings):
     max_page_size: int = 200
     spot_checks: int = 32
     poll_retry_after_s: int = 30
-    challenge_interval_s: float = 3600.0  # how often a device is challenged
+    # verifier-scheduled rounds (verifier/schedule.py): the mean time between a provider's rounds, the mean
+    # while one of its jobs is open, the minimum gap (default a tenth of the mean) and the start window
+    # (0: a round is due at every poll, for tests)
+    challenge_interval_s: float = Field(default=3600.0, ge=0)
+    job_challenge_interval_s: float = Field(default=600.0, ge=0)
+    challenge_min_gap_s: float | None = Field(default=None, ge=0)
+    start_window_s: float = Field(default=5.0, gt=0)
+    long_poll_max_s: float = Field(default=25.0, ge=0, le=120)  # the longest a poll waits for a challenge
     provider_rate_per_s: float = 20.0
     ip_rate_per_s: float = 200.0
     worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
@@ -32,14 +41,6 @@ class Settings(BaseSettings):
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
     admission_max_wait_s: float = 1.5
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
-    # how often overdue challenges and audits are judged and old nonces deleted (gateway/maintenance.py);
-    # 0 turns the sweep off (then a provider's timeouts are judged on its next poll or a settlement)
-    maintenance_interval_s: float = Field(default=60.0, ge=0)
-    # "m,n,k,rounds": small challenges for tests and demos instead of the profile's sizing; entries
-    # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
-    # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")
-    verify_test_shape: str | None = None
-
     # uploaded checkpoint states (gateway/blobs.py): "local" (DATA_DIR/uploads) or "s3" (the `s3` extra);
     # the quota bounds what is stored at once (0: no limit; 507 beyond it); docs/operations.md
     blob_store: Literal["local", "s3"] = "local"
@@ -52,6 +53,19 @@ class Settings(BaseSettings):
     # rate limits shared by every replica (gateway/limits.py, the `redis` extra); unset: per process
     redis_url: str | None = None
     redis_prefix: str = "gpuproof:"
+    # how often overdue challenges and audits are judged and old nonces deleted (gateway/maintenance.py);
+    # 0 turns the sweep off (then a provider's timeouts are judged on its next poll or a settlement)
+    maintenance_interval_s: float = Field(default=60.0, ge=0)
+    # "m,n,k,rounds": small challenges for tests and demos instead of the profile's sizing; entries
+    # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
+    # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")
+    verify_test_shape: str | None = None
+
+    def schedule(self) -> SchedulePolicy:
+        return SchedulePolicy(mean_interval_s=max(self.challenge_interval_s, 1e-6),
+                              job_mean_interval_s=max(self.job_challenge_interval_s, 1e-6),
+                              min_gap_s=self.challenge_min_gap_s, start_window_s=self.start_window_s)
+
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url

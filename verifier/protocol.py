@@ -312,14 +312,16 @@ class Verifier:
                        best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
                        cheat_model=model, reasons=tuple(reasons))
 
-    def timeout(self, challenge: Challenge, now: float, committed: bool = False, requested: bool = False) -> Verdict:
+    def timeout(self, challenge: Challenge, now: float, committed: bool = False, requested: bool = False,
+                start_window_s: float | None = None) -> Verdict:
         """The verdict of a challenge whose deadline passed without a commitment (or without openings).
 
         No commitment, or a commitment whose opening request was never drawn: correctness "unchecked", a
         timeout: a provider that goes silent is unreliable, not a cheater. But a provider that committed
         and then saw which rows would be opened (`requested`) and went silent "withheld" them: aborting is
         what a prover whose rows are wrong would do, so it is judged a correctness failure, weighed as one
-        (docs/protocol.md, "Trust score"); otherwise aborting would be cheaper than failing.
+        (docs/protocol.md, "Trust score"); otherwise aborting would be cheaper than failing. With
+        `start_window_s`, the device never picked the challenge up within that window: missed.
         """
         p = challenge.params
         elapsed = max(0.0, float(now) - challenge.issued_at)
@@ -333,6 +335,11 @@ class Verifier:
             reasons = (f"withheld: committed, was told which rows to open, and sent no openings within {limit} "
                        f"(waited {elapsed:.3f} s); judged as a correctness failure",)
             correctness = "fail"
+        elif start_window_s is not None:
+            failure = Failure(-1, -1, "timeout", f"not picked up within the start window of {start_window_s:g} s")
+            reasons = (f"missed: the device did not pick its scheduled challenge up within {start_window_s:g} s "
+                       f"(waited {elapsed:.3f} s)",)
+            correctness = "unchecked"
         else:
             what = "openings" if committed else "commitment"
             failure = Failure(-1, -1, "timeout", f"no {what} before the deadline of {limit}")

@@ -55,6 +55,7 @@ class VerdictRecord:
     best_match: str = ""
     detail: str = ""
     claimed_profile: str = ""
+    round_at: float | None = None  # the instant of the verifier's round it was issued in (hardware challenges)
 
     @property
     def passed(self) -> bool:
@@ -129,8 +130,14 @@ def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | 
     policy = policy or ScoringPolicy()
     alpha, beta = policy.prior_alpha, policy.prior_beta
     contributions = []
+    # Passes of one round (every device of the provider, challenged at the same instant) are one piece of
+    # evidence about the provider, not one per registered device: together they weigh one pass. Failures
+    # weigh in full, each.
+    per_round = Counter(r.round_at for r in records if r.round_at is not None and r.passed and not r.training)
     for record in records:
         side, weight = _weight(record, policy)
+        if side == "for" and record.round_at is not None and per_round[record.round_at] > 1:
+            weight /= per_round[record.round_at]
         decayed = weight * 0.5 ** (max(0.0, now - record.at) / (policy.half_life_days * DAY))
         if side == "for":
             alpha += decayed

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
 import random
 import secrets
 import time
+from dataclasses import dataclass
 
+import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
+from sqlalchemy import select
 
 from gateway import metrics, service
 from gateway.db import locked
 from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s, rolled_back
 from gateway.models import Challenge as ChallengeRow
-from gateway.models import Device, RttProbe
+from gateway.models import Device, Job, RttProbe
 from gateway.problems import Problem
 from gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
 from kernels.backend import Opening
 from kernels.errors import InvalidParameter
-from verifier import transcript
+from verifier import schedule, transcript
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
 
@@ -38,7 +41,7 @@ def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> Chall
 
 
 RTT_HEADER = "X-Gpuproof-Rtt-Probe"
-NEXT_DUE_HEADER = "X-Gpuproof-Next-Challenge-In"  # on a 204: seconds until the device's next challenge is due
+MEAN_INTERVAL_HEADER = "X-Gpuproof-Challenge-Mean-Interval"  # on a 204: the mean gap between rounds, not a time
 RTT_ECHO_WINDOW_S = 30.0
 
 
@@ -59,61 +62,116 @@ def _request_json(row: ChallengeRow) -> dict:
     return {"challenge_id": row.id, "pairs": row.pairs}
 
 
-@router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
-             responses={204: {"description": "nothing due; poll again after Retry-After seconds (at most "
-                                             "poll_retry_after_s); X-Gpuproof-Next-Challenge-In says in how many "
-                                             "seconds the device's next challenge is due"}})
-def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
-                   response: Response, request: Request) -> dict:
-    """The next challenge for one of the provider's devices: an open one if there is one (so an agent can
-    resume after a restart), a new one if the device is due, else 204 with Retry-After."""
+LONG_POLL_RECHECK_S = 1.0  # a waiting poll re-reads its device this often (a job or an update may move a round)
+
+
+@dataclass
+class _Polled:
+    """What one look at a device found: its challenge (new or open), or nothing due (with the time of the
+    provider's next round, for the waiting poll only: it is never told to the provider), or deferred."""
+
+    kind: str  # "issued", "open", "idle", "deferred"
+    answer: dict | None = None
+    due_at: float = 0.0
+
+
+def _look(auth, state, provider_id: str, position: int, first: bool, queued: float) -> _Polled:  # noqa: ANN001
+    """One look at a device, in one write transaction: its open challenge if it has one, else a new round if
+    the provider's is due (every device of the provider challenged at this instant, each with its own
+    seed; verifier/schedule.py), else nothing. The provider's device rows are locked first (by id), so
+    simultaneous polls, on any number of gateway processes, issue one round and one challenge per device."""
     session = auth.session
-    if provider_id != auth.provider.id:
-        raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
-    auth.claim_nonce()
+    if first:
+        auth.claim_nonce()
     now = time.time()
-    found = session.query(Device.id).filter_by(provider_id=provider_id, position=body.device).one_or_none()
-    if found is None:
-        raise Problem(404, "Not found", f"provider has no device at position {body.device}")
-    # Locked until the answer: simultaneous polls for one device issue one challenge, not several
-    # (on PostgreSQL each would otherwise find none open and issue its own).
-    device = locked(session, Device, found.id)
-    if device is None:  # removed by a registration update meanwhile
-        raise Problem(404, "Not found", f"provider has no device at position {body.device}")
-    if service.expire_overdue(session, state.verifier, provider_id, now, asking_device=device.id):
+    devices = session.execute(select(Device).where(Device.provider_id == provider_id).order_by(Device.id)
+                              .with_for_update().execution_options(populate_existing=True)).scalars().all()
+    device = next((d for d in devices if d.position == position), None)
+    if device is None:
+        raise Problem(404, "Not found", f"provider has no device at position {position}")
+    if first and service.expire_overdue(session, state.verifier, provider_id, now, asking_device=device.id,
+                                        schedule=state.settings.schedule()):
         state.trust_cache.drop(provider_id)
-    open_row = session.query(ChallengeRow).filter(ChallengeRow.provider_id == provider_id,
-                                                  ChallengeRow.device_id == device.id,
-                                                  ChallengeRow.state.in_(("issued", "committed"))).first()
-    probe = _probe(session, provider_id)
-    response.headers[RTT_HEADER] = probe
-    if open_row is not None:
+    open_rows = {row.device_id: row for row in session.execute(
+        select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
+                                   ChallengeRow.state.in_(("issued", "committed")))).scalars()}
+    mine = open_rows.get(device.id)
+    if mine is not None:
+        if mine.delivered_at is None:
+            mine.delivered_at = now
+        out = _public(mine) | {"device": device.position}
+        if mine.state == "committed" and mine.pairs is not None:
+            out["opening_request"] = _request_json(mine)
         session.commit()
-        response.status_code = status.HTTP_200_OK
-        out = _public(open_row) | {"device": device.position}
-        if open_row.state == "committed" and open_row.pairs is not None:
-            out["opening_request"] = _request_json(open_row)
-        return out
+        return _Polled("open", out)
     if device.next_due_at > now:
+        due_at = device.next_due_at
         session.commit()
-        due_in = max(1, math.ceil(device.next_due_at - now))
-        wait = min(state.settings.poll_retry_after_s, due_in)
-        return Response(status_code=204, headers={"Retry-After": str(wait), NEXT_DUE_HEADER: str(due_in),  # type: ignore[return-value]
-                                                  RTT_HEADER: probe})
-    if queued_s(request) > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
+        return _Polled("idle", due_at=due_at)
+    if first and queued > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
-        return Response(status_code=204, headers={"Retry-After": str(random.randint(3, 8)),  # type: ignore[return-value]
-                                                  RTT_HEADER: probe})
-    challenge = state.verifier.issue(device.model, now=now, profile_key=device.profile,
-                                     shape=state.settings.test_shape(device.profile))
-    row = service.store_challenge(provider_id, device.id, challenge)
-    session.add(row)
-    device.next_due_at = now + state.settings.challenge_interval_s
+        return _Polled("deferred")
+    job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
+                               .limit(1)).first() is not None
+    answer = None
+    for d in devices:
+        if d.id in open_rows:  # still answering an earlier round: judged on its own deadline
+            continue
+        challenge = state.verifier.issue(d.model, now=now, profile_key=d.profile,
+                                         shape=state.settings.test_shape(d.profile))
+        row = service.store_challenge(provider_id, d.id, challenge)
+        session.add(row)
+        metrics.CHALLENGES_ISSUED.inc()
+        if d.id == device.id:
+            row.delivered_at = now
+            answer = _public(row) | {"device": d.position}
+    next_at = schedule.next_round_at(now, job_open, state.settings.schedule())
+    for d in devices:
+        d.next_due_at = next_at
     session.commit()
-    metrics.CHALLENGES_ISSUED.inc()
-    response.status_code = status.HTTP_201_CREATED
-    return _public(row) | {"device": device.position}
+    return _Polled("issued", answer)
+
+
+def _answer(auth, provider_id: str, polled: _Polled, state) -> tuple[str, int]:  # noqa: ANN001
+    """Store the round-trip probe of the answer (the agent echoes it at once); (probe, Retry-After)."""
+    probe = _probe(auth.session, provider_id)
+    auth.session.commit()
+    wait = random.randint(3, 8) if polled.kind == "deferred" else 1
+    return probe, wait
+
+
+@router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
+             responses={204: {"description": "no challenge for this device now; poll again (with wait_s, at "
+                                             "once). The time of the next round is never told: the verifier "
+                                             "schedules rounds at unannounced random times"}})
+async def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
+                         response: Response, request: Request) -> dict:
+    """The device's challenge: an open one if there is one (so an agent can resume after a restart), a new
+    round if the provider's is due, else, with `wait_s`, wait for one (a long poll, up to long_poll_max_s;
+    the wait holds no worker thread), else 204. 201: a round was issued by this poll; 200: the device's
+    challenge of a round already issued. The challenge is timed from the round's instant, so an agent
+    keeps a long poll open per device to get it at once."""
+    if provider_id != auth.provider.id:
+        raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
+    queued = queued_s(request)
+    until = time.monotonic() + min(body.wait_s, state.settings.long_poll_max_s)
+    first = True
+    while True:
+        polled = await anyio.to_thread.run_sync(
+            functools.partial(_look, auth, state, provider_id, body.device, first, queued))
+        first = False
+        left = until - time.monotonic()
+        if polled.kind != "idle" or left <= 0:
+            break
+        await anyio.sleep(min(left, LONG_POLL_RECHECK_S, max(0.0, polled.due_at - time.time())))
+    probe, wait = await anyio.to_thread.run_sync(functools.partial(_answer, auth, provider_id, polled, state))
+    if polled.answer is None:
+        return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe,  # type: ignore[return-value]
+                                                  MEAN_INTERVAL_HEADER: f"{state.settings.challenge_interval_s:g}"})
+    response.headers[RTT_HEADER] = probe
+    response.status_code = status.HTTP_201_CREATED if polled.kind == "issued" else status.HTTP_200_OK
+    return polled.answer
 
 
 @router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe")

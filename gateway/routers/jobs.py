@@ -16,7 +16,7 @@ from gateway.models import ApiKey, Device, Job, Provider
 from gateway.models import Challenge as ChallengeRow
 from gateway.problems import Problem
 from gateway.schemas import IdPath, JobIn
-from verifier import hardware
+from verifier import hardware, schedule
 from verifier.profiles import UNPROFILED_KEY
 from verifier.training import TrainingPolicy
 from verifier.trust import settle
@@ -96,6 +96,15 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
               checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
               created_by=key.id, final=False, training_state="open" if body.checkpoint_policy else None)
     session.add(job)
+    # rounds come more often while a job is open: the next one at the earlier of the drawn one and a draw at
+    # the job's rate (the provider's devices share one schedule; locked in id order, as a poll locks them)
+    devices = session.execute(select(Device).where(Device.provider_id == body.provider_id).order_by(Device.id)
+                              .with_for_update()).scalars().all()
+    if devices:
+        sooner = schedule.sooner_for_a_job(min(d.next_due_at for d in devices), job.created_at,
+                                           state.settings.schedule())
+        for d in devices:
+            d.next_due_at = sooner
     session.commit()
     return job_json(job)
 
@@ -122,7 +131,7 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
     audits.expire_audits(session, state, job.id, now)
     # a challenge the provider left unanswered past its deadline is judged now (a timeout), not only when
     # the provider polls again; one still within its deadline holds the payment until it is judged
-    if service.expire_overdue(session, state.verifier, job.provider_id, now):
+    if service.expire_overdue(session, state.verifier, job.provider_id, now, schedule=state.settings.schedule()):
         state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from gateway import admin, service
 from gateway.client import registration, signed_headers
-from gateway.models import Challenge, Device
+from gateway.models import Challenge, Device, Job
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
@@ -59,8 +59,8 @@ class Provider:
         assert r.status_code == 200, r.text
         return params, roots, r.json()["pairs"]
 
-    def answer(self, device: int, think_s: float = 0.0) -> dict:
-        c = self.challenge(device)
+    def answer(self, device: int, think_s: float = 0.0, c: dict | None = None) -> dict:
+        c = c or self.challenge(device)
         params, roots, pairs = self.commit(c, think_s)
         out = []
         for r, i in sorted({tuple(p) for p in pairs}):
@@ -69,6 +69,13 @@ class Provider:
         verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings", {"openings": out})
         assert verdict.status_code == 200, verdict.text
         return verdict.json()
+
+    def round(self, devices: list[int]) -> list[dict]:
+        """A round made due now: every device is challenged at once; `devices` are picked up and answered."""
+        self.due_now()
+        challenges = [self.post(f"/v1/providers/{self.id}/challenges", {"device": d}).json() for d in devices]
+        assert len({c["issued_at"] for c in challenges}) == 1, "one round, one instant"
+        return [self.answer(d, c=c) for d, c in zip(devices, challenges, strict=True)]
 
 
 @pytest.fixture
@@ -96,8 +103,8 @@ def test_a_farmed_identity_is_not_paid_for_h100s_it_never_proved(gateway, market
     h100_job = market.job(farmer, devices=[0, 1, 2, 3], paid_class="h100-sxm").json()
     any_job = market.job(farmer).json()
     assert any_job["devices"] == [0, 1, 2, 3, 4] and any_job["paid_class"] == "cpu-reference"
-    for _ in range(5):
-        assert farmer.answer(4)["outcome"] == "pass"
+    for _ in range(5):  # every round challenges all five devices; only the cheap one answers
+        assert [v["outcome"] for v in farmer.round([4])] == ["pass"]
     for job in (h100_job, any_job):
         decision = market.settle(job["id"])
         assert decision["decision"] == "hold", decision
@@ -113,23 +120,38 @@ def test_a_farmed_identity_is_not_paid_for_h100s_it_never_proved(gateway, market
 def test_a_job_whose_every_device_passed_at_the_paid_class_releases(gateway, market):
     honest = Provider(gateway, ["cpu-reference", "cpu-reference"])
     job = market.job(honest, paid_class="cpu-reference").json()
-    for _ in range(6):  # enough for the provider-wide lower bound, on one device only
-        assert honest.answer(0)["outcome"] == "pass"
-    decision = market.settle(job["id"])
-    assert decision["decision"] == "hold", decision
-    assert [r for r in decision["reasons"] if r.startswith("device")] == [
-        "device 1 has 0 of the 1 passes at cpu-reference or above that release needs since the job began"], decision
-    assert honest.answer(1)["outcome"] == "pass"
+    for _ in range(3):
+        assert [v["outcome"] for v in honest.round([0, 1])] == ["pass", "pass"]
     decision = market.settle(job["id"])
     assert decision["decision"] == "release", decision
-    assert decision["reasons"][0].startswith("device 0: 6 passes at cpu-reference or above; "
-                                             "device 1: 1 passes at cpu-reference or above"), decision
+    assert decision["reasons"][0].startswith("device 0: 3 passes at cpu-reference or above; "
+                                             "device 1: 3 passes at cpu-reference or above"), decision
+
+
+def test_a_device_that_misses_its_round_holds_the_payment(gateway, market):
+    """Reproduction (one box as many): a provider answers one device of two and lets the other's challenge
+    lie. Before, a device was challenged only when it asked; now the round challenged both, and the one not
+    picked up within the start window is missed."""
+    box = Provider(gateway, ["cpu-reference", "cpu-reference"])
+    job = market.job(box).json()
+    for _ in range(6):
+        assert [v["outcome"] for v in box.round([0])] == ["pass"]
+    with gateway.app.state.gp.db.writer() as s:  # the start window has passed for device 1's challenge
+        s.execute(update(Challenge).where(Challenge.state == "issued").values(issued_at=Challenge.issued_at - 10))
+        s.execute(update(Job).values(created_at=Job.created_at - 60))
+        s.commit()
+    decision = market.settle(job["id"])
+    assert decision["decision"] == "hold", decision
+    assert any(r.startswith("device 1: challenge") and "was missed" in r for r in decision["reasons"]), decision
+    verdict = [v["verdict"] for v in gateway.client.get(f"/v1/providers/{box.id}/verdicts").json()["items"]
+               if v["verdict"]["timing"] == "timeout"][0]
+    assert verdict["failure"]["detail"] == "not picked up within the start window of 5 s", verdict
 
 
 def test_passes_before_the_job_began_do_not_prove_its_hardware(gateway, market):
     early = Provider(gateway, ["cpu-reference"])
     for _ in range(6):
-        early.answer(0)
+        early.round([0])
     job = market.job(early).json()
     decision = market.settle(job["id"])
     assert decision["decision"] == "hold"
@@ -167,7 +189,7 @@ def test_an_unprofiled_device_never_satisfies_a_paid_class(gateway, market):
     p = Provider(gateway, ["Some Unknown Accelerator 9000"])
     job = market.job(p, paid_class="cpu-reference").json()
     for _ in range(6):
-        verdict = p.answer(0)
+        [verdict] = p.round([0])
         assert verdict["outcome"] == "pass" and verdict["timing"] == "unprofiled", verdict
     decision = market.settle(job["id"])
     assert decision["decision"] == "hold"
@@ -247,3 +269,13 @@ def test_simultaneous_polls_for_one_device_issue_one_challenge(servers, database
         for client in clients:
             client.close()
         engine.dispose()
+
+
+def test_the_dashboard_shows_each_devices_verified_class_and_last_scheduled_challenge(gateway):
+    p = Provider(gateway, ["cpu-reference", "NVIDIA H100"])
+    p.round([0])  # device 1's challenge of the round is still open
+    page = gateway.client.get(f"/providers/{p.id}").text
+    assert "Last scheduled challenge" in page
+    rows = page.split("<h2>Devices</h2>", 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+    assert "cpu-reference</td><td>cpu-reference</td>" in rows[0] and "UTC, pass" in rows[0], rows[0]
+    assert "h100-sxm</td><td>-</td>" in rows[1] and "UTC, open" in rows[1], rows[1]

@@ -99,3 +99,23 @@ def test_lower_bound_is_the_beta_posteriors_5_percent_quantile():
     b = 1 + 0.5 ** (2.0 / 7)
     assert s.lower_bound == pytest.approx(beta.ppf(0.05, alpha, b), rel=1e-9)
     assert s.score == pytest.approx(alpha / (alpha + b))
+
+
+def test_passes_of_one_round_weigh_one_pass_however_many_devices_answered_it():
+    """Reproduction (farming): one identity's many devices passing one round looked like many independent
+    passes. A round (every device challenged at one instant) is one piece of evidence; failures count each."""
+    from verifier.trust import VerdictRecord, score
+
+    def passes(rounds: int, devices: int) -> list[VerdictRecord]:
+        return [VerdictRecord(challenge_id=f"{r:04d}{d:04d}" * 4, at=1000.0 + r, correctness="pass",
+                              timing="consistent", round_at=1000.0 + r)
+                for r in range(rounds) for d in range(devices)]
+
+    wide = score(passes(1, 64), now=1100.0)
+    assert wide.effective_evidence == pytest.approx(1.0, abs=1e-3) and wide.status == "unproven", wide
+    spread = score(passes(5, 1), now=1100.0)
+    assert spread.lower_bound >= 0.6 and spread.status == "trusted", spread
+    assert score(passes(5, 64), now=1100.0).lower_bound == pytest.approx(spread.lower_bound)
+    failing = [VerdictRecord(challenge_id=f"{d:032d}", at=1000.0, correctness="fail", timing="consistent",
+                             round_at=1000.0) for d in range(3)]
+    assert score(failing, now=1000.0).effective_evidence == pytest.approx(60.0)
