@@ -12,6 +12,7 @@ from gateway import deps, maintenance, metrics, service
 from gateway.client import signed_headers
 from gateway.models import Challenge, Device, RequestNonce, RttProbe
 from tests.gateway.test_api import Agent, assert_problem, db_counts
+from tests.support.calibrate import scaled
 
 
 def overdue(gateway, challenge_id: str) -> None:
@@ -115,7 +116,7 @@ def test_the_sweep_runs_on_its_own(database_url, tmp_path):
         agent = Agent(gw)
         c = agent.next().json()
         overdue(gw, c["challenge_id"])
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while time.monotonic() < deadline:  # nobody polls or settles: the sweep judges it
             with app.state.gp.db.reader() as s:
                 if s.get(Challenge, c["challenge_id"]).state == "judged":
@@ -153,7 +154,7 @@ def test_a_sweep_on_a_database_not_yet_migrated_logs_one_line_and_keeps_going(tm
     settings = Settings(data_dir=tmp_path / "d", maintenance_interval_s=0.05)
     caplog.set_level(logging.ERROR, logger="gpuproof.gateway")
     with TestClient(create_app(settings, run_migrations=False)) as client:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while len([r for r in caplog.records if "maintenance sweep failed" in r.getMessage()]) < 2:
             assert time.monotonic() < deadline, "the sweep did not run twice"
             time.sleep(0.05)

@@ -16,17 +16,22 @@ from agent.training import CHEATS, TrainingReporter, replay_job, run_reference_j
 from gateway import admin
 from gateway.client import GatewayClient, GatewayError
 from gateway.models import SegmentAudit, TrainingCommitment
+from tests.support.calibrate import scaled
 from tests.support.training import commit_and_close
 from verifier import checkpoints, signatures
 from verifier.workload import MLPJob
 
 POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-# Timing checks need a step time well above a commitment's round trip (as real steps are): 50 ms floor,
-# a 60 ms stand-in step, so a burst of commitments (a few ms apart) is 10x too fast and an honest run never.
-TIMED = POLICY | {"min_step_s": 0.1, "arrival_slack_s": 0.3}  # a burst of all 7 commitments: flagged when under 0.9 s
+# Timing checks need a step time well above a commitment's round trip (as real steps are). On the reference
+# machine: a 0.1 s step floor (too-fast compares arrivals against half of it), a 0.12 s stand-in step and
+# 0.3 s of arrival slack, so an honest run is clear of the floor by 0.07 s a step plus the slack, and a burst
+# of all 7 commitments at the end is flagged when it takes under 24 * 0.05 - 0.3 = 0.9 s. All three are
+# scaled to this machine (tests/support/calibrate.py): a busy one delays honest commitments and stretches
+# the cheat's burst alike, and both margins grow with it.
+TIMED = POLICY | {"min_step_s": scaled(0.1), "arrival_slack_s": scaled(0.3)}
 STEPS = 24
-DELAY = 0.12
+DELAY = scaled(0.12)
 
 
 class World:
@@ -94,7 +99,10 @@ def test_every_cheat_is_caught_and_refunded(world, cheat):
     provider, jid, _, after = world.run(cheat, TIMED if timed else POLICY, delay=DELAY if timed else 0.0)
     assert failed(after), (cheat, after)
     if not timed:  # caught by the evidence itself, not by a timing flag
-        assert after["flags"] == [] and any(a["outcome"] == "fail" for a in after["audits"]), after
+        # (this run has no step time: it lasts ~0.1 s, so a busy machine that delays its sender can make its
+        # commitments look sent at the end; at-end judges that delivery, not this cheat)
+        assert [f for f in after["flags"] if not f.startswith("at-end")] == [], after["flags"]
+        assert any(a["outcome"] == "fail" for a in after["audits"]), after
     decision = world.market.settle(jid)
     assert decision["decision"] == "refund" and decision["final"], decision
     assert any("training" in r for r in decision["reasons"])

@@ -3,7 +3,9 @@ openings and settlements, restart it each time, and lose or double nothing.
 
 Checks: every verdict and final settlement a client received is on record, once; the log holds exactly
 one verdict entry per judged challenge; after every restart the log's head extends (consistency proof)
-the last head served before the crash; the clients' retries all complete.
+the last head served before the crash; the clients' retries all complete. A challenge whose deadline
+passed while the gateway was down is refused as late (409), as the product must; it is never a pass.
+Every wait and client timeout is scaled to this machine (tests/support/calibrate.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.models import Challenge, Job, LogEntry
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support.calibrate import scaled
 from tests.support.server import Server
 from verifier import signatures
 
@@ -31,8 +34,9 @@ KILLS = 20
 
 
 def patiently(fn: Callable[[], Any], stop: threading.Event, limit_s: float = 120) -> Any:
-    """fn() retried through crashes: the gateway unreachable or answering 5xx. Same content each time."""
-    deadline = time.monotonic() + limit_s
+    """fn() retried through crashes: the gateway unreachable or answering 5xx. Same content each time.
+    Gives up after `limit_s` on the reference machine, scaled to this one."""
+    deadline = time.monotonic() + scaled(limit_s)
     while True:
         try:
             return fn()
@@ -49,7 +53,7 @@ def patiently(fn: Callable[[], Any], stop: threading.Event, limit_s: float = 120
 class Provider(threading.Thread):
     def __init__(self, base: str, stop: threading.Event, log: dict) -> None:
         super().__init__(daemon=True)
-        self.client = GatewayClient(base, key=signatures.new_private_key(), timeout=10)
+        self.client = GatewayClient(base, key=signatures.new_private_key(), timeout=scaled(10))
         self.stop, self.log, self.error = stop, log, None
 
     def register(self) -> None:
@@ -66,23 +70,37 @@ class Provider(threading.Thread):
                 c, _, _ = patiently(lambda: self.client.next_challenge(0), self.stop)
                 if c is None:
                     continue
-                params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
-                roots = CpuBackend().run(params)
-                req = patiently(lambda: self.client.commit(c["challenge_id"], roots), self.stop)  # noqa: B023
-                openings = []
-                for r, i in sorted({tuple(p) for p in req["pairs"]}):
-                    values, path = CpuBackend().open(params, r, i, roots)
-                    openings.append(Opening(r, i, values, tuple(path)).to_json())
-                verdict = patiently(lambda: self.client.open(c["challenge_id"], openings), self.stop)  # noqa: B023
-                self.log["verdicts"][c["challenge_id"]] = verdict["outcome"]
+                try:
+                    self.answer(c)
+                except GatewayError as exc:
+                    if not late(exc):
+                        raise
+                    self.log["late"].append(c["challenge_id"])
         except Exception as exc:  # surfaced by the test
             self.error = exc
+
+    def answer(self, c: dict) -> None:
+        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        roots = CpuBackend().run(params)
+        req = patiently(lambda: self.client.commit(c["challenge_id"], roots), self.stop)
+        openings = []
+        for r, i in sorted({tuple(p) for p in req["pairs"]}):
+            values, path = CpuBackend().open(params, r, i, roots)
+            openings.append(Opening(r, i, values, tuple(path)).to_json())
+        verdict = patiently(lambda: self.client.open(c["challenge_id"], openings), self.stop)
+        self.log["verdicts"][c["challenge_id"]] = verdict["outcome"]
+
+
+def late(exc: GatewayError) -> bool:
+    """The gateway refused a commitment or openings because the challenge's deadline passed (while it was
+    down, or restarting on a busy machine): the product's answer, judged a timeout, not a lost request."""
+    return exc.status == 409 and (exc.title == "Deadline passed" or "judged a timeout" in exc.detail)
 
 
 class Settler(threading.Thread):
     def __init__(self, base: str, token: str, providers: list[Provider], stop: threading.Event, log: dict) -> None:
         super().__init__(daemon=True)
-        self.client = GatewayClient(base, api_key=token, timeout=10)
+        self.client = GatewayClient(base, api_key=token, timeout=scaled(10))
         self.providers, self.stop, self.log, self.error = providers, stop, log, None
 
     def run(self) -> None:
@@ -104,12 +122,12 @@ def run_crashes(database_url: str, tmp_path) -> None:  # noqa: ANN001
                     GPUPROOF_PROVIDER_RATE_PER_S="100000", GPUPROOF_IP_RATE_PER_S="100000").start()
     token = admin.create_api_key(Database(database_url), "crash", ["jobs", "settle"])
     stop = threading.Event()
-    log: dict = {"registered": [], "verdicts": {}, "settlements": {}}
+    log: dict = {"registered": [], "verdicts": {}, "settlements": {}, "late": []}
     providers = [Provider(server.base, stop, log) for _ in range(3)]
     settler = Settler(server.base, token, providers, stop, log)
     for t in (*providers, settler):
         t.start()
-    reader = GatewayClient(server.base, timeout=10)
+    reader = GatewayClient(server.base, timeout=scaled(10))
     rng = random.Random(20261126)
     heads: list[TreeHead] = []
     try:
@@ -125,7 +143,7 @@ def run_crashes(database_url: str, tmp_path) -> None:  # noqa: ANN001
     finally:
         stop.set()
         for t in (*providers, settler):
-            t.join(timeout=120)
+            t.join(timeout=scaled(120))
         server.stop()
     errors = [t.error for t in (*providers, settler) if t.error]
     assert not errors, errors
@@ -140,6 +158,8 @@ def run_crashes(database_url: str, tmp_path) -> None:  # noqa: ANN001
     # no accepted verdict lost, none changed
     for cid, outcome in log["verdicts"].items():
         assert judged.get(cid) == outcome, cid
+    # a challenge refused as late is never a pass (judged a timeout, or not yet judged when the test ended)
+    assert all(judged.get(cid, "fail") == "fail" for cid in log["late"]), log["late"]
     # the log: consecutive indices, exactly one verdict entry per judged challenge
     assert [e.idx for e in entries] == list(range(len(entries)))
     verdict_ids = [json.loads(e.body)["challenge_id"] for e in entries if e.kind == "verdict"]

@@ -10,11 +10,12 @@ from gateway.client import AsyncGatewayClient, GatewayError
 from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support.calibrate import scaled
 from verifier import signatures
 
 
 async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> None:
-    async with AsyncGatewayClient(base, key=signatures.new_private_key(), timeout=60) as client:
+    async with AsyncGatewayClient(base, key=signatures.new_private_key(), timeout=scaled(60)) as client:
         for attempt in range(5):  # a connection reset under load is retried, as any client would
             try:
                 await client.register("load", [{"model": "cpu-reference", "vram_gib": 1}])

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.calibrate import scaled
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,28 +34,31 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
-        """Start uvicorn and wait for /readyz. Its stderr goes to a file (a pipe nobody reads would fill up
-        and block the gateway mid-test); the file's tail is in the error when it does not come up."""
+        """Start uvicorn and wait for /readyz (30 s on the reference machine, scaled to this one). Its
+        stderr goes to a file (a pipe nobody reads would fill up and block the gateway mid-test); the
+        file's tail is in the error when it does not come up."""
         self.log_path = Path(self.env["GPUPROOF_DATA_DIR"]).with_name(f"uvicorn-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host",
                                           "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                                          env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 30
+        limit_s = scaled(30)
+        deadline = time.monotonic() + limit_s
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited ({self.proc.returncode}): {self.log_tail()}")
             try:
-                answer = httpx.get(f"{self.base}/readyz", timeout=1)
+                answer = httpx.get(f"{self.base}/readyz", timeout=scaled(1))
                 if answer.status_code == 200:
                     return self
                 last = f"{answer.status_code} {answer.text[:300]}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.1)
-        raise RuntimeError(f"gateway did not become ready in 30 s; last /readyz: {last}; log: {self.log_tail()}")
+        raise RuntimeError(f"gateway did not become ready in {limit_s:.0f} s; last /readyz: {last}; "
+                           f"log: {self.log_tail()}")
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -71,12 +76,12 @@ class Server:
         """SIGKILL: no clean shutdown, as in a crash."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=scaled(10))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=scaled(20))
             except subprocess.TimeoutExpired:
                 self.kill()
