@@ -120,12 +120,16 @@ def test_a_farmed_identity_is_not_paid_for_h100s_it_never_proved(gateway, market
 def test_a_job_whose_every_device_passed_at_the_paid_class_releases(gateway, market):
     honest = Provider(gateway, ["cpu-reference", "cpu-reference"])
     job = market.job(honest, paid_class="cpu-reference").json()
-    for _ in range(3):
+    for _ in range(4):
         assert [v["outcome"] for v in honest.round([0, 1])] == ["pass", "pass"]
+    decision = market.settle(job["id"])  # every device proven; but a round weighs one pass: 4 are too few
+    assert decision["decision"] == "hold" and not any(r.startswith("device") for r in decision["reasons"])
+    assert any(r.startswith("trust lower bound") for r in decision["reasons"]), decision
+    honest.round([0, 1])
     decision = market.settle(job["id"])
     assert decision["decision"] == "release", decision
-    assert decision["reasons"][0].startswith("device 0: 3 passes at cpu-reference or above; "
-                                             "device 1: 3 passes at cpu-reference or above"), decision
+    assert decision["reasons"][0].startswith("device 0: 5 passes at cpu-reference or above; "
+                                             "device 1: 5 passes at cpu-reference or above"), decision
 
 
 def test_a_device_that_misses_its_round_holds_the_payment(gateway, market):
