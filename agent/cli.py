@@ -745,7 +745,9 @@ def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_H
         raise InvalidParameter("--port", f"must be in 1..65535, got {port}")
     settings = _gateway_settings(database_url, data_dir)
     from gateway import migrate
+    from gateway.app import gateway_profiles
 
+    gateway_profiles(settings)  # a bad GPUPROOF_PROFILES_FILE: one line here, not a traceback from uvicorn
     migrate.upgrade(settings.sqlalchemy_url())
     os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
     os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)

@@ -9,6 +9,17 @@ separate processes over real HTTP, each with its own key and config directory:
   row-skipper   commits to C_r with a quarter of the rows never computed (agent/adversaries.py)
   replayer      commits an old challenge's roots to every new challenge
   lazy-trainer  a training job whose checkpoints are interpolated instead of trained
+  many-devices  registers 4 devices of class demo-cpu and answers for all of them with one agent on one
+                machine: the gateway challenges all four at the same instant, so all but the first come in
+                slower than any honest demo-cpu card can
+
+demo-cpu is a measured profile made for the demo: before the gateway starts, the demo measures this
+machine's best rate (the fastest of 3 runs with BLAS's default threads and 3 with one) on the challenge it
+will ask of demo-cpu (sized to take ~0.6 s), writes a profile with that rate and a narrow honest band
+(0.9-1.8x, as measured profiles have) into its working folder and points the gateway at it
+(GPUPROOF_PROFILES_FILE). cpu-reference cannot show the
+one-card-many-devices cheat: its band is wide enough for every CI machine, so timing cannot tell one
+card doing four challenges from four slower cards (docs/protocol.md, "Scheduled rounds").
 
 A marketplace key creates one job per provider; a validator (its own key, scope `replay`) replays the
 training segments the gateway draws (`gpuproof replay`). A live table shows each provider's claimed and
@@ -35,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,12 +56,21 @@ from rich.live import Live
 from rich.table import Table
 
 from kernels.errors import GpuproofError
+from verifier.timing import format_rate
 
 # m, n, k, R: a challenge of ~0.1 s on a CPU, every 2 s per device (an honest CPU's limit is ~2 s: room
 # for a loaded machine); an H100 claim gets one that an H100 finishes in ~50 us and a CPU in ~0.8 s, past
 # the slowest honest H100's limit (~0.33 s) even after the largest round-trip allowance (0.2 s) that a
 # provider echoing its probes late can get (with R=8, 0.5 s, it passed 2 of 27 times on a loaded machine).
 TEST_SHAPE = "128,2048,2048,4;h100-sxm=256,2048,4096,12"
+# demo-cpu (the many-devices role): a challenge of ~0.6 s on this machine at its best, m, n, k below and R
+# measured at start (Demo.calibrate). Its slow limit is then 0.6/0.9 + 0.25 + 3.89 * hypot(0.03 * 0.67,
+# 0.02) = 1.03 s; four challenges at once on one machine need ~4 x 0.6 = 2.4 s, 2.3x past it, and the
+# second of four done one after another (1.2 s) is past it too. At ~1 s each the four would keep both cores
+# of a 2-core machine busy through every round (one every ~2 s) and starve the other providers.
+DEMO_CPU_SECONDS = 0.6
+DEMO_CPU_SHAPE = (128, 1024, 1024)
+DEMO_CPU_BAND = (0.9, 1.8)  # eff_low, eff_high: narrow, as a measured profile's band is
 TRAINING = {"interval": 10, "segments": 2, "chunks": 8, "mode": "exact", "min_step_s": 0.01,
             "workload": {"name": "mlp", "params": {"seed": 11, "hidden": 32}}}
 TRAIN_STEPS, TRAIN_STEP_S = 120, 0.025  # a 3 s training run (the stand-in step is tiny; 25 ms stands in)
@@ -162,6 +182,32 @@ def _last_line(log: Path) -> str:
     return ""
 
 
+def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
+    """This machine's best rate now (ops/s) on a challenge of `shape` with the CPU backend: the fastest of
+    `runs` runs with BLAS's default threads and `runs` on one BLAS thread (the way the many-devices agent
+    runs; on a busy machine one thread is often the faster), each with its own seed."""
+    from threadpoolctl import threadpool_limits
+
+    from kernels.reference import CpuBackend
+    from kernels.spec import ChallengeParams
+
+    backend = CpuBackend()
+    best = float("inf")
+    for i in range(2 * runs):
+        with threadpool_limits(limits=1 if i % 2 else None, user_api="blas"):
+            started = time.perf_counter()
+            backend.run(ChallengeParams(bytes([i]) * 32, *shape))
+            best = min(best, time.perf_counter() - started)
+    m, n, k, r = shape
+    return 2.0 * m * n * k * r / best
+
+
+def _classes(names: Iterable[str]) -> str:
+    """One class per device, the same class once with a count: "4 x demo-cpu", "demo-cpu, -"."""
+    names = list(names)
+    return f"{len(names)} x {names[0]}" if len(names) > 1 and len(set(names)) == 1 else ", ".join(names)
+
+
 @dataclass
 class Role:
     key: str
@@ -171,6 +217,8 @@ class Role:
     adversary: str | None = None
     serves: bool = True  # runs the challenge daemon
     trains: str | None = None  # None: no training job; "honest" or a cheat of agent.training.CHEATS
+    devices: int = 1  # registered devices (agent register --count), all served by one agent process
+    blas_threads: int | None = None  # OPENBLAS_NUM_THREADS for its agent; None: BLAS's default
     config: Path = field(default_factory=Path)
     provider_id: str = ""
     job_id: str = ""
@@ -184,6 +232,10 @@ ROLES = [
     Role("replayer", "replays-old-roots", "replayed commitment", claim="cpu-reference", adversary="replay-old"),
     Role("lazy-trainer", "lazy-trainer", "interpolated checkpoints", claim="cpu-reference", serves=False,
          trains="interpolate"),
+    # its four workers compute at once in one process: with one BLAS thread each they share the cores evenly;
+    # with OpenBLAS's pool they fought over it and took 10-20x one challenge's time (past the deadline)
+    Role("many-devices", "one-card-four-devices", "one card answering for four", claim="demo-cpu", devices=4,
+         blas_threads=1),
 ]
 
 
@@ -198,6 +250,7 @@ class Demo:
         self.logs: dict[int, Path] = {}  # pid -> the log of a long-running child
         self.stopped: set[int] = set()  # pids the demo stopped on purpose
         self.roles = [dataclasses.replace(r, procs=[]) for r in ROLES]  # fresh per run: ROLES stays a template
+        self.demo_cpu_shape, self.demo_cpu_rate = (*DEMO_CPU_SHAPE, 1), 0.0  # measured by Demo.calibrate
         self.signals = StopSignals()
         self._lock = threading.Lock()  # the validator thread starts children too
         self._preexec = _die_with_parent()
@@ -236,12 +289,37 @@ class Demo:
             raise GpuproofError(f"{role.key}: gpuproof {' '.join(args)} failed: {stderr.strip()[-300:]}")
         return stdout
 
+    def calibrate(self) -> tuple[int, int, int, int]:
+        """Measure this machine's best rate on a demo-cpu challenge and write the demo-cpu profile for the
+        gateway (profiles.toml in the working folder); the challenge shape (m, n, k, R) demo-cpu gets.
+
+        R is sized so that one challenge takes ~DEMO_CPU_SECONDS (twice: the first estimate misses the fixed
+        costs of a run); the rate is the fastest of 3 + 3 runs (`_best_rate`) of exactly that challenge, the
+        strictest class this machine can claim (a busier moment later only makes a cheat slower)."""
+        m, n, k = DEMO_CPU_SHAPE
+        rounds = 4
+        for runs in (1, 1):
+            rounds = max(1, round(DEMO_CPU_SECONDS * _best_rate((m, n, k, rounds), runs) / (2.0 * m * n * k)))
+        shape = (m, n, k, rounds)
+        rate = _best_rate(shape, 3)
+        low, high = DEMO_CPU_BAND
+        (self.tmp / "profiles.toml").write_text(
+            "# written by `gpuproof demo`: this machine's best rate on the demo-cpu challenge\n"
+            "[profiles.demo-cpu]\n"
+            'name = "demo CPU (measured on this machine)"\n'
+            f"int8_tops = {rate / 1e12!r}\nmemory_gib = 4\nbandwidth_gbs = 10\n"
+            f"eff_low = {low!r}\neff_high = {high!r}\nmeasured = true\narch = \"cpu\"\n")
+        self.demo_cpu_shape, self.demo_cpu_rate = shape, rate
+        return shape
+
     def start_gateway(self) -> None:
         import httpx
 
         # not tmp/gateway: the children run in tmp, and a `gateway` folder there would shadow the gateway
         # package of an editable install (its finder comes after the one for the current directory)
-        env = dict(self.env, GPUPROOF_DATA_DIR=str(self.tmp / "gateway-data"), GPUPROOF_VERIFY_TEST_SHAPE=TEST_SHAPE,
+        shape = TEST_SHAPE + ";demo-cpu=" + ",".join(map(str, self.demo_cpu_shape))
+        env = dict(self.env, GPUPROOF_DATA_DIR=str(self.tmp / "gateway-data"), GPUPROOF_VERIFY_TEST_SHAPE=shape,
+                   GPUPROOF_PROFILES_FILE=str(self.tmp / "profiles.toml"),
                    GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_POLL_RETRY_AFTER_S="1")
         self.gateway = self._spawn(["-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
                                     str(self.port), "--log-level", "warning"], env, "gateway")
@@ -283,11 +361,13 @@ class Demo:
         backend = "cpu"
         if model is None:
             model, backend = self.local_claim()
-        self._cli(role, "agent", "register", "--gpu", model, "--name", role.name)
+        self._cli(role, "agent", "register", "--gpu", model, "--count", str(role.devices), "--name", role.name)
         role.provider_id = self._cli(role, "agent", "whoami").strip()
         role.job_id = market.create_job(f"demo-renter-{role.key}", role.provider_id, "demo:1",
                                         TRAINING if role.trains else None)["id"]
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
+        if role.blas_threads is not None:
+            env.update(OPENBLAS_NUM_THREADS=str(role.blas_threads), OMP_NUM_THREADS=str(role.blas_threads))
         if role.serves:
             args = ["-m", "agent.cli", "agent", "run", "--json", "--backend", backend]
             if role.adversary:
@@ -361,8 +441,8 @@ class Demo:
             verdicts = client.verdicts(role.provider_id, limit=200)["items"]
             last = verdicts[0]["verdict"] if verdicts else None
             training = client.training(role.job_id) if role.trains else None
-            rows.append({"role": role, "claimed": ", ".join(d["claimed_profile"] for d in info["devices"]),
-                         "verified": ", ".join(d["verified_class"] or "-" for d in info["devices"]),
+            rows.append({"role": role, "claimed": _classes(d["claimed_profile"] for d in info["devices"]),
+                         "verified": _classes(d["verified_class"] or "-" for d in info["devices"]),
                          "trust": trust, "verdicts": verdicts, "last": last, "training": training})
         return rows
 
@@ -415,6 +495,17 @@ class Demo:
             ok = bool(failed) and decision["decision"] == "refund"
             return ok, (f"caught: {failed[0]['verdict']['reason']}; refund" if ok else
                         f"NOT caught: audits {[a['state'] for a in audits]}; {decision['decision']}")
+        if role.devices > 1:  # one card answering for several: its rows are right, its time gives it away
+            late = [v for v in verdicts if v["outcome"] == "fail" and v["timing"] in ("slower-than-claimed", "timeout")]
+            ok = bool(late) and decision["decision"] in ("hold", "refund")
+            if not ok:
+                return False, f"NOT caught in {len(verdicts)} challenges; {decision['decision']}"
+            typical = sorted(late, key=lambda v: v["measured_s"])[len(late) // 2]  # the median caught one
+            why = next((r for r in typical["reasons"] if "than any honest" in r or "deadline" in r),
+                       typical["reasons"][0])
+            rows = "every row right" if all(v["correctness"] == "pass" for v in verdicts) else "some rows wrong"
+            return True, (f"caught {len(late)} of {len(verdicts)} ({role.devices} challenges at once on one "
+                          f"card, {rows}): {why[:140]}; {decision['decision']}")
         want = "slower-than-claimed" if role.adversary is None else None
         caught = [v for v in verdicts if v["outcome"] == "fail" and (want is None or v["timing"] == want)
                   and (want is not None or v["correctness"] == "fail")]
@@ -479,6 +570,10 @@ def _run(demo: Demo, serve: bool) -> int:
     console = demo.console
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "
                   f"{demo.base}/?refresh=5, working directory {demo.tmp}")
+    m, n, k, rounds = demo.calibrate()
+    console.print(f"demo-cpu profile: this machine's best rate, {format_rate(demo.demo_cpu_rate)}, on its "
+                  f"{m}x{n}x{k}, {rounds}-round challenge ({2.0 * m * n * k * rounds / demo.demo_cpu_rate:.2f} s); "
+                  f"honest band {DEMO_CPU_BAND[0]:g}-{DEMO_CPU_BAND[1]:g}x")
     demo.start_gateway()
     market_key, replay_key = demo.keys()
     with GatewayClient(demo.base, market_key) as market:

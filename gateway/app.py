@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gateway.routers import challenges, health, jobs, log, providers, training, 
 from gateway.settings import Settings
 from kernels.errors import InvalidParameter
 from verifier import signatures
+from verifier.profiles import Profile, load_profiles_with
 from verifier.protocol import Verifier, VerifierConfig
 
 
@@ -53,6 +55,12 @@ def load_signing_key(path: Path):  # noqa: ANN201
         return signatures.private_key_from_bytes(bytes.fromhex(path.read_text().strip()))
     except (ValueError, signatures.SignatureError):
         raise InvalidParameter("signing_key_path", f"{path} does not hold a 64-hex-character Ed25519 key") from None
+
+
+def gateway_profiles(settings: Settings) -> Mapping[str, Profile] | None:
+    """The profiles the gateway judges by: the packaged ones (None) or, with GPUPROOF_PROFILES_FILE, those
+    and the operator's file's (InvalidParameter naming the file and entry when one is not valid)."""
+    return load_profiles_with(settings.profiles_file) if settings.profiles_file else None
 
 
 DOCS_ASSETS = "/docs-assets"  # where the API docs' JavaScript and CSS are served (create_app)
@@ -141,6 +149,7 @@ def make_limiter(settings: Settings) -> Limiter:
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings()
+    profiles = gateway_profiles(settings)  # a bad profiles file stops the start before anything is touched
     db = Database(settings.sqlalchemy_url())
     if run_migrations:
         migrate.upgrade(db.url)
@@ -170,7 +179,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # fastapi-offline package (DOCS_ASSETS): FastAPI's own pages load them from a CDN and are blank offline.
     app = FastAPIOffline(title="gpuproof gateway", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
                          description="Exact GPU challenges, trust scores, settlement and a transparency log.")
-    verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks))
+    verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks), profiles=profiles)
     app.state.gp = State(settings=settings, db=db, verifier=verifier,
                          signing_key=load_signing_key(settings.key_path()), limiter=make_limiter(settings),
                          trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))

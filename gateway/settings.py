@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # "profile=m,n,k,rounds" after a ";" override it for one claimed profile (the demo sizes an H100
     # claim so that a CPU needs far longer than the card would: "64,512,256,4;h100-sxm=256,2048,4096,8")
     verify_test_shape: str | None = None
+    # an operator's measured profiles: a TOML file in the format of verifier/data/gpu_profiles.toml whose
+    # entries are added to the packaged ones (one with a packaged key replaces it); docs/operations.md
+    profiles_file: Path | None = None
 
     def schedule(self) -> SchedulePolicy:
         return SchedulePolicy(mean_interval_s=max(self.challenge_interval_s, 1e-6),

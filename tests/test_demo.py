@@ -51,18 +51,20 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
             time.sleep(0.5)
         text = log.read_text()
         assert "All cheats caught, all honest providers passed." in text, text[-4000:]
-        for role in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer"):
+        for role in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer",
+                     "one-card-four-devices"):
             assert re.search(rf"{role}\s.*\bok\b", text), (role, text[-4000:])
         assert re.search(r"honest-box .* release", text) and re.search(r"lazy-trainer .* refund", text)
         workdir = Path(re.search(r"working directory\s+(\S+)", text).group(1))
         assert workdir.is_dir()
         base = f"http://127.0.0.1:{port}"
         providers = httpx.get(f"{base}/v1/providers").json()["items"]
-        assert len(providers) == 5
+        assert len(providers) == 6
         if CHROMIUM is None:
             pytest.skip("chromium is not installed (.ci/run installs Debian's chromium): browser part skipped")
         index = chromium(tmp_path, "--dump-dom", f"{base}/?sort=score&order=desc")
-        for name in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer"):
+        for name in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer",
+                     "one-card-four-devices"):
             assert name in index
         assert index.index("honest-box") < index.index("skips-rows")  # sorted by score, best first
         assert "Signed log head" in index

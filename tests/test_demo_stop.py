@@ -118,11 +118,11 @@ def demo(tmp_path):
 
 
 def test_sigint_stops_a_demo_that_inherited_sigint_ignored(demo, stop_bound):
-    """Sent once every provider runs: the gateway, four challenge daemons, the trainers (a 3 s training
+    """Sent once every provider runs: the gateway, five challenge daemons, the trainers (a 3 s training
     run may have ended already)."""
     demo.wait_for(lambda: REGISTERED in demo.output(), "registration")
     workdir, tree = demo.workdir(), demo.tree()
-    assert sum(" agent run " in p.cmdline for p in tree) == 4, [p.cmdline for p in tree]
+    assert sum(" agent run " in p.cmdline for p in tree) == 5, [p.cmdline for p in tree]
     demo.proc.send_signal(signal.SIGINT)
     code, took = demo.stopped_within(stop_bound)
     assert code == 128 + signal.SIGINT, demo.output()[-2000:]

@@ -9,11 +9,13 @@ measured rates (`best_match`).
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from kernels.errors import InvalidParameter
 
@@ -87,18 +89,81 @@ def _normalise(model: str) -> str:
     return " ".join(model.lower().replace("-", " ").replace("_", " ").split())
 
 
+_NUMBERS = ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low", "eff_high")
+_FIELDS = {"name", "aliases", "measured", "arch", *_NUMBERS}
+
+
+def _profile(key: str, entry: object) -> Profile:
+    """One `[profiles.KEY]` table as a Profile; InvalidParameter naming the field when it is not one."""
+    if not isinstance(entry, dict):
+        raise InvalidParameter(f"profile {key}", f"expected a table, got {type(entry).__name__}")
+    if not key.strip() or _normalise(key) == UNPROFILED_KEY:
+        raise InvalidParameter(f"profile {key!r}", "expected a key other than 'unprofiled'")
+    if unknown := sorted(set(entry) - _FIELDS):
+        raise InvalidParameter(f"profile {key}", f"unknown fields {unknown}; expected some of {sorted(_FIELDS)}")
+    if missing := sorted(_FIELDS - {"aliases"} - set(entry)):
+        raise InvalidParameter(f"profile {key}", f"missing fields {missing}")
+    for field in _NUMBERS:  # a bool is an int to Python, and a string would pass float(); neither is a rate
+        if isinstance(entry[field], bool) or not isinstance(entry[field], int | float):
+            raise InvalidParameter(f"profile {key}.{field}", f"must be a positive number, got {entry[field]!r}")
+    for field in ("name", "arch"):
+        if not isinstance(entry[field], str) or not entry[field].strip():
+            raise InvalidParameter(f"profile {key}.{field}", f"must be a non-empty string, got {entry[field]!r}")
+    if not isinstance(entry["measured"], bool):
+        raise InvalidParameter(f"profile {key}.measured", f"must be true or false, got {entry['measured']!r}")
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise InvalidParameter(f"profile {key}.aliases", f"must be a list of non-empty strings, got {aliases!r}")
+    return Profile(key=key, name=entry["name"], aliases=tuple(aliases), measured=entry["measured"],
+                   arch=entry["arch"], **{field: float(entry[field]) for field in _NUMBERS})
+
+
+def _parse(text: str) -> dict[str, Profile]:
+    raw = tomllib.loads(text)
+    table = raw.get("profiles")
+    if not isinstance(table, dict) or not table:
+        raise InvalidParameter("profiles", "expected one [profiles.KEY] table or more")
+    return {key: _profile(key, entry) for key, entry in table.items()}
+
+
 @lru_cache(maxsize=1)
 def load_profiles() -> Mapping[str, Profile]:
     """All profiles from the packaged data file, by key."""
-    raw = tomllib.loads(resources.files("verifier").joinpath("data/gpu_profiles.toml").read_text())
-    out: dict[str, Profile] = {}
-    for key, entry in raw["profiles"].items():
-        out[key] = Profile(key=key, name=entry["name"], int8_tops=float(entry["int8_tops"]),
-                           memory_gib=float(entry["memory_gib"]), bandwidth_gbs=float(entry["bandwidth_gbs"]),
-                           eff_low=float(entry["eff_low"]), eff_high=float(entry["eff_high"]),
-                           measured=bool(entry["measured"]), arch=str(entry["arch"]),
-                           aliases=tuple(entry.get("aliases", ())))
-    return out
+    return _parse(resources.files("verifier").joinpath("data/gpu_profiles.toml").read_text())
+
+
+def load_profiles_with(path: str | os.PathLike[str]) -> Mapping[str, Profile]:
+    """The packaged profiles with those of an operator's file (same format as the packaged
+    verifier/data/gpu_profiles.toml) added, an entry with a packaged key replacing that profile.
+
+    Every entry is validated as a Profile; any fault (an unreadable file, bad TOML, a missing, unknown or
+    non-positive field, a name or alias another profile already answers to, so that `lookup` would be
+    ambiguous) raises InvalidParameter naming the file and the entry. docs/operations.md, "Measured
+    profiles".
+    """
+    where = f"profiles file {os.fspath(path)}"
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InvalidParameter(where, f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidParameter(where, "is not UTF-8 text") from None
+    try:
+        added = _parse(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidParameter(where, f"is not TOML: {exc}") from None
+    except InvalidParameter as exc:
+        raise InvalidParameter(where, str(exc)) from None
+    merged = {**load_profiles(), **added}
+    owner: dict[str, str] = {}
+    for profile in merged.values():
+        for name in (profile.key, profile.name, *profile.aliases):
+            other = owner.setdefault(_normalise(name), profile.key)
+            if other != profile.key:
+                mine = profile.key if profile.key in added else other
+                raise InvalidParameter(where, f"profile {mine}: the name {name!r} is already one of profile "
+                                       f"{other if mine == profile.key else profile.key}'s names")
+    return merged
 
 
 def lookup(model: str, profiles: Mapping[str, Profile] | None = None) -> Profile:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verifier.profiles import UNPROFILED, best_match, load_profiles, lookup, slower_substitute
+from kernels.errors import InvalidParameter
+from verifier.profiles import UNPROFILED, best_match, load_profiles, load_profiles_with, lookup, slower_substitute
 
 REQUIRED = ["h200", "h100-sxm", "h100-pcie", "a100-80gb", "a100-40gb", "l40s", "l4", "a10", "rtx-6000-ada",
             "rtx-a6000", "rtx-4090", "rtx-3090", "t4", "cpu-reference"]
@@ -99,3 +100,24 @@ def test_nvl_cards_have_their_own_slower_profiles_from_the_datasheet():
         p = profiles[key]
         assert (p.int8_tops, p.memory_gib, p.measured, p.arch) == (tops, memory, False, "hopper")
         assert p.int8_tops < profiles[sxm].int8_tops
+
+
+def test_an_operators_profiles_file_adds_and_overrides_profiles(tmp_path):
+    """GPUPROOF_PROFILES_FILE's loader (docs/operations.md, "Measured profiles"): the same format as the
+    packaged file; a new key is added, a packaged key replaced, everything else kept."""
+    entry = ('name = "{name}"\nint8_tops = {tops}\nmemory_gib = 4\nbandwidth_gbs = 10\neff_low = 0.9\n'
+             'eff_high = 1.8\nmeasured = true\narch = "cpu"\n')
+    path = tmp_path / "measured.toml"
+    path.write_text("[profiles.site-cpu]\n" + entry.format(name="site CPU", tops=2e-4)
+                    + "[profiles.cpu-reference]\naliases = [\"cpu\"]\n" + entry.format(name="CPU here", tops=1e-3))
+    merged = load_profiles_with(path)
+    assert set(merged) == set(load_profiles()) | {"site-cpu"}
+    assert lookup("Site CPU", merged).rate_low == pytest.approx(2e-4 * 1e12 * 0.9)
+    assert lookup("cpu", merged).int8_tops == 1e-3 and lookup("cpu", merged).key == "cpu-reference"
+    assert lookup("H100", merged) == load_profiles()["h100-sxm"]
+    path.write_text("[profiles.site-cpu]\n" + entry.format(name="site CPU", tops=2e-4) + "eff_lowe = 1\n")
+    with pytest.raises(InvalidParameter, match=r"measured.toml: profile site-cpu: unknown fields \['eff_lowe'\]"):
+        load_profiles_with(path)
+    path.write_text("[profiles.unprofiled]\n" + entry.format(name="x", tops=1))
+    with pytest.raises(InvalidParameter, match="other than 'unprofiled'"):
+        load_profiles_with(path)
