@@ -159,7 +159,7 @@ async def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedP
     first = True
     while True:
         if not first and await request.is_disconnected():  # the agent is gone (stopped, restarted): a round
-            return Response(status_code=204)  # issued to this poll would run its clock with nobody to hear it
+            return Response(status_code=204)  # type: ignore[return-value]  # (a round issued to it would run unheard)
         polled = await anyio.to_thread.run_sync(
             functools.partial(_look, auth, state, provider_id, body.device, first, queued))
         first = False
