@@ -457,7 +457,8 @@ class Demo:
             v = row["last"]
             if v["correctness"] == "fail":
                 return "fail (wrong rows)", v["reasons"][0]
-            return f"{v['outcome']} ({v['timing']})", v["reasons"][-1]
+            timing_reason = next((r for r in v["reasons"] if r.startswith("measured")), v["reasons"][-1])
+            return f"{v['outcome']} ({v['timing']})", timing_reason
         if training:
             states = [a["state"] for a in training["audits"]]
             return f"training {training['state']}", (f"audits: {', '.join(states)}" if states else "committing")
@@ -512,7 +513,8 @@ class Demo:
         ok = bool(caught) and decision["decision"] in ("hold", "refund")
         if not ok:
             return False, f"NOT caught in {len(verdicts)} challenges; {decision['decision']}"
-        why = caught[0]["reasons"][0 if want is None else -1]
+        why = caught[0]["reasons"][0] if want is None else next(  # the timing reason, not the cheat bound's
+            (r for r in caught[0]["reasons"] if "than any honest" in r), caught[0]["reasons"][-1])
         return True, f"caught {len(caught)} of {len(verdicts)} times: {why[:140]}; {decision['decision']}"
 
 
