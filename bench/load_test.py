@@ -70,7 +70,8 @@ def main() -> int:
     else:
         url = f"sqlite:///{tmp / 'gw.db'}"
     env = {"GPUPROOF_CHALLENGE_INTERVAL_S": str(args.interval), "GPUPROOF_PROVIDER_RATE_PER_S": "1000000",
-           "GPUPROOF_IP_RATE_PER_S": "1000000"}
+           "GPUPROOF_IP_RATE_PER_S": "1000000",
+           "GPUPROOF_REGISTRATIONS_PER_S_GLOBAL": "1000000"}
     servers = [Server(url, tmp / "gw", None, **env).start() for _ in range(args.processes)]
     stats: dict = {"verdicts": {}, "errors": {}}
     reads_target: list[str] = []

@@ -9,6 +9,7 @@ signature (`tree_head`), inclusion proofs (`verify_inclusion`) and consistency p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -32,6 +33,19 @@ def signed_headers(key, provider_id: str, method: str, path: str, body: bytes,  
     signature = signatures.sign(key, signatures.request_message(method, path, ts, nonce, body))
     return {"X-Gpuproof-Provider": provider_id, "X-Gpuproof-Timestamp": str(ts), "X-Gpuproof-Nonce": nonce,
             "X-Gpuproof-Signature": signature.hex(), "Content-Type": content_type}
+
+
+def signed_upload_headers(key, provider_id: str, method: str, path: str, body: bytes,  # noqa: ANN001
+                          timestamp: int | None = None, nonce: str | None = None) -> dict[str, str]:
+    """Headers that authenticate an upload before its body is read: the signature covers the body's
+    SHA-256 (X-Gpuproof-Content-Sha256) and length (Content-Length; httpx sets it from the body)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    nonce = nonce or secrets.token_urlsafe(18)
+    digest = hashlib.sha256(body).hexdigest()
+    signature = signatures.sign(key, signatures.upload_message(method, path, ts, nonce, digest, len(body)))
+    return {"X-Gpuproof-Provider": provider_id, "X-Gpuproof-Timestamp": str(ts), "X-Gpuproof-Nonce": nonce,
+            "X-Gpuproof-Signature": signature.hex(), "X-Gpuproof-Content-Sha256": digest,
+            "Content-Type": "application/octet-stream"}
 
 
 def registration(key, name: str, devices: list[dict]) -> dict:  # noqa: ANN001
@@ -135,6 +149,7 @@ class _Call:
     api_key: bool = False
     content_type: str = "application/json"
     timeout_s: float | None = None  # this call's own timeout (a long poll); None: the client's
+    upload: bool = False  # signed from the headers (signed_upload_headers): a checkpoint state
 
 
 def _timeout(call: _Call) -> dict[str, Any]:
@@ -158,8 +173,12 @@ class _Base:
         if call.signed:
             if self.key is None or self.provider_id is None:
                 raise GpuproofError("this call must be signed: give the client the provider's key")
-            headers.update(signed_headers(self.key, self.provider_id, call.method, call.path, call.body or b"",
-                                          content_type=call.content_type))
+            if call.upload:
+                headers.update(signed_upload_headers(self.key, self.provider_id, call.method, call.path,
+                                                     call.body or b""))
+            else:
+                headers.update(signed_headers(self.key, self.provider_id, call.method, call.path, call.body or b"",
+                                              content_type=call.content_type))
         if call.api_key:
             if not self.api_key:
                 raise GpuproofError("this call needs a marketplace API key (api_key=...)")
@@ -237,7 +256,8 @@ class _Base:
         return _Call("POST", f"/v1/jobs/{job_id}/checkpoints/close", b"", True)
 
     def _c_upload_state(self, audit_id: str, data: bytes) -> _Call:
-        return _Call("PUT", f"/v1/audits/{audit_id}/state", data, True, content_type="application/octet-stream")
+        return _Call("PUT", f"/v1/audits/{audit_id}/state", data, True, content_type="application/octet-stream",
+                     upload=True)
 
     def _c_open_segment(self, audit_id: str, batches: list[list[int]], openings: list[dict]) -> _Call:
         return _Call("POST", f"/v1/audits/{audit_id}/openings",

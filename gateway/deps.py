@@ -257,6 +257,7 @@ class SignedProvider:
     session: Session
     nonce: str
     now: float
+    declared: DeclaredBody | None = None  # an upload's signed SHA-256 and length (signed_upload)
 
     def claim_nonce(self) -> None:
         """Store this request's nonce in the write transaction; a replay of a stored one is refused."""
@@ -275,8 +276,9 @@ async def raw_body(request: Request) -> bytes:
 
 
 def _authenticate(request: Request, state: State, body_sha256: str, provider_id: str, timestamp_text: str,
-                  nonce: str, signature_hex: str) -> tuple[Provider, float]:
-    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify)."""
+                  nonce: str, signature_hex: str, length: int | None = None) -> tuple[Provider, float]:
+    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
+    with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
     if not HEX_ID_RE.match(provider_id):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
     if not NONCE_RE.match(nonce):
@@ -298,7 +300,9 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
     if provider is None:
         raise Problem(401, "Unauthenticated", f"unknown provider {provider_id}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    message = signatures.request_message_for_digest(request.method, path, timestamp, nonce, body_sha256)
+    message = (signatures.request_message_for_digest(request.method, path, timestamp, nonce, body_sha256)
+               if length is None else
+               signatures.upload_message(request.method, path, timestamp, nonce, body_sha256, length))
     try:
         signatures.verify(provider.public_key, message, signature)
     except signatures.SignatureError as exc:
@@ -315,9 +319,10 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
 
 @contextlib.asynccontextmanager
 async def _signed(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str,
-                  timestamp: str, nonce: str, signature: str) -> AsyncIterator[SignedProvider]:
+                  timestamp: str, nonce: str, signature: str,
+                  length: int | None = None) -> AsyncIterator[SignedProvider]:
     provider, now = await anyio.to_thread.run_sync(
-        lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature))
+        lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature, length))
     async with _writing(state.db, f"{request.method} {request.url.path}") as session:
         yield SignedProvider(provider, session, nonce, now)
 
@@ -342,6 +347,14 @@ SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider, scope="fu
 
 
 @dataclass(frozen=True)
+class DeclaredBody:
+    """An upload's SHA-256 (hex) and length as its signed headers declare them."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Upload:
     """A request body on disk: its temporary file, SHA-256 (hex) and size."""
 
@@ -350,11 +363,46 @@ class Upload:
     size: int
 
 
-async def upload_body(request: Request, state: StateDep) -> AsyncIterator[Upload]:
-    """The request body streamed to a temporary file in the uploads directory and hashed on the way, so
-    a checkpoint upload (up to GPUPROOF_MAX_UPLOAD_BYTES) never sits in the gateway's memory, and nobody
-    can make it hold several before their signatures can be checked. The file is deleted when the request
-    ends unless the endpoint moved it into the local blob store (same directory tree: a rename)."""
+SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+async def signed_upload(
+    request: Request, state: StateDep,
+    x_gpuproof_provider: Annotated[str | None, Header()] = None,
+    x_gpuproof_timestamp: Annotated[str | None, Header()] = None,
+    x_gpuproof_nonce: Annotated[str | None, Header()] = None,
+    x_gpuproof_signature: Annotated[str | None, Header()] = None,
+    x_gpuproof_content_sha256: Annotated[str | None, Header()] = None,
+    content_length: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[SignedProvider]:
+    """signed_provider for an upload, from its headers alone: the signature covers the SHA-256 and length
+    the headers declare (signatures.upload_message), so it is checked before a byte of the body is read
+    (issue 18: unsigned uploads used to stream up to GPUPROOF_MAX_UPLOAD_BYTES to disk first). The body
+    is then received by `receive_upload`, which holds it to what was signed."""
+    headers = (x_gpuproof_provider, x_gpuproof_timestamp, x_gpuproof_nonce, x_gpuproof_signature)
+    if any(h is None for h in headers) or x_gpuproof_content_sha256 is None:
+        raise Problem(401, "Unauthenticated", "an upload is signed in its headers: X-Gpuproof-Provider, "
+                      "X-Gpuproof-Timestamp, X-Gpuproof-Nonce, X-Gpuproof-Signature, X-Gpuproof-Content-Sha256")
+    if content_length is None or not content_length.isdigit():
+        raise Problem(411, "Length required", "an upload declares its length (Content-Length) and signs it")
+    if not SHA256_HEX_RE.match(x_gpuproof_content_sha256):
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Content-Sha256: expected 64 lowercase hex characters")
+    declared = DeclaredBody(x_gpuproof_content_sha256, int(content_length))
+    assert None not in headers  # for the type checker: checked above
+    async with _signed(request, state, lambda: declared.sha256, *headers, length=declared.size) as signed:  # type: ignore[arg-type]
+        signed.declared = declared
+        yield signed
+
+
+SignedUploadDep = Annotated[SignedProvider, Depends(signed_upload, scope="function")]
+
+
+@contextlib.asynccontextmanager
+async def receive_upload(request: Request, state: State, declared: DeclaredBody) -> AsyncIterator[Upload]:
+    """The body of an authenticated upload streamed to a temporary file in the uploads directory and
+    hashed on the way, so a checkpoint upload never sits in the gateway's memory; cut off (400) as soon
+    as it passes its declared length, refused (400) if its SHA-256 differs from the declared one. The file
+    is deleted when the request ends unless the endpoint moved it into the local blob store (a rename)."""
     incoming = state.blobs.incoming  # local disk, whichever store keeps the blobs
     incoming.mkdir(parents=True, exist_ok=True)
     path = incoming / f"{secrets.token_hex(12)}.part"
@@ -362,27 +410,20 @@ async def upload_body(request: Request, state: StateDep) -> AsyncIterator[Upload
     try:
         with open(path, "wb") as fh:  # 64 KiB chunks: hashing and writing one is tens of microseconds
             async for chunk in request.stream():
+                size += len(chunk)
+                if size > declared.size:
+                    raise Problem(400, "Body longer than signed", f"the body passed its declared length of "
+                                  f"{declared.size} bytes")
                 digest.update(chunk)
                 fh.write(chunk)
-                size += len(chunk)
-        yield Upload(path, digest.hexdigest(), size)
+        if size != declared.size:
+            raise Problem(400, "Body shorter than signed", f"the body has {size} bytes, {declared.size} declared")
+        if not hmac.compare_digest(digest.hexdigest(), declared.sha256):
+            raise Problem(400, "Body differs from signed", "the body's SHA-256 differs from "
+                          "X-Gpuproof-Content-Sha256")
+        yield Upload(path, declared.sha256, size)
     finally:
         path.unlink(missing_ok=True)
-
-
-async def signed_upload(
-    request: Request, state: StateDep, upload: Annotated[Upload, Depends(upload_body)],
-    x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
-    x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
-) -> AsyncIterator[SignedProvider]:
-    """signed_provider for a body streamed to disk (`upload_body`): the signature covers its SHA-256."""
-    async with _signed(request, state, lambda: upload.sha256, x_gpuproof_provider, x_gpuproof_timestamp,
-                       x_gpuproof_nonce, x_gpuproof_signature) as signed:
-        yield signed
-
-
-SignedUploadDep = Annotated[SignedProvider, Depends(signed_upload, scope="function")]
-UploadDep = Annotated[Upload, Depends(upload_body)]
 
 
 def hash_api_secret(secret: str) -> str:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     long_poll_max_s: float = Field(default=25.0, ge=0, le=120)  # the longest a poll waits for a challenge
     provider_rate_per_s: float = 20.0
     ip_rate_per_s: float = 200.0
+    # registrations (free identities, issue 18): per client address, a budget per hour that is also the
+    # burst; for the whole gateway, a rate per second with a burst of twice that; 429 + Retry-After beyond
+    registrations_per_ip_per_hour: float = Field(default=600.0, gt=0)
+    registrations_per_s_global: float = Field(default=20.0, gt=0)
     worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:
     # an overloaded gateway defers challenges (204 + Retry-After) rather than issue ones it could not

@@ -81,6 +81,14 @@ def request_message_for_digest(method: str, path: str, timestamp: int, nonce: st
     return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce, body_sha256]).encode()
 
 
+def upload_message(method: str, path: str, timestamp: int, nonce: str, body_sha256: str, length: int) -> bytes:
+    """What a provider signs for an upload: `request_message`'s fields with the body's SHA-256 (hex) and
+    length in bytes as declared in its headers (X-Gpuproof-Content-Sha256, Content-Length), so the gateway
+    checks the signature before a byte of the body is read, and the body against both as it arrives.
+    One field more than a request's message: neither can be taken for the other."""
+    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce, body_sha256, str(length)]).encode()
+
+
 def registration_message(public_key: bytes, name: str, devices_json: str) -> bytes:
     """What a provider signs to register (proof of possession of the key)."""
     return "\n".join([REGISTRATION_DOMAIN, public_key.hex(), name, devices_json]).encode()

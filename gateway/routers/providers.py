@@ -6,7 +6,7 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy import func, select
 
 from gateway import service, translog
@@ -45,8 +45,25 @@ def provider_out(session, provider: Provider, now: float, with_trust: bool = Tru
                        trust=service.trust_json(trust) if trust else None)
 
 
+def limit_registrations(request: Request, state: StateDep) -> None:
+    """A registration costs a signature check, a write and a listed identity, and a key costs nothing to
+    make: each client address has GPUPROOF_REGISTRATIONS_PER_IP_PER_HOUR (also its burst), and the gateway
+    GPUPROOF_REGISTRATIONS_PER_S_GLOBAL (burst twice that) whoever sends them; beyond either, 429 with
+    Retry-After, before the body's signature is checked."""
+    settings, ip = state.settings, request.client.host if request.client else "unknown"
+    per_hour, per_s = settings.registrations_per_ip_per_hour, settings.registrations_per_s_global
+    wait = state.limiter.take(f"register-ip:{ip}", per_hour / 3600, per_hour)
+    if wait is not None:
+        raise Problem(429, "Too many registrations", f"more than {per_hour:g} registrations an hour from this "
+                      "address", retry_after=max(1, round(wait + 0.5)))
+    wait = state.limiter.take("register-all", per_s, 2 * per_s)
+    if wait is not None:
+        raise Problem(429, "Too many registrations", f"the gateway takes at most {per_s:g} registrations a "
+                      "second", retry_after=max(1, round(wait + 0.5)))
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="register_provider",
-             response_model=ProviderOut)
+             response_model=ProviderOut, dependencies=[Depends(limit_registrations)])
 def register_provider(body: Registration, session: WriteSessionDep, state: StateDep) -> ProviderOut:
     """Register a provider. The registration is signed by its own Ed25519 key (proof of possession)."""
     public_key = bytes.fromhex(body.public_key)

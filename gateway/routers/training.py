@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,12 +31,13 @@ from gateway.deps import (
     SignedUploadDep,
     State,
     StateDep,
-    UploadDep,
+    Upload,
     WriteSessionDep,
     api_key,
     arrived_at,
     limit_ip,
     raw_body,
+    receive_upload,
     rolled_back,
 )
 from gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
@@ -222,18 +224,39 @@ def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
     return training_json(session, job) | {"commitments": [commitment_json(r) for r in _commitments(session, job_id)]}
 
 
+def _expected_upload(audit_id: IdPath, auth: SignedUploadDep, state: StateDep) -> tuple[bytes, list, str]:
+    """The start commitment's root and manifest and the job of an audit that expects this upload: checked
+    from the signed headers before a byte of the body is read (404 no such audit, 403 another provider's,
+    409 judged or uploaded with other content)."""
+    assert auth.declared is not None
+    with state.db.reader() as reader:
+        audit = _own_audit(reader, audit_id, auth.provider.id)
+        if (audit.state == "judged" or audit.upload_sha256 is not None) \
+                and audit.upload_sha256 != auth.declared.sha256:  # a retry of the same content goes on
+            _answered(reader, audit, audit.upload_sha256 is not None, False, "uploaded")  # raises 409
+        start = _commitment(reader, audit.job_id, audit.start_step)
+        return start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+
+
+async def _upload(request: Request, state: StateDep, auth: SignedUploadDep,
+                  expected: Annotated[tuple[bytes, list, str], Depends(_expected_upload)]) -> AsyncIterator[Upload]:
+    assert auth.declared is not None
+    async with receive_upload(request, state, auth.declared) as upload:
+        yield upload
+
+
 @router.put(STATE_PATH, operation_id="upload_state",
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}})
-def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep, upload: UploadDep) -> dict:
+def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep,
+                 expected: Annotated[tuple[bytes, list, str], Depends(_expected_upload)],
+                 upload: Annotated[Upload, Depends(_upload, scope="function")]) -> dict:
     """The state at the segment's start: each tensor's little-endian bytes in manifest order
-    (verifier.checkpoints.state_bytes). Streamed to disk and hashed as it arrives, checked against the
-    committed root, then stored by content until the verdict. A state that does not match fails the
-    segment at once."""
+    (verifier.checkpoints.state_bytes). Authenticated from its headers (the signature covers the declared
+    SHA-256 and length) and checked against the audit before a byte is read; then streamed to disk and
+    hashed as it arrives, checked against the committed root, and stored by content until the verdict. A
+    state that does not match fails the segment at once."""
     session, now = auth.session, time.time()
-    with state.db.reader() as reader:  # hash outside the write lock
-        audit = _own_audit(reader, audit_id, auth.provider.id)
-        start = _commitment(reader, audit.job_id, audit.start_step)
-        root, manifest, job_id = start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+    root, manifest, job_id = expected  # read outside the write lock
     digest = upload.sha256
     try:
         with open(upload.path, "rb") as fh:

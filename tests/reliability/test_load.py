@@ -19,7 +19,7 @@ from tests.support.server import Server
 def test_agents_and_readers_together_lose_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     server = Server(url, tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_PROVIDER_RATE_PER_S="100000",
-                    GPUPROOF_IP_RATE_PER_S="100000").start()
+                    GPUPROOF_IP_RATE_PER_S="100000", GPUPROOF_REGISTRATIONS_PER_S_GLOBAL="100000").start()
     stats: dict = {"verdicts": {}, "errors": {}}
     target: list[str] = []
     statuses: dict[int, int] = {}

@@ -1,0 +1,127 @@
+"""Issue 18, "cheap to send, dear to serve": a request that costs its sender nothing costs the gateway
+little too. Each test reproduces one finding and failed on the code before its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from gateway import admin
+from gateway.client import GatewayClient, signed_headers, signed_upload_headers
+from tests.gateway.test_api import Agent, assert_problem
+from tests.gateway.test_training import POLICY
+from tests.support.training import commit_and_close
+from verifier import signatures
+
+BODY = bytes(4 * 2**20)  # a 4 MiB state: on the old code every byte reached the disk before any check
+
+
+class BodyCounter:
+    """ASGI wrapper counting the request-body bytes the application pulled from the client."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app, self.read = app, 0
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        async def counted():  # noqa: ANN202
+            message = await receive()
+            if message["type"] == "http.request":
+                self.read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted if scope["type"] == "http" else receive, send)
+
+
+def _spooled_bytes(gateway) -> int:  # noqa: ANN001
+    uploads = gateway.settings.data_dir / "uploads"
+    return sum(p.stat().st_size for p in uploads.rglob("*") if p.is_file()) if uploads.exists() else 0
+
+
+def test_unsigned_or_misdirected_uploads_are_refused_before_a_byte_is_read(gateway):
+    counter = BodyCounter(gateway.app)
+    client = TestClient(counter)
+    owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=gateway.client._transport)
+    owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
+                           transport=gateway.client._transport)
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY)["id"]
+    foreign = commit_and_close(owner, job_id)["audits"][0]["audit_id"]  # owner's audit, expecting an upload
+    stranger = Agent(gateway, "stranger")
+    random_path = f"/v1/audits/{secrets.token_hex(16)}/state"
+    foreign_path = f"/v1/audits/{foreign}/state"
+
+    def put(path: str, headers: dict[str, str]):  # noqa: ANN202
+        return client.put(path, content=BODY, headers=headers)
+
+    cases = [
+        (put(random_path, {"Content-Type": "application/octet-stream"}), 401, "X-Gpuproof-Signature"),
+        (put(foreign_path, {"Content-Type": "application/octet-stream"}), 401, "X-Gpuproof-Signature"),
+        # the owner's id, signed by another key
+        (put(foreign_path, signed_upload_headers(stranger.key, owner.provider_id, "PUT", foreign_path, BODY)),
+         401, "signature"),
+        # signed the old way (over the body's hash without declaring it): no declared hash to check
+        (put(foreign_path, signed_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY,
+                                          content_type="application/octet-stream")), 401, "Content-Sha256"),
+        # signed right, for an audit that is not there or not the signer's
+        (put(random_path, signed_upload_headers(stranger.key, stranger.id, "PUT", random_path, BODY)), 404, "no audit"),
+        (put(foreign_path, signed_upload_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY)),
+         403, "another provider"),
+    ]
+    for response, status, detail in cases:
+        assert_problem(response, status, detail)
+    assert counter.read == 0, f"the gateway read {counter.read} body bytes of refused uploads"
+    assert _spooled_bytes(gateway) == 0
+
+
+def test_an_upload_is_held_to_its_signed_hash_and_length(gateway):
+    owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=gateway.client._transport)
+    owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
+                           transport=gateway.client._transport)
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY)["id"]
+    audit = commit_and_close(owner, job_id)["audits"][0]["audit_id"]
+    path = f"/v1/audits/{audit}/state"
+    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY)
+    swapped = gateway.client.put(path, content=BODY[:-1] + b"\x01", headers=headers)  # same length, other bytes
+    assert_problem(swapped, 400, "SHA-256")
+    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY)
+    headers["X-Gpuproof-Content-Sha256"] = hashlib.sha256(b"other").hexdigest()  # not what was signed
+    assert_problem(gateway.client.put(path, content=BODY, headers=headers), 401, "signature")
+    assert _spooled_bytes(gateway) == 0
+    assert market.training(job_id)["audits"][0]["uploaded"] is False
+
+
+def test_a_registration_flood_from_one_source_is_cut_and_others_still_register(database_url, tmp_path):
+    from gateway.app import create_app
+    from gateway.client import registration
+    from gateway.settings import Settings
+    from tests.support.clock import stopped_limiter
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, registrations_per_ip_per_hour=10,
+                        registrations_per_s_global=10, ip_rate_per_s=10_000, maintenance_interval_s=0)
+    app = create_app(settings)
+    with TestClient(app, client=("203.0.113.7", 4000)) as flood, \
+            TestClient(app, client=("198.51.100.9", 4000)) as calm:
+        clock = stopped_limiter(app)  # time stands still: the result does not depend on this machine's speed
+
+        def register(client: TestClient):  # noqa: ANN202
+            body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}])
+            return client.post("/v1/providers", json=body)
+
+        codes = [register(flood).status_code for _ in range(30)]
+        assert codes == [201] * 10 + [429] * 20  # the source's hourly budget, then cut at the door
+        limited = register(flood)
+        assert_problem(limited, 429, "registrations an hour from this address")
+        assert int(limited.headers["Retry-After"]) >= 300  # one registration per 360 s comes back
+        assert register(calm).status_code == 201  # another source is unaffected
+        burst = [register(TestClient(app, client=(f"192.0.2.{i}", 4000))) for i in range(1, 40)]
+        cut = [r for r in burst if r.status_code == 429]  # many sources: the global burst (2 s at 10/s) holds
+        assert [r.status_code for r in burst].count(201) == 20 - 1 - 10 and cut
+        assert_problem(cut[0], 429, "registrations a second")
+        clock.advance(1.0)  # ten registrations a second come back, whoever sends them
+        assert register(calm).status_code == 201
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from providers")).scalar_one() == 10 + 1 + 9 + 1
