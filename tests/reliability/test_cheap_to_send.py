@@ -125,3 +125,36 @@ def test_a_registration_flood_from_one_source_is_cut_and_others_still_register(d
         assert register(calm).status_code == 201
         with app.state.gp.db.reader() as reader:
             assert reader.execute(text("select count(*) from providers")).scalar_one() == 10 + 1 + 9 + 1
+
+
+def test_a_zero_row_cheat_is_refused_before_the_verifier_pays_for_y(monkeypatch):
+    """A default-size H100 challenge answered with one constant root (an all-zero matrix's, valid paths)
+    and all-zero rows costs the prover ~2 ms; it used to cost the verifier y = B.T x over all of B (the
+    work an honest answer costs). Now a few columns of every row are checked exactly first."""
+    import numpy as np
+
+    from kernels import merkle
+    from kernels.backend import Opening
+    from verifier import freivalds
+    from verifier.openings import row_subtree_root
+    from verifier.protocol import Verifier
+
+    v = Verifier()
+    challenge = v.issue("NVIDIA H100 80GB HBM3", now=0.0)
+    p = challenge.params
+    zeros = np.zeros(p.n, dtype=np.int64)
+    node, path = row_subtree_root(zeros), []
+    for _ in range(p.m.bit_length() - 1):  # m is a power of two: every sibling is the zero subtree's root
+        path.append(node)
+        node = merkle.node_hash(node, node)
+    commitment = v.commit(challenge, [node] * p.rounds, received_at=challenge.thresholds.expected_s)
+    request = v.request_openings(challenge, commitment)
+    openings = [Opening(r, i, zeros, tuple(path)) for r, i in request.pairs]
+
+    def y_vector(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("y = B.T x was computed for a made-up answer")
+
+    monkeypatch.setattr(freivalds, "y_vector", y_vector)
+    verdict = v.judge(challenge, commitment, request, openings)
+    assert verdict.outcome == "fail" and verdict.failure.reason == "wrong-value"
+    assert "wrong value at column" in verdict.failure.detail
