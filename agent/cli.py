@@ -355,7 +355,9 @@ def replay_command(job: JobIdArg, gateway: GatewayOpt = None,
                    api_key: ApiKeyOpt = None,
                    as_json: JsonOpt = False) -> None:
     """Replay a job's drawn training segments as a validator: fetch each ready segment's evidence, replay the
-    renter's step function, sign the result with this machine's key (`gpuproof agent init`) and post it."""
+    renter's step function, sign the result with this machine's key (`gpuproof agent init`) and post it.
+    The job's marketplace must have registered this key as a validator and named it for the job (POST
+    /v1/validators; `gpuproof agent whoami --public-key` prints it); reads are signed with it too."""
     from agent import keys
     from agent.training import replay_job
 
@@ -674,13 +676,16 @@ def _run_live(daemon) -> None:  # noqa: ANN001
 
 
 @agent_app.command("whoami")
-def agent_whoami() -> None:
+def agent_whoami(public_key: Annotated[bool, typer.Option("--public-key", help="Print the Ed25519 public key "
+                                                          "(hex) instead: what a marketplace registers to name "
+                                                          "this machine as a validator.")] = False) -> None:
     """Print this provider's id (from its key)."""
     from agent import keys
     from verifier import signatures
 
     key = keys.load(_agent_settings().resolved_key_path())
-    print(signatures.provider_id(signatures.public_key_bytes(key)))
+    public = signatures.public_key_bytes(key)
+    print(public.hex() if public_key else signatures.provider_id(public))
 
 
 @agent_app.command("status")
@@ -771,6 +776,9 @@ def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key
                    scope: Annotated[list[str], typer.Option("--scope", help="What the key may do (repeat for "
                                                             "several): " + ", ".join(
                                                                 f"{k} ({v})" for k, v in API_KEY_SCOPES.items()))],
+                   tenant: Annotated[str | None, typer.Option("--tenant", help="The marketplace the key acts "
+                                                              "for (default: the name); a key sees only its "
+                                                              "tenant's jobs and validators.")] = None,
                    database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """Create a marketplace API key; the key is printed once and stored only as a hash."""
     from gateway import admin, migrate
@@ -778,7 +786,7 @@ def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key
 
     settings = _gateway_settings(database_url, data_dir)
     migrate.upgrade(settings.sqlalchemy_url())
-    token = admin.create_api_key(Database(settings.sqlalchemy_url()), name, scope)
+    token = admin.create_api_key(Database(settings.sqlalchemy_url()), name, scope, tenant)
     print(token)
     print("# shown once: store it now; the gateway keeps only its hash", file=sys.stderr)
 

@@ -21,11 +21,12 @@ will ask of demo-cpu (sized to take ~0.6 s), writes a profile with that rate and
 one-card-many-devices cheat: its band is wide enough for every CI machine, so timing cannot tell one
 card doing four challenges from four slower cards (docs/protocol.md, "Scheduled rounds").
 
-A marketplace key creates one job per provider; a validator (its own key, scope `replay`) replays the
-training segments the gateway draws (`gpuproof replay`). A live table shows each provider's claimed and
-verified class, score with its lower bound, and last verdict; then a summary and the settlement
-decisions. Exit 0 only if every cheat was caught and every honest provider passed. `--serve` keeps the
-gateway and its dashboard up afterwards.
+A marketplace key creates one job per provider, after registering the validator's public key (the
+validator's own API key, scope `replay`, is another tenant's: it reads and judges only because the jobs name
+it); the validator replays the training segments the gateway draws (`gpuproof replay`). A live table shows
+each provider's claimed and verified class, score with its lower bound, and last verdict; then a summary
+and the settlement decisions. Exit 0 only if every cheat was caught and every honest provider passed.
+`--serve` keeps the gateway and its dashboard up afterwards.
 
 Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP, a failure of the demo itself, or a child that dies before
 its time (named in the one-line error) stops every process the demo started and removes its working
@@ -380,11 +381,21 @@ class Demo:
                 args += ["--cheat", role.trains]
             role.procs.append(self._spawn(args, env, f"{role.key}-train"))
 
-    def validate(self, replay_key: str) -> None:
-        """Replay every training job's drawn segments once the providers have answered."""
+    def validator_role(self) -> Role:
         validator = Role("validator", "validator", "", claim="")
         validator.config = self.tmp / "agents" / "validator"
+        return validator
+
+    def register_validator(self, market) -> None:  # noqa: ANN001
+        """Make the validator's key and register it with the marketplace, before any job: a job names the
+        validators its marketplace registered, and only they may read its uploads and judge its audits."""
+        validator = self.validator_role()
         self._cli(validator, "agent", "init")
+        market.register_validator(self._cli(validator, "agent", "whoami", "--public-key").strip(), "demo-validator")
+
+    def validate(self, replay_key: str) -> None:
+        """Replay every training job's drawn segments once the providers have answered."""
+        validator = self.validator_role()
         for role in self.roles:
             if role.trains:
                 self._cli(validator, "replay", "--job", role.job_id, "--api-key", replay_key, timeout=120)
@@ -579,6 +590,7 @@ def _run(demo: Demo, serve: bool) -> int:
     demo.start_gateway()
     market_key, replay_key = demo.keys()
     with GatewayClient(demo.base, market_key) as market:
+        demo.register_validator(market)
         for role in demo.roles:
             demo.register(role, market)
         console.print(f"{len(demo.roles)} providers registered and running as separate processes; "

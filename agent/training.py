@@ -164,8 +164,8 @@ def replay_job(client: GatewayClient, job_id: str, validator_key,  # noqa: ANN00
         if audit["state"] != "ready":
             out.append(audit)
             continue
-        materials = client.replay_materials(audit["audit_id"])
-        data = client.replay_state(audit["audit_id"])
+        materials = client.replay_materials(audit["audit_id"], validator_key)  # signed: a validator the job names
+        data = client.replay_state(audit["audit_id"], validator_key)
         job = workload_from_policy((materials["policy"] or {}).get("workload") or {})
         result = replay_audit(materials, data, functools.partial(step_with_threads, job))
         start, end = materials["start"], materials["end"]

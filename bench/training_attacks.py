@@ -56,6 +56,7 @@ def main() -> int:
             validator = GatewayClient("http://testserver", admin.create_api_key(db, "v", ["replay"]),
                                       transport=transport)
             vkey = signatures.new_private_key()
+            market.register_validator(signatures.public_key_bytes(vkey).hex(), "v")  # jobs name it (tenancy)
             provider = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=transport)
             provider_id = str(provider.provider_id)  # made from the key above
             provider.register("bench", [{"model": "NVIDIA H100", "vram_gib": 80}])

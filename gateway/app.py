@@ -27,7 +27,7 @@ from gateway import blobs, dashboard, maintenance, metrics, migrate, problems
 from gateway.db import Database
 from gateway.deps import Limiter, RateLimiter, State, TrustCache
 from gateway.limits import RedisRateLimiter
-from gateway.routers import challenges, health, jobs, log, providers, training, trust
+from gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
 from gateway.settings import Settings
 from kernels.errors import InvalidParameter
 from verifier import signatures
@@ -185,7 +185,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
-                   health.router):
+                   health.router, validators.router):
         app.include_router(router, responses=problems.ERROR_RESPONSES)
     app.include_router(dashboard.router)
 

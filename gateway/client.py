@@ -48,6 +48,15 @@ def signed_upload_headers(key, provider_id: str, method: str, path: str, body: b
             "Content-Type": "application/octet-stream"}
 
 
+def validator_headers(key, method: str, path: str, timestamp: int | None = None) -> dict[str, str]:  # noqa: ANN001
+    """Headers that sign a bodiless request (a replay read) as the validator `key` (gateway/tenancy.py)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    nonce = secrets.token_urlsafe(18)
+    signature = signatures.sign(key, signatures.request_message(method, path, ts, nonce, b""))
+    return {"X-Gpuproof-Validator": signatures.public_key_bytes(key).hex(), "X-Gpuproof-Timestamp": str(ts),
+            "X-Gpuproof-Nonce": nonce, "X-Gpuproof-Signature": signature.hex()}
+
+
 def registration(key, name: str, devices: list[dict]) -> dict:  # noqa: ANN001
     """The body of POST /v1/providers, signed by `key` (proof of possession)."""
     devices = [{"model": str(d["model"]), "count": int(d.get("count", 1)), "vram_gib": float(d["vram_gib"])}
@@ -149,6 +158,7 @@ class _Call:
     api_key: bool = False
     content_type: str = "application/json"
     timeout_s: float | None = None  # this call's own timeout (a long poll); None: the client's
+    validator_key: Any = None  # an Ed25519 private key: the request is signed as that validator
     upload: bool = False  # signed from the headers (signed_upload_headers): a checkpoint state
 
 
@@ -183,6 +193,8 @@ class _Base:
             if not self.api_key:
                 raise GpuproofError("this call needs a marketplace API key (api_key=...)")
             headers["Authorization"] = f"Bearer {self.api_key}"
+        if call.validator_key is not None:
+            headers.update(validator_headers(call.validator_key, call.method, call.path))
         return headers
 
     @staticmethod
@@ -239,13 +251,16 @@ class _Base:
         return _Call("POST", f"/v1/challenges/{challenge_id}/openings", self._body({"openings": openings}), True)
 
     def _c_create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
-                      devices: list[int] | None = None, paid_class: str | None = None) -> _Call:
+                      devices: list[int] | None = None, paid_class: str | None = None,
+                      validators: list[str] | None = None) -> _Call:
         body = {"renter_ref": renter_ref, "provider_id": provider_id, "price_ref": price_ref,
                 "checkpoint_policy": checkpoint_policy or {}}
         if devices is not None:
             body["devices"] = devices
         if paid_class is not None:
             body["paid_class"] = paid_class
+        if validators is not None:
+            body["validators"] = validators
         return _Call("POST", "/v1/jobs", self._body(body), api_key=True)
 
     # training proofs (docs/protocol.md, "Training proofs")
@@ -360,11 +375,24 @@ class GatewayClient(_Base):
 
     # jobs
     def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
-                   devices: list[int] | None = None, paid_class: str | None = None) -> dict:
+                   devices: list[int] | None = None, paid_class: str | None = None,
+                   validators: list[str] | None = None) -> dict:
         """A job bound to the provider's `devices` (positions; default all) and the `paid_class` (a profile;
-        default the slowest class they claim)."""
+        default the slowest class they claim), replayed by `validators` (public keys hex; default all the
+        tenant's registered validators)."""
         return self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy, devices,
-                                             paid_class))
+                                             paid_class, validators))
+
+    def register_validator(self, public_key: str, name: str) -> dict:
+        """Register a validator (Ed25519 public key, hex) for this API key's tenant."""
+        return self._send(_Call("POST", "/v1/validators", self._body({"public_key": public_key, "name": name}),
+                                api_key=True))
+
+    def validators(self) -> list[dict]:
+        return self._send(_Call("GET", "/v1/validators", api_key=True))
+
+    def delete_validator(self, public_key: str) -> None:
+        self._send(_Call("DELETE", f"/v1/validators/{public_key}", api_key=True))
 
     def job(self, job_id: str) -> dict:
         return self._send(_Call("GET", f"/v1/jobs/{job_id}", api_key=True))
@@ -395,11 +423,14 @@ class GatewayClient(_Base):
         return self._send(self._c_open_segment(audit_id, batches, openings))
 
     # training proofs: the validator's side (API key with scope `replay`)
-    def replay_materials(self, audit_id: str) -> dict:
-        return self._send(_Call("GET", f"/v1/audits/{audit_id}/materials", api_key=True))
+    # (`validator_key`: sign the read as a validator the job names, needed unless the key is the job's tenant's)
+    def replay_materials(self, audit_id: str, validator_key=None) -> dict:  # noqa: ANN001
+        return self._send(_Call("GET", f"/v1/audits/{audit_id}/materials", api_key=True,
+                                validator_key=validator_key))
 
-    def replay_state(self, audit_id: str) -> bytes:
-        response = self._send_raw(_Call("GET", f"/v1/audits/{audit_id}/state", api_key=True))
+    def replay_state(self, audit_id: str, validator_key=None) -> bytes:  # noqa: ANN001
+        response = self._send_raw(_Call("GET", f"/v1/audits/{audit_id}/state", api_key=True,
+                                        validator_key=validator_key))
         if response.status_code >= 400:
             self._result(response)
         return response.content
@@ -541,9 +572,10 @@ class AsyncGatewayClient(_Base):
         return await self._send(_Call("GET", f"/v1/challenges/{challenge_id}/transcript"))
 
     async def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
-                         devices: list[int] | None = None, paid_class: str | None = None) -> dict:
+                         devices: list[int] | None = None, paid_class: str | None = None,
+                         validators: list[str] | None = None) -> dict:
         return await self._send(self._c_create_job(renter_ref, provider_id, price_ref, checkpoint_policy, devices,
-                                                   paid_class))
+                                                   paid_class, validators))
 
     async def settle(self, job_id: str) -> dict:
         return await self._send(_Call("POST", f"/v1/jobs/{job_id}/settlement", api_key=True))

@@ -430,10 +430,12 @@ def hash_api_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def api_key(scope: str):  # noqa: ANN201
-    """A dependency requiring a marketplace API key (Authorization: Bearer gpk_<id>_<secret>) with `scope`."""
-    if scope not in API_KEY_SCOPES:  # a typo in a router would otherwise lock everyone out, silently
-        raise ValueError(f"unknown API key scope {scope!r}; the scopes are {', '.join(API_KEY_SCOPES)}")
+def api_key(scope: str, *others: str):  # noqa: ANN201
+    """A dependency requiring a marketplace API key (Authorization: Bearer gpk_<id>_<secret>) with `scope`
+    (or any of `others`). The key's tenant is all it may see (gateway/tenancy.py)."""
+    for s in (scope, *others):
+        if s not in API_KEY_SCOPES:  # a typo in a router would otherwise lock everyone out, silently
+            raise ValueError(f"unknown API key scope {s!r}; the scopes are {', '.join(API_KEY_SCOPES)}")
 
     def check(session: ReadSessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
         if not authorization or not authorization.startswith("Bearer "):
@@ -445,8 +447,9 @@ def api_key(scope: str):  # noqa: ANN201
         key = session.execute(select(ApiKey).where(ApiKey.id == parts[1])).scalar_one_or_none()
         if key is None or not hmac.compare_digest(key.key_hash, hash_api_secret(parts[2])):
             raise Problem(401, "Unauthenticated", "API key is not known")
-        if scope not in key.scopes.split(","):
-            raise Problem(403, "Forbidden", f"API key {key.id} lacks the scope {scope!r}")
+        if not {scope, *others} & set(key.scopes.split(",")):
+            wanted = " or ".join(repr(s) for s in (scope, *others))
+            raise Problem(403, "Forbidden", f"API key {key.id} lacks the scope {wanted}")
         return key
 
     return check

@@ -92,6 +92,21 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[float] = mapped_column(Float)
+    # the marketplace the key acts for: its jobs and validators are the tenant's, invisible to other tenants
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+
+
+class Validator(Base):
+    """A validator a tenant registered: the Ed25519 public key its replay results and requests are signed
+    with. A job names some of its tenant's validators; only they may read its uploads and judge its audits."""
+
+    __tablename__ = "validators"
+    __table_args__ = (UniqueConstraint("tenant", "public_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # lowercase hex
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class Job(Base):
@@ -103,6 +118,9 @@ class Job(Base):
     checkpoint_policy: Mapped[Any] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(16))
+    tenant: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)  # the creating key's
+    validators: Mapped[Any] = mapped_column(JSON, nullable=True)  # public keys (hex) the tenant named for it
+    renter_salt: Mapped[str | None] = mapped_column(String(32), nullable=True)  # private: commits to renter_ref
     decision: Mapped[str | None] = mapped_column(String(8), nullable=True)
     reasons: Mapped[Any] = mapped_column(JSON, nullable=True)
     decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)

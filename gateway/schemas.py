@@ -102,6 +102,20 @@ class JobIn(Strict):
     # for, a profile key (default: the slowest class the named devices claim; required when one is unprofiled)
     devices: Annotated[list[Annotated[int, Field(ge=0, le=4096)]], Field(min_length=1, max_length=256)] | None = None
     paid_class: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    # the validators (public keys the tenant registered, POST /v1/validators) that may read the job's uploads
+    # and judge its audits; default: all the tenant's validators when the job is created
+    validators: Annotated[list[Hex64], Field(max_length=64)] | None = None
+
+
+class ValidatorIn(Strict):
+    public_key: Annotated[Hex64, Field(description="the validator's Ed25519 public key")]
+    name: Text100
+
+
+class ValidatorOut(BaseModel):
+    public_key: str
+    name: str
+    created_at: float
 
 
 class RttEcho(Strict):

@@ -9,8 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
-from gateway import audits, service, translog
-from gateway.db import locked
+from gateway import audits, service, tenancy, translog
 from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
 from gateway.models import ApiKey, Device, Job, Provider
 from gateway.models import Challenge as ChallengeRow
@@ -28,7 +27,9 @@ def job_json(job: Job) -> dict:
     return {"id": job.id, "renter_ref": job.renter_ref, "provider_id": job.provider_id, "price_ref": job.price_ref,
             "checkpoint_policy": job.checkpoint_policy, "created_at": job.created_at, "decision": job.decision,
             "reasons": job.reasons, "decided_at": job.decided_at, "final": job.final,
-            "training_state": job.training_state, "devices": job.devices, "paid_class": job.paid_class}
+            "training_state": job.training_state, "devices": job.devices, "paid_class": job.paid_class,
+            "validators": job.validators, "renter_salt": job.renter_salt,
+            "renter_commitment": tenancy.renter_commitment(job)}
 
 
 def _bind_hardware(session, state, body: JobIn) -> tuple[list[int], str]:  # noqa: ANN001
@@ -91,10 +92,17 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
     if session.get(Provider, body.provider_id) is None:
         raise Problem(404, "Not found", f"no provider {body.provider_id}")
     positions, paid = _bind_hardware(session, state, body)
+    registered = tenancy.registered_validators(session, key.tenant)
+    unknown = [v for v in body.validators or [] if v not in registered]
+    if unknown:
+        raise Problem(422, "Invalid request", f"validators: {unknown[0]} is not one of this tenant's validators "
+                      "(register it first: POST /v1/validators)")
     job = Job(id=secrets.token_hex(16), renter_ref=body.renter_ref, provider_id=body.provider_id,
               devices=positions, paid_class=paid, price_ref=body.price_ref,
               checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
-              created_by=key.id, final=False, training_state="open" if body.checkpoint_policy else None)
+              created_by=key.id, final=False, training_state="open" if body.checkpoint_policy else None,
+              tenant=key.tenant, renter_salt=secrets.token_hex(16),
+              validators=sorted(set(body.validators)) if body.validators is not None else registered)
     session.add(job)
     # rounds come more often while a job is open: the next one at the earlier of the drawn one and a draw at
     # the job's rate (the provider's devices share one schedule; locked in id order, as a poll locks them)
@@ -111,20 +119,17 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
 
 @router.get("/{job_id}", operation_id="get_job")
 def get_job(job_id: IdPath, session: ReadSessionDep, key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise Problem(404, "Not found", f"no job {job_id}")
-    return job_json(job)
+    """The job, to its tenant's keys only (another tenant's job is 404, like one that does not exist)."""
+    return job_json(tenancy.tenant_job(session, job_id, key))
 
 
 @router.post("/{job_id}/settlement", operation_id="settle_job")
 def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
                key: Annotated[ApiKey, Depends(api_key("settle"))]) -> dict:
     """The settlement decision: release, hold or refund, with reasons. Recorded in the log whenever it
-    changes; release and refund are final and never change again."""
-    job = locked(session, Job, job_id)  # one settlement at a time per job (gateway/db.py)
-    if job is None:
-        raise Problem(404, "Not found", f"no job {job_id}")
+    changes; release and refund are final and never change again. Only the job's tenant may ask (others: 404).
+    The log entry is public: it commits to the renter_ref by a salted hash and never shows it."""
+    job = tenancy.tenant_job(session, job_id, key, lock=True)  # one settlement at a time per job (gateway/db.py)
     if job.final:
         return rolled_back(session, job_json(job))
     now = time.time()
@@ -145,7 +150,8 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
         job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
         job.final = decision.decision in ("release", "refund")
         translog.append(session, "settlement", {"job_id": job.id, "provider_id": job.provider_id,
-                                                "renter_ref": job.renter_ref, "decision": job.decision,
+                                                "renter_commitment": tenancy.renter_commitment(job),
+                                                "decision": job.decision,
                                                 "reasons": job.reasons, "final": job.final}, now)
     session.commit()
     return job_json(job)

@@ -4,8 +4,9 @@ Provider (signed):  POST /v1/jobs/{id}/checkpoints        one commitment, timest
                     POST /v1/jobs/{id}/checkpoints/close  end of the run: flags, then segments drawn
                     PUT  /v1/audits/{id}/state            the state at the segment's start (raw bytes)
                     POST /v1/audits/{id}/openings         the segment's batches and chunks of its end
-Validator (API key, scope `replay`):
-                    GET  /v1/audits/{id}/materials, GET /v1/audits/{id}/state, POST /v1/audits/{id}/result
+Validator (API key, scope `replay`; the job's tenant's key, or a request signed by a validator the job names):
+                    GET  /v1/audits/{id}/materials, GET /v1/audits/{id}/state
+                    POST /v1/audits/{id}/result           signed by a validator the job names
 Anyone:             GET  /v1/jobs/{id}/training           commitments, flags, audits and verdicts
 """
 
@@ -23,7 +24,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import audits, blobs, metrics, translog
+from gateway import audits, blobs, metrics, tenancy, translog
 from gateway.db import locked
 from gateway.deps import (
     ReadSessionDep,
@@ -342,6 +343,15 @@ def _replay_audit(session: Session, audit_id: str, lock: bool = False) -> Segmen
     return audit
 
 
+def _evidence_audit(session: Session, audit_id: str, key: ApiKey, request: Request) -> SegmentAudit:
+    """The audit, if the key's tenant owns its job or the request is signed by a validator the job names;
+    else 404, as for an audit that does not exist."""
+    audit = _replay_audit(session, audit_id)
+    if not tenancy.may_read_evidence(session, _job(session, audit.job_id), key, tenancy.signing_validator(request)):
+        raise Problem(404, "Not found", f"no audit {audit_id}")
+    return audit
+
+
 def replay_fields(audit: SegmentAudit, start: TrainingCommitment, end: TrainingCommitment,
                   result: dict) -> dict:
     return training.replay_fields(audit.id, audit.job_id, audit.start_step, audit.end_step, start.root.hex(),
@@ -349,10 +359,11 @@ def replay_fields(audit: SegmentAudit, start: TrainingCommitment, end: TrainingC
 
 
 @router.get("/v1/audits/{audit_id}/materials", operation_id="get_replay_materials")
-def get_materials(audit_id: IdPath, session: ReadSessionDep,
+def get_materials(audit_id: IdPath, request: Request, session: ReadSessionDep,
                   key: Annotated[ApiKey, Depends(api_key("replay"))]) -> dict:
-    """Everything a validator needs to replay the segment except the state itself (GET .../state)."""
-    audit = _replay_audit(session, audit_id)
+    """Everything a validator needs to replay the segment except the state itself (GET .../state). For the
+    job's tenant's keys and the validators the job names (a request signed by one: gateway/tenancy.py)."""
+    audit = _evidence_audit(session, audit_id, key, request)
     if audit.state != "ready":
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; replay needs the upload and the "
                       "openings")
@@ -367,9 +378,10 @@ def get_materials(audit_id: IdPath, session: ReadSessionDep,
 
 @router.get(STATE_PATH, operation_id="get_replay_state", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the uploaded state"}})
-def get_state(audit_id: IdPath, session: ReadSessionDep, state: StateDep,
+def get_state(audit_id: IdPath, request: Request, session: ReadSessionDep, state: StateDep,
               key: Annotated[ApiKey, Depends(api_key("replay"))]) -> Response:
-    audit = _replay_audit(session, audit_id)
+    """The uploaded state: the renter's weights, for the job's tenant's keys and the validators it names."""
+    audit = _evidence_audit(session, audit_id, key, request)
     if audit.state != "ready" or audit.upload_sha256 is None:
         raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
     try:
@@ -393,6 +405,12 @@ def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep
     is appended to the log with the signature. The upload is deleted."""
     now = time.time()
     audit = _replay_audit(session, audit_id, lock=True)
+    job = _job(session, audit.job_id)
+    if body.validator_key not in tenancy.job_validators(session, job):
+        if not tenancy.may_read_evidence(session, job, key, None):
+            raise Problem(404, "Not found", f"no audit {audit_id}")
+        raise Problem(403, "Forbidden", f"validator {body.validator_key} is not one the job's tenant named for "
+                      "it (POST /v1/validators, then JobIn.validators)")
     result = body.model_dump()
     start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
     fields = replay_fields(audit, start, end, result)

@@ -308,7 +308,7 @@ def test_jobs_and_settlement_with_scoped_keys(gateway):
     agent = Agent(gateway)
     db = gateway.app.state.gp.db
     jobs_key = admin.create_api_key(db, "market", ["jobs"])
-    settle_key = admin.create_api_key(db, "market-settle", ["jobs", "settle"])
+    settle_key = admin.create_api_key(db, "market-settle", ["jobs", "settle"], tenant="market")  # same marketplace
     job = {"renter_ref": "renter-1", "provider_id": agent.id, "price_ref": "usd:12.50"}
     assert_problem(gateway.client.post("/v1/jobs", json=job), 401, "Bearer")
     assert_problem(gateway.client.post("/v1/jobs", json=job, headers={"Authorization": "Bearer gpk_x_y"}), 401,

@@ -150,12 +150,14 @@ def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(
     validator = GatewayClient(a.base, admin.create_api_key(db, "validator", ["replay"]))
     provider = GatewayClient(a.base, key=signatures.new_private_key())
     provider.register("replicas", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    validator_key = signatures.new_private_key()
+    market.register_validator(signatures.public_key_bytes(validator_key).hex(), "validator")
     jid = market.create_job("renter", provider.provider_id, "usd:1", POLICY)["id"]
     run_reference_job(provider, jid, POLICY, tmp_path / "store", 8)
     with httpx.Client(base_url=b.base, timeout=scaled(10)) as reader:
         path = f"/v1/providers/{provider.provider_id}/trust"
         assert reader.get(path).json()["evidence"] == 0  # cached on B
-        replay_job(validator, jid, signatures.new_private_key())  # verdicts recorded on A
+        replay_job(validator, jid, validator_key)  # verdicts recorded on A
         judged = time.monotonic()
         while (seen := reader.get(path).json())["evidence"] == 0:
             assert time.monotonic() - judged < ttl + scaled(2), "B kept the old score past its bound"

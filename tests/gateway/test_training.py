@@ -43,7 +43,8 @@ class World:
                                     transport=transport)
         self.validator = GatewayClient("http://testserver", admin.create_api_key(db, "validator", ["replay"]),
                                        transport=transport)
-        self.validator_key = signatures.new_private_key()
+        self.validator_key = signatures.new_private_key()  # registered by the market: its jobs name it
+        self.market.register_validator(signatures.public_key_bytes(self.validator_key).hex(), "validator")
         self.transport = transport
 
     def provider(self, name="trainer"):
@@ -181,7 +182,7 @@ def test_uploads_are_checked_on_arrival_and_limited_in_size(world, tmp_path):
         provider.upload_state(audit["audit_id"], good + bytes(world.gw.settings.max_upload_bytes))
     assert info.value.status == 413
     with pytest.raises(GatewayError) as info:
-        world.validator.replay_state(audit["audit_id"])
+        world.validator.replay_state(audit["audit_id"], world.validator_key)
     assert info.value.status == 409  # nothing to replay yet
     bad = bytearray(good)
     bad[100] ^= 1

@@ -1,0 +1,89 @@
+"""Tenancy (issue 18): every API key acts for one tenant (a marketplace); a job belongs to the tenant whose
+key created it, and names the validators (Ed25519 public keys the tenant registered) that may read its
+uploads and judge its audits. Another tenant's job answers 404, as a job that does not exist: its
+existence is not revealed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import deps
+from gateway.db import locked
+from gateway.models import ApiKey, Job, Validator
+from gateway.problems import Problem
+from verifier import signatures
+
+VALIDATOR_HEADER = "X-Gpuproof-Validator"
+
+
+def tenant_job(session: Session, job_id: str, key: ApiKey, lock: bool = False) -> Job:
+    """The job if `key`'s tenant created it, else 404 (the same answer as for no job at all)."""
+    job = locked(session, Job, job_id) if lock else session.get(Job, job_id)
+    if job is None or job.tenant is None or not hmac.compare_digest(job.tenant.encode(), key.tenant.encode()):
+        raise Problem(404, "Not found", f"no job {job_id}")
+    return job
+
+
+def registered_validators(session: Session, tenant: str) -> list[str]:
+    """The public keys (hex) `tenant` registered, oldest first."""
+    return list(session.execute(select(Validator.public_key).where(Validator.tenant == tenant)
+                                .order_by(Validator.id)).scalars())
+
+
+def job_validators(session: Session, job: Job) -> list[str]:
+    """The validators the job names (those given when it was created; a job created before tenancy names
+    all its tenant's) that its tenant still has registered: deleting a validator revokes it everywhere."""
+    registered = registered_validators(session, job.tenant) if job.tenant else []
+    return registered if job.validators is None else [v for v in job.validators if v in registered]
+
+
+def signing_validator(request: Request) -> str | None:
+    """The validator public key (hex) that signed this request, or None when it carries no validator
+    signature. Headers: X-Gpuproof-Validator (public key hex), X-Gpuproof-Timestamp, X-Gpuproof-Nonce and
+    X-Gpuproof-Signature over verifier.signatures.request_message of the request (a GET: empty body),
+    within the gateway's timestamp window. A read is safe to repeat, so nonces are not stored."""
+    public_hex = request.headers.get(VALIDATOR_HEADER)
+    if public_hex is None:
+        return None
+    state = request.app.state.gp
+    try:
+        public = bytes.fromhex(public_hex)
+        timestamp = int(request.headers.get("X-Gpuproof-Timestamp", ""))
+        signature = bytes.fromhex(request.headers.get("X-Gpuproof-Signature", ""))
+    except ValueError:
+        raise Problem(401, "Unauthenticated", f"{VALIDATOR_HEADER} and X-Gpuproof-Signature must be hex and "
+                      "X-Gpuproof-Timestamp an integer") from None
+    nonce = request.headers.get("X-Gpuproof-Nonce", "")
+    if len(public) != 32 or not deps.NONCE_RE.match(nonce):
+        raise Problem(401, "Unauthenticated", f"{VALIDATOR_HEADER}: expected a 32-byte Ed25519 public key (hex) "
+                      "and X-Gpuproof-Nonce 16 to 64 characters of [A-Za-z0-9_-]")
+    now, window = deps.wall_clock(), state.settings.timestamp_window_s
+    if abs(now - timestamp) > window:
+        raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
+                      f"the window is +-{window:g} s")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    try:
+        signatures.verify(public, signatures.request_message(request.method, path, timestamp, nonce, b""), signature)
+    except signatures.SignatureError as exc:
+        raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc}") from None
+    return public.hex()
+
+
+def may_read_evidence(session: Session, job: Job, key: ApiKey, validator: str | None) -> bool:
+    """A job's uploads and replay materials are for its tenant's keys and the validators it names."""
+    if job.tenant is not None and hmac.compare_digest(job.tenant.encode(), key.tenant.encode()):
+        return True
+    return validator is not None and validator in job_validators(session, job)
+
+
+def renter_commitment(job: Job) -> str | None:
+    """SHA-256 (hex) of the job's private salt and its renter_ref: public log entries carry this, never the
+    reference; the marketplace, which knows both, can show a renter which entry is theirs."""
+    if job.renter_salt is None:
+        return None
+    return hashlib.sha256(bytes.fromhex(job.renter_salt) + job.renter_ref.encode()).hexdigest()
