@@ -383,7 +383,9 @@ class Verifier:
                 return Failure(o.round, o.row, "wrong-value",
                                f"wrong value at column {columns[c]}: got {int(got[c])}, want {int(want[c])}")
             rows_a.append(a)
-        y = freivalds.y_vector(p, request.x) if opened else None
+        if not opened:
+            return None
+        y = freivalds.y_vector(p, request.x)
         for o, a in zip(opened, rows_a, strict=True):
             r, i = o.round, o.row
             if not freivalds.row_passes(o.values, request.x, a, y):
