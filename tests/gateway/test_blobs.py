@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from agent.training import replay_job
 from gateway import blobs, maintenance
 from gateway.app import create_app
-from gateway.client import GatewayError
+from gateway.client import GatewayError, validator_headers
 from gateway.settings import Settings
 from kernels.errors import InvalidParameter
 from tests.gateway.conftest import Gateway
@@ -183,8 +183,9 @@ def test_s3_uploads_are_content_addressed_streamed_to_validators_and_held_to_a_q
     assert info.value.status == 507 and "GPUPROOF_BLOB_QUOTA_OBJECTS" in info.value.detail
     assert world.market.training(jid)["audits"][1]["uploaded"] is False and len(s3.keys()) == 1
     # the validator's download streams from the bucket, with its length and digest
-    answer = s3_gateway.client.get(f"/v1/audits/{first['audit_id']}/state",
-                                   headers={"Authorization": f"Bearer {world.validator.api_key}"})
+    path = f"/v1/audits/{first['audit_id']}/state"  # read by a validator the job names (issue 18)
+    answer = s3_gateway.client.get(path, headers={"Authorization": f"Bearer {world.validator.api_key}",
+                                                  **validator_headers(world.validator_key, "GET", path)})
     assert answer.status_code == 200 and answer.content == data
     assert answer.headers["content-length"] == str(len(data)) and answer.headers["x-content-sha256"] == digest
     replay_job(world.validator, jid, world.validator_key)  # judges the first audit: its blob is deleted
