@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -10,6 +11,12 @@ from pathlib import Path
 import pytest
 
 VECTORS = Path(__file__).parent / "vectors"
+
+# Tests make a provider's round due at will (next_due_at = 0) to run many rounds in seconds; the product's
+# minimum gap between rounds (a tenth of the mean interval) would refuse that. It is off for every gateway the
+# tests start, in this process and in the servers it spawns, unless a test sets it (tests/gateway/test_rounds.py
+# checks the gap itself).
+os.environ.setdefault("GPUPROOF_CHALLENGE_MIN_GAP_S", "0")
 pytest_plugins = ["tests.support.s3"]  # the S3 server fixtures (moto_endpoint, s3)
 
 

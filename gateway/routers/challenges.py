@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gateway import metrics, service
 from gateway.db import locked
@@ -108,12 +108,20 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         due_at = device.next_due_at
         session.commit()
         return _Polled("idle", due_at=due_at)
+    job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
+                               .limit(1)).first() is not None
+    # Never two rounds closer than the minimum gap, whatever moved this device's time forward (a registration
+    # update, a new device, a job): otherwise a provider could call rounds at will and farm passes.
+    last_round = session.execute(select(func.max(ChallengeRow.issued_at))
+                                 .where(ChallengeRow.provider_id == provider_id)).scalar()
+    if last_round is not None and now < last_round + state.settings.schedule().gap(job_open):
+        due_at = last_round + state.settings.schedule().gap(job_open)
+        session.commit()
+        return _Polled("idle", due_at=due_at)
     if first and queued > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
-    job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
-                               .limit(1)).first() is not None
     answer = None
     for d in devices:
         if d.id in open_rows:  # still answering an earlier round: judged on its own deadline

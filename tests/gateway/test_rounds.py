@@ -175,3 +175,28 @@ def test_a_long_poll_answers_an_open_challenge_at_once_and_nothing_due_after_its
         assert nothing.challenge is None and nothing.mean_interval_s == 3600 and waited >= 1.4, waited
         raw = httpx.post(f"{server.base}/v1/providers/{client.provider_id}/challenges")  # unsigned: refused
         assert raw.status_code in (401, 422)
+
+
+def test_a_provider_cannot_call_rounds_at_will(gateway):
+    """Reproduction: a registration update that changes a claim made the device due at once, and its poll
+    issued a round for every device; toggling a claim called rounds at will (five passes in seconds). Now no
+    two rounds of a provider come closer than the minimum gap, whatever moved a device's time."""
+    from gateway.client import signed_headers
+    from gateway.models import Challenge
+
+    gateway.app.state.gp.settings.challenge_min_gap_s = 300.0
+    p = Provider(gateway, ["cpu-reference", "cpu-reference"])
+    assert p.post(f"/v1/providers/{p.id}/challenges", {"device": 0}).status_code == 201  # the first round
+    body = {"name": "box", "devices": [{"model": "cpu", "vram_gib": 8}, {"model": "cpu-reference", "vram_gib": 8}]}
+    raw = __import__("json").dumps(body).encode()
+    path = f"/v1/providers/{p.id}"
+    r = gateway.client.put(path, content=raw, headers=signed_headers(p.key, p.id, "PUT", path, raw))
+    assert r.status_code == 200, r.text
+    with gateway.app.state.gp.db.writer() as s:
+        s.execute(update(Challenge).values(state="judged"))
+        s.commit()
+    assert p.post(f"/v1/providers/{p.id}/challenges", {"device": 0}).status_code == 204  # not yet
+    with gateway.app.state.gp.db.writer() as s:
+        s.execute(update(Challenge).values(issued_at=Challenge.issued_at - 301))  # the gap has passed
+        s.commit()
+    assert p.post(f"/v1/providers/{p.id}/challenges", {"device": 0}).status_code == 201
