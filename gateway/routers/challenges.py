@@ -8,6 +8,7 @@ import json
 import random
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import anyio
@@ -141,7 +142,30 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
     return _Polled("issued", answer)
 
 
-def _answer(auth, provider_id: str, polled: _Polled, state) -> tuple[str, int]:  # noqa: ANN001
+def _quiet_until(state, provider_id: str, position: int) -> float | None:  # noqa: ANN001
+    """For a waiting poll, without a write lock: the time until which nothing can change for the device (no
+    open challenge, its round not yet due, the minimum gap not yet over), or None when `_look` must run.
+    A waiting poll re-checks every second; taking the write lock (SQLite's one writer) each time would make
+    every idle device a writer."""
+    now = time.time()
+    with state.db.reader() as reader:
+        device = reader.execute(select(Device.id, Device.next_due_at).where(
+            Device.provider_id == provider_id, Device.position == position)).first()
+        if device is None:
+            return None  # `_look` says why
+        if reader.execute(select(ChallengeRow.id).where(ChallengeRow.device_id == device.id,
+                                                        ChallengeRow.state.in_(("issued", "committed")))
+                          .limit(1)).first() is not None:
+            return None
+        last_round = reader.execute(select(func.max(ChallengeRow.issued_at))
+                                    .where(ChallengeRow.provider_id == provider_id)).scalar()
+    # the gap while a job is open is the smaller one: the earliest a round could be due
+    gap = state.settings.schedule().gap(True)
+    until = max(device.next_due_at, (last_round + gap) if last_round is not None else 0.0)
+    return until if until > now else None
+
+
+def _answer(auth, provider_id: str, polled: _Polled) -> tuple[str, int]:  # noqa: ANN001
     """Store the round-trip probe of the answer (the agent echoes it at once); (probe, Retry-After)."""
     probe = _probe(auth.session, provider_id)
     auth.session.commit()
@@ -163,19 +187,42 @@ async def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedP
     if provider_id != auth.provider.id:
         raise Problem(403, "Forbidden", "a provider can only ask for its own challenges")
     queued = queued_s(request)
-    until = time.monotonic() + min(body.wait_s, state.settings.long_poll_max_s)
+    waiter = (provider_id, body.device)
+    # one waiting poll per device and process: more would each re-read the database every second for nothing
+    # (an agent keeps one open); the others are answered at once
+    wait_s = min(body.wait_s, state.settings.long_poll_max_s) if _WAITING[waiter] == 0 else 0.0
+    _WAITING[waiter] += 1
+    try:
+        return await _poll(auth, state, response, request, provider_id, body.device, queued, wait_s)
+    finally:
+        _WAITING[waiter] -= 1
+        if _WAITING[waiter] <= 0:
+            del _WAITING[waiter]
+
+
+_WAITING: Counter[tuple[str, int]] = Counter()  # polls in flight per (provider, device), in this process
+
+
+async def _poll(auth, state, response: Response, request: Request, provider_id: str, position: int,  # noqa: ANN001
+                queued: float, wait_s: float) -> dict:
+    """The long poll's loop: look, then (waiting) sleep until something can change for the device."""
+    until = time.monotonic() + wait_s
     first = True
     while True:
         if not first and await request.is_disconnected():  # the agent is gone (stopped, restarted): a round
             return Response(status_code=204)  # type: ignore[return-value]  # (a round issued to it would run unheard)
-        polled = await anyio.to_thread.run_sync(
-            functools.partial(_look, auth, state, provider_id, body.device, first, queued))
-        first = False
+        quiet = None if first else await anyio.to_thread.run_sync(
+            functools.partial(_quiet_until, state, provider_id, position))
+        if quiet is None:
+            polled = await anyio.to_thread.run_sync(
+                functools.partial(_look, auth, state, provider_id, position, first, queued))
+            first = False
         left = until - time.monotonic()
         if polled.kind != "idle" or left <= 0:
             break
-        await anyio.sleep(min(left, LONG_POLL_RECHECK_S, max(0.0, polled.due_at - time.time())))
-    probe, wait = await anyio.to_thread.run_sync(functools.partial(_answer, auth, provider_id, polled, state))
+        due = quiet if quiet is not None else polled.due_at
+        await anyio.sleep(min(left, LONG_POLL_RECHECK_S, max(0.0, due - time.time())))
+    probe, wait = await anyio.to_thread.run_sync(functools.partial(_answer, auth, provider_id, polled))
     if polled.answer is None:
         return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe,  # type: ignore[return-value]
                                                   MEAN_INTERVAL_HEADER: f"{state.settings.challenge_interval_s:g}"})

@@ -15,9 +15,9 @@ from sqlalchemy import create_engine, select, update
 
 from gateway.client import GatewayClient
 from gateway.models import LogEntry
-from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
+from tests.support import honest
 from tests.support.calibrate import honest_test_shape, scaled
 from tests.support.server import Server
 from verifier import evidence, signatures
@@ -50,11 +50,7 @@ def play(client: GatewayClient) -> tuple[str, dict]:
     params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
     roots = CpuBackend().run(params)
     req = client.commit(c["challenge_id"], roots)
-    openings = []
-    for r, i in sorted({tuple(p) for p in req["pairs"]}):
-        values, path = CpuBackend().open(params, r, i, roots)
-        openings.append(Opening(r, i, values, tuple(path)).to_json())
-    return c["challenge_id"], client.open(c["challenge_id"], openings)
+    return c["challenge_id"], client.open(c["challenge_id"], honest.openings(params, roots, req["pairs"]))
 
 
 def provider(server: Server) -> GatewayClient:

@@ -15,13 +15,13 @@ from sqlalchemy import update
 from gateway import admin, service
 from gateway.client import registration, signed_headers
 from gateway.models import Challenge, Device, Job
-from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
 from tests.gateway.test_http import (
     servers,  # noqa: F401 (fixture)
     signed_post,
 )
+from tests.support import honest
 from verifier import signatures
 
 
@@ -62,11 +62,8 @@ class Provider:
     def answer(self, device: int, think_s: float = 0.0, c: dict | None = None) -> dict:
         c = c or self.challenge(device)
         params, roots, pairs = self.commit(c, think_s)
-        out = []
-        for r, i in sorted({tuple(p) for p in pairs}):
-            values, path = CpuBackend().open(params, r, i, roots)
-            out.append(Opening(r, i, values, tuple(path)).to_json())
-        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings", {"openings": out})
+        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings",
+                            {"openings": honest.openings(params, roots, pairs)})
         assert verdict.status_code == 200, verdict.text
         return verdict.json()
 

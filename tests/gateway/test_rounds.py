@@ -16,11 +16,11 @@ from gateway.app import create_app
 from gateway.client import GatewayClient
 from gateway.models import Device
 from gateway.settings import Settings
-from kernels.backend import Opening
 from kernels.reference import CpuBackend
 from kernels.spec import ChallengeParams
 from tests.gateway.test_http import servers  # noqa: F401 (fixture)
 from tests.gateway.test_paid_hardware import Provider
+from tests.support import honest
 from verifier import signatures
 from verifier.profiles import Profile, load_profiles
 from verifier.protocol import Verifier, VerifierConfig
@@ -30,12 +30,10 @@ from verifier.schedule import SchedulePolicy, missed_start, next_round_at, soone
 def test_rounds_are_a_shifted_poisson_process_with_a_job_rate():
     policy = SchedulePolicy(mean_interval_s=3600, job_mean_interval_s=600)
     assert next_round_at(100.0, False, policy, lambda: 0.0) == 100.0 + 360  # the minimum gap, a tenth
-    import secrets
     draws = [next_round_at(0.0, False, policy) for _ in range(4000)]
     assert min(draws) >= 360 and statistics.fmean(draws) == pytest.approx(3600, rel=0.08)
     job = [next_round_at(0.0, True, policy) for _ in range(4000)]
     assert min(job) >= 60 and statistics.fmean(job) == pytest.approx(600, rel=0.08)
-    assert secrets  # the draws come from the OS CSPRNG (verifier.schedule._uniform)
     assert sooner_for_a_job(5000.0, 0.0, policy, lambda: 0.5) == pytest.approx(600 * 0.6931, rel=1e-3)
     assert sooner_for_a_job(10.0, 0.0, policy, lambda: 0.5) == 10.0
     assert missed_start(0.0, None, 5.1, policy) and not missed_start(0.0, 0.2, 99, policy)
@@ -101,11 +99,8 @@ def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(databa
                 verdicts.append({"outcome": "fail", "correctness": "pass", "timing": "slower-than-claimed",
                                  "measured_s": float("inf"), "reasons": ["refused: past its deadline"]})
                 continue
-            out = []
-            for r, i in sorted({tuple(p) for p in pairs}):
-                values, path = CpuBackend().open(params, r, i, roots)
-                out.append(Opening(r, i, values, tuple(path)).to_json())
-            answer = box.post(f"/v1/challenges/{c['challenge_id']}/openings", {"openings": out})
+            answer = box.post(f"/v1/challenges/{c['challenge_id']}/openings",
+                              {"openings": honest.openings(params, roots, pairs)})
             assert answer.status_code in (200, 409), answer.text  # 409: the openings came past the deadline
             verdicts.append(answer.json() if answer.status_code == 200 else
                             {"outcome": "fail", "correctness": "pass", "timing": "slower-than-claimed",
@@ -200,3 +195,31 @@ def test_a_provider_cannot_call_rounds_at_will(gateway):
         s.execute(update(Challenge).values(issued_at=Challenge.issued_at - 301))  # the gap has passed
         s.commit()
     assert p.post(f"/v1/providers/{p.id}/challenges", {"device": 0}).status_code == 201
+
+
+def test_a_second_long_poll_for_one_device_does_not_wait(servers):  # noqa: F811
+    """A provider opening many long polls for one device would make each re-read the database every second:
+    only one waits, the others are answered at once."""
+    server = servers()
+    key = signatures.new_private_key()
+    with GatewayClient(server.base, key=key) as client:
+        client.register("eager", [{"model": "cpu-reference", "vram_gib": 4}])
+        assert client.poll(0).challenge is not None
+        engine = create_engine(server.env["GPUPROOF_DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE challenges SET state = 'judged'")
+        engine.dispose()
+        done: dict[str, float] = {}
+
+        def wait_long() -> None:
+            with GatewayClient(server.base, key=key, provider_id=client.provider_id) as mine:
+                assert mine.poll(0, wait_s=4).challenge is None
+                done["waiting"] = time.monotonic()
+
+        first = threading.Thread(target=wait_long)
+        first.start()
+        time.sleep(1.0)  # the first poll is waiting now
+        second = client.poll(0, wait_s=4)
+        done["second"] = time.monotonic()
+        first.join(timeout=60)
+    assert second.challenge is None and done["second"] < done["waiting"], done
