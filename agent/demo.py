@@ -321,7 +321,10 @@ class Demo:
         shape = TEST_SHAPE + ";demo-cpu=" + ",".join(map(str, self.demo_cpu_shape))
         env = dict(self.env, GPUPROOF_DATA_DIR=str(self.tmp / "gateway-data"), GPUPROOF_VERIFY_TEST_SHAPE=shape,
                    GPUPROOF_PROFILES_FILE=str(self.tmp / "profiles.toml"),
-                   GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_POLL_RETRY_AFTER_S="1")
+                   GPUPROOF_CHALLENGE_INTERVAL_S="2", GPUPROOF_POLL_RETRY_AFTER_S="1",
+                   # a one-minute run: a challenge answered too late (one card answering four devices can be)
+                   # is judged a few seconds after its deadline, not after the default minute
+                   GPUPROOF_EXPIRY_GRACE_S="5")
         self.gateway = self._spawn(["-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
                                     str(self.port), "--log-level", "warning"], env, "gateway")
         deadline = time.monotonic() + 30

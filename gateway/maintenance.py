@@ -65,7 +65,7 @@ def sweep(state: State, now: float) -> Swept:
         providers = reader.execute(
             select(Challenge.provider_id).where(Challenge.state.in_(("issued", "committed")),
                                                 (Challenge.issued_at + Challenge.deadline_s
-                                                 < now - service.EXPIRY_GRACE_S)
+                                                 < now - state.settings.expiry_grace_s)
                                                 | (Challenge.delivered_at.is_(None)
                                                    & (Challenge.issued_at < now - state.settings.start_window_s)))
             .distinct().limit(BATCH)).scalars().all()
@@ -76,7 +76,7 @@ def sweep(state: State, now: float) -> Swept:
     for provider_id in providers:
         with state.db.writer() as session:
             judged = service.expire_overdue(session, state.verifier, provider_id, now,
-                                            schedule=state.settings.schedule())
+                                            schedule=state.settings.schedule(), grace_s=state.settings.expiry_grace_s)
             session.commit()
         if judged:
             state.trust_cache.drop(provider_id)

@@ -86,10 +86,12 @@ EXPIRY_GRACE_S = 60.0
 
 
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float,
-                   asking_device: int | None = None, schedule: SchedulePolicy | None = None) -> int:
+                   asking_device: int | None = None, schedule: SchedulePolicy | None = None,
+                   grace_s: float = EXPIRY_GRACE_S) -> int:
     """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record.
 
-    Only EXPIRY_GRACE_S after the deadline: a commitment or openings that arrived in time are judged by
+    Only `grace_s` (EXPIRY_GRACE_S, GPUPROOF_EXPIRY_GRACE_S) after the deadline:
+    a commitment or openings that arrived in time are judged by
     their arrival time, and may still be waiting for a worker thread or under verification (another
     device's poll, a settlement or the sweep must not judge them a timeout meanwhile). The exception is
     `asking_device` (a Device id): a device asking for its next challenge has given up on its own
@@ -103,7 +105,7 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
                            .execution_options(populate_existing=True)).scalars()
     expired = 0
     for row in rows:
-        grace = 0.0 if row.device_id == asking_device else EXPIRY_GRACE_S
+        grace = 0.0 if row.device_id == asking_device else grace_s
         missed = schedule is not None and missed_start(row.issued_at, row.delivered_at, now, schedule)
         if not missed and now - row.issued_at <= row.deadline_s + grace:
             continue

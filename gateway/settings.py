@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     job_challenge_interval_s: float = Field(default=600.0, ge=0)
     challenge_min_gap_s: float | None = Field(default=None, ge=0)
     start_window_s: float = Field(default=5.0, gt=0)
+    # how long after its deadline another device's poll, a settlement or the sweep waits before judging an
+    # unanswered challenge a timeout (answers that came in time may still be under verification)
+    expiry_grace_s: float = Field(default=60.0, ge=0, le=3600)
     long_poll_max_s: float = Field(default=25.0, ge=0, le=120)  # the longest a poll waits for a challenge
     provider_rate_per_s: float = 20.0
     ip_rate_per_s: float = 200.0

@@ -91,7 +91,7 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
     if device is None:
         raise Problem(404, "Not found", f"provider has no device at position {position}")
     if first and service.expire_overdue(session, state.verifier, provider_id, now, asking_device=device.id,
-                                        schedule=state.settings.schedule()):
+                                        schedule=state.settings.schedule(), grace_s=state.settings.expiry_grace_s):
         state.trust_cache.drop(provider_id)
     open_rows = {row.device_id: row for row in session.execute(
         select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,

@@ -136,7 +136,8 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
     audits.expire_audits(session, state, job.id, now)
     # a challenge the provider left unanswered past its deadline is judged now (a timeout), not only when
     # the provider polls again; one still within its deadline holds the payment until it is judged
-    if service.expire_overdue(session, state.verifier, job.provider_id, now, schedule=state.settings.schedule()):
+    if service.expire_overdue(session, state.verifier, job.provider_id, now, schedule=state.settings.schedule(),
+                              grace_s=state.settings.expiry_grace_s):
         state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]

@@ -280,3 +280,4 @@ def test_the_dashboard_shows_each_devices_verified_class_and_last_scheduled_chal
     rows = page.split("<h2>Devices</h2>", 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
     assert "cpu-reference</td><td>cpu-reference</td>" in rows[0] and "UTC, pass" in rows[0], rows[0]
     assert "h100-sxm</td><td>-</td>" in rows[1] and "UTC, open" in rows[1], rows[1]
+
