@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
-
-from kernels.reference import CpuBackend, round_tree, row_path
-from kernels.spec import ChallengeParams, prev_root_of
+from gpuproof.kernels.reference import CpuBackend, round_tree, row_path
+from gpuproof.kernels.spec import ChallengeParams, prev_root_of
 
 
 class SkipRows:

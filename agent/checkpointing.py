@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from kernels.errors import InvalidParameter
-from verifier import checkpoints
-from verifier.checkpoints import ZERO, CheckpointCommitment, batch_hash
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import checkpoints
+from gpuproof.verifier.checkpoints import ZERO, CheckpointCommitment, batch_hash
 
 __all__ = ["ZERO", "CheckpointCommitment", "CheckpointCommitter", "batch_hash"]
 

@@ -13,13 +13,12 @@ import time
 from typing import Annotated, Any
 
 import typer
+from gpuproof.gateway import API_KEY_SCOPES
+from gpuproof.kernels.backend import select_backend
+from gpuproof.kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
+from gpuproof.kernels.spec import SPEC, ChallengeParams, parse_seed
+from gpuproof.verifier.timing import format_rate
 from typer.exceptions import Abort, Exit, TyperException
-
-from gateway import API_KEY_SCOPES
-from kernels.backend import select_backend
-from kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
-from kernels.spec import SPEC, ChallengeParams, parse_seed
-from verifier.timing import format_rate
 
 app = typer.Typer(
     name="gpuproof",
@@ -135,9 +134,9 @@ def challenge_local(
     as_json: JsonOpt = False,
 ) -> None:
     """Play the whole protocol locally: issue, prove, commit, open, judge, with real timing."""
-    from kernels.backend import Opening
-    from verifier import transcript
-    from verifier.protocol import Verifier
+    from gpuproof.kernels.backend import Opening
+    from gpuproof.verifier import transcript
+    from gpuproof.verifier.protocol import Verifier
 
     _check_device(device)
     dims = _parse_shape(shape) if shape else None
@@ -207,7 +206,7 @@ def verify_transcript(
     Exit 0 if the recorded verdict stands (and the log binds it), 1 with each difference otherwise."""
     from pathlib import Path
 
-    from verifier import transcript
+    from gpuproof.verifier import transcript
 
     is_file = Path(source).is_file()
     if is_file and log and not (gateway or _agent_settings().gateway):
@@ -262,7 +261,7 @@ def verify_transcript(
 
 
 def _agent_settings(**flags: Any):  # noqa: ANN202
-    from agent.config import AgentSettings
+    from gpuproof.agent.config import AgentSettings
 
     return AgentSettings(**{k: v for k, v in flags.items() if v is not None})
 
@@ -278,13 +277,13 @@ def _gateway_url(gateway: str | None) -> str:
 
 
 def _client(gateway: str | None, key=None, pinned_log_key: bytes | None = None):  # noqa: ANN001, ANN202
-    from gateway.client import GatewayClient
+    from gpuproof.gateway.client import GatewayClient
 
     return GatewayClient(_gateway_url(gateway), key=key, pinned_log_key=pinned_log_key)
 
 
 def _log_heads_path():  # noqa: ANN202
-    from agent.config import config_dir
+    from gpuproof.agent.config import config_dir
 
     return config_dir() / "log-heads.json"
 
@@ -328,7 +327,7 @@ def demo_command(duration: Annotated[float, typer.Option("--duration", help="Sec
     """The whole product on this machine: an embedded gateway and honest and cheating provider agents as
     separate processes over loopback HTTP, a live table, then the summary and settlement decisions. Exits 0
     only if every cheat was caught and every honest provider passed."""
-    from agent import demo
+    from gpuproof.agent import demo
 
     if not 5 <= duration <= 3600:
         raise InvalidParameter("--duration", f"must be 5 to 3600 seconds, got {duration:g}")
@@ -358,8 +357,8 @@ def replay_command(job: JobIdArg, gateway: GatewayOpt = None,
     renter's step function, sign the result with this machine's key (`gpuproof agent init`) and post it.
     The job's marketplace must have registered this key as a validator and named it for the job (POST
     /v1/validators; `gpuproof agent whoami --public-key` prints it); reads are signed with it too."""
-    from agent import keys
-    from agent.training import replay_job
+    from gpuproof.agent import keys
+    from gpuproof.agent.training import replay_job
 
     _job_id(job)
     if not api_key:
@@ -397,9 +396,9 @@ def agent_train(job: JobIdArg, steps: Annotated[int, typer.Option("--steps", hel
     agent.checkpointing.CheckpointCommitter and agent.training.TrainingReporter the same way."""
     from pathlib import Path
 
-    from agent import keys
-    from agent.config import config_dir
-    from agent.training import run_reference_job
+    from gpuproof.agent import keys
+    from gpuproof.agent.config import config_dir
+    from gpuproof.agent.training import run_reference_job
 
     _job_id(job)
     key = keys.load(_agent_settings().resolved_key_path())
@@ -433,7 +432,7 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                                                        "many checks (0: never).")] = 0) -> None:
     """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
     directory); the gateway's key is pinned on first use."""
-    from gateway.client import GatewayUnreachable, TreeHead
+    from gpuproof.gateway.client import GatewayUnreachable, TreeHead
 
     store = _log_heads_path()
     seen = json.loads(store.read_text()) if store.exists() else {}
@@ -494,8 +493,8 @@ def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN0
 def agent_init(force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
                gateway: GatewayOpt = None) -> None:
     """Make the provider's Ed25519 key (mode 0600) and config file; print the public key."""
-    from agent import config, keys
-    from verifier import signatures
+    from gpuproof.agent import config, keys
+    from gpuproof.verifier import signatures
 
     settings = _agent_settings()
     path = settings.resolved_key_path()
@@ -520,10 +519,10 @@ def agent_register(gateway: GatewayOpt = None,
                                                         "key.")] = False) -> None:
     """Detect the GPUs, show the claim, and register this provider with the gateway (--update: change the
     registration this key already has)."""
-    from agent import config, keys
-    from agent.config import DeviceSpec
-    from agent.detect import detect
-    from verifier.profiles import lookup
+    from gpuproof.agent import config, keys
+    from gpuproof.agent.config import DeviceSpec
+    from gpuproof.agent.detect import detect
+    from gpuproof.verifier.profiles import lookup
 
     settings = _agent_settings(gateway=gateway, name=name)
     key = keys.load(settings.resolved_key_path())
@@ -550,7 +549,7 @@ def agent_register(gateway: GatewayOpt = None,
 
 def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
     """Give a gateway that is still starting (connection refused) a few seconds before giving up."""
-    from gateway.client import GatewayUnreachable
+    from gpuproof.gateway.client import GatewayUnreachable
 
     deadline = time.monotonic() + seconds
     while True:
@@ -564,7 +563,7 @@ def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
 
 
 def _backend_for(backend: str):  # noqa: ANN202
-    from kernels.backend import select_backend
+    from gpuproof.kernels.backend import select_backend
 
     return lambda device: select_backend(backend, device.cuda_index)
 
@@ -577,9 +576,9 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
 
     Each backend is warmed up first (kernels, handles, buffers, one untimed round), as `agent run` does,
     so the timed challenge is what the gateway would time."""
-    from agent.detect import detect
-    from verifier.protocol import Verifier
-    from verifier.timing import classify
+    from gpuproof.agent.detect import detect
+    from gpuproof.verifier.protocol import Verifier
+    from gpuproof.verifier.timing import classify
 
     settings = _agent_settings(backend=backend)
     devices = settings.devices or detect()
@@ -625,8 +624,8 @@ def agent_run(gateway: GatewayOpt = None, backend: BackendOpt = "auto",
     """The provider daemon: answer challenges for every registered device until stopped."""
     import signal
 
-    from agent import keys
-    from agent.daemon import Daemon, json_emitter
+    from gpuproof.agent import keys
+    from gpuproof.agent.daemon import Daemon, json_emitter
 
     settings = _agent_settings(gateway=gateway, backend=backend)
     if not settings.devices:
@@ -635,7 +634,7 @@ def agent_run(gateway: GatewayOpt = None, backend: BackendOpt = "auto",
     with _client(settings.gateway, key) as client:
         backend_for = _backend_for(settings.backend)
         if adversary is not None:  # the demo's dishonest providers (agent/adversaries.py)
-            from agent.adversaries import ADVERSARIES
+            from gpuproof.agent.adversaries import ADVERSARIES
 
             if adversary not in ADVERSARIES:
                 raise InvalidParameter("--adversary", f"expected one of {sorted(ADVERSARIES)}")
@@ -680,8 +679,8 @@ def agent_whoami(public_key: Annotated[bool, typer.Option("--public-key", help="
                                                           "(hex) instead: what a marketplace registers to name "
                                                           "this machine as a validator.")] = False) -> None:
     """Print this provider's id (from its key)."""
-    from agent import keys
-    from verifier import signatures
+    from gpuproof.agent import keys
+    from gpuproof.verifier import signatures
 
     key = keys.load(_agent_settings().resolved_key_path())
     public = signatures.public_key_bytes(key)
@@ -691,8 +690,8 @@ def agent_whoami(public_key: Annotated[bool, typer.Option("--public-key", help="
 @agent_app.command("status")
 def agent_status(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
     """This provider's score, verified class and last verdicts, from the gateway."""
-    from agent import keys
-    from verifier import signatures
+    from gpuproof.agent import keys
+    from gpuproof.verifier import signatures
 
     settings = _agent_settings(gateway=gateway)
     key = keys.load(settings.resolved_key_path())
@@ -710,7 +709,7 @@ def agent_status(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: ANN202
-    from gateway.settings import Settings
+    from gpuproof.gateway.settings import Settings
 
     overrides: dict = {}
     if database_url:
@@ -749,22 +748,22 @@ def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_H
     if not 0 < port < 65536:
         raise InvalidParameter("--port", f"must be in 1..65535, got {port}")
     settings = _gateway_settings(database_url, data_dir)
-    from gateway import migrate
-    from gateway.app import gateway_profiles
+    from gpuproof.gateway import migrate
+    from gpuproof.gateway.app import gateway_profiles
 
     gateway_profiles(settings)  # a bad GPUPROOF_PROFILES_FILE: one line here, not a traceback from uvicorn
     migrate.upgrade(settings.sqlalchemy_url())
     os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
     os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)
     print("\n".join(serve_banner(host, port, settings)), flush=True)
-    uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
+    uvicorn.run("gpuproof.gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
                 access_log=False)
 
 
 @gateway_app.command("migrate")
 def gateway_migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """Apply the database migrations up to the code's head."""
-    from gateway import migrate
+    from gpuproof.gateway import migrate
 
     settings = _gateway_settings(database_url, data_dir)
     migrate.upgrade(settings.sqlalchemy_url())
@@ -781,8 +780,8 @@ def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key
                                                               "tenant's jobs and validators.")] = None,
                    database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """Create a marketplace API key; the key is printed once and stored only as a hash."""
-    from gateway import admin, migrate
-    from gateway.db import Database
+    from gpuproof.gateway import admin, migrate
+    from gpuproof.gateway.db import Database
 
     settings = _gateway_settings(database_url, data_dir)
     migrate.upgrade(settings.sqlalchemy_url())
@@ -798,7 +797,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and turn every expected failure into one line and an exit code."""
-    from verifier.transcript import TranscriptError
+    from gpuproof.verifier.transcript import TranscriptError
 
     try:
         result = app(args=argv, prog_name="gpuproof", standalone_mode=False)

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from gpuproof.kernels.errors import InvalidParameter
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from kernels.errors import InvalidParameter
 
 
 def config_dir() -> Path:

@@ -31,13 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuproof.agent.config import DeviceSpec
+from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable
+from gpuproof.kernels.backend import Backend, Opening, Shape
+from gpuproof.kernels.spec import SPEC, ChallengeParams
 from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential
 from tenacity.stop import stop_base
-
-from agent.config import DeviceSpec
-from gateway.client import GatewayClient, GatewayError, GatewayUnreachable
-from kernels.backend import Backend, Opening, Shape
-from kernels.spec import SPEC, ChallengeParams
 
 
 class _StopOn(stop_base):
@@ -65,8 +64,8 @@ def profile_shapes(device: DeviceSpec) -> list[Shape]:
     (verifier.timing.challenge_shape). A gateway run with a test shape (GPUPROOF_VERIFY_TEST_SHAPE) sizes
     them otherwise, which the agent learns only from its first challenge; that one challenge then pays
     its shape's buffer allocation (every other one-time cost is paid by the warm-up all the same)."""
-    from verifier.profiles import lookup
-    from verifier.timing import challenge_shape
+    from gpuproof.verifier.profiles import lookup
+    from gpuproof.verifier.timing import challenge_shape
 
     return [challenge_shape(lookup(device.model))]
 

@@ -52,12 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from gpuproof.kernels.errors import GpuproofError
+from gpuproof.verifier.timing import format_rate
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-
-from kernels.errors import GpuproofError
-from verifier.timing import format_rate
 
 # m, n, k, R: a challenge of ~0.1 s on a CPU, every 2 s per device (an honest CPU's limit is ~2 s: room
 # for a loaded machine); an H100 claim gets one that an H100 finishes in ~50 us and a CPU in ~0.8 s, past
@@ -187,10 +186,9 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
     """This machine's best rate now (ops/s) on a challenge of `shape` with the CPU backend: the fastest of
     `runs` runs with BLAS's default threads and `runs` on one BLAS thread (the way the many-devices agent
     runs; on a busy machine one thread is often the faster), each with its own seed."""
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import ChallengeParams
     from threadpoolctl import threadpool_limits
-
-    from kernels.reference import CpuBackend
-    from kernels.spec import ChallengeParams
 
     backend = CpuBackend()
     best = float("inf")
@@ -278,7 +276,7 @@ class Demo:
 
     def _cli(self, role: Role, *args: str, check: bool = True, timeout: float = 60) -> str:
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
-        proc = self._spawn(["-m", "agent.cli", *args], env, None)
+        proc = self._spawn(["-m", "gpuproof", *args], env, None)
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -325,7 +323,7 @@ class Demo:
                    # a one-minute run: a challenge answered too late (one card answering four devices can be)
                    # is judged a few seconds after its deadline, not after the default minute
                    GPUPROOF_EXPIRY_GRACE_S="5")
-        self.gateway = self._spawn(["-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
+        self.gateway = self._spawn(["-m", "uvicorn", "gpuproof.gateway.asgi:app", "--host", "127.0.0.1", "--port",
                                     str(self.port), "--log-level", "warning"], env, "gateway")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -338,8 +336,8 @@ class Demo:
         raise GpuproofError(f"the gateway did not become ready on {self.base} within 30 s")
 
     def keys(self) -> tuple[str, str]:
-        from gateway import admin
-        from gateway.db import Database
+        from gpuproof.gateway import admin
+        from gpuproof.gateway.db import Database
 
         db = Database(f"sqlite:///{self.tmp / 'gateway-data' / 'gateway.db'}")
         try:
@@ -350,8 +348,8 @@ class Demo:
 
     def local_claim(self) -> tuple[str, str]:
         """(model to claim, backend) for the honest provider: the first local GPU, else the CPU."""
-        from agent.detect import detect
-        from kernels.backend import cuda_status
+        from gpuproof.agent.detect import detect
+        from gpuproof.kernels.backend import cuda_status
 
         ok, _ = cuda_status()
         found = detect() if ok else []
@@ -373,12 +371,12 @@ class Demo:
         if role.blas_threads is not None:
             env.update(OPENBLAS_NUM_THREADS=str(role.blas_threads), OMP_NUM_THREADS=str(role.blas_threads))
         if role.serves:
-            args = ["-m", "agent.cli", "agent", "run", "--json", "--backend", backend]
+            args = ["-m", "gpuproof", "agent", "run", "--json", "--backend", backend]
             if role.adversary:
                 args += ["--adversary", role.adversary]
             role.procs.append(self._spawn(args, env, f"{role.key}-agent"))
         if role.trains:
-            args = ["-m", "agent.cli", "agent", "train", "--job", role.job_id, "--steps", str(TRAIN_STEPS),
+            args = ["-m", "gpuproof", "agent", "train", "--job", role.job_id, "--steps", str(TRAIN_STEPS),
                     "--step-delay", str(TRAIN_STEP_S), "--store", str(role.config / "checkpoints")]
             if role.trains != "honest":
                 args += ["--cheat", role.trains]
@@ -581,7 +579,7 @@ def run(duration: float = 60.0, serve: bool = False, port: int | None = None,
 
 
 def _run(demo: Demo, serve: bool) -> int:
-    from gateway.client import GatewayClient
+    from gpuproof.gateway.client import GatewayClient
 
     console = demo.console
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "

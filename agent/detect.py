@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.config import DeviceSpec
+from gpuproof.agent.config import DeviceSpec
 
 
 def detect() -> list[DeviceSpec]:

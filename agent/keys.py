@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kernels.errors import GpuproofError, InvalidParameter
-from verifier import signatures
+from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.verifier import signatures
 
 
 def create(path: Path, force: bool = False):  # noqa: ANN201

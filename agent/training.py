@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gpuproof.agent.checkpointing import CheckpointCommitment, CheckpointCommitter
+from gpuproof.agent.daemon import retryable
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import checkpoints
+from gpuproof.verifier.workload import MLPJob
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
-
-from agent.checkpointing import CheckpointCommitment, CheckpointCommitter
-from agent.daemon import retryable
-from gateway.client import GatewayClient
-from kernels.errors import InvalidParameter
-from verifier import checkpoints
-from verifier.workload import MLPJob
 
 CHEATS = {
     "skip-steps": "trains every other step only, commits what it has (replay differs)",
@@ -154,9 +153,9 @@ def replay_job(client: GatewayClient, job_id: str, validator_key,  # noqa: ANN00
                on_result: Callable[[dict, dict], None] = lambda audit, result: None) -> list[dict]:
     """The validator's side (`gpuproof replay --job ID`): replay every audit of the job that is ready,
     sign each result with `validator_key` and post it. Returns the audits as the gateway then reports them."""
-    from verifier import signatures, training
-    from verifier.replay import replay_audit, step_with_threads
-    from verifier.workload import workload_from_policy
+    from gpuproof.verifier import signatures, training
+    from gpuproof.verifier.replay import replay_audit, step_with_threads
+    from gpuproof.verifier.workload import workload_from_policy
 
     report = client.training(job_id)
     out = []

@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kernels import merkle, reference  # noqa: E402
-from kernels.spec import ChallengeParams  # noqa: E402
-from verifier import checkpoints  # noqa: E402
-from verifier.protocol import OpeningRequest, Verifier  # noqa: E402
+from gpuproof.kernels import merkle, reference  # noqa: E402
+from gpuproof.kernels.spec import ChallengeParams  # noqa: E402
+from gpuproof.verifier import checkpoints  # noqa: E402
+from gpuproof.verifier.protocol import OpeningRequest, Verifier  # noqa: E402
 
 QUICK = os.environ.get("GPUPROOF_BENCH_QUICK") == "1"
 
@@ -99,8 +99,8 @@ def gateway():
 
 
 def _provider(base: str):  # noqa: ANN202
-    from gateway.client import GatewayClient
-    from verifier import signatures
+    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.verifier import signatures
 
     client = GatewayClient(base, key=signatures.new_private_key())
     client.register("bench", [{"model": "cpu-reference", "vram_gib": 1}])
@@ -126,7 +126,7 @@ def test_challenge_flow_under_load(benchmark, gateway):
     background = 4 if QUICK else 32
 
     def flow() -> None:
-        from kernels.backend import Opening
+        from gpuproof.kernels.backend import Opening
 
         c, probe, _ = client.next_challenge(0)
         assert c is not None

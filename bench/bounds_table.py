@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verifier.profiles import load_profiles  # noqa: E402
-from verifier.protocol import cheat_bound  # noqa: E402
-from verifier.timing import (  # noqa: E402
+from gpuproof.verifier.profiles import load_profiles  # noqa: E402
+from gpuproof.verifier.protocol import cheat_bound  # noqa: E402
+from gpuproof.verifier.timing import (  # noqa: E402
     TimingConfig,
     format_rate,
     honest_failure_probability,

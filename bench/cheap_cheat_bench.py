@@ -13,13 +13,12 @@ import argparse
 import time
 
 import numpy as np
-
-from kernels import merkle
-from kernels.backend import Opening
-from verifier import freivalds
-from verifier.adversary import Honest, run_strategy
-from verifier.openings import prev_root_of, row_subtree_root
-from verifier.protocol import Verifier
+from gpuproof.kernels import merkle
+from gpuproof.kernels.backend import Opening
+from gpuproof.verifier import freivalds
+from gpuproof.verifier.adversary import Honest, run_strategy
+from gpuproof.verifier.openings import prev_root_of, row_subtree_root
+from gpuproof.verifier.protocol import Verifier
 
 
 def zero_answer(v: Verifier, model: str = "NVIDIA H100 80GB HBM3"):  # noqa: ANN201

@@ -18,8 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-
-from verifier import checkpoints  # noqa: E402
+from gpuproof.verifier import checkpoints  # noqa: E402
 
 
 def main() -> int:

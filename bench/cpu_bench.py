@@ -24,11 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-
-from kernels import merkle, reference  # noqa: E402
-from kernels.backend import Opening  # noqa: E402
-from kernels.spec import ChallengeParams, a_key  # noqa: E402
-from verifier.openings import ChallengeReference, verify_opening  # noqa: E402
+from gpuproof.kernels import merkle, reference  # noqa: E402
+from gpuproof.kernels.backend import Opening  # noqa: E402
+from gpuproof.kernels.spec import ChallengeParams, a_key  # noqa: E402
+from gpuproof.verifier.openings import ChallengeReference, verify_opening  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -86,7 +85,7 @@ def main() -> int:
         print(f"| {name} | {secs:.4f} | <= {target} | {'yes' if within else 'NO'} | {base_name} | {base:.4f} | "
               f"{secs / base:.1f}x |")
     # what every signed gateway request pays (verifier.signatures, OpenSSL through `cryptography`)
-    from verifier import signatures
+    from gpuproof.verifier import signatures
 
     signer = signatures.new_private_key()
     public, message = signatures.public_key_bytes(signer), bytes(200)

@@ -30,11 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 import cupy  # noqa: E402
 import numpy as np  # noqa: E402
-
-from kernels import spec  # noqa: E402
-from kernels.cuda_backend import ChallengeBuffers, CudaBackend  # noqa: E402
-from kernels.cuda_identity import ALL_CHECKS, Check  # noqa: E402
-from kernels.spec import ChallengeParams  # noqa: E402
+from gpuproof.kernels import spec  # noqa: E402
+from gpuproof.kernels.cuda_backend import ChallengeBuffers, CudaBackend  # noqa: E402
+from gpuproof.kernels.cuda_identity import ALL_CHECKS, Check  # noqa: E402
+from gpuproof.kernels.spec import ChallengeParams  # noqa: E402
 
 WARMUP = 3
 REPEATS = 15
@@ -169,7 +168,7 @@ def main() -> int:
 
     checkpoint: dict[str, Any] = {}
     try:
-        from verifier import checkpoints
+        from gpuproof.verifier import checkpoints
 
         state = {f"layer{i}": cupy.random.standard_normal(2**26, dtype=cupy.float32) for i in range(4)}  # 1 GiB
         checkpoints.root_on_gpu(state)  # warm

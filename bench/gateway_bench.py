@@ -29,12 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import wrk as wrk_report  # noqa: E402  (bench/wrk.py)
-
-from gateway.client import registration, signed_headers  # noqa: E402
-from kernels.backend import Opening  # noqa: E402
-from kernels.reference import CpuBackend  # noqa: E402
-from kernels.spec import ChallengeParams  # noqa: E402
-from verifier import signatures  # noqa: E402
+from gpuproof.gateway.client import registration, signed_headers  # noqa: E402
+from gpuproof.kernels.backend import Opening  # noqa: E402
+from gpuproof.kernels.reference import CpuBackend  # noqa: E402
+from gpuproof.kernels.spec import ChallengeParams  # noqa: E402
+from gpuproof.verifier import signatures  # noqa: E402
 
 
 def free_port() -> int:
@@ -106,8 +105,8 @@ def main() -> int:
     env = dict(os.environ, GPUPROOF_DATA_DIR=str(tmp), GPUPROOF_VERIFY_TEST_SHAPE="64,512,256,4",
                GPUPROOF_IP_RATE_PER_S="1000000", GPUPROOF_PROVIDER_RATE_PER_S="1000000",
                GPUPROOF_CHALLENGE_INTERVAL_S="0")
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port",
-                               str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app", "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
                               env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -26,10 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 from device_check import gpu_seconds  # noqa: E402
-
-from kernels import merkle, reference, spec  # noqa: E402
-from kernels.cuda_backend import ChallengeBuffers, CudaBackend, CudaKernels  # noqa: E402
-from kernels.spec import ChallengeParams  # noqa: E402
+from gpuproof.kernels import merkle, reference, spec  # noqa: E402
+from gpuproof.kernels.cuda_backend import ChallengeBuffers, CudaBackend, CudaKernels  # noqa: E402
+from gpuproof.kernels.spec import ChallengeParams  # noqa: E402
 
 VARIANTS = {
     "default": (),

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import wrk as wrk_report  # noqa: E402  (bench/wrk.py)
+from gpuproof.gateway.models import Challenge  # noqa: E402
 from sqlalchemy import create_engine, select  # noqa: E402
 
-from gateway.models import Challenge  # noqa: E402
 from tests.support.load import agents  # noqa: E402
 from tests.support.server import Server  # noqa: E402
 

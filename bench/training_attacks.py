@@ -23,15 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-
-from agent.training import CHEATS, replay_job, run_reference_job  # noqa: E402
-from gateway import admin  # noqa: E402
-from gateway.app import create_app  # noqa: E402
-from gateway.client import GatewayClient  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from verifier import signatures  # noqa: E402
-from verifier.checkpoints import manifest  # noqa: E402
-from verifier.training import Received, TrainingPolicy, draw_audits  # noqa: E402
+from gpuproof.agent.training import CHEATS, replay_job, run_reference_job  # noqa: E402
+from gpuproof.gateway import admin  # noqa: E402
+from gpuproof.gateway.app import create_app  # noqa: E402
+from gpuproof.gateway.client import GatewayClient  # noqa: E402
+from gpuproof.gateway.settings import Settings  # noqa: E402
+from gpuproof.verifier import signatures  # noqa: E402
+from gpuproof.verifier.checkpoints import manifest  # noqa: E402
+from gpuproof.verifier.training import Received, TrainingPolicy, draw_audits  # noqa: E402
 
 # A 60 ms stand-in step time and a 50 ms floor: like a real job, a step takes far longer than a commitment's
 # round trip, so a burst of commitments is far faster than training could be, and an honest run never is.

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.checkpointing import CheckpointCommitter  # noqa: E402
-from verifier.workload import MLPJob  # noqa: E402
+from gpuproof.agent.checkpointing import CheckpointCommitter  # noqa: E402
+from gpuproof.verifier.workload import MLPJob  # noqa: E402
 
 
 def train(job: MLPJob, steps: int, committer: CheckpointCommitter | None) -> tuple[float, float, float]:
@@ -57,12 +57,13 @@ def main() -> int:
     args = parser.parse_args()
     job = MLPJob()
     interval = job.checkpoint_interval
-    from agent.training import TrainingReporter
-    from gateway import admin
-    from gateway.client import GatewayClient
-    from gateway.db import Database
+    from gpuproof.agent.training import TrainingReporter
+    from gpuproof.gateway import admin
+    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.gateway.db import Database
+    from gpuproof.verifier import signatures
+
     from tests.support.server import Server  # a uvicorn process on loopback, ready when returned
-    from verifier import signatures
 
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(f"sqlite:///{tmp}/gw/gateway.db", Path(tmp) / "gw",

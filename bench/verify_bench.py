@@ -20,12 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpuproof.kernels import merkle, reference  # noqa: E402
+from gpuproof.kernels.backend import Opening  # noqa: E402
+from gpuproof.kernels.spec import b_key, prev_root_of  # noqa: E402
+from gpuproof.verifier.protocol import OpeningRequest, Verifier  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-
-from kernels import merkle, reference  # noqa: E402
-from kernels.backend import Opening  # noqa: E402
-from kernels.spec import b_key, prev_root_of  # noqa: E402
-from verifier.protocol import OpeningRequest, Verifier  # noqa: E402
 
 M, N, K, S = 8192, 8192, 32768, 32
 

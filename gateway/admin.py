@@ -6,11 +6,11 @@ import re
 import secrets
 import time
 
-from gateway import API_KEY_SCOPES
-from gateway.db import Database
-from gateway.deps import hash_api_secret
-from gateway.models import ApiKey
-from kernels.errors import InvalidParameter
+from gpuproof.gateway import API_KEY_SCOPES
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.deps import hash_api_secret
+from gpuproof.gateway.models import ApiKey
+from gpuproof.kernels.errors import InvalidParameter
 
 SCOPES = tuple(API_KEY_SCOPES)
 

@@ -21,18 +21,17 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.deps import Limiter, RateLimiter, State, TrustCache
+from gpuproof.gateway.limits import RedisRateLimiter
+from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
+from gpuproof.gateway.settings import Settings
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import signatures
+from gpuproof.verifier.profiles import Profile, load_profiles_with
+from gpuproof.verifier.protocol import Verifier, VerifierConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway import blobs, dashboard, maintenance, metrics, migrate, problems
-from gateway.db import Database
-from gateway.deps import Limiter, RateLimiter, State, TrustCache
-from gateway.limits import RedisRateLimiter
-from gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
-from gateway.settings import Settings
-from kernels.errors import InvalidParameter
-from verifier import signatures
-from verifier.profiles import Profile, load_profiles_with
-from verifier.protocol import Verifier, VerifierConfig
 
 
 def load_signing_key(path: Path):  # noqa: ANN201

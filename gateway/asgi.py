@@ -1,5 +1,5 @@
 """ASGI entry point for uvicorn workers: the app from environment settings (GPUPROOF_*)."""
 
-from gateway.app import create_app
+from gpuproof.gateway.app import create_app
 
 app = create_app()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 
+from gpuproof.gateway import translog
+from gpuproof.gateway.blobs import BlobStore, StoreUnavailable
+from gpuproof.gateway.deps import State
+from gpuproof.gateway.models import Job, SegmentAudit
+from gpuproof.verifier.trust import CheckpointVerdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-
-from gateway import translog
-from gateway.blobs import BlobStore, StoreUnavailable
-from gateway.deps import State
-from gateway.models import Job, SegmentAudit
-from verifier.trust import CheckpointVerdict
 
 log = logging.getLogger("gpuproof.gateway")
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.kernels.errors import GpuproofError, InvalidParameter
 
 if TYPE_CHECKING:
-    from gateway.settings import Settings
+    from gpuproof.gateway.settings import Settings
 
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 PART_BYTES = 8 * 1024 * 1024  # multipart part size: what an S3 upload holds in memory at a time

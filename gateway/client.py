@@ -18,10 +18,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-
-from kernels import merkle
-from kernels.errors import GpuproofError, ProofError
-from verifier import evidence, signatures
+from gpuproof.kernels import merkle
+from gpuproof.kernels.errors import GpuproofError, ProofError
+from gpuproof.verifier import evidence, signatures
 
 
 def signed_headers(key, provider_id: str, method: str, path: str, body: bytes,  # noqa: ANN001
@@ -472,7 +471,7 @@ class GatewayClient(_Base):
     def transcript_log_differences(self, doc: dict[str, Any]) -> tuple[TreeHead, dict[str, int], list[str]]:
         """Check a transcript against the log: each of its challenge's entries is in the tree a signed head
         signs (inclusion proof), and their bodies and order bind the transcript
-        (`verifier.evidence.challenge_differences`). Returns the head, the entries by kind and every
+        (`gpuproof.verifier.evidence.challenge_differences`). Returns the head, the entries by kind and every
         difference (empty: the log binds this transcript). Precondition: `doc` parsed as a transcript."""
         served = self.challenge_log(doc["challenge"]["challenge_id"])["entries"]
         head = self.tree_head()  # after the entries: a growing log holds them all
@@ -488,7 +487,7 @@ class GatewayClient(_Base):
         return head, {e["kind"]: e["index"] for e in served}, diffs
 
     def audit_log(self, head: TreeHead, audit: evidence.LogAudit | None = None) -> evidence.LogAudit:
-        """Every entry up to `head.size` read and checked (`verifier.evidence.LogAudit`), 200 at a time,
+        """Every entry up to `head.size` read and checked (`gpuproof.verifier.evidence.LogAudit`), 200 at a time,
         continuing `audit` where it stopped; then the recomputed root compared with the head's."""
         audit = audit or evidence.LogAudit()
         while audit.size < head.size:

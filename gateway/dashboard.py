@@ -27,17 +27,16 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
+from gpuproof.gateway import service, translog
+from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.models import Challenge as ChallengeRow
+from gpuproof.gateway.models import Device, Job, LogEntry, Provider, SegmentAudit
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import NO_CONTROL, IdPath
+from gpuproof.verifier.trust import SettlementPolicy, score
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
 from sqlalchemy import select
-
-from gateway import service, translog
-from gateway.deps import ReadSessionDep, StateDep, limit_ip
-from gateway.models import Challenge as ChallengeRow
-from gateway.models import Device, Job, LogEntry, Provider, SegmentAudit
-from gateway.problems import Problem
-from gateway.schemas import NO_CONTROL, IdPath
-from verifier.trust import SettlementPolicy, score
 
 # the lower bound a provider needs for a job's payment to be released: settlement (gateway/routers/jobs.py)
 # decides with the default policy, so the chart marks the default policy's threshold

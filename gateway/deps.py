@@ -19,18 +19,17 @@ from typing import Annotated, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import Depends, Header, Request
+from gpuproof.gateway import API_KEY_SCOPES
+from gpuproof.gateway.blobs import BlobStore
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.models import ApiKey, Provider, RequestNonce
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.settings import Settings
+from gpuproof.verifier import signatures
+from gpuproof.verifier.protocol import Verifier
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-
-from gateway import API_KEY_SCOPES
-from gateway.blobs import BlobStore
-from gateway.db import Database
-from gateway.models import ApiKey, Provider, RequestNonce
-from gateway.problems import Problem
-from gateway.settings import Settings
-from verifier import signatures
-from verifier.protocol import Verifier
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -20,9 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from gateway import metrics
-from gateway.deps import RateLimiter
-from kernels.errors import InvalidParameter
+from gpuproof.gateway import metrics
+from gpuproof.gateway.deps import RateLimiter
+from gpuproof.kernels.errors import InvalidParameter
 
 log = logging.getLogger("gpuproof.gateway")
 

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from typing import cast
 
 import anyio.to_thread
+from gpuproof.gateway import audits, blobs, metrics, service
+from gpuproof.gateway.db import locked
+from gpuproof.gateway.deps import State
+from gpuproof.gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-
-from gateway import audits, blobs, metrics, service
-from gateway.db import locked
-from gateway.deps import State
-from gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
 
 NONCE_CLOCK_SLACK_S = 300.0
 STALE_UPLOAD_S = 3600.0

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("gateway").joinpath("migrations")))
+    cfg.set_main_option("script_location", str(resources.files("gpuproof.gateway").joinpath("migrations")))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

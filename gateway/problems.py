@@ -8,10 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from gpuproof.kernels.errors import GpuproofError, InvalidParameter
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from kernels.errors import GpuproofError, InvalidParameter
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("gpuproof.gateway")

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from gpuproof.gateway import translog
+from gpuproof.gateway.models import Challenge as ChallengeRow
+from gpuproof.gateway.models import Job, RttProbe, SegmentAudit
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import evidence, transcript
+from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
+from gpuproof.verifier.schedule import SchedulePolicy, missed_start
+from gpuproof.verifier.timing import Thresholds
+from gpuproof.verifier.trust import TrustScore, VerdictRecord, failure_detail, score
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from gateway import translog
-from gateway.models import Challenge as ChallengeRow
-from gateway.models import Job, RttProbe, SegmentAudit
-from kernels.backend import Opening
-from kernels.spec import ChallengeParams
-from verifier import evidence, transcript
-from verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
-from verifier.schedule import SchedulePolicy, missed_start
-from verifier.timing import Thresholds
-from verifier.trust import TrustScore, VerdictRecord, failure_detail, score
 
 
 def challenge_of(row: ChallengeRow) -> Challenge:

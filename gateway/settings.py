@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
+from gpuproof.verifier.schedule import SchedulePolicy
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from verifier.schedule import SchedulePolicy
 
 
 class Settings(BaseSettings):

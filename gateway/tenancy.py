@@ -9,14 +9,13 @@ import hashlib
 import hmac
 
 from fastapi import Request
+from gpuproof.gateway import deps
+from gpuproof.gateway.db import locked
+from gpuproof.gateway.models import ApiKey, Job, Validator
+from gpuproof.gateway.problems import Problem
+from gpuproof.verifier import signatures
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from gateway import deps
-from gateway.db import locked
-from gateway.models import ApiKey, Job, Validator
-from gateway.problems import Problem
-from verifier import signatures
 
 VALIDATOR_HEADER = "X-Gpuproof-Validator"
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuproof.gateway.models import LogEntry, LogHead
+from gpuproof.kernels import merkle
+from gpuproof.verifier import evidence, signatures
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from gateway.models import LogEntry, LogHead
-from kernels import merkle
-from verifier import evidence, signatures
 
 
 def append(session: Session, kind: str, payload: dict[str, Any], now: float) -> int:

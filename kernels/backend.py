@@ -1,7 +1,7 @@
 """Backend selection and the opening object shared by every backend.
 
 `auto` picks `cuda` when CuPy imports and sees a GPU, else `cpu`. CuPy is imported only inside
-`kernels.cuda_backend`, so this package imports with NumPy alone.
+`gpuproof.kernels.cuda_backend`, so this package imports with NumPy alone.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-from kernels.errors import BackendUnavailable, InvalidParameter
-from kernels.merkle import HASH_BYTES
-from kernels.spec import ChallengeParams
+from gpuproof.kernels.errors import BackendUnavailable, InvalidParameter
+from gpuproof.kernels.merkle import HASH_BYTES
+from gpuproof.kernels.spec import ChallengeParams
 
 BACKENDS = ("auto", "cpu", "cuda")
 
@@ -43,7 +42,7 @@ class Opening:
     """One opened (round, row): the row's n int32 values and its audit path up to root_r.
 
     Always well-formed on construction (types, int32 range, 32-byte path hashes); whether it is *right*
-    is what `verifier.openings.verify_opening` decides.
+    is what `gpuproof.verifier.openings.verify_opening` decides.
     """
 
     round: int
@@ -121,11 +120,11 @@ def select_backend(name: str = "auto", device: int = 0) -> Backend:
     if name in ("auto", "cuda"):
         usable, reason = cuda_status()
         if usable:
-            from kernels.cuda_backend import CudaBackend
+            from gpuproof.kernels.cuda_backend import CudaBackend
 
             return CudaBackend(device)
         if name == "cuda":
             raise BackendUnavailable(f"--backend cuda: {reason}")
-    from kernels.reference import CpuBackend
+    from gpuproof.kernels.reference import CpuBackend
 
     return CpuBackend()

@@ -18,9 +18,8 @@ from importlib import resources
 
 import cupy
 import numpy as np
-
-from kernels import cuda_plan, merkle, spec
-from kernels.cuda_plan import (
+from gpuproof.kernels import cuda_plan, merkle, spec
+from gpuproof.kernels.cuda_plan import (
     DEFAULT_LEVELS_PER_LAUNCH,
     GEN_THREADS,
     LEAF_CHUNKS_PER_BLOCK,
@@ -37,8 +36,8 @@ from kernels.cuda_plan import (
     Step,
     Wait,
 )
-from kernels.errors import BackendUnavailable
-from kernels.spec import ChallengeParams
+from gpuproof.kernels.errors import BackendUnavailable
+from gpuproof.kernels.spec import ChallengeParams
 
 CUDA_R_8I = 3
 CUDA_R_32I = 10
@@ -54,7 +53,7 @@ _modules_lock = threading.Lock()
 
 def kernel_source() -> str:
     """The CUDA source shipped as package data."""
-    return resources.files("kernels.cuda").joinpath("gpuproof.cu").read_text()
+    return resources.files("gpuproof.kernels.cuda").joinpath("gpuproof.cu").read_text()
 
 
 def _module(device_id: int, defines: tuple[str, ...] = ()) -> cupy.RawModule:

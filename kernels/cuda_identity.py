@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-
-from kernels import merkle, reference, spec
-from kernels.spec import ChallengeParams
+from gpuproof.kernels import merkle, reference, spec
+from gpuproof.kernels.spec import ChallengeParams
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,7 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray) -> Check:
 
 def check_philox(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
     key16 = np.array([1, 2], dtype="<u8").tobytes()
@@ -57,8 +55,7 @@ def check_philox(rng: np.random.Generator) -> Iterator[Check]:
 
 def check_round_key(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
     for r in [0, 1, 7, 2**31 + 5]:
@@ -72,8 +69,7 @@ def check_round_key(rng: np.random.Generator) -> Iterator[Check]:
 
 def check_leaf_hashes(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
     for chunks in [1, 31, 32, 33, 127, 128, 129, 1000, 4099]:
@@ -91,8 +87,7 @@ def check_leaf_hashes(rng: np.random.Generator) -> Iterator[Check]:
 
 def check_levels(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
     for leaves in [1, 2, 3, 5, 255, 256, 300, 511, 512, 513, 1000, 4097, 262144 + 3]:
@@ -112,8 +107,7 @@ def check_levels(rng: np.random.Generator) -> Iterator[Check]:
 
 def check_gemm(rng: np.random.Generator) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
     for m, n, k, lo, hi in [(16, 256, 64, -8, 8), (112, 512, 192, -8, 8), (1024, 1024, 1024, -8, 8),
@@ -128,8 +122,7 @@ def check_gemm(rng: np.random.Generator) -> Iterator[Check]:
 
 def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None) -> Iterator[Check]:
     import cupy
-
-    from kernels.cuda_backend import CudaBackend
+    from gpuproof.kernels.cuda_backend import CudaBackend
 
     cpu = reference.CpuBackend()
     # pieces=1: the sequential launch plan; 4 and 8: the pipelined one (two streams, kernels/cuda_plan.py)

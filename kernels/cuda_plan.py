@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernels import merkle
-from kernels.spec import ChallengeParams
+from gpuproof.kernels import merkle
+from gpuproof.kernels.spec import ChallengeParams
 
 MAX_LEVELS_PER_LAUNCH = 9  # a block reduces 512 nodes: 9 levels at most
 DEFAULT_LEVELS_PER_LAUNCH = 6  # measured 3-8% faster than 9 on an H200 (docs/performance.md)

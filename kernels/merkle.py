@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from kernels.errors import ProofError
+from gpuproof.kernels.errors import ProofError
 
 HASH_BYTES = 32
 LEAF_PREFIX = b"\x00"
@@ -59,7 +59,7 @@ def _py_next_level(level: bytes) -> bytes:
 
 
 try:  # the same loops in C over OpenSSL (kernels/_leafhash.c), built by `pip install` where a compiler is
-    from kernels import _leafhash as _c  # type: ignore[attr-defined]
+    from gpuproof.kernels import _leafhash as _c  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _c = None
 

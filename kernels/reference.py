@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-
-from kernels import merkle
-from kernels.spec import CHUNK_BYTES, ChallengeParams, a_key, b_key, key_words, prev_root_of
+from gpuproof.kernels import merkle
+from gpuproof.kernels.spec import CHUNK_BYTES, ChallengeParams, a_key, b_key, key_words, prev_root_of
 
 _WORDS_PER_BLOCK = 4
 _VALUES_PER_WORD = 16

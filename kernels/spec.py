@@ -1,7 +1,7 @@
 """Challenge specification gpuproof/1 (docs/protocol.md, "Spec v1"): parameters and seed derivation.
 
-Everything here is pure and tiny; the heavy lifting lives in `kernels.reference` (NumPy, normative) and
-`kernels.cuda_backend` (CuPy). Both derive keys with these functions so they cannot drift apart.
+Everything here is pure and tiny; the heavy lifting lives in `gpuproof.kernels.reference` (NumPy, normative) and
+`gpuproof.kernels.cuda_backend` (CuPy). Both derive keys with these functions so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from kernels.errors import InvalidParameter
+from gpuproof.kernels.errors import InvalidParameter
 
 SPEC = "gpuproof/1"
 CHUNK_BYTES = 1024

@@ -26,7 +26,7 @@ def load_vectors(name: str) -> dict:
 
 def cuda_reason() -> str | None:
     """None when a CUDA GPU is usable through CuPy, else why not."""
-    from kernels.backend import cuda_status
+    from gpuproof.kernels.backend import cuda_status
 
     usable, reason = cuda_status()
     return None if usable else reason
@@ -89,9 +89,9 @@ def no_write_transaction_left_open():
     returns (gateway/deps.py: otherwise SQLite's write lock is held while a worker thread is awaited)."""
     import sys
 
-    deps = sys.modules.get("gateway.deps")
+    deps = sys.modules.get("gpuproof.gateway.deps")
     before = len(deps.LEFT_OPEN) if deps is not None else 0
     yield
-    deps = sys.modules.get("gateway.deps")
+    deps = sys.modules.get("gpuproof.gateway.deps")
     if deps is not None:
         assert deps.LEFT_OPEN[before:] == [], "endpoints returned with a write transaction open"

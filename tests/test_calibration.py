@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from gpuproof.gateway.settings import Settings
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier.profiles import load_profiles
+from gpuproof.verifier.timing import TimingConfig, thresholds
 
-from gateway.settings import Settings
-from kernels.spec import ChallengeParams
 from tests.support import calibrate
-from verifier.profiles import load_profiles
-from verifier.timing import TimingConfig, thresholds
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROOF_")}
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "agent.cli", "demo", "--duration", "15", "--serve", "--port",
+        demo = subprocess.Popen([sys.executable, "-m", "gpuproof", "demo", "--duration", "15", "--serve", "--port",
                                  str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:

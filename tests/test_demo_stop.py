@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpuproof.agent.demo import STOP_GRACE_S
 
-from agent.demo import STOP_GRACE_S
 from tests.support import proctree
 from tests.support.calibrate import scaled
 from tests.support.server import ROOT, free_port
@@ -50,7 +50,7 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROOF_")}
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "demo", "--duration", "15", "--serve", "--port", str(self.port)],
+                [sys.executable, "-m", "gpuproof", "demo", "--duration", "15", "--serve", "--port", str(self.port)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
 

@@ -50,7 +50,7 @@ def test_kernel_variants_runs_and_every_variant_is_identical(fake_cupy, monkeypa
 
 
 def test_checkpoint_root_on_the_device_equals_the_cpu_root(fake_cupy):
-    from verifier import checkpoints
+    from gpuproof.verifier import checkpoints
 
     rng = np.random.default_rng(5)
     state = {"w": rng.standard_normal((300, 7)).astype(np.float32), "b": rng.standard_normal(9).astype("<f2"),

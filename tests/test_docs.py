@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.gateway.db import Database
+from gpuproof.verifier import signatures
 
-from gateway import admin
-from gateway.client import GatewayClient
-from gateway.db import Database
 from tests.support.calibrate import scaled
 from tests.support.server import Server
-from verifier import signatures
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "api.md").read_text()

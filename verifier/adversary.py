@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from kernels import merkle, reference
-from kernels.backend import Opening
-from kernels.spec import ChallengeParams, prev_root_of
-from verifier.protocol import Challenge, Verdict, Verifier
-from verifier.timing import TimingConfig, classify
+from gpuproof.kernels import merkle, reference
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.spec import ChallengeParams, prev_root_of
+from gpuproof.verifier.protocol import Challenge, Verdict, Verifier
+from gpuproof.verifier.timing import TimingConfig, classify
 
 SMALL_SHAPE = (32, 256, 64, 4)  # m, n, k, rounds
 

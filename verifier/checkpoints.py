@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
-
-from kernels import merkle
-from kernels.errors import InvalidParameter, ProofError
+from gpuproof.kernels import merkle
+from gpuproof.kernels.errors import InvalidParameter, ProofError
 
 CHUNK = 1024
 SPEC = "gpuproof.checkpoint/1"
@@ -263,8 +262,7 @@ def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[
     hashed on the host, and the levels by merkle_levels.
     """
     import cupy
-
-    from kernels.cuda_backend import CudaKernels
+    from gpuproof.kernels.cuda_backend import CudaKernels
 
     entries = manifest(state)
     total_leaves = leaf_count(entries)

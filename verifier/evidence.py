@@ -27,7 +27,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kernels import merkle
+from gpuproof.kernels import merkle
 
 COMMITMENT = "commitment"
 OPENING_REQUEST = "opening-request"
@@ -51,7 +51,7 @@ def roots_digest(roots: Sequence[bytes]) -> str:
 
 def transcript_digest(doc: dict[str, Any]) -> str:
     """SHA-256 of a transcript's canonical JSON (the bytes GET /v1/challenges/{id}/transcript serves;
-    `verifier.transcript.encode`)."""
+    `gpuproof.verifier.transcript.encode`)."""
     return sha256_hex(canonical(doc))
 
 

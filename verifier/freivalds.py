@@ -13,9 +13,8 @@ core; each row then costs O(n + k).
 from __future__ import annotations
 
 import numpy as np
-
-from kernels import reference
-from kernels.spec import ChallengeParams, a_key, b_key, key_words
+from gpuproof.kernels import reference
+from gpuproof.kernels.spec import ChallengeParams, a_key, b_key, key_words
 
 X_BITS = 32
 _LIMB_BITS = 16

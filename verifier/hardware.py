@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kernels.errors import InvalidParameter
-from verifier.profiles import UNPROFILED_KEY, Profile
-from verifier.trust import VerdictRecord
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.profiles import UNPROFILED_KEY, Profile
+from gpuproof.verifier.trust import VerdictRecord
 
 
 @dataclass(frozen=True)

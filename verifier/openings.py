@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from kernels import merkle, reference
-from kernels.backend import Opening
-from kernels.errors import OpeningRejected, ProofError
-from kernels.spec import ChallengeParams, prev_root_of
+from gpuproof.kernels import merkle, reference
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import OpeningRejected, ProofError
+from gpuproof.kernels.spec import ChallengeParams, prev_root_of
 
 
 class ChallengeReference:

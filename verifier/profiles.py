@@ -17,7 +17,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from kernels.errors import InvalidParameter
+from gpuproof.kernels.errors import InvalidParameter
 
 UNPROFILED_KEY = "unprofiled"
 
@@ -129,7 +129,7 @@ def _parse(text: str) -> dict[str, Profile]:
 @lru_cache(maxsize=1)
 def load_profiles() -> Mapping[str, Profile]:
     """All profiles from the packaged data file, by key."""
-    return _parse(resources.files("verifier").joinpath("data/gpu_profiles.toml").read_text())
+    return _parse(resources.files("gpuproof.verifier").joinpath("data/gpu_profiles.toml").read_text())
 
 
 def load_profiles_with(path: str | os.PathLike[str]) -> Mapping[str, Profile]:

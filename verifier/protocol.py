@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from kernels.backend import Opening
-from kernels.errors import InvalidParameter, OpeningRejected
-from kernels.merkle import HASH_BYTES
-from kernels.spec import ChallengeParams, prev_root_of
-from verifier import freivalds
-from verifier.openings import check_row_inclusion
-from verifier.profiles import (
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
+from gpuproof.kernels.merkle import HASH_BYTES
+from gpuproof.kernels.spec import ChallengeParams, prev_root_of
+from gpuproof.verifier import freivalds
+from gpuproof.verifier.openings import check_row_inclusion
+from gpuproof.verifier.profiles import (
     UNPROFILED,
     UNPROFILED_KEY,
     Profile,
@@ -37,7 +36,7 @@ from verifier.profiles import (
     lookup,
     slower_substitute,
 )
-from verifier.timing import Thresholds, TimingConfig, classify, format_rate, size_challenge, thresholds
+from gpuproof.verifier.timing import Thresholds, TimingConfig, classify, format_rate, size_challenge, thresholds
 
 DEFAULT_SPOT_CHECKS = 32
 

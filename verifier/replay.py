@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from kernels.errors import InvalidParameter, ProofError
-from verifier import checkpoints
+from gpuproof.kernels.errors import InvalidParameter, ProofError
+from gpuproof.verifier import checkpoints
 
 StepFn = Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
 

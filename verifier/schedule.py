@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kernels.errors import InvalidParameter
+from gpuproof.kernels.errors import InvalidParameter
 
 
 def _uniform() -> float:

@@ -14,8 +14,7 @@ import hashlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-
-from kernels.errors import GpuproofError
+from gpuproof.kernels.errors import GpuproofError
 
 REQUEST_DOMAIN = "gpuproof-request/1"
 REGISTRATION_DOMAIN = "gpuproof-registration/1"

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from kernels.errors import InvalidParameter
-from kernels.spec import MAX_K, ChallengeParams
-from verifier.profiles import Profile
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.kernels.spec import MAX_K, ChallengeParams
+from gpuproof.verifier.profiles import Profile
 
 FALSE_FAILURE_BUDGET = 5e-5  # at the worst corner (eff_low, overhead_max); "fewer than 1 in 10,000"
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernels.errors import InvalidParameter, ProofError
-from verifier import checkpoints
+from gpuproof.kernels.errors import InvalidParameter, ProofError
+from gpuproof.verifier import checkpoints
 
 ZERO = checkpoints.ZERO
 MODES = ("exact", "tolerance")

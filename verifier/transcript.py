@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from kernels.backend import Opening
-from kernels.errors import GpuproofError, InvalidParameter
-from kernels.spec import SPEC, ChallengeParams
-from verifier import evidence
-from verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
-from verifier.timing import Thresholds
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.kernels.spec import SPEC, ChallengeParams
+from gpuproof.verifier import evidence
+from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
+from gpuproof.verifier.timing import Thresholds
 
 VERSION = "gpuproof.transcript/1"
 

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gpuproof.kernels.errors import InvalidParameter
 from scipy.special import betaincinv
 
-from kernels.errors import InvalidParameter
-
 if TYPE_CHECKING:
-    from verifier.hardware import HardwareFindings
+    from gpuproof.verifier.hardware import HardwareFindings
 
 DAY = 86400.0
 

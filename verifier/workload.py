@@ -84,7 +84,7 @@ WORKLOADS = {"mlp": MLPJob}
 def workload_from_policy(spec: dict) -> MLPJob:
     """The job a policy's `workload` names ({"name": "mlp", "params": {...}}); only the workloads shipped
     here: a validator never imports code a policy names."""
-    from kernels.errors import InvalidParameter
+    from gpuproof.kernels.errors import InvalidParameter
 
     name = spec.get("name", "mlp") if spec else "mlp"
     if name not in WORKLOADS:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
+from gpuproof.gateway.models import Base
+from gpuproof.gateway.settings import Settings
 from sqlalchemy import create_engine
-
-from gateway.models import Base
-from gateway.settings import Settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url()

@@ -13,18 +13,25 @@ from dataclasses import dataclass
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
+from gpuproof.gateway import metrics, service
+from gpuproof.gateway.db import locked
+from gpuproof.gateway.deps import (
+    ReadSessionDep,
+    SignedProviderDep,
+    StateDep,
+    arrived_at,
+    limit_ip,
+    queued_s,
+    rolled_back,
+)
+from gpuproof.gateway.models import Challenge as ChallengeRow
+from gpuproof.gateway.models import Device, Job, RttProbe
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import schedule, transcript
 from sqlalchemy import func, select
-
-from gateway import metrics, service
-from gateway.db import locked
-from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, arrived_at, limit_ip, queued_s, rolled_back
-from gateway.models import Challenge as ChallengeRow
-from gateway.models import Device, Job, RttProbe
-from gateway.problems import Problem
-from gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
-from kernels.backend import Opening
-from kernels.errors import InvalidParameter
-from verifier import schedule, transcript
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
 

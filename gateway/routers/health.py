@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from gpuproof.gateway import metrics, migrate
+from gpuproof.gateway.deps import StateDep
+from gpuproof.gateway.problems import Problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-
-from gateway import metrics, migrate
-from gateway.deps import StateDep
-from gateway.problems import Problem
 
 router = APIRouter(tags=["health"])
 

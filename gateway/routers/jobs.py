@@ -7,18 +7,17 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
+from gpuproof.gateway import audits, service, tenancy, translog
+from gpuproof.gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
+from gpuproof.gateway.models import ApiKey, Device, Job, Provider
+from gpuproof.gateway.models import Challenge as ChallengeRow
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import IdPath, JobIn
+from gpuproof.verifier import hardware, schedule
+from gpuproof.verifier.profiles import UNPROFILED_KEY
+from gpuproof.verifier.training import TrainingPolicy
+from gpuproof.verifier.trust import settle
 from sqlalchemy import select
-
-from gateway import audits, service, tenancy, translog
-from gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
-from gateway.models import ApiKey, Device, Job, Provider
-from gateway.models import Challenge as ChallengeRow
-from gateway.problems import Problem
-from gateway.schemas import IdPath, JobIn
-from verifier import hardware, schedule
-from verifier.profiles import UNPROFILED_KEY
-from verifier.training import TrainingPolicy
-from verifier.trust import settle
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(limit_ip)])
 

@@ -7,12 +7,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-
-from gateway import translog
-from gateway.deps import ReadSessionDep, StateDep, limit_ip
-from gateway.models import Challenge
-from gateway.problems import Problem
-from gateway.schemas import MAX_INDEX, IdPath
+from gpuproof.gateway import translog
+from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.models import Challenge
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import MAX_INDEX, IdPath
 
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 

@@ -7,13 +7,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from sqlalchemy import func, select
-
-from gateway import service, translog
-from gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, limit_ip
-from gateway.models import Challenge, Device, Provider
-from gateway.problems import Problem
-from gateway.schemas import (
+from gpuproof.gateway import service, translog
+from gpuproof.gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, limit_ip
+from gpuproof.gateway.models import Challenge, Device, Provider
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import (
     MAX_INDEX,
     DeviceOut,
     IdPath,
@@ -22,8 +20,9 @@ from gateway.schemas import (
     Registration,
     RegistrationUpdate,
 )
-from verifier import signatures
-from verifier.profiles import lookup
+from gpuproof.verifier import signatures
+from gpuproof.verifier.profiles import lookup
+from sqlalchemy import func, select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
 

@@ -21,12 +21,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from gateway import audits, blobs, metrics, tenancy, translog
-from gateway.db import locked
-from gateway.deps import (
+from gpuproof.gateway import audits, blobs, metrics, tenancy, translog
+from gpuproof.gateway.db import locked
+from gpuproof.gateway.deps import (
     ReadSessionDep,
     SignedProviderDep,
     SignedUploadDep,
@@ -41,12 +38,14 @@ from gateway.deps import (
     receive_upload,
     rolled_back,
 )
-from gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
-from gateway.problems import Problem
-from gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
-from kernels.errors import InvalidParameter, ProofError
-from verifier import checkpoints, signatures, training
-from verifier.profiles import lookup
+from gpuproof.gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
+from gpuproof.kernels.errors import InvalidParameter, ProofError
+from gpuproof.verifier import checkpoints, signatures, training
+from gpuproof.verifier.profiles import lookup
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 router = APIRouter(tags=["training"], dependencies=[Depends(limit_ip)])
 

@@ -7,14 +7,13 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from gpuproof.gateway import service
+from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.models import Challenge as ChallengeRow
+from gpuproof.gateway.models import Provider
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import MAX_INDEX, IdPath
 from sqlalchemy import select
-
-from gateway import service
-from gateway.deps import ReadSessionDep, StateDep, limit_ip
-from gateway.models import Challenge as ChallengeRow
-from gateway.models import Provider
-from gateway.problems import Problem
-from gateway.schemas import MAX_INDEX, IdPath
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
 

@@ -7,14 +7,13 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
+from gpuproof.gateway.deps import ReadSessionDep, WriteSessionDep, api_key, limit_ip
+from gpuproof.gateway.models import ApiKey, Validator
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.schemas import Hex64, ValidatorIn, ValidatorOut
+from gpuproof.verifier import signatures
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-
-from gateway.deps import ReadSessionDep, WriteSessionDep, api_key, limit_ip
-from gateway.models import ApiKey, Validator
-from gateway.problems import Problem
-from gateway.schemas import Hex64, ValidatorIn, ValidatorOut
-from verifier import signatures
 
 router = APIRouter(prefix="/v1/validators", tags=["validators"], dependencies=[Depends(limit_ip)])
 TenantKey = Annotated[ApiKey, Depends(api_key("jobs", "replay"))]

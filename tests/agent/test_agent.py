@@ -10,14 +10,14 @@ import sys
 import time
 
 import pytest
+from gpuproof.gateway.models import Challenge, LogEntry
 from sqlalchemy import create_engine, func, select
 
-from gateway.models import Challenge, LogEntry
 from tests.support.server import ROOT, Server
 
 
 def cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "gpuproof", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -96,7 +96,7 @@ def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, s
     assert cli("agent", "register", "--gpu", "cpu-reference", env=env).returncode == 0
     # backoff capped at 5 s (60 by default): after three restarts in a row its doubling otherwise reaches
     # 32-60 s, and on a slow machine the agent was still waiting when the test's two minutes ran out
-    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "agent", "run"],
+    agent = subprocess.Popen([sys.executable, "-m", "gpuproof", "agent", "run"],
                              env=env | {"GPUPROOF_POLL_MAX_S": "5"}, cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     engine = create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
@@ -137,9 +137,9 @@ def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, s
 
 def test_train_and_replay_from_the_command_line(env, server, tmp_path):
     """A provider trains the reference job under a checkpoint policy; a validator replays and signs."""
-    from gateway import admin
-    from gateway.client import GatewayClient
-    from gateway.db import Database
+    from gpuproof.gateway import admin
+    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.gateway.db import Database
 
     assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
     assert cli("agent", "register", "--gpu", "cpu-reference", env=env).returncode == 0
@@ -173,8 +173,8 @@ def _daemon_parts(env, server, monkeypatch):  # noqa: ANN001, ANN202
     assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
     assert cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env).returncode == 0
     monkeypatch.setenv("GPUPROOF_CONFIG_DIR", env["GPUPROOF_CONFIG_DIR"])
-    from agent import keys
-    from agent.cli import _agent_settings
+    from gpuproof.agent import keys
+    from gpuproof.agent.cli import _agent_settings
 
     settings = _agent_settings()
     return settings, keys.load(settings.resolved_key_path())
@@ -182,9 +182,9 @@ def _daemon_parts(env, server, monkeypatch):  # noqa: ANN001, ANN202
 
 def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_serving(env, server, monkeypatch,
                                                                                     capfd):
-    from agent.cli import _client
-    from agent.daemon import Daemon
-    from kernels.reference import CpuBackend
+    from gpuproof.agent.cli import _client
+    from gpuproof.agent.daemon import Daemon
+    from gpuproof.kernels.reference import CpuBackend
 
     settings, key = _daemon_parts(env, server, monkeypatch)
 
@@ -197,7 +197,7 @@ def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_servi
                 raise RuntimeError("CUDA error: out of memory (cudaErrorMemoryAllocation)")
             return super().run(params, progress)
 
-    monkeypatch.setattr("agent.daemon.DEVICE_ERROR_WAIT_S", 0.2)
+    monkeypatch.setattr("gpuproof.agent.daemon.DEVICE_ERROR_WAIT_S", 0.2)
     events: list[dict] = []
     with _client(settings.gateway, key) as client:
         Daemon(client, settings.devices, lambda spec: FailsOnce(), poll_max_s=1.0, max_challenges=2,
@@ -213,9 +213,9 @@ def test_an_idle_agent_says_how_often_challenges_come_but_never_when(env, tmp_pa
     announced once (event `idle`), not on each poll."""
     import threading
 
-    from agent.cli import _client
-    from agent.daemon import Daemon, interval_text
-    from kernels.reference import CpuBackend
+    from gpuproof.agent.cli import _client
+    from gpuproof.agent.daemon import Daemon, interval_text
+    from gpuproof.kernels.reference import CpuBackend
 
     hourly = Server(f"sqlite:///{tmp_path / 'hourly.db'}", tmp_path / "hourly", GPUPROOF_CHALLENGE_INTERVAL_S="3600",
                     GPUPROOF_VERIFY_TEST_SHAPE="16,256,64,3", GPUPROOF_LONG_POLL_MAX_S="1").start()
@@ -245,9 +245,9 @@ def test_an_idle_agent_says_how_often_challenges_come_but_never_when(env, tmp_pa
 
 
 def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server, monkeypatch, capfd):
-    from agent.cli import _client
-    from agent.daemon import Daemon
-    from kernels.errors import BackendUnavailable
+    from gpuproof.agent.cli import _client
+    from gpuproof.agent.daemon import Daemon
+    from gpuproof.kernels.errors import BackendUnavailable
 
     settings, key = _daemon_parts(env, server, monkeypatch)
 
@@ -273,12 +273,13 @@ def stand_in_rounds(monkeypatch, m: int, n: int, k: int) -> int:  # noqa: ANN001
     import secrets
     import statistics
 
-    from kernels.spec import ChallengeParams
+    from gpuproof.kernels.spec import ChallengeParams
+    from gpuproof.verifier.protocol import Verifier
+
     from tests.support import cupy_on_cpu
-    from verifier.protocol import Verifier
 
     with cupy_on_cpu.installed(monkeypatch):
-        from kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_backend import CudaBackend
 
         backend = CudaBackend(0)
         backend.warm_up([(m, n, k)])
@@ -301,8 +302,8 @@ def test_the_agent_answers_through_the_cuda_backend(env, monkeypatch, capfd, tmp
 
     if cuda_emu.compiler_reason():
         pytest.skip(cuda_emu.compiler_reason())
-    from agent.cli import _client
-    from agent.daemon import Daemon
+    from gpuproof.agent.cli import _client
+    from gpuproof.agent.daemon import Daemon
 
     m, n, k = 64, 512, 256
     rounds = stand_in_rounds(monkeypatch, m, n, k)
@@ -312,7 +313,7 @@ def test_the_agent_answers_through_the_cuda_backend(env, monkeypatch, capfd, tmp
     used: list[str] = []
 
     def backend_for(spec):  # noqa: ANN001, ANN202
-        from kernels.backend import select_backend
+        from gpuproof.kernels.backend import select_backend
 
         backend = select_backend("auto", spec.cuda_index)
         used.append(backend.name)

@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
+from gpuproof.kernels import merkle
+from gpuproof.kernels.reference import row_root
 
-from kernels import merkle
-from kernels.reference import row_root
 from tests.conftest import load_vectors
 from tests.support.calibrate import honest_cpu_shape, scaled
 
@@ -25,7 +25,7 @@ HONEST = ",".join(str(v) for v in honest_cpu_shape(1))
 
 
 def gpuproof(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gpuproof", *args], capture_output=True, text=True,
                           timeout=scaled(120), stdin=subprocess.DEVNULL)
 
 
@@ -85,7 +85,7 @@ def test_open_out_of_range_exits_2(extra, fragment):
 
 
 def test_cuda_without_gpu_exits_2_with_reason():
-    from kernels.backend import cuda_status
+    from gpuproof.kernels.backend import cuda_status
 
     if cuda_status()[0]:
         pytest.skip("a GPU is present here")
@@ -136,7 +136,7 @@ def test_verify_transcript_bad_files_exit_2_with_one_line(tmp_path, content, fra
 ])
 def test_verify_transcript_of_a_bad_id_or_without_a_gateway_says_so(tmp_path, source, fragments):
     env = {k: v for k, v in os.environ.items() if k != "GPUPROOF_GATEWAY"} | {"GPUPROOF_CONFIG_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "verify-transcript", source], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "gpuproof", "verify-transcript", source], capture_output=True,
                          text=True, timeout=scaled(60), env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert all(f in out.stderr for f in fragments) and "cannot read" not in out.stderr, out.stderr
@@ -152,7 +152,7 @@ def test_gateway_serve_says_where_it_listens_where_its_data_is_and_where_the_doc
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("GPUPROOF_DATABASE_URL", "GPUPROOF_DATA_DIR")}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "gateway", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "gpuproof", "gateway", "serve", "--port", str(port),
                              "--data-dir", str(tmp_path / "gw")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env=env, stdin=subprocess.DEVNULL)
     try:
@@ -177,8 +177,8 @@ def test_gateway_serve_says_where_it_listens_where_its_data_is_and_where_the_doc
 
 
 def test_gateway_serve_masks_the_database_password():
-    from agent.cli import serve_banner
-    from gateway.settings import Settings
+    from gpuproof.agent.cli import serve_banner
+    from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir="/srv/gp", database_url="postgresql+psycopg://gp:s3cret@db.example:5432/gp")
     text = "\n".join(serve_banner("0.0.0.0", 8080, settings))
@@ -188,7 +188,7 @@ def test_gateway_serve_masks_the_database_password():
 
 
 def test_api_key_scope_help_lists_every_scope_the_gateway_knows():  # `replay` was missing from the help
-    from gateway import API_KEY_SCOPES
+    from gpuproof.gateway import API_KEY_SCOPES
 
     out = gpuproof("gateway", "api-key", "create", "--help")
     text = " ".join(out.stdout.replace("│", " ").split())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from agent import config
-from agent.config import AgentSettings
+from gpuproof.agent import config
+from gpuproof.agent.config import AgentSettings
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
-
-from gateway.app import create_app
-from gateway.settings import Settings
+from gpuproof.gateway.app import create_app
+from gpuproof.gateway.settings import Settings
 
 
 @dataclass

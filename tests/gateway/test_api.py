@@ -7,17 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
+from gpuproof.gateway import admin, service
+from gpuproof.gateway.client import registration, signed_headers
+from gpuproof.gateway.models import Challenge, LogEntry, RequestNonce
+from gpuproof.kernels import merkle
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import evidence, signatures, transcript
 from sqlalchemy import func, select
 
-from gateway import admin, service
-from gateway.client import registration, signed_headers
-from gateway.models import Challenge, LogEntry, RequestNonce
-from kernels import merkle
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.support.clock import stopped_limiter
-from verifier import evidence, signatures, transcript
 
 
 class Agent:
@@ -413,9 +413,8 @@ def test_round_trip_probes_are_timed_by_the_gateway_and_lower_the_measured_time(
 
 def test_rate_limits_answer_429_with_retry_after(database_url, tmp_path):
     from fastapi.testclient import TestClient
-
-    from gateway.app import create_app
-    from gateway.settings import Settings
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, ip_rate_per_s=5)
     app = create_app(settings)
@@ -432,10 +431,9 @@ def test_rate_limits_answer_429_with_retry_after(database_url, tmp_path):
 
 def test_cached_score_reads_take_the_fast_path_with_the_same_answer_and_limits(database_url, tmp_path):
     from fastapi.testclient import TestClient
-
-    from gateway import app as app_module
-    from gateway.app import create_app
-    from gateway.settings import Settings
+    from gpuproof.gateway import app as app_module
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, ip_rate_per_s=5, trust_cache_s=60)
     served = []
@@ -483,7 +481,7 @@ def test_cached_score_reads_take_the_fast_path_with_the_same_answer_and_limits(d
 def test_signing_key_is_made_once_with_mode_0600(gateway):
     path = gateway.settings.key_path()
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
-    from gateway.app import load_signing_key
+    from gpuproof.gateway.app import load_signing_key
 
     assert signatures.public_key_bytes(load_signing_key(path)).hex() == \
         gateway.client.get("/v1/log/head").json()["public_key"]
@@ -491,9 +489,8 @@ def test_signing_key_is_made_once_with_mode_0600(gateway):
 
 def test_readyz_fails_until_migrations_are_applied(tmp_path):
     from fastapi.testclient import TestClient
-
-    from gateway.app import create_app
-    from gateway.settings import Settings
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "d")
     with TestClient(create_app(settings, run_migrations=False)) as client:

@@ -13,13 +13,13 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from gpuproof.agent.training import replay_job
+from gpuproof.gateway import blobs, maintenance
+from gpuproof.gateway.app import create_app
+from gpuproof.gateway.client import GatewayError, validator_headers
+from gpuproof.gateway.settings import Settings
+from gpuproof.kernels.errors import InvalidParameter
 
-from agent.training import replay_job
-from gateway import blobs, maintenance
-from gateway.app import create_app
-from gateway.client import GatewayError, validator_headers
-from gateway.settings import Settings
-from kernels.errors import InvalidParameter
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_training import World
 from tests.support.calibrate import scaled
@@ -92,7 +92,7 @@ def test_unnamed_blobs_are_found_only_once_they_are_old():
 _TRANSFER = """
 import hashlib, json, os, sys, tracemalloc
 from pathlib import Path
-from gateway import blobs
+from gpuproof.gateway import blobs
 store = blobs.S3BlobStore(sys.argv[1], Path(sys.argv[2]), "t/", sys.argv[3], "us-east-1")
 src = Path(sys.argv[2]) / "big.part"
 digest = hashlib.sha256(src.read_bytes()).hexdigest()
@@ -156,9 +156,9 @@ def test_an_honest_training_run_with_s3_uploads_passes_and_leaves_the_bucket_emp
 
 
 def test_s3_uploads_are_content_addressed_streamed_to_validators_and_held_to_a_quota(s3_gateway, s3, tmp_path):
-    from agent.checkpointing import CheckpointCommitter
-    from agent.training import TrainingReporter
-    from verifier.workload import MLPJob
+    from gpuproof.agent.checkpointing import CheckpointCommitter
+    from gpuproof.agent.training import TrainingReporter
+    from gpuproof.verifier.workload import MLPJob
 
     s3_gateway.app.state.gp.blobs.quota_objects = 1
     world = World(s3_gateway, tmp_path)

@@ -7,9 +7,8 @@ import json
 
 import httpx
 import pytest
-
-from gateway import admin
-from gateway.client import (
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import (
     AsyncGatewayClient,
     GatewayClient,
     GatewayError,
@@ -17,13 +16,14 @@ from gateway.client import (
     LogVerificationError,
     TreeHead,
 )
-from gateway.db import Database
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
+from gpuproof.gateway.db import Database
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures
+
 from tests.support.calibrate import honest_test_shape
 from tests.support.server import Server
-from verifier import signatures
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import html
 import re
 from html.parser import HTMLParser
 
-from gateway import admin, dashboard
-from gateway.client import registration
+from gpuproof.gateway import admin, dashboard
+from gpuproof.gateway.client import registration
+from gpuproof.verifier import signatures
+from gpuproof.verifier.trust import SettlementPolicy
+
 from tests.gateway.test_api import Agent
-from verifier import signatures
-from verifier.trust import SettlementPolicy
 
 EVIL = '<script>alert(1)</script><img src=x onerror="document.title=1">'
 

@@ -8,14 +8,14 @@ import json
 
 import httpx
 import pytest
+from gpuproof.gateway.client import registration, signed_headers
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures, transcript
 
-from gateway.client import registration, signed_headers
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.support.calibrate import honest_test_shape, scaled
 from tests.support.server import Server
-from verifier import signatures, transcript
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
     import threading
     import time
 
-    from gateway.client import GatewayClient
+    from gpuproof.gateway.client import GatewayClient
 
     db = tmp_path / "gw.db"
     server = Server(f"sqlite:///{db}", tmp_path / "data", GPUPROOF_WORKER_THREADS="1").start()
@@ -137,9 +137,8 @@ def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, dat
     PostgreSQL two transactions can both read the row before either writes it: the row lock decides.)"""
     import threading
 
+    from gpuproof.gateway.models import LogEntry
     from sqlalchemy import create_engine, select
-
-    from gateway.models import LogEntry
 
     a, b = servers(), servers()
     key = signatures.new_private_key()
@@ -234,13 +233,12 @@ class Racing:
 def test_concurrent_training_retries_on_two_processes_count_once(servers, database_url, tmp_path):
     """Every checkpoint, the close and each audit's upload and openings sent 8 times at once to two
     processes: each stored and logged once, one draw of audits, and every caller the same answer."""
+    from gpuproof.agent.training import run_reference_job
+    from gpuproof.gateway import admin
+    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.gateway.db import Database
+    from gpuproof.gateway.models import LogEntry, SegmentAudit
     from sqlalchemy import create_engine, select
-
-    from agent.training import run_reference_job
-    from gateway import admin
-    from gateway.client import GatewayClient
-    from gateway.db import Database
-    from gateway.models import LogEntry, SegmentAudit
 
     a, b = servers(), servers()
     key = signatures.new_private_key()
@@ -279,9 +277,10 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
     import threading
     import time
 
-    from gateway import admin
-    from gateway.client import GatewayClient, GatewayError
-    from gateway.db import Database
+    from gpuproof.gateway import admin
+    from gpuproof.gateway.client import GatewayClient, GatewayError
+    from gpuproof.gateway.db import Database
+
     from tests.support.training import commit_and_close
 
     server = Server(database_url, tmp_path / "data").start()

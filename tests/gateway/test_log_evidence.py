@@ -11,16 +11,16 @@ import sys
 import time
 
 import pytest
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.gateway.models import LogEntry
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import evidence, signatures
 from sqlalchemy import create_engine, select, update
 
-from gateway.client import GatewayClient
-from gateway.models import LogEntry
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.support import honest
 from tests.support.calibrate import honest_test_shape, scaled
 from tests.support.server import Server
-from verifier import evidence, signatures
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def provider(server: Server) -> GatewayClient:
 
 def gpuproof(config_dir, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
     env = {k: v for k, v in os.environ.items() if k != "GPUPROOF_GATEWAY"} | {"GPUPROOF_CONFIG_DIR": str(config_dir)}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "gpuproof", *args], capture_output=True, text=True, env=env,
                           timeout=scaled(120), stdin=subprocess.DEVNULL)
 
 
@@ -130,7 +130,7 @@ def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
         client.commit(c["challenge_id"], CpuBackend().run(params))
     engine = create_engine(live.db_url)
     with engine.begin() as conn:  # its deadline and grace passed
-        from gateway.models import Challenge
+        from gpuproof.gateway.models import Challenge
 
         conn.execute(update(Challenge).where(Challenge.id == c["challenge_id"])
                      .values(issued_at=Challenge.issued_at - Challenge.deadline_s - 3600))
@@ -198,7 +198,7 @@ def test_the_monitor_follows_a_growing_log_and_stops_at_a_rewritten_history(live
     with provider(live) as client:
         play(client)
         size = client.tree_head().size
-        monitor = subprocess.Popen([sys.executable, "-m", "agent.cli", "log", "verify", "--follow", "--entries",
+        monitor = subprocess.Popen([sys.executable, "-m", "gpuproof", "log", "verify", "--follow", "--entries",
                                     "--interval", "0.2", "--max-checks", "600", "--gateway", live.base, "--json"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                    stdin=subprocess.DEVNULL)

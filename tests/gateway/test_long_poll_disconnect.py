@@ -7,12 +7,12 @@ import contextlib
 import time
 
 import httpx
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.gateway.models import Device
+from gpuproof.verifier import signatures
 from sqlalchemy import create_engine, update
 
-from gateway.client import GatewayClient
-from gateway.models import Device
 from tests.gateway.test_http import servers, signed_post  # noqa: F401 (fixture)
-from verifier import signatures
 
 
 def test_a_long_poll_whose_agent_disconnected_issues_no_round(servers):  # noqa: F811

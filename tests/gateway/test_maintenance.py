@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+from gpuproof.gateway import deps, maintenance, metrics, service
+from gpuproof.gateway.client import signed_headers
+from gpuproof.gateway.models import Challenge, Device, RequestNonce, RttProbe
 from sqlalchemy import func, select
 
-from gateway import deps, maintenance, metrics, service
-from gateway.client import signed_headers
-from gateway.models import Challenge, Device, RequestNonce, RttProbe
 from tests.gateway.test_api import Agent, assert_problem, db_counts
 from tests.support.calibrate import scaled
 
@@ -102,9 +102,9 @@ def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(ga
 
 def test_the_sweep_runs_on_its_own(database_url, tmp_path):
     from fastapi.testclient import TestClient
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
-    from gateway.app import create_app
-    from gateway.settings import Settings
     from tests.gateway.conftest import Gateway
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
@@ -147,9 +147,8 @@ def test_a_sweep_on_a_database_not_yet_migrated_logs_one_line_and_keeps_going(tm
     import logging
 
     from fastapi.testclient import TestClient
-
-    from gateway.app import create_app
-    from gateway.settings import Settings
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "d", maintenance_interval_s=0.05)
     caplog.set_level(logging.ERROR, logger="gpuproof.gateway")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from gpuproof.gateway import migrate
+from gpuproof.gateway.models import Base
 from sqlalchemy import create_engine
-
-from gateway import migrate
-from gateway.models import Base
 
 
 def schema_differences(url: str) -> list:
@@ -32,7 +31,7 @@ def test_migrations_match_the_models_and_downgrade_cleanly(database_url):
 def test_a_new_sqlite_database_is_put_in_wal_mode_once(tmp_path):
     import sqlite3
 
-    from gateway.db import Database
+    from gpuproof.gateway.db import Database
 
     path = tmp_path / "fresh" / "gateway.db"
     db = Database(f"sqlite:///{path}")

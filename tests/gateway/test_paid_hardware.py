@@ -10,19 +10,19 @@ import time
 
 import httpx
 import pytest
+from gpuproof.gateway import admin, service
+from gpuproof.gateway.client import registration, signed_headers
+from gpuproof.gateway.models import Challenge, Device, Job
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures
 from sqlalchemy import update
 
-from gateway import admin, service
-from gateway.client import registration, signed_headers
-from gateway.models import Challenge, Device, Job
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.gateway.test_http import (
     servers,  # noqa: F401 (fixture)
     signed_post,
 )
 from tests.support import honest
-from verifier import signatures
 
 
 class Provider:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from gpuproof.agent.cli import main
+from gpuproof.gateway.app import create_app
+from gpuproof.gateway.settings import Settings
+from gpuproof.kernels.errors import InvalidParameter
 
-from agent.cli import main
-from gateway.app import create_app
-from gateway.settings import Settings
-from kernels.errors import InvalidParameter
 from tests.gateway.test_paid_hardware import Provider
 
 MEASURED = """

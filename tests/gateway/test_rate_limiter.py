@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from gpuproof.gateway.deps import RateLimiter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.deps import RateLimiter
 from tests.support.clock import ManualClock
 
 

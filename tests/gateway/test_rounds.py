@@ -10,21 +10,21 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from gpuproof.gateway.app import create_app
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.gateway.models import Device
+from gpuproof.gateway.settings import Settings
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures
+from gpuproof.verifier.profiles import Profile, load_profiles
+from gpuproof.verifier.protocol import Verifier, VerifierConfig
+from gpuproof.verifier.schedule import SchedulePolicy, missed_start, next_round_at, sooner_for_a_job
 from sqlalchemy import create_engine, update
 
-from gateway.app import create_app
-from gateway.client import GatewayClient
-from gateway.models import Device
-from gateway.settings import Settings
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.gateway.test_http import servers  # noqa: F401 (fixture)
 from tests.gateway.test_paid_hardware import Provider
 from tests.support import honest
-from verifier import signatures
-from verifier.profiles import Profile, load_profiles
-from verifier.protocol import Verifier, VerifierConfig
-from verifier.schedule import SchedulePolicy, missed_start, next_round_at, sooner_for_a_job
 
 
 def test_rounds_are_a_shifted_poisson_process_with_a_job_rate():
@@ -176,8 +176,8 @@ def test_a_provider_cannot_call_rounds_at_will(gateway):
     """Reproduction: a registration update that changes a claim made the device due at once, and its poll
     issued a round for every device; toggling a claim called rounds at will (five passes in seconds). Now no
     two rounds of a provider come closer than the minimum gap, whatever moved a device's time."""
-    from gateway.client import signed_headers
-    from gateway.models import Challenge
+    from gpuproof.gateway.client import signed_headers
+    from gpuproof.gateway.models import Challenge
 
     gateway.app.state.gp.settings.challenge_min_gap_s = 300.0
     p = Provider(gateway, ["cpu-reference", "cpu-reference"])

@@ -9,19 +9,19 @@ import time
 
 import httpx
 import pytest
+from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.gateway import admin, metrics
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.limits import RedisRateLimiter
+from gpuproof.verifier import signatures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.training import replay_job, run_reference_job
-from gateway import admin, metrics
-from gateway.client import GatewayClient
-from gateway.db import Database
-from gateway.limits import RedisRateLimiter
 from tests.gateway.test_training import POLICY
 from tests.support.calibrate import scaled
 from tests.support.clock import ManualClock
 from tests.support.server import Server, free_port
-from verifier import signatures
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -98,7 +98,7 @@ def test_an_unreachable_redis_falls_back_to_this_process_and_says_so(caplog):
 def test_redis_selected_without_the_client_says_what_to_install(monkeypatch):
     import sys
 
-    from kernels.errors import InvalidParameter
+    from gpuproof.kernels.errors import InvalidParameter
 
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(InvalidParameter, match=r"pip install 'gpuproof\[redis\]'"):

@@ -9,17 +9,17 @@ import hashlib
 import json
 
 import pytest
+from gpuproof.agent.checkpointing import CheckpointCommitter
+from gpuproof.agent.training import CHEATS, TrainingReporter, replay_job, run_reference_job
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import GatewayClient, GatewayError
+from gpuproof.gateway.models import SegmentAudit, TrainingCommitment
+from gpuproof.verifier import checkpoints, signatures
+from gpuproof.verifier.workload import MLPJob
 from sqlalchemy import func, select
 
-from agent.checkpointing import CheckpointCommitter
-from agent.training import CHEATS, TrainingReporter, replay_job, run_reference_job
-from gateway import admin
-from gateway.client import GatewayClient, GatewayError
-from gateway.models import SegmentAudit, TrainingCommitment
 from tests.support.calibrate import scaled
 from tests.support.training import commit_and_close
-from verifier import checkpoints, signatures
-from verifier.workload import MLPJob
 
 POLICY = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
           "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
@@ -215,7 +215,7 @@ def test_a_replay_result_must_be_signed_over_the_audits_evidence(world):
         world.validator.post_replay_result(audit["audit_id"], body)
     assert info.value.status == 401
     # signed, but over other evidence (another end root): refused the same way
-    from verifier import training
+    from gpuproof.verifier import training
 
     fields = training.replay_fields(audit["audit_id"], jid, audit["start_step"], audit["end_step"], "00" * 32,
                                     "00" * 32, "00" * 32, None, body)
@@ -254,7 +254,7 @@ def test_audits_not_answered_in_time_fail(world, tmp_path):
 def test_the_sweep_fails_unanswered_audits_without_a_poll_or_a_settlement(world):
     import time
 
-    from gateway import maintenance
+    from gpuproof.gateway import maintenance
 
     provider, jid = closed_run_past_its_audit_deadline(world)
     before = world.market.trust(provider.provider_id)["evidence"]
@@ -293,8 +293,8 @@ def test_two_hundred_honest_runs_never_fail(tmp_path):
     """200 honest runs through the functions the gateway and the validator judge with (chain checks, the
     timing flags, the CSPRNG draw, the upload's root, the openings, the signed replay's verdict), without
     HTTP in between; bench/training_attacks.py runs 200 through the gateway itself (docs/threat-model.md)."""
-    from verifier import training
-    from verifier.replay import replay_audit, step_with_threads
+    from gpuproof.verifier import training
+    from gpuproof.verifier.replay import replay_audit, step_with_threads
 
     policy = training.TrainingPolicy.parse(POLICY)
     job = MLPJob(seed=7, hidden=32)

@@ -14,7 +14,7 @@ NAMES = ["philox", "round_key", "leaf_hashes", "levels", "gemm", "challenges"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_kernel_is_bit_identical_to_reference(name):
-    from kernels.cuda_identity import ALL_CHECKS
+    from gpuproof.kernels.cuda_identity import ALL_CHECKS
 
     rng = np.random.default_rng(20261126)
     kwargs = {"vectors": load_vectors("spec_v1.json")["challenges"]} if name == "challenges" else {}
@@ -25,6 +25,6 @@ def test_kernel_is_bit_identical_to_reference(name):
 
 
 def test_auto_backend_picks_cuda_on_a_gpu():
-    from kernels.backend import select_backend
+    from gpuproof.kernels.backend import select_backend
 
     assert select_backend("auto").name == "cuda"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpuproof.kernels import reference
+from gpuproof.kernels.spec import ChallengeParams
 
-from kernels import reference
-from kernels.spec import ChallengeParams
 from tests.conftest import load_vectors
 from tests.support import cuda_emu, cupy_on_cpu
 
@@ -26,7 +26,7 @@ def fake_cupy(monkeypatch):
 
 @pytest.mark.parametrize("check", ["philox", "round_key", "leaf_hashes", "levels", "gemm", "challenges"])
 def test_every_identity_check_passes_on_the_emulated_device(fake_cupy, check):
-    from kernels.cuda_identity import ALL_CHECKS
+    from gpuproof.kernels.cuda_identity import ALL_CHECKS
 
     kwargs = {"vectors": load_vectors("spec_v1.json")["challenges"]} if check == "challenges" else {}
     results = list(ALL_CHECKS[check](np.random.default_rng(11), **kwargs))
@@ -36,8 +36,8 @@ def test_every_identity_check_passes_on_the_emulated_device(fake_cupy, check):
 
 def test_the_identity_checks_can_fail(fake_cupy, monkeypatch):
     """Launchers that are a little wrong (one chunk short, K one block short) are reported, not passed."""
-    import kernels.cuda_backend as backend
-    from kernels.cuda_identity import check_gemm, check_leaf_hashes
+    import gpuproof.kernels.cuda_backend as backend
+    from gpuproof.kernels.cuda_identity import check_gemm, check_leaf_hashes
 
     leaf, gemm = backend.CudaKernels.leaf_hashes, backend.CudaKernels.gemm
     monkeypatch.setattr(backend.CudaKernels, "leaf_hashes",
@@ -50,7 +50,7 @@ def test_the_identity_checks_can_fail(fake_cupy, monkeypatch):
 
 @pytest.mark.parametrize("pieces", [1, 3, 4])
 def test_backend_run_and_open_match_the_cpu_backend(fake_cupy, pieces):
-    from kernels.cuda_backend import CudaBackend
+    from gpuproof.kernels.cuda_backend import CudaBackend
 
     params = ChallengeParams(bytes(range(32)), 70, 2048, 128, 3)
     cpu = reference.CpuBackend()
@@ -63,8 +63,8 @@ def test_backend_run_and_open_match_the_cpu_backend(fake_cupy, pieces):
 
 
 def test_backend_refuses_bad_arguments(fake_cupy):
-    from kernels.cuda_backend import CudaBackend
-    from kernels.errors import BackendUnavailable
+    from gpuproof.kernels.cuda_backend import CudaBackend
+    from gpuproof.kernels.errors import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="--device 3"):
         CudaBackend(3)
@@ -76,9 +76,8 @@ def test_backend_refuses_bad_arguments(fake_cupy):
 
 def test_auto_picks_cuda_when_cupy_sees_a_gpu_and_names_the_reason_when_not(fake_cupy, monkeypatch):
     import cupy
-
-    from kernels.backend import select_backend
-    from kernels.errors import BackendUnavailable
+    from gpuproof.kernels.backend import select_backend
+    from gpuproof.kernels.errors import BackendUnavailable
 
     assert select_backend("auto").name == "cuda"
     with pytest.raises(BackendUnavailable, match="--device 1: this machine has 1 CUDA device"):

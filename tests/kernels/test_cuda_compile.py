@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.nvcc
 def test_kernels_compile_without_spills(arch, tmp_path):
-    source = resources.files("kernels.cuda").joinpath("gpuproof.cu")
+    source = resources.files("gpuproof.kernels.cuda").joinpath("gpuproof.cu")
     out = subprocess.run(["nvcc", f"-arch={arch}", "-Xptxas", "-v", "-c", "-o", str(tmp_path / "k.o"),
                           str(source)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -50,7 +50,7 @@ def test_kernels_compile_with_nvrtc_as_cupy_does(arch):
     if lib_path is None:
         pytest.skip("libnvrtc not installed (pip install nvidia-cuda-nvrtc)")
     lib = ctypes.CDLL(lib_path)
-    source = resources.files("kernels.cuda").joinpath("gpuproof.cu").read_bytes()
+    source = resources.files("gpuproof.kernels.cuda").joinpath("gpuproof.cu").read_bytes()
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"gpuproof.cu", 0, None, None) == 0
     options = (ctypes.c_char_p * 2)(b"-std=c++17", f"--gpu-architecture={arch}".encode())

@@ -12,12 +12,12 @@ import random
 
 import numpy as np
 import pytest
+from gpuproof.kernels import cuda_plan, merkle, reference, spec
+from gpuproof.kernels.cuda_plan import Gemm, Gen, Geometry, Leaves, Levels, Record, Wait
+from gpuproof.kernels.spec import ChallengeParams
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import cuda_plan, merkle, reference, spec
-from kernels.cuda_plan import Gemm, Gen, Geometry, Leaves, Levels, Record, Wait
-from kernels.spec import ChallengeParams
 from tests.conftest import load_vectors
 from tests.support import cuda_emu
 

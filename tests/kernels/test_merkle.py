@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from gpuproof.kernels import merkle
+from gpuproof.kernels.errors import ProofError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import merkle
-from kernels.errors import ProofError
 from tests.conftest import load_vectors
 
 RFC = load_vectors("rfc6962.json")

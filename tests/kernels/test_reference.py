@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpuproof.kernels import merkle, reference
+from gpuproof.kernels.spec import ChallengeParams, a_key, b_key, key_words
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import merkle, reference
-from kernels.spec import ChallengeParams, a_key, b_key, key_words
 from tests.conftest import load_vectors
 
 SPEC = load_vectors("spec_v1.json")

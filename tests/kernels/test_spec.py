@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.kernels.spec import ChallengeParams, b_key, key_words, parse_seed, round_seed
 
-from kernels.errors import InvalidParameter
-from kernels.spec import ChallengeParams, b_key, key_words, parse_seed, round_seed
 from tests.conftest import load_vectors
 
 SPEC = load_vectors("spec_v1.json")

@@ -19,8 +19,8 @@ import subprocess
 import sys
 
 import pytest
+from gpuproof.kernels.spec import ChallengeParams
 
-from kernels.spec import ChallengeParams
 from tests.support import cuda_emu, cupy_on_cpu
 from tests.support.server import ROOT
 
@@ -81,12 +81,11 @@ def test_the_first_challenge_after_warm_up_costs_what_the_tenth_does_on_the_cuda
 def test_after_warm_up_the_first_cuda_challenge_allocates_and_compiles_nothing(monkeypatch):
     """Counted, not timed: buffers made, modules compiled and cuBLAS handles asked for during challenge 1
     after warm_up are those of challenge 10 (none), and the roots still match the CPU backend's."""
-    from kernels import reference
+    from gpuproof.kernels import reference
 
     with cupy_on_cpu.installed(monkeypatch):
         import cupy
-
-        from kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_backend import CudaBackend
 
         made: list[str] = []
 
@@ -114,8 +113,7 @@ def test_without_warm_up_the_first_cuda_challenge_pays_the_allocation(monkeypatc
     """The counter above can see what warm_up saves: cold, challenge 1 allocates the shape's buffers."""
     with cupy_on_cpu.installed(monkeypatch):
         import cupy
-
-        from kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_backend import CudaBackend
 
         made: list[str] = []
         real_empty = cupy.empty

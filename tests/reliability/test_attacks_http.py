@@ -13,12 +13,12 @@ import time
 
 import httpx
 import pytest
+from gpuproof.verifier import signatures
 
 from tests.gateway.test_api import Agent, assert_problem, db_counts
 from tests.support.calibrate import scaled
 from tests.support.clock import stopped_limiter
 from tests.support.server import Server
-from verifier import signatures
 
 
 @pytest.mark.parametrize("model", ["' OR 1=1 --", "x'; DROP TABLE providers; --", "%", "_", "\\", "\x00"])
@@ -46,7 +46,7 @@ def test_deeply_nested_and_huge_json_is_refused_cleanly(gateway):
     before = db_counts(gateway)
     nested = b'{"device": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     path = f"/v1/providers/{agent.id}/challenges"
-    from gateway.client import signed_headers
+    from gpuproof.gateway.client import signed_headers
 
     r = gateway.client.post(path, content=nested, headers=signed_headers(agent.key, agent.id, "POST", path, nested))
     assert r.status_code in (400, 413, 422) and r.headers["content-type"].startswith("application/problem+json")
@@ -60,9 +60,9 @@ def test_deeply_nested_and_huge_json_is_refused_cleanly(gateway):
 
 def test_a_flooding_provider_is_rate_limited_and_others_are_not(database_url, tmp_path):
     from fastapi.testclient import TestClient
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
 
-    from gateway.app import create_app
-    from gateway.settings import Settings
     from tests.gateway.conftest import Gateway
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, provider_rate_per_s=5,
@@ -131,7 +131,7 @@ def test_clock_skewed_and_future_requests_change_nothing(gateway):
 def test_signature_for_one_path_cannot_be_used_on_another(gateway):
     agent = Agent(gateway)
     body = json.dumps({"device": 0}).encode()
-    from gateway.client import signed_headers
+    from gpuproof.gateway.client import signed_headers
 
     headers = signed_headers(agent.key, agent.id, "POST", f"/v1/providers/{agent.id}/rtt", body)
     before = db_counts(gateway)

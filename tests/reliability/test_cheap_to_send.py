@@ -7,14 +7,14 @@ import hashlib
 import secrets
 
 from fastapi.testclient import TestClient
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import GatewayClient, signed_headers, signed_upload_headers
+from gpuproof.verifier import signatures
 from sqlalchemy import text
 
-from gateway import admin
-from gateway.client import GatewayClient, signed_headers, signed_upload_headers
 from tests.gateway.test_api import Agent, assert_problem
 from tests.gateway.test_training import POLICY
 from tests.support.training import commit_and_close
-from verifier import signatures
 
 BODY = bytes(4 * 2**20)  # a 4 MiB state: on the old code every byte reached the disk before any check
 
@@ -95,9 +95,10 @@ def test_an_upload_is_held_to_its_signed_hash_and_length(gateway):
 
 
 def test_a_registration_flood_from_one_source_is_cut_and_others_still_register(database_url, tmp_path):
-    from gateway.app import create_app
-    from gateway.client import registration
-    from gateway.settings import Settings
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.client import registration
+    from gpuproof.gateway.settings import Settings
+
     from tests.support.clock import stopped_limiter
 
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, registrations_per_ip_per_hour=10,
@@ -132,12 +133,11 @@ def test_a_zero_row_cheat_is_refused_before_the_verifier_pays_for_y(monkeypatch)
     and all-zero rows costs the prover ~2 ms; it used to cost the verifier y = B.T x over all of B (the
     work an honest answer costs). Now a few columns of every row are checked exactly first."""
     import numpy as np
-
-    from kernels import merkle
-    from kernels.backend import Opening
-    from verifier import freivalds
-    from verifier.openings import row_subtree_root
-    from verifier.protocol import Verifier
+    from gpuproof.kernels import merkle
+    from gpuproof.kernels.backend import Opening
+    from gpuproof.verifier import freivalds
+    from gpuproof.verifier.openings import row_subtree_root
+    from gpuproof.verifier.protocol import Verifier
 
     v = Verifier()
     challenge = v.issue("NVIDIA H100 80GB HBM3", now=0.0)

@@ -17,18 +17,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.models import Challenge, Job, LogEntry
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures
 from sqlalchemy import create_engine, select
 
-from gateway import admin
-from gateway.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead
-from gateway.db import Database
-from gateway.models import Challenge, Job, LogEntry
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
 from tests.support.calibrate import scaled
 from tests.support.server import Server
-from verifier import signatures
 
 KILLS = 20
 

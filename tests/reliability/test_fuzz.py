@@ -8,11 +8,10 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from gpuproof.gateway.app import create_app
+from gpuproof.gateway.settings import Settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from gateway.app import create_app
-from gateway.settings import Settings
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
@@ -57,7 +56,7 @@ def test_every_endpoint_answers_within_its_schema_and_never_500(tmp_path):
                                                                                        max_size=4),
                     max_leaves=30))
 def test_transcript_parser_never_crashes_on_any_json(doc):
-    from verifier import transcript
+    from gpuproof.verifier import transcript
 
     with contextlib.suppress(transcript.TranscriptError):
         transcript.parse(doc)
@@ -68,9 +67,9 @@ def test_transcript_parser_never_crashes_on_any_json(doc):
                                                                                         max_size=12),
        st.integers(-5, 40), st.integers(-5, 40))
 def test_signature_and_proof_checks_only_ever_reject_cleanly(pk, msg, sig, proof, index, size):
-    from kernels import merkle
-    from kernels.errors import ProofError
-    from verifier import signatures
+    from gpuproof.kernels import merkle
+    from gpuproof.kernels.errors import ProofError
+    from gpuproof.verifier import signatures
 
     with pytest.raises(signatures.SignatureError):
         signatures.verify(pk, msg, sig)

@@ -8,9 +8,9 @@ import asyncio
 import time
 
 import httpx
+from gpuproof.gateway.models import Challenge
 from sqlalchemy import create_engine, select
 
-from gateway.models import Challenge
 from tests.support.calibrate import scaled
 from tests.support.load import agents
 from tests.support.server import Server

@@ -7,12 +7,12 @@ import hashlib
 import json
 
 import pytest
+from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.gateway import admin
+from gpuproof.gateway.client import GatewayClient, GatewayError
+from gpuproof.verifier import signatures, training
 
-from agent.training import replay_job, run_reference_job
-from gateway import admin
-from gateway.client import GatewayClient, GatewayError
 from tests.gateway.test_training import DELAY, POLICY, World
-from verifier import signatures, training
 
 SECRET_RENTER, SECRET_PRICE = "renter-SECRET-a7", "usd:SECRET-99"
 

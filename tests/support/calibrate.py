@@ -47,12 +47,11 @@ TEST_SHAPE = "16,256,64,3"  # the tests' usual challenges (tests/support/server.
 def measure() -> float:
     """Median wall seconds of a 4-round cpu-reference challenge (256 x 256 x 1024) on CpuBackend with
     one BLAS thread, after a warm-up round."""
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import ChallengeParams
+    from gpuproof.verifier.profiles import load_profiles
+    from gpuproof.verifier.timing import challenge_shape
     from threadpoolctl import threadpool_limits
-
-    from kernels.reference import CpuBackend
-    from kernels.spec import ChallengeParams
-    from verifier.profiles import load_profiles
-    from verifier.timing import challenge_shape
 
     m, n, k = challenge_shape(load_profiles()["cpu-reference"])
     params = ChallengeParams(bytes(32), m, n, k, ROUNDS)
@@ -99,7 +98,7 @@ def honest_test_shape(honest_budget_s: float, default: str = TEST_SHAPE) -> str:
 
 def honest_cpu_shape(honest_budget_s: float) -> tuple[int, int, int, int]:
     """(m, n, k, rounds) of the cpu-reference challenges of `honest_test_shape` (for `challenge local`)."""
-    from verifier.profiles import load_profiles
+    from gpuproof.verifier.profiles import load_profiles
 
     rate_low = load_profiles()["cpu-reference"].rate_low
     m = n = k = 1024

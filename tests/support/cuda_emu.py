@@ -20,9 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-
-from kernels import cuda_plan, merkle, reference
-from kernels.cuda_plan import (
+from gpuproof.kernels import cuda_plan, merkle, reference
+from gpuproof.kernels.cuda_plan import (
     GEN_THREADS,
     LEAF_CHUNKS_PER_BLOCK,
     LEVEL_NODES_PER_BLOCK,
@@ -38,7 +37,7 @@ from kernels.cuda_plan import (
     Step,
     Wait,
 )
-from kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import ChallengeParams
 
 HERE = Path(__file__).parent / "cuda_emu"
 _libs: dict[tuple[str, ...], ctypes.CDLL] = {}
@@ -54,7 +53,7 @@ def library(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     built once per source version and define set, cached in the temp dir."""
     if defines in _libs:
         return _libs[defines]
-    source = Path(str(resources.files("kernels.cuda").joinpath("gpuproof.cu")))
+    source = Path(str(resources.files("gpuproof.kernels.cuda").joinpath("gpuproof.cu")))
     digest = hashlib.sha256(source.read_bytes() + (HERE / "shim.h").read_bytes()
                             + (HERE / "launch.cpp").read_bytes() + repr(defines).encode()).hexdigest()[:16]
     out = Path(tempfile.gettempdir()) / f"gpuproof-cuda-emu-{digest}.so"

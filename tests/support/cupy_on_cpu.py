@@ -8,7 +8,7 @@ checks the backend's buffers, offsets, arguments and plans, not its concurrency 
 schedules check the plans' dependencies; a GPU run checks the rest).
 
     with installed(monkeypatch):   # sys.modules["cupy"] and its submodules, undone after the test
-        from kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_backend import CudaBackend
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class RawModule:
     """Compiles `code` (which must be the shipped kernel source) for the host, with its -D options."""
 
     def __init__(self, code: str, options: tuple[str, ...] = ()) -> None:
-        shipped = resources.files("kernels.cuda").joinpath("gpuproof.cu").read_text()
+        shipped = resources.files("gpuproof.kernels.cuda").joinpath("gpuproof.cu").read_text()
         if code != shipped:
             raise ValueError("the emulation compiles kernels/cuda/gpuproof.cu only")
         defines = tuple(o[2:] for o in options if o.startswith("-D"))
@@ -177,9 +177,9 @@ def modules() -> dict[str, types.ModuleType]:
 
 def _forget_backend() -> None:
     """Drop kernels.cuda_backend (it holds the CuPy it was imported with), so the next import is fresh."""
-    import kernels
+    from gpuproof import kernels
 
-    sys.modules.pop("kernels.cuda_backend", None)
+    sys.modules.pop("gpuproof.kernels.cuda_backend", None)
     if hasattr(kernels, "cuda_backend"):
         delattr(kernels, "cuda_backend")
 

@@ -25,14 +25,14 @@ def main(argv: list[str]) -> None:
         from tests.support import cupy_on_cpu
 
         sys.modules.update(cupy_on_cpu.modules())
-        from kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_backend import CudaBackend
 
         backend = CudaBackend(0)
     else:
-        from kernels.reference import CpuBackend
+        from gpuproof.kernels.reference import CpuBackend
 
         backend = CpuBackend()
-    from kernels.spec import ChallengeParams
+    from gpuproof.kernels.spec import ChallengeParams
 
     m, n, k, rounds = shape
     started = time.perf_counter()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
 
 
 def openings(params: ChallengeParams, roots: Sequence[bytes], pairs: Iterable[Sequence[int]]) -> list[dict]:

@@ -6,12 +6,13 @@ import asyncio
 import random
 import time
 
-from gateway.client import AsyncGatewayClient, GatewayError
-from kernels.backend import Opening
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
+from gpuproof.gateway.client import AsyncGatewayClient, GatewayError
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import signatures
+
 from tests.support.calibrate import scaled
-from verifier import signatures
 
 
 async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> None:

@@ -40,7 +40,7 @@ class Server:
         self.log_path = Path(self.env["GPUPROOF_DATA_DIR"]).with_name(f"uvicorn-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host",
+            self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app", "--host",
                                           "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                                          env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         limit_s = scaled(30)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent.checkpointing import CheckpointCommitter
-from agent.training import TrainingReporter
-from gateway.client import GatewayClient
-from verifier.workload import MLPJob
+from gpuproof.agent.checkpointing import CheckpointCommitter
+from gpuproof.agent.training import TrainingReporter
+from gpuproof.gateway.client import GatewayClient
+from gpuproof.verifier.workload import MLPJob
 
 
 def commit_and_close(provider: GatewayClient, job_id: str, steps: int = 8, interval: int = 4) -> dict:

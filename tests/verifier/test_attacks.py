@@ -8,9 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from verifier.adversary import STRATEGIES, detect, simulate_timing
-from verifier.protocol import Verifier
+from gpuproof.verifier.adversary import STRATEGIES, detect, simulate_timing
+from gpuproof.verifier.protocol import Verifier
 
 RUNS = 1000
 V = Verifier()

@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-
-from kernels import merkle
-from kernels.errors import InvalidParameter, ProofError
-from verifier import checkpoints
+from gpuproof.kernels import merkle
+from gpuproof.kernels.errors import InvalidParameter, ProofError
+from gpuproof.verifier import checkpoints
 
 
 def state():

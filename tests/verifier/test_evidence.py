@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from gpuproof.kernels import merkle
+from gpuproof.verifier import evidence, transcript
+from gpuproof.verifier.adversary import Honest
+from gpuproof.verifier.protocol import Verifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernels import merkle
-from verifier import evidence, transcript
-from verifier.adversary import Honest
-from verifier.protocol import Verifier
 
 SHAPE = (16, 256, 64, 3)
 V = Verifier()

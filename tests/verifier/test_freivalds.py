@@ -6,12 +6,11 @@ import secrets
 
 import numpy as np
 import pytest
+from gpuproof.kernels import reference
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier import freivalds
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernels import reference
-from kernels.spec import ChallengeParams
-from verifier import freivalds
 
 
 def slow_y(params: ChallengeParams, x: np.ndarray) -> list[int]:

@@ -1,13 +1,12 @@
-"""verifier.hardware: the per-device rule of settlement, with plain records and no HTTP (issue 16)."""
+"""gpuproof.verifier.hardware: the per-device rule of settlement, with plain records and no HTTP (issue 16)."""
 
 from __future__ import annotations
 
 import pytest
-
-from kernels.errors import InvalidParameter
-from verifier.hardware import DeviceEvidence, HardwarePolicy, at_or_above, judge_devices, verified_class
-from verifier.profiles import UNPROFILED, load_profiles
-from verifier.trust import VerdictRecord
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.hardware import DeviceEvidence, HardwarePolicy, at_or_above, judge_devices, verified_class
+from gpuproof.verifier.profiles import UNPROFILED, load_profiles
+from gpuproof.verifier.trust import VerdictRecord
 
 P = load_profiles()
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
+from gpuproof.kernels.reference import CpuBackend
+from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.verifier.openings import ChallengeReference, verify_opening
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernels.backend import Opening
-from kernels.errors import InvalidParameter, OpeningRejected
-from kernels.reference import CpuBackend
-from kernels.spec import ChallengeParams
-from verifier.openings import ChallengeReference, verify_opening
 
 PARAMS = ChallengeParams(bytes.fromhex("11" * 32), 24, 512, 128, 3)
 BACKEND = CpuBackend()
@@ -53,7 +52,7 @@ def test_row_committed_wrong_is_rejected_at_the_first_wrong_column():
     bad = good.copy()
     bad[3, 200] += 1
     bad[3, 201] -= 5
-    from kernels.reference import round_tree, row_path
+    from gpuproof.kernels.reference import round_tree, row_path
 
     tree = round_tree(bad)
     o = Opening(0, 3, bad[3], tuple(row_path(tree, params, 3)))

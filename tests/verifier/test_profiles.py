@@ -8,11 +8,17 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.profiles import (
+    UNPROFILED,
+    best_match,
+    load_profiles,
+    load_profiles_with,
+    lookup,
+    slower_substitute,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernels.errors import InvalidParameter
-from verifier.profiles import UNPROFILED, best_match, load_profiles, load_profiles_with, lookup, slower_substitute
 
 REQUIRED = ["h200", "h100-sxm", "h100-pcie", "a100-80gb", "a100-40gb", "l40s", "l4", "a10", "rtx-6000-ada",
             "rtx-a6000", "rtx-4090", "rtx-3090", "t4", "cpu-reference"]
@@ -23,7 +29,7 @@ def test_every_required_model_is_profiled():
 
 
 def test_every_entry_cites_its_source_for_the_datasheet_figures():
-    text = resources.files("verifier").joinpath("data/gpu_profiles.toml").read_text()
+    text = resources.files("gpuproof.verifier").joinpath("data/gpu_profiles.toml").read_text()
     for block in text.split("[profiles.")[1:]:
         key = block.split("]", 1)[0]
         for field in ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low"):

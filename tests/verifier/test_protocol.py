@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from kernels.backend import Opening
-from kernels.errors import InvalidParameter
-from verifier.adversary import Honest, SkipRows, run_strategy
-from verifier.protocol import Verifier, VerifierConfig, cheat_bound
-from verifier.timing import size_challenge, thresholds
+from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.adversary import Honest, SkipRows, run_strategy
+from gpuproof.verifier.protocol import Verifier, VerifierConfig, cheat_bound
+from gpuproof.verifier.timing import size_challenge, thresholds
 
 SHAPE = (16, 256, 64, 3)
 V = Verifier()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from verifier import signatures
+from gpuproof.verifier import signatures
 
 # RFC 8032, 7.1, TEST 1-3: secret key, public key, message, signature
 VECTORS = [

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from verifier.profiles import UNPROFILED, load_profiles
-from verifier.timing import (
+from gpuproof.verifier.profiles import UNPROFILED, load_profiles
+from gpuproof.verifier.timing import (
     TimingConfig,
     challenge_shape,
     classify,

@@ -10,11 +10,10 @@ import random
 
 import numpy as np
 import pytest
-
-from agent.checkpointing import CheckpointCommitter
-from verifier import checkpoints
-from verifier.replay import Opened, calibrate_tau, check_segment, step_with_threads
-from verifier.workload import MLPJob
+from gpuproof.agent.checkpointing import CheckpointCommitter
+from gpuproof.verifier import checkpoints
+from gpuproof.verifier.replay import Opened, calibrate_tau, check_segment, step_with_threads
+from gpuproof.verifier.workload import MLPJob
 
 JOB = MLPJob()
 DATA = JOB.data()

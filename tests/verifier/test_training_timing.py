@@ -8,10 +8,9 @@ catches a run sent all at once.
 
 from __future__ import annotations
 
+from gpuproof.verifier import checkpoints, training
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier import checkpoints, training
 
 ZERO = checkpoints.ZERO
 
@@ -85,7 +84,6 @@ def test_the_slack_is_part_of_the_policy_and_validated():
     assert training.TrainingPolicy.parse({"arrival_slack_s": 0.25}).arrival_slack_s == 0.25
     assert training.TrainingPolicy.parse({}).arrival_slack_s == 1.0
     import pytest
-
-    from kernels.errors import InvalidParameter
+    from gpuproof.kernels.errors import InvalidParameter
     with pytest.raises(InvalidParameter, match="arrival_slack_s"):
         training.TrainingPolicy.parse({"arrival_slack_s": -1})

@@ -6,10 +6,9 @@ import copy
 import json
 
 import pytest
-
-from verifier import transcript
-from verifier.adversary import Honest, SkipRows
-from verifier.protocol import Verifier
+from gpuproof.verifier import transcript
+from gpuproof.verifier.adversary import Honest, SkipRows
+from gpuproof.verifier.protocol import Verifier
 
 V = Verifier()
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from verifier.trust import (
+from gpuproof.verifier.trust import (
     DAY,
     CheckpointVerdict,
     ScoringPolicy,
@@ -104,7 +103,7 @@ def test_lower_bound_is_the_beta_posteriors_5_percent_quantile():
 def test_passes_of_one_round_weigh_one_pass_however_many_devices_answered_it():
     """Reproduction (farming): one identity's many devices passing one round looked like many independent
     passes. A round (every device challenged at one instant) is one piece of evidence; failures count each."""
-    from verifier.trust import VerdictRecord, score
+    from gpuproof.verifier.trust import VerdictRecord, score
 
     def passes(rounds: int, devices: int) -> list[VerdictRecord]:
         return [VerdictRecord(challenge_id=f"{r:04d}{d:04d}" * 4, at=1000.0 + r, correctness="pass",

@@ -1,0 +1,5 @@
+"""`python -m gpuproof` is the `gpuproof` command."""
+
+from gpuproof.agent.cli import main
+
+main()
