@@ -251,6 +251,12 @@ class RequestTiming:
 
         try:
             await self.app(scope, receive, sending)
+        except _TooLarge:  # BodyLimit, above, answers these: count them as what the client gets
+            status[0] = 413
+            raise
+        except _TooSlow:
+            status[0] = 408
+            raise
         finally:
             route = scope.get("route")
             metrics.REQUEST_SECONDS.labels(route=getattr(route, "path", "unmatched"), method=scope["method"],

@@ -247,6 +247,25 @@ def test_unknown_ids_and_oversized_bodies(gateway):
     assert_problem(gateway.client.get("/v1/log/inclusion", params={"index": 5, "size": 1}), 422, "index")
 
 
+
+def test_a_streamed_body_over_the_limit_is_counted_as_413_not_500(gateway):
+    """Issue 18: a body without Content-Length that grows past the limit was answered 413 but counted as 500
+    in gpuproof_request_seconds (the size check interrupts the app below the timing middleware)."""
+    agent = Agent(gateway)
+    path = f"/v1/challenges/{'0' * 32}/commitment"
+    big = b'{"roots": ["' + b"0" * (gateway.settings.max_body_bytes + 10) + b'"]}'
+
+    def chunks():  # a generator: httpx sends it chunked, with no Content-Length to refuse it early
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    r = gateway.client.post(path, content=chunks(), headers=signed_headers(agent.key, agent.id, "POST", path, big))
+    assert_problem(r, 413, "limited")
+    lines = [line for line in gateway.client.get("/metrics").text.splitlines()
+             if line.startswith("gpuproof_request_seconds_count") and "/commitment" in line]
+    assert any('status="413"' in line for line in lines), lines
+    assert not any('status="500"' in line for line in lines), lines
+
 def test_registration_checks_possession_and_duplicates(gateway):
     key = signatures.new_private_key()
     body = registration(key, "someone", [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80}])
