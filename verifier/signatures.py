@@ -48,8 +48,7 @@ def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
 
 @functools.lru_cache(maxsize=65536)
 def public_key_from_bytes(raw: bytes) -> Ed25519PublicKey:
-    if len(raw) != 32:
-        raise SignatureError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    _strict_key(raw)
     try:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
@@ -60,14 +59,50 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> bytes:
     return key.sign(message)
 
 
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+# y of the two points of order 8 (the other small-order points have y = 0, 1 or p - 1); each y with either sign
+# of x is a small-order point, and nothing else is (RFC 7748's curve has cofactor 8).
+_Y8 = int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little")
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
+
+
+def _strict_point(raw: bytes, what: str) -> None:
+    """Refuse a point encoding that RFC 8032 verification lets through but a strict verifier must not: a
+    non-canonical y (y >= p) and a point of small order, whose "universal" signatures verify any message
+    (the identity key 01 00..00 with R = identity and S = 0 did, through OpenSSL: issue 18)."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        raise SignatureError(f"{what} is not a canonical Ed25519 point encoding (y >= 2^255 - 19)")
+    if y in _SMALL_ORDER_Y:
+        raise SignatureError(f"{what} is a point of small order (refused: such keys and signatures verify "
+                             f"messages their signer never saw)")
+
+
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
-    """Raise SignatureError unless `signature` is `public_key`'s Ed25519 signature of `message`."""
+    """Raise SignatureError unless `signature` is `public_key`'s Ed25519 signature of `message`.
+
+    Strict, as libsodium's verification: besides RFC 8032's equation, the key and R must be canonical and
+    not of small order, and S below the group order (tests/verifier/test_signatures.py checks agreement with
+    libsodium on the ed25519-speccheck edge cases)."""
     if len(signature) != 64:
         raise SignatureError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
+    public_key = bytes(public_key)
+    _strict_key(public_key)
+    _strict_point(signature[:32], "the signature's R")
+    if int.from_bytes(signature[32:], "little") >= _L:
+        raise SignatureError("the signature's S is not below the group order (non-canonical)")
     try:
-        public_key_from_bytes(bytes(public_key)).verify(signature, message)
+        public_key_from_bytes(public_key).verify(signature, message)
     except InvalidSignature:
         raise SignatureError("signature does not verify") from None
+
+
+@functools.lru_cache(maxsize=65536)
+def _strict_key(raw: bytes) -> None:
+    if len(raw) != 32:
+        raise SignatureError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    _strict_point(raw, "the public key")
 
 
 def request_message(method: str, path: str, timestamp: int, nonce: str, body: bytes) -> bytes:

@@ -156,3 +156,21 @@ def test_a_chunked_body_over_the_limit_is_413_not_a_parse_error(tmp_path):
         assert r.status_code == 413 and "limited to 1000 bytes" in r.json()["detail"]
     finally:
         server.stop()
+
+
+def test_a_small_order_key_cannot_register_or_poll_without_a_private_key(gateway):
+    """Issue 18: the identity point 01 00..00 as a public key with the "universal" signature R = identity,
+    S = 0 registered and then polled as that provider, with no private key at all."""
+    identity = bytes([1]) + bytes(31)
+    forged = (identity + bytes(32)).hex()
+    devices = [{"model": "cpu-reference", "count": 1, "vram_gib": 1.0}]
+    before = db_counts(gateway)
+    r = gateway.client.post("/v1/providers", json={"public_key": identity.hex(), "name": "nobody",
+                                                   "devices": devices, "signature": forged})
+    assert_problem(r, 401, "small order")
+    pid = signatures.provider_id(identity)
+    path = f"/v1/providers/{pid}/challenges"
+    headers = {"X-Gpuproof-Provider": pid, "X-Gpuproof-Timestamp": str(int(time.time())),
+               "X-Gpuproof-Nonce": "n" * 16, "X-Gpuproof-Signature": forged, "Content-Type": "application/json"}
+    assert gateway.client.post(path, content=b'{"device": 0}', headers=headers).status_code in (401, 404)
+    assert db_counts(gateway) == before

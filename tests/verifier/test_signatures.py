@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import nacl.bindings
+import nacl.exceptions
 import pytest
 from gpuproof.verifier import signatures
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # RFC 8032, 7.1, TEST 1-3: secret key, public key, message, signature
 VECTORS = [
@@ -40,3 +47,53 @@ def test_failures_are_named():
         signatures.verify(public[:31], message, signature)
     with pytest.raises(signatures.SignatureError, match="32 bytes"):
         signatures.private_key_from_bytes(b"\x00" * 31)
+
+
+SPECCHECK = json.loads((Path(__file__).parents[1] / "vectors" / "ed25519_speccheck.json").read_text())["cases"]
+
+
+def _libsodium_accepts(public: bytes, message: bytes, signature: bytes) -> bool:
+    """libsodium's verdict (strict verification: no small-order key or R, canonical encodings, S < L)."""
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, public)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", range(len(SPECCHECK)))
+def test_edge_cases_are_judged_as_libsodium_judges_them(case):
+    """Issue 18: OpenSSL's verification accepted small-order keys and R (cases 1, 3, 5 and 14 here); the
+    gateway must be as strict as libsodium on every ed25519-speccheck case."""
+    c = SPECCHECK[case]
+    public, message, signature = (bytes.fromhex(c[k]) for k in ("pub_key", "message", "signature"))
+    want = _libsodium_accepts(public, message, signature)
+    try:
+        signatures.verify(public, message, signature)
+        got = True
+    except signatures.SignatureError:
+        got = False
+    assert got == want, (case, c)
+
+
+def test_the_universal_forgery_of_the_identity_key_is_refused():
+    """The reproduction of issue 18: key 01 00..00 (the identity point) and signature R = identity, S = 0
+    verified ANY message through OpenSSL, so anyone could register and poll as that provider."""
+    identity = bytes([1]) + bytes(31)
+    forged = identity + bytes(32)
+    for message in (b"", b"gpuproof-registration/1\n...", b"any message at all"):
+        assert not _libsodium_accepts(identity, message, forged)  # the independent judge
+        with pytest.raises(signatures.SignatureError, match="small order"):
+            signatures.verify(identity, message, forged)
+    with pytest.raises(signatures.SignatureError, match="small order"):
+        signatures.public_key_from_bytes(identity)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=200))
+def test_honest_keys_and_signatures_pass_the_strict_checks(seed, message):
+    key = signatures.private_key_from_bytes(seed)
+    public = signatures.public_key_bytes(key)
+    signature = signatures.sign(key, message)
+    signatures.verify(public, message, signature)
+    assert _libsodium_accepts(public, message, signature)
