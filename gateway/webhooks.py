@@ -242,7 +242,7 @@ async def run(state: State) -> None:
     """Deliver until cancelled: a pass every `webhook_poll_s`, or at once after a full batch. A failed pass
     (database unreachable, not migrated) is logged and tried again."""
     settings = state.settings
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False) as client:
         while True:
             sent = 0
             try:
