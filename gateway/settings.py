@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_poll_s: float = Field(default=1.0, ge=0)
     webhook_max_endpoints: int = Field(default=10, ge=1, le=1000)
+    # delivered and failed deliveries (and their attempts) older than this are deleted by the maintenance sweep
+    webhook_retention_s: float = Field(default=30 * 86400.0, gt=0)
 
     def schedule(self) -> SchedulePolicy:
         return SchedulePolicy(mean_interval_s=max(self.challenge_interval_s, 1e-6),

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import anyio.to_thread
 import httpx
@@ -42,7 +43,7 @@ from gpuproof.gateway.models import (
 from gpuproof.gateway.settings import Settings
 from gpuproof.verifier import webhooks
 from gpuproof.verifier.trust import score
-from sqlalchemy import select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -255,6 +256,16 @@ async def run(state: State) -> None:
                 log.exception("webhook delivery pass failed")
             if sent < BATCH:
                 await asyncio.sleep(settings.webhook_poll_s)
+
+
+def prune(session: Session, before: float) -> int:
+    """Delete the delivered and failed deliveries made before `before`, with their attempts (the
+    maintenance sweep, GPUPROOF_WEBHOOK_RETENTION_S); pending ones stay whatever their age."""
+    old = select(WebhookDelivery.id).where(WebhookDelivery.state != "pending", WebhookDelivery.created_at < before)
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
+    result = session.execute(delete(WebhookDelivery).where(WebhookDelivery.state != "pending",
+                                                           WebhookDelivery.created_at < before))
+    return cast(CursorResult, result).rowcount or 0
 
 
 def redeliver(session: Session, delivery: WebhookDelivery, now: float) -> None:

@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
-from gpuproof.gateway import admin
+from gpuproof.gateway import admin, maintenance
 from gpuproof.gateway.app import create_app
-from gpuproof.gateway.models import WebhookDelivery
+from gpuproof.gateway.models import WebhookAttempt, WebhookDelivery
 from gpuproof.gateway.settings import Settings
 from sqlalchemy import select
 
@@ -171,6 +171,13 @@ def test_a_settlement_is_delivered_signed_and_the_secret_is_shown_once(gw, recei
     # the same decision again changes nothing: no new event
     gw.client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)
     assert gw.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=auth).json()["total"] == 1
+    # the maintenance sweep deletes it with its attempts after the retention period, not before
+    state = gw.app.state.gp
+    assert maintenance.sweep(state, time.time()).webhook_deliveries == 0
+    assert maintenance.sweep(state, time.time() + state.settings.webhook_retention_s + 1).webhook_deliveries == 1
+    assert gw.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=auth).json()["total"] == 0
+    with state.db.reader() as s:
+        assert s.execute(select(WebhookAttempt.id)).all() == []
 
 
 def test_a_receiver_down_then_failing_gets_the_event_after_retries_with_one_webhook_id(gw, receiver):
@@ -325,6 +332,8 @@ def test_deliveries_pending_in_the_outbox_are_sent_by_the_next_gateway_process(d
         client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)
         pending = client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=auth).json()["items"]
         assert [d["state"] for d in pending] == ["pending"] and pending[0]["attempts"] == 0
+        state = first.app.state.gp  # a pending delivery is never swept, however old
+        assert maintenance.sweep(state, time.time() + state.settings.webhook_retention_s + 1).webhook_deliveries == 0
     assert receiver.requests == []
     with TestClient(create_app(hook_settings(database_url, tmp_path))) as client:
         second = Gw(client, client.app)
