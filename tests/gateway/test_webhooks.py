@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gpuproof.gateway import admin, maintenance
 from gpuproof.gateway.app import create_app
-from gpuproof.gateway.models import WebhookAttempt, WebhookDelivery
+from gpuproof.gateway.models import SegmentAudit, WebhookAttempt, WebhookDelivery
 from gpuproof.gateway.settings import Settings
 from sqlalchemy import select
 
@@ -342,3 +342,47 @@ def test_deliveries_pending_in_the_outbox_are_sent_by_the_next_gateway_process(d
         assert json.loads(request["body"])["data"]["job_id"] == job_id
         assert_signed(endpoint["secret"], request)
         wait_delivery(second, auth, endpoint["id"], lambda d: d["state"] == "delivered")
+
+
+def test_a_training_segment_verdict_is_a_verdict_event(gw, receiver):
+    """A segment audit whose evidence never came is failed at settlement (audits.judge): a `verdict` event
+    with subject "segment"."""
+    receiver.start()
+    auth = tenant_key(gw, "market")
+    register(gw, auth, receiver.url, events=["verdict"])
+    agent = Agent(gw)
+    job_id = open_job(gw, auth, agent)
+    now = time.time()
+    with gw.app.state.gp.db.writer() as s:
+        s.add(SegmentAudit(id="a" * 32, job_id=job_id, provider_id=agent.id, start_step=0, end_step=50,
+                           chunks=[], drawn_at=now - 100, deadline_at=now - 10, state="requested"))
+        s.commit()
+    gw.client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)
+    (request,) = receiver.wait_for(lambda rs: len(rs) == 1)
+    data = json.loads(request["body"])["data"]
+    assert data["subject"] == "segment" and data["id"] == "a" * 32 and data["outcome"] == "fail"
+    assert "did not arrive before the deadline" in data["verdict"]["reason"] and data["jobs"] == [job_id]
+
+
+def test_replicas_share_the_outbox_and_send_each_delivery_once(database_url, tmp_path, receiver):
+    receiver.start()
+    with TestClient(create_app(hook_settings(database_url, tmp_path))) as one, \
+            TestClient(create_app(hook_settings(database_url, tmp_path))) as two:
+        first = Gw(one, one.app)
+        auth = tenant_key(first, "market")
+        endpoint = register(first, auth, receiver.url, events=["settlement"])
+        agent = Agent(first)
+        jobs = [open_job(first, auth, agent) for _ in range(8)]
+        for i, job_id in enumerate(jobs):  # settled through either replica
+            (one if i % 2 else two).post(f"/v1/jobs/{job_id}/settlement", headers=auth)
+        receiver.wait_for(lambda rs: len(rs) >= 8)
+        deadline = time.monotonic() + WAIT_S
+        while True:  # every delivery recorded: each was claimed by one replica, which sent it once
+            log = one.get(f"/v1/webhooks/{endpoint['id']}/deliveries?state=delivered", headers=auth).json()
+            if log["total"] == 8 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert log["total"] == 8 and [d["attempts"] for d in log["items"]] == [1] * 8
+        ids = [r["headers"]["webhook-id"] for r in receiver.requests]
+        assert len(ids) == len(set(ids)) == 8
+        assert sorted(json.loads(r["body"])["data"]["job_id"] for r in receiver.requests) == sorted(jobs)
