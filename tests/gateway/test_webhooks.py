@@ -283,7 +283,7 @@ def test_another_tenant_sees_none_of_the_endpoints_or_deliveries(gw, receiver):
         assert s.execute(select(WebhookDelivery.id)).all() == []
 
 
-@pytest.mark.parametrize("body, fragment", [
+BAD_ENDPOINTS = [
     ({"url": "ftp://example.com/x", "events": ["verdict"]}, "http or https"),
     ({"url": "javascript:alert(1)", "events": ["verdict"]}, "http or https"),
     ({"url": "http://", "events": ["verdict"]}, "expected a host"),
@@ -298,12 +298,15 @@ def test_another_tenant_sees_none_of_the_endpoints_or_deliveries(gw, receiver):
     ({"url": "https://example.com/", "events": ["trust"], "description": "a\nb"}, "description"),
     ({"url": "https://example.com/", "events": ["trust"], "secret": "mine"}, "secret"),
     ({"events": ["trust"]}, "url"),
-])
-def test_bad_endpoints_are_422_with_the_reason(gw, body, fragment):
+]
+
+
+def test_bad_endpoints_are_422_with_the_reason(gw):
     auth = tenant_key(gw, "market")
-    r = gw.client.post("/v1/webhooks", json=body, headers=auth)
-    assert_problem(r, 422, "")
-    assert fragment in json.dumps(r.json()), r.json()
+    for body, fragment in BAD_ENDPOINTS:  # one gateway for all: each makes a fresh database otherwise
+        r = gw.client.post("/v1/webhooks", json=body, headers=auth)
+        assert_problem(r, 422, "")
+        assert fragment in json.dumps(r.json()), (body, r.json())
     assert gw.client.get("/v1/webhooks", headers=auth).json() == []
 
 
