@@ -28,7 +28,7 @@ from typing import cast
 
 import anyio.to_thread
 import httpx
-from gpuproof.gateway import tenancy
+from gpuproof.gateway import metrics, tenancy
 from gpuproof.gateway.db import Database, locked
 from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Challenge as ChallengeRow
@@ -192,18 +192,24 @@ def claim(db: Database, settings: Settings, now: float, limit: int = BATCH) -> l
     return out
 
 
-async def attempt(client: httpx.AsyncClient, outgoing: Outgoing, clock=time.time) -> Outcome:  # noqa: ANN001
-    """POST the delivery once, signed with this attempt's timestamp; redirects are not followed."""
-    at = clock()
+async def attempt(client: httpx.AsyncClient, outgoing: Outgoing, timeout_s: float) -> Outcome:
+    """POST the delivery once, signed with this attempt's timestamp. Redirects are not followed, the
+    answer's body is never read, and the whole attempt ends after `timeout_s` (httpx's own timeout bounds
+    each read, which a receiver trickling bytes could stretch without end)."""
+    at = time.time()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                **webhooks.headers(outgoing.secret, outgoing.id, int(at), outgoing.body)}
     started = time.monotonic()
     try:
-        response = await client.post(outgoing.url, content=outgoing.body, headers=headers)
+        async with asyncio.timeout(timeout_s), client.stream("POST", outgoing.url, content=outgoing.body,
+                                                             headers=headers) as response:
+            status = response.status_code
+    except TimeoutError:
+        return Outcome(outgoing.id, at, None, f"no answer within {timeout_s:g} s", time.monotonic() - started)
     except httpx.HTTPError as exc:
         return Outcome(outgoing.id, at, None, f"{type(exc).__name__}: {exc}"[:300], time.monotonic() - started)
-    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-    return Outcome(outgoing.id, at, response.status_code, error, time.monotonic() - started)
+    error = None if 200 <= status < 300 else f"HTTP {status}"
+    return Outcome(outgoing.id, at, status, error, time.monotonic() - started)
 
 
 def record(db: Database, settings: Settings, outcomes: Iterable[Outcome], now: float) -> None:
@@ -220,9 +226,12 @@ def record(db: Database, settings: Settings, outcomes: Iterable[Outcome], now: f
             delivery.last_attempt_at, delivery.last_status, delivery.last_error = o.at, o.status, o.error
             if o.ok:
                 delivery.state, delivery.delivered_at, delivery.next_attempt_at = "delivered", now, None
+                metrics.WEBHOOK_ATTEMPTS.labels(result="delivered").inc()
                 continue
             delivery.retries += 1
-            if delivery.retries >= settings.webhook_max_attempts:
+            failed = delivery.retries >= settings.webhook_max_attempts
+            metrics.WEBHOOK_ATTEMPTS.labels(result="failed" if failed else "retry").inc()
+            if failed:
                 delivery.state, delivery.next_attempt_at = "failed", None
             else:
                 delivery.next_attempt_at = now + webhooks.retry_delay(
@@ -235,7 +244,7 @@ async def deliver_due(state: State, client: httpx.AsyncClient) -> int:
     claimed = await anyio.to_thread.run_sync(claim, state.db, state.settings, time.time())
     if not claimed:
         return 0
-    outcomes = await asyncio.gather(*(attempt(client, c) for c in claimed))
+    outcomes = await asyncio.gather(*(attempt(client, c, state.settings.webhook_timeout_s) for c in claimed))
     await anyio.to_thread.run_sync(record, state.db, state.settings, outcomes, time.time())
     return len(claimed)
 

@@ -43,7 +43,10 @@ def assert_signed(secret: str, request: dict) -> None:
 
 class Receiver:
     """A webhook receiver on a loopback port: down until `start`, then answering each POST with the next of
-    `statuses` (then 204), recording every request (headers, body, the status it got)."""
+    `statuses` (then 204), recording every request (headers, body, the status it got). TRICKLE answers
+    one byte of its header every 0.1 s for 3 s: each read is quick, the answer is not."""
+
+    TRICKLE = 0
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         with socket.socket() as s:  # reserve a port number; nothing listens on it until start()
@@ -66,6 +69,12 @@ class Receiver:
                     receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
                                               "body": body, "path": self.path, "status": status})
                     receiver.changed.notify_all()
+                if status == Receiver.TRICKLE:
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 30:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -389,3 +398,18 @@ def test_replicas_share_the_outbox_and_send_each_delivery_once(database_url, tmp
         ids = [r["headers"]["webhook-id"] for r in receiver.requests]
         assert len(ids) == len(set(ids)) == 8
         assert sorted(json.loads(r["body"])["data"]["job_id"] for r in receiver.requests) == sorted(jobs)
+
+
+def test_an_answer_trickling_in_is_cut_off_at_the_timeout_and_retried(database_url, tmp_path, receiver):
+    receiver.statuses = [Receiver.TRICKLE]
+    receiver.start()
+    with TestClient(create_app(hook_settings(database_url, tmp_path, webhook_timeout_s=0.5))) as client:
+        gw = Gw(client, client.app)
+        auth = tenant_key(gw, "market")
+        endpoint = register(gw, auth, receiver.url, events=["settlement"])
+        job_id = open_job(gw, auth, Agent(gw))
+        client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)
+        done = wait_delivery(gw, auth, endpoint["id"], lambda d: d["state"] == "delivered")
+        first, second = done["history"]
+        assert first["status"] is None and first["error"] == "no answer within 0.5 s" and first["duration_s"] < 2
+        assert second["status"] == 204
