@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fastapi.testclient import TestClient
 from gpuproof.gateway import admin, maintenance
+from gpuproof.gateway import webhooks as hooks
 from gpuproof.gateway.app import create_app
 from gpuproof.gateway.models import SegmentAudit, WebhookAttempt, WebhookDelivery
 from gpuproof.gateway.settings import Settings
@@ -413,3 +414,22 @@ def test_an_answer_trickling_in_is_cut_off_at_the_timeout_and_retried(database_u
         first, second = done["history"]
         assert first["status"] is None and first["error"] == "no answer within 0.5 s" and first["duration_s"] < 2
         assert second["status"] == 204
+
+
+def test_a_delivery_claimed_by_a_process_that_died_is_sent_by_another_after_its_lease(database_url, tmp_path,
+                                                                                       receiver, monkeypatch):
+    monkeypatch.setattr(hooks, "LEASE_SLACK_S", 0.5)  # the lease: the attempt's timeout (0.5 s) plus this
+    receiver.start()
+    settings = hook_settings(database_url, tmp_path, webhook_poll_s=0, webhook_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        gw = Gw(client, client.app)
+        auth = tenant_key(gw, "market")
+        endpoint = register(gw, auth, receiver.url, events=["settlement"])
+        client.post(f"/v1/jobs/{open_job(gw, auth, Agent(gw))}/settlement", headers=auth)
+        claimed_at = time.time()
+        (claimed,) = hooks.claim(gw.app.state.gp.db, settings, claimed_at)  # ... and the claimer dies here
+    with TestClient(create_app(hook_settings(database_url, tmp_path))) as client:
+        (request,) = receiver.wait_for(lambda rs: len(rs) == 1)
+        assert time.time() >= claimed_at + 1.0  # not before the lease ended
+        assert request["headers"]["webhook-id"] == claimed.id
+        assert_signed(endpoint["secret"], request)
