@@ -21,11 +21,12 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems
+from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems, webhooks
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.deps import Limiter, RateLimiter, State, TrustCache
 from gpuproof.gateway.limits import RedisRateLimiter
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
+from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.settings import Settings
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
@@ -167,11 +168,14 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         sys.setswitchinterval(0.001)
         sweeping = (asyncio.create_task(maintenance.run(app.state.gp), name="gpuproof maintenance")
                     if settings.maintenance_interval_s > 0 else None)
+        delivering = (asyncio.create_task(webhooks.run(app.state.gp), name="gpuproof webhooks")
+                      if settings.webhook_poll_s > 0 else None)
         yield
-        if sweeping is not None:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
+        for task in (sweeping, delivering):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         db.dispose()
 
     # /docs (Swagger UI) and /redoc with their scripts and styles served by the gateway itself, from the
@@ -186,6 +190,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router, validators.router):
         app.include_router(router, responses=problems.ERROR_RESPONSES)
+    app.include_router(webhook_routes.router, responses=problems.ERROR_RESPONSES)
     app.include_router(dashboard.router)
 
     app.add_middleware(RequestTiming)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from gpuproof.gateway import translog
+from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.blobs import BlobStore, StoreUnavailable
 from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Job, SegmentAudit
@@ -28,6 +28,7 @@ def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, rea
                "judged_by": "gateway"} | extra
     audit.verdict, audit.outcome, audit.judged_at, audit.state = verdict, outcome, now, "judged"
     translog.append(session, "training-verdict", {"provider_id": audit.provider_id, "verdict": verdict}, now)
+    webhooks.on_segment_verdict(session, audit, now)
     state.trust_cache.drop(audit.provider_id)
 
 

@@ -11,7 +11,9 @@ provider to come back:
   Deleting a nonce cannot let its request be replayed: a request is accepted only within
   +-timestamp_window_s of its signed timestamp, which was within the window of when the nonce was
   stored, so 2 x window after that every replay is refused for its timestamp; NONCE_CLOCK_SLACK_S
-  more covers clock steps and replicas whose clocks differ.
+  more covers clock steps and replicas whose clocks differ;
+- webhook deliveries delivered or failed more than `webhook_retention_s` (30 days) ago are deleted with
+  their attempts (gateway/webhooks.py; pending ones stay).
 
 Each provider's and each job's expiry is its own short write transaction (with the row locks of
 gateway.db.locked), so a sweep never holds SQLite's write lock for long. Replicas may all sweep: the
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import anyio.to_thread
-from gpuproof.gateway import audits, blobs, metrics, service
+from gpuproof.gateway import audits, blobs, metrics, service, webhooks
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
@@ -56,6 +58,7 @@ class Swept:
     probes: int
     partial_uploads: int
     unnamed_blobs: int = 0
+    webhook_deliveries: int = 0
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -89,8 +92,9 @@ def sweep(state: State, now: float) -> Swept:
     with state.db.writer() as session:
         nonces = _deleted(session, delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
         probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
+        hooks = webhooks.prune(session, now - state.settings.webhook_retention_s)
         session.commit()
-    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now))
+    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now), hooks)
     for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
     return swept

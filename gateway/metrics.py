@@ -22,3 +22,5 @@ RATE_LIMIT_FALLBACKS = Counter("gpuproof_rate_limit_fallbacks_total", "Rate-limi
                                "process alone because Redis (GPUPROOF_REDIS_URL) was unreachable", registry=REGISTRY)
 BLOB_QUOTA_REFUSALS = Counter("gpuproof_blob_quota_refusals_total", "Checkpoint uploads refused (507) because "
                               "the upload store was at its quota", registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter("gpuproof_webhook_attempts_total", "Webhook delivery attempts by result: delivered, "
+                           "retry (to be tried again) or failed (out of attempts)", ["result"], registry=REGISTRY)

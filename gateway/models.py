@@ -197,3 +197,58 @@ class RttProbe(Base):
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
     sent_at: Mapped[float] = mapped_column(Float, index=True)  # the sweep deletes by age
     rtt_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """An endpoint a tenant registered for webhooks (gateway/webhooks.py): its URL, the event types it
+    wants and the secret its deliveries are signed with (kept as given: HMAC needs it)."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[Any] = mapped_column(JSON)  # a list of verifier.webhooks.EVENT_TYPES
+    description: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint (the outbox): stored in the transaction that made the event, sent by the
+    delivery loop of any replica. Its id is the `webhook-id` of every attempt and redelivery."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent and signed
+    created_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(12), index=True)  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # all attempts, redeliveries included
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # failed attempts since it was last (re)queued
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)  # pending only
+    last_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the receiver's HTTP status
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One try at sending a delivery: when, the HTTP status (null: no answer) and why it failed."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+
+
+class ProviderTrustStatus(Base):
+    """A provider's trust status as last reported to webhooks, to tell when it changes."""
+
+    __tablename__ = "provider_trust_status"
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[float] = mapped_column(Float)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from gpuproof.verifier import webhooks
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable text only: PostgreSQL cannot store NUL, and logs should not
 Text100 = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)]
@@ -167,3 +168,75 @@ class ReplayResultIn(Strict):
     tau: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
     validator_key: Annotated[Hex64, Field(description="the validator's Ed25519 public key")]
     signature: Hex128
+
+
+WebhookEvent = Literal["verdict", "settlement", "trust"]  # verifier.webhooks.EVENT_TYPES
+
+
+class WebhookEndpointIn(Strict):
+    """An endpoint to register: where to POST and which event types (docs/api.md, "Receive webhooks")."""
+
+    url: Annotated[str, Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH,
+                              description="http or https; no credentials, no fragment")]
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=len(webhooks.EVENT_TYPES))]
+    description: Text100 | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        try:
+            return webhooks.check_url(url)
+        except webhooks.WebhookError as exc:
+            raise ValueError(str(exc).removeprefix("url: ")) from None
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str]) -> list[str]:
+        if len(set(events)) != len(events):
+            raise ValueError("an event type is named twice")
+        return sorted(events)
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: float
+
+
+class WebhookEndpointCreated(WebhookEndpointOut):
+    secret: str = Field(description="whsec_<base64>: verifies the deliveries' signatures; shown only now")
+
+
+class WebhookAttemptOut(BaseModel):
+    at: float
+    status: int | None = Field(description="the receiver's HTTP status; null when it did not answer")
+    error: str | None
+    duration_s: float
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="the webhook-id header of every attempt")
+    endpoint_id: str
+    event_type: str
+    state: str = Field(description="pending, delivered or failed")
+    created_at: float
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: float | None
+
+
+class WebhookDeliveryDetail(WebhookDeliveryOut):
+    payload: dict[str, Any] = Field(description="the body sent, parsed (the exact bytes are what was signed)")
+    history: list[WebhookAttemptOut]
+
+
+class WebhookDeliveryPage(BaseModel):
+    items: list[WebhookDeliveryOut]
+    total: int
+    limit: int
+    offset: int

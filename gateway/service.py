@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from gpuproof.gateway import translog
+from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Job, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
@@ -79,6 +79,7 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
     digest = evidence.transcript_digest(transcript_of(row)) if row.openings is not None else None
     translog.append(session, evidence.VERDICT, evidence.verdict_payload(row.id, row.provider_id, verdict_json,
                                                                         digest), now)
+    webhooks.on_verdict(session, row, now)
 
 
 EXPIRY_GRACE_S = 60.0

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     # an operator's measured profiles: a TOML file in the format of verifier/data/gpu_profiles.toml whose
     # entries are added to the packaged ones (one with a packaged key replaces it); docs/operations.md
     profiles_file: Path | None = None
+    # webhooks (gateway/webhooks.py, docs/api.md): how long one attempt may take; how many attempts a
+    # delivery gets before it is marked failed (a redelivery grants as many again); the backoff between
+    # them (base * 2^(retry-1), capped, with jitter); how often each gateway process looks for due
+    # deliveries (0: this process sends none); how many endpoints one tenant may register
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_poll_s: float = Field(default=1.0, ge=0)
+    webhook_max_endpoints: int = Field(default=10, ge=1, le=1000)
+    # delivered and failed deliveries (and their attempts) older than this are deleted by the maintenance sweep
+    webhook_retention_s: float = Field(default=30 * 86400.0, gt=0)
 
     def schedule(self) -> SchedulePolicy:
         return SchedulePolicy(mean_interval_s=max(self.challenge_interval_s, 1e-6),

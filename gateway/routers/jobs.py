@@ -7,7 +7,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
-from gpuproof.gateway import audits, service, tenancy, translog
+from gpuproof.gateway import audits, service, tenancy, translog, webhooks
 from gpuproof.gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
 from gpuproof.gateway.models import ApiKey, Device, Job, Provider
 from gpuproof.gateway.models import Challenge as ChallengeRow
@@ -153,5 +153,6 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
                                                 "renter_commitment": tenancy.renter_commitment(job),
                                                 "decision": job.decision,
                                                 "reasons": job.reasons, "final": job.final}, now)
+        webhooks.on_settlement(session, job, now)
     session.commit()
     return job_json(job)

@@ -21,7 +21,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from gpuproof.gateway import audits, blobs, metrics, tenancy, translog
+from gpuproof.gateway import audits, blobs, metrics, tenancy, translog, webhooks
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.deps import (
     ReadSessionDep,
@@ -202,6 +202,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                                 "commitments": len(received), "last_hash": received[-1].hash.hex(),
                                                 "flags": flags,
                                                 "segments": [[d.start_step, d.end_step] for d in draws]}, now)
+    webhooks.check_trust(session, job.provider_id, now)
     answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/deps.py)
     session.commit()
     state.trust_cache.drop(job.provider_id)
