@@ -90,12 +90,27 @@ def round_bytes(params: ChallengeParams) -> int:
     return params.m * params.n * 4
 
 
+def table_rounds_needed(params: ChallengeParams, profile: Profile, config: MemoryConfig | None = None) -> int:
+    """R_T: whole rounds of C that make at least `table_fraction` of the claimed memory."""
+    config = config or MemoryConfig()
+    return max(1, math.ceil(config.table_fraction * profile.memory_gib * GIB / round_bytes(params)))
+
+
+def size_for_memory(params: ChallengeParams, profile: Profile, config: MemoryConfig | None = None) -> ChallengeParams:
+    """The challenge with at least R_T rounds: where the compute target gives fewer (h200-nvl: 430 rounds
+    of 256 MiB for a 480-round table), R is raised, and the compute phase's limits follow from the new R."""
+    need = table_rounds_needed(params, profile, config)
+    if params.rounds >= need or profile.arch == "cpu":
+        return params
+    return ChallengeParams(params.seed, params.m, params.n, params.k, need)
+
+
 def plan_memory(params: ChallengeParams, profile: Profile, config: MemoryConfig | None = None) -> MemoryPlan:
     """The memory plan of a challenge on a claimed profile: a table of at least `table_fraction` of the
-    claimed memory (whole rounds, at most all R of them), and lanes enough for `passes` table reads."""
+    claimed memory (whole rounds, at most all R of them: see `size_for_memory`), and lanes enough for
+    `passes` table reads."""
     config = config or MemoryConfig()
-    want = math.ceil(config.table_fraction * profile.memory_gib * GIB / round_bytes(params))
-    table_rounds = max(1, min(params.rounds, want))
+    table_rounds = min(params.rounds, table_rounds_needed(params, profile, config))
     leaves = table_rounds * params.leaves_per_round
     lanes = max(config.opened, math.ceil(config.passes * leaves / config.steps))
     return MemoryPlan(params, table_rounds, lanes, config.steps, config.opened)
