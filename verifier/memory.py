@@ -45,6 +45,17 @@ HOST_LINK_GBS = {"h200": 64, "h200-nvl": 64, "h100-sxm": 64, "h100-nvl": 64, "h1
                  "a100-40gb": 32, "l40s": 32, "l4": 32, "a10": 32, "rtx-6000-ada": 32, "rtx-a6000": 32,
                  "rtx-4090": 32, "rtx-3090": 32, "t4": 16}
 
+# What nvidia-smi reports as total memory (MiB): a card's physical capacity, often below its marketed GB
+# (an L40S sold as 48 GB has 46068 MiB = 45.0 GiB). The cheat model grants a card all of it.
+PHYSICAL_MIB = {"h200": 143771, "h200-nvl": 143771, "h100-sxm": 81559, "h100-nvl": 95830, "h100-pcie": 81559,
+                "a100-80gb": 81920, "a100-40gb": 40960, "l40s": 46068, "l4": 23034, "a10": 23028,
+                "rtx-6000-ada": 49140, "rtx-a6000": 49140, "rtx-4090": 24564, "rtx-3090": 24576, "t4": 15360}
+
+
+def physical_bytes(card: Profile) -> float:
+    """A card's whole memory (nvidia-smi's total), or its profile's memory_gib GiB where not listed."""
+    return PHYSICAL_MIB[card.key] * 2**20 if card.key in PHYSICAL_MIB else card.memory_gib * GIB
+
 
 class MemoryRejected(GpuproofError):
     """An opened lane fails: `reason` is a stable code (docs/protocol.md), the message says what and where."""
@@ -60,7 +71,7 @@ class MemoryRejected(GpuproofError):
 class MemoryConfig:
     """Policy of the memory phase; every default is argued in docs/protocol.md, "Spec v2: memory phase"."""
 
-    table_fraction: float = 0.85
+    table_fraction: float = 0.90
     passes: float = 8.0
     steps: int = 64
     opened: int = 64
@@ -91,9 +102,10 @@ def round_bytes(params: ChallengeParams) -> int:
 
 
 def table_rounds_needed(params: ChallengeParams, profile: Profile, config: MemoryConfig | None = None) -> int:
-    """R_T: whole rounds of C that make at least `table_fraction` of the claimed memory."""
+    """R_T: whole rounds of C that make at least `table_fraction` of the claimed card's memory (its
+    physical total, `physical_bytes`: what a renter of that model gets)."""
     config = config or MemoryConfig()
-    return max(1, math.ceil(config.table_fraction * profile.memory_gib * GIB / round_bytes(params)))
+    return max(1, math.ceil(config.table_fraction * physical_bytes(profile) / round_bytes(params)))
 
 
 def size_for_memory(params: ChallengeParams, profile: Profile, config: MemoryConfig | None = None) -> ChallengeParams:
@@ -282,35 +294,50 @@ class CheatPlan:
     limit: str
 
 
-def best_cheat(plan: MemoryPlan, card: Profile, memory_bytes: float | None = None,
-               int4: bool = False) -> CheatPlan:
-    """The fastest walk the model allows `card` (with `memory_bytes` usable, default all its memory less
-    the working set) over `plan`'s table: every resource at its datasheet peak and all of them at once
-    (HBM, integer pipe for pads, host link, tensor cores for recomputing), so the time is the busiest one.
+def cheat_seconds(plan: MemoryPlan, card: Profile, plain: float, compressed: float = 0.0, host: float = 0.0,
+                  recomputed: float = 0.0, kept: int = 0) -> tuple[float, str]:
+    """(seconds, busiest resource) of a walk by `card` with table leaves split as given (fractions summing to
+    1): every resource at its datasheet peak and all of them at once, so the time is the busiest one's.
 
-    A visit to a leaf costs: plain, 1 KiB of HBM; compressed, rho KiB of HBM and a pad; host, 1 KiB over
-    the host link; recomputed, 2 * 256 * k tensor operations (a leaf is 256 columns of a row: 256 rows of
-    B) and a pad. A compressed leaf may keep some of its pad's 32-byte digests (storage for compressions).
-    Grid search over the fractions (steps of 1/100 and 1/20) and the digests kept (0, 4, 8, ...).
+    A visit to a leaf costs: plain, 1 KiB of HBM; compressed, rho KiB of HBM (rho: C's entropy bound, plus
+    `kept` stored pad digests of 32 bytes) and the pad's other 32 - kept compressions; host, 1 KiB over the
+    host link; recomputed, 2 * 256 * k tensor operations (a leaf is 256 columns of a row: 256 rows of B)
+    and a pad. Tensor work at the int8 peak: INT4 halves of full-range int8 cost twice the products at
+    twice the rate (spec v2), so they buy nothing here.
     """
-    params = plan.params
-    avail = (card.memory_gib * GIB - working_set_bytes(params)) if memory_bytes is None else memory_bytes
-    a = max(0.0, avail / plan.table_bytes)
     visits = plan.lanes * plan.steps
-    rho = compressed_ratio(params.k)
-    hbm = card.bandwidth_gbs * 1e9
+    size = compressed_ratio(plan.params.k) + kept * 32 / CHUNK_BYTES
     pad_s = pad_seconds_per_leaf(card)
-    tensor_rate = card.rate_peak * (0.5 if int4 else 1.0)
-    recompute_s = 2.0 * 256 * params.k / tensor_rate
+    pad_c = pad_s * (1 - kept / memory.PAD_PIECES)
+    loads = {"memory bandwidth": visits * (plain + size * compressed) * CHUNK_BYTES / (card.bandwidth_gbs * 1e9),
+             "pad recomputation": visits * (compressed * pad_c + recomputed * pad_s),
+             "host link": visits * host * CHUNK_BYTES / _host_link(card),
+             "recomputing rows": visits * recomputed * 2.0 * 256 * plan.params.k / card.rate_peak}
+    limit = max(loads, key=loads.__getitem__)
+    return loads[limit], limit
+
+
+def available_fraction(plan: MemoryPlan, card: Profile) -> float:
+    """The share of the table a card can hold: all its physical memory less the working set, over the table."""
+    return max(0.0, (physical_bytes(card) - working_set_bytes(plan.params)) / plan.table_bytes)
+
+
+def best_cheat(plan: MemoryPlan, card: Profile, memory_bytes: float | None = None) -> CheatPlan:
+    """The fastest walk the model allows `card` (with `memory_bytes` usable, default all its memory less
+    the working set) over `plan`'s table, by `cheat_seconds`: a grid search over the fractions stored
+    plainly, compressed (keeping 0, 4, 8, ... pad digests beside each), on the host and recomputed
+    (steps of 1/100 and 1/20).
+    """
+    a = available_fraction(plan, card) if memory_bytes is None else max(0.0, memory_bytes / plan.table_bytes)
     if a >= 1:
-        return CheatPlan(1.0, 0.0, 0.0, 0.0, visits * CHUNK_BYTES / hbm, "memory bandwidth")
+        t, limit = cheat_seconds(plan, card, 1.0)
+        return CheatPlan(1.0, 0.0, 0.0, 0.0, t, limit)
+    rho = compressed_ratio(plan.params.k)
     best: CheatPlan | None = None
-    digest_share = 32 / CHUNK_BYTES  # one stored pad digest: 32 bytes, one compression saved per visit
-    for kept in range(0, memory.PAD_PIECES + 1, 4):  # pad digests kept beside each compressed leaf
-        size = rho + kept * digest_share
+    for kept in range(0, memory.PAD_PIECES + 1, 4):
+        size = rho + kept * 32 / CHUNK_BYTES
         if size >= 1:
             break
-        pad_c = pad_s * (1 - kept / memory.PAD_PIECES)
         for ci in range(101):
             c = ci / 100
             y = min(1.0 - c, a - size * c)
@@ -319,15 +346,9 @@ def best_cheat(plan: MemoryPlan, card: Profile, memory_bytes: float | None = Non
             missing = 1.0 - y - c
             for hi in range(21):
                 host = missing * hi / 20
-                rec = missing - host
-                loads = {"memory bandwidth": visits * (y + size * c) * CHUNK_BYTES / hbm,
-                         "pad recomputation": visits * (c * pad_c + rec * pad_s),
-                         "host link": visits * host * CHUNK_BYTES / _host_link(card),
-                         "recomputing rows": visits * rec * recompute_s}
-                limit = max(loads, key=loads.__getitem__)
-                cand = CheatPlan(y, c, host, rec, loads[limit], limit)
-                if best is None or cand.seconds < best.seconds:
-                    best = cand
+                t, limit = cheat_seconds(plan, card, y, c, host, missing - host, kept)
+                if best is None or t < best.seconds:
+                    best = CheatPlan(y, c, host, missing - host, t, limit)
     assert best is not None
     return best
 
@@ -352,11 +373,11 @@ class SubstituteBound:
     pass_probability: float
 
 
-def substitute_bound(params: ChallengeParams, claimed: Profile, card: Profile, config: MemoryConfig | None = None,
-                     int4: bool = False) -> SubstituteBound:
+def substitute_bound(params: ChallengeParams, claimed: Profile, card: Profile,
+                     config: MemoryConfig | None = None) -> SubstituteBound:
     config = config or MemoryConfig()
     plan = plan_memory(params, claimed, config)
-    cheat = best_cheat(plan, card, int4=int4)
+    cheat = best_cheat(plan, card)
     f, p = pass_probability(cheat.seconds, walk_thresholds(plan, claimed, config), plan.opened, config)
     return SubstituteBound(claimed.key, card.key, cheat, f, p)
 
@@ -367,7 +388,8 @@ def best_substitutes(params: ChallengeParams, claimed: Profile, profiles: Mappin
     substitutes of each kind with the highest pass probability (None when no profiled card is such)."""
     profiles = load_profiles() if profiles is None else profiles
     cards = [p for p in profiles.values() if p.key != claimed.key and p.arch != "cpu"]
-    less_memory = [substitute_bound(params, claimed, p, config) for p in cards if p.memory_gib < claimed.memory_gib]
+    less_memory = [substitute_bound(params, claimed, p, config) for p in cards
+                   if physical_bytes(p) < physical_bytes(claimed)]
     less_bw = [substitute_bound(params, claimed, p, config) for p in cards if p.bandwidth_gbs < claimed.bandwidth_gbs]
 
     def top(bounds: list[SubstituteBound]) -> SubstituteBound | None:
@@ -453,7 +475,7 @@ def memory_finding(plan: MemoryPlan, claimed: Profile, failure: MemoryRejected |
     mem_bound, bw_bound = best_substitutes(plan.params, claimed, profiles, config) if bounds is None else bounds
     timed_ok = walk_class in ("consistent", "faster-than-claimed")
     passed = failure is None and timed_ok
-    claimed_bytes = int(claimed.memory_gib * GIB)
+    claimed_bytes = int(physical_bytes(claimed))
     if failure is not None:
         capacity = "failed"
     elif walk_class == "timeout" or walk_class == "slower-than-claimed":
@@ -467,7 +489,7 @@ def memory_finding(plan: MemoryPlan, claimed: Profile, failure: MemoryRejected |
     reasons.append(f"walk of {plan.walk_bytes / 1e9:.1f} GB took {walk_s:.3f} s ({rate / 1e9:.0f} GB/s); slow limit "
                    f"{limits.slow_s:.3f} s ({plan.walk_bytes / limits.slow_s / 1e9:.0f} GB/s): {walk_class}")
     reasons.append(f"table {plan.table_bytes / GIB:.1f} GiB = {plan.table_bytes / claimed_bytes:.0%} of the claimed "
-                   f"{claimed.memory_gib:g} GiB: {capacity}")
+                   f"{claimed_bytes / GIB:.1f} GiB: {capacity}")
     if mem_bound is not None:
         reasons.append(f"best card with less memory ({mem_bound.card}) passes with probability at most "
                        f"{mem_bound.pass_probability:.2g} (limited by {mem_bound.cheat.limit})")
