@@ -61,23 +61,36 @@ def identity(rng: np.random.Generator) -> list[Check]:
     return checks
 
 
+def _copy_seconds(copy_bytes: int) -> tuple[float, int]:
+    """A plain device-to-device copy of `copy_bytes` (the buffers are freed on return)."""
+    src, dst = cupy.empty(copy_bytes, dtype=cupy.uint8), cupy.empty(copy_bytes, dtype=cupy.uint8)
+
+    def copy() -> None:
+        dst[...] = src
+
+    return _seconds(copy), copy_bytes
+
+
+def _fill_seconds(kern: memory_cuda.MemoryKernels, rng: np.random.Generator, leaves: int) -> float:
+    """table_pad over `leaves` leaves of random C (by default one Hopper-sized round: 262144, 256 MiB)."""
+    c_round = cupy.asarray(rng.integers(0, 2**32, size=leaves * 256, dtype=np.uint32))
+    pk = cupy.asarray(memory_cuda.key_words(rng.bytes(32)))
+
+    def fill() -> None:
+        kern.table_pad(c_round, pk, 1, leaves)
+
+    return _seconds(fill)
+
+
 def timings(rng: np.random.Generator, table_gib: float = 16.0, copy_gib: float = 4.0,
             lane_counts: tuple[int, ...] = (2**16, 2**18, 2**20, 2**22), steps: int = 64,
             fill_leaves: int = 8192 * 8192 // 256) -> dict[str, Any]:
     kern = memory_cuda.MemoryKernels(cupy.cuda.Device().id)
     out: dict[str, Any] = {}
-    copy_bytes = int(copy_gib * 2**30)
-    src, dst = cupy.empty(copy_bytes, dtype=cupy.uint8), cupy.empty(copy_bytes, dtype=cupy.uint8)
-    t_copy = _seconds(lambda d=dst, s=src: d.__setitem__(Ellipsis, s))
+    t_copy, copy_bytes = _copy_seconds(int(copy_gib * 2**30))
     out["copy_gbps"] = copy_bytes / t_copy / 1e9  # bytes copied per second (each read once and written once)
     out["copy_rw_gbps"] = 2 * copy_bytes / t_copy / 1e9
-    del src, dst
-    per_round = fill_leaves  # by default one Hopper-sized round: 262144 leaves, 256 MiB
-    c_round = cupy.asarray(rng.integers(0, 2**32, size=per_round * 256, dtype=np.uint32))
-    pk = cupy.asarray(memory_cuda.key_words(rng.bytes(32)))
-    t_pad = _seconds(lambda c=c_round: kern.table_pad(c, pk, 1, per_round))
-    out["fill_gbps"] = per_round * 1024 / t_pad / 1e9
-    del c_round
+    out["fill_gbps"] = fill_leaves * 1024 / _fill_seconds(kern, rng, fill_leaves) / 1e9
     n_leaves = int(table_gib * 2**30) // 1024
     table = cupy.empty((n_leaves, 256), dtype=cupy.uint32)
     table[...] = 0x5A5A5A5A  # what it holds does not change the walk's speed
@@ -86,8 +99,11 @@ def timings(rng: np.random.Generator, table_gib: float = 16.0, copy_gib: float =
     for lanes in lane_counts:
         states = cupy.zeros((lanes, 4), dtype=cupy.uint32)
         hashes = cupy.zeros((lanes, 8), dtype=cupy.uint32)
-        t = _seconds(lambda lanes=lanes, states=states, hashes=hashes: kern.walk(
-            table, n_leaves, wk, 0, lanes, steps, states, hashes))
+
+        def run(lanes: int = lanes, states: Any = states, hashes: Any = hashes) -> None:
+            kern.walk(table, n_leaves, wk, 0, lanes, steps, states, hashes)
+
+        t = _seconds(run)
         walks[str(lanes)] = lanes * steps * 1024 / t / 1e9
     out["walk_gbps"] = walks
     out["best_walk_gbps"] = max(walks.values())

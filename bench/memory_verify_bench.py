@@ -50,7 +50,7 @@ class SparseTree:
         self.memo: dict[tuple[int, int], bytes] = {}
 
     def _any(self, lo: int, hi: int) -> bool:
-        i = np.searchsorted(self.keys, lo)
+        i = int(np.searchsorted(self.keys, lo))
         return i < len(self.keys) and self.keys[i] < hi
 
     def mth(self, lo: int, hi: int) -> bytes:

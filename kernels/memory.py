@@ -306,7 +306,7 @@ def play_local(plan: MemoryPlan, nonce: bytes | None = None, drawn: Sequence[int
     from gpuproof.kernels.spec import prev_root_of
 
     params = plan.params
-    backend, roots, cs = CpuBackend(), [], []
+    backend, roots, cs = CpuBackend(), list[bytes](), list[np.ndarray]()
     for r in range(params.rounds):
         c = backend.round_c(params, r, prev_root_of(roots, r))
         roots.append(round_tree(c).root)
