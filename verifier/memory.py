@@ -384,18 +384,44 @@ def substitute_bound(params: ChallengeParams, claimed: Profile, card: Profile,
 
 def best_substitutes(params: ChallengeParams, claimed: Profile, profiles: Mapping[str, Profile] | None = None,
                      config: MemoryConfig | None = None) -> tuple[SubstituteBound | None, SubstituteBound | None]:
-    """(best card with less memory than claimed, best card with less bandwidth than claimed): the
-    substitutes of each kind with the highest pass probability (None when no profiled card is such)."""
+    """(best card that cannot hold the table, best card that holds it with less bandwidth than claimed): the
+    substitutes of each kind with the highest pass probability (None when no profiled card is such). The
+    first is the memory-capacity finding's, the second the bandwidth class's."""
     profiles = load_profiles() if profiles is None else profiles
+    plan = plan_memory(params, claimed, config)
     cards = [p for p in profiles.values() if p.key != claimed.key and p.arch != "cpu"]
-    less_memory = [substitute_bound(params, claimed, p, config) for p in cards
-                   if physical_bytes(p) < physical_bytes(claimed)]
-    less_bw = [substitute_bound(params, claimed, p, config) for p in cards if p.bandwidth_gbs < claimed.bandwidth_gbs]
+    short = [substitute_bound(params, claimed, p, config) for p in cards if available_fraction(plan, p) < 1]
+    slower = [substitute_bound(params, claimed, p, config) for p in cards
+              if available_fraction(plan, p) >= 1 and p.bandwidth_gbs < claimed.bandwidth_gbs]
 
     def top(bounds: list[SubstituteBound]) -> SubstituteBound | None:
         return max(bounds, key=lambda b: (b.pass_probability, b.lanes_in_time), default=None)
 
-    return top(less_memory), top(less_bw)
+    return top(short), top(slower)
+
+
+def capacity_threshold(params: ChallengeParams, claimed: Profile, config: MemoryConfig | None = None,
+                       target: float = 1e-6) -> float:
+    """The largest share of the claimed card's memory with which a card otherwise like it (same bandwidth,
+    integer rate and host link: the claimed card with memory lent elsewhere, or a smaller sibling) passes
+    with probability at most `target` by the model: every card with less memory than that is caught at
+    least that surely. Bisection over the memory."""
+    config = config or MemoryConfig()
+    plan = plan_memory(params, claimed, config)
+    limits = walk_thresholds(plan, claimed, config)
+    full = physical_bytes(claimed)
+
+    def p_pass(share: float) -> float:
+        cheat = best_cheat(plan, claimed, memory_bytes=share * full - working_set_bytes(params))
+        return pass_probability(cheat.seconds, limits, plan.opened, config)[1]
+
+    lo, hi = 0.0, 1.0
+    if p_pass(hi) <= target:
+        return 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p_pass(mid) <= target else (lo, mid)
+    return lo
 
 
 def honest_extra_seconds(plan: MemoryPlan, profile: Profile) -> tuple[float, float]:
@@ -514,3 +540,20 @@ def judge_memory(plan: MemoryPlan, claimed: Profile, roots: Sequence[bytes], non
         failure = exc
     return memory_finding(plan, claimed, failure, walk_s, config, profiles)
 
+
+
+def verified_class_v2(claimed: Profile, compute_class: Profile | None, finding: MemoryFinding) -> Profile | None:
+    """The class a spec v2 challenge proves, from all three findings: the compute class (what
+    `verifier.hardware.verified_class` gives for the compute phase), the memory-capacity finding and the
+    bandwidth class. It is the claimed profile only when the compute phase verified it (or better, by
+    `at_or_above`), the lanes checked and the walk showed the table held at the claimed class's memory
+    speed; otherwise nothing. Settlement's "at or above the paid class" then compares this profile's int8
+    rate, memory and bandwidth (`verifier.hardware.at_or_above`), as it does today; the gateway does not
+    carry memory findings in its verdicts yet (docs/protocol.md, "Spec v2: memory phase")."""
+    from gpuproof.verifier.hardware import at_or_above
+
+    if compute_class is None or not at_or_above(compute_class, claimed):
+        return None
+    if not finding.passed or finding.capacity != "holds-table":
+        return None
+    return claimed

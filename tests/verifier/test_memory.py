@@ -179,3 +179,14 @@ def test_attack_suite_reduced(monkeypatch):
     for name in ("H100 SXM as H200", "A100 40GB as A100 80GB", "RTX 4090 as A100 80GB", "INT4 A100 as H100 SXM",
                  "partial table in host memory (10%)", "compressed table", "lanes skipped (20%)"):
         assert rows[name].passed == 0, name
+
+
+def test_verified_class_needs_all_three_findings(play):
+    h200, h100 = PROFILES["h200"], PROFILES["h100-sxm"]
+    limits = vm.walk_thresholds(play.plan, h200)
+    good = vm.memory_finding(play.plan, h200, None, limits.expected_s)
+    slow = vm.memory_finding(play.plan, h200, None, limits.slow_s * 2)
+    assert vm.verified_class_v2(h200, h200, good) == h200
+    assert vm.verified_class_v2(h200, h200, slow) is None  # the table was not shown at memory speed
+    assert vm.verified_class_v2(h200, h100, good) is None  # compute proved less than claimed
+    assert vm.verified_class_v2(h200, None, good) is None
