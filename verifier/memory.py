@@ -488,6 +488,8 @@ def memory_finding(plan: MemoryPlan, claimed: Profile, failure: MemoryRejected |
     """The memory finding from the lane checks' outcome and the measured walk time (nonce sent to walk root
     received, RTT allowance taken off). `bounds` (from `best_substitutes`) may be passed to save work."""
     config = config or MemoryConfig()
+    if isinstance(walk_s, bool) or not isinstance(walk_s, int | float) or not math.isfinite(walk_s):
+        raise InvalidParameter("walk_s", f"must be a finite number of seconds, got {walk_s!r}")
     limits = walk_thresholds(plan, claimed, config)
     if walk_s > limits.deadline_s:
         walk_class = "timeout"

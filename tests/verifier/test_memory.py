@@ -14,6 +14,8 @@ from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import memory as vm
 from gpuproof.verifier.profiles import load_profiles
 from gpuproof.verifier.timing import TimingConfig, size_challenge
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 PROFILES = load_profiles()
 GPUS = [k for k, p in PROFILES.items() if p.arch != "cpu"]
@@ -190,3 +192,43 @@ def test_verified_class_needs_all_three_findings(play):
     assert vm.verified_class_v2(h200, h200, slow) is None  # the table was not shown at memory speed
     assert vm.verified_class_v2(h200, h100, good) is None  # compute proved less than claimed
     assert vm.verified_class_v2(h200, None, good) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_changed_byte_of_an_opening_is_rejected(play, data):
+    """Flip one bit anywhere in one opened lane (state, walk path, a leaf, a leaf's path): rejected."""
+    i = data.draw(st.integers(0, len(play.openings) - 1))
+    o = play.openings[i]
+    part = data.draw(st.sampled_from(["state", "path", "leaves", "leaf_paths"]))
+    bit = data.draw(st.integers(0, 7))
+    if part == "state":
+        pos = data.draw(st.integers(0, 15))
+        changed = dataclasses.replace(o, state=_flip(o.state, pos, bit))
+    elif part == "path":
+        j, pos = data.draw(st.integers(0, len(o.path) - 1)), data.draw(st.integers(0, 31))
+        changed = dataclasses.replace(o, path=o.path[:j] + (_flip(o.path[j], pos, bit),) + o.path[j + 1:])
+    elif part == "leaves":
+        j, pos = data.draw(st.integers(0, len(o.leaves) - 1)), data.draw(st.integers(0, 1023))
+        changed = dataclasses.replace(o, leaves=o.leaves[:j] + (_flip(o.leaves[j], pos, bit),) + o.leaves[j + 1:])
+    else:
+        j = data.draw(st.integers(0, len(o.leaf_paths) - 1))
+        k, pos = data.draw(st.integers(0, len(o.leaf_paths[j]) - 1)), data.draw(st.integers(0, 31))
+        path = o.leaf_paths[j][:k] + (_flip(o.leaf_paths[j][k], pos, bit),) + o.leaf_paths[j][k + 1:]
+        changed = dataclasses.replace(o, leaf_paths=o.leaf_paths[:j] + (path,) + o.leaf_paths[j + 1:])
+    openings = [changed if (n == i or play.drawn[n] == o.lane) else x for n, x in enumerate(play.openings)]
+    assert rejected(play, openings=openings).reason in ("bad-lane-path", "bad-leaf-path", "wrong-state")
+
+
+def _flip(raw: bytes, pos: int, bit: int) -> bytes:
+    out = bytearray(raw)
+    out[pos] ^= 1 << bit
+    return bytes(out)
+
+
+def test_walk_time_must_be_a_number(play):
+    from gpuproof.kernels.errors import InvalidParameter
+
+    for bad in (float("nan"), float("inf"), "1.0", True):
+        with pytest.raises(InvalidParameter):
+            vm.memory_finding(play.plan, PROFILES["h200"], None, bad)  # type: ignore[arg-type]
