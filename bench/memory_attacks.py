@@ -209,9 +209,10 @@ def print_bounds(band: tuple[float, float] | None) -> None:
     profiles = with_band(load_profiles(), band)
     config, tconfig = vm.MemoryConfig(), TimingConfig()
     print("| claimed | R (R_T) | table GiB (of claim) | walk GB | walk slow limit s (GB/s) | honest fill s | "
-          "honest walk s | extra, % of 2 s | best card with less memory: P(pass) (limit) | "
-          "best card with less bandwidth: P(pass) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "honest walk s | extra, % of 2 s | caught (P <= 1e-6) below this share of the memory | "
+          "best card that cannot hold the table: P(pass) (its limit) | best card that holds it with less bandwidth: "
+          "P(pass) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key in ["h200", "h200-nvl", "h100-sxm", "h100-nvl", "h100-pcie", "a100-80gb", "a100-40gb", "l40s",
                 "rtx-6000-ada", "rtx-4090", "rtx-3090", "l4", "t4"]:
         p = profiles[key]
@@ -225,7 +226,7 @@ def print_bounds(band: tuple[float, float] | None) -> None:
         print(f"| {key} | {params.rounds} ({plan.table_rounds}) | {plan.table_bytes / vm.GIB:.1f} "
               f"({plan.table_bytes / vm.physical_bytes(p):.0%}) | {plan.walk_bytes / 1e9:.0f} | {lim.slow_s:.3f} "
               f"({plan.walk_bytes / lim.slow_s / 1e9:.0f}) | {fill:.3f} | {walk:.3f} | {(fill + walk) / 2:.0%} | "
-              f"{mem_s} | {bw_s} |")
+              f"{vm.capacity_threshold(params, p, config):.0%} | {mem_s} | {bw_s} |")
 
 
 def main() -> int:
