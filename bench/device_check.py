@@ -8,7 +8,9 @@ One script, no arguments, NumPy + CuPy only. Run on a GPU machine from the repos
 It runs the identity checks first (kernels/cuda_identity.py), then times with CUDA events (warm-up,
 median of repeats, fresh random data) at m = n = 8192 with k = 8192 and k = 32768: raw cuBLAS gemmEx
 int8 TOPS, nibble generation GB/s, leaf hashing GB/s, tree build, a full round, and the full round as a
-fraction of raw gemmEx, for the sequential launch plan and the pipelined one (2 to 16 row pieces).
+fraction of raw gemmEx, for the sequential launch plan and the pipelined one (2 to 16 row pieces); and the
+spec v2 memory phase (bench/memory_device.py): its kernels' identity, walk GB/s against a plain
+device-to-device copy, and the table fill.
 It prints a table last and writes device_check.json to $OUT when that is set.
 Exit status: 0 when every identity check passed, 1 otherwise.
 """
@@ -186,6 +188,22 @@ def main() -> int:
         traceback.print_exc()
         checkpoint = {"error": f"{type(exc).__name__}: {exc}"}
 
+    # spec v2 memory phase (bench/memory_device.py): identity first, then walk, copy and table fill
+    memory_phase: dict[str, Any] = {}
+    try:
+        import memory_device
+
+        mem_checks = memory_device.identity(rng)
+        for c in mem_checks:
+            print(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}" + ("" if c.ok else f": {c.detail}"), flush=True)
+        checks += mem_checks
+        failed = [c for c in checks if not c.ok]
+        memory_phase = memory_device.timings(rng)
+        print(f"v2 memory: {json.dumps(memory_phase)}", flush=True)
+    except Exception as exc:
+        traceback.print_exc()
+        memory_phase = {"error": f"{type(exc).__name__}: {exc}"}
+
     rows: list[dict[str, Any]] = []
     for m, n, k in [(8192, 8192, 8192), (8192, 8192, 32768)]:
         try:
@@ -196,7 +214,7 @@ def main() -> int:
         print(f"timed m=n={m} k={k} ({time.perf_counter() - started:.1f} s)", flush=True)
 
     result = {"info": info, "identity": [c.__dict__ for c in checks], "timings": rows, "checkpoint": checkpoint,
-              "seconds": time.perf_counter() - started}
+              "memory_phase": memory_phase, "seconds": time.perf_counter() - started}
     out = os.environ.get("OUT")
     if out:
         Path(out, "device_check.json").write_text(json.dumps(result, indent=1))
@@ -226,6 +244,11 @@ def main() -> int:
                           f"{r['best_pieces']}: {r['run_best_round_s'] * 1e3:.3f}, {r['run_best_fraction']:.1%}"]))
     if "gbps" in checkpoint:
         print(f"checkpoint commit (1 GiB, 4 float32 tensors, host-timed, median of 5): {checkpoint['gbps']:.0f} GB/s")
+    if "best_walk_gbps" in memory_phase:
+        print(f"v2 memory walk: {memory_phase['best_walk_gbps']:.0f} GB/s of leaves read (by lanes: "
+              f"{', '.join(f'{k}: {v:.0f}' for k, v in memory_phase['walk_gbps'].items())}); device-to-device copy "
+              f"{memory_phase['copy_gbps']:.0f} GB/s copied ({memory_phase['copy_rw_gbps']:.0f} read+write); walk/copy "
+              f"{memory_phase['walk_vs_copy_read']:.0%}; table fill {memory_phase['fill_gbps']:.0f} GB/s")
     print(f"total {time.perf_counter() - started:.1f} s")
     return 0 if not failed else 1
 

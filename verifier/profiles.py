@@ -36,14 +36,35 @@ class Profile:
     measured: bool
     arch: str
     aliases: tuple[str, ...] = ()
+    walk_eff_low: float = 0.45
+    walk_eff_high: float = 0.95
 
     def __post_init__(self) -> None:
-        for field in ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low", "eff_high"):
+        for field in ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low", "eff_high", "walk_eff_low",
+                      "walk_eff_high"):
             value = getattr(self, field)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise InvalidParameter(f"profile {self.key}.{field}", f"must be a positive number, got {value!r}")
         if self.eff_low > self.eff_high:
             raise InvalidParameter(f"profile {self.key}", f"eff_low {self.eff_low} > eff_high {self.eff_high}")
+        if self.walk_eff_low > self.walk_eff_high:
+            raise InvalidParameter(f"profile {self.key}",
+                                   f"walk_eff_low {self.walk_eff_low} > walk_eff_high {self.walk_eff_high}")
+
+    @property
+    def bandwidth_low(self) -> float:
+        """Slowest honest memory-walk rate, bytes/s (spec v2 memory phase, verifier/memory.py)."""
+        return self.bandwidth_gbs * 1e9 * self.walk_eff_low
+
+    @property
+    def bandwidth_high(self) -> float:
+        """Fastest honest memory-walk rate, bytes/s."""
+        return self.bandwidth_gbs * 1e9 * self.walk_eff_high
+
+    @property
+    def bandwidth_typical(self) -> float:
+        """Geometric middle of the walk band, bytes/s."""
+        return math.sqrt(self.bandwidth_low * self.bandwidth_high)
 
     @property
     def rate_low(self) -> float:
@@ -82,7 +103,8 @@ class Profile:
 # Sized like a small datacenter card (T4 class), with a band so wide that nothing is slower or faster
 # than "claimed": an unprofiled device makes no claim that timing could contradict.
 UNPROFILED = Profile(key=UNPROFILED_KEY, name="unprofiled device", int8_tops=100.0, memory_gib=8.0,
-                     bandwidth_gbs=200.0, eff_low=1e-6, eff_high=1e6, measured=False, arch="unknown")
+                     bandwidth_gbs=200.0, eff_low=1e-6, eff_high=1e6, measured=False, arch="unknown",
+                     walk_eff_low=1e-6, walk_eff_high=1e6)
 
 
 def _normalise(model: str) -> str:
@@ -90,7 +112,8 @@ def _normalise(model: str) -> str:
 
 
 _NUMBERS = ("int8_tops", "memory_gib", "bandwidth_gbs", "eff_low", "eff_high")
-_FIELDS = {"name", "aliases", "measured", "arch", *_NUMBERS}
+_OPTIONAL_NUMBERS = ("walk_eff_low", "walk_eff_high")  # the memory walk's band; Profile's defaults if absent
+_FIELDS = {"name", "aliases", "measured", "arch", *_NUMBERS, *_OPTIONAL_NUMBERS}
 
 
 def _profile(key: str, entry: object) -> Profile:
@@ -101,9 +124,10 @@ def _profile(key: str, entry: object) -> Profile:
         raise InvalidParameter(f"profile {key!r}", "expected a key other than 'unprofiled'")
     if unknown := sorted(set(entry) - _FIELDS):
         raise InvalidParameter(f"profile {key}", f"unknown fields {unknown}; expected some of {sorted(_FIELDS)}")
-    if missing := sorted(_FIELDS - {"aliases"} - set(entry)):
+    if missing := sorted(_FIELDS - {"aliases", *_OPTIONAL_NUMBERS} - set(entry)):
         raise InvalidParameter(f"profile {key}", f"missing fields {missing}")
-    for field in _NUMBERS:  # a bool is an int to Python, and a string would pass float(); neither is a rate
+    # a bool is an int to Python, and a string would pass float(); neither is a rate
+    for field in (*_NUMBERS, *(f for f in _OPTIONAL_NUMBERS if f in entry)):
         if isinstance(entry[field], bool) or not isinstance(entry[field], int | float):
             raise InvalidParameter(f"profile {key}.{field}", f"must be a positive number, got {entry[field]!r}")
     for field in ("name", "arch"):
@@ -115,7 +139,8 @@ def _profile(key: str, entry: object) -> Profile:
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
         raise InvalidParameter(f"profile {key}.aliases", f"must be a list of non-empty strings, got {aliases!r}")
     return Profile(key=key, name=entry["name"], aliases=tuple(aliases), measured=entry["measured"],
-                   arch=entry["arch"], **{field: float(entry[field]) for field in _NUMBERS})
+                   arch=entry["arch"], **{field: float(entry[field]) for field in _NUMBERS},
+                   **{field: float(entry[field]) for field in _OPTIONAL_NUMBERS if field in entry})
 
 
 def _parse(text: str) -> dict[str, Profile]:
