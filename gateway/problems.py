@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.verifier import lifecycle
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +37,32 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                          (429, "Too many requests"),
                          (500, "Internal error"), (503, "Not ready")]
 }
+
+
+# The one table from the protocol's refusals (verifier/lifecycle.py) to their status and title: a handler
+# raises the rule's typed error, never an HTTP error of its own for a protocol decision. A subclass without
+# an entry of its own takes its nearest base's.
+LIFECYCLE_PROBLEMS: dict[type[lifecycle.LifecycleError], tuple[int, str]] = {
+    lifecycle.DeadlinePassed: (409, "Deadline passed"),
+    lifecycle.AlreadyJudged: (409, "Already judged"),
+    lifecycle.AlreadyCommitted: (409, "Already committed"),
+    lifecycle.NotCommitted: (409, "Not committed"),
+    lifecycle.WrongState: (409, "Wrong state"),
+    lifecycle.AlreadyEchoed: (409, "Already echoed"),
+    lifecycle.ProbeExpired: (409, "Probe expired"),
+    lifecycle.RunClosed: (409, "Run closed"),
+    lifecycle.TooManyCommitments: (409, "Too many commitments"),
+    lifecycle.TooFewCommitments: (409, "Too few commitments"),
+    lifecycle.LifecycleError: (409, "Conflict"),
+}
+
+
+def lifecycle_problem(exc: lifecycle.LifecycleError) -> tuple[int, str]:
+    """The status and title of a lifecycle refusal (LIFECYCLE_PROBLEMS, by the nearest class listed)."""
+    for cls in type(exc).__mro__:
+        if cls in LIFECYCLE_PROBLEMS:
+            return LIFECYCLE_PROBLEMS[cls]
+    raise AssertionError(f"{type(exc).__name__} is no LifecycleError")  # unreachable: the base is listed
 
 
 class Problem(Exception):
@@ -74,6 +101,11 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Body too large"}.get(exc.status_code, "Error")
         return problem_response(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(lifecycle.LifecycleError)
+    async def _lifecycle(request: Request, exc: lifecycle.LifecycleError) -> JSONResponse:
+        status, title = lifecycle_problem(exc)
+        return problem_response(status, title, exc.detail, request.url.path)
 
     @app.exception_handler(InvalidParameter)
     async def _invalid(request: Request, exc: InvalidParameter) -> JSONResponse:

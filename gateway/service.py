@@ -1,8 +1,11 @@
-"""Adapters between stored rows and verifier objects; no protocol logic of its own."""
+"""Adapters between stored rows and verifier objects, and the queries that feed the protocol's rules.
+
+The rules themselves (a challenge's states, deadline and grace, the round-trip allowance, which class a
+device verified) are in verifier/ (lifecycle.py, hardware.py); here rows are read and locked, handed to
+them as plain data, and what they return is stored.
+"""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 from gpuproof.gateway import translog, webhooks
@@ -10,9 +13,10 @@ from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Job, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.spec import ChallengeParams
-from gpuproof.verifier import evidence, transcript
+from gpuproof.verifier import evidence, hardware, lifecycle, transcript
+from gpuproof.verifier.lifecycle import EXPIRY_GRACE_S, RTT_HISTORY_S, RTT_SAMPLES, ChallengeState
 from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
-from gpuproof.verifier.schedule import SchedulePolicy, missed_start
+from gpuproof.verifier.schedule import SchedulePolicy
 from gpuproof.verifier.timing import Thresholds
 from gpuproof.verifier.trust import TrustScore, VerdictRecord, failure_detail, score
 from sqlalchemy import select
@@ -24,6 +28,14 @@ def challenge_of(row: ChallengeRow) -> Challenge:
                      device_model=row.device_model, profile=row.profile, issued_at=row.issued_at,
                      thresholds=Thresholds(row.expected_s, row.fast_s, row.slow_s, row.deadline_s),
                      spot_checks=row.spot_checks)
+
+
+def state_of(row: ChallengeRow) -> ChallengeState:
+    """The lifecycle's view of a stored challenge (verifier/lifecycle.py)."""
+    return ChallengeState(challenge_id=row.id, state=row.state, issued_at=row.issued_at, deadline_s=row.deadline_s,
+                          delivered_at=row.delivered_at, committed=row.roots is not None,
+                          commit_digest=row.commit_digest, requested=row.pairs is not None,
+                          openings_digest=row.openings_digest, judged_at=row.judged_at)
 
 
 def commitment_of(row: ChallengeRow) -> Commitment:
@@ -69,49 +81,40 @@ def log_opening_request(session: Session, row: ChallengeRow, now: float) -> None
                     evidence.request_payload(row.id, row.provider_id, row.pairs, row.x), now)
 
 
-def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now: float) -> None:
-    """Store a verdict and append it to the log, in the caller's transaction: with the hash of the
-    transcript when the verdict was reached on openings (set `row.openings` first), else with null."""
+def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now: float,
+                   openings_digest: str | None = None) -> None:
+    """Store a verdict (the lifecycle's judge step) and append it to the log, in the caller's transaction:
+    with the hash of the transcript when the verdict was reached on openings (`openings_digest`; set
+    `row.openings` first), else with null."""
+    judged = lifecycle.judge(state_of(row), now, openings_digest)
     row.verdict = verdict_json
     row.outcome = verdict_json["outcome"]
-    row.judged_at = now
-    row.state = "judged"
+    row.judged_at, row.state, row.openings_digest = judged.judged_at, judged.state, judged.openings_digest
     digest = evidence.transcript_digest(transcript_of(row)) if row.openings is not None else None
     translog.append(session, evidence.VERDICT, evidence.verdict_payload(row.id, row.provider_id, verdict_json,
                                                                         digest), now)
     webhooks.on_verdict(session, row, now)
 
 
-EXPIRY_GRACE_S = 60.0
-
-
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float,
                    asking_device: int | None = None, schedule: SchedulePolicy | None = None,
                    grace_s: float = EXPIRY_GRACE_S) -> int:
-    """Judge every open challenge of a provider whose deadline passed: a timeout verdict, on the record.
-
-    Only `grace_s` (EXPIRY_GRACE_S, GPUPROOF_EXPIRY_GRACE_S) after the deadline:
-    a commitment or openings that arrived in time are judged by
-    their arrival time, and may still be waiting for a worker thread or under verification (another
-    device's poll, a settlement or the sweep must not judge them a timeout meanwhile). The exception is
-    `asking_device` (a Device id): a device asking for its next challenge has given up on its own
-    overdue one, which is judged at once, so that it gets a new challenge instead of the dead one.
-    With `schedule`, a challenge its device has not picked up within the start window is missed (a
-    timeout) at once: nothing of it can be in flight.
-    """
+    """Judge every open challenge of a provider that the lifecycle says has expired (lifecycle.expiry: the
+    deadline and its grace, the asking device's own at its deadline, a missed start): a timeout verdict,
+    on the record. The rows are locked (gateway.db.locked), so each is judged once. `asking_device`: the
+    Device id that asks for its next challenge."""
     rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
-                                                      ChallengeRow.state.in_(("issued", "committed")))
+                                                      ChallengeRow.state.in_(lifecycle.OPEN_STATES))
                            .order_by(ChallengeRow.id).with_for_update()  # gateway.db.locked: judged once
                            .execution_options(populate_existing=True)).scalars()
     expired = 0
     for row in rows:
-        grace = 0.0 if row.device_id == asking_device else grace_s
-        missed = schedule is not None and missed_start(row.issued_at, row.delivered_at, now, schedule)
-        if not missed and now - row.issued_at <= row.deadline_s + grace:
+        due = lifecycle.expiry(state_of(row), now, grace_s=grace_s, asking=row.device_id == asking_device,
+                               policy=schedule)
+        if due is None:
             continue
-        verdict = verifier.timeout(challenge_of(row), now, committed=row.state == "committed",
-                                   requested=row.pairs is not None,
-                                   start_window_s=schedule.start_window_s if missed and schedule else None)
+        verdict = verifier.timeout(challenge_of(row), now, committed=due.committed, requested=due.requested,
+                                   start_window_s=due.start_window_s)
         record_verdict(session, row, verdict.to_json(), now)
         expired += 1
     return expired
@@ -119,10 +122,10 @@ def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: 
 
 def open_challenges(session: Session, provider_id: str) -> list[tuple[str, float]]:
     """The provider's challenges awaiting an answer: (id, deadline as a unix time)."""
-    rows = session.execute(select(ChallengeRow.id, ChallengeRow.issued_at, ChallengeRow.deadline_s)
-                           .where(ChallengeRow.provider_id == provider_id,
-                                  ChallengeRow.state.in_(("issued", "committed"))).order_by(ChallengeRow.id)).all()
-    return [(cid, issued_at + deadline_s) for cid, issued_at, deadline_s in rows]
+    rows = session.execute(select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
+                                                      ChallengeRow.state.in_(lifecycle.OPEN_STATES))
+                           .order_by(ChallengeRow.id)).scalars()
+    return [(row.id, state_of(row).deadline_at) for row in rows]
 
 
 def record_of(challenge_id: str, at: float, v: dict, round_at: float | None = None) -> VerdictRecord:
@@ -165,35 +168,22 @@ def trust_json(t: TrustScore) -> dict:
             "last_verified_at": t.last_verified_at, "status": t.status, "reasons": list(t.reasons)}
 
 
-VERIFIED_WINDOW_S = 28 * 86400  # passes older than this no longer verify a device's class
+VERIFIED_WINDOW_S = hardware.VERIFIED_WINDOW_S
 
 
 def verified_classes(session: Session, provider_id: str, now: float,
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
-    """Per device: the profile its recent passed challenges' measured rates matched most often."""
-    rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.verdict)
+    """Per device: the class its recent passes verified (verifier.hardware.verified_classes)."""
+    rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.judged_at, ChallengeRow.verdict)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == "pass",
                                   ChallengeRow.judged_at > now - window_s)).all()
-    counts: dict[int, Counter] = {}
-    for device_id, verdict in rows:
-        if verdict.get("best_match"):
-            counts.setdefault(device_id, Counter())[verdict["best_match"]] += 1
-    return {d: c.most_common(1)[0][0] for d, c in counts.items()}
-
-
-RTT_SAMPLES = 5
-RTT_HISTORY_S = 3600.0  # round trips older than this are not used (and the maintenance sweep deletes them)
+    return hardware.verified_classes(((d, at, v.get("best_match", "")) for d, at, v in rows), now, window_s)
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:
-    """The minimum of the provider's last few measured round trips in the past hour (0 if none).
-
-    A provider can only make a round trip look slower (by echoing late), never faster, so the minimum is
-    the honest estimate; the verifier caps it (TimingConfig.max_rtt_allowance_s) and counts the cap in
-    the cheating bound.
-    """
-    rows = session.execute(select(RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
-                                                        RttProbe.rtt_s.is_not(None),
-                                                        RttProbe.sent_at > now - RTT_HISTORY_S)
-                           .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).scalars().all()
-    return min((r for r in rows if r is not None), default=0.0)
+    """The provider's round-trip allowance (verifier.lifecycle.rtt_allowance) from its recent probes."""
+    rows = session.execute(select(RttProbe.sent_at, RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
+                                                                          RttProbe.rtt_s.is_not(None),
+                                                                          RttProbe.sent_at > now - RTT_HISTORY_S)
+                           .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).all()
+    return lifecycle.rtt_allowance([(at, rtt) for at, rtt in rows], now)

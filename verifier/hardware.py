@@ -10,7 +10,8 @@ Pure: plain records in, reasons out; the gateway loads the rows and stores the d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuproof.kernels.errors import InvalidParameter
@@ -122,3 +123,28 @@ def judge_devices(devices: Sequence[DeviceEvidence], paid_class: str, profiles: 
         else:
             proven.append(f"{name}: {counted} passes at {paid.key} or above")
     return HardwareFindings(tuple(refund), tuple(hold), tuple(proven))
+
+
+def findings(devices: Sequence[DeviceEvidence], paid_class: str, profiles: Mapping[str, Profile],
+             policy: HardwarePolicy | None = None) -> HardwareFindings:
+    """The hardware part of a job's settlement (`judge_devices`); a job whose paid class is no known profile
+    (none recorded, or one since removed from the profiles file) can have no hardware proven: it holds."""
+    if paid_class not in profiles:
+        return HardwareFindings((), (f"the job names no known paid class ({paid_class or 'none'}): no hardware "
+                                     "can be proven for it",), ())
+    return judge_devices(devices, paid_class, profiles, policy)
+
+
+VERIFIED_WINDOW_S = 28 * 86400  # passes older than this no longer verify a device's class
+
+
+def verified_classes(passes: Iterable[tuple[int, float, str]], now: float,
+                     window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
+    """Per device, the profile its recent passes' measured rates matched most often (the class shown as
+    verified in listings): `passes` are (device, judged_at, best_match) of passed challenges; those judged
+    `window_s` or longer before `now`, and those that matched no profile, do not count."""
+    counts: dict[int, Counter[str]] = {}
+    for device, judged_at, match in passes:
+        if match and judged_at > now - window_s:
+            counts.setdefault(device, Counter())[match] += 1
+    return {d: c.most_common(1)[0][0] for d, c in counts.items()}

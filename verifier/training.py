@@ -8,6 +8,8 @@ gateway and the tests share, so that the 200-run honesty check exercises the cod
   end of the run, are flagged (a flag fails the job's training evidence).
 - `draw_audits`: after the provider closes the run, q segments (t -> t+k) and c chunks at each segment's
   end are drawn with the operating system's CSPRNG: nothing the provider committed could predict them.
+- `admit` and `close_run`: the run's lifecycle (a commitment is accepted while the run is open, once per
+  step; closing checks the arrival times and draws the audits, with their deadline).
 - `check_openings`: batches and opened chunks checked on arrival, against the end commitment.
 """
 
@@ -17,10 +19,11 @@ import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gpuproof.kernels.errors import InvalidParameter, ProofError
 from gpuproof.verifier import checkpoints
+from gpuproof.verifier.lifecycle import AlreadyCommitted, RunClosed, TooFewCommitments, TooManyCommitments
 
 ZERO = checkpoints.ZERO
 MODES = ("exact", "tolerance")
@@ -187,6 +190,51 @@ def draw_audits(received: Sequence[Received], policy: TrainingPolicy,
                 at -= e.chunks
         out.append(AuditDraw(received[j].step, end.step, tuple(sorted(chosen))))
     return out
+
+
+def admit(job_id: str, step: int, hash_: bytes, stored_hash: bytes | None, closed_at: float | None,
+          count: int, policy: TrainingPolicy) -> Literal["store", "replay"]:
+    """Whether a checkpoint commitment for `step` (chain hash `hash_`) is a new one to `store` (after
+    `check_next`) or a retry to `replay` (`stored_hash`: the step's commitment on record, if any).
+
+    Other content for a stored step is AlreadyCommitted; none is accepted once the run is closed
+    (`closed_at` not None: RunClosed) or when the job has `count` >= policy.max_commitments already
+    (TooManyCommitments). A retry of a stored one is answered even after the close.
+    """
+    if stored_hash is not None:
+        if not hmac.compare_digest(stored_hash, hash_):
+            raise AlreadyCommitted(f"step {step} of job {job_id} has another commitment")
+        return "replay"
+    if closed_at is not None:
+        raise RunClosed(f"job {job_id}'s run was closed at {closed_at}; no more commitments")
+    if count >= policy.max_commitments:
+        raise TooManyCommitments(f"the policy allows {policy.max_commitments} per job")
+    return "store"
+
+
+@dataclass(frozen=True)
+class ClosedRun:
+    """A run closed at `closed_at`: its timing flags, the audits drawn, and their deadline (a clock value)."""
+
+    flags: tuple[str, ...]
+    audits: tuple[AuditDraw, ...]
+    closed_at: float
+    deadline_at: float
+
+
+def close_run(job_id: str, received: Sequence[Received], policy: TrainingPolicy, device_tops: Sequence[float],
+              now: float, rng: secrets.SystemRandom | None = None) -> ClosedRun:
+    """Close a run at `now`, after every commitment is stored: the arrival times are checked against the
+    fastest card the provider claims (`device_tops`: their dense int8 peaks; a provider's job may run on
+    any of its devices, so the floor is the fastest one's), then the audits are drawn (`draw_audits`), each
+    due policy.audit_deadline_s after the close. A run needs step 0 and one more (TooFewCommitments)."""
+    if len(received) < 2:
+        raise TooFewCommitments(f"job {job_id} has {len(received)} commitments; a run needs step 0 and at "
+                                "least one more")
+    tops = max(device_tops, default=None)
+    flags = timing_flags(received, policy.step_floor_s(tops), policy.arrival_slack_s)
+    draws = draw_audits(received, policy, rng)
+    return ClosedRun(tuple(flags), tuple(draws), float(now), float(now) + policy.audit_deadline_s)
 
 
 class SegmentFailure(ProofError):

@@ -1,10 +1,13 @@
-"""Challenges: next (signed), commitment (signed), openings (signed), transcript (public)."""
+"""Challenges over HTTP: next (signed), commitment (signed), openings (signed), transcript (public).
+
+The lifecycle's rules (states, deadline, retries, expiry, when a round is due) are verifier/lifecycle.py's;
+here rows are loaded and locked, the rules called, their results stored and answered. A refusal is the
+rule's typed error, mapped to its status by gateway/problems.py.
+"""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import random
 import secrets
 import time
@@ -30,14 +33,10 @@ from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
-from gpuproof.verifier import schedule, transcript
+from gpuproof.verifier import lifecycle, transcript
 from sqlalchemy import func, select
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
-
-
-def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> ChallengeRow:
@@ -50,7 +49,7 @@ def _own(row: ChallengeRow | None, challenge_id: str, provider_id: str) -> Chall
 
 RTT_HEADER = "X-Gpuproof-Rtt-Probe"
 MEAN_INTERVAL_HEADER = "X-Gpuproof-Challenge-Mean-Interval"  # on a 204: the mean gap between rounds, not a time
-RTT_ECHO_WINDOW_S = 30.0
+RTT_ECHO_WINDOW_S = lifecycle.RTT_ECHO_WINDOW_S
 
 
 def _probe(session, provider_id: str) -> str:  # noqa: ANN001
@@ -102,28 +101,22 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         state.trust_cache.drop(provider_id)
     open_rows = {row.device_id: row for row in session.execute(
         select(ChallengeRow).where(ChallengeRow.provider_id == provider_id,
-                                   ChallengeRow.state.in_(("issued", "committed")))).scalars()}
+                                   ChallengeRow.state.in_(lifecycle.OPEN_STATES))).scalars()}
     mine = open_rows.get(device.id)
     if mine is not None:
-        if mine.delivered_at is None:
-            mine.delivered_at = now
+        mine.delivered_at = lifecycle.deliver(service.state_of(mine), now).delivered_at
         out = _public(mine) | {"device": device.position}
         if mine.state == "committed" and mine.pairs is not None:
             out["opening_request"] = _request_json(mine)
         session.commit()
         return _Polled("open", out)
-    if device.next_due_at > now:
-        due_at = device.next_due_at
-        session.commit()
-        return _Polled("idle", due_at=due_at)
     job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
                                .limit(1)).first() is not None
-    # Never two rounds closer than the minimum gap, whatever moved this device's time forward (a registration
-    # update, a new device, a job): otherwise a provider could call rounds at will and farm passes.
     last_round = session.execute(select(func.max(ChallengeRow.issued_at))
                                  .where(ChallengeRow.provider_id == provider_id)).scalar()
-    if last_round is not None and now < last_round + state.settings.schedule().gap(job_open):
-        due_at = last_round + state.settings.schedule().gap(job_open)
+    policy = state.settings.schedule()
+    due_at = lifecycle.round_due_at(device.next_due_at, last_round, job_open, now, policy)
+    if due_at is not None:
         session.commit()
         return _Polled("idle", due_at=due_at)
     if first and queued > state.settings.admission_max_wait_s:  # overloaded: defer, never issue one late
@@ -131,8 +124,9 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
     answer = None
+    issued = lifecycle.issue_round([d.id for d in devices], open_rows, now, job_open, policy)
     for d in devices:
-        if d.id in open_rows:  # still answering an earlier round: judged on its own deadline
+        if d.id not in issued.devices:
             continue
         challenge = state.verifier.issue(d.model, now=now, profile_key=d.profile,
                                          shape=state.settings.test_shape(d.profile))
@@ -142,9 +136,8 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         if d.id == device.id:
             row.delivered_at = now
             answer = _public(row) | {"device": d.position}
-    next_at = schedule.next_round_at(now, job_open, state.settings.schedule())
     for d in devices:
-        d.next_due_at = next_at
+        d.next_due_at = issued.next_due_at
     session.commit()
     return _Polled("issued", answer)
 
@@ -161,15 +154,12 @@ def _quiet_until(state, provider_id: str, position: int) -> float | None:  # noq
         if device is None:
             return None  # `_look` says why
         if reader.execute(select(ChallengeRow.id).where(ChallengeRow.device_id == device.id,
-                                                        ChallengeRow.state.in_(("issued", "committed")))
+                                                        ChallengeRow.state.in_(lifecycle.OPEN_STATES))
                           .limit(1)).first() is not None:
             return None
         last_round = reader.execute(select(func.max(ChallengeRow.issued_at))
                                     .where(ChallengeRow.provider_id == provider_id)).scalar()
-    # the gap while a job is open is the smaller one: the earliest a round could be due
-    gap = state.settings.schedule().gap(True)
-    until = max(device.next_due_at, (last_round + gap) if last_round is not None else 0.0)
-    return until if until > now else None
+    return lifecycle.quiet_until(device.next_due_at, last_round, now, state.settings.schedule())
 
 
 def _answer(auth, provider_id: str, polled: _Polled) -> tuple[str, int]:  # noqa: ANN001
@@ -249,12 +239,7 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, 
     probe = session.get(RttProbe, body.probe)
     if probe is None or probe.provider_id != provider_id:
         raise Problem(404, "Not found", f"no probe {body.probe} for this provider")
-    if probe.rtt_s is not None:
-        raise Problem(409, "Already echoed", f"probe {body.probe} was echoed before")
-    if now - probe.sent_at > RTT_ECHO_WINDOW_S:
-        raise Problem(409, "Probe expired", f"probe {body.probe} is {now - probe.sent_at:.1f} s old; echo within "
-                      f"{RTT_ECHO_WINDOW_S:g} s")
-    probe.rtt_s = now - probe.sent_at
+    probe.rtt_s = lifecycle.echo(body.probe, probe.sent_at, probe.rtt_s, now)
     session.commit()
     return {"probe": body.probe, "rtt_s": probe.rtt_s}
 
@@ -270,29 +255,17 @@ def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProvid
     now = arrived_at(request)
     auth.claim_nonce()
     row = _own(locked(session, ChallengeRow, challenge_id), challenge_id, auth.provider.id)
-    digest = _digest(body.roots)
-    if row.state != "issued":
-        if row.state == "judged" and row.commit_digest is None:
-            raise _already_judged(row)
-        if row.commit_digest != digest:
-            raise Problem(409, "Already committed", f"challenge {challenge_id} is {row.state} with other roots")
-        if row.pairs is not None:
-            return rolled_back(session, _request_json(row))  # a retry: nothing new, not even its nonce
-        # The commitment was stored but the gateway stopped before drawing: draw now (still after it).
+    step = lifecycle.commit(service.state_of(row), lifecycle.digest(body.roots), now)
+    if step.action == "replay":
+        return rolled_back(session, _request_json(row))  # a retry: nothing new, not even its nonce
+    if step.action == "draw":  # the commitment was stored but the gateway stopped before drawing: draw now
         return _draw(session, state, row)
-    if now - row.issued_at > row.deadline_s:
-        raise Problem(409, "Deadline passed", f"the commitment came {now - row.issued_at:.3f} s after issue; "
-                      f"the deadline was {row.deadline_s:.3f} s")
     challenge = service.challenge_of(row)
-    try:
-        commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now,
-                                           rtt_s=service.rtt_allowance(session, auth.provider.id, now))
-    except InvalidParameter as exc:
-        raise Problem(422, "Invalid request", str(exc)) from None
+    commitment = state.verifier.commit(challenge, [bytes.fromhex(r) for r in body.roots], received_at=now,
+                                       rtt_s=service.rtt_allowance(session, auth.provider.id, now))
     row.roots = b"".join(commitment.roots)
     row.received_at, row.rtt_s, row.measured_s = commitment.received_at, commitment.rtt_s, commitment.measured_s
-    row.commit_digest = digest
-    row.state = "committed"
+    row.commit_digest, row.state = step.state.commit_digest, step.state.state
     service.log_commitment(session, row)
     session.commit()  # the commitment is stored (and logged) before anything is drawn
     return _draw(session, state, row)
@@ -304,7 +277,7 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     fresh = locked(session, ChallengeRow, row.id)
     assert fresh is not None  # challenges are never deleted
     row = fresh
-    if row.pairs is not None:
+    if lifecycle.draw(service.state_of(row)) is None:
         return rolled_back(session, _request_json(row))
     request = state.verifier.request_openings(service.challenge_of(row), service.commitment_of(row))
     row.pairs = [list(p) for p in request.pairs]
@@ -314,13 +287,6 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     return _request_json(row)
 
 
-def _already_judged(row: ChallengeRow) -> Problem:
-    if row.openings_digest is None:  # no openings on record: it timed out
-        return Problem(409, "Already judged", f"challenge {row.id} was judged a timeout (no "
-                       f"{'openings' if row.roots is not None else 'commitment'} before its deadline)")
-    return Problem(409, "Already judged", f"challenge {row.id} was judged on other openings")
-
-
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
 def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
                   request: Request) -> dict:
@@ -328,18 +294,11 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     verdict, counted once."""
     now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]
-    digest = _digest(wire)
+    digest = lifecycle.digest(wire)
     with state.db.reader() as reader:  # judge outside the write lock: verification can take a while
         row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
-        if row.state == "judged":
-            if row.openings_digest == digest:
-                return row.verdict  # a retry: the same verdict, nothing stored
-            raise _already_judged(row)
-        if row.state != "committed" or row.pairs is None:
-            raise Problem(409, "Not committed", f"challenge {challenge_id} has no commitment yet")
-        if now - row.issued_at > row.deadline_s:
-            raise Problem(409, "Deadline passed", f"the openings came {now - row.issued_at:.3f} s after issue; "
-                          f"the deadline was {row.deadline_s:.3f} s")
+        if lifecycle.openings(service.state_of(row), digest, now) == "replay":
+            return row.verdict  # a retry: the same verdict, nothing stored
         challenge, commitment = service.challenge_of(row), service.commitment_of(row)
         opening_request = service.request_of(row)
     try:
@@ -354,16 +313,18 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
     auth.claim_nonce()
     stored = locked(session, ChallengeRow, challenge_id)
     assert stored is not None
-    if stored.state == "judged":  # a concurrent retry got there first: answer with what is on record
-        same, on_record, refusal = stored.openings_digest == digest, stored.verdict, _already_judged(stored)
-        session.rollback()  # (read before: a rollback expires the row)
-        if same:
-            return on_record
-        raise refusal
+    on_record = stored.verdict
+    try:  # again under the lock: a concurrent retry may have judged first (answer with what is on record)
+        again = lifecycle.openings(service.state_of(stored), digest, now)
+    except lifecycle.LifecycleError:
+        session.rollback()
+        raise
+    if again == "replay":
+        session.rollback()
+        return on_record  # (read before: a rollback expires the row)
     stored.openings = wire
-    stored.openings_digest = digest
     body_json = verdict.to_json()
-    service.record_verdict(session, stored, body_json, now)
+    service.record_verdict(session, stored, body_json, now, openings_digest=digest)
     session.commit()
     state.trust_cache.drop(stored.provider_id)
     reason = verdict.failure.reason if verdict.failure else "none"

@@ -1,4 +1,8 @@
-"""Jobs and settlement (marketplace API keys with scopes)."""
+"""Jobs and settlement (marketplace API keys with scopes).
+
+What settlement decides is verifier/'s (trust.settle, hardware.findings, lifecycle.settle: when a decision
+is recorded and when it is final); here the evidence is loaded, the job locked and the decision stored.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from gpuproof.gateway.models import ApiKey, Device, Job, Provider
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath, JobIn
-from gpuproof.verifier import hardware, schedule
+from gpuproof.verifier import hardware, lifecycle, schedule
 from gpuproof.verifier.profiles import UNPROFILED_KEY
 from gpuproof.verifier.training import TrainingPolicy
 from gpuproof.verifier.trust import settle
@@ -140,15 +144,14 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
         state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
     during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
-    paid = job.paid_class or ""
-    findings = hardware.judge_devices(device_evidence(session, job), paid, state.verifier.profiles) \
-        if paid in state.verifier.profiles else hardware.HardwareFindings(
-            (), (f"the job names no known paid class ({paid or 'none'}): no hardware can be proven for it",), ())
+    findings = hardware.findings(device_evidence(session, job), job.paid_class or "", state.verifier.profiles)
     decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now),
                       in_progress=service.open_challenges(session, job.provider_id), hardware=findings)
-    if decision.decision != job.decision or list(decision.reasons) != job.reasons:
-        job.decision, job.reasons, job.decided_at = decision.decision, list(decision.reasons), now
-        job.final = decision.decision in ("release", "refund")
+    settled = lifecycle.settle(lifecycle.Settlement(job.decision, tuple(job.reasons or ()), job.final),
+                               decision.decision, decision.reasons)
+    if settled is not None:
+        job.decision, job.reasons, job.decided_at = settled.decision, list(settled.reasons), now
+        job.final = settled.final
         translog.append(session, "settlement", {"job_id": job.id, "provider_id": job.provider_id,
                                                 "renter_commitment": tenancy.renter_commitment(job),
                                                 "decision": job.decision,

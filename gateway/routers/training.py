@@ -148,21 +148,18 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
     job, policy = _own_job(auth, job_id)
     raw_hashes = {k: bytes.fromhex(getattr(body, k)) for k in ("root", "batch_hash", "prev_hash", "hash")}
     stored = session.get(TrainingCommitment, (job_id, body.step))
-    if stored is not None:
-        if stored.hash != raw_hashes["hash"]:
-            raise Problem(409, "Already committed", f"step {body.step} of job {job_id} has another commitment")
+    count = session.execute(select(func.count()).select_from(TrainingCommitment)
+                            .where(TrainingCommitment.job_id == job_id)).scalar_one()
+    closed_at = None if job.training_state == "open" else job.closed_at
+    if training.admit(job_id, body.step, raw_hashes["hash"], stored.hash if stored is not None else None,
+                      closed_at, count, policy) == "replay":
+        assert stored is not None
         response.status_code = status.HTTP_200_OK
         return rolled_back(session, commitment_json(stored))  # a retry: nothing new, not even its nonce
-    if job.training_state != "open":
-        raise Problem(409, "Run closed", f"job {job_id}'s run was closed at {job.closed_at}; no more commitments")
     manifest = checkpoints.manifest_from_json([t.model_dump() for t in body.manifest])
     new = training.Received(step=body.step, manifest=tuple(manifest), received_at=now, **raw_hashes)
     last = session.execute(select(TrainingCommitment).where(TrainingCommitment.job_id == job_id)
                            .order_by(TrainingCommitment.step.desc()).limit(1)).scalar_one_or_none()
-    count = session.execute(select(func.count()).select_from(TrainingCommitment)
-                            .where(TrainingCommitment.job_id == job_id)).scalar_one()
-    if count >= policy.max_commitments:
-        raise Problem(409, "Too many commitments", f"the policy allows {policy.max_commitments} per job")
     training.check_next(received_of(last) if last else None, new, policy)
     signed = {"timestamp": int(request.headers["X-Gpuproof-Timestamp"]), "nonce": auth.nonce,
               "signature": request.headers["X-Gpuproof-Signature"], "method": "POST", "path": request.url.path,
@@ -185,23 +182,20 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     if job.training_state == "closed":
         return rolled_back(session, training_json(session, job))
     received = [received_of(r) for r in _commitments(session, job_id)]
-    if len(received) < 2:
-        raise Problem(409, "Too few commitments", f"job {job_id} has {len(received)} commitments; a run needs "
-                      "step 0 and at least one more")
     models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
-    tops = max((lookup(m).int8_tops for m in models), default=None)
-    flags = training.timing_flags(received, policy.step_floor_s(tops), policy.arrival_slack_s)
-    draws = training.draw_audits(received, policy)
-    job.training_state, job.closed_at, job.training_flags = "closed", now, flags
-    for d in draws:
+    closed = training.close_run(job_id, received, policy, [lookup(m).int8_tops for m in models], now)
+    flags = list(closed.flags)
+    job.training_state, job.closed_at, job.training_flags = "closed", closed.closed_at, flags
+    for d in closed.audits:
         session.add(SegmentAudit(id=secrets.token_hex(16), job_id=job_id, provider_id=job.provider_id,
                                  start_step=d.start_step, end_step=d.end_step, chunks=[list(c) for c in d.chunks],
-                                 drawn_at=now, deadline_at=now + policy.audit_deadline_s, state="requested"))
+                                 drawn_at=closed.closed_at, deadline_at=closed.deadline_at, state="requested"))
     session.flush()
     translog.append(session, "training-close", {"job_id": job_id, "provider_id": job.provider_id,
                                                 "commitments": len(received), "last_hash": received[-1].hash.hex(),
                                                 "flags": flags,
-                                                "segments": [[d.start_step, d.end_step] for d in draws]}, now)
+                                                "segments": [[d.start_step, d.end_step] for d in closed.audits]},
+                    now)
     webhooks.check_trust(session, job.provider_id, now)
     answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/deps.py)
     session.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import hardware
 from gpuproof.verifier.hardware import DeviceEvidence, HardwarePolicy, at_or_above, judge_devices, verified_class
 from gpuproof.verifier.profiles import UNPROFILED, load_profiles
 from gpuproof.verifier.trust import VerdictRecord
@@ -66,3 +67,21 @@ def test_the_policy_number_of_passes_and_bad_input():
         judge_devices([], "h100-sxm", P)
     with pytest.raises(InvalidParameter, match="min_passes_per_device"):
         HardwarePolicy(min_passes_per_device=0)
+
+
+def test_a_job_whose_paid_class_is_unknown_holds():
+    for paid, named in (("", "none"), ("gone-card", "gone-card")):
+        found = hardware.findings([DeviceEvidence(0, "h100-sxm", (rec("a"),))], paid, P)
+        assert found.refund == () and found.proven == ()
+        assert found.hold == (f"the job names no known paid class ({named}): no hardware can be proven for it",)
+    assert hardware.findings([DeviceEvidence(0, "h100-sxm", (rec("a"),))], "h100-sxm", P).proven == \
+        ("device 0: 1 passes at h100-sxm or above",)
+
+
+def test_the_class_a_device_verified_is_its_most_frequent_recent_match():
+    window = hardware.VERIFIED_WINDOW_S
+    now = 10 * window
+    passes = [(0, now - 10, "h100-sxm"), (0, now - 20, "h200"), (0, now - 30, "h200"), (1, now - 5, "a100-80gb"),
+              (1, now - window, "h200"), (1, now - window - 1, "h200"), (2, now - 1, "")]
+    assert hardware.verified_classes(passes, now) == {0: "h200", 1: "a100-80gb"}  # the window's edge is outside it
+    assert hardware.verified_classes(passes, now, window_s=15) == {0: "h100-sxm", 1: "a100-80gb"}
