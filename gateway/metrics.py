@@ -22,3 +22,6 @@ RATE_LIMIT_FALLBACKS = Counter("gpuproof_rate_limit_fallbacks_total", "Rate-limi
                                "process alone because Redis (GPUPROOF_REDIS_URL) was unreachable", registry=REGISTRY)
 BLOB_QUOTA_REFUSALS = Counter("gpuproof_blob_quota_refusals_total", "Checkpoint uploads refused (507) because "
                               "the upload store was at its quota", registry=REGISTRY)
+DATABASE_UNAVAILABLE = Counter("gpuproof_database_unavailable_total", "Requests answered 503 because the database "
+                               "could not be reached or dropped the connection (gateway/problems.py)",
+                               registry=REGISTRY)
