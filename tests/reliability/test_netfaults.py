@@ -30,7 +30,7 @@ import httpx
 import pytest
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.agent.daemon import Daemon
-from gpuproof.gateway.client import GatewayClient, GatewayError
+from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.gateway.models import Challenge, LogEntry
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
@@ -46,6 +46,7 @@ from tests.support.server import Server
 _NS = netns.unavailable()
 pytestmark = pytest.mark.skipif(_NS is not None, reason=_NS or "")
 CAP = TimingConfig().max_rtt_allowance_s
+LOSS = 30  # % of the packets dropped each way in the loss case
 
 
 @pytest.fixture
@@ -76,14 +77,14 @@ def run_agent(base: str, challenges: int, timeout_s: float, limit_s: float) -> t
         try:
             client.register("netfaults", [{"model": "cpu-reference", "vram_gib": 1}])
             break
+        except GatewayUnreachable:
+            if attempt == 19:
+                raise
+            time.sleep(0.2)
         except GatewayError as exc:
             if exc.status == 409:  # an earlier attempt registered it and its answer was lost
                 break
             raise
-        except Exception:
-            if attempt == 19:
-                raise
-            time.sleep(0.2)
     daemon = Daemon(client, [DeviceSpec(model="cpu-reference", vram_gib=1)], lambda d: CpuBackend(),
                     poll_max_s=1.0, max_challenges=challenges, emit=events.append, retry_limit_s=limit_s,
                     warm_shapes=lambda d: [])
@@ -153,9 +154,9 @@ def test_packet_loss_is_retried_through_or_judged_a_timeout_never_a_wrong_verdic
     namespace.link()
     server = gateway_in(namespace, f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "data")
     try:
-        namespace.drop(0, 15)  # 15 % of the packets, each way
+        namespace.drop(0, LOSS)  # of the packets, each way
         started = time.monotonic()
-        pid, events = run_agent(server.base, 3, scaled(3), scaled(60))
+        pid, events = run_agent(server.base, 2, scaled(0.5), scaled(30))  # short timeouts: retries
         elapsed = time.monotonic() - started
         namespace.heal(0)
         engine = create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
@@ -174,11 +175,14 @@ def test_packet_loss_is_retried_through_or_judged_a_timeout_never_a_wrong_verdic
     history = [r.verdict for r in rows]
     retries = [e for e in events if e["event"] in ("retry", "gateway-error")]
     passed = [v for v in history if v["outcome"] == "pass"]
-    print(f"\n15 % loss each way: {len(history)} verdicts ({len(passed)} pass), {len(retries)} retries or errors "
-          f"seen by the agent, {elapsed:.1f} s")
+    others = [(v["timing"], (v.get("failure") or {}).get("reason")) for v in history if v["outcome"] != "pass"]
+    print(f"\n{LOSS} % loss each way: {len(history)} verdicts ({len(passed)} pass, others {others}), {len(retries)} "
+          f"retries or errors seen by the agent, {elapsed:.1f} s")
     assert passed, (history, events)
     for v in history:  # an honest agent's answers are never judged wrong: a pass, or a timeout
         assert v["outcome"] == "pass" or v["timing"] == "timeout", v
+        if v["outcome"] != "pass":  # nothing it sent was found wrong: what was missing at the deadline
+            assert v["failure"]["reason"] in ("withheld", "timeout"), v
 
 
 @pytest.mark.skipif(netns.nft_reason() is not None, reason=netns.nft_reason() or "")

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
-from gpuproof.gateway import admin
+from gpuproof.gateway import admin, migrate
 from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead, registration
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import Challenge, Job, LogEntry, SegmentAudit
@@ -209,9 +209,8 @@ def start_replicas(url: str, data_dir, **env: str) -> list[Server]:  # noqa: ANN
         except Exception as exc:
             errors.append(exc)
 
-    # the first one migrates the database; the others start together afterwards
-    start(servers[0])
-    threads = [threading.Thread(target=start, args=(s,)) for s in servers[1:]]
+    migrate.upgrade(url)  # here, once: then the replicas find the schema current and start together
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
     for t in threads:
         t.start()
     for t in threads:
