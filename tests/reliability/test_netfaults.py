@@ -136,7 +136,7 @@ def test_latency_and_jitter_cost_an_honest_agent_at_most_the_round_trips_beyond_
                     # less the allowance, plus the gateway's and agent's own handling
                     charged = measured - v["prove_seconds"]
                     network = 2 * (rtt + 2 * jitter_s)
-                    assert charged <= network - allowance + scaled(0.15), (charged, allowance, v)
+                    assert charged <= network - allowance + scaled(0.3), (charged, allowance, v)
                     assert v["outcome"] == "pass", v
                     report.append((rtt, allowance, charged))
             if netns.netem_reason() is None:

@@ -6,9 +6,10 @@ and one replica is SIGKILLed in the middle of it all and started again.
 Checks: every verdict and final settlement a client received is on record once; the log has consecutive
 indices, one verdict entry per judged challenge and one registration per provider; every signed head read
 during the run (from whichever replica answered) is signed by the one gateway key and extends the head
-read before it (consistency proofs from the API, checked with the client's verification); the upload is
-one object in the bucket and the replays' verdicts count once; and the registration budget per client
-address holds across the three replicas (Redis), not three times over.
+read before it (consistency proofs from the API, checked with the client's verification); each drawn
+segment's uploaded state is one object in the bucket (by content) until its replay is judged, then deleted,
+and each replay's verdict is recorded once; and the registration budget per client address holds across
+the three replicas (Redis), not three times over.
 
 The balancer (`RoundRobin`) sends each request to the next replica and, like a load balancer's
 `next upstream on connect error`, to the one after when a replica refuses the connection (killed). A request
