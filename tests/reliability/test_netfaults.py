@@ -7,7 +7,9 @@ deleted in a finally, failed test or not.
     its RTT allowance is its measured round trip up to the cap (0.2 s, verifier.timing), and what the
     network costs it beyond the allowance is bounded; past the cap, the allowance is exactly the cap.
 (b) packet loss (nftables drop rules on the link): the agent's retries (tenacity) complete its challenges,
-    or a challenge is judged a timeout, never a failed correctness check.
+    or a challenge is judged a timeout (no commitment, or openings `withheld` past the deadline, which the
+    protocol counts as a correctness failure: it cannot tell a lost answer from a silent cheat); nothing
+    the agent sent is ever judged wrong.
 (c) a partition between a replica and PostgreSQL (the replica in the namespace reaches PostgreSQL through a
     forwarder bound to the root side of a second veth; the link then drops every packet): the replica
     answers 503 with Retry-After within a bound, never a verdict; once healed it is ready again and the

@@ -20,6 +20,7 @@ Faults:
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import random
@@ -39,6 +40,7 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+@functools.cache
 def unavailable() -> str | None:
     """None when namespaces, veth pairs and netem can be made here, else why not."""
     if os.geteuid() != 0:
@@ -70,15 +72,21 @@ def _probe(what: str, fn) -> str | None:  # noqa: ANN001
     return None
 
 
+@functools.cache
 def nft_reason() -> str | None:
     """None when nftables can drop packets in a namespace here, else why not."""
+    if unavailable() is not None:
+        return unavailable()
     if shutil.which("nft") is None:
         return "`nft` (nftables) is not installed: no way to drop packets on a link"
     return _probe("nftables rules cannot be made in a namespace here", lambda ns: ns.drop(0, 10))
 
 
+@functools.cache
 def netem_reason() -> str | None:
     """None when `tc ... netem` works here, else why not (e.g. a kernel without CONFIG_NET_SCH_NETEM)."""
+    if unavailable() is not None:
+        return unavailable()
     return _probe("tc netem is not available (kernel without sch_netem?)", lambda ns: ns.netem(0, "delay 1ms"))
 
 
