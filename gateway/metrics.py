@@ -24,3 +24,6 @@ BLOB_QUOTA_REFUSALS = Counter("gpuproof_blob_quota_refusals_total", "Checkpoint 
                               "the upload store was at its quota", registry=REGISTRY)
 WEBHOOK_ATTEMPTS = Counter("gpuproof_webhook_attempts_total", "Webhook delivery attempts by result: delivered, "
                            "retry (to be tried again) or failed (out of attempts)", ["result"], registry=REGISTRY)
+DATABASE_UNAVAILABLE = Counter("gpuproof_database_unavailable_total", "Requests answered 503 because the database "
+                               "could not be reached or dropped the connection (gateway/problems.py)",
+                               registry=REGISTRY)

@@ -8,12 +8,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from gpuproof.gateway import metrics
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
 from gpuproof.verifier import lifecycle
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
+# Retry-After of a 503 when the database cannot be reached: a replica cut off from PostgreSQL, a failover
+# in progress, a pool with no free connection. Clients (the agent's tenacity loop) back off and retry,
+# possibly on another replica, with the same content.
+DATABASE_RETRY_AFTER_S = 2
 log = logging.getLogger("gpuproof.gateway")
 
 
@@ -115,8 +121,37 @@ def install(app: FastAPI) -> None:
     async def _gpuproof(request: Request, exc: GpuproofError) -> JSONResponse:
         return problem_response(400, "Rejected", str(exc), request.url.path)
 
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def _database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        if not database_unavailable(exc):
+            return await _unexpected(request, exc)
+        return _unavailable(request, exc)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        return _unavailable(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(500, "Internal error", f"unexpected {type(exc).__name__}; the request was not "
                                 "applied", request.url.path)
+
+
+def database_unavailable(exc: sa_exc.DBAPIError) -> bool:
+    """The database could not be reached or dropped the connection (OperationalError: refused, timed out,
+    reset, server shutting down; or a connection SQLAlchemy had to invalidate), as opposed to a statement
+    it refused (an integrity error, a bug: those stay 500)."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or bool(exc.connection_invalidated)
+
+
+def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After: nothing was applied (the transaction never committed), so the same request may
+    be sent again, here or to another replica."""
+    metrics.DATABASE_UNAVAILABLE.inc()
+    cause = getattr(exc, "orig", None) or exc
+    log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path, type(cause).__name__,
+                (str(cause).strip().splitlines() or [""])[0][:200])
+    return problem_response(503, "Database unavailable", f"the database could not be reached "
+                            f"({type(cause).__name__}); the request was not applied: retry", request.url.path,
+                            retry_after=DATABASE_RETRY_AFTER_S)

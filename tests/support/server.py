@@ -26,11 +26,15 @@ def free_port() -> int:
 class Server:
     """`start()` runs uvicorn (again, on the same port and database after a `kill()`)."""
 
-    def __init__(self, database_url: str, data_dir: Path, port: int | None = None, **env: str) -> None:
+    def __init__(self, database_url: str, data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = (), **env: str) -> None:
+        """`host`: the address to listen on; `prefix`: a command that runs uvicorn (e.g. `ip netns exec NS`
+        to run the gateway inside a network namespace, tests/support/netns.py)."""
         self.port = port or free_port()
+        self.host, self.prefix = host, list(prefix)
         self.env = {**os.environ, "GPUPROOF_DATABASE_URL": database_url, "GPUPROOF_DATA_DIR": str(data_dir),
                     "GPUPROOF_VERIFY_TEST_SHAPE": "16,256,64,3", **env}
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
@@ -40,8 +44,8 @@ class Server:
         self.log_path = Path(self.env["GPUPROOF_DATA_DIR"]).with_name(f"uvicorn-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app", "--host",
-                                          "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app",
+                                          "--host", self.host, "--port", str(self.port), "--log-level", "warning"],
                                          env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         limit_s = scaled(30)
         deadline = time.monotonic() + limit_s
