@@ -1,5 +1,7 @@
 """`python -m gpuproof` is the `gpuproof` command."""
 
+import sys
+
 from gpuproof.agent.cli import main
 
-main()
+sys.exit(main())
