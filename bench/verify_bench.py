@@ -35,7 +35,7 @@ def build(verifier: Verifier, rounds: int):
     # draw the opened pairs first (a real verifier draws them after the commitment; here the commitment
     # is built around them, which the verifier cannot observe)
     pairs = [(secrets.randbelow(rounds), secrets.randbelow(M)) for _ in range(S)]
-    b = reference.as_exact_float(reference.b_matrix(p))
+    b = reference.as_exact_float(reference.b_matrix(p), p.spec)
     roots: list[bytes] = []
     openings = []
     for r in range(rounds):

@@ -122,7 +122,7 @@ def a_matrix(params: ChallengeParams, round_index: int, prev_root: bytes, rows: 
     return value_matrix(params.spec, key, rows, params.k, row_offset)
 
 
-def exact_float_dtype(k: int, spec: str = SPEC_V1) -> type[np.floating]:
+def exact_float_dtype(k: int, spec: str) -> type[np.floating]:
     """A float type in which A @ B.T is exact: every partial sum is an integer of magnitude at most
     max_abs_product * k (64k in v1, 2**14 k in v2).
 
@@ -132,7 +132,7 @@ def exact_float_dtype(k: int, spec: str = SPEC_V1) -> type[np.floating]:
     return np.float32 if definition(spec).max_abs_product * k <= 2**24 else np.float64
 
 
-def as_exact_float(matrix: np.ndarray, spec: str = SPEC_V1) -> np.ndarray:
+def as_exact_float(matrix: np.ndarray, spec: str) -> np.ndarray:
     """The int8 matrix (values of `spec`) converted once to the float type that makes BLAS products exact."""
     return matrix.astype(exact_float_dtype(matrix.shape[-1], spec))
 
@@ -191,7 +191,7 @@ class CpuBackend:
         for m, n, k in list(shapes) or [WARM_MAX_SHAPE]:
             m, n, k = (min(v, cap) for v, cap in zip((m, n, k), WARM_MAX_SHAPE, strict=True))
             params = ChallengeParams(bytes(32), m, n, k, 1)
-            c = matmul_exact(a_matrix(params, 0, bytes(32)), as_exact_float(b_matrix(params)))
+            c = matmul_exact(a_matrix(params, 0, bytes(32)), as_exact_float(b_matrix(params), params.spec))
             row_path(round_tree(c), params, m - 1)
 
     def _b_float(self, params: ChallengeParams) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gpuproof.kernels import merkle, reference
-from gpuproof.kernels.spec import ChallengeParams, a_key, b_key, key_words
+from gpuproof.kernels.spec import SPEC_V1, SPEC_V2, ChallengeParams, a_key, b_key, definition, key_words
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,19 +68,22 @@ def test_generation_in_pieces_matches_one_piece(monkeypatch):
     assert np.array_equal(reference.nibble_values(key, 64 * 1000), one)
 
 
-@pytest.mark.parametrize("k", [64, 1024, 2**18, 2**18 + 64])
-def test_float_matmul_is_exact_even_at_worst_case(k):
-    """All -8 rows give the largest partial sums (64 per term); float32 must hold, then float64 take over."""
+@pytest.mark.parametrize(("spec", "k"), [(SPEC_V1, 64), (SPEC_V1, 1024), (SPEC_V1, 2**18), (SPEC_V1, 2**18 + 64),
+                                       (SPEC_V2, 64), (SPEC_V2, 1024), (SPEC_V2, 1088), (SPEC_V2, 131008)])
+def test_float_matmul_is_exact_even_at_worst_case(spec, k):
+    """All-lowest rows give the largest partial sums (64 per term in v1, 2**14 in v2); float32 must hold,
+    then float64 take over; at v2's largest k the sum is the largest exact int32 the bound allows."""
+    d = definition(spec)
     rng = np.random.default_rng(k)
-    a = rng.integers(-8, 8, size=(3, k), dtype=np.int8)
-    b = rng.integers(-8, 8, size=(5, k), dtype=np.int8)
-    a[0] = -8
-    b[0] = -8
-    got = reference.matmul_exact(a, reference.as_exact_float(b))
+    a = rng.integers(d.low, d.high + 1, size=(3, k), dtype=np.int8)
+    b = rng.integers(d.low, d.high + 1, size=(5, k), dtype=np.int8)
+    a[0] = d.low
+    b[0] = d.low
+    got = reference.matmul_exact(a, reference.as_exact_float(b, spec))
     want = a.astype(np.int64) @ b.astype(np.int64).T
     assert got.dtype == np.int32
     assert np.array_equal(got, want)
-    assert got[0, 0] == 64 * k
+    assert got[0, 0] == d.max_abs_product * k <= 2**31 - 1
 
 
 def test_round_root_from_independent_pieces():
