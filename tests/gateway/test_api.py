@@ -82,6 +82,7 @@ def test_full_provider_flow_and_evidence(gateway):
     agent = Agent(gateway)
     assert gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]["verified_class"] is None
     c, verdict = agent.full_round()
+    assert c["spec"] == "gpuproof/2"  # new challenges are v2 (docs/protocol.md, "Versioning")
     assert verdict["outcome"] == "pass" and verdict["correctness"] == "pass"
     device = gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]
     assert device["claimed_profile"] == "cpu-reference" and device["verified_class"] == verdict["best_match"]
@@ -94,7 +95,7 @@ def test_full_provider_flow_and_evidence(gateway):
     # the transcript re-checks offline to the same verdict
     doc = gateway.client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
     _, diffs = transcript.recheck(doc)
-    assert diffs == []
+    assert diffs == [] and doc["spec"] == "gpuproof/2"
     # the log holds the registration, the commitment, the opening request and the verdict; proofs verify
     # against the signed head
     head = gateway.client.get("/v1/log/head").json()
