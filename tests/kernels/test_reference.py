@@ -80,10 +80,23 @@ def test_float_matmul_is_exact_even_at_worst_case(spec, k):
     a[0] = d.low
     b[0] = d.low
     got = reference.matmul_exact(a, reference.as_exact_float(b, spec))
+    chunked = reference.matmul_exact_chunked(a, b.astype(np.float32), reference.exact_chunk(spec))
     want = a.astype(np.int64) @ b.astype(np.int64).T
-    assert got.dtype == np.int32
-    assert np.array_equal(got, want)
+    assert got.dtype == np.int32 and chunked.dtype == np.int32
+    assert np.array_equal(got, want) and np.array_equal(chunked, want)
     assert got[0, 0] == d.max_abs_product * k <= 2**31 - 1
+
+
+def test_the_chunked_product_breaks_without_its_chunks():
+    """Full-range values over a long k: one float32 product rounds (its partial sums pass 2**24), the
+    chunked one is exact (the reason for the chunks)."""
+    k = 65536
+    rng = np.random.default_rng(17)
+    a = rng.integers(100, 128, size=(2, k), dtype=np.int8)
+    b = rng.integers(100, 128, size=(3, k), dtype=np.int8)
+    want = a.astype(np.int64) @ b.astype(np.int64).T
+    assert np.array_equal(reference.matmul_exact_chunked(a, b.astype(np.float32), reference.exact_chunk(SPEC_V2)), want)
+    assert not np.array_equal(reference.matmul_exact_chunked(a, b.astype(np.float32), k), want)
 
 
 def test_round_root_from_independent_pieces():
