@@ -16,7 +16,7 @@ import typer
 from gpuproof.gateway import API_KEY_SCOPES
 from gpuproof.kernels.backend import select_backend
 from gpuproof.kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
-from gpuproof.kernels.spec import SPEC, ChallengeParams, parse_seed
+from gpuproof.kernels.spec import SPEC, ChallengeParams, definition, parse_seed, parse_spec
 from gpuproof.verifier.timing import format_rate
 from typer.exceptions import Abort, Exit, TyperException
 
@@ -27,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-challenge_app = typer.Typer(help="Run and open gpuproof/1 challenges locally.", no_args_is_help=True)
+challenge_app = typer.Typer(help="Run and open gpuproof/1 and gpuproof/2 challenges locally.", no_args_is_help=True)
 app.add_typer(challenge_app, name="challenge")
 gateway_app = typer.Typer(help="Run and administer the verifier gateway.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
@@ -52,15 +52,19 @@ SeedOpt = Annotated[str, typer.Option("--seed", help="32-byte seed as 64 hex cha
                                       envvar="GPUPROOF_SEED")]
 MOpt = Annotated[int, typer.Option("--m", help="Rows of A_r and C_r.")]
 NOpt = Annotated[int, typer.Option("--n", help="Rows of B (columns of C_r): 256 times a power of two.")]
-KOpt = Annotated[int, typer.Option("--k", help="Inner dimension: a multiple of 64, at most 2**20.")]
+KOpt = Annotated[int, typer.Option("--k", help="Inner dimension: a multiple of 64, at most 131008 in spec 2 "
+                                            "(2**20 in spec 1).")]
 RoundsOpt = Annotated[int, typer.Option("--rounds", help="Number of chained rounds R.")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="auto, cpu or cuda.", envvar="GPUPROOF_BACKEND")]
 DeviceOpt = Annotated[int, typer.Option("--device", help="CUDA device index.", envvar="GPUPROOF_DEVICE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+SpecOpt = Annotated[str, typer.Option("--spec", help="Challenge spec: 2 (gpuproof/2, full-range int8, the default "
+                                      "for new challenges) or 1 (gpuproof/1, nibbles).", envvar="GPUPROOF_SPEC")]
+DEFAULT_SPEC = str(definition(SPEC).version)
 
 
-def _params(seed: str, m: int, n: int, k: int, rounds: int) -> ChallengeParams:
-    return ChallengeParams(parse_seed(seed), m, n, k, rounds)
+def _params(seed: str, m: int, n: int, k: int, rounds: int, spec: str) -> ChallengeParams:
+    return ChallengeParams(parse_seed(seed), m, n, k, rounds, parse_spec(spec))
 
 
 def _check_device(device: int) -> None:
@@ -69,10 +73,10 @@ def _check_device(device: int) -> None:
 
 
 @challenge_app.command("run")
-def challenge_run(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
+def challenge_run(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt, spec: SpecOpt = DEFAULT_SPEC,
                   backend: BackendOpt = "auto", device: DeviceOpt = 0, as_json: JsonOpt = False) -> None:
     """Compute a challenge's commitment: the R chained round roots."""
-    params = _params(seed, m, n, k, rounds)
+    params = _params(seed, m, n, k, rounds, spec)
     _check_device(device)
     engine = select_backend(backend, device)
     show_progress = not as_json and sys.stdout.isatty() and rounds > 1
@@ -87,22 +91,23 @@ def challenge_run(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
         roots = engine.run(params)
     seconds = time.perf_counter() - start
     if as_json:
-        print(json.dumps({"spec": SPEC, "roots": [r.hex() for r in roots], "backend": engine.name,
+        print(json.dumps({"spec": params.spec, "roots": [r.hex() for r in roots], "backend": engine.name,
                           "seconds": round(seconds, 6)}))
         return
     for i, root in enumerate(roots):
         print(f"{i}\t{root.hex()}")
     ops = params.operations_per_round * rounds
-    print(f"# {SPEC} backend={engine.name} {seconds:.3f} s, {format_rate(ops / seconds)}", file=sys.stderr)
+    print(f"# {params.spec} backend={engine.name} {seconds:.3f} s, {format_rate(ops / seconds)}", file=sys.stderr)
 
 
 @challenge_app.command("open")
 def challenge_open(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
                    round_index: Annotated[int, typer.Option("--round", help="Round r to open.")],
                    row: Annotated[int, typer.Option("--row", help="Row i of C_r to open.")],
-                   backend: BackendOpt = "auto", device: DeviceOpt = 0, as_json: JsonOpt = False) -> None:
+                   spec: SpecOpt = DEFAULT_SPEC, backend: BackendOpt = "auto", device: DeviceOpt = 0,
+                   as_json: JsonOpt = False) -> None:
     """Open one (round, row): its n int32 values and the audit path to root_r (recomputes rounds 0..r)."""
-    params = _params(seed, m, n, k, rounds)
+    params = _params(seed, m, n, k, rounds, spec)
     _check_device(device)
     if not 0 <= round_index < rounds:
         raise InvalidParameter("--round", f"must be in 0..{rounds - 1}, got {round_index}")
@@ -111,7 +116,7 @@ def challenge_open(seed: SeedOpt, m: MOpt, n: NOpt, k: KOpt, rounds: RoundsOpt,
     engine = select_backend(backend, device)
     values, path = engine.open(params, round_index, row)
     if as_json:
-        print(json.dumps({"spec": SPEC, "round": round_index, "row": row,
+        print(json.dumps({"spec": params.spec, "round": round_index, "row": row,
                           "values": [int(v) for v in values], "path": [h.hex() for h in path],
                           "backend": engine.name}))
         return
@@ -129,20 +134,35 @@ def challenge_local(
     = "cpu-reference",
     shape: Annotated[str | None, typer.Option("--shape", help="m,n,k,rounds instead of the profile's sizing.")]
     = None,
+    spec: SpecOpt = DEFAULT_SPEC,
     backend: BackendOpt = "auto", device: DeviceOpt = 0,
     transcript_out: Annotated[str | None, typer.Option("--transcript", help="Write the transcript here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Play the whole protocol locally: issue, prove, commit, open, judge, with real timing."""
+    """Play the whole protocol locally: issue, prove, commit, open, judge, with real timing.
+
+    On the CPU backend a claimed GPU's full sizing (8192 x 8192 x 32768, hundreds of rounds on an H200)
+    would take days: without --shape the challenge is played at the cpu-reference shape with
+    LOCAL_CPU_ROUNDS rounds instead (said on stderr), judged against the claimed model's thresholds.
+    """
     from gpuproof.kernels.backend import Opening
     from gpuproof.verifier import transcript
+    from gpuproof.verifier.profiles import lookup
     from gpuproof.verifier.protocol import Verifier
+    from gpuproof.verifier.timing import challenge_shape
 
     _check_device(device)
+    version = parse_spec(spec)
     dims = _parse_shape(shape) if shape else None
     engine = select_backend(backend, device)
     verifier = Verifier()
-    challenge = verifier.issue(device_model, now=time.time(), shape=dims)
+    if dims is None and engine.name == "cpu":
+        small = challenge_shape(verifier.profiles["cpu-reference"])
+        if challenge_shape(lookup(device_model, verifier.profiles)) != small:
+            dims = (*small, LOCAL_CPU_ROUNDS)
+            print(f"gpuproof: the cpu backend plays {device_model}'s challenge at the small shape "
+                  f"{','.join(map(str, dims))} (m,n,k,rounds); --shape sets another", file=sys.stderr)
+    challenge = verifier.issue(device_model, now=time.time(), shape=dims, spec=version)
     roots = engine.run(challenge.params)
     commitment = verifier.commit(challenge, roots, received_at=time.time())
     request = verifier.request_openings(challenge, commitment)
@@ -160,6 +180,9 @@ def challenge_local(
         _print_verdict(verdict.to_json())
     if verdict.outcome != "pass":
         raise typer.Exit(1)
+
+
+LOCAL_CPU_ROUNDS = 2
 
 
 def _parse_shape(text: str) -> tuple[int, int, int, int]:

@@ -34,7 +34,7 @@ from typing import Any
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
-from gpuproof.kernels.spec import SPEC, ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPECS, ChallengeParams
 from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential
 from tenacity.stop import stop_base
 
@@ -220,12 +220,13 @@ class Daemon:
     def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
         status = self.status[position]
         cid = c["challenge_id"]
-        if c.get("spec", SPEC) != SPEC:  # never guess at another spec's bytes: say so and let it time out
+        if c.get("spec", SPEC_V1) not in SPECS:  # never guess at another spec's bytes: say so, let it time out
             status.state = "unsupported spec"
-            self._event("unsupported-spec", device=position, challenge_id=cid, spec=c.get("spec"), supported=SPEC)
+            self._event("unsupported-spec", device=position, challenge_id=cid, spec=c.get("spec"),
+                        supported=list(SPECS))
             self._sleep(self.poll_max_s)
             return
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)  # whichever spec it names (a challenge naming none is v1)
         status.state = f"proving {cid[:8]}"
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
                     rounds=params.rounds, resumed=c.get("state") != "issued" if "state" in c else False)

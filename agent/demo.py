@@ -187,7 +187,7 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
     `runs` runs with BLAS's default threads and `runs` on one BLAS thread (the way the many-devices agent
     runs; on a busy machine one thread is often the faster), each with its own seed."""
     from gpuproof.kernels.reference import CpuBackend
-    from gpuproof.kernels.spec import ChallengeParams
+    from gpuproof.kernels.spec import SPEC, ChallengeParams
     from threadpoolctl import threadpool_limits
 
     backend = CpuBackend()
@@ -195,7 +195,7 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
     for i in range(2 * runs):
         with threadpool_limits(limits=1 if i % 2 else None, user_api="blas"):
             started = time.perf_counter()
-            backend.run(ChallengeParams(bytes([i]) * 32, *shape))
+            backend.run(ChallengeParams(bytes([i]) * 32, *shape, spec=SPEC))  # the spec the gateway issues
             best = min(best, time.perf_counter() - started)
     m, n, k, r = shape
     return 2.0 * m * n * k * r / best

@@ -130,7 +130,7 @@ def test_challenge_flow_under_load(benchmark, gateway):
 
         c, probe, _ = client.next_challenge(0)
         assert c is not None
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = backend.run(params)
         req = client.commit(c["challenge_id"], roots)
         openings = []

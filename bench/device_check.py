@@ -8,9 +8,11 @@ One script, no arguments, NumPy + CuPy only. Run on a GPU machine from the repos
 It runs the identity checks first (kernels/cuda_identity.py), then times with CUDA events (warm-up,
 median of repeats, fresh random data) at m = n = 8192 with k = 8192 and k = 32768: raw cuBLAS gemmEx
 int8 TOPS, nibble generation GB/s, leaf hashing GB/s, tree build, a full round, and the full round as a
-fraction of raw gemmEx, for the sequential launch plan and the pipelined one (2 to 16 row pieces); and the
-spec v2 memory phase (bench/memory_device.py): its kernels' identity, walk GB/s against a plain
-device-to-device copy, and the table fill.
+fraction of raw gemmEx, for the sequential launch plan and the pipelined one (2 to 16 row pieces); then
+spec v2 (full-range int8): byte generation GB/s, gemmEx on full-range data (more bits toggle than with
+nibbles: a card near its power limit may clock lower) and a full sequential v2 round; and the spec v2 memory
+phase (bench/memory_device.py): its kernels' identity, walk GB/s against a plain device-to-device copy, and
+the table fill.
 It prints a table last and writes device_check.json to $OUT when that is set.
 Exit status: 0 when every identity check passed, 1 otherwise.
 """
@@ -24,6 +26,7 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ import numpy as np  # noqa: E402
 from gpuproof.kernels import spec  # noqa: E402
 from gpuproof.kernels.cuda_backend import ChallengeBuffers, CudaBackend  # noqa: E402
 from gpuproof.kernels.cuda_identity import ALL_CHECKS, Check  # noqa: E402
-from gpuproof.kernels.spec import ChallengeParams  # noqa: E402
+from gpuproof.kernels.spec import SPEC_V2, ChallengeParams  # noqa: E402
 
 WARMUP = 3
 REPEATS = 15
@@ -62,7 +65,8 @@ def gpu_seconds(fn, repeats: int = REPEATS, warmup: int = WARMUP, before=None) -
 
 
 def identity(rng: np.random.Generator) -> list[Check]:
-    vectors = json.loads((ROOT / "tests" / "vectors" / "spec_v1.json").read_text())["challenges"]
+    vectors = [v for name in ("spec_v1.json", "spec_v2.json")  # v2's vectors name their spec, v1's none
+               for v in json.loads((ROOT / "tests" / "vectors" / name).read_text())["challenges"]]
     results: list[Check] = []
     for name, fn in ALL_CHECKS.items():
         t0 = time.perf_counter()
@@ -136,6 +140,17 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, Any]:
         run_s[pieces] = (time.perf_counter() - t0) / rounds
         runner._buffers = None  # one challenge's buffers on the device at a time
     backend._buffers = bufs
+    # Spec v2 on the same buffers: B regenerated as full-range int8, then byte generation, the GEMM on
+    # full-range data and a whole sequential round.
+    bufs.load_seed(replace(params, spec=SPEC_V2), kern)
+
+    def regen_a_v2():
+        fresh_keys()
+        kern.gen(bufs.a, bufs.key_a, 0, SPEC_V2)
+
+    t_gen_v2 = gpu_seconds(lambda: kern.gen(bufs.a, bufs.key_a, 0, SPEC_V2), before=fresh_keys)
+    t_gemm_v2 = gpu_seconds(lambda: kern.gemm(bufs.a, bufs.b, bufs.c), before=regen_a_v2)
+    t_round_v2 = gpu_seconds(lambda: backend._round(bufs, 0), before=fresh_prev)
     return {
         "m": m, "n": n, "k": k,
         "gemm_s": t_gemm, "gemm_tops": ops / t_gemm / 1e12,
@@ -148,6 +163,10 @@ def timings(m: int, n: int, k: int, rng: np.random.Generator) -> dict[str, Any]:
         "best_pieces": best, "best_pieces_9_levels_s": t_nine, "best_pieces_9_levels_fraction": t_gemm / t_nine,
         "run_round_s": run_s[1], "run_fraction": t_gemm / run_s[1],
         "run_best_round_s": run_s[best], "run_best_fraction": t_gemm / run_s[best],
+        "v2_gen_s": t_gen_v2, "v2_gen_gbps": m * k / t_gen_v2 / 1e9,
+        "v2_gemm_s": t_gemm_v2, "v2_gemm_tops": ops / t_gemm_v2 / 1e12,
+        "v2_round_s": t_round_v2, "v2_round_tops": ops / t_round_v2 / 1e12,
+        "v2_round_fraction": t_gemm_v2 / t_round_v2,
     }
 
 
@@ -158,7 +177,7 @@ def main() -> int:
     info = {
         "card": card, "date": dt.date.today().isoformat(), "cupy": cupy.__version__, "numpy": np.__version__,
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(), "driver": cupy.cuda.runtime.driverGetVersion(),
-        "sms": props["multiProcessorCount"], "spec": spec.SPEC,
+        "sms": props["multiProcessorCount"], "spec": spec.SPEC, "specs": list(spec.SPECS),
     }
     print(f"device check on {card}: {json.dumps(info)}", flush=True)
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
@@ -242,6 +261,14 @@ def main() -> int:
         print(" | ".join([str(r["m"]), str(r["k"]), *cells,
                           f"{r['best_pieces_9_levels_s'] * 1e3:.3f} ({r['best_pieces_9_levels_fraction']:.1%})",
                           f"{r['best_pieces']}: {r['run_best_round_s'] * 1e3:.3f}, {r['run_best_fraction']:.1%}"]))
+    print("\nspec v2 (full-range int8), sequential plan")
+    print("m=n | k | gen GB/s | gemmEx TOPS (v2 data) | round ms | round TOPS | round/gemm")
+    for r in rows:
+        if "error" in r:
+            continue
+        print(" | ".join([str(r["m"]), str(r["k"]), f"{r['v2_gen_gbps']:.0f}", f"{r['v2_gemm_tops']:.0f}",
+                          f"{r['v2_round_s'] * 1e3:.3f}", f"{r['v2_round_tops']:.0f}",
+                          f"{r['v2_round_fraction']:.1%}"]))
     if "gbps" in checkpoint:
         print(f"checkpoint commit (1 GiB, 4 float32 tensors, host-timed, median of 5): {checkpoint['gbps']:.0f} GB/s")
     if "best_walk_gbps" in memory_phase:

@@ -182,7 +182,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # fastapi-offline package (DOCS_ASSETS): FastAPI's own pages load them from a CDN and are blank offline.
     app = FastAPIOffline(title="gpuproof gateway", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
                          description="Exact GPU challenges, trust scores, settlement and a transparency log.")
-    verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks), profiles=profiles)
+    verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks, spec=settings.challenge_spec),
+                        profiles=profiles)
     app.state.gp = State(settings=settings, db=db, verifier=verifier,
                          signing_key=load_signing_key(settings.key_path()), limiter=make_limiter(settings),
                          trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))

@@ -59,6 +59,7 @@ class Challenge(Base):
     device_model: Mapped[str] = mapped_column(String(200))
     profile: Mapped[str] = mapped_column(String(40))
     seed: Mapped[bytes] = mapped_column(LargeBinary(32))
+    spec: Mapped[str] = mapped_column(String(16))  # the challenge spec it was issued in (gpuproof/1, gpuproof/2)
     m: Mapped[int] = mapped_column(Integer)
     n: Mapped[int] = mapped_column(Integer)
     k: Mapped[int] = mapped_column(Integer)

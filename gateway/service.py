@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 
 def challenge_of(row: ChallengeRow) -> Challenge:
-    return Challenge(challenge_id=row.id, params=ChallengeParams(row.seed, row.m, row.n, row.k, row.rounds),
+    return Challenge(challenge_id=row.id, params=ChallengeParams(row.seed, row.m, row.n, row.k, row.rounds, row.spec),
                      device_model=row.device_model, profile=row.profile, issued_at=row.issued_at,
                      thresholds=Thresholds(row.expected_s, row.fast_s, row.slow_s, row.deadline_s),
                      spot_checks=row.spot_checks)
@@ -53,8 +53,9 @@ def request_of(row: ChallengeRow) -> OpeningRequest:
 def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> ChallengeRow:
     p, t = challenge.params, challenge.thresholds
     return ChallengeRow(id=challenge.challenge_id, provider_id=provider_id, device_id=device_id,
-                        device_model=challenge.device_model, profile=challenge.profile, seed=p.seed, m=p.m, n=p.n,
-                        k=p.k, rounds=p.rounds, spot_checks=challenge.spot_checks, issued_at=challenge.issued_at,
+                        device_model=challenge.device_model, profile=challenge.profile, seed=p.seed, spec=p.spec,
+                        m=p.m, n=p.n, k=p.k, rounds=p.rounds, spot_checks=challenge.spot_checks,
+                        issued_at=challenge.issued_at,
                         expected_s=t.expected_s, fast_s=t.fast_s, slow_s=t.slow_s, deadline_s=t.deadline_s,
                         state="issued")
 

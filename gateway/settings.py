@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)
     max_page_size: int = 200
     spot_checks: int = 32
+    # the spec of new challenges (docs/protocol.md, "Versioning"): gpuproof/2, or gpuproof/1 while agents
+    # that only know v1 are still answering; stored challenges are judged under the spec they name
+    challenge_spec: Literal["gpuproof/1", "gpuproof/2"] = "gpuproof/2"
     poll_retry_after_s: int = 30
     # verifier-scheduled rounds (verifier/schedule.py): the mean time between a provider's rounds, the mean
     # while one of its jobs is open, the minimum gap (default a tenth of the mean) and the start window

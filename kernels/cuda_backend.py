@@ -1,7 +1,9 @@
-"""CUDA backend of spec gpuproof/1: custom kernels (kernels/cuda/gpuproof.cu) plus cuBLAS int8 GEMM.
+"""CUDA backend of specs gpuproof/1 and gpuproof/2: custom kernels (kernels/cuda/gpuproof.cu) plus cuBLAS
+int8 GEMM.
 
 Imported only when a GPU backend is asked for (kernels.backend.select_backend). One round on the device:
-round_key (rs_r from the previous root, on the GPU) -> gen_nibbles (A_r) -> cuBLAS gemmEx int8 -> int32
+round_key (rs_r from the previous root, on the GPU; round_key_v2 in v2) -> gen_nibbles (A_r; gen_bytes in
+v2) -> cuBLAS gemmEx int8 -> int32
 "TN" (C_r = A_r @ B.T) -> leaf_hash_1k -> merkle_levels (root_r into the roots array), as laid out by a
 launch plan (kernels/cuda_plan.py: sequential by default, or pipelined over two streams).
 Rounds are chained on the device; only the R 32-byte roots come back to the host. Buffers are allocated
@@ -37,7 +39,7 @@ from gpuproof.kernels.cuda_plan import (
     Wait,
 )
 from gpuproof.kernels.errors import BackendUnavailable
-from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPEC_V2, ChallengeParams
 
 CUDA_R_8I = 3
 CUDA_R_32I = 10
@@ -83,8 +85,9 @@ class CudaKernels:
         self._cublas = cublas
         module = _module(device_id, defines)
         with cupy.cuda.Device(device_id):
-            self._round_key = module.get_function("round_key")
-            self._gen = module.get_function("gen_nibbles")
+            self._round_key = {SPEC_V1: module.get_function("round_key"),
+                               SPEC_V2: module.get_function("round_key_v2")}
+            self._gen = {SPEC_V1: module.get_function("gen_nibbles"), SPEC_V2: module.get_function("gen_bytes")}
             self._leaf = module.get_function("leaf_hash_1k")
             self._levels = module.get_function("merkle_levels")
             self._copy = module.get_function("copy_hash")
@@ -92,19 +95,21 @@ class CudaKernels:
         self._zero = np.array(0, dtype=np.int32)
 
     def round_key(self, seed_d: cupy.ndarray, round_index: int, prev_root_d: cupy.ndarray,
-                  key_out: cupy.ndarray) -> None:
-        """key_out (2 x uint64) = Philox key words of A_r, from rs_r computed on the device."""
-        self._round_key((1,), (1,), (seed_d, np.uint32(round_index), prev_root_d, key_out))
+                  key_out: cupy.ndarray, spec: str = SPEC_V1) -> None:
+        """key_out (2 x uint64) = Philox key words of A_r in `spec`, from rs_r computed on the device."""
+        self._round_key[spec]((1,), (1,), (seed_d, np.uint32(round_index), prev_root_d, key_out))
 
-    def gen(self, out: cupy.ndarray, key_d: cupy.ndarray, first_block: int = 0) -> None:
-        """Fill int8 `out` (a multiple of 64 values) with the nibble stream from Philox block first_block."""
-        if out.size % 64:
-            raise ValueError(f"output of {out.size} values is not a whole number of 64-value blocks")
-        blocks = out.size // 64
+    def gen(self, out: cupy.ndarray, key_d: cupy.ndarray, first_block: int = 0, spec: str = SPEC_V1) -> None:
+        """Fill int8 `out` with `spec`'s value stream from Philox block first_block: nibbles (v1, 64 values
+        a block) or bytes (v2, 32 values a block); `out` holds a whole number of blocks."""
+        per_block = cuda_plan.values_per_block(spec)
+        if out.size % per_block:
+            raise ValueError(f"output of {out.size} values is not a whole number of {per_block}-value blocks")
+        blocks = out.size // per_block
         if blocks == 0:
             return
-        self._gen((cuda_plan.gen_grid(blocks),), (GEN_THREADS,),
-                  (out, key_d, np.uint64(first_block), np.uint64(blocks)))
+        self._gen[spec]((cuda_plan.gen_grid(blocks),), (GEN_THREADS,),
+                        (out, key_d, np.uint64(first_block), np.uint64(blocks)))
 
     def leaf_hashes(self, data: cupy.ndarray, n_chunks: int, out: cupy.ndarray) -> None:
         """out[32*i : 32*i+32] = SHA-256(0x00 || data[1024*i : 1024*i+1024]) for i < n_chunks."""
@@ -173,17 +178,17 @@ class ChallengeBuffers:
         self.seed = cupy.asarray(np.frombuffer(params.seed, dtype=np.uint8))
         self.roots = cupy.zeros((params.rounds + 1, 32), dtype=cupy.uint8)  # row 0: the zero root
         self.key_a = cupy.empty(2, dtype=cupy.uint64)
-        self.key_b = cupy.asarray(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
-        self.b_seed: bytes | None = None  # the seed whose B is in `b` (none yet)
+        self.key_b = cupy.empty(2, dtype=cupy.uint64)
+        self.b_seed: tuple[bytes, str] | None = None  # the (seed, spec) whose B is in `b` (none yet)
 
     def load_seed(self, params: ChallengeParams, kernels: CudaKernels) -> None:
-        """Make the buffers this challenge's: its seed and its B, regenerated in place (once per seed)."""
+        """Make the buffers this challenge's: its seed and its B, regenerated in place (once per seed and spec)."""
         self.params = params
-        if self.b_seed != params.seed:
+        if self.b_seed != (params.seed, params.spec):
             self.seed.set(np.frombuffer(params.seed, dtype=np.uint8))
-            self.key_b.set(np.array(spec.key_words(spec.b_key(params.seed)), dtype=np.uint64))
-            kernels.gen(self.b, self.key_b)
-            self.b_seed = params.seed
+            self.key_b.set(np.array(spec.key_words(spec.b_key(params.seed, params.spec)), dtype=np.uint64))
+            kernels.gen(self.b, self.key_b, 0, params.spec)
+            self.b_seed = (params.seed, params.spec)
 
     def ensure_rounds(self, rounds: int) -> None:
         """Room for `rounds` roots after the zero root (row 0, never written but by an opening of round 0)."""
@@ -232,7 +237,8 @@ class CudaBackend:
         """
         with cupy.cuda.Device(self.device):
             for m, n, k in list(shapes) or [WARM_SHAPE]:
-                self.run(ChallengeParams(bytes(32), m, n, k, 1))
+                version = spec.SPEC if k <= spec.definition(spec.SPEC).max_k else SPEC_V1
+                self.run(ChallengeParams(bytes(32), m, n, k, 1, spec=version))
             if self._buffers is not None:
                 self._buffers.ensure_rounds(WARM_ROUNDS)
             cupy.cuda.get_current_stream().synchronize()
@@ -263,7 +269,8 @@ class CudaBackend:
         Stream 0 of the plan is the caller's current stream; every plan ends with stream 0 waiting for
         everything it started, so the caller sees one stream.
         """
-        k, leaves = bufs.params.k, bufs.leaves
+        k, leaves, version = bufs.params.k, bufs.leaves, bufs.params.spec
+        per_block = cuda_plan.values_per_block(version)
         kern = self.kernels
         streams = {0: cupy.cuda.get_current_stream(), 1: self._hash_stream}
         root_out = bufs.roots[round_index + 1]
@@ -271,9 +278,9 @@ class CudaBackend:
             with streams[step.stream]:
                 match step:
                     case RoundKey():
-                        kern.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a)
+                        kern.round_key(bufs.seed, round_index, bufs.roots[round_index], bufs.key_a, version)
                     case Gen(r0=r0, r1=r1):
-                        kern.gen(bufs.a[r0:r1], bufs.key_a, r0 * k // 64)
+                        kern.gen(bufs.a[r0:r1], bufs.key_a, r0 * k // per_block, version)
                     case Gemm(r0=r0, r1=r1):
                         kern.gemm(bufs.a[r0:r1], bufs.b, bufs.c[r0:r1])
                     case Leaves(a=a, b=b):
@@ -304,7 +311,7 @@ class CudaBackend:
              roots: list[bytes] | None = None) -> tuple[np.ndarray, list[bytes]]:
         """Row `row` of C_r and its audit path, recomputing round `round_index` on the device."""
         if roots is None:
-            roots = self.run(ChallengeParams(params.seed, params.m, params.n, params.k, round_index + 1))
+            roots = self.run(params.with_rounds(round_index + 1))
         with cupy.cuda.Device(self.device):
             bufs = self._buffers_for(params)
             bufs.roots[round_index] = cupy.asarray(np.frombuffer(spec.prev_root_of(roots, round_index),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from gpuproof.kernels import merkle, reference, spec
-from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPEC_V2, ChallengeParams
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,20 @@ def check_philox(rng: np.random.Generator) -> Iterator[Check]:
     out = cupy.empty(64 * 4, dtype=cupy.int8)
     kern.gen(out, cupy.asarray(np.array([1, 2], dtype=np.uint64)))
     yield _compare("philox spec vector key (1, 2)", out.get(), reference.nibble_values(key16, 256))
-    for rows, k, offset in [(1, 64, 0), (3, 192, 5), (17, 640, 1000), (256, 1024, 3), (1, 32768, 777),
-                            (40, 2**20, 2), (1000, 4096, 123456)]:
-        key16 = rng.bytes(16)
-        out = cupy.empty((rows, k), dtype=cupy.int8)
-        kern.gen(out, cupy.asarray(np.array(spec.key_words(key16), dtype=np.uint64)), offset * k // 64)
-        want = reference.nibble_matrix(key16, rows, k, row_offset=offset)
-        yield _compare(f"philox rows={rows} k={k} row_offset={offset}", out.get(), want)
+    kern.gen(out, cupy.asarray(np.array([1, 2], dtype=np.uint64)), 0, SPEC_V2)
+    yield _compare("philox v2 spec vector key (1, 2)", out.get(), reference.byte_values(key16, 256))
+    for version, cases in [(SPEC_V1, [(1, 64, 0), (3, 192, 5), (17, 640, 1000), (256, 1024, 3), (1, 32768, 777),
+                                      (40, 2**20, 2), (1000, 4096, 123456)]),
+                           (SPEC_V2, [(1, 64, 0), (3, 192, 5), (17, 640, 1000), (256, 1024, 3), (1, 32768, 777),
+                                      (40, 131008, 2), (1000, 4096, 123456)])]:
+        per_block = spec.definition(version).values_per_block
+        for rows, k, offset in cases:
+            key16 = rng.bytes(16)
+            out = cupy.empty((rows, k), dtype=cupy.int8)
+            kern.gen(out, cupy.asarray(np.array(spec.key_words(key16), dtype=np.uint64)), offset * k // per_block,
+                     version)
+            want = reference.value_matrix(version, key16, rows, k, row_offset=offset)
+            yield _compare(f"philox {version} rows={rows} k={k} row_offset={offset}", out.get(), want)
 
 
 def check_round_key(rng: np.random.Generator) -> Iterator[Check]:
@@ -58,13 +65,14 @@ def check_round_key(rng: np.random.Generator) -> Iterator[Check]:
     from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
-    for r in [0, 1, 7, 2**31 + 5]:
-        seed, prev = rng.bytes(32), (bytes(32) if r == 0 else rng.bytes(32))
-        key = cupy.empty(2, dtype=cupy.uint64)
-        kern.round_key(cupy.asarray(np.frombuffer(seed, np.uint8)), r,
-                       cupy.asarray(np.frombuffer(prev, np.uint8)), key)
-        want = np.array(spec.key_words(spec.a_key(seed, r, prev)), dtype=np.uint64)
-        yield _compare(f"round_key r={r}", key.get(), want)
+    for version in (SPEC_V1, SPEC_V2):
+        for r in [0, 1, 7, 2**31 + 5]:
+            seed, prev = rng.bytes(32), (bytes(32) if r == 0 else rng.bytes(32))
+            key = cupy.empty(2, dtype=cupy.uint64)
+            kern.round_key(cupy.asarray(np.frombuffer(seed, np.uint8)), r,
+                           cupy.asarray(np.frombuffer(prev, np.uint8)), key, version)
+            want = np.array(spec.key_words(spec.a_key(seed, r, prev, version)), dtype=np.uint64)
+            yield _compare(f"round_key {version} r={r}", key.get(), want)
 
 
 def check_leaf_hashes(rng: np.random.Generator) -> Iterator[Check]:
@@ -110,14 +118,18 @@ def check_gemm(rng: np.random.Generator) -> Iterator[Check]:
     from gpuproof.kernels.cuda_backend import CudaKernels
 
     kern = CudaKernels(cupy.cuda.Device().id)
+    # the last case is spec v2's worst: k at its bound (131008) and a row and a column of -128, whose
+    # product row sums to 2**14 * 131008, the largest int32 sum v2 allows
     for m, n, k, lo, hi in [(16, 256, 64, -8, 8), (112, 512, 192, -8, 8), (1024, 1024, 1024, -8, 8),
-                            (64, 256, 32768, -8, 8), (32, 256, 4096, -128, 128)]:
+                            (64, 256, 32768, -8, 8), (32, 256, 4096, -128, 128), (16, 256, 131008, -128, 128)]:
         a = rng.integers(lo, hi, size=(m, k), dtype=np.int8)
         b = rng.integers(lo, hi, size=(n, k), dtype=np.int8)
+        a[0], b[0] = lo, lo
         c = cupy.empty((m, n), dtype=cupy.int32)
         kern.gemm(cupy.asarray(a), cupy.asarray(b), c)
-        want = (a.astype(np.int64) @ b.astype(np.int64).T).astype(np.int32)
-        yield _compare(f"gemmEx int8 m={m} n={n} k={k} values [{lo},{hi})", c.get(), want)
+        want = (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.int64)  # exact: |sums| < 2**31
+        assert want[0, 0] == lo * lo * k
+        yield _compare(f"gemmEx int8 m={m} n={n} k={k} values [{lo},{hi})", c.get(), want.astype(np.int32))
 
 
 def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None) -> Iterator[Check]:
@@ -129,20 +141,23 @@ def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None
     for pieces in (1, 4, 8):
         gpu = CudaBackend(cupy.cuda.Device().id, pieces=pieces)
         plan = f" pieces={pieces}" if pieces > 1 else ""
-        for v in vectors or []:
-            params = ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
+        for v in vectors or []:  # a vector naming no spec is v1 (tests/vectors/spec_v1.json)
+            params = ChallengeParams.from_json(v)
             got_hex = [r.hex() for r in gpu.run(params)]
-            yield Check(f"challenge vector {v['desc']}{plan}", got_hex == v["roots"], f"{got_hex} vs {v['roots']}")
-        for m, n, k, rounds in [(8, 256, 64, 3), (100, 512, 192, 2), (200, 1024, 640, 3), (37, 2048, 128, 2),
-                                (1000, 8192, 256, 2)]:
-            params = ChallengeParams(rng.bytes(32), m, n, k, rounds)
-            want = cpu.run(params)
-            got = gpu.run(params)
-            yield Check(f"challenge m={m} n={n} k={k} R={rounds}{plan} roots", got == want)
-            for r, row in [(rounds - 1, m - 1), (0, 0), (rounds // 2, m // 2)]:
-                gv, gp = gpu.open(params, r, row, got)
-                cv, cp = cpu.open(params, r, row, want)
-                yield Check(f"open m={m} n={n} round={r} row={row}{plan}", np.array_equal(gv, cv) and gp == cp)
+            yield Check(f"challenge vector {params.spec} {v['desc']}{plan}", got_hex == v["roots"],
+                        f"{got_hex} vs {v['roots']}")
+        for version in (SPEC_V1, SPEC_V2):
+            for m, n, k, rounds in [(8, 256, 64, 3), (100, 512, 192, 2), (200, 1024, 640, 3), (37, 2048, 128, 2),
+                                    (1000, 8192, 256, 2)]:
+                params = ChallengeParams(rng.bytes(32), m, n, k, rounds, version)
+                want = cpu.run(params)
+                got = gpu.run(params)
+                yield Check(f"challenge {version} m={m} n={n} k={k} R={rounds}{plan} roots", got == want)
+                for r, row in [(rounds - 1, m - 1), (0, 0), (rounds // 2, m // 2)]:
+                    gv, gp = gpu.open(params, r, row, got)
+                    cv, cp = cpu.open(params, r, row, want)
+                    yield Check(f"open {version} m={m} n={n} round={r} row={row}{plan}",
+                                np.array_equal(gv, cv) and gp == cp)
 
 
 ALL_CHECKS: dict[str, Callable[..., Iterator[Check]]] = {

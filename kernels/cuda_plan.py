@@ -1,4 +1,4 @@
-"""Launch plans of one round of spec gpuproof/1 on a GPU: which step runs on which stream, over which range.
+"""Launch plans of one round (spec gpuproof/1 or /2) on a GPU: which step runs on which stream, over which range.
 
 Pure Python (no CuPy), so that a plan is checked without a GPU: kernels/cuda_backend.py runs a plan with
 CuPy and cuBLAS; tests/support/cuda_emu.py runs the same plan with the kernel source compiled for the
@@ -18,20 +18,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpuproof.kernels import merkle
-from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import ChallengeParams, definition
 
 MAX_LEVELS_PER_LAUNCH = 9  # a block reduces 512 nodes: 9 levels at most
 DEFAULT_LEVELS_PER_LAUNCH = 6  # measured 3-8% faster than 9 on an H200 (docs/performance.md)
 LEVEL_NODES_PER_BLOCK = 512
 M_ALIGN = 16  # rows of A and C are padded to this: cuBLAS int8 wants M multiples of 4; 16 is the safe choice
-GEN_THREADS = 256  # gen_nibbles: one thread per Philox block of 64 values
+GEN_THREADS = 256  # gen_nibbles, gen_bytes: one thread per Philox block (64 values in v1, 32 in v2)
 LEAF_CHUNKS_PER_BLOCK = 128  # leaf_hash_1k: 4 warps x 32 chunks
 MAIN, HASH = 0, 1  # streams: the caller's stream, the backend's hashing stream
 ROOT_EVENT = -1  # event ids: >= 0 for "piece j multiplied", ROOT_EVENT for "root_r written"
 
 
+def values_per_block(spec: str) -> int:
+    """Values one Philox block (4 raw words) gives in `spec`: 64 nibbles (v1) or 32 bytes (v2)."""
+    return definition(spec).values_per_block
+
+
 def gen_grid(philox_blocks: int) -> int:
-    """Blocks of a gen_nibbles launch that writes `philox_blocks` x 64 values."""
+    """Blocks of a gen_nibbles or gen_bytes launch over `philox_blocks` Philox blocks."""
     return min(-(-philox_blocks // GEN_THREADS), 2**31 - 1)
 
 

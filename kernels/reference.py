@@ -1,6 +1,6 @@
-"""The normative NumPy reference of spec gpuproof/1 (docs/protocol.md).
+"""The normative NumPy reference of specs gpuproof/1 and gpuproof/2 (docs/protocol.md).
 
-Any other backend (CUDA) must produce byte-identical nibble matrices, leaf hashes and roots; the tests
+Any other backend (CUDA) must produce byte-identical value matrices, leaf hashes and roots; the tests
 hold it to that. This module favours obvious correctness, then speed on a small CPU.
 """
 
@@ -11,11 +11,23 @@ from typing import Any
 
 import numpy as np
 from gpuproof.kernels import merkle
-from gpuproof.kernels.spec import CHUNK_BYTES, ChallengeParams, a_key, b_key, key_words, prev_root_of
+from gpuproof.kernels.spec import (
+    CHUNK_BYTES,
+    SPEC_V1,
+    SPEC_V2,
+    ChallengeParams,
+    a_key,
+    b_key,
+    definition,
+    key_words,
+    prev_root_of,
+)
 
 _WORDS_PER_BLOCK = 4
 _VALUES_PER_WORD = 16
 _VALUES_PER_BLOCK = _WORDS_PER_BLOCK * _VALUES_PER_WORD  # 64: why spec v1 needs k % 64 == 0
+_V2_VALUES_PER_WORD = 8
+_V2_VALUES_PER_BLOCK = _WORDS_PER_BLOCK * _V2_VALUES_PER_WORD  # 32
 _GEN_STEP_VALUES = 1 << 24  # generate in pieces of 16M values to bound temporary memory
 # The warm-up round of CpuBackend: the cpu-reference profile's whole shape (256 x 256 x 1024), and no more
 # of a larger claimed shape: the CPU keeps no per-shape buffers, so a bigger round would only cost time.
@@ -60,33 +72,73 @@ def nibble_matrix(key16: bytes, rows: int, k: int, row_offset: int = 0) -> np.nd
     return nibble_values(key16, rows * k, row_offset * k).reshape(rows, k)
 
 
-def b_matrix(params: ChallengeParams) -> np.ndarray:
-    """B (n x k, int8) of the challenge: the same for every round."""
-    return nibble_matrix(b_key(params.seed), params.n, params.k)
+def byte_values(key16: bytes, count: int, value_offset: int = 0) -> np.ndarray:
+    """`count` values of the byte stream of `key16` from value `value_offset` (spec v2 step 1): the
+    Philox raw words' little-endian bytes, each read as a two's-complement int8 (values in [-128, 127]).
+
+    Precondition: `value_offset` is a multiple of 32 (a Philox block), `count` a multiple of 8.
+    """
+    if value_offset % _V2_VALUES_PER_BLOCK or count % _V2_VALUES_PER_WORD or count < 0:
+        raise ValueError(f"offset {value_offset} must be a multiple of 32 and count {count} of 8")
+    out = np.empty(count, dtype=np.int8)
+    gen = np.random.Philox(key=np.array(key_words(key16), dtype=np.uint64))
+    gen.advance(value_offset // _V2_VALUES_PER_BLOCK)
+    for start in range(0, count, _GEN_STEP_VALUES):
+        piece = min(_GEN_STEP_VALUES, count - start)
+        out[start:start + piece] = gen.random_raw(piece // _V2_VALUES_PER_WORD).astype("<u8", copy=False).view(np.int8)
+    return out
+
+
+def byte_matrix(key16: bytes, rows: int, k: int, row_offset: int = 0) -> np.ndarray:
+    """Rows `row_offset .. row_offset+rows-1` of the rows x k byte matrix of `key16` (spec v2; int8, C order).
+
+    Row i starts at Philox block i*k/32, so any block of rows is made without the ones before it.
+    """
+    if k % _VALUES_PER_BLOCK:
+        raise ValueError(f"k must be a multiple of 64, got {k}")
+    return byte_values(key16, rows * k, row_offset * k).reshape(rows, k)
+
+
+def value_matrix(spec: str, key16: bytes, rows: int, k: int, row_offset: int = 0) -> np.ndarray:
+    """Rows of the rows x k matrix of `key16` in `spec`'s value stream: nibbles (v1) or bytes (v2)."""
+    if spec == SPEC_V1:
+        return nibble_matrix(key16, rows, k, row_offset)
+    if spec == SPEC_V2:
+        return byte_matrix(key16, rows, k, row_offset)
+    raise ValueError(f"no value stream for spec {spec!r}")
+
+
+def b_matrix(params: ChallengeParams, rows: int | None = None, row_offset: int = 0) -> np.ndarray:
+    """B (n x k, int8) of the challenge, the same for every round; or `rows` of its rows from `row_offset`."""
+    rows = params.n if rows is None else rows
+    return value_matrix(params.spec, b_key(params.seed, params.spec), rows, params.k, row_offset)
 
 
 def a_matrix(params: ChallengeParams, round_index: int, prev_root: bytes, rows: int | None = None,
              row_offset: int = 0) -> np.ndarray:
     """A_r (m x k, int8), or `rows` of its rows from `row_offset`."""
     rows = params.m if rows is None else rows
-    return nibble_matrix(a_key(params.seed, round_index, prev_root), rows, params.k, row_offset)
+    key = a_key(params.seed, round_index, prev_root, params.spec)
+    return value_matrix(params.spec, key, rows, params.k, row_offset)
 
 
-def exact_float_dtype(k: int) -> type[np.floating]:
-    """A float type in which A @ B.T is exact: every partial sum is an integer of magnitude <= 64*k.
+def exact_float_dtype(k: int, spec: str) -> type[np.floating]:
+    """A float type in which A @ B.T is exact: every partial sum is an integer of magnitude at most
+    max_abs_product * k (64k in v1, 2**14 k in v2).
 
-    float32 represents every integer up to 2**24, float64 up to 2**53; spec v1 caps k at 2**20.
+    float32 represents every integer up to 2**24, float64 up to 2**53; v1 caps k at 2**20 (2**26) and v2
+    at 131008 (< 2**31), so float32 serves v1 up to k = 2**18 and v2 up to k = 1024, float64 the rest.
     """
-    return np.float32 if 64 * k <= 2**24 else np.float64
+    return np.float32 if definition(spec).max_abs_product * k <= 2**24 else np.float64
 
 
-def as_exact_float(matrix: np.ndarray) -> np.ndarray:
-    """The int8 matrix converted once to the float type that makes BLAS products exact."""
-    return matrix.astype(exact_float_dtype(matrix.shape[-1]))
+def as_exact_float(matrix: np.ndarray, spec: str) -> np.ndarray:
+    """The int8 matrix (values of `spec`) converted once to the float type that makes BLAS products exact."""
+    return matrix.astype(exact_float_dtype(matrix.shape[-1], spec))
 
 
 def matmul_exact(a: np.ndarray, b_float: np.ndarray) -> np.ndarray:
-    """C = A @ B.T exactly, as int32 (m x n). `b_float` is `as_exact_float(B)`.
+    """C = A @ B.T exactly, as int32 (m x n). `b_float` is `as_exact_float(B, spec)`.
 
     BLAS in float is exact here (see exact_float_dtype) and a hundred times faster than NumPy's integer
     matmul; the tests check it against an int64 product.
@@ -94,8 +146,29 @@ def matmul_exact(a: np.ndarray, b_float: np.ndarray) -> np.ndarray:
     return (a.astype(b_float.dtype) @ b_float.T).astype(np.int32)
 
 
+def exact_chunk(spec: str) -> int:
+    """The most columns of k over which a float32 product of `spec`'s values is exact: every partial sum
+    is at most max_abs_product per column, and float32 holds every integer up to 2**24, so 2**24 //
+    max_abs_product: 2**18 in v1, 1024 in v2 (both multiples of 64)."""
+    return 2**24 // definition(spec).max_abs_product
+
+
+def matmul_exact_chunked(a: np.ndarray, b32: np.ndarray, chunk: int) -> np.ndarray:
+    """C = A @ B.T exactly, as int32, with `b32` = B as float32: float32 BLAS over stretches of `chunk`
+    columns (`exact_chunk(spec)`: each stretch's product is exact), the stretches summed in int32 (exact:
+    every sum of a row's terms is within the spec's int32 bound). Float32 BLAS is over twice as fast as
+    float64 on one core, which v2's k > 1024 would otherwise need."""
+    k = b32.shape[1]
+    if k <= chunk:
+        return matmul_exact(a, b32)
+    c = np.zeros((a.shape[0], b32.shape[0]), dtype=np.int32)
+    for start in range(0, k, chunk):
+        c += (a[:, start:start + chunk].astype(np.float32) @ b32[:, start:start + chunk].T).astype(np.int32)
+    return c
+
+
 def c_bytes(c: np.ndarray) -> memoryview:
-    """Row-major little-endian bytes of C_r (spec v1 step 4)."""
+    """Row-major little-endian bytes of C_r (spec v1 step 4, the same in v2)."""
     return memoryview(np.ascontiguousarray(c, dtype="<i4")).cast("B")  # type: ignore[arg-type]
 
 
@@ -139,17 +212,20 @@ class CpuBackend:
         for m, n, k in list(shapes) or [WARM_MAX_SHAPE]:
             m, n, k = (min(v, cap) for v, cap in zip((m, n, k), WARM_MAX_SHAPE, strict=True))
             params = ChallengeParams(bytes(32), m, n, k, 1)
-            c = matmul_exact(a_matrix(params, 0, bytes(32)), as_exact_float(b_matrix(params)))
+            c = matmul_exact_chunked(a_matrix(params, 0, bytes(32)), b_matrix(params).astype(np.float32),
+                                     exact_chunk(params.spec))
             row_path(round_tree(c), params, m - 1)
 
     def _b_float(self, params: ChallengeParams) -> np.ndarray:
+        """B as float32 (for `matmul_exact_chunked`), made once per challenge."""
         if self._b_cache is None or self._b_cache[0] != params:
-            self._b_cache = (params, as_exact_float(b_matrix(params)))
+            self._b_cache = (params, b_matrix(params).astype(np.float32))
         return self._b_cache[1]
 
     def round_c(self, params: ChallengeParams, round_index: int, prev_root: bytes) -> np.ndarray:
         """C_r of one round (int32, m x n)."""
-        return matmul_exact(a_matrix(params, round_index, prev_root), self._b_float(params))
+        return matmul_exact_chunked(a_matrix(params, round_index, prev_root), self._b_float(params),
+                                    exact_chunk(params.spec))
 
     def run(self, params: ChallengeParams,
             progress: Callable[[int], None] | None = None) -> list[bytes]:
@@ -169,7 +245,7 @@ class CpuBackend:
         With `roots` (the commitment) only that round is recomputed; without, rounds 0..r are.
         """
         if roots is None:
-            roots = self.run(ChallengeParams(params.seed, params.m, params.n, params.k, round_index + 1))
+            roots = self.run(params.with_rounds(round_index + 1))
         key = (params, round_index, prev_root_of(roots, round_index))
         if self._open_cache is None or self._open_cache[0] != key:  # openings come sorted by round: once each
             c = self.round_c(params, round_index, key[2])

@@ -36,7 +36,7 @@ def test_device_check_timings_run(fake_cupy):
     assert set(row["pipelined_round_s"]) == {str(p) for p in device_check.PIECES}
     assert row["best_pieces"] in device_check.PIECES
     for key in ("gemm_tops", "gen_gbps", "leaf_gbps", "round_fraction", "run_fraction", "run_best_fraction",
-                "best_pieces_9_levels_fraction"):
+                "best_pieces_9_levels_fraction", "v2_gen_gbps", "v2_gemm_tops", "v2_round_fraction"):
         assert row[key] > 0, key
 
 

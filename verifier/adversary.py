@@ -11,7 +11,7 @@ import math
 import random
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from gpuproof.kernels import merkle, reference
@@ -138,7 +138,7 @@ class WrongSeed(Strategy):
     description = "answers another challenge (its own seed), consistently"
 
     def commit(self, params):
-        other = ChallengeParams(secrets.token_bytes(32), params.m, params.n, params.k, params.rounds)
+        other = replace(params, seed=secrets.token_bytes(32))
         return Honest().commit(other)
 
     def bound(self, params, spot_checks):
@@ -153,7 +153,7 @@ class StaleReplay(Strategy):
         self._old: tuple[ChallengeParams, Committed] | None = None
 
     def commit(self, params):
-        old_params = ChallengeParams(secrets.token_bytes(32), params.m, params.n, params.k, params.rounds)
+        old_params = replace(params, seed=secrets.token_bytes(32))
         held = Honest().commit(old_params)
         self._old = (old_params, held)
         return held
@@ -212,7 +212,7 @@ class RowsWithoutCommitment(Strategy):
                          [None] * params.rounds, [None] * params.rounds)
 
     def open(self, params, held, pairs, x):
-        b = reference.as_exact_float(reference.b_matrix(params))
+        b = reference.as_exact_float(reference.b_matrix(params), params.spec)
         out = []
         for r, i in pairs:
             a = reference.a_matrix(params, r, prev_root_of(held.roots, r), rows=1, row_offset=i)

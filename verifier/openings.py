@@ -28,7 +28,7 @@ class ChallengeReference:
     @property
     def b_float(self) -> np.ndarray:
         if self._b_float is None:
-            self._b_float = reference.as_exact_float(reference.b_matrix(self.params))
+            self._b_float = reference.as_exact_float(reference.b_matrix(self.params), self.params.spec)
         return self._b_float
 
     def a_row(self, round_index: int, prev_root: bytes, row: int) -> np.ndarray:

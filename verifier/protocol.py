@@ -24,7 +24,7 @@ import numpy as np
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
 from gpuproof.kernels.merkle import HASH_BYTES
-from gpuproof.kernels.spec import ChallengeParams, prev_root_of
+from gpuproof.kernels.spec import SPEC, ChallengeParams, definition, prev_root_of
 from gpuproof.verifier import freivalds
 from gpuproof.verifier.openings import check_row_inclusion
 from gpuproof.verifier.profiles import (
@@ -43,12 +43,17 @@ DEFAULT_SPOT_CHECKS = 32
 
 @dataclass(frozen=True)
 class VerifierConfig:
+    """`spec`: the challenge spec of new challenges (docs/protocol.md, "Versioning"); challenges already
+    issued are judged under the spec they name, whatever this says."""
+
     spot_checks: int = DEFAULT_SPOT_CHECKS
     timing: TimingConfig = field(default_factory=TimingConfig)
+    spec: str = SPEC
 
     def __post_init__(self) -> None:
         if not isinstance(self.spot_checks, int) or not 1 <= self.spot_checks <= 4096:
             raise InvalidParameter("spot_checks", f"must be an integer in 1..4096, got {self.spot_checks!r}")
+        definition(self.spec)
 
 
 @dataclass(frozen=True)
@@ -208,18 +213,21 @@ class Verifier:
 
     # 1. issue ---------------------------------------------------------------------------------
     def issue(self, device_model: str, *, now: float, profile_key: str | None = None,
-              shape: tuple[int, int, int, int] | None = None) -> Challenge:
-        """A fresh challenge for a device claimed to be `device_model` (any string; unknown is fine).
+              shape: tuple[int, int, int, int] | None = None, spec: str | None = None) -> Challenge:
+        """A fresh challenge for a device claimed to be `device_model` (any string; unknown is fine), in
+        `spec` (by default the configured spec of new challenges, gpuproof/2).
 
         `shape` (m, n, k, rounds) overrides the sizing, for tests, demos and simulations; the thresholds
         follow it.
         """
         if not isinstance(device_model, str) or not device_model.strip() or len(device_model) > 200:
             raise InvalidParameter("device_model", "expected a model name of 1 to 200 characters")
+        spec = self.config.spec if spec is None else spec
+        definition(spec)
         profile = self._profile(profile_key, device_model)
         seed = self._random_bytes(32)
-        params = size_challenge(seed, profile, self.config.timing) if shape is None \
-            else ChallengeParams(seed, *shape)
+        params = size_challenge(seed, profile, self.config.timing, spec) if shape is None \
+            else ChallengeParams(seed, *shape, spec=spec)
         return Challenge(challenge_id=self._random_bytes(16).hex(), params=params, device_model=device_model,
                          profile=profile.key, issued_at=float(now),
                          thresholds=thresholds(params, profile, self.config.timing),

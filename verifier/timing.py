@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from gpuproof.kernels.errors import InvalidParameter
-from gpuproof.kernels.spec import MAX_K, ChallengeParams
+from gpuproof.kernels.spec import SPEC, ChallengeParams, definition
 from gpuproof.verifier.profiles import Profile
 
 FALSE_FAILURE_BUDGET = 5e-5  # at the worst corner (eff_low, overhead_max); "fewer than 1 in 10,000"
@@ -72,13 +72,17 @@ def challenge_shape(profile: Profile) -> tuple[int, int, int]:
     return 4096, 4096, 8192
 
 
-def size_challenge(seed: bytes, profile: Profile, config: TimingConfig) -> ChallengeParams:
-    """Parameters whose expected time on the profile's typical rate is config.target_seconds."""
+def size_challenge(seed: bytes, profile: Profile, config: TimingConfig, spec: str = SPEC) -> ChallengeParams:
+    """Parameters in `spec` whose expected time on the profile's typical rate is config.target_seconds.
+
+    Both specs do the same int8 work per round (2mnk operations at the card's int8 rate), so the sizing is
+    the same; every shape's k is inside v2's bound (k <= 131008).
+    """
     m, n, k = challenge_shape(profile)
-    assert k <= MAX_K
+    assert k <= definition(spec).max_k
     per_round = 2.0 * m * n * k / profile.rate_typical
     rounds = max(1, min(config.max_rounds, round(config.target_seconds / per_round)))
-    return ChallengeParams(seed, m, n, k, rounds)
+    return ChallengeParams(seed, m, n, k, rounds, spec=spec)
 
 
 def thresholds(params: ChallengeParams, profile: Profile, config: TimingConfig) -> Thresholds:

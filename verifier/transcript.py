@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
-from gpuproof.kernels.spec import SPEC, ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPECS, ChallengeParams
 from gpuproof.verifier import evidence
 from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
 from gpuproof.verifier.timing import Thresholds
@@ -34,7 +34,7 @@ def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
     t = challenge.thresholds
     return {
         "version": VERSION,
-        "spec": SPEC,
+        "spec": p.spec,
         "challenge": {
             "challenge_id": challenge.challenge_id, "seed": p.seed.hex(), "m": p.m, "n": p.n, "k": p.k,
             "rounds": p.rounds, "device_model": challenge.device_model, "profile": challenge.profile,
@@ -96,10 +96,13 @@ def parse(doc: Any) -> tuple[Challenge, Commitment, OpeningRequest, list[Opening
     if doc.get("version") != VERSION:
         raise TranscriptError(f"version: expected {VERSION!r}, got {doc.get('version')!r}")
     c = _get(doc, "challenge", dict, "transcript")
+    spec = doc.get("spec", SPEC_V1)  # transcripts name their challenge's spec; v1 ones always did
+    if spec not in SPECS:
+        raise TranscriptError(f"spec: expected one of {', '.join(SPECS)}, got {spec!r}")
     try:
         params = ChallengeParams(_hex(_get(c, "seed", str, "challenge"), "challenge.seed", 32),
                                  _get(c, "m", int, "challenge"), _get(c, "n", int, "challenge"),
-                                 _get(c, "k", int, "challenge"), _get(c, "rounds", int, "challenge"))
+                                 _get(c, "k", int, "challenge"), _get(c, "rounds", int, "challenge"), spec)
         t = _get(c, "thresholds", dict, "challenge")
         challenge = Challenge(
             challenge_id=_get(c, "challenge_id", str, "challenge"), params=params,

@@ -60,7 +60,7 @@ def _probe(session, provider_id: str) -> str:  # noqa: ANN001
 
 
 def _public(row: ChallengeRow) -> dict:
-    return {"challenge_id": row.id, "spec": "gpuproof/1", "seed": row.seed.hex(), "m": row.m, "n": row.n, "k": row.k,
+    return {"challenge_id": row.id, "spec": row.spec, "seed": row.seed.hex(), "m": row.m, "n": row.n, "k": row.k,
             "rounds": row.rounds, "issued_at": row.issued_at, "deadline_s": row.deadline_s, "state": row.state,
             "device": None}
 

@@ -1,10 +1,12 @@
-// gpuproof/1 CUDA kernels (docs/protocol.md, "Spec v1"). The NumPy reference in kernels/reference.py is
-// normative: every kernel here must give byte-identical output, which bench/device_check.py and
-// tests/kernels/test_cuda.py check.
+// gpuproof/1 and gpuproof/2 CUDA kernels (docs/protocol.md, "Spec v1", "Spec v2"). The NumPy reference in
+// kernels/reference.py is normative: every kernel here must give byte-identical output, which
+// bench/device_check.py and tests/kernels/test_cuda.py check.
 //
 // Entry points (extern "C", compiled once per device with cupy.RawModule):
 //   round_key      rs_r = SHA-256("gpuproof.round.v1" || seed || u32le(r) || prev_root); key words of A_r
-//   gen_nibbles    Philox4x64-10 nibble stream -> int8 matrix, from any Philox block
+//   round_key_v2   the same with "gpuproof.round.v2" (spec v2)
+//   gen_nibbles    Philox4x64-10 nibble stream -> int8 matrix, from any Philox block (spec v1)
+//   gen_bytes      Philox4x64-10 byte stream -> int8 matrix, from any Philox block (spec v2)
 //   leaf_hash_1k   SHA-256(0x00 || chunk) over 1 KiB chunks
 //   merkle_levels  RFC 6962 interior levels, up to 9 levels per launch, every level kept, root copied out
 //   copy_hash      one 32-byte hash from a level buffer into the roots array
@@ -136,14 +138,14 @@ __device__ __forceinline__ void node_hash_words(const uint32_t x[16], uint32_t o
 }
 
 // ------------------------------------------------------------------------------------------------
-// round_key: one thread. seed and prev_root are 32 bytes; key_out gets the two little-endian uint64
-// Philox key words of A_r (the first 16 bytes of rs_r).
+// round_key, round_key_v2: one thread. seed and prev_root are 32 bytes; key_out gets the two little-endian
+// uint64 Philox key words of A_r (the first 16 bytes of rs_r). The domain string is "gpuproof.round.v1" or
+// "gpuproof.round.v2": both 17 bytes, so the message is 85 bytes and two SHA-256 blocks either way.
 // ------------------------------------------------------------------------------------------------
-extern "C" __global__ void round_key(const uint8_t* __restrict__ seed, uint32_t round_index,
-                                     const uint8_t* __restrict__ prev_root,
-                                     unsigned long long* __restrict__ key_out) {
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    const char domain[17] = {'g', 'p', 'u', 'p', 'r', 'o', 'o', 'f', '.', 'r', 'o', 'u', 'n', 'd', '.', 'v', '1'};
+__device__ __forceinline__ void round_key_of(char version, const uint8_t* __restrict__ seed, uint32_t round_index,
+                                             const uint8_t* __restrict__ prev_root,
+                                             unsigned long long* __restrict__ key_out) {
+    const char domain[17] = {'g', 'p', 'u', 'p', 'r', 'o', 'o', 'f', '.', 'r', 'o', 'u', 'n', 'd', '.', 'v', version};
     uint8_t msg[128];
     int n = 0;
     for (int i = 0; i < 17; ++i) msg[n++] = (uint8_t)domain[i];
@@ -166,6 +168,20 @@ extern "C" __global__ void round_key(const uint8_t* __restrict__ seed, uint32_t 
     }
     key_out[0] = ((unsigned long long)bswap32(s[1]) << 32) | bswap32(s[0]);
     key_out[1] = ((unsigned long long)bswap32(s[3]) << 32) | bswap32(s[2]);
+}
+
+extern "C" __global__ void round_key(const uint8_t* __restrict__ seed, uint32_t round_index,
+                                     const uint8_t* __restrict__ prev_root,
+                                     unsigned long long* __restrict__ key_out) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    round_key_of('1', seed, round_index, prev_root, key_out);
+}
+
+extern "C" __global__ void round_key_v2(const uint8_t* __restrict__ seed, uint32_t round_index,
+                                        const uint8_t* __restrict__ prev_root,
+                                        unsigned long long* __restrict__ key_out) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    round_key_of('2', seed, round_index, prev_root, key_out);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -253,6 +269,49 @@ gen_nibbles(uint4* __restrict__ out, const unsigned long long* __restrict__ key,
     dst[1] = word_to_values(w[1]);
     dst[2] = word_to_values(w[2]);
     dst[3] = word_to_values(w[3]);
+#endif
+}
+
+// gen_bytes (spec v2): the same Philox4x64-10 stream, each little-endian byte of a raw word one int8 value
+// (two's complement, so values in [-128, 127]): a block is 4 words, 32 values, and the bytes go out as
+// they are. One thread per block, staged through shared memory like gen_nibbles (consecutive lanes on
+// consecutive 16-byte words).
+extern "C" __global__ void __launch_bounds__(GEN_THREADS)
+gen_bytes(uint4* __restrict__ out, const unsigned long long* __restrict__ key,
+          unsigned long long first_block, unsigned long long n_blocks) {
+    const unsigned long long key0 = key[0], key1 = key[1];
+#if GP_GEN_SMEM
+    __shared__ uint4 stage[GEN_THREADS * 2];
+    const unsigned long long tile0 = (unsigned long long)blockIdx.x * GEN_THREADS;
+    if (tile0 >= n_blocks) return;
+    const unsigned long long i = tile0 + threadIdx.x;
+    if (i < n_blocks) {
+        unsigned long long w[4];
+        philox4x64_10(first_block + i, key0, key1, w);
+        // XOR swizzle on the pair: a lane's two stores go to different halves of its neighbours' banks
+        stage[2 * threadIdx.x + (0 ^ (threadIdx.x & 1))] =
+            make_uint4((uint32_t)w[0], (uint32_t)(w[0] >> 32), (uint32_t)w[1], (uint32_t)(w[1] >> 32));
+        stage[2 * threadIdx.x + (1 ^ (threadIdx.x & 1))] =
+            make_uint4((uint32_t)w[2], (uint32_t)(w[2] >> 32), (uint32_t)w[3], (uint32_t)(w[3] >> 32));
+    }
+    __syncthreads();
+    const unsigned long long tile_words =
+        2 * ((n_blocks - tile0) < GEN_THREADS ? (n_blocks - tile0) : (unsigned long long)GEN_THREADS);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const unsigned int logical = threadIdx.x + j * GEN_THREADS;
+        if (logical < tile_words) {
+            const unsigned int owner = logical >> 1;
+            out[2 * tile0 + logical] = stage[2 * owner + ((logical & 1) ^ (owner & 1))];
+        }
+    }
+#else
+    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_blocks) return;
+    unsigned long long w[4];
+    philox4x64_10(first_block + i, key0, key1, w);
+    out[2 * i] = make_uint4((uint32_t)w[0], (uint32_t)(w[0] >> 32), (uint32_t)w[1], (uint32_t)(w[1] >> 32));
+    out[2 * i + 1] = make_uint4((uint32_t)w[2], (uint32_t)(w[2] >> 32), (uint32_t)w[3], (uint32_t)(w[3] >> 32));
 #endif
 }
 

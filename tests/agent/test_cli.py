@@ -17,8 +17,9 @@ from tests.conftest import load_vectors
 from tests.support.calibrate import honest_cpu_shape, scaled
 
 V1 = load_vectors("spec_v1.json")["challenges"][0]
+V2_VECTORS = load_vectors("spec_v2.json")["challenges"]
 SEED = V1["seed"]
-SIZES = ["--m", "256", "--n", "256", "--k", "64", "--rounds", "2"]
+SIZES = ["--m", "256", "--n", "256", "--k", "64", "--rounds", "2", "--spec", "1"]
 # `challenge local` times its honest CPU run like a gateway would: a shape whose slow bound leaves 1 s
 # (scaled to this machine, tests/support/calibrate.py) beyond the overhead allowance
 HONEST = ",".join(str(v) for v in honest_cpu_shape(1))
@@ -36,6 +37,32 @@ def test_run_json_prints_only_the_document_with_the_vector_roots():
     assert doc["spec"] == "gpuproof/1" and doc["backend"] == "cpu"
     assert doc["roots"] == V1["roots"]
     assert doc["seconds"] >= 0
+
+
+@pytest.mark.parametrize("vector", V2_VECTORS, ids=lambda v: v["desc"])
+def test_run_reproduces_the_v2_vectors_and_v2_is_the_default(vector):
+    sizes = ["--m", str(vector["m"]), "--n", str(vector["n"]), "--k", str(vector["k"]),
+             "--rounds", str(vector["rounds"])]
+    out = gpuproof("challenge", "run", "--seed", vector["seed"], *sizes, "--backend", "cpu", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["spec"] == "gpuproof/2" and doc["roots"] == vector["roots"]
+    if vector["desc"] == "W1":
+        explicit = gpuproof("challenge", "run", "--spec", "2", "--seed", vector["seed"], *sizes, "--backend", "cpu",
+                            "--json")
+        assert json.loads(explicit.stdout)["roots"] == vector["roots"]
+
+
+def test_local_plays_a_v2_h200_challenge_on_the_cpu_at_a_small_size(tmp_path):
+    path = tmp_path / "t.json"
+    out = gpuproof("challenge", "local", "--device-model", "h200", "--backend", "cpu", "--transcript", str(path))
+    assert "small shape 256,256,1024,2" in out.stderr, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["spec"] == "gpuproof/2" and doc["challenge"]["profile"] == "h200"
+    assert doc["verdict"]["correctness"] == "pass"
+    assert out.returncode == (0 if doc["verdict"]["outcome"] == "pass" else 1)
+    check = gpuproof("verify-transcript", str(path), "--json")
+    assert json.loads(check.stdout)["matches_record"] is True
 
 
 def test_run_plain_prints_one_root_per_round():
@@ -66,6 +93,8 @@ def test_open_json_verifies_against_the_vector_root():
     (["--seed", SEED, *SIZES, "--backend", "tpu"], "--backend"),
     (["--seed", SEED, *SIZES, "--device", "-1"], "--device"),
     (["--seed", SEED, "--m", "256"], "--n"),
+    (["--seed", SEED, "--m", "4", "--n", "256", "--k", "131072", "--rounds", "1"], "--k"),
+    (["--seed", SEED, "--m", "4", "--n", "256", "--k", "64", "--rounds", "1", "--spec", "3"], "--spec"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_parameter(args, fragment):
     out = gpuproof("challenge", "run", *args)

@@ -41,8 +41,7 @@ class Agent:
         return self.post(f"/v1/providers/{self.id}/challenges", {"device": device})
 
     def prove(self, challenge):
-        params = ChallengeParams(bytes.fromhex(challenge["seed"]), challenge["m"], challenge["n"], challenge["k"],
-                                 challenge["rounds"])
+        params = ChallengeParams.from_json(challenge)
         return params, CpuBackend().run(params)
 
     def openings(self, params, roots, pairs):
@@ -83,6 +82,7 @@ def test_full_provider_flow_and_evidence(gateway):
     agent = Agent(gateway)
     assert gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]["verified_class"] is None
     c, verdict = agent.full_round()
+    assert c["spec"] == "gpuproof/2"  # new challenges are v2 (docs/protocol.md, "Versioning")
     assert verdict["outcome"] == "pass" and verdict["correctness"] == "pass"
     device = gateway.client.get(f"/v1/providers/{agent.id}").json()["devices"][0]
     assert device["claimed_profile"] == "cpu-reference" and device["verified_class"] == verdict["best_match"]
@@ -95,7 +95,7 @@ def test_full_provider_flow_and_evidence(gateway):
     # the transcript re-checks offline to the same verdict
     doc = gateway.client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
     _, diffs = transcript.recheck(doc)
-    assert diffs == []
+    assert diffs == [] and doc["spec"] == "gpuproof/2"
     # the log holds the registration, the commitment, the opening request and the verdict; proofs verify
     # against the signed head
     head = gateway.client.get("/v1/log/head").json()
@@ -543,3 +543,24 @@ def test_commitment_stored_but_not_drawn_before_a_crash_is_resumed_by_the_retry(
                                    f"/v1/providers/{'0' * 32}/verdicts?offset=9223372036854775808"])
 def test_huge_offsets_and_indices_are_422_not_a_database_overflow(gateway, query):
     assert_problem(gateway.client.get(query), 422, "less than or equal")
+
+
+def test_a_gateway_set_to_gpuproof_1_issues_and_judges_v1_challenges(database_url, tmp_path):
+    """GPUPROOF_CHALLENGE_SPEC=gpuproof/1 (while agents that only know v1 still answer): challenges name v1,
+    a v1 answer passes and the transcript re-checks under v1."""
+    from fastapi.testclient import TestClient
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    from tests.gateway.conftest import Gateway
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, verify_test_shape="16,256,64,3",
+                        challenge_interval_s=3600, provider_rate_per_s=1000, ip_rate_per_s=10000,
+                        maintenance_interval_s=0, challenge_spec="gpuproof/1")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        gw = Gateway(client, settings, app)
+        c, verdict = Agent(gw).full_round()
+        doc = client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
+    assert c["spec"] == "gpuproof/1" and verdict["outcome"] == "pass"
+    assert doc["spec"] == "gpuproof/1" and transcript.recheck(doc)[1] == []

@@ -39,7 +39,7 @@ def server(tmp_path):
 def play(client: GatewayClient) -> dict:
     c, probe, _ = client.next_challenge(0)
     client.echo_rtt(probe)
-    params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+    params = ChallengeParams.from_json(c)
     roots = CpuBackend().run(params)
     req = client.commit(c["challenge_id"], roots)
     openings = []

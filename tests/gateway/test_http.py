@@ -47,7 +47,7 @@ def test_provider_flow_over_http(servers):
         pid = client.post("/v1/providers", json=registration(key, "http", [{"model": "cpu-reference",
                                                                             "vram_gib": 4}])).json()["id"]
         c = signed_post(client, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         req = signed_post(client, key, pid, f"/v1/challenges/{c['challenge_id']}/commitment",
                           {"roots": [r.hex() for r in roots]}).json()
@@ -70,7 +70,7 @@ def test_two_gateway_processes_on_one_database_are_one_service(servers):
         pid = ca.post("/v1/providers", json=registration(key, "two", [{"model": "cpu-reference",
                                                                        "vram_gib": 4}])).json()["id"]
         c = signed_post(ca, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()  # issued on A
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         req = signed_post(cb, key, pid, f"/v1/challenges/{c['challenge_id']}/commitment",  # committed on B
                           {"roots": [r.hex() for r in roots]}).json()
@@ -105,7 +105,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             client.register("timed", [{"model": "cpu-reference", "vram_gib": 1}])
             other.register("busy", [{"model": "cpu-reference", "vram_gib": 1}])
             c, probe, _ = client.next_challenge(0)
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = ChallengeParams.from_json(c)
             roots = CpuBackend().run(params)
             lock = sqlite3.connect(db, isolation_level=None)
             lock.execute("BEGIN IMMEDIATE")  # every writer now waits for this
@@ -149,7 +149,7 @@ def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, dat
                                                                                 "vram_gib": 4}])).json()["id"]
         for attempt in range(3):
             c = signed_post(clients[0], key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = ChallengeParams.from_json(c)
             roots = CpuBackend().run(params)
 
             def together(path: str, payload: dict) -> list[httpx.Response]:

@@ -47,7 +47,7 @@ def play(client: GatewayClient) -> tuple[str, dict]:
     """The provider's first challenge, answered honestly: its id and verdict."""
     c, probe = first_challenge(client)
     client.echo_rtt(probe)
-    params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+    params = ChallengeParams.from_json(c)
     roots = CpuBackend().run(params)
     req = client.commit(c["challenge_id"], roots)
     return c["challenge_id"], client.open(c["challenge_id"], honest.openings(params, roots, req["pairs"]))
@@ -126,7 +126,7 @@ def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
     verdict, with no transcript hash (there is no transcript)."""
     with provider(live) as client:
         c, _ = first_challenge(client)
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         client.commit(c["challenge_id"], CpuBackend().run(params))
     engine = create_engine(live.db_url)
     with engine.begin() as conn:  # its deadline and grace passed

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from gpuproof.gateway import migrate
 from gpuproof.gateway.models import Base
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 
 def schema_differences(url: str) -> list:
@@ -41,3 +41,24 @@ def test_a_new_sqlite_database_is_put_in_wal_mode_once(tmp_path):
         r.execute(Base.metadata.tables["providers"].select()).all()
     db.dispose()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_challenges_stored_before_spec_v2_are_gpuproof_1_after_the_upgrade(tmp_path):
+    """Migration 0011 names the spec of every stored challenge: all of them were issued in gpuproof/1, and
+    are judged (and their transcripts re-checked) under it."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0009")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO challenges (id, provider_id, device_id, device_model, profile, seed, m, n, k, rounds,"
+                " spot_checks, issued_at, expected_s, fast_s, slow_s, deadline_s, state) VALUES (:id, 'p', 1,"
+                " 'cpu-reference', 'cpu-reference', :seed, 16, 256, 64, 1, 32, 0, 1, 0, 2, 10, 'judged')"),
+                {"id": "ab" * 16, "seed": bytes(32)})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT spec FROM challenges")).scalar_one() == "gpuproof/1"
+    finally:
+        engine.dispose()

@@ -88,7 +88,7 @@ def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(databa
         assert len({c["issued_at"] for c in challenges}) == 1 and len({c["seed"] for c in challenges}) == 4
         committed = []
         for c in challenges:  # one card: each computed and committed in turn
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = ChallengeParams.from_json(c)
             roots = CpuBackend().run(params)
             r = box.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]})
             assert r.status_code in (200, 409), r.text  # 409: past its deadline, refused

@@ -17,7 +17,8 @@ def test_kernel_is_bit_identical_to_reference(name):
     from gpuproof.kernels.cuda_identity import ALL_CHECKS
 
     rng = np.random.default_rng(20261126)
-    kwargs = {"vectors": load_vectors("spec_v1.json")["challenges"]} if name == "challenges" else {}
+    vectors = load_vectors("spec_v1.json")["challenges"] + load_vectors("spec_v2.json")["challenges"]
+    kwargs = {"vectors": vectors} if name == "challenges" else {}
     results = list(ALL_CHECKS[name](rng, **kwargs))
     assert results
     failed = [f"{c.name}: {c.detail}" for c in results if not c.ok]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gpuproof.kernels import reference
-from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPEC_V2, ChallengeParams
 
 from tests.conftest import load_vectors
 from tests.support import cuda_emu, cupy_on_cpu
@@ -28,7 +28,8 @@ def fake_cupy(monkeypatch):
 def test_every_identity_check_passes_on_the_emulated_device(fake_cupy, check):
     from gpuproof.kernels.cuda_identity import ALL_CHECKS
 
-    kwargs = {"vectors": load_vectors("spec_v1.json")["challenges"]} if check == "challenges" else {}
+    vectors = load_vectors("spec_v1.json")["challenges"] + load_vectors("spec_v2.json")["challenges"]
+    kwargs = {"vectors": vectors} if check == "challenges" else {}
     results = list(ALL_CHECKS[check](np.random.default_rng(11), **kwargs))
     assert results
     assert [c for c in results if not c.ok] == []
@@ -48,11 +49,12 @@ def test_the_identity_checks_can_fail(fake_cupy, monkeypatch):
     assert all(not c.ok for c in check_gemm(np.random.default_rng(4)) if "k=64 " not in c.name)
 
 
+@pytest.mark.parametrize("version", [SPEC_V1, SPEC_V2])
 @pytest.mark.parametrize("pieces", [1, 3, 4])
-def test_backend_run_and_open_match_the_cpu_backend(fake_cupy, pieces):
+def test_backend_run_and_open_match_the_cpu_backend(fake_cupy, pieces, version):
     from gpuproof.kernels.cuda_backend import CudaBackend
 
-    params = ChallengeParams(bytes(range(32)), 70, 2048, 128, 3)
+    params = ChallengeParams(bytes(range(32)), 70, 2048, 128, 3, version)
     cpu = reference.CpuBackend()
     want = cpu.run(params)
     gpu = CudaBackend(0, pieces=pieces)
@@ -86,3 +88,14 @@ def test_auto_picks_cuda_when_cupy_sees_a_gpu_and_names_the_reason_when_not(fake
     assert select_backend("auto").name == "cpu"
     with pytest.raises(BackendUnavailable, match="sees no CUDA GPU"):
         select_backend("cuda")
+
+
+def test_one_backend_answers_v1_and_v2_challenges_of_one_shape_and_seed(fake_cupy):
+    """The buffers of a shape are kept across challenges; B is regenerated when the spec changes, even for
+    the same seed (a v1 B left in place under a v2 challenge would give v1's products)."""
+    from gpuproof.kernels.cuda_backend import CudaBackend
+
+    gpu, cpu = CudaBackend(0), reference.CpuBackend()
+    for version in (SPEC_V1, SPEC_V2, SPEC_V1):
+        params = ChallengeParams(bytes(32), 40, 512, 64, 2, version)
+        assert gpu.run(params) == cpu.run(params)

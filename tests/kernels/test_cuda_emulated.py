@@ -2,7 +2,7 @@
 
 No GPU needed: this runs the very source kernels/cuda_backend.py loads, with the same grids and launch
 plans, on CPU threads. Independent sources: hashlib, kernels.reference (normative), RFC 6962 trees from
-kernels.merkle, the spec v1 vectors.
+kernels.merkle, the spec v1 and v2 vectors (v2's made by an implementation that shares no code with gpuproof).
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ def kern() -> cuda_emu.EmuKernels:
     return cuda_emu.EmuKernels()
 
 
-def test_round_key_matches_the_spec(kern):
+@pytest.mark.parametrize("version", [spec.SPEC_V1, spec.SPEC_V2])
+def test_round_key_matches_the_spec(kern, version):
     rng = np.random.default_rng(1)
     for r in [0, 1, 7, 2**31 + 5, 2**32 - 1]:
         seed, prev = rng.bytes(32), (bytes(32) if r == 0 else rng.bytes(32))
         key = np.zeros(2, dtype=np.uint64)
-        kern.round_key(np.frombuffer(seed, np.uint8).copy(), r, np.frombuffer(prev, np.uint8).copy(), key)
-        assert key.tolist() == list(spec.key_words(spec.a_key(seed, r, prev)))
+        kern.round_key(np.frombuffer(seed, np.uint8).copy(), r, np.frombuffer(prev, np.uint8).copy(), key, version)
+        assert key.tolist() == list(spec.key_words(spec.a_key(seed, r, prev, version)))
 
 
 def test_philox_spec_vector(kern):
@@ -48,13 +49,26 @@ def test_philox_spec_vector(kern):
     assert out[:48].tolist() == want
 
 
+def test_v2_philox_spec_vector(kern):
+    vec = load_vectors("spec_v2.json")["philox"][0]
+    out = np.zeros(32 * 4, dtype=np.int8)
+    kern.gen(out, np.array(vec["key_words"], dtype=np.uint64), spec=spec.SPEC_V2)
+    want_words = [int(w, 16) for w in vec["first_raw_words"]]
+    # the first three raw words' little-endian bytes, each a two's-complement value
+    want = [b - 256 if b >= 128 else b for w in want_words for b in w.to_bytes(8, "little")]
+    assert out[:24].tolist() == want
+    assert out[:16].tolist() == vec["first_values16"]
+
+
+@pytest.mark.parametrize("version", [spec.SPEC_V1, spec.SPEC_V2])
 @pytest.mark.parametrize(("rows", "k", "offset"), [(1, 64, 0), (3, 192, 5), (17, 640, 1000), (256, 1024, 3),
-                                                   (1, 32768, 777), (40, 4096, 123456)])
-def test_gen_matches_the_reference_at_any_row_offset(kern, rows, k, offset):
+                                                   (1, 32768, 777), (40, 4096, 123456), (300, 64, 7)])
+def test_gen_matches_the_reference_at_any_row_offset(kern, rows, k, offset, version):
     key16 = random.Random(rows * k + offset).randbytes(16)
     out = np.zeros((rows, k), dtype=np.int8)
-    kern.gen(out, np.array(spec.key_words(key16), dtype=np.uint64), offset * k // 64)
-    assert np.array_equal(out, reference.nibble_matrix(key16, rows, k, row_offset=offset))
+    kern.gen(out, np.array(spec.key_words(key16), dtype=np.uint64),
+             offset * k // spec.definition(version).values_per_block, spec=version)
+    assert np.array_equal(out, reference.value_matrix(version, key16, rows, k, row_offset=offset))
 
 
 @pytest.mark.parametrize("chunks", [1, 31, 32, 33, 127, 128, 129, 1000])
@@ -103,23 +117,26 @@ def test_levels_over_a_piece_leave_the_rest_of_the_level_alone(kern):
         assert not got[:lo].any() and not got[hi:].any(), h
 
 
-VECTORS = load_vectors("spec_v1.json")["challenges"]
+VECTORS = load_vectors("spec_v1.json")["challenges"] + load_vectors("spec_v2.json")["challenges"]
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["desc"] for v in VECTORS])
 @pytest.mark.parametrize("pieces", [1, 4])
 def test_spec_vectors_through_the_launch_plans(vector, pieces):
-    params = ChallengeParams(bytes.fromhex(vector["seed"]), vector["m"], vector["n"], vector["k"], vector["rounds"])
+    params = ChallengeParams.from_json(vector)  # v2's vectors name their spec; v1's name none
     got = cuda_emu.EmuBackend(pieces, order_seed=pieces).run(params)
     assert [r.hex() for r in got] == vector["roots"]
 
 
-@pytest.mark.parametrize(("m", "n", "k", "rounds", "pieces", "per_launch"), [
-    (8, 256, 64, 3, 1, 6), (100, 512, 192, 2, 1, 9), (37, 2048, 128, 2, 1, 6),
-    (100, 8192, 128, 2, 4, 6), (130, 1024, 64, 2, 3, 9), (64, 2048, 64, 3, 8, 6), (33, 4096, 64, 2, 2, 1),
+@pytest.mark.parametrize(("m", "n", "k", "rounds", "pieces", "per_launch", "version"), [
+    (8, 256, 64, 3, 1, 6, spec.SPEC_V1), (100, 512, 192, 2, 1, 9, spec.SPEC_V1), (37, 2048, 128, 2, 1, 6, spec.SPEC_V1),
+    (100, 8192, 128, 2, 4, 6, spec.SPEC_V1), (130, 1024, 64, 2, 3, 9, spec.SPEC_V1),
+    (64, 2048, 64, 3, 8, 6, spec.SPEC_V1), (33, 4096, 64, 2, 2, 1, spec.SPEC_V1),
+    (8, 256, 64, 3, 1, 6, spec.SPEC_V2), (37, 2048, 128, 2, 1, 9, spec.SPEC_V2),
+    (100, 8192, 128, 2, 4, 6, spec.SPEC_V2), (130, 1024, 64, 2, 3, 9, spec.SPEC_V2),
 ])
-def test_challenges_through_the_launch_plans_match_the_cpu_backend(m, n, k, rounds, pieces, per_launch):
-    params = ChallengeParams(random.Random(m * n).randbytes(32), m, n, k, rounds)
+def test_challenges_through_the_launch_plans_match_the_cpu_backend(m, n, k, rounds, pieces, per_launch, version):
+    params = ChallengeParams(random.Random(m * n).randbytes(32), m, n, k, rounds, version)
     want = reference.CpuBackend().run(params)
     for order_seed in range(2 if pieces > 1 else 1):
         assert cuda_emu.EmuBackend(pieces, per_launch, order_seed).run(params) == want

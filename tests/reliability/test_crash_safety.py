@@ -80,7 +80,7 @@ class Provider(threading.Thread):
             self.error = exc
 
     def answer(self, c: dict) -> None:
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         req = patiently(lambda: self.client.commit(c["challenge_id"], roots), self.stop)
         openings = []

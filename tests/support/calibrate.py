@@ -48,13 +48,13 @@ def measure() -> float:
     """Median wall seconds of a 4-round cpu-reference challenge (256 x 256 x 1024) on CpuBackend with
     one BLAS thread, after a warm-up round."""
     from gpuproof.kernels.reference import CpuBackend
-    from gpuproof.kernels.spec import ChallengeParams
+    from gpuproof.kernels.spec import SPEC, ChallengeParams
     from gpuproof.verifier.profiles import load_profiles
     from gpuproof.verifier.timing import challenge_shape
     from threadpoolctl import threadpool_limits
 
     m, n, k = challenge_shape(load_profiles()["cpu-reference"])
-    params = ChallengeParams(bytes(32), m, n, k, ROUNDS)
+    params = ChallengeParams(bytes(32), m, n, k, ROUNDS, spec=SPEC)
     times = []
     with threadpool_limits(1):
         CpuBackend().warm_up([(m, n, k)])

@@ -37,7 +37,7 @@ from gpuproof.kernels.cuda_plan import (
     Step,
     Wait,
 )
-from gpuproof.kernels.spec import ChallengeParams
+from gpuproof.kernels.spec import SPEC_V1, SPEC_V2, ChallengeParams
 
 HERE = Path(__file__).parent / "cuda_emu"
 _libs: dict[tuple[str, ...], ctypes.CDLL] = {}
@@ -69,7 +69,9 @@ def library(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(out))
     u32, u64, i32, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int32, ctypes.c_void_p
     lib.emu_round_key.argtypes = [u32, u32, ptr, u32, ptr, ptr]
+    lib.emu_round_key_v2.argtypes = [u32, u32, ptr, u32, ptr, ptr]
     lib.emu_gen_nibbles.argtypes = [u32, u32, ptr, ptr, u64, u64]
+    lib.emu_gen_bytes.argtypes = [u32, u32, ptr, ptr, u64, u64]
     lib.emu_leaf_hash_1k.argtypes = [u32, u32, ptr, u64, ptr]
     lib.emu_merkle_levels.argtypes = [u32, u32, ptr, u64, i32, i32, u64, u64, ptr]
     lib.emu_copy_hash.argtypes = [u32, u32, ptr, ptr]
@@ -88,17 +90,20 @@ class EmuKernels:
     def __init__(self, defines: tuple[str, ...] = ()) -> None:
         self.lib = library(defines)
 
-    def round_key(self, seed: np.ndarray, round_index: int, prev_root: np.ndarray, key_out: np.ndarray) -> None:
-        self.lib.emu_round_key(1, 1, _ptr(seed), round_index, _ptr(prev_root), _ptr(key_out))
+    def round_key(self, seed: np.ndarray, round_index: int, prev_root: np.ndarray, key_out: np.ndarray,
+                  spec: str = SPEC_V1) -> None:
+        launch = self.lib.emu_round_key_v2 if spec == SPEC_V2 else self.lib.emu_round_key
+        launch(1, 1, _ptr(seed), round_index, _ptr(prev_root), _ptr(key_out))
 
     def gen(self, out: np.ndarray, key: np.ndarray, first_block: int = 0, out_offset: int = 0,
-            values: int | None = None) -> None:
-        """`values` nibble values into `out` from byte `out_offset`, starting at Philox block first_block."""
+            values: int | None = None, spec: str = SPEC_V1) -> None:
+        """`values` values of `spec`'s stream (nibbles in v1, bytes in v2) into `out` from byte `out_offset`,
+        starting at Philox block first_block."""
         values = out.size if values is None else values
-        blocks = values // 64
+        blocks = values // cuda_plan.values_per_block(spec)
+        launch = self.lib.emu_gen_bytes if spec == SPEC_V2 else self.lib.emu_gen_nibbles
         if blocks:
-            self.lib.emu_gen_nibbles(cuda_plan.gen_grid(blocks), GEN_THREADS, _ptr(out, out_offset), _ptr(key),
-                                     first_block, blocks)
+            launch(cuda_plan.gen_grid(blocks), GEN_THREADS, _ptr(out, out_offset), _ptr(key), first_block, blocks)
 
     def leaf_hashes(self, data: np.ndarray, n_chunks: int, out: np.ndarray, data_offset: int = 0,
                     out_offset: int = 0) -> None:
@@ -169,14 +174,15 @@ class EmuBackend:
         seed = np.frombuffer(params.seed, dtype=np.uint8).copy()
         roots = np.zeros((params.rounds + 1, 32), dtype=np.uint8)
         key_a = np.zeros(2, dtype=np.uint64)
+        per_block = cuda_plan.values_per_block(params.spec)
         steps = [(r, step) for r in range(params.rounds) for step in plan]
         for i in schedule([step for _, step in steps], self.rng):
             r, step = steps[i]
             match step:
                 case RoundKey():
-                    kern.round_key(seed, r, roots[r], key_a)
+                    kern.round_key(seed, r, roots[r], key_a, params.spec)
                 case Gen(r0=r0, r1=r1):
-                    kern.gen(a, key_a, r0 * params.k // 64, r0 * params.k, (r1 - r0) * params.k)
+                    kern.gen(a, key_a, r0 * params.k // per_block, r0 * params.k, (r1 - r0) * params.k, params.spec)
                 case Gemm(r0=r0, r1=r1):
                     c[r0:r1] = (a[r0:r1].astype(np.int64) @ b.T).astype(np.int32)
                 case Leaves(a=lo, b=hi):

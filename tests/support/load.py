@@ -36,7 +36,7 @@ async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> 
                 if c is None:
                     await asyncio.sleep((retry or 1) * random.uniform(0.8, 1.0))  # as the agent daemon does
                     continue
-                params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+                params = ChallengeParams.from_json(c)
                 roots = backend.run(params)
                 req = await client.commit(c["challenge_id"], roots)
                 openings = []

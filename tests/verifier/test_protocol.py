@@ -32,6 +32,35 @@ def test_issue_gives_fresh_seeds_ids_and_hopper_sizing():
     assert set(a.public()) >= {"challenge_id", "seed", "m", "n", "k", "rounds", "deadline_s"}
 
 
+def test_new_challenges_are_v2_and_a_v1_challenge_is_still_judged():
+    assert V.issue("NVIDIA H100 80GB HBM3", now=0.0).params.spec == "gpuproof/2"
+    assert V.issue("cpu-reference", now=0.0, shape=SHAPE).public()["spec"] == "gpuproof/2"
+    assert Verifier(VerifierConfig(spec="gpuproof/1")).issue("cpu-reference", now=0.0).params.spec == "gpuproof/1"
+    for spec in ("gpuproof/1", "gpuproof/2"):
+        challenge = V.issue("cpu-reference", now=1000.0, shape=SHAPE, spec=spec)
+        held = Honest().commit(challenge.params)
+        commitment = V.commit(challenge, held.roots, received_at=1000.0 + challenge.thresholds.expected_s)
+        request = V.request_openings(challenge, commitment)
+        verdict = V.judge(challenge, commitment, request, Honest().open(challenge.params, held, request.pairs,
+                                                                        request.x))
+        assert verdict.outcome == "pass", verdict.reasons
+    with pytest.raises(InvalidParameter):
+        VerifierConfig(spec="gpuproof/3")
+
+
+def test_a_v1_answer_to_a_v2_challenge_fails_wrong_value():
+    """Same seed and shape, the other spec's rows: committed (the paths check) but wrong."""
+    from dataclasses import replace
+
+    challenge = V.issue("cpu-reference", now=1000.0, shape=SHAPE)
+    held = Honest().commit(replace(challenge.params, spec="gpuproof/1"))
+    commitment = V.commit(challenge, held.roots, received_at=1000.0 + challenge.thresholds.expected_s)
+    request = V.request_openings(challenge, commitment)
+    openings = Honest().open(replace(challenge.params, spec="gpuproof/1"), held, request.pairs, request.x)
+    verdict = V.judge(challenge, commitment, request, openings)
+    assert verdict.outcome == "fail" and verdict.failure.reason == "wrong-value"
+
+
 def test_unknown_device_is_challenged_and_judged_unprofiled():
     challenge = V.issue("Mystery Accelerator 9000", now=0.0)
     assert challenge.profile == "unprofiled"

@@ -13,8 +13,8 @@ from gpuproof.verifier.protocol import Verifier
 V = Verifier()
 
 
-def judged(strategy=None):
-    challenge = V.issue("cpu-reference", now=5000.0, shape=(16, 256, 64, 3))
+def judged(strategy=None, spec=None):
+    challenge = V.issue("cpu-reference", now=5000.0, shape=(16, 256, 64, 3), spec=spec)
     held = (strategy or Honest()).commit(challenge.params)
     commitment = V.commit(challenge, held.roots, received_at=5000.25, rtt_s=0.05)
     request = V.request_openings(challenge, commitment)
@@ -87,3 +87,25 @@ def test_malformed_transcripts_name_the_field(path, value, fragment):
     target[path[-1]] = value
     with pytest.raises(transcript.TranscriptError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         transcript.recheck(doc)
+
+
+@pytest.mark.parametrize("spec", ["gpuproof/1", "gpuproof/2"])
+def test_a_transcript_names_its_spec_and_rechecks_under_it(spec):
+    doc = judged(spec=spec)
+    assert doc["spec"] == spec
+    verdict, diffs = transcript.recheck(doc)
+    assert diffs == [] and verdict.outcome == "pass"
+    other = copy.deepcopy(doc)
+    other["spec"] = "gpuproof/2" if spec == "gpuproof/1" else "gpuproof/1"
+    verdict, diffs = transcript.recheck(other)  # the same rows under the other spec are wrong values
+    assert verdict.failure is not None and verdict.failure.reason == "wrong-value"
+    assert any(d.startswith("verdict.outcome") for d in diffs)
+
+
+def test_a_transcript_without_a_spec_is_v1_and_an_unknown_spec_is_refused():
+    doc = judged(spec="gpuproof/1")
+    del doc["spec"]
+    assert transcript.recheck(doc)[1] == []
+    doc["spec"] = "gpuproof/9"
+    with pytest.raises(transcript.TranscriptError, match="spec: expected one of gpuproof/1, gpuproof/2"):
+        transcript.parse(doc)

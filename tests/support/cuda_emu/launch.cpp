@@ -93,6 +93,16 @@ void emu_round_key(unsigned grid, unsigned block, const uint8_t* seed, uint32_t 
     emu_launch(grid, block, [=] { round_key(seed, round_index, prev_root, key_out); });
 }
 
+void emu_round_key_v2(unsigned grid, unsigned block, const uint8_t* seed, uint32_t round_index,
+                      const uint8_t* prev_root, unsigned long long* key_out) {
+    emu_launch(grid, block, [=] { round_key_v2(seed, round_index, prev_root, key_out); });
+}
+
+void emu_gen_bytes(unsigned grid, unsigned block, uint4* out, const unsigned long long* key,
+                   unsigned long long first_block, unsigned long long n_blocks) {
+    emu_launch(grid, block, [=] { gen_bytes(out, key, first_block, n_blocks); });
+}
+
 void emu_gen_nibbles(unsigned grid, unsigned block, uint4* out, const unsigned long long* key,
                      unsigned long long first_block, unsigned long long n_blocks) {
     emu_launch(grid, block, [=] { gen_nibbles(out, key, first_block, n_blocks); });
