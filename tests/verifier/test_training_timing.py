@@ -9,7 +9,7 @@ catches a run sent all at once.
 from __future__ import annotations
 
 from gpuproof.verifier import checkpoints, training
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 ZERO = checkpoints.ZERO
@@ -60,6 +60,10 @@ def test_the_one_pass_check_agrees_with_every_pair(gaps, floor, slack):
     times = [0.0]
     for g in gaps:
         times.append(times[-1] + g)
+    # A pair exactly on the limit is decided by float rounding, differently by the two (equivalent) forms of
+    # the inequality; hypothesis found 2.0 -> 2.2703 with floor = slack = 0.2703. Judge clear cases only.
+    assume(all(abs(times[j] - times[i] + slack - 2 * (j - i) * floor) > 1e-9
+               for i in range(len(times)) for j in range(i + 1, len(times))))
     assert too_fast(training.timing_flags(received(times), floor, slack)) == brute_force_too_fast(times, 4, floor,
                                                                                                    slack)
 
