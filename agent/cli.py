@@ -277,7 +277,7 @@ def _gateway_url(gateway: str | None) -> str:
 
 
 def _client(gateway: str | None, key=None, pinned_log_key: bytes | None = None):  # noqa: ANN001, ANN202
-    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.client import GatewayClient
 
     return GatewayClient(_gateway_url(gateway), key=key, pinned_log_key=pinned_log_key)
 
@@ -432,7 +432,7 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                                                        "many checks (0: never).")] = 0) -> None:
     """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
     directory); the gateway's key is pinned on first use."""
-    from gpuproof.gateway.client import GatewayUnreachable, TreeHead
+    from gpuproof.client import GatewayUnreachable, TreeHead
 
     store = _log_heads_path()
     seen = json.loads(store.read_text()) if store.exists() else {}
@@ -549,7 +549,7 @@ def agent_register(gateway: GatewayOpt = None,
 
 def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
     """Give a gateway that is still starting (connection refused) a few seconds before giving up."""
-    from gpuproof.gateway.client import GatewayUnreachable
+    from gpuproof.client import GatewayUnreachable
 
     deadline = time.monotonic() + seconds
     while True:

@@ -579,7 +579,7 @@ def run(duration: float = 60.0, serve: bool = False, port: int | None = None,
 
 
 def _run(demo: Demo, serve: bool) -> int:
-    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.client import GatewayClient
 
     console = demo.console
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "

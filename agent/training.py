@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from gpuproof.agent.checkpointing import CheckpointCommitment, CheckpointCommitter
 from gpuproof.agent.daemon import retryable
-from gpuproof.gateway.client import GatewayClient
+from gpuproof.client import GatewayClient
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import checkpoints
 from gpuproof.verifier.workload import MLPJob

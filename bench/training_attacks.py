@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from gpuproof.agent.training import CHEATS, replay_job, run_reference_job  # noqa: E402
+from gpuproof.client import GatewayClient  # noqa: E402
 from gpuproof.gateway import admin  # noqa: E402
 from gpuproof.gateway.app import create_app  # noqa: E402
-from gpuproof.gateway.client import GatewayClient  # noqa: E402
 from gpuproof.gateway.settings import Settings  # noqa: E402
 from gpuproof.verifier import signatures  # noqa: E402
 from gpuproof.verifier.checkpoints import manifest  # noqa: E402

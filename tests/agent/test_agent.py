@@ -137,8 +137,8 @@ def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, s
 
 def test_train_and_replay_from_the_command_line(env, server, tmp_path):
     """A provider trains the reference job under a checkpoint policy; a validator replays and signs."""
+    from gpuproof.client import GatewayClient
     from gpuproof.gateway import admin
-    from gpuproof.gateway.client import GatewayClient
     from gpuproof.gateway.db import Database
 
     assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0

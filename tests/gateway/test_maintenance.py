@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+from gpuproof.client import signed_headers
 from gpuproof.gateway import deps, maintenance, metrics, service
-from gpuproof.gateway.client import signed_headers
 from gpuproof.gateway.models import Challenge, Device, RequestNonce, RttProbe
 from sqlalchemy import func, select
 

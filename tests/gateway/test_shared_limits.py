@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.client import GatewayClient
 from gpuproof.gateway import admin, metrics
-from gpuproof.gateway.client import GatewayClient
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.limits import RedisRateLimiter
 from gpuproof.verifier import signatures

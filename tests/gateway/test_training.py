@@ -11,8 +11,8 @@ import json
 import pytest
 from gpuproof.agent.checkpointing import CheckpointCommitter
 from gpuproof.agent.training import CHEATS, TrainingReporter, replay_job, run_reference_job
+from gpuproof.client import GatewayClient, GatewayError
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient, GatewayError
 from gpuproof.gateway.models import SegmentAudit, TrainingCommitment
 from gpuproof.verifier import checkpoints, signatures
 from gpuproof.verifier.workload import MLPJob
