@@ -1,5 +1,7 @@
 """`python -m gpuproof` is the `gpuproof` command."""
 
-from gpuproof.agent.cli import main
+import sys
 
-main()
+from gpuproof.cli import main
+
+sys.exit(main())

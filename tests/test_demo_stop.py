@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gpuproof.agent.demo import STOP_GRACE_S
+from gpuproof.cli.demo import STOP_GRACE_S
 
 from tests.support import proctree
 from tests.support.calibrate import scaled
