@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuproof.agent.config import DeviceSpec
-from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable
+from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
 from gpuproof.kernels.spec import SPEC_V1, SPECS, ChallengeParams
 from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential

@@ -6,8 +6,9 @@ state at each segment's start (raw bytes, checked against its root on arrival) a
 of its end with their audit paths, plus the segment's batch indices. Network errors, 5xx and 429 are
 retried with the same content, which the gateway answers idempotently.
 
-`run_reference_job` trains verifier.workload.MLPJob under a job's checkpoint policy; `cheat` selects one
-of the dishonest providers of docs/threat-model.md (used by the demo and the tests, never by default).
+`run_reference_job` trains verifier.workload.MLPJob under a job's checkpoint policy, as a `TrainingRun`
+says: honestly here; the dishonest runs of docs/threat-model.md are subclasses in gpuproof.simulators.training
+(the demo and the tests hand them in; the agent never imports them).
 """
 
 from __future__ import annotations
@@ -21,20 +22,11 @@ from typing import Any
 import numpy as np
 from gpuproof.agent.checkpointing import CheckpointCommitment, CheckpointCommitter
 from gpuproof.agent.daemon import retryable
-from gpuproof.gateway.client import GatewayClient
+from gpuproof.client import GatewayClient
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import checkpoints
 from gpuproof.verifier.workload import MLPJob
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
-
-CHEATS = {
-    "skip-steps": "trains every other step only, commits what it has (replay differs)",
-    "interpolate": "trains to the end, commits straight-line interpolations in between",
-    "fewer-batches": "trains on half of each committed batch",
-    "at-end": "trains, but sends every commitment in one burst at the end",
-    "bad-openings": "opens chunks that are not the committed ones",
-    "other-job": "commits another job's checkpoints (same model, other data)",
-}
 
 
 class TrainingReporter:
@@ -80,32 +72,48 @@ class TrainingReporter:
         return out
 
 
-def _flip(opening: dict) -> dict:
-    chunk = bytearray(bytes.fromhex(opening["chunk"]))
-    chunk[0] ^= 1
-    return opening | {"chunk": chunk.hex()}
+class TrainingRun:
+    """How `run_reference_job` trains and reports: honestly. Each hook is one decision a dishonest provider
+    could make differently (gpuproof.simulators.training overrides them); the defaults are the protocol's."""
+
+    def job(self, job: MLPJob) -> MLPJob:
+        """The job actually trained (an honest provider trains the one the policy names)."""
+        return job
+
+    def begin(self, job: MLPJob, state: dict[str, np.ndarray], data: Any, steps: int) -> None:
+        """Called once before the first step, with the initial state."""
+
+    def step(self, job: MLPJob, step: int, state: dict[str, np.ndarray], batch: np.ndarray,
+             data: Any) -> dict[str, np.ndarray]:
+        """The state after `step` (1-based) on `batch`, which is committed whatever this returns."""
+        return job.step(state, batch, data)
+
+    def hold(self, commitment: CheckpointCommitment) -> bool:
+        """True to keep a commitment back until the end of the run instead of sending it as it is made."""
+        return False
+
+    def tamper(self, opening: dict) -> dict:
+        """An audit's chunk opening as sent (an honest provider sends what it committed)."""
+        return opening
 
 
 def run_reference_job(client: GatewayClient, job_id: str, policy: dict, store: Path, steps: int,
-                      step_delay_s: float = 0.0, cheat: str | None = None,
-                      on_event: Callable[[str, dict], None] = lambda kind, data: None,
-                      cheat_segments: set[int] | None = None) -> dict:
+                      step_delay_s: float = 0.0, run: TrainingRun | None = None,
+                      on_event: Callable[[str, dict], None] = lambda kind, data: None) -> dict:
     """Train the reference MLP (policy["workload"]["params"]) for `steps` steps, committing every
     policy["interval"] steps, close the run and answer its audits. Returns the gateway's training report.
-    `step_delay_s` stands in for a real accelerator's step time (the demo's stand-in job is tiny).
-    `cheat_segments` limits skip-steps and fewer-batches to those segments (0-based; None: all)."""
-    if cheat is not None and cheat not in CHEATS:
-        raise InvalidParameter("cheat", f"expected one of {sorted(CHEATS)}, got {cheat!r}")
+    `step_delay_s` stands in for a real accelerator's step time (the demo's stand-in job is tiny); `run`
+    decides each step (default: honestly)."""
+    run = run or TrainingRun()
     interval = int(policy.get("interval", 10))
     if steps < interval or steps % interval:
         raise InvalidParameter("steps", f"must be a positive multiple of the interval {interval}, got {steps}")
     job = MLPJob(**(policy.get("workload") or {}).get("params", {}))
-    data = job.data()
     reporter = TrainingReporter(client, job_id)
     held: list[CheckpointCommitment] = []
 
     def on_commit(c: CheckpointCommitment) -> None:
-        if cheat == "at-end":
+        if run.hold(c):
             held.append(c)
             return
         reporter.send(c)
@@ -113,39 +121,23 @@ def run_reference_job(client: GatewayClient, job_id: str, policy: dict, store: P
 
     committer = CheckpointCommitter(interval, store=store, retention=steps // interval + 1, on_commit=on_commit,
                                     background=True)
-    if cheat == "other-job":  # someone else's run, committed as this job's
-        job = MLPJob(**{**(policy.get("workload") or {}).get("params", {}), "seed": job.seed + 1000})
-        data = job.data()
+    job = run.job(job)
+    data = job.data()
     state = job.init_state()
     committer.start(state)
-    final = None
-    if cheat == "interpolate":
-        final = state
-        for step in range(1, steps + 1):
-            final = job.step(final, job.batch_indices(step), data)
-    start_state = state
+    run.begin(job, state, data, steps)
     for step in range(1, steps + 1):
         idx = job.batch_indices(step)
-        cheating_here = cheat_segments is None or (step - 1) // interval in cheat_segments
-        if cheat == "interpolate":
-            assert final is not None
-            w = step / steps
-            state = {k: ((1 - w) * start_state[k] + w * final[k]).astype(np.float32) for k in final}
-        elif cheat == "skip-steps" and cheating_here and step % 2:
-            pass  # the step is skipped, the batch is still committed
-        elif cheat == "fewer-batches" and cheating_here:
-            state = job.step(state, idx[: max(1, len(idx) // 2)], data)
-        else:
-            state = job.step(state, idx, data)
+        state = run.step(job, step, state, idx, data)
         if step_delay_s:
             time.sleep(step_delay_s)
         committer.record(step, idx, state)
     committer.close()  # every checkpoint kept and sent (raises what the background thread met)
-    for c in held:  # the at-end cheat: everything at once
+    for c in held:
         reporter.send(c)
     report = reporter.close()
     on_event("closed", {"job_id": job_id, "flags": report["flags"], "audits": len(report["audits"])})
-    reporter.answer(committer, report["audits"], tamper=_flip if cheat == "bad-openings" else None)
+    reporter.answer(committer, report["audits"], tamper=run.tamper)
     return client.training(job_id)
 
 

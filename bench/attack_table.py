@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpuproof.verifier.adversary import SMALL_SHAPE, STRATEGIES, detect, simulate_timing  # noqa: E402
+from gpuproof.simulators.protocol import SMALL_SHAPE, STRATEGIES, detect, simulate_timing  # noqa: E402
 from gpuproof.verifier.protocol import Verifier  # noqa: E402
 
 

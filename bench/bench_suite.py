@@ -99,7 +99,7 @@ def gateway():
 
 
 def _provider(base: str):  # noqa: ANN202
-    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.client import GatewayClient
     from gpuproof.verifier import signatures
 
     client = GatewayClient(base, key=signatures.new_private_key())

@@ -15,8 +15,8 @@ import time
 import numpy as np
 from gpuproof.kernels import merkle
 from gpuproof.kernels.backend import Opening
+from gpuproof.simulators.protocol import Honest, run_strategy
 from gpuproof.verifier import freivalds
-from gpuproof.verifier.adversary import Honest, run_strategy
 from gpuproof.verifier.openings import prev_root_of, row_subtree_root
 from gpuproof.verifier.protocol import Verifier
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import wrk as wrk_report  # noqa: E402  (bench/wrk.py)
-from gpuproof.gateway.client import registration, signed_headers  # noqa: E402
+from gpuproof.client import registration, signed_headers  # noqa: E402
 from gpuproof.kernels.backend import Opening  # noqa: E402
 from gpuproof.kernels.reference import CpuBackend  # noqa: E402
 from gpuproof.kernels.spec import ChallengeParams  # noqa: E402

@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from gpuproof.agent.training import CHEATS, replay_job, run_reference_job  # noqa: E402
+from gpuproof.agent.training import replay_job, run_reference_job  # noqa: E402
+from gpuproof.client import GatewayClient  # noqa: E402
 from gpuproof.gateway import admin  # noqa: E402
 from gpuproof.gateway.app import create_app  # noqa: E402
-from gpuproof.gateway.client import GatewayClient  # noqa: E402
 from gpuproof.gateway.settings import Settings  # noqa: E402
+from gpuproof.simulators.training import CHEATS, cheating_run  # noqa: E402
 from gpuproof.verifier import signatures  # noqa: E402
 from gpuproof.verifier.checkpoints import manifest  # noqa: E402
 from gpuproof.verifier.training import Received, TrainingPolicy, draw_audits  # noqa: E402
@@ -64,8 +65,8 @@ def main() -> int:
             def run(cheat: str | None, segments: set[int] | None = None) -> dict:
                 counter[0] += 1
                 jid = market.create_job("r", provider_id, "p", POLICY)["id"]
-                run_reference_job(provider, jid, POLICY, Path(tmp) / f"s{counter[0]}", STEPS, DELAY, cheat,
-                                  cheat_segments=segments)
+                run_reference_job(provider, jid, POLICY, Path(tmp) / f"s{counter[0]}", STEPS, DELAY,
+                                  cheating_run(cheat, INTERVAL, segments) if cheat else None)
                 replay_job(validator, jid, vkey)
                 report = market.training(jid)
                 report["caught"] = bool(report["flags"]) or any(a["outcome"] == "fail" for a in report["audits"])

@@ -58,8 +58,8 @@ def main() -> int:
     job = MLPJob()
     interval = job.checkpoint_interval
     from gpuproof.agent.training import TrainingReporter
+    from gpuproof.client import GatewayClient
     from gpuproof.gateway import admin
-    from gpuproof.gateway.client import GatewayClient
     from gpuproof.gateway.db import Database
     from gpuproof.verifier import signatures
 

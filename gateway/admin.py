@@ -7,8 +7,8 @@ import secrets
 import time
 
 from gpuproof.gateway import API_KEY_SCOPES
+from gpuproof.gateway.auth import hash_api_secret
 from gpuproof.gateway.db import Database
-from gpuproof.gateway.deps import hash_api_secret
 from gpuproof.gateway.models import ApiKey
 from gpuproof.kernels.errors import InvalidParameter
 

@@ -23,11 +23,12 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems, webhooks
 from gpuproof.gateway.db import Database
-from gpuproof.gateway.deps import Limiter, RateLimiter, State, TrustCache
-from gpuproof.gateway.limits import RedisRateLimiter
+from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
 from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.settings import Settings
+from gpuproof.gateway.state import State
+from gpuproof.gateway.trust_cache import TrustCache
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
 from gpuproof.verifier.profiles import Profile, load_profiles_with

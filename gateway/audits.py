@@ -7,8 +7,8 @@ import logging
 
 from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.blobs import BlobStore, StoreUnavailable
-from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Job, SegmentAudit
+from gpuproof.gateway.state import State
 from gpuproof.verifier.trust import CheckpointVerdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session

@@ -1,6 +1,6 @@
 """Content-addressed storage of uploaded checkpoint states, kept until their segment's verdict.
 
-A blob's name is the SHA-256 of its bytes, computed while the upload arrived (gateway.deps.receive_upload).
+A blob's name is the SHA-256 of its bytes, computed while the upload arrived (gateway.uploads.receive_upload).
 Two stores behind one interface (`BlobStore`), chosen by GPUPROOF_BLOB_STORE:
 
 - `local` (the default): files under DATA_DIR/uploads, written to a temporary file that is flushed and

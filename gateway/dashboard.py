@@ -28,11 +28,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from gpuproof.gateway import service, translog
-from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, LogEntry, Provider, SegmentAudit
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import NO_CONTROL, IdPath
+from gpuproof.gateway.sessions import ReadSessionDep
+from gpuproof.gateway.state import StateDep
 from gpuproof.verifier.trust import SettlementPolicy, score
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context

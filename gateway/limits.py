@@ -1,6 +1,6 @@
 """Rate limits shared by every gateway replica, in Redis (GPUPROOF_REDIS_URL; the `redis` extra).
 
-Without a Redis URL each process keeps its own token buckets (gateway.deps.RateLimiter), so N replicas
+Without a Redis URL each process keeps its own token buckets (`RateLimiter`), so N replicas
 allow N times the rate. With one, every replica takes its tokens from the same bucket per key (a provider
 id or a client address): one Lua script (EVALSHA) refills and takes atomically on the Redis server, timed
 by the server's own clock (TIME), so replicas' clocks do not matter. A bucket's key expires when it would
@@ -19,12 +19,68 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from fastapi import Request
 from gpuproof.gateway import metrics
-from gpuproof.gateway.deps import RateLimiter
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.state import StateDep
 from gpuproof.kernels.errors import InvalidParameter
 
 log = logging.getLogger("gpuproof.gateway")
+
+class Limiter(Protocol):
+    """Token buckets per key: RateLimiter (this process) or gateway.limits.RedisRateLimiter (shared)."""
+
+    def take(self, key: str, rate: float, burst: float) -> float | None: ...
+
+
+class RateLimiter:
+    """Token buckets per key (provider id or client IP), in this process: a flood is cut at the door.
+
+    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one).
+    At most `max_keys` buckets are kept: beyond that the buckets that are full again are forgotten
+    (a forgotten key gets a full bucket back, so it gains nothing), then, if all are live, the least
+    recently used half (to reset one busy key that way takes max_keys / 2 requests from other keys).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, last, full again at
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._max_keys = max_keys
+
+    def take(self, key: str, rate: float, burst: float) -> float | None:
+        """None if allowed, else the seconds to wait."""
+        now = self._clock()
+        with self._lock:
+            tokens, last, _ = self._buckets.get(key, (burst, now, now))
+            tokens = min(burst, tokens + (now - last) * rate)
+            allowed = tokens >= 1
+            left = tokens - 1 if allowed else tokens
+            self._buckets[key] = (left, now, now + (burst - left) / rate)
+            if len(self._buckets) > self._max_keys:
+                self._forget(now)
+        return None if allowed else (1 - tokens) / rate
+
+    def _forget(self, now: float) -> None:
+        """Drop the buckets that are full again by now (those keys lose nothing); if live buckets
+        still exceed the bound, the ones touched longest ago go too."""
+        for key in [k for k, (_, _, full_at) in self._buckets.items() if full_at <= now]:
+            del self._buckets[key]
+        if len(self._buckets) > self._max_keys:
+            oldest = sorted(self._buckets, key=lambda k: self._buckets[k][1])
+            for key in oldest[: len(self._buckets) - self._max_keys // 2]:
+                del self._buckets[key]
+
+
+async def limit_ip(request: Request, state: StateDep) -> None:
+    ip = request.client.host if request.client else "unknown"
+    wait = state.limiter.take(f"ip:{ip}", state.settings.ip_rate_per_s, 2 * state.settings.ip_rate_per_s)
+    if wait is not None:
+        raise Problem(429, "Too many requests", f"more than {state.settings.ip_rate_per_s:g} requests/s from "
+                      "this address", retry_after=max(1, round(wait + 0.5)))
+
 
 # KEYS[1] the bucket; ARGV rate (tokens/s), burst, now (seconds; "" = the server's clock).
 # The bucket is a hash {tokens, at}; answers "" when a token was taken, else the seconds to wait.
@@ -49,7 +105,7 @@ return wait
 
 class RedisRateLimiter:
     """Token buckets per key in Redis, shared by every process that uses the same URL and prefix; the same
-    `take` as gateway.deps.RateLimiter. `clock` (tests) replaces the Redis server's clock."""
+    `take` as RateLimiter. `clock` (tests) replaces the Redis server's clock."""
 
     def __init__(self, url: str, prefix: str = "gpuproof:", *, timeout_s: float = 0.25, retry_s: float = 5.0,
                  clock: Callable[[], float] | None = None, fallback: RateLimiter | None = None) -> None:

@@ -33,8 +33,8 @@ from typing import cast
 import anyio.to_thread
 from gpuproof.gateway import audits, blobs, metrics, service, webhooks
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
+from gpuproof.gateway.state import State
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session

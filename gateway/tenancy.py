@@ -9,7 +9,7 @@ import hashlib
 import hmac
 
 from fastapi import Request
-from gpuproof.gateway import deps
+from gpuproof.gateway import auth
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.models import ApiKey, Job, Validator
 from gpuproof.gateway.problems import Problem
@@ -58,10 +58,10 @@ def signing_validator(request: Request) -> str | None:
         raise Problem(401, "Unauthenticated", f"{VALIDATOR_HEADER} and X-Gpuproof-Signature must be hex and "
                       "X-Gpuproof-Timestamp an integer") from None
     nonce = request.headers.get("X-Gpuproof-Nonce", "")
-    if len(public) != 32 or not deps.NONCE_RE.match(nonce):
+    if len(public) != 32 or not auth.NONCE_RE.match(nonce):
         raise Problem(401, "Unauthenticated", f"{VALIDATOR_HEADER}: expected a 32-byte Ed25519 public key (hex) "
                       "and X-Gpuproof-Nonce 16 to 64 characters of [A-Za-z0-9_-]")
-    now, window = deps.wall_clock(), state.settings.timestamp_window_s
+    now, window = auth.wall_clock(), state.settings.timestamp_window_s
     if abs(now - timestamp) > window:
         raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
                       f"the window is +-{window:g} s")

@@ -30,7 +30,6 @@ import anyio.to_thread
 import httpx
 from gpuproof.gateway import metrics, tenancy
 from gpuproof.gateway.db import Database, locked
-from gpuproof.gateway.deps import State
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import (
     Job,
@@ -41,6 +40,7 @@ from gpuproof.gateway.models import (
     WebhookEndpoint,
 )
 from gpuproof.gateway.settings import Settings
+from gpuproof.gateway.state import State
 from gpuproof.verifier import webhooks
 from gpuproof.verifier.trust import score
 from sqlalchemy import CursorResult, delete, select

@@ -2,6 +2,6 @@
 
 import sys
 
-from gpuproof.agent.cli import main
+from gpuproof.cli import main
 
 sys.exit(main())

@@ -186,10 +186,16 @@ class MerkleTree:
             raise ValueError(f"leaf index {index} is not in 0..{size - 1}")
 
 
+def _decompose(index: int, size: int) -> tuple[int, int]:
+    """(inner, border): how many hashes of the inclusion proof of `index` in a tree of `size` leaves lie below
+    the point where the leaf's path meets the tree's right border, and how many lie on that border."""
+    inner = (index ^ (size - 1)).bit_length()
+    return inner, bin(index >> inner).count("1")
+
+
 def inclusion_proof_length(index: int, size: int) -> int:
     """How many hashes an inclusion proof of `index` in a tree of `size` leaves has."""
-    inner = (index ^ (size - 1)).bit_length()
-    border = bin(index >> inner).count("1")
+    inner, border = _decompose(index, size)
     return inner + border
 
 
@@ -200,37 +206,45 @@ def _as_hash(value: object, what: str) -> bytes:
     return bytes(value)
 
 
+def _chain(seed: bytes, proof: Sequence[bytes], index: int, inner: int, *, left_only: bool = False) -> bytes:
+    """Hash `seed` up the tree along `proof`, the one walk both checks share (RFC 9162 2.1.3.2 and 2.1.4.2).
+
+    The first `inner` hashes are siblings below the right border: bit i of `index` says on which side the i-th
+    one sits (1: on the left). The rest lie on the border, always on the left. With `left_only`, siblings on
+    the right are skipped: what remains is the root of the tree that ends where `index`'s path does (the old
+    tree of a consistency proof). Preconditions: the hashes are checked 32-byte values, ``len(proof) >= inner``.
+    """
+    node = seed
+    for i, sibling in enumerate(proof):
+        if i >= inner or (index >> i) & 1:
+            node = node_hash(sibling, node)
+        elif not left_only:
+            node = node_hash(node, sibling)
+    return node
+
+
+def _check_size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProofError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
 def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root that `proof` implies for hash `leaf` at `index` in a tree of `size` (RFC 9162 2.1.3.2).
 
     Raises ProofError with the reason if the index, the size or the proof's length is wrong.
     """
-    if isinstance(index, bool) or not isinstance(index, int) or isinstance(size, bool) or not isinstance(size, int):
-        raise ProofError("index and tree size must be integers")
+    _check_size("index", index)
+    _check_size("tree size", size)
     if size <= 0:
         raise ProofError(f"tree size must be positive, got {size}")
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is not in 0..{size - 1}")
-    want = inclusion_proof_length(index, size)
-    if len(proof) != want:
-        raise ProofError(f"proof has {len(proof)} hashes, want {want}")
-    node = _as_hash(leaf, "leaf hash")
-    fn, sn = index, size - 1
-    for position, sibling in enumerate(proof):
-        sibling = _as_hash(sibling, f"proof hash {position}")
-        if fn & 1 or fn == sn:
-            node = node_hash(sibling, node)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            node = node_hash(node, sibling)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:  # unreachable given the length check; kept as the RFC's own guard
-        raise ProofError("proof is too short for the tree size")
-    return node
+    inner, border = _decompose(index, size)
+    if len(proof) != inner + border:
+        raise ProofError(f"proof has {len(proof)} hashes, want {inner + border}")
+    path = [_as_hash(p, f"proof hash {i}") for i, p in enumerate(proof)]
+    return _chain(_as_hash(leaf, "leaf hash"), path, index, inner)
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
@@ -251,7 +265,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     RFC 9162 section 2.1.4.2. Returns None on success; raises ProofError with the reason otherwise.
     """
     for name, value in (("old size", old_size), ("new size", new_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if _check_size(name, value) < 0:
             raise ProofError(f"{name} must be a non-negative integer, got {value!r}")
     old_root = _as_hash(old_root, "old root")
     new_root = _as_hash(new_root, "new root")
@@ -269,33 +283,22 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         return
     if not proof:
         raise ProofError("consistency proof is empty")
+    # The proof is the tail of the inclusion proof of leaf old_size - 1 in the new tree, from the level of the
+    # largest complete subtree the old tree ends with (`shift`) up; it starts with that subtree's hash unless
+    # the old tree is that subtree, whose hash the verifier already holds as the old root.
+    inner, border = _decompose(old_size - 1, new_size)
+    shift = (old_size & -old_size).bit_length() - 1
+    inner -= shift
+    seed_given = old_size != 1 << shift
+    want = int(seed_given) + inner + border
+    if len(proof) != want:
+        raise ProofError(f"consistency proof has {len(proof)} hashes, want {want}")
     path = [_as_hash(p, f"proof hash {i}") for i, p in enumerate(proof)]
-    if old_size & (old_size - 1) == 0:
-        path.insert(0, old_root)
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof is too long")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("consistency proof is too short")
-    if not hmac.compare_digest(fr, old_root):
+    seed = path.pop(0) if seed_given else old_root
+    mask = (old_size - 1) >> shift
+    if not hmac.compare_digest(_chain(seed, path, mask, inner, left_only=True), old_root):
         raise ProofError("consistency proof does not lead to the old root")
-    if not hmac.compare_digest(sr, new_root):
+    if not hmac.compare_digest(_chain(seed, path, mask, inner), new_root):
         raise ProofError("consistency proof does not lead to the new root")
 
 

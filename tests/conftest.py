@@ -86,12 +86,12 @@ def database_url(request, tmp_path):
 @pytest.fixture(autouse=True)
 def no_write_transaction_left_open():
     """Every gateway endpoint run in this process (TestClient) ends its write transaction before it
-    returns (gateway/deps.py: otherwise SQLite's write lock is held while a worker thread is awaited)."""
+    returns (gateway/sessions.py: otherwise SQLite's write lock is held while a worker thread is awaited)."""
     import sys
 
-    deps = sys.modules.get("gpuproof.gateway.deps")
-    before = len(deps.LEFT_OPEN) if deps is not None else 0
+    sessions = sys.modules.get("gpuproof.gateway.sessions")
+    before = len(sessions.LEFT_OPEN) if sessions is not None else 0
     yield
-    deps = sys.modules.get("gpuproof.gateway.deps")
-    if deps is not None:
-        assert deps.LEFT_OPEN[before:] == [], "endpoints returned with a write transaction open"
+    sessions = sys.modules.get("gpuproof.gateway.sessions")
+    if sessions is not None:
+        assert sessions.LEFT_OPEN[before:] == [], "endpoints returned with a write transaction open"

@@ -2,7 +2,7 @@
 
 The README's main command installs the package without its dev extra; a module imported at run time that only
 the dev extra brings (threadpoolctl was one: the demo's honest trainer died with ModuleNotFoundError) fails
-there and nowhere in a dev environment. deptry reads the imports of the four packages and the dependency lists
+there and nowhere in a dev environment. deptry reads the imports of the packages and the dependency lists
 in pyproject.toml, so this check follows both as they change.
 """
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from gpuproof.client import GatewayClient
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient
 from gpuproof.gateway.db import Database
 from gpuproof.verifier import signatures
 

@@ -13,7 +13,7 @@ import sys
 
 from tests.support.server import ROOT
 
-PACKAGES = ("kernels", "verifier", "gateway", "agent")
+PACKAGES = ("kernels", "verifier", "gateway", "agent", "client", "cli", "simulators")
 
 
 def test_packages_type_check(tmp_path):

@@ -25,7 +25,9 @@ def test_the_wheel_has_one_top_level_name(tmp_path):
     # what the packages need at run time travelled with them
     for wanted in ("gpuproof/kernels/cuda/gpuproof.cu", "gpuproof/verifier/data/gpu_profiles.toml",
                    "gpuproof/gateway/migrations/script.py.mako", "gpuproof/gateway/templates/base.html",
-                   "gpuproof/gateway/migrations/versions/0001_initial_schema.py", "gpuproof/__main__.py"):
+                   "gpuproof/gateway/migrations/versions/0001_initial_schema.py", "gpuproof/__main__.py",
+                   "gpuproof/client/calls.py", "gpuproof/cli/__init__.py", "gpuproof/cli/provider.py",
+                   "gpuproof/simulators/backends.py", "gpuproof/verifier/logproofs.py"):
         assert wanted in names, wanted
     with zipfile.ZipFile(wheel) as z:
         (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")] or [None]

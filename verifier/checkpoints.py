@@ -255,46 +255,13 @@ def root_cpu(state: Mapping[str, Any]) -> tuple[bytes, list[TensorEntry]]:
 
 
 def root_on_gpu(state: Mapping[str, Any], device: int = 0) -> tuple[bytes, list[TensorEntry]]:
-    """The same root, hashed on the GPU where the tensors live (CuPy arrays or CUDA PyTorch tensors).
-
-    Each tensor's full 1 KiB chunks are hashed by leaf_hash_1k where the tensor lies (no copy), straight
-    into the tree's level 0; only a last partial chunk is copied, zero-padded; the few header leaves are
-    hashed on the host, and the levels by merkle_levels.
-    """
-    import cupy
-    from gpuproof.kernels.cuda_backend import CudaKernels
+    """The same root, hashed on the GPU where the tensors live (CuPy arrays or CUDA PyTorch tensors): the
+    manifest and header leaves here, the chunks and levels by gpuproof.kernels.cuda_checkpoints."""
+    from gpuproof.kernels.cuda_checkpoints import state_root
 
     entries = manifest(state)
-    total_leaves = leaf_count(entries)
-    with cupy.cuda.Device(device):
-        kern = CudaKernels(device)
-        sizes, _ = merkle.level_layout(total_leaves)
-        levels = cupy.empty(sum(sizes) * 32, dtype=cupy.uint8)
-        headers = np.frombuffer(b"".join(merkle.leaf_hash(e.header()) for e in entries), np.uint8)
-        tail = cupy.zeros(CHUNK, dtype=cupy.uint8)
-        for i, e in enumerate(entries):
-            x = state[e.name]
-            if type(x).__module__.split(".")[0] == "torch":
-                x = x.detach().contiguous()
-                if str(x.dtype) == "torch.bfloat16":
-                    import torch
-
-                    x = x.view(torch.int16)
-                x = cupy.from_dlpack(x)
-            raw = cupy.ascontiguousarray(cupy.asarray(x)).view(cupy.uint8).ravel()
-            if raw.data.ptr % 16:  # the kernel loads 16 bytes at a time: a view at an odd offset is copied
-                raw = raw.copy()
-            levels[e.header_leaf * 32:(e.header_leaf + 1) * 32] = cupy.asarray(headers[32 * i:32 * (i + 1)])
-            whole = raw.size // CHUNK
-            first = (e.header_leaf + 1) * 32
-            if whole:  # full chunks hashed where the tensor lies: no copy
-                kern.leaf_hashes(raw[: whole * CHUNK], whole, levels[first:first + whole * 32])
-            if whole < e.chunks:  # the zero-padded last chunk
-                tail.fill(0)
-                tail[: raw.size - whole * CHUNK] = raw[whole * CHUNK:]
-                kern.leaf_hashes(tail, 1, levels[first + whole * 32:first + (whole + 1) * 32])
-        top = kern.build_levels(levels, total_leaves)
-        root = levels[top * 32:(top + 1) * 32].get().tobytes()
+    root = state_root([state[e.name] for e in entries], [merkle.leaf_hash(e.header()) for e in entries],
+                      [(e.header_leaf, e.chunks) for e in entries], leaf_count(entries), CHUNK, device)
     return root, entries
 
 

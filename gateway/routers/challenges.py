@@ -17,20 +17,15 @@ from dataclasses import dataclass
 import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
 from gpuproof.gateway import metrics, service
+from gpuproof.gateway.auth import SignedProviderDep
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.deps import (
-    ReadSessionDep,
-    SignedProviderDep,
-    StateDep,
-    arrived_at,
-    limit_ip,
-    queued_s,
-    rolled_back,
-)
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, RttProbe
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
+from gpuproof.gateway.sessions import ReadSessionDep, rolled_back
+from gpuproof.gateway.state import StateDep, arrived_at, queued_s
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import lifecycle, transcript

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from gpuproof.gateway import metrics, migrate
-from gpuproof.gateway.deps import StateDep
 from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.state import StateDep
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 

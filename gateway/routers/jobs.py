@@ -12,11 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from gpuproof.gateway import audits, service, tenancy, translog, webhooks
-from gpuproof.gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip, rolled_back
+from gpuproof.gateway.auth import api_key
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Device, Job, Provider
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath, JobIn
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back
+from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import hardware, lifecycle, schedule
 from gpuproof.verifier.profiles import UNPROFILED_KEY
 from gpuproof.verifier.training import TrainingPolicy

@@ -8,10 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from gpuproof.gateway import translog
-from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath
+from gpuproof.gateway.sessions import ReadSessionDep
+from gpuproof.gateway.state import StateDep
 
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from gpuproof.gateway import service, translog
-from gpuproof.gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, limit_ip
+from gpuproof.gateway.auth import SignedProviderDep
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge, Device, Provider
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import (
@@ -20,6 +21,8 @@ from gpuproof.gateway.schemas import (
     Registration,
     RegistrationUpdate,
 )
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
+from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.profiles import lookup
 from sqlalchemy import func, select

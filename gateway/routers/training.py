@@ -22,25 +22,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from gpuproof.gateway import audits, blobs, metrics, tenancy, translog, webhooks
+from gpuproof.gateway.auth import SignedProviderDep, api_key, raw_body
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.deps import (
-    ReadSessionDep,
-    SignedProviderDep,
-    SignedUploadDep,
-    State,
-    StateDep,
-    Upload,
-    WriteSessionDep,
-    api_key,
-    arrived_at,
-    limit_ip,
-    raw_body,
-    receive_upload,
-    rolled_back,
-)
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back
+from gpuproof.gateway.state import State, StateDep, arrived_at
+from gpuproof.gateway.uploads import SignedUploadDep, Upload, receive_upload
 from gpuproof.kernels.errors import InvalidParameter, ProofError
 from gpuproof.verifier import checkpoints, signatures, training
 from gpuproof.verifier.profiles import lookup
@@ -197,7 +187,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                                 "segments": [[d.start_step, d.end_step] for d in closed.audits]},
                     now)
     webhooks.check_trust(session, job.provider_id, now)
-    answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/deps.py)
+    answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/sessions.py)
     session.commit()
     state.trust_cache.drop(job.provider_id)
     return answer

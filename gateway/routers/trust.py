@@ -8,11 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from gpuproof.gateway import service
-from gpuproof.gateway.deps import ReadSessionDep, StateDep, limit_ip
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Provider
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath
+from gpuproof.gateway.sessions import ReadSessionDep
+from gpuproof.gateway.state import StateDep
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
@@ -30,7 +32,7 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
 async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
     """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons.
 
-    Served from a short-lived cache (gateway.deps.TrustCache); the database is read on a few threads of
+    Served from a short-lived cache (gateway.trust_cache.TrustCache); the database is read on a few threads of
     its own, so the event loop never waits on it.
     """
     def compute() -> bytes:

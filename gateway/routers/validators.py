@@ -7,10 +7,12 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
-from gpuproof.gateway.deps import ReadSessionDep, WriteSessionDep, api_key, limit_ip
+from gpuproof.gateway.auth import api_key
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Validator
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import Hex64, ValidatorIn, ValidatorOut
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.verifier import signatures
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError

@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from gpuproof.gateway import webhooks
+from gpuproof.gateway.auth import api_key
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.deps import ReadSessionDep, StateDep, WriteSessionDep, api_key, limit_ip
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import (
@@ -27,6 +28,8 @@ from gpuproof.gateway.schemas import (
     WebhookEndpointIn,
     WebhookEndpointOut,
 )
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
+from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import webhooks as spec
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session

@@ -137,8 +137,8 @@ def test_gateway_killed_and_restarted_mid_challenge_nothing_counted_twice(env, s
 
 def test_train_and_replay_from_the_command_line(env, server, tmp_path):
     """A provider trains the reference job under a checkpoint policy; a validator replays and signs."""
+    from gpuproof.client import GatewayClient
     from gpuproof.gateway import admin
-    from gpuproof.gateway.client import GatewayClient
     from gpuproof.gateway.db import Database
 
     assert cli("agent", "init", "--gateway", server.base, env=env).returncode == 0
@@ -174,16 +174,16 @@ def _daemon_parts(env, server, monkeypatch):  # noqa: ANN001, ANN202
     assert cli("agent", "register", "--gpu", "cpu-reference", "--name", "box", env=env).returncode == 0
     monkeypatch.setenv("GPUPROOF_CONFIG_DIR", env["GPUPROOF_CONFIG_DIR"])
     from gpuproof.agent import keys
-    from gpuproof.agent.cli import _agent_settings
+    from gpuproof.cli.common import agent_settings
 
-    settings = _agent_settings()
+    settings = agent_settings()
     return settings, keys.load(settings.resolved_key_path())
 
 
 def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_serving(env, server, monkeypatch,
                                                                                     capfd):
-    from gpuproof.agent.cli import _client
     from gpuproof.agent.daemon import Daemon
+    from gpuproof.cli.common import gateway_client
     from gpuproof.kernels.reference import CpuBackend
 
     settings, key = _daemon_parts(env, server, monkeypatch)
@@ -199,7 +199,7 @@ def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_servi
 
     monkeypatch.setattr("gpuproof.agent.daemon.DEVICE_ERROR_WAIT_S", 0.2)
     events: list[dict] = []
-    with _client(settings.gateway, key) as client:
+    with gateway_client(settings.gateway, key) as client:
         Daemon(client, settings.devices, lambda spec: FailsOnce(), poll_max_s=1.0, max_challenges=2,
                emit=events.append).run()
     errors = [e for e in events if e["event"] == "device-error"]
@@ -213,8 +213,8 @@ def test_an_idle_agent_says_how_often_challenges_come_but_never_when(env, tmp_pa
     announced once (event `idle`), not on each poll."""
     import threading
 
-    from gpuproof.agent.cli import _client
     from gpuproof.agent.daemon import Daemon, interval_text
+    from gpuproof.cli.common import gateway_client
     from gpuproof.kernels.reference import CpuBackend
 
     hourly = Server(f"sqlite:///{tmp_path / 'hourly.db'}", tmp_path / "hourly", GPUPROOF_CHALLENGE_INTERVAL_S="3600",
@@ -222,7 +222,7 @@ def test_an_idle_agent_says_how_often_challenges_come_but_never_when(env, tmp_pa
     try:
         settings, key = _daemon_parts(env, hourly, monkeypatch)
         events: list[dict] = []
-        with _client(settings.gateway, key) as client:
+        with gateway_client(settings.gateway, key) as client:
             daemon = Daemon(client, settings.devices, lambda spec: CpuBackend(), poll_max_s=0.5, emit=events.append)
             runner = threading.Thread(target=daemon.run)
             runner.start()
@@ -245,8 +245,8 @@ def test_an_idle_agent_says_how_often_challenges_come_but_never_when(env, tmp_pa
 
 
 def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server, monkeypatch, capfd):
-    from gpuproof.agent.cli import _client
     from gpuproof.agent.daemon import Daemon
+    from gpuproof.cli.common import gateway_client
     from gpuproof.kernels.errors import BackendUnavailable
 
     settings, key = _daemon_parts(env, server, monkeypatch)
@@ -255,7 +255,7 @@ def test_a_device_that_cannot_start_is_reported_without_a_traceback(env, server,
         raise BackendUnavailable("--device 0: this machine has 0 CUDA device(s)")
 
     events: list[dict] = []
-    with _client(settings.gateway, key) as client:
+    with gateway_client(settings.gateway, key) as client:
         Daemon(client, settings.devices, no_gpu, poll_max_s=1.0, emit=events.append).run()
     assert [e["event"] for e in events] == ["device-unavailable", "stopped"]
     assert "this machine has 0 CUDA device(s)" in events[0]["error"]
@@ -302,8 +302,8 @@ def test_the_agent_answers_through_the_cuda_backend(env, monkeypatch, capfd, tmp
 
     if cuda_emu.compiler_reason():
         pytest.skip(cuda_emu.compiler_reason())
-    from gpuproof.agent.cli import _client
     from gpuproof.agent.daemon import Daemon
+    from gpuproof.cli.common import gateway_client
 
     m, n, k = 64, 512, 256
     rounds = stand_in_rounds(monkeypatch, m, n, k)
@@ -321,7 +321,7 @@ def test_the_agent_answers_through_the_cuda_backend(env, monkeypatch, capfd, tmp
 
     try:
         settings, key = _daemon_parts(env, server, monkeypatch)
-        with cupy_on_cpu.installed(monkeypatch), _client(settings.gateway, key) as client:
+        with cupy_on_cpu.installed(monkeypatch), gateway_client(settings.gateway, key) as client:
             Daemon(client, settings.devices, backend_for, poll_max_s=1.0, max_challenges=2,
                    emit=events.append).run()
     finally:

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from gpuproof.client import registration, signed_headers
 from gpuproof.gateway import admin, service
-from gpuproof.gateway.client import registration, signed_headers
 from gpuproof.gateway.models import Challenge, LogEntry, RequestNonce
 from gpuproof.kernels import merkle
 from gpuproof.kernels.backend import Opening

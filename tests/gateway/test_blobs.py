@@ -14,9 +14,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from gpuproof.agent.training import replay_job
+from gpuproof.client import GatewayError, validator_headers
 from gpuproof.gateway import blobs, maintenance
 from gpuproof.gateway.app import create_app
-from gpuproof.gateway.client import GatewayError, validator_headers
 from gpuproof.gateway.settings import Settings
 from gpuproof.kernels.errors import InvalidParameter
 

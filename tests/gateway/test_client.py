@@ -7,8 +7,7 @@ import json
 
 import httpx
 import pytest
-from gpuproof.gateway import admin
-from gpuproof.gateway.client import (
+from gpuproof.client import (
     AsyncGatewayClient,
     GatewayClient,
     GatewayError,
@@ -16,6 +15,7 @@ from gpuproof.gateway.client import (
     LogVerificationError,
     TreeHead,
 )
+from gpuproof.gateway import admin
 from gpuproof.gateway.db import Database
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend

@@ -6,8 +6,8 @@ import html
 import re
 from html.parser import HTMLParser
 
+from gpuproof.client import registration
 from gpuproof.gateway import admin, dashboard
-from gpuproof.gateway.client import registration
 from gpuproof.verifier import signatures
 from gpuproof.verifier.trust import SettlementPolicy
 

@@ -8,7 +8,7 @@ import json
 
 import httpx
 import pytest
-from gpuproof.gateway.client import registration, signed_headers
+from gpuproof.client import registration, signed_headers
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams
@@ -95,7 +95,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
     import threading
     import time
 
-    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.client import GatewayClient
 
     db = tmp_path / "gw.db"
     server = Server(f"sqlite:///{db}", tmp_path / "data", GPUPROOF_WORKER_THREADS="1").start()
@@ -234,8 +234,8 @@ def test_concurrent_training_retries_on_two_processes_count_once(servers, databa
     """Every checkpoint, the close and each audit's upload and openings sent 8 times at once to two
     processes: each stored and logged once, one draw of audits, and every caller the same answer."""
     from gpuproof.agent.training import run_reference_job
+    from gpuproof.client import GatewayClient
     from gpuproof.gateway import admin
-    from gpuproof.gateway.client import GatewayClient
     from gpuproof.gateway.db import Database
     from gpuproof.gateway.models import LogEntry, SegmentAudit
     from sqlalchemy import create_engine, select
@@ -277,8 +277,8 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
     import threading
     import time
 
+    from gpuproof.client import GatewayClient, GatewayError
     from gpuproof.gateway import admin
-    from gpuproof.gateway.client import GatewayClient, GatewayError
     from gpuproof.gateway.db import Database
 
     from tests.support.training import commit_and_close

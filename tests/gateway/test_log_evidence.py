@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from gpuproof.gateway.client import GatewayClient
+from gpuproof.client import GatewayClient
 from gpuproof.gateway.models import LogEntry
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams

@@ -7,7 +7,7 @@ import contextlib
 import time
 
 import httpx
-from gpuproof.gateway.client import GatewayClient
+from gpuproof.client import GatewayClient
 from gpuproof.gateway.models import Device
 from gpuproof.verifier import signatures
 from sqlalchemy import create_engine, update

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from gpuproof.gateway import deps, maintenance, metrics, service
-from gpuproof.gateway.client import signed_headers
+from gpuproof.client import signed_headers
+from gpuproof.gateway import auth, maintenance, metrics, service
 from gpuproof.gateway.models import Challenge, Device, RequestNonce, RttProbe
 from sqlalchemy import func, select
 
@@ -80,17 +80,17 @@ def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(ga
     path = f"/v1/providers/{agent.id}/challenges"
     body = json.dumps({"device": 0}).encode()
     headers = signed_headers(agent.key, agent.id, "POST", path, body, timestamp=stored_at + int(window) - 1)
-    monkeypatch.setattr(deps, "wall_clock", lambda: stored_at)
+    monkeypatch.setattr(auth, "wall_clock", lambda: stored_at)
     assert gateway.client.post(path, content=body, headers=headers).status_code == 201
     # the last second at which the replay's timestamp is still inside the window: only the nonce refuses it
     last = stored_at + 2 * int(window) - 1
-    monkeypatch.setattr(deps, "wall_clock", lambda: last)
+    monkeypatch.setattr(auth, "wall_clock", lambda: last)
     assert maintenance.sweep(state, last).nonces == 0
     before = db_counts(gateway)
     assert_problem(gateway.client.post(path, content=body, headers=headers), 409, "already used")
     # once the retention has passed the nonce is deleted, and the same request is refused for its timestamp
     later = stored_at + retention + 1
-    monkeypatch.setattr(deps, "wall_clock", lambda: later)
+    monkeypatch.setattr(auth, "wall_clock", lambda: later)
     assert maintenance.sweep(state, later).nonces >= 1
     with state.db.reader() as s:
         assert s.execute(select(func.count()).select_from(RequestNonce)

@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
+from gpuproof.client import registration, signed_headers
 from gpuproof.gateway import admin, service
-from gpuproof.gateway.client import registration, signed_headers
 from gpuproof.gateway.models import Challenge, Device, Job
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams

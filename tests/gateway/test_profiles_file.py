@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from gpuproof.agent.cli import main
+from gpuproof.cli import main
 from gpuproof.gateway.app import create_app
 from gpuproof.gateway.settings import Settings
 from gpuproof.kernels.errors import InvalidParameter

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gpuproof.gateway.deps import RateLimiter
+from gpuproof.gateway.limits import RateLimiter
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from gpuproof.client import GatewayClient
 from gpuproof.gateway.app import create_app
-from gpuproof.gateway.client import GatewayClient
 from gpuproof.gateway.models import Device
 from gpuproof.gateway.settings import Settings
 from gpuproof.kernels.reference import CpuBackend
@@ -176,7 +176,7 @@ def test_a_provider_cannot_call_rounds_at_will(gateway):
     """Reproduction: a registration update that changes a claim made the device due at once, and its poll
     issued a round for every device; toggling a claim called rounds at will (five passes in seconds). Now no
     two rounds of a provider come closer than the minimum gap, whatever moved a device's time."""
-    from gpuproof.gateway.client import signed_headers
+    from gpuproof.client import signed_headers
     from gpuproof.gateway.models import Challenge
 
     gateway.app.state.gp.settings.challenge_min_gap_s = 300.0

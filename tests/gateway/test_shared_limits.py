@@ -1,5 +1,5 @@
 """Rate limits shared by replicas through Redis (gateway/limits.py), and how stale one replica's trust cache
-may be after a verdict recorded on another (gateway.deps.TrustCache). The Redis tests need the server at
+may be after a verdict recorded on another (gateway.trust_cache.TrustCache). The Redis tests need the server at
 127.0.0.1:6379 (there on these machines and in CI) and skip, saying so, where it is not."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.client import GatewayClient
 from gpuproof.gateway import admin, metrics
-from gpuproof.gateway.client import GatewayClient
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.limits import RedisRateLimiter
 from gpuproof.verifier import signatures

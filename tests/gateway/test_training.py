@@ -1,6 +1,6 @@
 """Training proofs through the gateway (SQLite and PostgreSQL): commitments timestamped and chained,
 segments drawn after the run, uploads checked and stored by content, signed replays, verdicts into the
-score, the settlement and the log. Every cheat of agent.training.CHEATS must be caught here."""
+score, the settlement and the log. Every cheat of simulators.training.CHEATS must be caught here."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import json
 
 import pytest
 from gpuproof.agent.checkpointing import CheckpointCommitter
-from gpuproof.agent.training import CHEATS, TrainingReporter, replay_job, run_reference_job
+from gpuproof.agent.training import TrainingReporter, replay_job, run_reference_job
+from gpuproof.client import GatewayClient, GatewayError
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient, GatewayError
 from gpuproof.gateway.models import SegmentAudit, TrainingCommitment
+from gpuproof.simulators.training import CHEATS, cheating_run
 from gpuproof.verifier import checkpoints, signatures
 from gpuproof.verifier.workload import MLPJob
 from sqlalchemy import func, select
@@ -59,7 +60,8 @@ class World:
     def run(self, cheat=None, policy=POLICY, steps=STEPS, delay=0.0):
         provider = self.provider()
         jid = self.job(provider, policy)
-        report = run_reference_job(provider, jid, policy, self.tmp / f"store-{jid}", steps, delay, cheat)
+        report = run_reference_job(provider, jid, policy, self.tmp / f"store-{jid}", steps, delay,
+                                   cheating_run(cheat) if cheat else None)
         replay_job(self.validator, jid, self.validator_key)
         return provider, jid, report, self.market.training(jid)
 

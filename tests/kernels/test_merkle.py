@@ -14,6 +14,7 @@ from tests.conftest import load_vectors
 
 RFC = load_vectors("rfc6962.json")
 PROBES = load_vectors("inclusion_probes.json")["probes"]
+CONSISTENCY_PROBES = load_vectors("consistency_probes.json")["probes"]
 LEAVES = [bytes.fromhex(x) for x in RFC["leaf_inputs"]]
 
 
@@ -111,6 +112,30 @@ def test_probe_base_is_valid():
     merkle.verify_inclusion(5, 8, bytes.fromhex(RFC["node_hashes"][0][5]), good,
                             bytes.fromhex(RFC["roots_by_size"][8]))
     assert p["index"] == 5 and p["size"] == 8
+
+
+@pytest.mark.parametrize("probe", CONSISTENCY_PROBES, ids=lambda p: p["desc"])
+def test_consistency_negative_probes(probe):
+    proof = [bytes.fromhex(h) for h in probe["proof"]]
+    with pytest.raises(ProofError, match=probe["error"]):
+        merkle.verify_consistency(probe["old"], probe["new"], bytes.fromhex(probe["old_root"]),
+                                  bytes.fromhex(probe["new_root"]), proof)
+
+
+@pytest.mark.parametrize("probe", [p for p in CONSISTENCY_PROBES if "want" in p["error"]], ids=lambda p: p["desc"])
+def test_consistency_probe_lengths_are_rfc_6962s(probe):
+    """A wrong-length probe's expected length is that of PROOF(old, D[0:new]) of RFC 6962 2.1.2 (the oracle)."""
+    want = int(probe["error"].rsplit(" ", 1)[1])
+    assert len(oracle_subproof(probe["old"], data(probe["new"]), True)) == want
+
+
+def test_consistency_probe_bases_are_valid():
+    """The consistency probes mutate proofs that verify; otherwise they would prove nothing."""
+    roots = [bytes.fromhex(r) for r in RFC["roots_by_size"]]
+    for case in RFC["consistency"]:
+        merkle.verify_consistency(case["old"], case["new"], roots[case["old"]], roots[case["new"]],
+                                  [bytes.fromhex(h) for h in case["proof"]])
+    assert {(p["old"], p["new"]) for p in CONSISTENCY_PROBES} >= {(6, 8), (1, 8), (4, 8)}
 
 
 # --- the fast tree against the oracle -----------------------------------------------------------

@@ -46,7 +46,7 @@ def test_deeply_nested_and_huge_json_is_refused_cleanly(gateway):
     before = db_counts(gateway)
     nested = b'{"device": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     path = f"/v1/providers/{agent.id}/challenges"
-    from gpuproof.gateway.client import signed_headers
+    from gpuproof.client import signed_headers
 
     r = gateway.client.post(path, content=nested, headers=signed_headers(agent.key, agent.id, "POST", path, nested))
     assert r.status_code in (400, 413, 422) and r.headers["content-type"].startswith("application/problem+json")
@@ -131,7 +131,7 @@ def test_clock_skewed_and_future_requests_change_nothing(gateway):
 def test_signature_for_one_path_cannot_be_used_on_another(gateway):
     agent = Agent(gateway)
     body = json.dumps({"device": 0}).encode()
-    from gpuproof.gateway.client import signed_headers
+    from gpuproof.client import signed_headers
 
     headers = signed_headers(agent.key, agent.id, "POST", f"/v1/providers/{agent.id}/rtt", body)
     before = db_counts(gateway)

@@ -7,8 +7,8 @@ import hashlib
 import secrets
 
 from fastapi.testclient import TestClient
+from gpuproof.client import GatewayClient, signed_headers, signed_upload_headers
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient, signed_headers, signed_upload_headers
 from gpuproof.verifier import signatures
 from sqlalchemy import text
 
@@ -95,8 +95,8 @@ def test_an_upload_is_held_to_its_signed_hash_and_length(gateway):
 
 
 def test_a_registration_flood_from_one_source_is_cut_and_others_still_register(database_url, tmp_path):
+    from gpuproof.client import registration
     from gpuproof.gateway.app import create_app
-    from gpuproof.gateway.client import registration
     from gpuproof.gateway.settings import Settings
 
     from tests.support.clock import stopped_limiter

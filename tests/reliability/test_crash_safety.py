@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import Challenge, Job, LogEntry
 from gpuproof.kernels.backend import Opening

@@ -32,7 +32,7 @@ import httpx
 import pytest
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.agent.daemon import Daemon
-from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable
+from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.gateway.models import Challenge, LogEntry
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend

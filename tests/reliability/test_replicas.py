@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead, registration
 from gpuproof.gateway import admin, migrate
-from gpuproof.gateway.client import GatewayClient, GatewayError, GatewayUnreachable, TreeHead, registration
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import Challenge, Job, LogEntry, SegmentAudit
 from gpuproof.kernels.backend import Opening

@@ -8,8 +8,8 @@ import json
 
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
+from gpuproof.client import GatewayClient, GatewayError
 from gpuproof.gateway import admin
-from gpuproof.gateway.client import GatewayClient, GatewayError
 from gpuproof.verifier import signatures, training
 
 from tests.gateway.test_training import DELAY, POLICY, World

@@ -16,7 +16,7 @@ class ManualClock:
 
 def stopped_limiter(app) -> ManualClock:  # noqa: ANN001 - a gateway FastAPI app
     """Give the app's rate limiter a stopped clock; the test advances it."""
-    from gpuproof.gateway.deps import RateLimiter
+    from gpuproof.gateway.limits import RateLimiter
 
     clock = ManualClock()
     app.state.gp.limiter = RateLimiter(clock=clock)

@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from gpuproof.gateway.client import AsyncGatewayClient, GatewayError
+from gpuproof.client import AsyncGatewayClient, GatewayError
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gpuproof.agent.checkpointing import CheckpointCommitter
 from gpuproof.agent.training import TrainingReporter
-from gpuproof.gateway.client import GatewayClient
+from gpuproof.client import GatewayClient
 from gpuproof.verifier.workload import MLPJob
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from gpuproof.verifier.adversary import STRATEGIES, detect, simulate_timing
+from gpuproof.simulators.protocol import STRATEGIES, detect, simulate_timing
 from gpuproof.verifier.protocol import Verifier
 
 RUNS = 1000

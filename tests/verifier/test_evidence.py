@@ -6,8 +6,8 @@ import json
 
 import pytest
 from gpuproof.kernels import merkle
+from gpuproof.simulators.protocol import Honest
 from gpuproof.verifier import evidence, transcript
-from gpuproof.verifier.adversary import Honest
 from gpuproof.verifier.protocol import Verifier
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
-from gpuproof.verifier.adversary import Honest, SkipRows, run_strategy
+from gpuproof.simulators.protocol import Honest, SkipRows, run_strategy
 from gpuproof.verifier.protocol import Verifier, VerifierConfig, cheat_bound
 from gpuproof.verifier.timing import size_challenge, thresholds
 

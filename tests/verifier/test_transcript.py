@@ -6,8 +6,8 @@ import copy
 import json
 
 import pytest
+from gpuproof.simulators.protocol import Honest, SkipRows
 from gpuproof.verifier import transcript
-from gpuproof.verifier.adversary import Honest, SkipRows
 from gpuproof.verifier.protocol import Verifier
 
 V = Verifier()

@@ -206,7 +206,7 @@ def test_gateway_serve_says_where_it_listens_where_its_data_is_and_where_the_doc
 
 
 def test_gateway_serve_masks_the_database_password():
-    from gpuproof.agent.cli import serve_banner
+    from gpuproof.cli.admin import serve_banner
     from gpuproof.gateway.settings import Settings
 
     settings = Settings(data_dir="/srv/gp", database_url="postgresql+psycopg://gp:s3cret@db.example:5432/gp")

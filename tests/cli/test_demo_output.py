@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 
-from gpuproof.agent.demo import ROLES, Demo, demo_console
+from gpuproof.cli.demo import ROLES, Demo, demo_console
 
 
 def test_the_demo_table_explains_the_bracketed_lower_bound():  # "[0.81]" was never explained (issue 14)

@@ -6,7 +6,7 @@ separate processes over real HTTP, each with its own key and config directory:
   honest        serves challenges with the local backend (CUDA when there is a GPU, else cpu-reference),
                 and runs a training job honestly
   overclaimer   claims an NVIDIA H100 and computes on the CPU: its timing gives it away
-  row-skipper   commits to C_r with a quarter of the rows never computed (agent/adversaries.py)
+  row-skipper   commits to C_r with a quarter of the rows never computed (simulators/backends.py)
   replayer      commits an old challenge's roots to every new challenge
   lazy-trainer  a training job whose checkpoints are interpolated instead of trained
   many-devices  registers 4 devices of class demo-cpu and answers for all of them with one agent on one
@@ -27,6 +27,11 @@ it); the validator replays the training segments the gateway draws (`gpuproof re
 each provider's claimed and verified class, score with its lower bound, and last verdict; then a summary
 and the settlement decisions. Exit 0 only if every cheat was caught and every honest provider passed.
 `--serve` keeps the gateway and its dashboard up afterwards.
+
+The dishonest providers run the hidden `gpuproof cheat run --adversary NAME` and `gpuproof cheat train --cheat
+NAME` (defined at the end of this module): the agent's own `agent run` and `agent train` with a simulator of
+cheating from gpuproof.simulators wired in. This module and the gateway-admin one are the command line's only
+importers of gpuproof.simulators and the server (tests/test_packages.py).
 
 Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP, a failure of the demo itself, or a child that dies before
 its time (named in the one-line error) stops every process the demo started and removes its working
@@ -50,9 +55,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
 
-from gpuproof.kernels.errors import GpuproofError
+import typer
+from gpuproof.cli import provider
+from gpuproof.cli.common import BackendOpt, GatewayOpt, JobIdArg, JsonOpt
+from gpuproof.kernels.errors import GpuproofError, InvalidParameter
 from gpuproof.verifier.timing import format_rate
 from rich.console import Console
 from rich.live import Live
@@ -215,7 +223,7 @@ class Role:
     claim: str | None = None  # the model it registers; None: the local GPU or cpu-reference
     adversary: str | None = None
     serves: bool = True  # runs the challenge daemon
-    trains: str | None = None  # None: no training job; "honest" or a cheat of agent.training.CHEATS
+    trains: str | None = None  # None: no training job; "honest" or a cheat of simulators.training.CHEATS
     devices: int = 1  # registered devices (agent register --count), all served by one agent process
     blas_threads: int | None = None  # OPENBLAS_NUM_THREADS for its agent; None: BLAS's default
     config: Path = field(default_factory=Path)
@@ -370,16 +378,16 @@ class Demo:
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
         if role.blas_threads is not None:
             env.update(OPENBLAS_NUM_THREADS=str(role.blas_threads), OMP_NUM_THREADS=str(role.blas_threads))
+        # an honest provider runs the agent's own commands; a dishonest one the hidden `gpuproof cheat` ones,
+        # which are the same with a simulator of cheating wired in (gpuproof.simulators)
         if role.serves:
-            args = ["-m", "gpuproof", "agent", "run", "--json", "--backend", backend]
-            if role.adversary:
-                args += ["--adversary", role.adversary]
+            how = ["cheat", "run", "--adversary", role.adversary] if role.adversary else ["agent", "run"]
+            args = ["-m", "gpuproof", *how, "--json", "--backend", backend]
             role.procs.append(self._spawn(args, env, f"{role.key}-agent"))
         if role.trains:
-            args = ["-m", "gpuproof", "agent", "train", "--job", role.job_id, "--steps", str(TRAIN_STEPS),
+            how = ["agent", "train"] if role.trains == "honest" else ["cheat", "train", "--cheat", role.trains]
+            args = ["-m", "gpuproof", *how, "--job", role.job_id, "--steps", str(TRAIN_STEPS),
                     "--step-delay", str(TRAIN_STEP_S), "--store", str(role.config / "checkpoints")]
-            if role.trains != "honest":
-                args += ["--cheat", role.trains]
             role.procs.append(self._spawn(args, env, f"{role.key}-train"))
 
     def validator_role(self) -> Role:
@@ -579,7 +587,7 @@ def run(duration: float = 60.0, serve: bool = False, port: int | None = None,
 
 
 def _run(demo: Demo, serve: bool) -> int:
-    from gpuproof.gateway.client import GatewayClient
+    from gpuproof.client import GatewayClient
 
     console = demo.console
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "
@@ -679,3 +687,48 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
         head = market.tree_head()
         console.print(f"Transparency log: {head.size} entries, root {head.root.hex()[:16]}..., signature checked.")
     return all_ok
+
+
+# --- the command line ------------------------------------------------------------------------------
+def demo_command(duration: Annotated[float, typer.Option("--duration", help="Seconds of challenges.")] = 60.0,
+                 serve: Annotated[bool, typer.Option("--serve", help="Keep the gateway and dashboard running "
+                                                     "afterwards, until Ctrl-C.")] = False,
+                 port: Annotated[int | None, typer.Option("--port", help="Loopback port (default: a free one).")]
+                 = None) -> None:
+    """The whole product on this machine: an embedded gateway and honest and cheating provider agents as
+    separate processes over loopback HTTP, a live table, then the summary and settlement decisions. Exits 0
+    only if every cheat was caught and every honest provider passed."""
+    if not 5 <= duration <= 3600:
+        raise InvalidParameter("--duration", f"must be 5 to 3600 seconds, got {duration:g}")
+    if port is not None and not 1024 <= port <= 65535:
+        raise InvalidParameter("--port", f"must be 1024 to 65535, got {port}")
+    code = run(duration, serve, port)
+    if code:
+        raise typer.Exit(code)
+
+
+cheat_app = typer.Typer(help="The demo's dishonest providers (docs/threat-model.md).", no_args_is_help=True)
+
+
+@cheat_app.command("run")
+def cheat_run(adversary: Annotated[str, typer.Option("--adversary", help="A dishonest backend of "
+                                                     "gpuproof.simulators.backends.")],
+              gateway: GatewayOpt = None, backend: BackendOpt = "auto",
+              max_challenges: provider.MaxChallengesOpt = None, as_json: JsonOpt = False) -> None:
+    """`agent run`, every device computed by the dishonest backend `--adversary`."""
+    from gpuproof.simulators.backends import ADVERSARIES
+
+    if adversary not in ADVERSARIES:
+        raise InvalidParameter("--adversary", f"expected one of {sorted(ADVERSARIES)}")
+    provider.serve(gateway, backend, max_challenges, as_json, lambda device: ADVERSARIES[adversary]())
+
+
+@cheat_app.command("train")
+def cheat_train(job: JobIdArg, cheat: Annotated[str, typer.Option("--cheat", help="A dishonest run of "
+                                                                  "gpuproof.simulators.training.")],
+                steps: provider.StepsOpt = 40, gateway: GatewayOpt = None, store: provider.StoreOpt = None,
+                step_delay: provider.StepDelayOpt = 0.0, as_json: JsonOpt = False) -> None:
+    """`agent train`, trained and reported the dishonest way `--cheat` names."""
+    from gpuproof.simulators.training import cheating_run
+
+    provider.train(job, steps, gateway, store, step_delay, as_json, cheating_run(cheat))

@@ -1,0 +1,81 @@
+"""What the command line's audiences share: the common options, the agent's settings, the gateway's URL and an
+SDK client for it, and the one-line forms of a verdict. Imports no server code (tests/test_packages.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+import typer
+from gpuproof.kernels.errors import InvalidParameter
+
+GatewayOpt = Annotated[str | None, typer.Option("--gateway", help="Gateway base URL (else the config file's).",
+                                                envvar="GPUPROOF_GATEWAY")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto, cpu or cuda.", envvar="GPUPROOF_BACKEND")]
+DeviceOpt = Annotated[int, typer.Option("--device", help="CUDA device index.", envvar="GPUPROOF_DEVICE")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+JobIdArg = Annotated[str, typer.Option("--job", help="The job id (32 hex characters).")]
+
+
+def agent_settings(**flags: Any):  # noqa: ANN202
+    from gpuproof.agent.config import AgentSettings
+
+    return AgentSettings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def gateway_url(gateway: str | None) -> str:
+    url = gateway or agent_settings().gateway
+    if not url:
+        raise InvalidParameter("--gateway", "no gateway URL: pass --gateway URL, set GPUPROOF_GATEWAY, or run "
+                               "`gpuproof agent register --gateway URL`")
+    if not re.match(r"^https?://", url):
+        raise InvalidParameter("--gateway", f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def gateway_client(gateway: str | None, key=None, pinned_log_key: bytes | None = None):  # noqa: ANN001, ANN202
+    from gpuproof.client import GatewayClient
+
+    return GatewayClient(gateway_url(gateway), key=key, pinned_log_key=pinned_log_key)
+
+
+def log_heads_path():  # noqa: ANN202
+    from gpuproof.agent.config import config_dir
+
+    return config_dir() / "log-heads.json"
+
+
+def pinned_log_key(gateway: str | None) -> bytes | None:
+    """The log key pinned for this gateway by an earlier `gpuproof log verify`, if any."""
+    store = log_heads_path()
+    seen = json.loads(store.read_text()) if store.exists() else {}
+    previous = seen.get(gateway_url(gateway).rstrip("/"))
+    return bytes.fromhex(previous["public_key"]) if previous else None
+
+
+def check_job_id(job: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", job):
+        raise InvalidParameter("--job", "expected a job id of 32 hex characters")
+    return job
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InvalidParameter("--shape", f"expected four integers m,n,k,rounds, got {text!r}") from None
+    if len(dims) != 4:
+        raise InvalidParameter("--shape", f"expected four integers m,n,k,rounds, got {len(dims)}")
+    return dims  # type: ignore[return-value]
+
+
+def print_verdict(v: dict) -> None:
+    print(f"verdict: {v['outcome'].upper()}  (correctness {v['correctness']}, timing {v['timing']})")
+    print(f"challenge {v['challenge_id']}, claimed {v['claimed_profile']}, rate matches {v['best_match']}")
+    for reason in v["reasons"]:
+        print(f"  - {reason}")
+    model = v["cheat_model"]
+    print(f"  cheat pass probability <= {v['cheat_pass_probability']:.3g} "
+          f"(worst case: {model.get('worst_case_substitute') or model['substitute']})")

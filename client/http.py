@@ -1,0 +1,111 @@
+"""The two clients: `GatewayClient` sends each call of gpuproof.client.calls with blocking httpx,
+`AsyncGatewayClient` with asyncio. They differ only in `_drive`; the calls are the same table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from gpuproof.client.calls import Calls, Flow, GatewayError, GatewayUnreachable, Request, result
+
+# Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from the
+# other end: reusing a connection the server is closing is a reset a client would otherwise see.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
+
+
+def _timeout(req: Request) -> dict[str, Any]:
+    return {} if req.timeout_s is None else {"timeout": req.timeout_s}
+
+
+class _Exchange:
+    """One call being run: hands it each answer (or the `GatewayError` the answer was, which the call may
+    catch) and gives its next request, until it returns its result (`value`)."""
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.reply: Any = None
+        self.error: GatewayError | None = None
+        self.value: Any = None
+
+    def next_request(self) -> Request | None:
+        try:
+            req = self.flow.throw(self.error) if self.error is not None else self.flow.send(self.reply)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+        self.reply, self.error = None, None
+        return req
+
+    def answer(self, req: Request, response: httpx.Response) -> None:
+        try:
+            self.reply = response if req.raw else result(response)
+        except GatewayError as exc:
+            self.error = exc
+
+
+class GatewayClient(Calls):
+    """Synchronous client. `key` (an Ed25519 key) makes it a provider; `api_key` a marketplace."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, api_key, **kwargs)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, req: Request) -> httpx.Response:
+        try:
+            return self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
+                                      **_timeout(req))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+
+    def _drive(self, flow: Flow[Any]) -> Any:
+        run = _Exchange(flow)
+        while (req := run.next_request()) is not None:
+            try:
+                run.answer(req, self._send(req))
+            except GatewayUnreachable as exc:
+                run.error = exc
+        return run.value
+
+
+class AsyncGatewayClient(Calls):
+    """Asynchronous client with the same calls; each returns an awaitable."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, api_key, **kwargs)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncGatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, req: Request) -> httpx.Response:
+        try:
+            return await self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
+                                            **_timeout(req))
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+
+    async def _drive(self, flow: Flow[Any]) -> Any:
+        run = _Exchange(flow)
+        while (req := run.next_request()) is not None:
+            try:
+                run.answer(req, await self._send(req))
+            except GatewayUnreachable as exc:
+                run.error = exc
+        return run.value

@@ -1,0 +1,166 @@
+"""Who is asking: a provider's Ed25519-signed request (its nonce claimed in the endpoint's write transaction)
+and a marketplace's API key with its scopes (docs/gateway.md, "Authentication")."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import anyio
+import anyio.to_thread
+from fastapi import Depends, Header, Request
+from gpuproof.gateway import API_KEY_SCOPES
+from gpuproof.gateway.models import ApiKey, Provider, RequestNonce
+from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.sessions import ReadSessionDep, writing
+from gpuproof.gateway.state import State, StateDep
+from gpuproof.verifier import signatures
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+wall_clock = time.time  # the clock signed timestamps are checked against (tests move it)
+
+
+@dataclass(frozen=True)
+class DeclaredBody:
+    """An upload's SHA-256 (hex) and length as its signed headers declare them."""
+
+    sha256: str
+    size: int
+
+
+@dataclass
+class SignedProvider:
+    """An authenticated provider request. Its write session has not begun: call `claim_nonce()` first
+    thing in the write transaction, so that the database lock is held only for the writes themselves
+    (SQLite has one writer at a time) and a rejected request leaves nothing behind."""
+
+    provider: Provider
+    session: Session
+    nonce: str
+    now: float
+    declared: DeclaredBody | None = None  # an upload's signed SHA-256 and length (signed_upload)
+
+    def claim_nonce(self) -> None:
+        """Store this request's nonce in the write transaction; a replay of a stored one is refused."""
+        if self.session.get(RequestNonce, (self.provider.id, self.nonce)) is not None:
+            raise Problem(409, "Replayed request", f"nonce {self.nonce} was already used by this provider")
+        self.session.add(RequestNonce(provider_id=self.provider.id, nonce=self.nonce, seen_at=self.now))
+        try:
+            self.session.flush()
+        except IntegrityError:
+            self.session.rollback()
+            raise Problem(409, "Replayed request", f"nonce {self.nonce} was already used") from None
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def _authenticate(request: Request, state: State, body_sha256: str, provider_id: str, timestamp_text: str,
+                  nonce: str, signature_hex: str, length: int | None = None) -> tuple[Provider, float]:
+    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
+    with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
+    if not HEX_ID_RE.match(provider_id):
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
+    if not NONCE_RE.match(nonce):
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Nonce: expected 16 to 64 characters of [A-Za-z0-9_-]")
+    try:
+        timestamp = int(timestamp_text)
+        signature = bytes.fromhex(signature_hex)
+    except ValueError:
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Timestamp must be an integer and "
+                      "X-Gpuproof-Signature hex") from None
+    now = wall_clock()
+    window = state.settings.timestamp_window_s
+    if abs(now - timestamp) > window:
+        raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
+                      f"the window is +-{window:g} s")
+    with state.db.reader() as reader:
+        provider = reader.get(Provider, provider_id)
+        replayed = provider is not None and reader.get(RequestNonce, (provider.id, nonce)) is not None
+    if provider is None:
+        raise Problem(401, "Unauthenticated", f"unknown provider {provider_id}")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    message = (signatures.request_message_for_digest(request.method, path, timestamp, nonce, body_sha256)
+               if length is None else
+               signatures.upload_message(request.method, path, timestamp, nonce, body_sha256, length))
+    try:
+        signatures.verify(provider.public_key, message, signature)
+    except signatures.SignatureError as exc:
+        raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc}") from None
+    if replayed:
+        raise Problem(409, "Replayed request", f"nonce {nonce} was already used by this provider")
+    wait = state.limiter.take(f"provider:{provider.id}", state.settings.provider_rate_per_s,
+                              2 * state.settings.provider_rate_per_s)
+    if wait is not None:
+        raise Problem(429, "Too many requests", f"more than {state.settings.provider_rate_per_s:g} requests/s "
+                      "from this provider", retry_after=max(1, round(wait + 0.5)))
+    return provider, now
+
+
+@contextlib.asynccontextmanager
+async def signed_request(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str,
+                  timestamp: str, nonce: str, signature: str,
+                  length: int | None = None) -> AsyncIterator[SignedProvider]:
+    provider, now = await anyio.to_thread.run_sync(
+        lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature, length))
+    async with writing(state.db, f"{request.method} {request.url.path}") as session:
+        yield SignedProvider(provider, session, nonce, now)
+
+
+async def signed_provider(
+    request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
+    x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
+    x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
+) -> AsyncIterator[SignedProvider]:
+    """Authenticate a provider request: Ed25519 over method, path, timestamp, nonce and SHA-256(body).
+
+    The checks read only (a read session, no lock); a nonce already stored is refused at once, before any
+    expensive work, and the endpoint stores the new one with its own writes, in the write session given
+    here (closed on the event loop once the endpoint's answer is serialized; see LEFT_OPEN above).
+    """
+    async with signed_request(request, state, lambda: hashlib.sha256(body).hexdigest(), x_gpuproof_provider,
+                       x_gpuproof_timestamp, x_gpuproof_nonce, x_gpuproof_signature) as signed:
+        yield signed
+
+
+SignedProviderDep = Annotated[SignedProvider, Depends(signed_provider, scope="function")]
+
+
+def hash_api_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key(scope: str, *others: str):  # noqa: ANN201
+    """A dependency requiring a marketplace API key (Authorization: Bearer gpk_<id>_<secret>) with `scope`
+    (or any of `others`). The key's tenant is all it may see (gateway/tenancy.py)."""
+    for s in (scope, *others):
+        if s not in API_KEY_SCOPES:  # a typo in a router would otherwise lock everyone out, silently
+            raise ValueError(f"unknown API key scope {s!r}; the scopes are {', '.join(API_KEY_SCOPES)}")
+
+    def check(session: ReadSessionDep, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Problem(401, "Unauthenticated", "Authorization: expected 'Bearer gpk_<id>_<secret>'")
+        token = authorization[len("Bearer "):].strip()
+        parts = token.split("_")
+        if len(parts) != 3 or parts[0] != "gpk":
+            raise Problem(401, "Unauthenticated", "API key: expected the form gpk_<id>_<secret>")
+        key = session.execute(select(ApiKey).where(ApiKey.id == parts[1])).scalar_one_or_none()
+        if key is None or not hmac.compare_digest(key.key_hash, hash_api_secret(parts[2])):
+            raise Problem(401, "Unauthenticated", "API key is not known")
+        if not {scope, *others} & set(key.scopes.split(",")):
+            wanted = " or ".join(repr(s) for s in (scope, *others))
+            raise Problem(403, "Forbidden", f"API key {key.id} lacks the scope {wanted}")
+        return key
+
+    return check

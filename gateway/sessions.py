@@ -1,0 +1,76 @@
+"""Database sessions as dependencies: a read session per request, and a write session that must end its
+transaction before the endpoint returns (LEFT_OPEN, checked by the test suite)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.state import StateDep
+from sqlalchemy.orm import Session
+
+# The session dependencies are async generators: the session is made and closed on the event loop
+# (making one does no I/O; closing ends its transaction with a ROLLBACK, which never waits for a lock),
+# and the endpoint uses it in its worker thread. A sync generator would take a worker-thread hop to close.
+# Write sessions close when the endpoint has returned and its answer is serialized (scope="function"),
+# which for a sync endpoint takes a worker thread. So an endpoint must leave no write transaction open
+# when it returns: on SQLite that transaction holds the write lock, and with every worker thread waiting
+# for that lock nobody serializes the answer that would release it (a stall until the 30 s busy
+# timeout). Build answers before the commit (or use `rolled_back`); a write session that reaches its
+# close with a transaction open is logged and listed in LEFT_OPEN, which the test suite checks is empty.
+LEFT_OPEN: list[str] = []
+log = logging.getLogger("gpuproof.gateway")
+
+
+async def read_session(state: StateDep) -> AsyncIterator[Session]:
+    session = state.db.reader()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+ReadSessionDep = Annotated[Session, Depends(read_session)]
+
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def writing(db: Database, where: str) -> AsyncIterator[Session]:
+    """A write session that is rolled back on any error and always closed."""
+    session = db.writer()
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    else:
+        if session.in_transaction():
+            LEFT_OPEN.append(where)
+            log.error("%s returned with its write transaction open (it holds SQLite's write lock until the "
+                      "answer is serialized): build the answer before the commit", where)
+    finally:
+        session.close()
+
+
+def rolled_back(session: Session, answer: T) -> T:
+    """`answer`, built from the session's rows, after rolling the write transaction back.
+
+    Build first, then roll back: a rollback expires the rows, and reading one afterwards would open a new
+    write transaction (BEGIN IMMEDIATE) that holds SQLite's write lock until the session closes.
+    """
+    session.rollback()
+    return answer
+
+
+async def write_session(request: Request, state: StateDep) -> AsyncIterator[Session]:
+    async with writing(state.db, f"{request.method} {request.url.path}") as session:
+        yield session
+
+
+WriteSessionDep = Annotated[Session, Depends(write_session, scope="function")]

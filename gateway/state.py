@@ -1,0 +1,47 @@
+"""The gateway's state (settings, database, verifier, signing key, rate limiter, trust cache, blob store), one
+per app, and the dependency that hands it to a route; when a request arrived and how long it queued."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from gpuproof.gateway.blobs import BlobStore
+from gpuproof.gateway.db import Database
+from gpuproof.gateway.settings import Settings
+from gpuproof.verifier.protocol import Verifier
+
+if TYPE_CHECKING:
+    from gpuproof.gateway.limits import Limiter
+    from gpuproof.gateway.trust_cache import TrustCache
+
+
+@dataclass
+class State:
+    settings: Settings
+    db: Database
+    verifier: Verifier
+    signing_key: object
+    limiter: Limiter
+    trust_cache: TrustCache
+    blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+
+
+async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup
+    return request.app.state.gp
+
+
+StateDep = Annotated[State, Depends(get_state)]
+
+
+def queued_s(request: Request) -> float:
+    """How long this request waited between arriving and its handler starting (0 if unknown)."""
+    started = getattr(request.state, "started_at", None)
+    return max(0.0, time.time() - started) if started else 0.0
+
+
+def arrived_at(request: Request) -> float:
+    """When the request's body had fully arrived (gateway.app.BodyLimit), else now."""
+    return getattr(request.state, "body_at", None) or time.time()

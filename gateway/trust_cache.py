@@ -1,0 +1,76 @@
+"""Trust responses cached per provider (stale-while-revalidate), so a read-heavy score endpoint does not
+queue on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.to_thread
+
+
+class TrustCache:
+    """Computed trust responses per provider, fresh for `ttl` seconds (settings.trust_cache_s, 0.5 s).
+
+    Scores are read far more often than verdicts arrive; the database stays the only truth. An expired
+    entry is served while one refresh runs in the background (stale-while-revalidate, never more than
+    `max_stale` seconds old), and refreshes run on their own few threads: a burst of writes queued on
+    the database lock never makes readers wait. This process drops a provider's entry when it records a
+    verdict for it; a verdict judged by another process shows within `ttl` plus a refresh.
+    """
+
+    def __init__(self, ttl: float, max_stale: float = 5.0) -> None:
+        self.ttl, self.max_stale = ttl, max_stale
+        self._entries: dict[str, tuple[float, bytes]] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def get_or_compute(self, provider_id: str, compute: Callable[[], bytes]) -> bytes:
+        now = time.monotonic()
+        hit = self._entries.get(provider_id)
+        if hit is not None and hit[0] >= now:
+            return hit[1]
+        pending = self._inflight.get(provider_id)
+        if hit is not None and now - hit[0] <= self.max_stale:
+            if pending is None:
+                self._start(provider_id, compute)
+            return hit[1]
+        if pending is None:
+            pending = self._start(provider_id, compute)
+        return await asyncio.shield(pending)
+
+    def peek(self, provider_id: str) -> bytes | None:
+        """A fresh entry, or None (expired entries go through get_or_compute, which refreshes them)."""
+        hit = self._entries.get(provider_id)
+        return hit[1] if hit is not None and hit[0] >= time.monotonic() else None
+
+    def _start(self, provider_id: str, compute: Callable[[], bytes]) -> asyncio.Future:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(4)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[provider_id] = future
+
+        async def refresh() -> None:
+            try:
+                value = await anyio.to_thread.run_sync(compute, limiter=self._limiter)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no warning when nobody else waited
+            else:
+                if len(self._entries) > 50_000:
+                    self._entries.clear()
+                self._entries[provider_id] = (time.monotonic() + self.ttl, value)
+                future.set_result(value)
+            finally:
+                self._inflight.pop(provider_id, None)
+
+        self._tasks.add(task := asyncio.get_running_loop().create_task(refresh()))
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    _tasks: set = set()  # keeps background refreshes referenced until they finish
+
+    def drop(self, provider_id: str) -> None:
+        self._entries.pop(provider_id, None)

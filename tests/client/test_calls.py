@@ -1,0 +1,96 @@
+"""The SDK's one table of calls: the sync and async clients send the same requests and get the same results,
+and a call may catch the error an answer was (no server: an httpx mock transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from gpuproof.client import AsyncGatewayClient, GatewayClient, GatewayError, Poll
+from gpuproof.client.calls import Request, call
+from gpuproof.verifier import signatures
+
+KEY = signatures.new_private_key()
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/missing":
+        return httpx.Response(404, json={"title": "Not found", "detail": "no such thing"})
+    if request.url.path.endswith("/challenges"):
+        return httpx.Response(204, headers={"Retry-After": "7", "X-Gpuproof-Rtt-Probe": "p"})
+    return httpx.Response(200, json={"path": request.url.path, "query": request.url.query.decode()})
+
+
+def caught_then_read(client):  # noqa: ANN001, ANN201 - a call written the way client/calls.py writes them
+    try:
+        yield Request("GET", "/missing")
+    except GatewayError as exc:
+        status = exc.status
+    return status, (yield Request("GET", "/v1/log/head-like"))
+
+
+class Sync(GatewayClient):
+    caught_then_read = call(caught_then_read)
+
+
+class Async(AsyncGatewayClient):
+    caught_then_read = call(caught_then_read)
+
+
+CALLS = [("providers", (), {"model": "H100", "limit": 5}), ("trust", ("0" * 32,), {}),
+         ("create_job", ("renter", "0" * 32, "usd:1"), {"devices": [0]}), ("poll", (0, 2.0), {}),
+         ("commit", ("1" * 32, [bytes(32)]), {}), ("caught_then_read", (), {})]
+
+
+def run_both(name: str, args: tuple, kwargs: dict) -> tuple[list, list, object, object]:
+    sent: dict[str, list] = {"sync": [], "async": []}
+
+    def recorder(side: str):  # noqa: ANN202
+        def handle(request: httpx.Request) -> httpx.Response:
+            sent[side].append((request.method, str(request.url), request.content,
+                               "authorization" in request.headers, "x-gpuproof-signature" in request.headers))
+            return answer(request)
+        return handle
+
+    with Sync("http://gw", "gpk_a_b", key=KEY, transport=httpx.MockTransport(recorder("sync"))) as client:
+        got_sync = getattr(client, name)(*args, **kwargs)
+
+    async def main() -> object:
+        async with Async("http://gw", "gpk_a_b", key=KEY, transport=httpx.MockTransport(recorder("async"))) as c:
+            return await getattr(c, name)(*args, **kwargs)
+
+    return sent["sync"], sent["async"], got_sync, asyncio.run(main())
+
+
+@pytest.mark.parametrize("name, args, kwargs", CALLS, ids=[c[0] for c in CALLS])
+def test_sync_and_async_send_the_same_requests_and_return_the_same(name, args, kwargs):
+    sent_sync, sent_async, got_sync, got_async = run_both(name, args, kwargs)
+    assert sent_sync == sent_async and sent_sync
+    assert got_sync == got_async
+
+
+def test_what_the_calls_send():
+    sent, _, poll, _ = run_both("poll", (0, 2.0), {})
+    assert sent == [("POST", "http://gw/v1/providers/" + GatewayClient("http://gw", key=KEY).provider_id
+                     + "/challenges", json.dumps({"device": 0, "wait_s": 2.0}).encode(), False, True)]
+    assert poll == Poll(None, "p", 7.0, None)
+    sent, _, status_and_body, _ = run_both("caught_then_read", (), {})
+    assert [s[1] for s in sent] == ["http://gw/missing", "http://gw/v1/log/head-like"]
+    assert status_and_body == (404, {"path": "/v1/log/head-like", "query": ""})
+    sent, _, _, _ = run_both("create_job", ("renter", "0" * 32, "usd:1"), {"devices": [0]})
+    assert sent[0][3] and not sent[0][4]  # an API key's call: Bearer, unsigned
+
+
+def test_an_uncaught_error_reaches_the_caller_from_both_clients():
+    gone = httpx.MockTransport(lambda request: httpx.Response(404, json={"detail": "no such thing"}))
+    with GatewayClient("http://gw", transport=gone) as client, pytest.raises(GatewayError, match="no such thing"):
+        client.provider("0" * 32)
+
+    async def main() -> None:
+        async with AsyncGatewayClient("http://gw", transport=gone) as client:
+            await client.provider("0" * 32)
+
+    with pytest.raises(GatewayError, match="no such thing"):
+        asyncio.run(main())
