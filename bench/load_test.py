@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,8 +70,8 @@ def main() -> int:
         dropdb = name
     else:
         url = f"sqlite:///{tmp / 'gw.db'}"
-    env = {"GPUPROOF_CHALLENGE_INTERVAL_S": str(args.interval), "GPUPROOF_PROVIDER_RATE_PER_S": "1000000",
-           "GPUPROOF_IP_RATE_PER_S": "1000000",
+    env: dict[str, Any] = {"GPUPROOF_CHALLENGE_INTERVAL_S": str(args.interval),
+                           "GPUPROOF_PROVIDER_RATE_PER_S": "1000000", "GPUPROOF_IP_RATE_PER_S": "1000000",
            "GPUPROOF_REGISTRATIONS_PER_S_GLOBAL": "1000000"}
     servers = [Server(url, tmp / "gw", None, **env).start() for _ in range(args.processes)]
     stats: dict = {"verdicts": {}, "errors": {}}

@@ -15,7 +15,7 @@ from typing import Any
 
 import cupy
 import numpy as np
-from gpuproof.kernels import memory, memory_cuda, merkle
+from gpuproof.kernels import cuda_memory, memory, merkle
 from gpuproof.kernels.cuda_identity import Check, _compare
 from gpuproof.kernels.memory import MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
@@ -36,13 +36,13 @@ def _seconds(fn: Callable[[], None], repeats: int = 5, warmup: int = 1) -> float
 
 
 def identity(rng: np.random.Generator) -> list[Check]:
-    kern = memory_cuda.MemoryKernels(cupy.cuda.Device().id)
+    kern = cuda_memory.MemoryKernels(cupy.cuda.Device().id)
     checks = []
     for leaves, round_index in [(1, 0), (37, 5), (1000, 2**32 - 1)]:
         c = rng.integers(0, 2**32, size=(leaves, 256), dtype=np.uint32)
         pk = memory.pad_key(rng.bytes(32))
         dev = cupy.asarray(c)
-        kern.table_pad(dev, cupy.asarray(memory_cuda.key_words(pk)), round_index, leaves)
+        kern.table_pad(dev, cupy.asarray(cuda_memory.key_words(pk)), round_index, leaves)
         want = np.stack([c[i] ^ memory.leaf_pad(pk, round_index, i) for i in range(leaves)])
         checks.append(_compare(f"memory table_pad, {leaves} leaves, round {round_index}", dev.get(), want))
     for lanes, first, steps, n_leaves in [(1, 0, 1, 1), (13, 2**32 + 3, 9, 64), (2000, 7, 33, 4099)]:
@@ -51,7 +51,7 @@ def identity(rng: np.random.Generator) -> list[Check]:
         plan = MemoryPlan(ChallengeParams(bytes(32), n_leaves, 256, 64, 1), 1, first + lanes, steps, 1)
         states = cupy.zeros((lanes, 4), dtype=cupy.uint32)
         hashes = cupy.zeros((lanes, 8), dtype=cupy.uint32)
-        kern.walk(cupy.asarray(table), n_leaves, cupy.asarray(memory_cuda.key_words(wk)), first, lanes, steps,
+        kern.walk(cupy.asarray(table), n_leaves, cupy.asarray(cuda_memory.key_words(wk)), first, lanes, steps,
                   states, hashes)
         want = memory.walk(plan, table, wk, np.arange(first, first + lanes, dtype=np.uint64))
         checks.append(_compare(f"memory walk, {lanes} lanes x {steps} steps over {n_leaves} leaves",
@@ -71,10 +71,10 @@ def _copy_seconds(copy_bytes: int) -> tuple[float, int]:
     return _seconds(copy), copy_bytes
 
 
-def _fill_seconds(kern: memory_cuda.MemoryKernels, rng: np.random.Generator, leaves: int) -> float:
+def _fill_seconds(kern: cuda_memory.MemoryKernels, rng: np.random.Generator, leaves: int) -> float:
     """table_pad over `leaves` leaves of random C (by default one Hopper-sized round: 262144, 256 MiB)."""
     c_round = cupy.asarray(rng.integers(0, 2**32, size=leaves * 256, dtype=np.uint32))
-    pk = cupy.asarray(memory_cuda.key_words(rng.bytes(32)))
+    pk = cupy.asarray(cuda_memory.key_words(rng.bytes(32)))
 
     def fill() -> None:
         kern.table_pad(c_round, pk, 1, leaves)
@@ -85,7 +85,7 @@ def _fill_seconds(kern: memory_cuda.MemoryKernels, rng: np.random.Generator, lea
 def timings(rng: np.random.Generator, table_gib: float = 16.0, copy_gib: float = 4.0,
             lane_counts: tuple[int, ...] = (2**16, 2**18, 2**20, 2**22), steps: int = 64,
             fill_leaves: int = 8192 * 8192 // 256) -> dict[str, Any]:
-    kern = memory_cuda.MemoryKernels(cupy.cuda.Device().id)
+    kern = cuda_memory.MemoryKernels(cupy.cuda.Device().id)
     out: dict[str, Any] = {}
     t_copy, copy_bytes = _copy_seconds(int(copy_gib * 2**30))
     out["copy_gbps"] = copy_bytes / t_copy / 1e9  # bytes copied per second (each read once and written once)
@@ -94,7 +94,7 @@ def timings(rng: np.random.Generator, table_gib: float = 16.0, copy_gib: float =
     n_leaves = int(table_gib * 2**30) // 1024
     table = cupy.empty((n_leaves, 256), dtype=cupy.uint32)
     table[...] = 0x5A5A5A5A  # what it holds does not change the walk's speed
-    wk = cupy.asarray(memory_cuda.key_words(rng.bytes(32)))
+    wk = cupy.asarray(cuda_memory.key_words(rng.bytes(32)))
     walks = {}
     for lanes in lane_counts:
         states = cupy.zeros((lanes, 4), dtype=cupy.uint32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gpuproof.kernels import memory, memory_cuda, merkle
+from gpuproof.kernels import cuda_memory, memory, merkle
 from gpuproof.kernels.memory import MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
 
@@ -26,7 +26,7 @@ def test_table_pad_matches_the_reference(kern, leaves, round_index):
     c = rng.integers(0, 2**32, size=(leaves, 256), dtype=np.uint32)
     got = c.copy()
     pk = memory.pad_key(seed)
-    kern.table_pad(got, memory_cuda.key_words(pk), round_index, leaves)
+    kern.table_pad(got, cuda_memory.key_words(pk), round_index, leaves)
     want = np.stack([c[i] ^ memory.leaf_pad(pk, round_index, i) for i in range(leaves)])
     assert np.array_equal(got, want)
 
@@ -39,7 +39,7 @@ def test_walk_matches_the_reference(kern, lanes, first, steps, n_leaves):
     plan = MemoryPlan(ChallengeParams(bytes(32), n_leaves, 256, 64, 1), 1, first + lanes, steps, 1)
     states = np.zeros((lanes, 4), dtype=np.uint32)
     leaf_hashes = np.zeros((lanes, 8), dtype=np.uint32)
-    kern.walk(table, n_leaves, memory_cuda.key_words(wk), first, lanes, steps, states, leaf_hashes)
+    kern.walk(table, n_leaves, cuda_memory.key_words(wk), first, lanes, steps, states, leaf_hashes)
     want = memory.walk(plan, table, wk, np.arange(first, first + lanes, dtype=np.uint64))
     assert np.array_equal(states, want)
     assert leaf_hashes.tobytes() == merkle.hash_chunks(memory.state_bytes(want), memory.STATE_BYTES)
@@ -57,11 +57,11 @@ def test_a_whole_small_memory_phase_is_identical(kern):
     for r in range(plan.first_round, params.rounds):
         c = backend.round_c(params, r, prev_root_of(play.roots, r))
         words = np.ascontiguousarray(c, dtype="<i4").view(np.uint32).reshape(-1, 256).copy()
-        kern.table_pad(words, memory_cuda.key_words(memory.pad_key(params.seed)), r, params.leaves_per_round)
+        kern.table_pad(words, cuda_memory.key_words(memory.pad_key(params.seed)), r, params.leaves_per_round)
         parts.append(words)
     table = np.concatenate(parts)
     states = np.zeros((plan.lanes, 4), dtype=np.uint32)
     hashes = np.zeros((plan.lanes, 8), dtype=np.uint32)
     wk = memory.walk_key(params.seed, play.roots[-1], play.nonce)
-    kern.walk(table, plan.table_leaves, memory_cuda.key_words(wk), 0, plan.lanes, plan.steps, states, hashes)
+    kern.walk(table, plan.table_leaves, cuda_memory.key_words(wk), 0, plan.lanes, plan.steps, states, hashes)
     assert merkle.root_of_hashes(hashes.tobytes()) == play.walk_root

@@ -2,7 +2,7 @@
 
 The same shim as tests/support/cuda_emu.py (one fiber per CUDA thread, barriers for __syncwarp), built
 from memory.cu alone with cuda_emu/memory_launch.cpp. `MemoryEmuKernels` launches with the grids
-kernels/memory_cuda.py uses, over NumPy buffers. Timing, the memory model and register limits are for a
+kernels/cuda_memory.py uses, over NumPy buffers. Timing, the memory model and register limits are for a
 GPU to show (bench/device_check.py).
 """
 
@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from gpuproof.kernels import memory_cuda
+from gpuproof.kernels import cuda_memory
 
 from tests.support.cuda_emu import HERE, compiler_reason
 
@@ -57,18 +57,18 @@ def _ptr(array: np.ndarray) -> int:
 
 
 class MemoryEmuKernels:
-    """The launchers of kernels/memory_cuda.MemoryKernels, over NumPy buffers, on the CPU."""
+    """The launchers of kernels/cuda_memory.MemoryKernels, over NumPy buffers, on the CPU."""
 
     def __init__(self) -> None:
         self.lib = library()
 
     def table_pad(self, c_round: np.ndarray, pk_words: np.ndarray, round_index: int, n_leaves: int) -> None:
         if n_leaves:
-            self.lib.emu_table_pad(memory_cuda.pad_grid(n_leaves), memory_cuda.PAD_THREADS, _ptr(c_round),
+            self.lib.emu_table_pad(cuda_memory.pad_grid(n_leaves), cuda_memory.PAD_THREADS, _ptr(c_round),
                                    _ptr(pk_words), round_index, n_leaves)
 
     def walk(self, table: np.ndarray, n_leaves: int, wk_words: np.ndarray, first_lane: int, n_lanes: int,
              steps: int, states: np.ndarray, leaf_hashes: np.ndarray) -> None:
         if n_lanes:
-            self.lib.emu_walk(memory_cuda.walk_grid(n_lanes), memory_cuda.WALK_THREADS, _ptr(table), n_leaves,
+            self.lib.emu_walk(cuda_memory.walk_grid(n_lanes), cuda_memory.WALK_THREADS, _ptr(table), n_leaves,
                               _ptr(wk_words), first_lane, n_lanes, steps, _ptr(states), _ptr(leaf_hashes))
