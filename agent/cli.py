@@ -577,6 +577,7 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
     Each backend is warmed up first (kernels, handles, buffers, one untimed round), as `agent run` does,
     so the timed challenge is what the gateway would time."""
     from gpuproof.agent.detect import detect
+    from gpuproof.verifier.outcome import Correctness, passed
     from gpuproof.verifier.protocol import Verifier
     from gpuproof.verifier.timing import classify
 
@@ -596,13 +597,13 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
         started = time.perf_counter()
         engine.run(p)
         seconds = time.perf_counter() - started
-        rate = 2.0 * p.m * p.n * p.k * p.rounds / seconds
+        rate = p.operations / seconds
         cls = classify(seconds, challenge.thresholds, verifier.profile_of(challenge))
         margin = challenge.thresholds.slow_s / seconds - 1
         results.append({"device": i, "model": d.model, "profile": challenge.profile, "backend": engine.name,
                         "seconds": round(seconds, 4), "tops": rate / 1e12, "timing": cls,
                         "slow_limit_s": challenge.thresholds.slow_s, "margin": margin,
-                        "would_pass": cls in ("consistent", "faster-than-claimed", "unprofiled")})
+                        "would_pass": passed(Correctness.PASS, cls)})
     if as_json:
         print(json.dumps(results))
     else:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gpuproof.kernels.errors import GpuproofError
+from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier.timing import format_rate
 from rich.console import Console
 from rich.live import Live
@@ -187,7 +188,6 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
     `runs` runs with BLAS's default threads and `runs` on one BLAS thread (the way the many-devices agent
     runs; on a busy machine one thread is often the faster), each with its own seed."""
     from gpuproof.kernels.reference import CpuBackend
-    from gpuproof.kernels.spec import ChallengeParams
     from threadpoolctl import threadpool_limits
 
     backend = CpuBackend()
@@ -197,8 +197,7 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
             started = time.perf_counter()
             backend.run(ChallengeParams(bytes([i]) * 32, *shape))
             best = min(best, time.perf_counter() - started)
-    m, n, k, r = shape
-    return 2.0 * m * n * k * r / best
+    return ChallengeParams(bytes(32), *shape).operations / best
 
 
 def _classes(names: Iterable[str]) -> str:
@@ -298,7 +297,8 @@ class Demo:
         m, n, k = DEMO_CPU_SHAPE
         rounds = 4
         for runs in (1, 1):
-            rounds = max(1, round(DEMO_CPU_SECONDS * _best_rate((m, n, k, rounds), runs) / (2.0 * m * n * k)))
+            rounds = max(1, round(DEMO_CPU_SECONDS * _best_rate((m, n, k, rounds), runs)
+                                  / ChallengeParams(bytes(32), m, n, k, 1).operations))
         shape = (m, n, k, rounds)
         rate = _best_rate(shape, 3)
         low, high = DEMO_CPU_BAND
@@ -585,8 +585,9 @@ def _run(demo: Demo, serve: bool) -> int:
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "
                   f"{demo.base}/?refresh=5, working directory {demo.tmp}")
     m, n, k, rounds = demo.calibrate()
+    work = ChallengeParams(bytes(32), m, n, k, rounds).operations
     console.print(f"demo-cpu profile: this machine's best rate, {format_rate(demo.demo_cpu_rate)}, on its "
-                  f"{m}x{n}x{k}, {rounds}-round challenge ({2.0 * m * n * k * rounds / demo.demo_cpu_rate:.2f} s); "
+                  f"{m}x{n}x{k}, {rounds}-round challenge ({work / demo.demo_cpu_rate:.2f} s); "
                   f"honest band {DEMO_CPU_BAND[0]:g}-{DEMO_CPU_BAND[1]:g}x")
     demo.start_gateway()
     market_key, replay_key = demo.keys()

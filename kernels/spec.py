@@ -84,6 +84,12 @@ class ChallengeParams:
         """Integer operations of one round's matmul, counting multiply and add (2*m*n*k)."""
         return 2 * self.m * self.n * self.k
 
+    @property
+    def operations(self) -> float:
+        """W = 2*m*n*k*R: the integer operations of the whole challenge, the work every rate and threshold
+        is computed from (docs/protocol.md, "Timing"); a float, as every rate is."""
+        return float(self.operations_per_round * self.rounds)
+
     def to_dict(self) -> dict[str, object]:
         return {"spec": SPEC, "seed": self.seed.hex(), "m": self.m, "n": self.n, "k": self.k,
                 "rounds": self.rounds}

@@ -21,6 +21,7 @@ from gpuproof.gateway.schemas import (
     RegistrationUpdate,
 )
 from gpuproof.verifier import signatures
+from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import lookup
 from sqlalchemy import func, select
 
@@ -150,7 +151,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
     now = time.time()
     if model:
         profile = lookup(model, state.verifier.profiles).key
-        passed = select(Challenge.provider_id).where(Challenge.outcome == "pass",
+        passed = select(Challenge.provider_id).where(Challenge.outcome == Outcome.PASS.value,
                                                      Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
         candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now).values()]
