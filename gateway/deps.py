@@ -26,13 +26,13 @@ from gpuproof.gateway.models import ApiKey, Provider, RequestNonce
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.settings import Settings
 from gpuproof.verifier import signatures
+from gpuproof.verifier.ids import ID_BYTES, is_hex
 from gpuproof.verifier.protocol import Verifier
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -278,7 +278,7 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
                   nonce: str, signature_hex: str, length: int | None = None) -> tuple[Provider, float]:
     """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
     with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
-    if not HEX_ID_RE.match(provider_id):
+    if not is_hex(provider_id, ID_BYTES):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
     if not NONCE_RE.match(nonce):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Nonce: expected 16 to 64 characters of [A-Za-z0-9_-]")
@@ -362,7 +362,6 @@ class Upload:
     size: int
 
 
-SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 async def signed_upload(
@@ -384,7 +383,7 @@ async def signed_upload(
                       "X-Gpuproof-Timestamp, X-Gpuproof-Nonce, X-Gpuproof-Signature, X-Gpuproof-Content-Sha256")
     if content_length is None or not content_length.isdigit():
         raise Problem(411, "Length required", "an upload declares its length (Content-Length) and signs it")
-    if not SHA256_HEX_RE.match(x_gpuproof_content_sha256):
+    if not is_hex(x_gpuproof_content_sha256, 32):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Content-Sha256: expected 64 lowercase hex characters")
     declared = DeclaredBody(x_gpuproof_content_sha256, int(content_length))
     assert None not in headers  # for the type checker: checked above

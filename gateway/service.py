@@ -50,8 +50,7 @@ def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> C
 
 def transcript_of(row: ChallengeRow) -> dict:
     """The transcript of a challenge judged on its openings (verifier/transcript.py)."""
-    openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
-                for o in row.openings]
+    openings = [Opening.from_json(o) for o in row.openings]
     return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict)
 
 

@@ -130,7 +130,7 @@ def check_challenges(rng: np.random.Generator, vectors: list[dict] | None = None
         gpu = CudaBackend(cupy.cuda.Device().id, pieces=pieces)
         plan = f" pieces={pieces}" if pieces > 1 else ""
         for v in vectors or []:
-            params = ChallengeParams(bytes.fromhex(v["seed"]), v["m"], v["n"], v["k"], v["rounds"])
+            params = ChallengeParams.from_json(v)
             got_hex = [r.hex() for r in gpu.run(params)]
             yield Check(f"challenge vector {v['desc']}{plan}", got_hex == v["roots"], f"{got_hex} vs {v['roots']}")
         for m, n, k, rounds in [(8, 256, 64, 3), (100, 512, 192, 2), (200, 1024, 640, 3), (37, 2048, 128, 2),

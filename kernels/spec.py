@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gpuproof.kernels.errors import InvalidParameter
 
@@ -91,8 +93,26 @@ class ChallengeParams:
         return float(self.operations_per_round * self.rounds)
 
     def to_dict(self) -> dict[str, object]:
+        """The wire form: the spec, the seed as hex and the sizes."""
         return {"spec": SPEC, "seed": self.seed.hex(), "m": self.m, "n": self.n, "k": self.k,
                 "rounds": self.rounds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], name: str = "challenge") -> ChallengeParams:
+        """The parameters of a challenge's wire form (`to_dict`, or a challenge the gateway sent: other
+        fields are ignored), every field checked; a `spec` other than gpuproof/1 is refused, never guessed
+        at. InvalidParameter names the field (`name`.seed, ...)."""
+        if not isinstance(data, Mapping):
+            raise InvalidParameter(name, "expected an object")
+        if data.get("spec", SPEC) != SPEC:
+            raise InvalidParameter(f"{name}.spec", f"expected {SPEC!r}, got {data.get('spec')!r}")
+        for key in ("seed", "m", "n", "k", "rounds"):
+            if key not in data:
+                raise InvalidParameter(name, f"missing field {key!r}")
+        seed = data["seed"]
+        if not isinstance(seed, str):
+            raise InvalidParameter(f"{name}.seed", f"expected 64 hex characters, got {type(seed).__name__}")
+        return cls(parse_seed(seed, f"{name}.seed"), data["m"], data["n"], data["k"], data["rounds"])
 
 
 def key_words(key16: bytes) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
 from gpuproof.kernels.merkle import HASH_BYTES
 from gpuproof.kernels.spec import ChallengeParams, prev_root_of
 from gpuproof.verifier import freivalds
+from gpuproof.verifier.ids import check_id
 from gpuproof.verifier.openings import check_row_inclusion
 from gpuproof.verifier.outcome import Correctness, Outcome, Timing, passed
 from gpuproof.verifier.profiles import (
@@ -65,9 +66,7 @@ class Challenge:
     spot_checks: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.challenge_id, str) and len(self.challenge_id) == 32
-                and all(c in "0123456789abcdef" for c in self.challenge_id)):
-            raise InvalidParameter("challenge_id", "expected 32 lowercase hex characters")
+        check_id(self.challenge_id, "challenge_id")
         if not isinstance(self.issued_at, int | float) or not math.isfinite(self.issued_at):
             raise InvalidParameter("issued_at", "expected a finite time")
 

@@ -118,13 +118,14 @@ def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> st
     if record.correctness == Correctness.FAIL:
         what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
     else:
-        what = {
+        said: dict[str, str] = {
             Timing.CONSISTENT: "passed, timing consistent with the claimed card",
             Timing.FASTER: "passed, faster than the claimed card (model misreported)",
             Timing.UNPROFILED: f"passed on an unprofiled device (rate of a {record.best_match})",
             Timing.SLOWER: f"slower than the claimed card (rate of a {record.best_match})",
             Timing.TIMEOUT: "timed out",
-        }.get(record.timing, record.timing)
+        }
+        what = said.get(record.timing, record.timing)
     return f"challenge {record.evidence_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
 
 

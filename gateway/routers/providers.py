@@ -11,18 +11,11 @@ from gpuproof.gateway import service, translog
 from gpuproof.gateway.deps import ReadSessionDep, SignedProviderDep, StateDep, WriteSessionDep, limit_ip
 from gpuproof.gateway.models import Challenge, Device, Provider
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import (
-    MAX_INDEX,
-    DeviceOut,
-    IdPath,
-    ProviderOut,
-    ProviderPage,
-    Registration,
-    RegistrationUpdate,
-)
+from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
 from gpuproof.verifier import signatures
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import lookup
+from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
 from sqlalchemy import func, select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
@@ -42,7 +35,7 @@ def provider_out(session, provider: Provider, now: float, with_trust: bool = Tru
                        devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
                                           claimed_profile=d.profile, verified_class=verified.get(d.id))
                                 for d in devices],
-                       trust=service.trust_json(trust) if trust else None)
+                       trust=TrustScoreOut(**service.trust_json(trust)) if trust else None)
 
 
 def limit_registrations(request: Request, state: StateDep) -> None:
@@ -162,7 +155,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         items = [provider_out(session, p, now) for p in rows]
     else:
         everyone = [provider_out(session, p, now) for p in session.execute(query).scalars()]
-        matching = [p for p in everyone if p.trust and p.trust["lower_bound"] >= min_lower_bound]
+        matching = [p for p in everyone if p.trust and p.trust.lower_bound >= min_lower_bound]
         total, items = len(matching), matching[offset:offset + limit]
     return ProviderPage(items=items, total=total, limit=limit, offset=offset)
 

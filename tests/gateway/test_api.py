@@ -41,8 +41,7 @@ class Agent:
         return self.post(f"/v1/providers/{self.id}/challenges", {"device": device})
 
     def prove(self, challenge):
-        params = ChallengeParams(bytes.fromhex(challenge["seed"]), challenge["m"], challenge["n"], challenge["k"],
-                                 challenge["rounds"])
+        params = ChallengeParams.from_json(challenge)
         return params, CpuBackend().run(params)
 
     def openings(self, params, roots, pairs):

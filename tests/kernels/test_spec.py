@@ -62,3 +62,16 @@ def test_params_accept_powers_of_two_times_256(n, chunks):
     p = ChallengeParams(SEED, 3, n, 2**20, 1)
     assert p.chunks_per_row == chunks
     assert p.leaves_per_round == 3 * chunks
+
+
+def test_params_wire_form_round_trips_and_names_bad_fields():
+    params = ChallengeParams(bytes(range(32)), 16, 256, 64, 3)
+    assert ChallengeParams.from_json(params.to_dict()) == params
+    assert ChallengeParams.from_json(params.to_dict() | {"challenge_id": "a" * 32, "deadline_s": 10.0}) == params
+    with pytest.raises(InvalidParameter, match="challenge.spec"):
+        ChallengeParams.from_json(params.to_dict() | {"spec": "gpuproof/2"})
+    with pytest.raises(InvalidParameter, match="challenge.seed"):
+        ChallengeParams.from_json(params.to_dict() | {"seed": "zz"})
+    with pytest.raises(InvalidParameter, match="missing field 'rounds'"):
+        ChallengeParams.from_json({k: v for k, v in params.to_dict().items() if k != "rounds"})
+    assert params.operations == 2.0 * 16 * 256 * 64 * 3
