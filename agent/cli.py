@@ -17,6 +17,7 @@ from gpuproof.gateway import API_KEY_SCOPES
 from gpuproof.kernels.backend import select_backend
 from gpuproof.kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
 from gpuproof.kernels.spec import SPEC, ChallengeParams, parse_seed
+from gpuproof.verifier.ids import ID_BYTES, is_hex
 from gpuproof.verifier.timing import format_rate
 from typer.exceptions import Abort, Exit, TyperException
 
@@ -221,7 +222,7 @@ def verify_transcript(
         except json.JSONDecodeError as exc:
             raise InvalidParameter("FILE", f"{source} is not JSON: {exc.msg} at line {exc.lineno}") from None
     else:  # not a file: a challenge id, whose transcript the gateway has
-        if not re.fullmatch(r"[0-9a-f]{32}", source):
+        if not is_hex(source, ID_BYTES):
             raise InvalidParameter("CHALLENGE_ID", f"{source!r} is no file here and not a challenge id: an id is 32 "
                                    "lowercase hex characters")
         if not (gateway or _agent_settings().gateway):
@@ -300,21 +301,21 @@ def _pinned_log_key(gateway: str | None) -> bytes | None:
 def trust_command(provider: Annotated[str, typer.Argument(help="The provider id.")], gateway: GatewayOpt = None,
                   as_json: JsonOpt = False) -> None:
     """A provider's trust score from the gateway: score, lower bound, verified class and reasons."""
-    if not re.fullmatch(r"[0-9a-f]{32}", provider):
+    if not is_hex(provider, ID_BYTES):
         raise InvalidParameter("PROVIDER", "expected a provider id of 32 hex characters")
     with _client(gateway) as client:
         trust = client.trust(provider)
         info = client.provider(provider)
     if as_json:
-        print(json.dumps({"provider": info, "trust": trust}))
+        print(json.dumps({"provider": info.model_dump(mode="json"), "trust": trust.model_dump(mode="json")}))
         return
-    print(f"{info['name']} ({provider}): {trust['status']}")
-    print(f"  score {trust['score']:.3f}, 95% lower bound {trust['lower_bound']:.3f}, {trust['evidence']} verdicts, "
-          f"verified class {trust['verified_class'] or '-'}")
-    for d in info["devices"]:
-        print(f"  device {d['position']}: {d['count']} x {d['model']} (claimed {d['claimed_profile']}, "
-              f"verified {d['verified_class'] or '-'})")
-    for reason in trust["reasons"]:
+    print(f"{info.name} ({provider}): {trust.status}")
+    print(f"  score {trust.score:.3f}, 95% lower bound {trust.lower_bound:.3f}, {trust.evidence} verdicts, "
+          f"verified class {trust.verified_class or '-'}")
+    for d in info.devices:
+        print(f"  device {d.position}: {d.count} x {d.model} (claimed {d.claimed_profile}, "
+              f"verified {d.verified_class or '-'})")
+    for reason in trust.reasons:
         print(f"  - {reason}")
 
 
@@ -344,7 +345,7 @@ ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="GPUPROOF_API
 
 
 def _job_id(job: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{32}", job):
+    if not is_hex(job, ID_BYTES):
         raise InvalidParameter("--job", "expected a job id of 32 hex characters")
     return job
 
@@ -544,7 +545,7 @@ def agent_register(gateway: GatewayOpt = None,
         out = client.update_registration(settings.name, claims) if update else client.register(settings.name, claims)
     config.save({"gateway": client.base_url, "name": settings.name,
                  "devices": [d.model_dump() for d in devices]})
-    print(f"{'updated' if update else 'registered'} provider {out['id']} ({out['name']}) with {client.base_url}")
+    print(f"{'updated' if update else 'registered'} provider {out.id} ({out.name}) with {client.base_url}")
 
 
 def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
@@ -700,13 +701,14 @@ def agent_status(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
     with _client(settings.gateway, key) as client:
         trust, recent = client.trust(pid), client.verdicts(pid, limit=5)
     if as_json:
-        print(json.dumps({"provider_id": pid, "trust": trust, "verdicts": recent["items"]}))
+        print(json.dumps({"provider_id": pid, "trust": trust.model_dump(mode="json"),
+                          "verdicts": recent.model_dump(mode="json")["items"]}))
         return
-    print(f"provider {pid}: {trust['status']}, score {trust['score']:.3f} (lower bound {trust['lower_bound']:.3f}), "
-          f"{trust['evidence']} verdicts, verified class {trust['verified_class'] or '-'}")
-    for item in recent["items"]:
-        v = item["verdict"]
-        print(f"  {item['challenge_id'][:12]} {v['outcome']:4} {v['timing']:20} {v['reasons'][0]}")
+    print(f"provider {pid}: {trust.status}, score {trust.score:.3f} (lower bound {trust.lower_bound:.3f}), "
+          f"{trust.evidence} verdicts, verified class {trust.verified_class or '-'}")
+    for item in recent.items:
+        v = item.verdict
+        print(f"  {item.challenge_id[:12]} {v.outcome:4} {v.timing:20} {v.reasons[0]}")
 
 
 def _gateway_settings(database_url: str | None, data_dir: str | None):  # noqa: ANN202

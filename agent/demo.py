@@ -366,7 +366,7 @@ class Demo:
         self._cli(role, "agent", "register", "--gpu", model, "--count", str(role.devices), "--name", role.name)
         role.provider_id = self._cli(role, "agent", "whoami").strip()
         role.job_id = market.create_job(f"demo-renter-{role.key}", role.provider_id, "demo:1",
-                                        TRAINING if role.trains else None)["id"]
+                                        TRAINING if role.trains else None).id
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
         if role.blas_threads is not None:
             env.update(OPENBLAS_NUM_THREADS=str(role.blas_threads), OMP_NUM_THREADS=str(role.blas_threads))
@@ -448,9 +448,9 @@ class Demo:
         for role in self.roles:
             if not role.provider_id:
                 continue
-            info = client.provider(role.provider_id)
+            info = client.provider(role.provider_id).model_dump(mode="json")  # the table reads plain JSON
             trust = info["trust"]
-            verdicts = client.verdicts(role.provider_id, limit=200)["items"]
+            verdicts = client.verdicts(role.provider_id, limit=200).model_dump(mode="json")["items"]
             last = verdicts[0]["verdict"] if verdicts else None
             training = client.training(role.job_id) if role.trains else None
             rows.append({"role": role, "claimed": _classes(d["claimed_profile"] for d in info["devices"]),
@@ -655,7 +655,7 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
         raise GpuproofError(f"validator: {validation['error']}")
     demo.check_children()
     demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the settlement
-    decisions = {role.key: market.settle(role.job_id) for role in demo.roles}
+    decisions = {role.key: market.settle(role.job_id).model_dump(mode="json") for role in demo.roles}
     final = rows()
     console.print(demo.table(final, "gpuproof demo: final state"))
     summary = Table(title="Summary: was every cheat caught, did every honest provider pass?", expand=True)

@@ -52,7 +52,7 @@ def run_challenge(client: httpx.Client, key, pid: str) -> dict:  # noqa: ANN001
         return {}
     r.raise_for_status()
     c = r.json()
-    params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+    params = ChallengeParams.from_json(c)
     backend = CpuBackend()
     roots = backend.run(params)
     req = post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]}).json()

@@ -47,7 +47,7 @@ def test_provider_flow_over_http(servers):
         pid = client.post("/v1/providers", json=registration(key, "http", [{"model": "cpu-reference",
                                                                             "vram_gib": 4}])).json()["id"]
         c = signed_post(client, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         req = signed_post(client, key, pid, f"/v1/challenges/{c['challenge_id']}/commitment",
                           {"roots": [r.hex() for r in roots]}).json()
@@ -70,7 +70,7 @@ def test_two_gateway_processes_on_one_database_are_one_service(servers):
         pid = ca.post("/v1/providers", json=registration(key, "two", [{"model": "cpu-reference",
                                                                        "vram_gib": 4}])).json()["id"]
         c = signed_post(ca, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()  # issued on A
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         req = signed_post(cb, key, pid, f"/v1/challenges/{c['challenge_id']}/commitment",  # committed on B
                           {"roots": [r.hex() for r in roots]}).json()
@@ -105,8 +105,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             client.register("timed", [{"model": "cpu-reference", "vram_gib": 1}])
             other.register("busy", [{"model": "cpu-reference", "vram_gib": 1}])
             c, probe, _ = client.next_challenge(0)
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
-            roots = CpuBackend().run(params)
+            roots = CpuBackend().run(c.params())
             lock = sqlite3.connect(db, isolation_level=None)
             lock.execute("BEGIN IMMEDIATE")  # every writer now waits for this
             busy = threading.Thread(target=lambda: other.next_challenge(0))  # holds the only worker thread
@@ -114,7 +113,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             time.sleep(0.5)
             answer: dict = {}
             sent = time.time()
-            poster = threading.Thread(target=lambda: answer.update(client.commit(c["challenge_id"], roots)))
+            poster = threading.Thread(target=lambda: answer.update(request=client.commit(c.challenge_id, roots)))
             poster.start()
             hold = scaled(2.0)
             time.sleep(hold)
@@ -123,7 +122,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             busy.join(timeout=scaled(30))
             answered = time.time()
             lock.close()
-            assert answer.get("pairs"), answer
+            assert answer["request"].pairs, answer
             assert answered - sent >= hold
             row = sqlite3.connect(db).execute("SELECT received_at, issued_at FROM challenges").fetchone()
             assert row[0] - sent < hold / 2, (row[0] - sent, "received_at must be the arrival, not the handling")
@@ -149,7 +148,7 @@ def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, dat
                                                                                 "vram_gib": 4}])).json()["id"]
         for attempt in range(3):
             c = signed_post(clients[0], key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = ChallengeParams.from_json(c)
             roots = CpuBackend().run(params)
 
             def together(path: str, payload: dict) -> list[httpx.Response]:
@@ -249,7 +248,7 @@ def test_concurrent_training_retries_on_two_processes_count_once(servers, databa
     pa.register("trainer", [{"model": "NVIDIA H100", "vram_gib": 80}])
     policy = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
               "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-    jid = market.create_job("renter", str(pa.provider_id), "usd:1", policy)["id"]
+    jid = market.create_job("renter", str(pa.provider_id), "usd:1", policy).id
     racing = Racing(pa, pb)
     report = run_reference_job(racing, jid, policy, tmp_path / "store", 16)  # type: ignore[arg-type]
     for name, rounds in racing.answers.items():
@@ -292,7 +291,7 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
         provider.register("big", [{"model": "NVIDIA H100", "vram_gib": 80}])
         policy = {"interval": 4, "segments": 1, "chunks": 2, "mode": "exact",
                   "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-        jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy)["id"]
+        jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy).id
         audit = commit_and_close(provider, jid)["audits"][0]
 
         def rss_anon_mib() -> float:

@@ -52,7 +52,7 @@ class Provider:
         return r.json()
 
     def commit(self, c: dict, think_s: float = 0.0) -> tuple[ChallengeParams, list[bytes], list]:
-        params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+        params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
         time.sleep(think_s)  # a slower card
         r = self.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]})
