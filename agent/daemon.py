@@ -34,7 +34,9 @@ from typing import Any
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
-from gpuproof.kernels.spec import SPEC_V1, SPECS, ChallengeParams
+from gpuproof.kernels.spec import SPECS
+from gpuproof.verifier.outcome import Outcome
+from gpuproof.verifier.wire import ChallengeOut
 from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential
 from tenacity.stop import stop_base
 
@@ -217,19 +219,18 @@ class Daemon:
             self._event("idle", device=position, mean_interval_s=mean_interval_s)
             status.mean_interval_s = mean_interval_s
 
-    def _challenge(self, position: int, backend: Backend, c: dict[str, Any]) -> None:
+    def _challenge(self, position: int, backend: Backend, c: ChallengeOut) -> None:
         status = self.status[position]
-        cid = c["challenge_id"]
-        if c.get("spec", SPEC_V1) not in SPECS:  # never guess at another spec's bytes: say so, let it time out
+        cid = c.challenge_id
+        if c.spec not in SPECS:  # never guess at another spec's bytes: say so, let it time out
             status.state = "unsupported spec"
-            self._event("unsupported-spec", device=position, challenge_id=cid, spec=c.get("spec"),
-                        supported=list(SPECS))
+            self._event("unsupported-spec", device=position, challenge_id=cid, spec=c.spec, supported=list(SPECS))
             self._sleep(self.poll_max_s)
             return
-        params = ChallengeParams.from_json(c)  # whichever spec it names (a challenge naming none is v1)
+        params = c.params()  # whichever spec it names
         status.state = f"proving {cid[:8]}"
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
-                    rounds=params.rounds, resumed=c.get("state") != "issued" if "state" in c else False)
+                    rounds=params.rounds, resumed=c.state != "issued")
         started = time.perf_counter()
         roots = backend.run(params)
         seconds = time.perf_counter() - started
@@ -239,22 +240,22 @@ class Daemon:
             return
         status.state = f"opening {cid[:8]}"
         openings = []
-        for r, i in sorted({(int(p[0]), int(p[1])) for p in request["pairs"]}):
+        for r, i in sorted(set(request.pairs)):
             values, path = backend.open(params, r, i, roots)
             openings.append(Opening(r, i, values, tuple(path)).to_json())
         verdict = self._retrying("openings", lambda: self.client.open(cid, openings))
         if verdict is None:
             return
         status.challenges += 1
-        status.passed += verdict["outcome"] == "pass"
-        status.last_verdict = f"{verdict['outcome']} ({verdict['timing']})"
-        status.last_reason = verdict["reasons"][0] if verdict.get("reasons") else ""
+        status.passed += verdict.outcome == Outcome.PASS
+        status.last_verdict = f"{verdict.outcome} ({verdict.timing})"
+        status.last_reason = verdict.reasons[0] if verdict.reasons else ""
         status.state = "judged"
         with self._lock:
             self._done += 1
-        self._event("verdict", device=position, challenge_id=cid, outcome=verdict["outcome"],
-                    timing=verdict["timing"], prove_seconds=round(seconds, 3),
-                    measured_s=verdict.get("measured_s"), reason=status.last_reason)
+        self._event("verdict", device=position, challenge_id=cid, outcome=str(verdict.outcome),
+                    timing=str(verdict.timing), prove_seconds=round(seconds, 3),
+                    measured_s=verdict.measured_s, reason=status.last_reason)
 
 
 def json_emitter(stream=sys.stdout) -> Callable[[dict[str, Any]], None]:  # noqa: ANN001

@@ -130,14 +130,14 @@ def test_challenge_flow_under_load(benchmark, gateway):
 
         c, probe, _ = client.next_challenge(0)
         assert c is not None
-        params = ChallengeParams.from_json(c)
+        params = c.params()
         roots = backend.run(params)
-        req = client.commit(c["challenge_id"], roots)
+        req = client.commit(c.challenge_id, roots)
         openings = []
-        for r, i in sorted({tuple(p) for p in req["pairs"]}):
+        for r, i in sorted(set(req.pairs)):
             values, path = backend.open(params, r, i, roots)
             openings.append(Opening(r, i, values, tuple(path)).to_json())
-        assert client.open(c["challenge_id"], openings)["outcome"] == "pass"
+        assert client.open(c.challenge_id, openings).outcome == "pass"
 
     stats: dict = {"verdicts": {}, "errors": {}}
     seconds = 10 if QUICK else 40

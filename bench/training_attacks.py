@@ -64,7 +64,7 @@ def main() -> int:
 
             def run(cheat: str | None, segments: set[int] | None = None) -> dict:
                 counter[0] += 1
-                jid = market.create_job("r", provider_id, "p", POLICY)["id"]
+                jid = market.create_job("r", provider_id, "p", POLICY).id
                 run_reference_job(provider, jid, POLICY, Path(tmp) / f"s{counter[0]}", STEPS, DELAY,
                                   cheating_run(cheat, INTERVAL, segments) if cheat else None)
                 replay_job(validator, jid, vkey)

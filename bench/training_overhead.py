@@ -81,7 +81,7 @@ def main() -> int:
 
         def sent() -> CheckpointCommitter:
             n[0] += 1
-            jid = market.create_job("r", provider_id, "p", {"interval": interval})["id"]
+            jid = market.create_job("r", provider_id, "p", {"interval": interval}).id
             reporter = TrainingReporter(provider, jid)
             return CheckpointCommitter(interval, store=Path(tmp) / f"s{n[0]}", background=True,
                                        on_commit=reporter.send)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.ids import ID_BYTES, is_hex
 
 GatewayOpt = Annotated[str | None, typer.Option("--gateway", help="Gateway base URL (else the config file's).",
                                                 envvar="GPUPROOF_GATEWAY")]
@@ -55,7 +56,7 @@ def pinned_log_key(gateway: str | None) -> bytes | None:
 
 
 def check_job_id(job: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{32}", job):
+    if not is_hex(job, ID_BYTES):
         raise InvalidParameter("--job", "expected a job id of 32 hex characters")
     return job
 

@@ -61,6 +61,7 @@ import typer
 from gpuproof.cli import provider
 from gpuproof.cli.common import BackendOpt, GatewayOpt, JobIdArg, JsonOpt
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier.timing import format_rate
 from rich.console import Console
 from rich.live import Live
@@ -195,7 +196,7 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
     `runs` runs with BLAS's default threads and `runs` on one BLAS thread (the way the many-devices agent
     runs; on a busy machine one thread is often the faster), each with its own seed."""
     from gpuproof.kernels.reference import CpuBackend
-    from gpuproof.kernels.spec import SPEC, ChallengeParams
+    from gpuproof.kernels.spec import SPEC
     from threadpoolctl import threadpool_limits
 
     backend = CpuBackend()
@@ -205,8 +206,7 @@ def _best_rate(shape: tuple[int, int, int, int], runs: int) -> float:
             started = time.perf_counter()
             backend.run(ChallengeParams(bytes([i]) * 32, *shape, spec=SPEC))  # the spec the gateway issues
             best = min(best, time.perf_counter() - started)
-    m, n, k, r = shape
-    return 2.0 * m * n * k * r / best
+    return ChallengeParams(bytes(32), *shape).operations / best
 
 
 def _classes(names: Iterable[str]) -> str:
@@ -306,7 +306,8 @@ class Demo:
         m, n, k = DEMO_CPU_SHAPE
         rounds = 4
         for runs in (1, 1):
-            rounds = max(1, round(DEMO_CPU_SECONDS * _best_rate((m, n, k, rounds), runs) / (2.0 * m * n * k)))
+            rounds = max(1, round(DEMO_CPU_SECONDS * _best_rate((m, n, k, rounds), runs)
+                                  / ChallengeParams(bytes(32), m, n, k, 1).operations))
         shape = (m, n, k, rounds)
         rate = _best_rate(shape, 3)
         low, high = DEMO_CPU_BAND
@@ -374,7 +375,7 @@ class Demo:
         self._cli(role, "agent", "register", "--gpu", model, "--count", str(role.devices), "--name", role.name)
         role.provider_id = self._cli(role, "agent", "whoami").strip()
         role.job_id = market.create_job(f"demo-renter-{role.key}", role.provider_id, "demo:1",
-                                        TRAINING if role.trains else None)["id"]
+                                        TRAINING if role.trains else None).id
         env = dict(self.env, GPUPROOF_CONFIG_DIR=str(role.config), GPUPROOF_GATEWAY=self.base)
         if role.blas_threads is not None:
             env.update(OPENBLAS_NUM_THREADS=str(role.blas_threads), OMP_NUM_THREADS=str(role.blas_threads))
@@ -456,9 +457,9 @@ class Demo:
         for role in self.roles:
             if not role.provider_id:
                 continue
-            info = client.provider(role.provider_id)
+            info = client.provider(role.provider_id).model_dump(mode="json")  # the table reads plain JSON
             trust = info["trust"]
-            verdicts = client.verdicts(role.provider_id, limit=200)["items"]
+            verdicts = client.verdicts(role.provider_id, limit=200).model_dump(mode="json")["items"]
             last = verdicts[0]["verdict"] if verdicts else None
             training = client.training(role.job_id) if role.trains else None
             rows.append({"role": role, "claimed": _classes(d["claimed_profile"] for d in info["devices"]),
@@ -593,8 +594,9 @@ def _run(demo: Demo, serve: bool) -> int:
     console.print(f"[bold]gpuproof demo[/]: gateway on {demo.base} (loopback only), live dashboard "
                   f"{demo.base}/?refresh=5, working directory {demo.tmp}")
     m, n, k, rounds = demo.calibrate()
+    work = ChallengeParams(bytes(32), m, n, k, rounds).operations
     console.print(f"demo-cpu profile: this machine's best rate, {format_rate(demo.demo_cpu_rate)}, on its "
-                  f"{m}x{n}x{k}, {rounds}-round challenge ({2.0 * m * n * k * rounds / demo.demo_cpu_rate:.2f} s); "
+                  f"{m}x{n}x{k}, {rounds}-round challenge ({work / demo.demo_cpu_rate:.2f} s); "
                   f"honest band {DEMO_CPU_BAND[0]:g}-{DEMO_CPU_BAND[1]:g}x")
     demo.start_gateway()
     market_key, replay_key = demo.keys()
@@ -662,7 +664,7 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
         raise GpuproofError(f"validator: {validation['error']}")
     demo.check_children()
     demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the settlement
-    decisions = {role.key: market.settle(role.job_id) for role in demo.roles}
+    decisions = {role.key: market.settle(role.job_id).model_dump(mode="json") for role in demo.roles}
     final = rows()
     console.print(demo.table(final, "gpuproof demo: final state"))
     summary = Table(title="Summary: was every cheat caught, did every honest provider pass?", expand=True)

@@ -4,7 +4,6 @@ gateway's log, the log itself monitored, and a job's training segments replayed.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from gpuproof.cli.common import (
     print_verdict,
 )
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.ids import ID_BYTES, is_hex
 
 log_app = typer.Typer(help="The gateway's transparency log, checked locally.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ def verify_transcript(
         except json.JSONDecodeError as exc:
             raise InvalidParameter("FILE", f"{source} is not JSON: {exc.msg} at line {exc.lineno}") from None
     else:  # not a file: a challenge id, whose transcript the gateway has
-        if not re.fullmatch(r"[0-9a-f]{32}", source):
+        if not is_hex(source, ID_BYTES):
             raise InvalidParameter("CHALLENGE_ID", f"{source!r} is no file here and not a challenge id: an id is 32 "
                                    "lowercase hex characters")
         if not (gateway or agent_settings().gateway):
@@ -100,21 +100,21 @@ def verify_transcript(
 def trust_command(provider: Annotated[str, typer.Argument(help="The provider id.")], gateway: GatewayOpt = None,
                   as_json: JsonOpt = False) -> None:
     """A provider's trust score from the gateway: score, lower bound, verified class and reasons."""
-    if not re.fullmatch(r"[0-9a-f]{32}", provider):
+    if not is_hex(provider, ID_BYTES):
         raise InvalidParameter("PROVIDER", "expected a provider id of 32 hex characters")
     with gateway_client(gateway) as client:
         trust = client.trust(provider)
         info = client.provider(provider)
     if as_json:
-        print(json.dumps({"provider": info, "trust": trust}))
+        print(json.dumps({"provider": info.model_dump(mode="json"), "trust": trust.model_dump(mode="json")}))
         return
-    print(f"{info['name']} ({provider}): {trust['status']}")
-    print(f"  score {trust['score']:.3f}, 95% lower bound {trust['lower_bound']:.3f}, {trust['evidence']} verdicts, "
-          f"verified class {trust['verified_class'] or '-'}")
-    for d in info["devices"]:
-        print(f"  device {d['position']}: {d['count']} x {d['model']} (claimed {d['claimed_profile']}, "
-              f"verified {d['verified_class'] or '-'})")
-    for reason in trust["reasons"]:
+    print(f"{info.name} ({provider}): {trust.status}")
+    print(f"  score {trust.score:.3f}, 95% lower bound {trust.lower_bound:.3f}, {trust.evidence} verdicts, "
+          f"verified class {trust.verified_class or '-'}")
+    for d in info.devices:
+        print(f"  device {d.position}: {d.count} x {d.model} (claimed {d.claimed_profile}, "
+              f"verified {d.verified_class or '-'})")
+    for reason in trust.reasons:
         print(f"  - {reason}")
 
 

@@ -82,7 +82,7 @@ def agent_register(gateway: GatewayOpt = None,
         out = client.update_registration(settings.name, claims) if update else client.register(settings.name, claims)
     config.save({"gateway": client.base_url, "name": settings.name,
                  "devices": [d.model_dump() for d in devices]})
-    print(f"{'updated' if update else 'registered'} provider {out['id']} ({out['name']}) with {client.base_url}")
+    print(f"{'updated' if update else 'registered'} provider {out.id} ({out.name}) with {client.base_url}")
 
 
 def _wait_for(client, seconds: float) -> None:  # noqa: ANN001
@@ -115,6 +115,7 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
     Each backend is warmed up first (kernels, handles, buffers, one untimed round), as `agent run` does,
     so the timed challenge is what the gateway would time."""
     from gpuproof.agent.detect import detect
+    from gpuproof.verifier.outcome import Correctness, passed
     from gpuproof.verifier.protocol import Verifier
     from gpuproof.verifier.timing import classify
 
@@ -134,13 +135,13 @@ def agent_selftest(shape: Annotated[str | None, typer.Option("--shape", help="m,
         started = time.perf_counter()
         engine.run(p)
         seconds = time.perf_counter() - started
-        rate = 2.0 * p.m * p.n * p.k * p.rounds / seconds
+        rate = p.operations / seconds
         cls = classify(seconds, challenge.thresholds, verifier.profile_of(challenge))
         margin = challenge.thresholds.slow_s / seconds - 1
         results.append({"device": i, "model": d.model, "profile": challenge.profile, "backend": engine.name,
                         "seconds": round(seconds, 4), "tops": rate / 1e12, "timing": cls,
                         "slow_limit_s": challenge.thresholds.slow_s, "margin": margin,
-                        "would_pass": cls in ("consistent", "faster-than-claimed", "unprofiled")})
+                        "would_pass": passed(Correctness.PASS, cls)})
     if as_json:
         print(json.dumps(results))
     else:
@@ -281,10 +282,11 @@ def agent_status(gateway: GatewayOpt = None, as_json: JsonOpt = False) -> None:
     with gateway_client(settings.gateway, key) as client:
         trust, recent = client.trust(pid), client.verdicts(pid, limit=5)
     if as_json:
-        print(json.dumps({"provider_id": pid, "trust": trust, "verdicts": recent["items"]}))
+        print(json.dumps({"provider_id": pid, "trust": trust.model_dump(mode="json"),
+                          "verdicts": recent.model_dump(mode="json")["items"]}))
         return
-    print(f"provider {pid}: {trust['status']}, score {trust['score']:.3f} (lower bound {trust['lower_bound']:.3f}), "
-          f"{trust['evidence']} verdicts, verified class {trust['verified_class'] or '-'}")
-    for item in recent["items"]:
-        v = item["verdict"]
-        print(f"  {item['challenge_id'][:12]} {v['outcome']:4} {v['timing']:20} {v['reasons'][0]}")
+    print(f"provider {pid}: {trust.status}, score {trust.score:.3f} (lower bound {trust.lower_bound:.3f}), "
+          f"{trust.evidence} verdicts, verified class {trust.verified_class or '-'}")
+    for item in recent.items:
+        v = item.verdict
+        print(f"  {item.challenge_id[:12]} {v.outcome:4} {v.timing:20} {v.reasons[0]}")

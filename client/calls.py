@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 import httpx
 from gpuproof.client.signing import device_list, registration, signed_headers, signed_upload_headers, validator_headers
 from gpuproof.kernels.errors import GpuproofError
-from gpuproof.verifier import evidence, logproofs, signatures
+from gpuproof.verifier import evidence, logproofs, signatures, wire
 from gpuproof.verifier.logproofs import LogVerificationError, TreeHead
+from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T")
 Flow = Generator["Request", Any, T]
@@ -54,13 +55,13 @@ class Poll:
     and when nothing is due, how long to wait before polling again and in how many seconds the device's next
     challenge is due (None from a gateway that does not say)."""
 
-    challenge: dict[str, Any] | None
+    challenge: wire.ChallengeOut | None
     probe: str | None
     retry_after_s: float | None = None
     mean_interval_s: float | None = None  # the gateway's mean gap between rounds: policy, never the next time
 
     @classmethod
-    def parse(cls, response: httpx.Response, challenge: dict[str, Any] | None) -> Poll:
+    def parse(cls, response: httpx.Response, challenge: wire.ChallengeOut | None) -> Poll:
         if response.status_code != 204:
             return cls(challenge, response.headers.get("X-Gpuproof-Rtt-Probe"))
         mean = response.headers.get("X-Gpuproof-Challenge-Mean-Interval")
@@ -82,10 +83,13 @@ class Request:
     validator_key: Any = None  # an Ed25519 private key: the request is signed as that validator
     upload: bool = False  # signed from the headers (signed_upload_headers): a checkpoint state
     raw: bool = False  # the call receives the httpx.Response, not its JSON body
+    model: type[BaseModel] | None = None  # the answer's type (verifier/wire.py); None: the parsed JSON
 
 
-def result(response: httpx.Response) -> Any:
-    """The JSON body of a successful answer (None for 204); a `GatewayError` for any other."""
+def result(response: httpx.Response, model: type[BaseModel] | None = None) -> Any:
+    """The JSON body of a successful answer (None for 204), parsed into `model` when one is given; a
+    `GatewayError` for any other, or for an answer that is not what `model` says (502: the gateway broke
+    its own contract)."""
     if response.status_code == 204:
         return None
     if response.status_code >= 400:
@@ -96,7 +100,13 @@ def result(response: httpx.Response) -> Any:
         if "Retry-After" in response.headers:
             problem = dict(problem, retry_after=response.headers["Retry-After"])
         raise GatewayError(response.status_code, problem)
-    return response.json()
+    if model is None:
+        return response.json()
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise GatewayError(502, {"title": "Unexpected answer",
+                                 "detail": f"{response.request.url.path}: not a {model.__name__}: {exc}"}) from None
 
 
 class call:  # noqa: N801 (used as a decorator)
@@ -166,34 +176,37 @@ class Calls:
     # providers and trust --------------------------------------------------------------------------
     @call
     def providers(self, model: str | None = None, min_lower_bound: float | None = None, limit: int = 50,
-                  offset: int = 0) -> Flow[dict]:
+                  offset: int = 0) -> Flow[wire.ProviderPage]:
         return (yield Request("GET", _path("/v1/providers", {"model": model, "min_lower_bound": min_lower_bound,
-                                                              "limit": limit, "offset": offset})))
+                                                              "limit": limit, "offset": offset}),
+                              model=wire.ProviderPage))
 
     @call
-    def provider(self, provider_id: str) -> Flow[dict]:
-        return (yield Request("GET", f"/v1/providers/{provider_id}"))
+    def provider(self, provider_id: str) -> Flow[wire.ProviderOut]:
+        return (yield Request("GET", f"/v1/providers/{provider_id}", model=wire.ProviderOut))
 
     @call
-    def register(self, name: str, devices: list[dict]) -> Flow[dict]:
+    def register(self, name: str, devices: list[dict]) -> Flow[wire.ProviderOut]:
         if self.key is None:
             raise GpuproofError("registering needs the provider's key")
-        return (yield Request("POST", "/v1/providers", _body(registration(self.key, name, devices))))
+        return (yield Request("POST", "/v1/providers", _body(registration(self.key, name, devices)),
+                              model=wire.ProviderOut))
 
     @call
-    def update_registration(self, name: str, devices: list[dict]) -> Flow[dict]:
+    def update_registration(self, name: str, devices: list[dict]) -> Flow[wire.ProviderOut]:
         """Replace this provider's name and devices (a request signed by its key); the updated provider."""
         body = {"name": name, "devices": device_list(devices)}
-        return (yield Request("PUT", f"/v1/providers/{self.provider_id}", _body(body), True))
+        return (yield Request("PUT", f"/v1/providers/{self.provider_id}", _body(body), True, model=wire.ProviderOut))
 
     @call
-    def trust(self, provider_id: str) -> Flow[dict]:
-        return (yield Request("GET", f"/v1/providers/{provider_id}/trust"))
+    def trust(self, provider_id: str) -> Flow[wire.TrustOut]:
+        return (yield Request("GET", f"/v1/providers/{provider_id}/trust", model=wire.TrustOut))
 
     @call
-    def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0) -> Flow[dict]:
+    def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0) -> Flow[wire.VerdictPage]:
         return (yield Request("GET", _path(f"/v1/providers/{provider_id}/verdicts", {"limit": limit,
-                                                                                    "offset": offset})))
+                                                                                    "offset": offset}),
+                              model=wire.VerdictPage))
 
     @call
     def transcript(self, challenge_id: str) -> Flow[dict]:
@@ -207,33 +220,34 @@ class Calls:
         body = {"device": device} | ({"wait_s": wait_s} if wait_s else {})
         response = yield Request("POST", f"/v1/providers/{self.provider_id}/challenges", _body(body), True,
                                  timeout_s=wait_s + 30.0 if wait_s else None, raw=True)
-        return Poll.parse(response, result(response))
+        return Poll.parse(response, result(response, wire.ChallengeOut))
 
     @call
-    def next_challenge(self, device: int = 0) -> Flow[tuple[dict | None, str | None, float | None]]:
+    def next_challenge(self, device: int = 0) -> Flow[tuple[wire.ChallengeOut | None, str | None, float | None]]:
         """(challenge or None, RTT probe, Retry-After seconds when nothing is due): `poll` as a tuple."""
         p = yield from Calls.poll.flow(self, device)
         return p.challenge, p.probe, p.retry_after_s
 
     @call
-    def echo_rtt(self, probe: str) -> Flow[dict]:
-        return (yield Request("POST", f"/v1/providers/{self.provider_id}/rtt", _body({"probe": probe}), True))
+    def echo_rtt(self, probe: str) -> Flow[wire.RttOut]:
+        return (yield Request("POST", f"/v1/providers/{self.provider_id}/rtt", _body({"probe": probe}), True,
+                              model=wire.RttOut))
 
     @call
-    def commit(self, challenge_id: str, roots: list[bytes]) -> Flow[dict]:
+    def commit(self, challenge_id: str, roots: list[bytes]) -> Flow[wire.OpeningRequestOut]:
         return (yield Request("POST", f"/v1/challenges/{challenge_id}/commitment",
-                              _body({"roots": [r.hex() for r in roots]}), True))
+                              _body({"roots": [r.hex() for r in roots]}), True, model=wire.OpeningRequestOut))
 
     @call
-    def open(self, challenge_id: str, openings: list[dict]) -> Flow[dict]:
+    def open(self, challenge_id: str, openings: list[dict]) -> Flow[wire.VerdictOut]:
         return (yield Request("POST", f"/v1/challenges/{challenge_id}/openings", _body({"openings": openings}),
-                              True))
+                              True, model=wire.VerdictOut))
 
     # jobs and validators (a marketplace's API key) ------------------------------------------------
     @call
     def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
                    devices: list[int] | None = None, paid_class: str | None = None,
-                   validators: list[str] | None = None) -> Flow[dict]:
+                   validators: list[str] | None = None) -> Flow[wire.JobOut]:
         """A job bound to the provider's `devices` (positions; default all) and the `paid_class` (a profile;
         default the slowest class they claim), replayed by `validators` (public keys hex; default all the
         tenant's registered validators)."""
@@ -241,29 +255,29 @@ class Calls:
                 "checkpoint_policy": checkpoint_policy or {}}
         optional = {"devices": devices, "paid_class": paid_class, "validators": validators}
         body |= {name: value for name, value in optional.items() if value is not None}
-        return (yield Request("POST", "/v1/jobs", _body(body), api_key=True))
+        return (yield Request("POST", "/v1/jobs", _body(body), api_key=True, model=wire.JobOut))
 
     @call
-    def register_validator(self, public_key: str, name: str) -> Flow[dict]:
+    def register_validator(self, public_key: str, name: str) -> Flow[wire.ValidatorOut]:
         """Register a validator (Ed25519 public key, hex) for this API key's tenant."""
         return (yield Request("POST", "/v1/validators", _body({"public_key": public_key, "name": name}),
-                              api_key=True))
+                              api_key=True, model=wire.ValidatorOut))
 
     @call
-    def validators(self) -> Flow[list[dict]]:
-        return (yield Request("GET", "/v1/validators", api_key=True))
+    def validators(self) -> Flow[list[wire.ValidatorOut]]:
+        return [wire.ValidatorOut.model_validate(v) for v in (yield Request("GET", "/v1/validators", api_key=True))]
 
     @call
     def delete_validator(self, public_key: str) -> Flow[None]:
         yield Request("DELETE", f"/v1/validators/{public_key}", api_key=True)
 
     @call
-    def job(self, job_id: str) -> Flow[dict]:
-        return (yield Request("GET", f"/v1/jobs/{job_id}", api_key=True))
+    def job(self, job_id: str) -> Flow[wire.JobOut]:
+        return (yield Request("GET", f"/v1/jobs/{job_id}", api_key=True, model=wire.JobOut))
 
     @call
-    def settle(self, job_id: str) -> Flow[dict]:
-        return (yield Request("POST", f"/v1/jobs/{job_id}/settlement", api_key=True))
+    def settle(self, job_id: str) -> Flow[wire.JobOut]:
+        return (yield Request("POST", f"/v1/jobs/{job_id}/settlement", api_key=True, model=wire.JobOut))
 
     # training proofs: the provider's side (docs/protocol.md, "Training proofs") --------------------
     @call
@@ -314,16 +328,18 @@ class Calls:
         return TreeHead.parse((yield Request("GET", "/v1/log/head")), self.pinned_log_key)
 
     @call
-    def log_entries(self, start: int = 0, end: int | None = None) -> Flow[dict]:
-        return (yield Request("GET", _path("/v1/log/entries", {"start": start, "end": end})))
+    def log_entries(self, start: int = 0, end: int | None = None) -> Flow[wire.LogEntriesOut]:
+        return (yield Request("GET", _path("/v1/log/entries", {"start": start, "end": end}), model=wire.LogEntriesOut))
 
     @call
-    def inclusion_proof(self, index: int, size: int) -> Flow[dict]:
-        return (yield Request("GET", _path("/v1/log/inclusion", {"index": index, "size": size})))
+    def inclusion_proof(self, index: int, size: int) -> Flow[wire.InclusionProofOut]:
+        return (yield Request("GET", _path("/v1/log/inclusion", {"index": index, "size": size}),
+                              model=wire.InclusionProofOut))
 
     @call
-    def consistency_proof(self, old: int, new: int) -> Flow[dict]:
-        return (yield Request("GET", _path("/v1/log/consistency", {"old": old, "new": new})))
+    def consistency_proof(self, old: int, new: int) -> Flow[wire.ConsistencyProofOut]:
+        return (yield Request("GET", _path("/v1/log/consistency", {"old": old, "new": new}),
+                              model=wire.ConsistencyProofOut))
 
     @call
     def challenge_log(self, challenge_id: str) -> Flow[dict]:
@@ -334,12 +350,12 @@ class Calls:
     def verified_entry(self, index: int, head: TreeHead | None = None) -> Flow[dict]:
         """Entry `index`, checked to be in the signed tree (the current head unless one is given)."""
         head = head or (yield from Calls.tree_head.flow(self))
-        entries = (yield from Calls.log_entries.flow(self, index, index + 1))["entries"]
-        if not entries or entries[0]["index"] != index:
+        entries = (yield from Calls.log_entries.flow(self, index, index + 1)).entries
+        if not entries or entries[0].index != index:
             raise LogVerificationError(f"the gateway did not return entry {index}")
         proof = yield from Calls.inclusion_proof.flow(self, index, head.size)
-        logproofs.verify_inclusion(head, index, entries[0]["entry"], proof)
-        return json.loads(entries[0]["entry"])
+        logproofs.verify_inclusion(head, index, entries[0].entry, proof.proof)
+        return json.loads(entries[0].entry)
 
     @call
     def check_extends(self, old: TreeHead) -> Flow[TreeHead]:
@@ -348,8 +364,8 @@ class Calls:
         if new.size < old.size:
             raise LogVerificationError(f"the log shrank from {old.size} to {new.size} entries")
         if old.size:
-            logproofs.verify_consistency(old, new, (yield from Calls.consistency_proof.flow(self, old.size,
-                                                                                            new.size)))
+            proof = yield from Calls.consistency_proof.flow(self, old.size, new.size)
+            logproofs.verify_consistency(old, new, proof.proof)
         return new
 
     @call
@@ -364,7 +380,7 @@ class Calls:
         for e in served:
             try:
                 proof = yield from Calls.inclusion_proof.flow(self, e["index"], head.size)
-                logproofs.verify_inclusion(head, e["index"], e["entry"], proof)
+                logproofs.verify_inclusion(head, e["index"], e["entry"], proof.proof)
             except (LogVerificationError, GatewayError) as exc:
                 diffs.append(str(exc))
                 continue
@@ -378,12 +394,12 @@ class Calls:
         continuing `audit` where it stopped; then the recomputed root compared with the head's."""
         audit = audit or evidence.LogAudit()
         while audit.size < head.size:
-            page = (yield from Calls.log_entries.flow(self, audit.size, min(head.size, audit.size + 200)))["entries"]
+            page = (yield from Calls.log_entries.flow(self, audit.size, min(head.size, audit.size + 200))).entries
             if not page:
                 break
             before = audit.size
             for e in page:
-                audit.add(e["index"], e["kind"], e["entry"], e["leaf_hash"])
+                audit.add(e.index, e.kind, e.entry, e.leaf_hash)
             if audit.size == before:  # an entry out of place: it is a difference already; stop here
                 break
         audit.check_root(head.size, head.root)

@@ -38,7 +38,7 @@ class _Exchange:
 
     def answer(self, req: Request, response: httpx.Response) -> None:
         try:
-            self.reply = response if req.raw else result(response)
+            self.reply = response if req.raw else result(response, req.model)
         except GatewayError as exc:
             self.error = exc
 

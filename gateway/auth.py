@@ -21,12 +21,12 @@ from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.sessions import ReadSessionDep, writing
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier import signatures
+from gpuproof.verifier.ids import ID_BYTES, is_hex
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 wall_clock = time.time  # the clock signed timestamps are checked against (tests move it)
 
 
@@ -70,7 +70,7 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
                   nonce: str, signature_hex: str, length: int | None = None) -> tuple[Provider, float]:
     """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
     with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
-    if not HEX_ID_RE.match(provider_id):
+    if not is_hex(provider_id, ID_BYTES):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
     if not NONCE_RE.match(nonce):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Nonce: expected 16 to 64 characters of [A-Za-z0-9_-]")

@@ -23,18 +23,17 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.verifier.ids import is_hex
 
 if TYPE_CHECKING:
     from gpuproof.gateway.settings import Settings
 
-_NAME = re.compile(r"^[0-9a-f]{64}$")
 PART_BYTES = 8 * 1024 * 1024  # multipart part size: what an S3 upload holds in memory at a time
 READ_BYTES = 1024 * 1024  # a streamed download's piece
 
@@ -82,7 +81,7 @@ class BlobReader:
 
 
 def check_digest(digest: str) -> str:
-    if not _NAME.match(digest):
+    if not is_hex(digest, 32):
         raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
     return digest
 
@@ -178,7 +177,7 @@ class LocalBlobStore(BlobStore):
 
     def list(self) -> Iterator[StoredBlob]:
         for path in self.root.glob("[0-9a-f][0-9a-f]/*"):
-            if _NAME.match(path.name):
+            if is_hex(path.name, 32):
                 with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
                     st = path.stat()
                     yield StoredBlob(path.name, st.st_size, st.st_mtime)
@@ -268,7 +267,7 @@ class S3BlobStore(BlobStore):
             for page in pages:
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(self.prefix):]
-                    if _NAME.match(name):
+                    if is_hex(name, 32):
                         yield StoredBlob(name, int(obj["Size"]), obj["LastModified"].timestamp())
 
     def check(self) -> None:

@@ -1,4 +1,5 @@
-"""Request and response bodies (pydantic): validated at the edge, hex decoded once."""
+"""Request bodies (pydantic): validated at the edge, hex decoded once. The answers' models are in
+verifier/wire.py, shared with the client."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from gpuproof.verifier import webhooks
+from gpuproof.verifier.ids import ID_BYTES, hex_pattern
+from gpuproof.verifier.wire import Hex32, Hex64, Hex128
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable text only: PostgreSQL cannot store NUL, and logs should not
@@ -13,7 +16,7 @@ Text100 = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)
 Text200 = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
 
 MAX_INDEX = 2**53  # offsets, indices and sizes in queries: beyond any real count, inside every database's integers
-IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="an id: 32 lowercase hex characters")]
+IdPath = Annotated[str, Path(pattern=hex_pattern(ID_BYTES), description="an id: 32 lowercase hex characters")]
 
 
 class Strict(BaseModel):
@@ -29,11 +32,6 @@ class DeviceClaim(Strict):
     vram_gib: Annotated[float, Field(gt=0, le=4096)]
 
 
-Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="16 bytes, lowercase hex")]
-Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="32 bytes, lowercase hex")]
-Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$", description="64 bytes, lowercase hex")]
-
-
 class Registration(Strict):
     public_key: Annotated[Hex64, Field(description="Ed25519 public key")]
     name: Text100
@@ -46,31 +44,6 @@ class RegistrationUpdate(Strict):
 
     name: Text100
     devices: Annotated[list[DeviceClaim], Field(min_length=1, max_length=64)]
-
-
-class DeviceOut(BaseModel):
-    position: int
-    model: str
-    count: int
-    vram_gib: float
-    claimed_profile: str
-    verified_class: str | None = None
-
-
-class ProviderOut(BaseModel):
-    id: str
-    name: str
-    public_key: str
-    created_at: float
-    devices: list[DeviceOut]
-    trust: dict[str, Any] | None = None
-
-
-class ProviderPage(BaseModel):
-    items: list[ProviderOut]
-    total: int
-    limit: int
-    offset: int
 
 
 class NextChallenge(Strict):
@@ -113,12 +86,6 @@ class ValidatorIn(Strict):
     name: Text100
 
 
-class ValidatorOut(BaseModel):
-    public_key: str
-    name: str
-    created_at: float
-
-
 class RttEcho(Strict):
     probe: Hex32
 
@@ -144,7 +111,7 @@ class CheckpointIn(Strict):
 class OpenedChunkIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=512, pattern=NO_CONTROL)]
     index: Annotated[int, Field(ge=0, lt=2**40)]
-    chunk: Annotated[str, Field(pattern=r"^[0-9a-f]{2048}$", description="the 1 KiB chunk, lowercase hex")]
+    chunk: Annotated[str, Field(pattern=hex_pattern(1024), description="the 1 KiB chunk, lowercase hex")]
     path: Annotated[list[Hex64], Field(max_length=64)]
 
 

@@ -15,6 +15,7 @@ from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import evidence, hardware, lifecycle, transcript
 from gpuproof.verifier.lifecycle import EXPIRY_GRACE_S, RTT_HISTORY_S, RTT_SAMPLES, ChallengeState
+from gpuproof.verifier.outcome import Correctness, Outcome, Timing
 from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
 from gpuproof.verifier.schedule import SchedulePolicy
 from gpuproof.verifier.timing import Thresholds
@@ -62,8 +63,7 @@ def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> C
 
 def transcript_of(row: ChallengeRow) -> dict:
     """The transcript of a challenge judged on its openings (verifier/transcript.py)."""
-    openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
-                for o in row.openings]
+    openings = [Opening.from_json(o) for o in row.openings]
     return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict)
 
 
@@ -134,7 +134,7 @@ def record_of(challenge_id: str, at: float, v: dict, round_at: float | None = No
     f = v.get("failure") or {}
     detail = failure_detail(f.get("reason", ""), f.get("round", -1), f.get("row", -1), f.get("detail", "")) \
         if f else ""
-    return VerdictRecord(challenge_id=challenge_id, at=at, correctness=v["correctness"], timing=v["timing"],
+    return VerdictRecord(evidence_id=challenge_id, at=at, correctness=v["correctness"], timing=v["timing"],
                          best_match=v.get("best_match", ""), detail=detail,
                          claimed_profile=v.get("claimed_profile", ""), round_at=round_at)
 
@@ -149,12 +149,13 @@ def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
         out.append(record_of(cid, at, v, round_at=issued_at))
     audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
                              .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
-    out += [VerdictRecord(challenge_id=aid, at=at, correctness=outcome, timing="training",
+    out += [VerdictRecord(evidence_id=aid, at=at, correctness=outcome, timing=Timing.TRAINING,
                           detail=f"segment {v['start_step']}->{v['end_step']}: {v['reason']}")
             for aid, at, outcome, v in audits]
     flagged = session.execute(select(Job.id, Job.closed_at, Job.training_flags)
                               .where(Job.provider_id == provider_id, Job.training_state == "closed")).all()
-    out += [VerdictRecord(challenge_id=jid, at=at, correctness="fail", timing="training", detail=flags[0])
+    out += [VerdictRecord(evidence_id=jid, at=at, correctness=Correctness.FAIL, timing=Timing.TRAINING,
+                          detail=flags[0])
             for jid, at, flags in flagged if flags]
     return sorted(out, key=lambda r: r.at)
 
@@ -176,7 +177,7 @@ def verified_classes(session: Session, provider_id: str, now: float,
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
     """Per device: the class its recent passes verified (verifier.hardware.verified_classes)."""
     rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.judged_at, ChallengeRow.verdict)
-                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == "pass",
+                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == Outcome.PASS.value,
                                   ChallengeRow.judged_at > now - window_s)).all()
     return hardware.verified_classes(((d, at, v.get("best_match", "")) for d, at, v in rows), now, window_s)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from fastapi import Depends, Header, Request
 from gpuproof.gateway.auth import DeclaredBody, SignedProvider, signed_request
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.state import State, StateDep
+from gpuproof.verifier.ids import is_hex
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class Upload:
     size: int
 
 
-SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 async def signed_upload(
@@ -50,7 +49,7 @@ async def signed_upload(
                       "X-Gpuproof-Timestamp, X-Gpuproof-Nonce, X-Gpuproof-Signature, X-Gpuproof-Content-Sha256")
     if content_length is None or not content_length.isdigit():
         raise Problem(411, "Length required", "an upload declares its length (Content-Length) and signs it")
-    if not SHA256_HEX_RE.match(x_gpuproof_content_sha256):
+    if not is_hex(x_gpuproof_content_sha256, 32):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Content-Sha256: expected 64 lowercase hex characters")
     declared = DeclaredBody(x_gpuproof_content_sha256, int(content_length))
     assert None not in headers  # for the type checker: checked above

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -152,23 +153,35 @@ class ChallengeParams:
         """Integer operations of one round's matmul, counting multiply and add (2*m*n*k)."""
         return 2 * self.m * self.n * self.k
 
+    @property
+    def operations(self) -> float:
+        """W = 2*m*n*k*R: the integer operations of the whole challenge, the work every rate and threshold
+        is computed from (docs/protocol.md, "Timing"); a float, as every rate is."""
+        return float(self.operations_per_round * self.rounds)
+
     def to_dict(self) -> dict[str, object]:
+        """The wire form: the spec, the seed as hex and the sizes."""
         return {"spec": self.spec, "seed": self.seed.hex(), "m": self.m, "n": self.n, "k": self.k,
                 "rounds": self.rounds}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ChallengeParams:
-        """The parameters of a challenge's wire form (`to_dict`, the gateway's challenge JSON); a form
-        without "spec" is v1 (gateways before v2 sent none)."""
-        if not isinstance(data, dict):
-            raise InvalidParameter("challenge", "expected an object")
+    def from_json(cls, data: Mapping[str, Any], name: str = "challenge") -> ChallengeParams:
+        """The parameters of a challenge's wire form (`to_dict`, or a challenge the gateway sent: other
+        fields are ignored), every field checked; a form without "spec" is v1 (gateways before v2 sent
+        none), a spec this code does not know is refused, never guessed at. InvalidParameter names the
+        field (`name`.seed, ...)."""
+        if not isinstance(data, Mapping):
+            raise InvalidParameter(name, "expected an object")
+        spec = data.get("spec", SPEC_V1)
+        if spec not in SPECS:
+            raise InvalidParameter(f"{name}.spec", f"expected one of {', '.join(SPECS)}, got {spec!r}")
         for key in ("seed", "m", "n", "k", "rounds"):
             if key not in data:
-                raise InvalidParameter("challenge", f"missing field {key!r}")
-        if not isinstance(data["seed"], str):
-            raise InvalidParameter("--seed", "expected 64 hex characters")
-        return cls(parse_seed(data["seed"]), data["m"], data["n"], data["k"], data["rounds"],
-                   data.get("spec", SPEC_V1))
+                raise InvalidParameter(name, f"missing field {key!r}")
+        seed = data["seed"]
+        if not isinstance(seed, str):
+            raise InvalidParameter(f"{name}.seed", f"expected 64 hex characters, got {type(seed).__name__}")
+        return cls(parse_seed(seed, f"{name}.seed"), data["m"], data["n"], data["k"], data["rounds"], spec)
 
     def with_rounds(self, rounds: int) -> ChallengeParams:
         """The same challenge cut (or extended) to `rounds` rounds: its first rounds are this one's."""

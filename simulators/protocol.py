@@ -18,7 +18,7 @@ from gpuproof.kernels import merkle, reference
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.spec import ChallengeParams, prev_root_of
 from gpuproof.verifier.protocol import Challenge, Verdict, Verifier
-from gpuproof.verifier.timing import TimingConfig, classify
+from gpuproof.verifier.timing import Timing, TimingConfig, classify
 
 SMALL_SHAPE = (32, 256, 64, 4)  # m, n, k, rounds
 
@@ -296,12 +296,11 @@ def simulate_timing(claimed: str, actual: str, runs: int, verifier: Verifier,
         for _ in range(challenges):
             challenge = verifier.issue(claimed, now=0.0)
             p = challenge.params
-            work = 2.0 * p.m * p.n * p.k * p.rounds
-            compute = work / (prof.int8_tops * 1e12 * eff) * (1 + rng.gauss(0, cfg.compute_sigma))
+            compute = p.operations / (prof.int8_tops * 1e12 * eff) * (1 + rng.gauss(0, cfg.compute_sigma))
             t = compute + rng.uniform(0, cfg.overhead_max_s) + rng.gauss(0, cfg.rtt_sigma_s)
             commitment = verifier.commit(challenge, [bytes(32)] * p.rounds, received_at=max(0.0, t), rtt_s=0.0)
             cls = classify(commitment.measured_s, challenge.thresholds, verifier.profile_of(challenge))
-            flagged_here += cls in ("slower-than-claimed", "timeout")
+            flagged_here += cls in (Timing.SLOWER, Timing.TIMEOUT)
         flagged += flagged_here
         always += flagged_here == challenges
         never += flagged_here == 0

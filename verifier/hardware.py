@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.outcome import Correctness, Timing
 from gpuproof.verifier.profiles import UNPROFILED_KEY, Profile
 from gpuproof.verifier.trust import VerdictRecord
 
@@ -69,9 +70,9 @@ def verified_class(record: VerdictRecord, profiles: Mapping[str, Profile]) -> Pr
     (a failure, an unprofiled device, a training verdict)."""
     if not record.passed or record.training:
         return None
-    if record.timing == "consistent":
+    if record.timing == Timing.CONSISTENT:
         return profiles.get(record.claimed_profile)
-    if record.timing == "faster-than-claimed":
+    if record.timing == Timing.FASTER:
         return profiles.get(record.best_match)
     return None
 
@@ -101,13 +102,13 @@ def judge_devices(devices: Sequence[DeviceEvidence], paid_class: str, profiles: 
         for v in d.verdicts:
             if v.training:
                 continue
-            if v.correctness == "fail":
+            if v.correctness == Correctness.FAIL:
                 continue  # settle() refunds every correctness failure of the provider during the job
-            if v.timing == "slower-than-claimed":
-                refund.append(f"{name}: challenge {v.challenge_id[:12]} was slower than any honest "
+            if v.timing == Timing.SLOWER:
+                refund.append(f"{name}: challenge {v.evidence_id[:12]} was slower than any honest "
                               f"{d.claimed_profile} (its rate matches {v.best_match or 'no profile'})")
-            elif v.timing == "timeout":
-                hold.append(f"{name}: challenge {v.challenge_id[:12]} was missed (no answer before its deadline)")
+            elif v.timing == Timing.TIMEOUT:
+                hold.append(f"{name}: challenge {v.evidence_id[:12]} was missed (no answer before its deadline)")
             else:
                 cls = verified_class(v, profiles)
                 if cls is not None and at_or_above(cls, paid):

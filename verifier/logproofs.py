@@ -51,23 +51,23 @@ class TreeHead:
         return head
 
 
-def verify_inclusion(head: TreeHead, index: int, entry: str, proof: dict[str, Any]) -> None:
+def verify_inclusion(head: TreeHead, index: int, entry: str, proof: list[str]) -> None:
     """Check that `entry` (the canonical JSON text as served) is leaf `index` of the tree `head` signs;
-    `proof` is the gateway's answer to GET /v1/log/inclusion ({"proof": [hex, ...]})."""
+    `proof` is the hex hashes of the gateway's answer to GET /v1/log/inclusion (its "proof")."""
     try:
         merkle.verify_inclusion(index, head.size, merkle.leaf_hash(entry.encode()),
-                                [bytes.fromhex(h) for h in proof["proof"]], head.root)
+                                [bytes.fromhex(h) for h in proof], head.root)
     except (ProofError, KeyError, TypeError, ValueError) as exc:
         raise LogVerificationError(f"entry {index} is not in the signed tree of {head.size}: {exc}") from None
 
 
-def verify_consistency(old: TreeHead, new: TreeHead, proof: dict[str, Any]) -> None:
+def verify_consistency(old: TreeHead, new: TreeHead, proof: list[str]) -> None:
     """Check that the tree `new` signs extends the tree `old` signs (nothing was rewritten); `proof` is the
-    gateway's answer to GET /v1/log/consistency."""
+    hex hashes of the gateway's answer to GET /v1/log/consistency (its "proof")."""
     if new.size < old.size:
         raise LogVerificationError(f"the log shrank from {old.size} to {new.size} entries")
     try:
-        merkle.verify_consistency(old.size, new.size, old.root, new.root, [bytes.fromhex(h) for h in proof["proof"]])
+        merkle.verify_consistency(old.size, new.size, old.root, new.root, [bytes.fromhex(h) for h in proof])
     except (ProofError, KeyError, TypeError, ValueError) as exc:
         raise LogVerificationError(f"the log of {new.size} entries does not extend the one of {old.size} "
                                    f"entries seen before: {exc}") from None

@@ -26,7 +26,9 @@ from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
 from gpuproof.kernels.merkle import HASH_BYTES
 from gpuproof.kernels.spec import SPEC, ChallengeParams, definition, prev_root_of
 from gpuproof.verifier import freivalds
+from gpuproof.verifier.ids import check_id
 from gpuproof.verifier.openings import check_row_inclusion
+from gpuproof.verifier.outcome import Correctness, Outcome, Timing, passed
 from gpuproof.verifier.profiles import (
     UNPROFILED,
     UNPROFILED_KEY,
@@ -69,9 +71,7 @@ class Challenge:
     spot_checks: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.challenge_id, str) and len(self.challenge_id) == 32
-                and all(c in "0123456789abcdef" for c in self.challenge_id)):
-            raise InvalidParameter("challenge_id", "expected 32 lowercase hex characters")
+        check_id(self.challenge_id, "challenge_id")
         if not isinstance(self.issued_at, int | float) or not math.isfinite(self.issued_at):
             raise InvalidParameter("issued_at", "expected a finite time")
 
@@ -117,10 +117,10 @@ class Verdict:
     """The outcome of one challenge, with everything needed to explain it."""
 
     challenge_id: str
-    outcome: str  # "pass" or "fail"
-    correctness: str  # "pass" or "fail"
+    outcome: Outcome
+    correctness: Correctness
     failure: Failure | None
-    timing: str  # one of verifier.timing.TIMING_CLASSES
+    timing: Timing
     measured_s: float
     expected_s: float
     measured_tops: float
@@ -132,9 +132,9 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "challenge_id": self.challenge_id, "outcome": self.outcome, "correctness": self.correctness,
+            "challenge_id": self.challenge_id, "outcome": str(self.outcome), "correctness": str(self.correctness),
             "failure": None if self.failure is None else vars(self.failure),
-            "timing": self.timing, "measured_s": self.measured_s, "expected_s": self.expected_s,
+            "timing": str(self.timing), "measured_s": self.measured_s, "expected_s": self.expected_s,
             "measured_tops": self.measured_tops, "best_match": self.best_match,
             "claimed_profile": self.claimed_profile, "cheat_pass_probability": self.cheat_pass_probability,
             "cheat_model": dict(self.cheat_model), "reasons": list(self.reasons),
@@ -164,7 +164,7 @@ def cheat_bound(params: ChallengeParams, profile: Profile, limits: Thresholds, s
     (`worst_case_substitute` names the least of them), else the slower-card bound. An unprofiled claim
     claims no class; its bound is for a prover that computed half the rows (looking twice as fast).
     """
-    work = 2.0 * params.m * params.n * params.k * params.rounds
+    work = params.operations
     allowed = limits.slow_s + rtt_allowance_s
     slowest_accepted = work / allowed
     substitute = slower_substitute(profile, slowest_accepted, profiles) if profile.is_profiled else None
@@ -290,8 +290,7 @@ class Verifier:
         profile = self.profile_of(challenge)
         failure = self._first_failure(challenge, commitment, request, openings)
         timing = classify(commitment.measured_s, challenge.thresholds, profile)
-        work = 2.0 * p.m * p.n * p.k * p.rounds
-        rate = work / max(commitment.measured_s, 1e-9)
+        rate = p.operations / max(commitment.measured_s, 1e-9)
         match = best_match(rate, self.profiles)
         bound, model = cheat_bound(p, profile, challenge.thresholds, challenge.spot_checks, self.profiles,
                                    self.config.timing.max_rtt_allowance_s)
@@ -303,18 +302,19 @@ class Verifier:
         t = challenge.thresholds
         speed = f"measured {commitment.measured_s:.3f} s ({format_rate(rate)})"
         reasons.append({
-            "consistent": f"{speed}, inside [{t.fast_s:.3f}, {t.slow_s:.3f}] s for {profile.key}",
-            "slower-than-claimed": f"{speed}: slower than any honest {profile.key} (limit {t.slow_s:.3f} s); "
-                                   f"the rate matches {match.key}",
-            "faster-than-claimed": f"{speed}: faster than any {profile.key} (limit {t.fast_s:.3f} s); "
-                                   f"the rate matches {match.key}, so the model is misreported",
-            "timeout": f"{speed}: past the deadline of {t.deadline_s:.3f} s",
-            "unprofiled": f"{speed} on an unprofiled device; its rate matches {match.key}",
+            Timing.CONSISTENT: f"{speed}, inside [{t.fast_s:.3f}, {t.slow_s:.3f}] s for {profile.key}",
+            Timing.SLOWER: f"{speed}: slower than any honest {profile.key} (limit {t.slow_s:.3f} s); "
+                           f"the rate matches {match.key}",
+            Timing.FASTER: f"{speed}: faster than any {profile.key} (limit {t.fast_s:.3f} s); "
+                           f"the rate matches {match.key}, so the model is misreported",
+            Timing.TIMEOUT: f"{speed}: past the deadline of {t.deadline_s:.3f} s",
+            Timing.UNPROFILED: f"{speed} on an unprofiled device; its rate matches {match.key}",
         }[timing])
         reasons.append(f"cheat bound {bound:.2g}: {model['statement']}")
-        ok = failure is None and timing in ("consistent", "faster-than-claimed", "unprofiled")
-        return Verdict(challenge_id=challenge.challenge_id, outcome="pass" if ok else "fail",
-                       correctness="pass" if failure is None else "fail", failure=failure, timing=timing,
+        correctness = Correctness.PASS if failure is None else Correctness.FAIL
+        return Verdict(challenge_id=challenge.challenge_id,
+                       outcome=Outcome.PASS if passed(correctness, timing) else Outcome.FAIL,
+                       correctness=correctness, failure=failure, timing=timing,
                        measured_s=commitment.measured_s, expected_s=t.expected_s, measured_tops=rate / 1e12,
                        best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
                        cheat_model=model, reasons=tuple(reasons))
@@ -341,19 +341,19 @@ class Verifier:
                                                   f"the deadline of {limit}")
             reasons = (f"withheld: committed, was told which rows to open, and sent no openings within {limit} "
                        f"(waited {elapsed:.3f} s); judged as a correctness failure",)
-            correctness = "fail"
+            correctness = Correctness.FAIL
         elif start_window_s is not None:
             failure = Failure(-1, -1, "timeout", f"not picked up within the start window of {start_window_s:g} s")
             reasons = (f"missed: the device did not pick its scheduled challenge up within {start_window_s:g} s "
                        f"(waited {elapsed:.3f} s)",)
-            correctness = "unchecked"
+            correctness = Correctness.UNCHECKED
         else:
             what = "openings" if committed else "commitment"
             failure = Failure(-1, -1, "timeout", f"no {what} before the deadline of {limit}")
             reasons = (f"no {what} within {limit} (waited {elapsed:.3f} s)",)
-            correctness = "unchecked"
-        return Verdict(challenge_id=challenge.challenge_id, outcome="fail", correctness=correctness,
-                       failure=failure, timing="timeout", measured_s=elapsed,
+            correctness = Correctness.UNCHECKED
+        return Verdict(challenge_id=challenge.challenge_id, outcome=Outcome.FAIL, correctness=correctness,
+                       failure=failure, timing=Timing.TIMEOUT, measured_s=elapsed,
                        expected_s=challenge.thresholds.expected_s, measured_tops=0.0, best_match="",
                        claimed_profile=profile.key, cheat_pass_probability=bound, cheat_model=model,
                        reasons=reasons)

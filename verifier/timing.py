@@ -15,7 +15,11 @@ from statistics import NormalDist
 
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.kernels.spec import SPEC, ChallengeParams, definition
+from gpuproof.verifier.outcome import TIMING_CLASSES, Timing
 from gpuproof.verifier.profiles import Profile
+
+__all__ = ["TIMING_CLASSES", "Thresholds", "Timing", "TimingConfig", "classify", "format_rate", "size_challenge",
+           "thresholds"]
 
 FALSE_FAILURE_BUDGET = 5e-5  # at the worst corner (eff_low, overhead_max); "fewer than 1 in 10,000"
 
@@ -80,14 +84,14 @@ def size_challenge(seed: bytes, profile: Profile, config: TimingConfig, spec: st
     """
     m, n, k = challenge_shape(profile)
     assert k <= definition(spec).max_k
-    per_round = 2.0 * m * n * k / profile.rate_typical
+    per_round = ChallengeParams(seed, m, n, k, 1, spec).operations / profile.rate_typical
     rounds = max(1, min(config.max_rounds, round(config.target_seconds / per_round)))
     return ChallengeParams(seed, m, n, k, rounds, spec=spec)
 
 
 def thresholds(params: ChallengeParams, profile: Profile, config: TimingConfig) -> Thresholds:
     """Expected time and the fast/slow/deadline bounds of a challenge on a claimed profile."""
-    work = 2.0 * params.m * params.n * params.k * params.rounds
+    work = params.operations
     z = config.z
     slowest = work / profile.rate_low
     fastest = work / profile.rate_high
@@ -109,7 +113,7 @@ def honest_failure_probability(params: ChallengeParams, profile: Profile, config
     """
     eff = profile.eff_low if eff is None else eff
     overhead = config.overhead_max_s if overhead_s is None else overhead_s
-    work = 2.0 * params.m * params.n * params.k * params.rounds
+    work = params.operations
     compute = work / (profile.int8_tops * 1e12 * eff)
     sd = math.hypot(compute * config.compute_sigma, config.rtt_sigma_s)
     mean = compute + overhead
@@ -117,20 +121,17 @@ def honest_failure_probability(params: ChallengeParams, profile: Profile, config
     return 1.0 - NormalDist(mean, sd).cdf(slow)
 
 
-TIMING_CLASSES = ("consistent", "slower-than-claimed", "faster-than-claimed", "timeout", "unprofiled")
-
-
-def classify(measured_s: float, limits: Thresholds, profile: Profile) -> str:
+def classify(measured_s: float, limits: Thresholds, profile: Profile) -> Timing:
     """The timing class of a measured issue-to-commitment time (the RTT allowance already taken off)."""
     if measured_s > limits.deadline_s:
-        return "timeout"
+        return Timing.TIMEOUT
     if not profile.is_profiled:
-        return "unprofiled"
+        return Timing.UNPROFILED
     if measured_s > limits.slow_s:
-        return "slower-than-claimed"
+        return Timing.SLOWER
     if measured_s < limits.fast_s:
-        return "faster-than-claimed"
-    return "consistent"
+        return Timing.FASTER
+    return Timing.CONSISTENT
 
 
 _RATE_UNITS = ((1e12, "TOPS"), (1e9, "GOPS"), (1e6, "MOPS"), (1e3, "kOPS"))

@@ -100,9 +100,9 @@ def parse(doc: Any) -> tuple[Challenge, Commitment, OpeningRequest, list[Opening
     if spec not in SPECS:
         raise TranscriptError(f"spec: expected one of {', '.join(SPECS)}, got {spec!r}")
     try:
-        params = ChallengeParams(_hex(_get(c, "seed", str, "challenge"), "challenge.seed", 32),
-                                 _get(c, "m", int, "challenge"), _get(c, "n", int, "challenge"),
-                                 _get(c, "k", int, "challenge"), _get(c, "rounds", int, "challenge"), spec)
+        for key, kind in (("seed", str), ("m", int), ("n", int), ("k", int), ("rounds", int)):
+            _get(c, key, kind, "challenge")  # a missing or mistyped field named as the transcript's
+        params = ChallengeParams.from_json({**c, "spec": spec})
         t = _get(c, "thresholds", dict, "challenge")
         challenge = Challenge(
             challenge_id=_get(c, "challenge_id", str, "challenge"), params=params,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier.outcome import Correctness, Timing, passed
 from scipy.special import betaincinv
 
 if TYPE_CHECKING:
@@ -45,12 +46,16 @@ class ScoringPolicy:
 
 @dataclass(frozen=True)
 class VerdictRecord:
-    """What the score needs of one verdict."""
+    """What the score needs of one verdict: of a hardware challenge, or of a training check (`Timing.TRAINING`).
 
-    challenge_id: str
+    `evidence_id` names what was judged: the challenge's id, or for a training check the segment audit's id
+    (a replayed segment) or the job's id (a run's timing flags).
+    """
+
+    evidence_id: str
     at: float  # unix seconds, the verifier's clock
-    correctness: str  # "pass" / "fail"
-    timing: str  # verifier.timing.TIMING_CLASSES
+    correctness: str  # a verifier.outcome.Correctness
+    timing: str  # a verifier.outcome.Timing
     best_match: str = ""
     detail: str = ""
     claimed_profile: str = ""
@@ -58,13 +63,12 @@ class VerdictRecord:
 
     @property
     def passed(self) -> bool:
-        return self.correctness == "pass" and self.timing in ("consistent", "faster-than-claimed", "unprofiled",
-                                                             "training")
+        return passed(self.correctness, self.timing)
 
     @property
     def training(self) -> bool:
         """A training-work verdict (a replayed segment or a run's timing), not a hardware challenge."""
-        return self.timing == "training"
+        return self.timing == Timing.TRAINING
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,11 @@ class TrustScore:
 
 def _weight(record: VerdictRecord, policy: ScoringPolicy) -> tuple[str, float]:
     """(side, weight) of one verdict before decay: side is "for" or "against"."""
-    if record.correctness == "fail":
+    if record.correctness == Correctness.FAIL:
         return "against", policy.correctness_failure_weight
-    if record.timing == "slower-than-claimed":
+    if record.timing == Timing.SLOWER:
         return "against", policy.slower_than_claimed_weight
-    if record.timing == "timeout":
+    if record.timing == Timing.TIMEOUT:
         return "against", policy.timeout_weight
     return "for", policy.pass_weight
 
@@ -108,20 +112,21 @@ def _counts(side: str, weight: float) -> str:
 
 def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> str:
     if record.training:
-        what = ("training replay passed" if record.correctness == "pass" else "training proof failed") + \
+        what = ("training replay passed" if record.correctness == Correctness.PASS else "training proof failed") + \
             (f" ({record.detail})" if record.detail else "")
-        return f"training {record.challenge_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
-    if record.correctness == "fail":
+        return f"training {record.evidence_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
+    if record.correctness == Correctness.FAIL:
         what = "failed the correctness check" + (f" ({record.detail})" if record.detail else "")
     else:
-        what = {
-            "consistent": "passed, timing consistent with the claimed card",
-            "faster-than-claimed": "passed, faster than the claimed card (model misreported)",
-            "unprofiled": f"passed on an unprofiled device (rate of a {record.best_match})",
-            "slower-than-claimed": f"slower than the claimed card (rate of a {record.best_match})",
-            "timeout": "timed out",
-        }.get(record.timing, record.timing)
-    return f"challenge {record.challenge_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
+        said: dict[str, str] = {
+            Timing.CONSISTENT: "passed, timing consistent with the claimed card",
+            Timing.FASTER: "passed, faster than the claimed card (model misreported)",
+            Timing.UNPROFILED: f"passed on an unprofiled device (rate of a {record.best_match})",
+            Timing.SLOWER: f"slower than the claimed card (rate of a {record.best_match})",
+            Timing.TIMEOUT: "timed out",
+        }
+        what = said.get(record.timing, record.timing)
+    return f"challenge {record.evidence_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
 
 
 def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | None = None) -> TrustScore:
@@ -216,9 +221,10 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
             hold.append(f"{cp.commitment_id} is not verified yet" + (f": {cp.detail}" if cp.detail else ""))
     if policy.refund_on_correctness_failure:
         for v in verdicts_during_job:
-            if v.correctness == "fail" and not v.training:  # the job's own training checks come as `checkpoints`
+            # the job's own training checks come as `checkpoints`
+            if v.correctness == Correctness.FAIL and not v.training:
                 what = "withheld its openings" if v.detail.startswith("withheld") else "failed its correctness check"
-                refund.append(f"challenge {v.challenge_id[:12]} {what} during the job")
+                refund.append(f"challenge {v.evidence_id[:12]} {what} during the job")
     if hardware is not None:
         refund += hardware.refund
         hold += hardware.hold
@@ -245,7 +251,7 @@ def settle(trust: TrustScore, verdicts_during_job: Sequence[VerdictRecord], now:
 def verdict_record(verdict, at: float) -> VerdictRecord:  # noqa: ANN001
     """The score's view of a verifier.protocol.Verdict judged at time `at`."""
     f = verdict.failure
-    return VerdictRecord(challenge_id=verdict.challenge_id, at=at, correctness=verdict.correctness,
+    return VerdictRecord(evidence_id=verdict.challenge_id, at=at, correctness=verdict.correctness,
                          timing=verdict.timing, best_match=verdict.best_match,
                          detail="" if f is None else failure_detail(f.reason, f.round, f.row, f.detail),
                          claimed_profile=verdict.claimed_profile)

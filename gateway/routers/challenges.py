@@ -29,6 +29,7 @@ from gpuproof.gateway.state import StateDep, arrived_at, queued_s
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import lifecycle, transcript
+from gpuproof.verifier.wire import ChallengeOut, OpeningRequestOut, RttOut, TranscriptOut, VerdictOut
 from sqlalchemy import func, select
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
@@ -55,13 +56,13 @@ def _probe(session, provider_id: str) -> str:  # noqa: ANN001
 
 
 def _public(row: ChallengeRow) -> dict:
-    return {"challenge_id": row.id, "spec": row.spec, "seed": row.seed.hex(), "m": row.m, "n": row.n, "k": row.k,
-            "rounds": row.rounds, "issued_at": row.issued_at, "deadline_s": row.deadline_s, "state": row.state,
-            "device": None}
+    """What the prover is sent (verifier.protocol.Challenge.public), with the challenge's state (ChallengeOut)."""
+    return service.challenge_of(row).public() | {"issued_at": row.issued_at, "state": row.state, "device": None}
 
 
 def _request_json(row: ChallengeRow) -> dict:
-    return {"challenge_id": row.id, "pairs": row.pairs}
+    """The stored opening request's wire form (verifier.protocol.OpeningRequest.public; OpeningRequestOut)."""
+    return service.request_of(row).public()
 
 
 LONG_POLL_RECHECK_S = 1.0  # a waiting poll re-reads its device this often (a job or an update may move a round)
@@ -166,7 +167,11 @@ def _answer(auth, provider_id: str, polled: _Polled) -> tuple[str, int]:  # noqa
 
 
 @router.post("/v1/providers/{provider_id}/challenges", operation_id="next_challenge",
-             responses={204: {"description": "no challenge for this device now; poll again (with wait_s, at "
+             response_model=ChallengeOut, response_model_exclude_none=True,
+             responses={200: {"description": "the device's challenge of a round already issued (an open one)"},
+                        201: {"model": ChallengeOut, "description": "a round was issued by this poll: the device's "
+                                                                    "challenge in it"},
+                        204: {"description": "no challenge for this device now; poll again (with wait_s, at "
                                              "once). The time of the next round is never told: the verifier "
                                              "schedules rounds at unannounced random times"}})
 async def next_challenge(provider_id: IdPath, body: NextChallenge, auth: SignedProviderDep, state: StateDep,
@@ -223,7 +228,7 @@ async def _poll(auth, state, response: Response, request: Request, provider_id: 
     return polled.answer
 
 
-@router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe")
+@router.post("/v1/providers/{provider_id}/rtt", operation_id="echo_rtt_probe", response_model=RttOut)
 def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, request: Request) -> dict:
     """Echo the round-trip probe of the last poll response, at once; the gateway times the round trip."""
     session = auth.session
@@ -239,7 +244,8 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, 
     return {"probe": body.probe, "rtt_s": probe.rtt_s}
 
 
-@router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment")
+@router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment",
+             response_model=OpeningRequestOut)
 def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep,
                     request: Request) -> dict:
     """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
@@ -282,7 +288,7 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     return _request_json(row)
 
 
-@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings")
+@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut)
 def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
                   request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
@@ -297,8 +303,7 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
         challenge, commitment = service.challenge_of(row), service.commitment_of(row)
         opening_request = service.request_of(row)
     try:
-        openings = [Opening(o["round"], o["row"], o["values"], tuple(bytes.fromhex(h) for h in o["path"]))
-                    for o in wire]
+        openings = [Opening.from_json(o) for o in wire]
     except (InvalidParameter, ValueError) as exc:
         raise Problem(422, "Invalid request", f"openings: {exc}") from None
     started = time.perf_counter()
@@ -328,8 +333,9 @@ def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDe
 
 
 @router.get("/v1/challenges/{challenge_id}/transcript", operation_id="get_transcript",
-            responses={200: {"content": {"application/json": {}}, "description": "the transcript, as canonical "
-                             "JSON: its SHA-256 is the verdict log entry's transcript_sha256"}})
+            response_class=Response,
+            responses={200: {"model": TranscriptOut, "description": "the transcript, as canonical JSON: its "
+                             "SHA-256 is the verdict log entry's transcript_sha256"}})
 def get_transcript(challenge_id: IdPath, session: ReadSessionDep) -> Response:
     """The full evidence of a judged challenge (gpuproof.transcript/1), for `gpuproof verify-transcript`."""
     row = session.get(ChallengeRow, challenge_id)

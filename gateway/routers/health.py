@@ -6,19 +6,26 @@ from fastapi import APIRouter, Response
 from gpuproof.gateway import metrics, migrate
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.state import StateDep
+from gpuproof.verifier.wire import HealthOut, ReadyOut
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", operation_id="healthz")
+class MetricsResponse(Response):
+    """The Prometheus text exposition format (its media type in the API docs)."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get("/healthz", operation_id="healthz", response_model=HealthOut)
 def healthz() -> dict:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz")
+@router.get("/readyz", operation_id="readyz", response_model=ReadyOut)
 def readyz(state: StateDep) -> dict:
     """The database is reachable and its migrations are current."""
     try:
@@ -33,6 +40,8 @@ def readyz(state: StateDep) -> dict:
     return {"status": "ready", "migration": current}
 
 
-@router.get("/metrics", operation_id="metrics", response_class=Response)
+@router.get("/metrics", operation_id="metrics", response_class=MetricsResponse,
+            responses={200: {"description": "the gateway's metrics, in the Prometheus text format"}})
 def get_metrics() -> Response:
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    """Request latencies, verdicts, challenges issued and deferred, ... (gateway/metrics.py)."""
+    return MetricsResponse(generate_latest(metrics.REGISTRY))

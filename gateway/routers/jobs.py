@@ -24,6 +24,7 @@ from gpuproof.verifier import hardware, lifecycle, schedule
 from gpuproof.verifier.profiles import UNPROFILED_KEY
 from gpuproof.verifier.training import TrainingPolicy
 from gpuproof.verifier.trust import settle
+from gpuproof.verifier.wire import JobOut
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(limit_ip)])
@@ -83,7 +84,7 @@ def device_evidence(session, job: Job) -> list[hardware.DeviceEvidence]:  # noqa
     return out
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job")
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job", response_model=JobOut)
 def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
                key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
     """Create a job for a provider (scope `jobs`), bound to hardware: `devices` (positions; default all the
@@ -123,13 +124,13 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
     return job_json(job)
 
 
-@router.get("/{job_id}", operation_id="get_job")
+@router.get("/{job_id}", operation_id="get_job", response_model=JobOut)
 def get_job(job_id: IdPath, session: ReadSessionDep, key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
     """The job, to its tenant's keys only (another tenant's job is 404, like one that does not exist)."""
     return job_json(tenancy.tenant_job(session, job_id, key))
 
 
-@router.post("/{job_id}/settlement", operation_id="settle_job")
+@router.post("/{job_id}/settlement", operation_id="settle_job", response_model=JobOut)
 def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
                key: Annotated[ApiKey, Depends(api_key("settle"))]) -> dict:
     """The settlement decision: release, hold or refund, with reasons. Recorded in the log whenever it

@@ -14,17 +14,24 @@ from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath
 from gpuproof.gateway.sessions import ReadSessionDep
 from gpuproof.gateway.state import StateDep
+from gpuproof.verifier.wire import (
+    ChallengeLogOut,
+    ConsistencyProofOut,
+    InclusionProofOut,
+    LogEntriesOut,
+    TreeHeadOut,
+)
 
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 
 
-@router.get("/head", operation_id="get_tree_head")
+@router.get("/head", operation_id="get_tree_head", response_model=TreeHeadOut)
 def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
     """The signed tree head: size, root, time, and the gateway's Ed25519 signature over them."""
     return translog.signed_head(session, state.signing_key, time.time())
 
 
-@router.get("/entries", operation_id="get_log_entries")
+@router.get("/entries", operation_id="get_log_entries", response_model=LogEntriesOut)
 def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
                     end: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None) -> dict:
     """Entries [start, end), at most 200 at a time."""
@@ -35,7 +42,7 @@ def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, l
     return {"size": size, "entries": translog.entries(session, start, end) if start < end else []}
 
 
-@router.get("/challenges/{challenge_id}", operation_id="get_challenge_log_entries")
+@router.get("/challenges/{challenge_id}", operation_id="get_challenge_log_entries", response_model=ChallengeLogOut)
 def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> dict:
     """The entries about one challenge, in log order: its commitment, opening request and verdict (those that
     exist yet), for `gpuproof verify-transcript`; check each with an inclusion proof."""
@@ -44,7 +51,7 @@ def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> 
     return {"challenge_id": challenge_id, "entries": translog.challenge_entries(session, challenge_id)}
 
 
-@router.get("/inclusion", operation_id="get_inclusion_proof")
+@router.get("/inclusion", operation_id="get_inclusion_proof", response_model=InclusionProofOut)
 def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                         size: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """The audit path of entry `index` in the tree of `size` entries."""
@@ -56,7 +63,7 @@ def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=
             "proof": [h.hex() for h in tree.inclusion_proof(index)]}
 
 
-@router.get("/consistency", operation_id="get_consistency_proof")
+@router.get("/consistency", operation_id="get_consistency_proof", response_model=ConsistencyProofOut)
 def get_consistency_proof(session: ReadSessionDep, old: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                           new: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """Proof that the tree of `new` entries extends the tree of `old` entries."""

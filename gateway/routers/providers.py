@@ -12,19 +12,13 @@ from gpuproof.gateway.auth import SignedProviderDep
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge, Device, Provider
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import (
-    MAX_INDEX,
-    DeviceOut,
-    IdPath,
-    ProviderOut,
-    ProviderPage,
-    Registration,
-    RegistrationUpdate,
-)
+from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
+from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import lookup
+from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
 from sqlalchemy import func, select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
@@ -44,7 +38,7 @@ def provider_out(session, provider: Provider, now: float, with_trust: bool = Tru
                        devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
                                           claimed_profile=d.profile, verified_class=verified.get(d.id))
                                 for d in devices],
-                       trust=service.trust_json(trust) if trust else None)
+                       trust=TrustScoreOut(**service.trust_json(trust)) if trust else None)
 
 
 def limit_registrations(request: Request, state: StateDep) -> None:
@@ -153,7 +147,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
     now = time.time()
     if model:
         profile = lookup(model, state.verifier.profiles).key
-        passed = select(Challenge.provider_id).where(Challenge.outcome == "pass",
+        passed = select(Challenge.provider_id).where(Challenge.outcome == Outcome.PASS.value,
                                                      Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
         candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now).values()]
@@ -164,7 +158,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         items = [provider_out(session, p, now) for p in rows]
     else:
         everyone = [provider_out(session, p, now) for p in session.execute(query).scalars()]
-        matching = [p for p in everyone if p.trust and p.trust["lower_bound"] >= min_lower_bound]
+        matching = [p for p in everyone if p.trust and p.trust.lower_bound >= min_lower_bound]
         total, items = len(matching), matching[offset:offset + limit]
     return ProviderPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -34,6 +34,7 @@ from gpuproof.gateway.uploads import SignedUploadDep, Upload, receive_upload
 from gpuproof.kernels.errors import InvalidParameter, ProofError
 from gpuproof.verifier import checkpoints, signatures, training
 from gpuproof.verifier.profiles import lookup
+from gpuproof.verifier.wire import AuditOut, CheckpointOut, ReplayMaterialsOut, TrainingEvidenceOut, TrainingOut
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -128,7 +129,9 @@ def _commitment(session: Session, job_id: str, step: int) -> TrainingCommitment:
     return row
 
 
-@router.post("/v1/jobs/{job_id}/checkpoints", status_code=status.HTTP_201_CREATED, operation_id="post_checkpoint")
+@router.post("/v1/jobs/{job_id}/checkpoints", status_code=status.HTTP_201_CREATED, operation_id="post_checkpoint",
+             response_model=CheckpointOut,
+             responses={200: {"model": CheckpointOut, "description": "a retry: the stored commitment"}})
 def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep, request: Request,
                     response: Response, raw: Annotated[bytes, Depends(raw_body)]) -> dict:
     """One checkpoint commitment, timestamped by the gateway on arrival and appended to the log. It must
@@ -163,7 +166,7 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
     return commitment_json(row)
 
 
-@router.post("/v1/jobs/{job_id}/checkpoints/close", operation_id="close_training_run")
+@router.post("/v1/jobs/{job_id}/checkpoints/close", operation_id="close_training_run", response_model=TrainingOut)
 def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     """The run is over: the arrival times are checked (flags), then q segments and c chunks of each are
     drawn with the CSPRNG, after every commitment is stored. Idempotent: a second close returns the same."""
@@ -200,7 +203,7 @@ def training_json(session: Session, job: Job) -> dict:
             "flags": job.training_flags or [], "audits": [audit_json(a) for a in audits]}
 
 
-@router.get("/v1/jobs/{job_id}/training", operation_id="get_training")
+@router.get("/v1/jobs/{job_id}/training", operation_id="get_training", response_model=TrainingEvidenceOut)
 def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
     """The job's training evidence: commitments with their arrival times, flags, audits and verdicts
     (hashes only: the renter's weights are never shown here)."""
@@ -230,7 +233,7 @@ async def _upload(request: Request, state: StateDep, auth: SignedUploadDep,
         yield upload
 
 
-@router.put(STATE_PATH, operation_id="upload_state",
+@router.put(STATE_PATH, operation_id="upload_state", response_model=AuditOut,
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}})
 def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep,
                  expected: Annotated[tuple[bytes, list, str], Depends(_expected_upload)],
@@ -284,7 +287,7 @@ def _store_blob(state: State, path: Path, digest: str) -> bool:
         raise Problem(503, "Blob store unavailable", str(exc), retry_after=10) from None
 
 
-@router.post("/v1/audits/{audit_id}/openings", operation_id="post_segment_openings")
+@router.post("/v1/audits/{audit_id}/openings", operation_id="post_segment_openings", response_model=AuditOut)
 def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: SignedProviderDep,
                           state: StateDep) -> dict:
     """The segment's batch indices and the requested chunks of its end state with their audit paths,
@@ -342,7 +345,7 @@ def replay_fields(audit: SegmentAudit, start: TrainingCommitment, end: TrainingC
                                   end.root.hex(), end.hash.hex(), audit.upload_sha256, result)
 
 
-@router.get("/v1/audits/{audit_id}/materials", operation_id="get_replay_materials")
+@router.get("/v1/audits/{audit_id}/materials", operation_id="get_replay_materials", response_model=ReplayMaterialsOut)
 def get_materials(audit_id: IdPath, request: Request, session: ReadSessionDep,
                   key: Annotated[ApiKey, Depends(api_key("replay"))]) -> dict:
     """Everything a validator needs to replay the segment except the state itself (GET .../state). For the
@@ -361,7 +364,9 @@ def get_materials(audit_id: IdPath, request: Request, session: ReadSessionDep,
 
 
 @router.get(STATE_PATH, operation_id="get_replay_state", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the uploaded state"}})
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}},
+                             "description": "the uploaded state"}})
 def get_state(audit_id: IdPath, request: Request, session: ReadSessionDep, state: StateDep,
               key: Annotated[ApiKey, Depends(api_key("replay"))]) -> Response:
     """The uploaded state: the renter's weights, for the job's tenant's keys and the validators it names."""
@@ -382,7 +387,7 @@ def get_state(audit_id: IdPath, request: Request, session: ReadSessionDep, state
                              headers=headers | {"Content-Length": str(blob.size)})
 
 
-@router.post("/v1/audits/{audit_id}/result", operation_id="post_replay_result")
+@router.post("/v1/audits/{audit_id}/result", operation_id="post_replay_result", response_model=AuditOut)
 def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep, state: StateDep,
                 key: Annotated[ApiKey, Depends(api_key("replay"))]) -> dict:
     """A validator's signed replay verdict: it joins the provider's score and the job's settlement, and

@@ -15,6 +15,7 @@ from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath
 from gpuproof.gateway.sessions import ReadSessionDep
 from gpuproof.gateway.state import StateDep
+from gpuproof.verifier.wire import TrustOut, VerdictPage
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
@@ -28,7 +29,7 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
 
 
 @router.get("/trust", operation_id="get_trust", response_class=Response,
-            responses={200: {"content": {"application/json": {}}, "description": "the trust score"}})
+            responses={200: {"model": TrustOut, "description": "the trust score"}})
 async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
     """Score, 95% lower bound, evidence count, verified class, last verified time, and the reasons.
 
@@ -45,7 +46,7 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
     return Response(content=cached, media_type="application/json")
 
 
-@router.get("/verdicts", operation_id="list_verdicts")
+@router.get("/verdicts", operation_id="list_verdicts", response_model=VerdictPage)
 def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> dict:

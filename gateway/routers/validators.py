@@ -11,9 +11,10 @@ from gpuproof.gateway.auth import api_key
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Validator
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import Hex64, ValidatorIn, ValidatorOut
+from gpuproof.gateway.schemas import Hex64, ValidatorIn
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.verifier import signatures
+from gpuproof.verifier.wire import ValidatorOut
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -25,7 +26,7 @@ def validator_out(v: Validator) -> ValidatorOut:
     return ValidatorOut(public_key=v.public_key, name=v.name, created_at=v.created_at)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="register_validator")
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="register_validator", response_model=ValidatorOut)
 def register_validator(body: ValidatorIn, session: WriteSessionDep, key: TenantKey) -> ValidatorOut:
     """Register a validator for the key's tenant. New jobs name all the tenant's validators unless they
     name some (JobIn.validators). Registering the same key again renames it."""
@@ -49,7 +50,7 @@ def register_validator(body: ValidatorIn, session: WriteSessionDep, key: TenantK
     return answer
 
 
-@router.get("", operation_id="list_validators")
+@router.get("", operation_id="list_validators", response_model=list[ValidatorOut])
 def list_validators(session: ReadSessionDep, key: TenantKey) -> list[ValidatorOut]:
     """The key's tenant's validators, oldest first."""
     rows = session.execute(select(Validator).where(Validator.tenant == key.tenant).order_by(Validator.id)).scalars()

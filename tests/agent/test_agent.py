@@ -151,7 +151,7 @@ def test_train_and_replay_from_the_command_line(env, server, tmp_path):
     validator_env = dict(env, GPUPROOF_CONFIG_DIR=str(tmp_path / "validator"), GPUPROOF_API_KEY=replay_key)
     assert cli("agent", "init", env=validator_env).returncode == 0  # the market names its key for the job
     market.register_validator(cli("agent", "whoami", "--public-key", env=validator_env).stdout.strip(), "v")
-    job = market.create_job("renter", pid, "usd:1", policy)["id"]
+    job = market.create_job("renter", pid, "usd:1", policy).id
     train = cli("agent", "train", "--job", job, "--steps", "20", "--store", str(tmp_path / "ckpt"), env=env)
     assert train.returncode == 0, train.stderr
     assert "5 commitments" in train.stdout and train.stdout.count("evidence sent") == 2, train.stdout

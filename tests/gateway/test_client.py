@@ -19,8 +19,9 @@ from gpuproof.gateway import admin
 from gpuproof.gateway.db import Database
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import signatures
+from gpuproof.verifier.outcome import Outcome
+from gpuproof.verifier.wire import ProviderPage, RttOut, VerdictOut
 
 from tests.support.calibrate import honest_test_shape
 from tests.support.server import Server
@@ -36,17 +37,18 @@ def server(tmp_path):
     s.stop()
 
 
-def play(client: GatewayClient) -> dict:
+def play(client: GatewayClient) -> VerdictOut:
     c, probe, _ = client.next_challenge(0)
-    client.echo_rtt(probe)
-    params = ChallengeParams.from_json(c)
+    assert c is not None and probe is not None
+    assert isinstance(client.echo_rtt(probe), RttOut)
+    params = c.params()
     roots = CpuBackend().run(params)
-    req = client.commit(c["challenge_id"], roots)
+    req = client.commit(c.challenge_id, roots)
     openings = []
-    for r, i in sorted({tuple(p) for p in req["pairs"]}):
+    for r, i in sorted(set(req.pairs)):
         values, path = CpuBackend().open(params, r, i, roots)
         openings.append(Opening(r, i, values, tuple(path)).to_json())
-    return client.open(c["challenge_id"], openings)
+    return client.open(c.challenge_id, openings)
 
 
 class Tamper(httpx.HTTPTransport):
@@ -71,7 +73,7 @@ def test_provider_and_marketplace_calls_and_a_verified_log(server):
         provider.register("sdk", [{"model": "cpu-reference", "vram_gib": 4}])
         head0 = provider.tree_head()
         verdicts = [play(provider) for _ in range(3)]
-        assert all(v["outcome"] == "pass" for v in verdicts)
+        assert all(v.outcome == Outcome.PASS for v in verdicts)
         head = provider.check_extends(head0)
         assert head.size == head0.size + 9  # each challenge: commitment, opening request, verdict
         for index in range(head.size):
@@ -83,22 +85,22 @@ def test_provider_and_marketplace_calls_and_a_verified_log(server):
     with GatewayClient(server.base, api_key=token) as market:
         pid = provider.provider_id
         job = market.create_job("renter-7", pid, "usd:3")
-        assert market.settle(job["id"])["decision"] in ("hold", "release")
-        assert market.trust(pid)["evidence"] == 3
+        assert market.settle(job.id).decision in ("hold", "release")
+        assert market.trust(pid).evidence == 3
         with pytest.raises(GatewayError) as info:
             market.trust("0" * 32)
         assert info.value.status == 404 and "no provider" in info.value.detail
 
 
 def test_async_client(server):
-    async def main() -> tuple[dict, TreeHead]:
+    async def main() -> tuple[ProviderPage, TreeHead]:
         async with AsyncGatewayClient(server.base) as client:
             providers = await client.providers(limit=5)
             head = await client.tree_head()
             return providers, await client.check_extends(head)
 
     providers, head = asyncio.run(main())
-    assert providers["total"] == 0 and head.size == 0
+    assert providers.total == 0 and head.size == 0
 
 
 @pytest.mark.parametrize("path, edit, fragment", [

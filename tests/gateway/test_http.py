@@ -105,8 +105,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             client.register("timed", [{"model": "cpu-reference", "vram_gib": 1}])
             other.register("busy", [{"model": "cpu-reference", "vram_gib": 1}])
             c, probe, _ = client.next_challenge(0)
-            params = ChallengeParams.from_json(c)
-            roots = CpuBackend().run(params)
+            roots = CpuBackend().run(c.params())
             lock = sqlite3.connect(db, isolation_level=None)
             lock.execute("BEGIN IMMEDIATE")  # every writer now waits for this
             busy = threading.Thread(target=lambda: other.next_challenge(0))  # holds the only worker thread
@@ -114,7 +113,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             time.sleep(0.5)
             answer: dict = {}
             sent = time.time()
-            poster = threading.Thread(target=lambda: answer.update(client.commit(c["challenge_id"], roots)))
+            poster = threading.Thread(target=lambda: answer.update(request=client.commit(c.challenge_id, roots)))
             poster.start()
             hold = scaled(2.0)
             time.sleep(hold)
@@ -123,7 +122,7 @@ def test_a_commitment_is_timed_when_it_arrived_not_when_the_gateway_got_to_it(tm
             busy.join(timeout=scaled(30))
             answered = time.time()
             lock.close()
-            assert answer.get("pairs"), answer
+            assert answer["request"].pairs, answer
             assert answered - sent >= hold
             row = sqlite3.connect(db).execute("SELECT received_at, issued_at FROM challenges").fetchone()
             assert row[0] - sent < hold / 2, (row[0] - sent, "received_at must be the arrival, not the handling")
@@ -249,7 +248,7 @@ def test_concurrent_training_retries_on_two_processes_count_once(servers, databa
     pa.register("trainer", [{"model": "NVIDIA H100", "vram_gib": 80}])
     policy = {"interval": 4, "segments": 2, "chunks": 6, "mode": "exact",
               "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-    jid = market.create_job("renter", str(pa.provider_id), "usd:1", policy)["id"]
+    jid = market.create_job("renter", str(pa.provider_id), "usd:1", policy).id
     racing = Racing(pa, pb)
     report = run_reference_job(racing, jid, policy, tmp_path / "store", 16)  # type: ignore[arg-type]
     for name, rounds in racing.answers.items():
@@ -292,7 +291,7 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(database_url, tmp_path
         provider.register("big", [{"model": "NVIDIA H100", "vram_gib": 80}])
         policy = {"interval": 4, "segments": 1, "chunks": 2, "mode": "exact",
                   "workload": {"name": "mlp", "params": {"seed": 7, "hidden": 32}}}
-        jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy)["id"]
+        jid = market.create_job("renter", str(provider.provider_id), "usd:1", policy).id
         audit = commit_and_close(provider, jid)["audits"][0]
 
         def rss_anon_mib() -> float:

@@ -14,8 +14,8 @@ import pytest
 from gpuproof.client import GatewayClient
 from gpuproof.gateway.models import LogEntry
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import evidence, signatures
+from gpuproof.verifier.wire import ChallengeOut, VerdictOut
 from sqlalchemy import create_engine, select, update
 
 from tests.support import honest
@@ -32,7 +32,7 @@ def live(database_url, tmp_path):
     server.stop()
 
 
-def first_challenge(client: GatewayClient) -> tuple[dict, str]:
+def first_challenge(client: GatewayClient) -> tuple[ChallengeOut, str]:
     """The provider's first challenge (it comes right after registering) and its round-trip probe."""
     deadline = time.monotonic() + scaled(30)
     while True:
@@ -43,14 +43,14 @@ def first_challenge(client: GatewayClient) -> tuple[dict, str]:
         time.sleep(0.2)
 
 
-def play(client: GatewayClient) -> tuple[str, dict]:
+def play(client: GatewayClient) -> tuple[str, VerdictOut]:
     """The provider's first challenge, answered honestly: its id and verdict."""
     c, probe = first_challenge(client)
     client.echo_rtt(probe)
-    params = ChallengeParams.from_json(c)
+    params = c.params()
     roots = CpuBackend().run(params)
-    req = client.commit(c["challenge_id"], roots)
-    return c["challenge_id"], client.open(c["challenge_id"], honest.openings(params, roots, req["pairs"]))
+    req = client.commit(c.challenge_id, roots)
+    return c.challenge_id, client.open(c.challenge_id, honest.openings(params, roots, req.pairs))
 
 
 def provider(server: Server) -> GatewayClient:
@@ -87,21 +87,21 @@ def bodies(db_url: str) -> list[str]:
 
 def indices(client: GatewayClient, cid: str) -> list[int]:
     """The log indices of a challenge's commitment, opening request and verdict."""
-    mine = client.challenge_log(cid)["entries"]
-    assert [e["kind"] for e in mine] == ["commitment", "opening-request", "verdict"]
-    return [e["index"] for e in mine]
+    mine = client.challenge_log(cid).entries
+    assert [e.kind for e in mine] == ["commitment", "opening-request", "verdict"]
+    return [e.index for e in mine]
 
 
 def test_an_honest_challenges_entries_are_logged_in_order_and_verify_transcript_checks_them(live, tmp_path):
     with provider(live) as client:
         cid, verdict = play(client)
-        assert verdict["outcome"] == "pass", verdict
-        mine = client.challenge_log(cid)["entries"]
+        assert verdict.outcome == "pass", verdict
+        mine = client.challenge_log(cid).entries
         c_at, r_at, v_at = indices(client, cid)
         assert 0 < c_at < r_at < v_at  # after the registration
         size = client.tree_head().size
         doc = client.transcript(cid)
-        c, r, v = (json.loads(e["entry"]) for e in mine)
+        c, r, v = (json.loads(e.entry) for e in mine)
         assert c["at"] == doc["commitment"]["received_at"] and r["pairs"] == doc["request"]["pairs"]
         assert v["transcript_sha256"] == evidence.transcript_digest(doc)
         raw = client._http.get(f"/v1/challenges/{cid}/transcript").content  # served as canonical bytes
@@ -126,18 +126,17 @@ def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
     verdict, with no transcript hash (there is no transcript)."""
     with provider(live) as client:
         c, _ = first_challenge(client)
-        params = ChallengeParams.from_json(c)
-        client.commit(c["challenge_id"], CpuBackend().run(params))
+        client.commit(c.challenge_id, CpuBackend().run(c.params()))
     engine = create_engine(live.db_url)
     with engine.begin() as conn:  # its deadline and grace passed
         from gpuproof.gateway.models import Challenge
 
-        conn.execute(update(Challenge).where(Challenge.id == c["challenge_id"])
+        conn.execute(update(Challenge).where(Challenge.id == c.challenge_id)
                      .values(issued_at=Challenge.issued_at - Challenge.deadline_s - 3600))
     engine.dispose()
     with GatewayClient(live.base, key=client.key, provider_id=client.provider_id) as again:
         again.next_challenge(0)  # the provider's next poll judges its overdue challenge
-        entries = [json.loads(e["entry"]) for e in again.challenge_log(c["challenge_id"])["entries"]]
+        entries = [json.loads(e.entry) for e in again.challenge_log(c.challenge_id).entries]
     assert [e["kind"] for e in entries] == ["commitment", "opening-request", "verdict"]
     assert entries[2]["transcript_sha256"] is None and entries[2]["verdict"]["failure"]["reason"] == "withheld"
     audit = gpuproof(tmp_path / "cfg", "log", "verify", "--entries", "--gateway", live.base)

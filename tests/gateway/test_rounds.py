@@ -20,6 +20,7 @@ from gpuproof.verifier import signatures
 from gpuproof.verifier.profiles import Profile, load_profiles
 from gpuproof.verifier.protocol import Verifier, VerifierConfig
 from gpuproof.verifier.schedule import SchedulePolicy, missed_start, next_round_at, sooner_for_a_job
+from gpuproof.verifier.wire import ChallengeOut
 from sqlalchemy import create_engine, update
 
 from tests.gateway.test_http import servers  # noqa: F401 (fixture)
@@ -123,7 +124,7 @@ def test_a_long_poll_hears_of_its_round_at_once_on_every_device(servers):  # noq
         first = client.poll(0)  # registration makes the first round due at once
         assert first.challenge is not None
         engine = create_engine(server.env["GPUPROOF_DATABASE_URL"])
-        got: dict[int, tuple[dict | None, float]] = {}
+        got: dict[int, tuple[ChallengeOut | None, float]] = {}
 
         def listen(position: int) -> None:
             with GatewayClient(server.base, key=key, provider_id=client.provider_id) as mine:
@@ -144,8 +145,8 @@ def test_a_long_poll_hears_of_its_round_at_once_on_every_device(servers):  # noq
         engine.dispose()
     (c0, at0), (c1, at1) = got[0], got[1]
     assert c0 is not None and c1 is not None, got
-    assert c0["issued_at"] == c1["issued_at"] and c0["challenge_id"] != c1["challenge_id"]
-    latencies = [at0 - c0["issued_at"], at1 - c1["issued_at"]]
+    assert c0.issued_at == c1.issued_at and c0.challenge_id != c1.challenge_id
+    latencies = [at0 - c0.issued_at, at1 - c1.issued_at]
     print(f"push-to-start latency: {', '.join(f'{x * 1000:.0f} ms' for x in latencies)}")
     assert max(latencies) < SchedulePolicy().start_window_s, latencies
 
@@ -158,7 +159,7 @@ def test_a_long_poll_answers_an_open_challenge_at_once_and_nothing_due_after_its
         assert c is not None
         started = time.monotonic()
         again = client.poll(0, wait_s=3)  # the open challenge comes back at once, not after the wait
-        assert again.challenge is not None and again.challenge["challenge_id"] == c["challenge_id"]
+        assert again.challenge is not None and again.challenge.challenge_id == c.challenge_id
         assert time.monotonic() - started < 3
         engine = create_engine(server.env["GPUPROOF_DATABASE_URL"])
         with engine.begin() as conn:

@@ -152,7 +152,7 @@ def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(
     provider.register("replicas", [{"model": "NVIDIA H100", "vram_gib": 80}])
     validator_key = signatures.new_private_key()
     market.register_validator(signatures.public_key_bytes(validator_key).hex(), "validator")
-    jid = market.create_job("renter", provider.provider_id, "usd:1", POLICY)["id"]
+    jid = market.create_job("renter", provider.provider_id, "usd:1", POLICY).id
     run_reference_job(provider, jid, POLICY, tmp_path / "store", 8)
     with httpx.Client(base_url=b.base, timeout=scaled(10)) as reader:
         path = f"/v1/providers/{provider.provider_id}/trust"

@@ -55,7 +55,7 @@ class World:
         return client
 
     def job(self, provider, policy=POLICY):
-        return self.market.create_job("renter", provider.provider_id, "usd:1", policy)["id"]
+        return self.market.create_job("renter", provider.provider_id, "usd:1", policy).id
 
     def run(self, cheat=None, policy=POLICY, steps=STEPS, delay=0.0):
         provider = self.provider()
@@ -86,14 +86,14 @@ def test_an_honest_run_passes_everywhere_and_is_on_the_record(world):
     assert times == sorted(times) and times[-1] - times[0] >= STEPS * DELAY * 0.9  # spread over the run
     # the uploads are deleted once judged (content-addressed, kept only until the verdict)
     assert not any(p.is_file() for p in (world.gw.settings.data_dir / "uploads").rglob("*"))
-    kinds = [e["kind"] for e in world.market.log_entries()["entries"]]
+    kinds = [e.kind for e in world.market.log_entries().entries]
     assert kinds.count("checkpoint") == STEPS // 4 + 1 and kinds.count("training-close") == 1
     assert kinds.count("training-verdict") == 2
     trust = world.market.trust(provider.provider_id)
-    assert trust["evidence"] == 2 and any("training replay passed" in r for r in trust["reasons"])
+    assert trust.evidence == 2 and any("training replay passed" in r for r in trust.reasons)
     # settlement: no hardware challenge passed yet, so hold, but not for the training evidence
     decision = world.market.settle(jid)
-    assert decision["decision"] == "hold" and not any("training" in r for r in decision["reasons"]), decision
+    assert decision.decision == "hold" and not any("training" in r for r in decision.reasons or []), decision
 
 
 @pytest.mark.parametrize("cheat", sorted(CHEATS))
@@ -107,10 +107,10 @@ def test_every_cheat_is_caught_and_refunded(world, cheat):
         assert [f for f in after["flags"] if not f.startswith("at-end")] == [], after["flags"]
         assert any(a["outcome"] == "fail" for a in after["audits"]), after
     decision = world.market.settle(jid)
-    assert decision["decision"] == "refund" and decision["final"], decision
-    assert any("training" in r for r in decision["reasons"])
+    assert decision.decision == "refund" and decision.final, decision
+    assert any("training" in r for r in decision.reasons or [])
     trust = world.market.trust(provider.provider_id)
-    assert trust["status"] == "suspect" and trust["score"] < 0.2, trust
+    assert trust.status == "suspect" and trust.score < 0.2, trust
     if cheat == "at-end":
         assert any(f.startswith("too-fast") for f in after["flags"]), after["flags"]
     if cheat == "bad-openings":
@@ -157,7 +157,7 @@ def test_the_chain_is_enforced_and_retries_are_idempotent(world):
         req = stored.request
         message = signatures.request_message(req["method"], req["path"], req["timestamp"], req["nonce"],
                                              req["body"].encode())
-        signatures.verify(bytes.fromhex(provider.provider(provider.provider_id)["public_key"]), message,
+        signatures.verify(bytes.fromhex(provider.provider(provider.provider_id).public_key), message,
                           bytes.fromhex(req["signature"]))
         assert json.loads(req["body"])["hash"] == sent[1].hash.hex()
 
@@ -249,8 +249,8 @@ def test_audits_not_answered_in_time_fail(world, tmp_path):
     assert info.value.status == 409
     assert world.market.training(jid)["audits"][0]["outcome"] == "fail"
     decision = world.market.settle(jid)
-    assert decision["decision"] == "refund" and any("did not arrive before the deadline" in r
-                                                    for r in decision["reasons"]), decision
+    assert decision.decision == "refund" and any("did not arrive before the deadline" in r
+                                                 for r in decision.reasons or []), decision
 
 
 def test_the_sweep_fails_unanswered_audits_without_a_poll_or_a_settlement(world):
@@ -259,13 +259,13 @@ def test_the_sweep_fails_unanswered_audits_without_a_poll_or_a_settlement(world)
     from gpuproof.gateway import maintenance
 
     provider, jid = closed_run_past_its_audit_deadline(world)
-    before = world.market.trust(provider.provider_id)["evidence"]
+    before = world.market.trust(provider.provider_id).evidence
     swept = maintenance.sweep(world.gw.app.state.gp, time.time())
     assert swept.audits == 2
     audits = world.market.training(jid)["audits"]
     assert [a["outcome"] for a in audits] == ["fail", "fail"]
     assert all("did not arrive before the deadline" in a["verdict"]["reason"] for a in audits)
-    assert world.market.trust(provider.provider_id)["evidence"] == before + 2
+    assert world.market.trust(provider.provider_id).evidence == before + 2
     assert maintenance.sweep(world.gw.app.state.gp, time.time()).audits == 0  # judged once
 
 
@@ -285,7 +285,7 @@ def test_bad_policies_and_manifests_are_422(world):
         with pytest.raises(GatewayError, match=fragment) as info:
             provider.post_checkpoint(jid, first | {"manifest": manifest})
         assert info.value.status == 422
-    hardware_only = world.market.create_job("renter", provider.provider_id, "usd:1")["id"]
+    hardware_only = world.market.create_job("renter", provider.provider_id, "usd:1").id
     with pytest.raises(GatewayError, match="without a checkpoint_policy") as info:
         provider.post_checkpoint(hardware_only, first)
     assert info.value.status == 409
@@ -340,4 +340,4 @@ def test_tolerance_mode_calibrates_tau_passes_honest_and_catches_a_fake(world):
     _, jid, _, cheat = world.run("interpolate", policy=policy)
     failed_audits = [a["verdict"] for a in cheat["audits"] if a["outcome"] == "fail"]
     assert failed_audits and failed_audits[0]["tensor"] and failed_audits[0]["distance"] > failed_audits[0]["tau"]
-    assert world.market.settle(jid)["decision"] == "refund"
+    assert world.market.settle(jid).decision == "refund"

@@ -135,3 +135,16 @@ def test_wire_form_round_trips_and_a_form_without_spec_is_v1():
     with pytest.raises(InvalidParameter, match="missing field 'rounds'"):
         ChallengeParams.from_json({"seed": "00" * 32, "m": 1, "n": 256, "k": 64})
     assert p.with_rounds(1) == ChallengeParams(p.seed, 8, 512, 128, 1, SPEC_V2)
+
+
+def test_params_wire_form_round_trips_and_names_bad_fields():
+    params = ChallengeParams(bytes(range(32)), 16, 256, 64, 3)
+    assert ChallengeParams.from_json(params.to_dict()) == params
+    assert ChallengeParams.from_json(params.to_dict() | {"challenge_id": "a" * 32, "deadline_s": 10.0}) == params
+    with pytest.raises(InvalidParameter, match="challenge.spec"):
+        ChallengeParams.from_json(params.to_dict() | {"spec": "gpuproof/3"})
+    with pytest.raises(InvalidParameter, match="challenge.seed"):
+        ChallengeParams.from_json(params.to_dict() | {"seed": "zz"})
+    with pytest.raises(InvalidParameter, match="missing field 'rounds'"):
+        ChallengeParams.from_json({k: v for k, v in params.to_dict().items() if k != "rounds"})
+    assert params.operations == 2.0 * 16 * 256 * 64 * 3

@@ -47,7 +47,7 @@ def test_unsigned_or_misdirected_uploads_are_refused_before_a_byte_is_read(gatew
     owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
     market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
                            transport=gateway.client._transport)
-    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY)["id"]
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
     foreign = commit_and_close(owner, job_id)["audits"][0]["audit_id"]  # owner's audit, expecting an upload
     stranger = Agent(gateway, "stranger")
     random_path = f"/v1/audits/{secrets.token_hex(16)}/state"
@@ -81,7 +81,7 @@ def test_an_upload_is_held_to_its_signed_hash_and_length(gateway):
     owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
     market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
                            transport=gateway.client._transport)
-    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY)["id"]
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
     audit = commit_and_close(owner, job_id)["audits"][0]["audit_id"]
     path = f"/v1/audits/{audit}/state"
     headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY)

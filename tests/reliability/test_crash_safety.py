@@ -23,8 +23,8 @@ from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import Challenge, Job, LogEntry
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import signatures
+from gpuproof.verifier.wire import ChallengeOut
 from sqlalchemy import create_engine, select
 
 from tests.support.calibrate import scaled
@@ -75,20 +75,20 @@ class Provider(threading.Thread):
                 except GatewayError as exc:
                     if not late(exc):
                         raise
-                    self.log["late"].append(c["challenge_id"])
+                    self.log["late"].append(c.challenge_id)
         except Exception as exc:  # surfaced by the test
             self.error = exc
 
-    def answer(self, c: dict) -> None:
-        params = ChallengeParams.from_json(c)
+    def answer(self, c: ChallengeOut) -> None:
+        params = c.params()
         roots = CpuBackend().run(params)
-        req = patiently(lambda: self.client.commit(c["challenge_id"], roots), self.stop)
+        req = patiently(lambda: self.client.commit(c.challenge_id, roots), self.stop)
         openings = []
-        for r, i in sorted({tuple(p) for p in req["pairs"]}):
+        for r, i in sorted(set(req.pairs)):
             values, path = CpuBackend().open(params, r, i, roots)
             openings.append(Opening(r, i, values, tuple(path)).to_json())
-        verdict = patiently(lambda: self.client.open(c["challenge_id"], openings), self.stop)
-        self.log["verdicts"][c["challenge_id"]] = verdict["outcome"]
+        verdict = patiently(lambda: self.client.open(c.challenge_id, openings), self.stop)
+        self.log["verdicts"][c.challenge_id] = str(verdict.outcome)
 
 
 def late(exc: GatewayError) -> bool:
@@ -111,8 +111,8 @@ class Settler(threading.Thread):
                     time.sleep(0.05)
                     continue
                 job = patiently(lambda: self.client.create_job("renter", pid, "usd:1"), self.stop)  # noqa: B023
-                decision = patiently(lambda: self.client.settle(job["id"]), self.stop)  # noqa: B023
-                self.log["settlements"][job["id"]] = decision
+                decision = patiently(lambda: self.client.settle(job.id), self.stop)  # noqa: B023
+                self.log["settlements"][job.id] = decision
         except Exception as exc:
             self.error = exc
 
@@ -167,8 +167,8 @@ def run_crashes(database_url: str, tmp_path) -> None:  # noqa: ANN001
     # settlements: every decision a client saw is on record; final ones never changed
     for jid, decision in log["settlements"].items():
         assert jid in jobs
-        if decision["final"]:
-            assert jobs[jid].decision == decision["decision"] and jobs[jid].final
+        if decision.final:
+            assert jobs[jid].decision == decision.decision and jobs[jid].final
     settled = [json.loads(e.body)["job_id"] for e in entries if e.kind == "settlement"]
     assert all(jobs[j].decision is not None for j in settled)
     registered = [json.loads(e.body)["provider_id"] for e in entries if e.kind == "registration"]

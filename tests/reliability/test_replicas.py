@@ -37,8 +37,7 @@ from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import Challenge, Job, LogEntry, SegmentAudit
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
-from gpuproof.verifier import signatures
+from gpuproof.verifier import logproofs, signatures
 from sqlalchemy import create_engine, select
 
 from tests.conftest import _PG
@@ -144,21 +143,21 @@ class Provider(Worker):
                 self.log["idle_polls"] += 1
                 time.sleep(0.05)
                 continue
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = c.params()
             roots = CpuBackend().run(params)
             try:
-                req = patiently(lambda: self.client.commit(c["challenge_id"], roots))  # noqa: B023
+                req = patiently(lambda: self.client.commit(c.challenge_id, roots))  # noqa: B023
                 openings = []
-                for r, i in sorted({tuple(p) for p in req["pairs"]}):
+                for r, i in sorted({tuple(p) for p in req.pairs}):
                     values, path = CpuBackend().open(params, r, i, roots)
                     openings.append(Opening(r, i, values, tuple(path)).to_json())
-                verdict = patiently(lambda: self.client.open(c["challenge_id"], openings))  # noqa: B023
+                verdict = patiently(lambda: self.client.open(c.challenge_id, openings))  # noqa: B023
             except GatewayError as exc:  # the deadline passed while a replica was down: judged a timeout
                 if not (exc.status == 409 and (exc.title == "Deadline passed" or "timeout" in exc.detail)):
                     raise
-                self.log["late"].append(c["challenge_id"])
+                self.log["late"].append(c.challenge_id)
                 continue
-            self.log["verdicts"][c["challenge_id"]] = verdict
+            self.log["verdicts"][c.challenge_id] = verdict.model_dump(mode="json")
 
 
 class Settler(Worker):
@@ -175,7 +174,7 @@ class Settler(Worker):
                 continue
             pid = self.log["registered"][len(self.log["settlements"]) % len(self.log["registered"])]
             job = patiently(lambda: self.client.create_job("renter", pid, "usd:1"))  # noqa: B023
-            self.log["settlements"][job["id"]] = patiently(lambda: self.client.settle(job["id"]))  # noqa: B023
+            self.log["settlements"][job.id] = patiently(lambda: self.client.settle(job.id)).model_dump(mode="json")  # noqa: B023
             time.sleep(0.2)
 
 
@@ -190,7 +189,7 @@ class Trainer(Worker):
 
     def work(self) -> None:
         patiently(lambda: self.provider.register("trainer", [{"model": "NVIDIA H100", "vram_gib": 80}]))
-        jid = patiently(lambda: self.market.create_job("renter", self.provider.provider_id, "usd:1", POLICY))["id"]
+        jid = patiently(lambda: self.market.create_job("renter", self.provider.provider_id, "usd:1", POLICY)).id
         self.log["training_job"] = jid
         run_reference_job(self.provider, jid, POLICY, self.store, 8)  # retries through crashes (tenacity)
         self.log["bucket_after_upload"] = self.bucket()  # the drawn segments' states, before their replays
@@ -289,8 +288,8 @@ def test_three_replicas_one_killed_and_restarted_lose_and_double_nothing(postgre
         for old, new in zip(heads, heads[1:], strict=False):
             assert new.size >= old.size, (old.size, new.size)
             if old.size and new.size > old.size:
-                GatewayClient.verify_consistency(old, new, patiently(lambda: reader.consistency_proof(
-                    old.size, new.size)))  # noqa: B023
+                logproofs.verify_consistency(old, new, patiently(lambda: reader.consistency_proof(
+                    old.size, new.size)).proof)  # noqa: B023
                 checked += 1
         assert checked >= 3, "too few distinct heads to mean anything"
 
@@ -311,8 +310,8 @@ def test_three_replicas_one_killed_and_restarted_lose_and_double_nothing(postgre
         assert len(accepted) <= REGISTRATION_BUDGET - 3, len(accepted)
         assert refused, "the flood was never limited"
         heads.append(patiently(reader.tree_head))  # the last, after everything
-        GatewayClient.verify_consistency(heads[-2], heads[-1], reader.consistency_proof(heads[-2].size,
-                                                                                        heads[-1].size))
+        logproofs.verify_consistency(heads[-2], heads[-1], reader.consistency_proof(heads[-2].size,
+                                                                                    heads[-1].size).proof)
 
         engine = create_engine(postgres_url)
         with engine.connect() as c:

@@ -37,12 +37,12 @@ def test_another_marketplaces_key_can_neither_read_nor_settle_its_jobs(world):
     provider = world.provider()
     job = world.market.create_job(SECRET_RENTER, provider.provider_id, SECRET_PRICE)
     rival = client(world, "rival", ["jobs", "settle"])
-    assert status_of(rival.job, job["id"]) == 404  # as for a job that does not exist
-    assert status_of(rival.settle, job["id"]) == 404
+    assert status_of(rival.job, job.id) == 404  # as for a job that does not exist
+    assert status_of(rival.settle, job.id) == 404
     assert status_of(rival.job, "0" * 32) == 404
-    assert world.market.job(job["id"])["decision"] is None  # nothing was settled
+    assert world.market.job(job.id).decision is None  # nothing was settled
     colleague = client(world, "market-settler", ["settle"], tenant="market")  # another key of the same tenant
-    assert colleague.settle(job["id"])["decision"] == "hold"
+    assert colleague.settle(job.id).decision == "hold"
 
 
 def test_a_throwaway_replay_key_can_neither_download_uploads_nor_pass_audits(world):
@@ -79,14 +79,14 @@ def test_a_throwaway_replay_key_can_neither_download_uploads_nor_pass_audits(wor
 def test_validators_are_registered_listed_named_and_deleted_per_tenant(world):
     rival = client(world, "rival", ["jobs"])
     public = signatures.public_key_bytes(signatures.new_private_key()).hex()
-    assert [v["public_key"] for v in world.market.validators()] == [
+    assert [v.public_key for v in world.market.validators()] == [
         signatures.public_key_bytes(world.validator_key).hex()]
     assert rival.validators() == []
     provider = world.provider()
     assert status_of(world.market.create_job, "r", provider.provider_id, "p", POLICY, None, None, [public]) == 422
     rival.register_validator(public, "rival's")
     job = rival.create_job("r", provider.provider_id, "p", POLICY)
-    assert job["validators"] == [public]
+    assert job.validators == [public]
     rival.delete_validator(public)
     assert rival.validators() == [] and status_of(rival.delete_validator, public) == 404
 
@@ -94,16 +94,15 @@ def test_validators_are_registered_listed_named_and_deleted_per_tenant(world):
 def test_private_references_stay_off_public_pages_and_log_entries(world):
     provider = world.provider()
     job = world.market.create_job(SECRET_RENTER, provider.provider_id, SECRET_PRICE)
-    world.market.settle(job["id"])
+    world.market.settle(job.id)
     pages = ["/", "/jobs", f"/providers/{provider.provider_id}", "/log", "/v1/log/entries",
              f"/v1/providers/{provider.provider_id}", "/v1/providers"]
     for path in pages:
         text = world.gw.client.get(path).text
         assert "SECRET" not in text, path
-    bodies = [json.loads(e["body"]) if isinstance(e.get("body"), str) else e
-              for e in world.market.log_entries()["entries"]]
+    bodies = [json.loads(e.entry) for e in world.market.log_entries().entries]
     settlement = [b for b in bodies if "SECRET" in json.dumps(b) or "renter_commitment" in json.dumps(b)]
     assert settlement and all("SECRET" not in json.dumps(b) for b in settlement)
-    mine = world.market.job(job["id"])  # the tenant can show a renter which entry is theirs
-    expected = hashlib.sha256(bytes.fromhex(mine["renter_salt"]) + SECRET_RENTER.encode()).hexdigest()
-    assert mine["renter_commitment"] == expected and expected in json.dumps(bodies)
+    mine = world.market.job(job.id)  # the tenant can show a renter which entry is theirs
+    expected = hashlib.sha256(bytes.fromhex(mine.renter_salt) + SECRET_RENTER.encode()).hexdigest()
+    assert mine.renter_commitment == expected and expected in json.dumps(bodies)

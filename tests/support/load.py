@@ -9,7 +9,6 @@ import time
 from gpuproof.client import AsyncGatewayClient, GatewayError
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import signatures
 
 from tests.support.calibrate import scaled
@@ -36,15 +35,15 @@ async def agent(base: str, deadline: float, stats: dict, reads_target: list) -> 
                 if c is None:
                     await asyncio.sleep((retry or 1) * random.uniform(0.8, 1.0))  # as the agent daemon does
                     continue
-                params = ChallengeParams.from_json(c)
+                params = c.params()
                 roots = backend.run(params)
-                req = await client.commit(c["challenge_id"], roots)
+                req = await client.commit(c.challenge_id, roots)
                 openings = []
-                for r, i in sorted({tuple(p) for p in req["pairs"]}):
+                for r, i in sorted(set(req.pairs)):
                     values, path = backend.open(params, r, i, roots)
                     openings.append(Opening(r, i, values, tuple(path)).to_json())
-                verdict = await client.open(c["challenge_id"], openings)
-                stats["verdicts"][c["challenge_id"]] = verdict["outcome"]
+                verdict = await client.open(c.challenge_id, openings)
+                stats["verdicts"][c.challenge_id] = str(verdict.outcome)
             except GatewayError as exc:
                 key = "transport" if exc.status == 0 else "5xx" if exc.status >= 500 else f"{exc.status} {exc.title}"
                 stats["errors"][key] = stats["errors"].get(key, 0) + 1

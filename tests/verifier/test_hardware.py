@@ -14,7 +14,7 @@ P = load_profiles()
 
 def rec(cid: str, timing: str = "consistent", correctness: str = "pass", claimed: str = "h100-sxm",
         best: str = "h100-sxm", detail: str = "") -> VerdictRecord:
-    return VerdictRecord(challenge_id=cid * 8, at=1.0, correctness=correctness, timing=timing, best_match=best,
+    return VerdictRecord(evidence_id=cid * 8, at=1.0, correctness=correctness, timing=timing, best_match=best,
                          detail=detail, claimed_profile=claimed)
 
 

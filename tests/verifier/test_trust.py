@@ -106,7 +106,7 @@ def test_passes_of_one_round_weigh_one_pass_however_many_devices_answered_it():
     from gpuproof.verifier.trust import VerdictRecord, score
 
     def passes(rounds: int, devices: int) -> list[VerdictRecord]:
-        return [VerdictRecord(challenge_id=f"{r:04d}{d:04d}" * 4, at=1000.0 + r, correctness="pass",
+        return [VerdictRecord(evidence_id=f"{r:04d}{d:04d}" * 4, at=1000.0 + r, correctness="pass",
                               timing="consistent", round_at=1000.0 + r)
                 for r in range(rounds) for d in range(devices)]
 
@@ -115,6 +115,6 @@ def test_passes_of_one_round_weigh_one_pass_however_many_devices_answered_it():
     spread = score(passes(5, 1), now=1100.0)
     assert spread.lower_bound >= 0.6 and spread.status == "trusted", spread
     assert score(passes(5, 64), now=1100.0).lower_bound == pytest.approx(spread.lower_bound)
-    failing = [VerdictRecord(challenge_id=f"{d:032d}", at=1000.0, correctness="fail", timing="consistent",
+    failing = [VerdictRecord(evidence_id=f"{d:032d}", at=1000.0, correctness="fail", timing="consistent",
                              round_at=1000.0) for d in range(3)]
     assert score(failing, now=1000.0).effective_evidence == pytest.approx(60.0)
