@@ -1,5 +1,6 @@
 """Segment audits' bookkeeping shared by the training and jobs routers: verdicts, expiry, uploads and
-what settlement sees of a job's training evidence. Everything runs in the caller's transaction."""
+what settlement sees of a job's training evidence. Everything runs in the caller's transaction. The rules
+(an audit's states, its expiry, retries) are verifier.training's (AuditState); here they get rows."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.blobs import BlobStore, StoreUnavailable
 from gpuproof.gateway.models import Job, SegmentAudit
 from gpuproof.gateway.state import State
+from gpuproof.verifier import lifecycle, training
 from gpuproof.verifier.trust import CheckpointVerdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("gpuproof.gateway")
+
+
+def state_of(audit: SegmentAudit) -> training.AuditState:
+    """The lifecycle's view of a stored audit (verifier.training.AuditState)."""
+    return training.AuditState(audit_id=audit.id, state=audit.state, deadline_at=audit.deadline_at,
+                               upload_sha256=audit.upload_sha256,
+                               openings_digest=None if audit.opened is None else lifecycle.digest(audit.opened),
+                               verdict_signature=(audit.verdict or {}).get("signature"))
 
 
 def blobs(state: State) -> BlobStore:
@@ -51,17 +61,22 @@ def release_blob(session: Session, state: State, digest: str) -> None:
 
 
 def expire_audits(session: Session, state: State, job_id: str, now: float) -> int:
-    """Fail every audit of the job whose provider did not send its evidence before the deadline."""
+    """Fail every audit of the job whose provider did not send its evidence before the deadline
+    (verifier.training.audit_expiry)."""
     rows = session.execute(select(SegmentAudit).where(SegmentAudit.job_id == job_id,
                                                       SegmentAudit.state == "requested",
                                                       SegmentAudit.deadline_at < now)
                            .order_by(SegmentAudit.id).with_for_update()  # gateway.db.locked: judged once
                            .execution_options(populate_existing=True)).scalars().all()
+    expired = 0
     for a in rows:
-        missing = [w for w, have in (("the state upload", a.upload_sha256), ("the openings", a.opened)) if not have]
-        judge(session, state, a, "fail", f"{' and '.join(missing)} did not arrive before the deadline", now)
+        reason = training.audit_expiry(state_of(a), now)
+        if reason is None:
+            continue
+        judge(session, state, a, "fail", reason, now)
         release_upload(session, state, a)
-    return len(rows)
+        expired += 1
+    return expired
 
 
 def job_checkpoint_verdicts(session: Session, job: Job, now: float) -> list[CheckpointVerdict]:

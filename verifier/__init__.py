@@ -1,1 +1,2 @@
-"""gpuproof verifier: pure protocol logic (openings, spot checks, timing, trust). No HTTP, no SQL."""
+"""gpuproof verifier: pure protocol logic (the challenge lifecycle, openings, spot checks, timing, trust).
+No HTTP, no SQL."""

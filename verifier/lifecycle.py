@@ -85,6 +85,18 @@ class ProbeExpired(LifecycleError):
     """A round-trip probe echoed after the echo window."""
 
 
+class AlreadyUploaded(LifecycleError):
+    """A segment audit's state upload with other content than the one on record."""
+
+
+class AlreadyOpened(LifecycleError):
+    """A segment audit's openings with other content than the ones on record."""
+
+
+class NotReady(LifecycleError):
+    """A segment audit's replay asked for before the provider's evidence is complete."""
+
+
 class RunClosed(LifecycleError):
     """A checkpoint commitment for a training run already closed."""
 

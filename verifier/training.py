@@ -10,6 +10,8 @@ gateway and the tests share, so that the 200-run honesty check exercises the cod
   end are drawn with the operating system's CSPRNG: nothing the provider committed could predict them.
 - `admit` and `close_run`: the run's lifecycle (a commitment is accepted while the run is open, once per
   step; closing checks the arrival times and draws the audits, with their deadline).
+- `AuditState` and its rules (`answer_audit`, `after_answer`, `audit_expiry`, `require_ready`,
+  `replay_result`): a segment audit's lifecycle, requested -> ready -> judged.
 - `check_openings`: batches and opened chunks checked on arrival, against the end commitment.
 """
 
@@ -23,7 +25,17 @@ from typing import Any, Literal
 
 from gpuproof.kernels.errors import InvalidParameter, ProofError
 from gpuproof.verifier import checkpoints
-from gpuproof.verifier.lifecycle import AlreadyCommitted, RunClosed, TooFewCommitments, TooManyCommitments
+from gpuproof.verifier.lifecycle import (
+    AlreadyCommitted,
+    AlreadyJudged,
+    AlreadyOpened,
+    AlreadyUploaded,
+    NotReady,
+    RunClosed,
+    TooFewCommitments,
+    TooManyCommitments,
+    WrongState,
+)
 
 ZERO = checkpoints.ZERO
 MODES = ("exact", "tolerance")
@@ -276,3 +288,84 @@ def replay_fields(audit_id: str, job_id: str, start_step: int, end_step: int, st
     return {"audit_id": audit_id, "job_id": job_id, "start_step": start_step, "end_step": end_step,
             "start_root": start_root, "end_root": end_root, "end_hash": end_hash, "upload_sha256": upload_sha256,
             **{k: result.get(k) for k in ("outcome", "mode", "reason", "tensor", "chunk", "distance", "tau")}}
+
+
+# A segment audit's lifecycle ------------------------------------------------------------------------------
+#     requested --upload + openings, both checked--> ready --validator's signed replay--> judged
+#         \__ a part that fails its check, or the deadline passing first ______________/ (fail)
+AUDIT_STATES = ("requested", "ready", "judged")
+AuditPart = Literal["uploaded", "opened"]
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """What the lifecycle knows of one segment audit: its state, its deadline for the provider's evidence
+    (a clock value), the digests of the parts on record (the upload's SHA-256, `lifecycle.digest` of the
+    openings) and the signature of the validator's verdict, if any."""
+
+    audit_id: str
+    state: str
+    deadline_at: float
+    upload_sha256: str | None = None
+    openings_digest: str | None = None
+    verdict_signature: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in AUDIT_STATES:
+            raise InvalidParameter("state", f"expected one of {AUDIT_STATES}, got {self.state!r}")
+        if self.state == "ready" and (self.upload_sha256 is None or self.openings_digest is None):
+            raise InvalidParameter("state", "an audit is ready only with its upload and its openings")
+
+
+def answer_audit(audit: AuditState, part: AuditPart, content_digest: str) -> Literal["store", "replay"]:
+    """A part of the provider's evidence for an audit (`uploaded`: the state at the segment's start, by its
+    SHA-256; `opened`: the batches and chunks, by their digest): `store` it, or `replay` the audit as on
+    record for a retry of the same content. Other content once the part is on record is AlreadyUploaded or
+    AlreadyOpened; anything new for a judged audit is AlreadyJudged."""
+    on_record = audit.upload_sha256 if part == "uploaded" else audit.openings_digest
+    if on_record is None and audit.state != "judged":
+        return "store"
+    if on_record is not None and hmac.compare_digest(on_record, content_digest):
+        return "replay"
+    detail = f"audit {audit.audit_id} is {audit.state}" + (f" and was {part} with other content"
+                                                           if on_record is not None else "")
+    if audit.state == "judged":
+        raise AlreadyJudged(detail)
+    raise (AlreadyUploaded if part == "uploaded" else AlreadyOpened)(detail)
+
+
+def after_answer(audit: AuditState) -> str:
+    """The state of an audit once a part that checked out is stored: ready when both parts are on record."""
+    if audit.state == "judged":
+        raise WrongState("store a part of an audit", ("requested", "ready"), audit.state)
+    return "ready" if audit.upload_sha256 is not None and audit.openings_digest is not None else "requested"
+
+
+def audit_expiry(audit: AuditState, now: float) -> str | None:
+    """Why an audit fails at `now` for want of the provider's evidence (None: it does not): still requested
+    after its deadline. A ready audit waits for its validator and does not expire."""
+    if audit.state != "requested" or not audit.deadline_at < now:
+        return None
+    missing = [what for what, have in (("the state upload", audit.upload_sha256),
+                                       ("the openings", audit.openings_digest)) if not have]
+    return f"{' and '.join(missing)} did not arrive before the deadline"
+
+
+def require_ready(audit: AuditState, why: str, *, upload: bool = False) -> None:
+    """Replay materials exist only for a ready audit (with its upload kept, when `upload`); NotReady says
+    the state and `why`."""
+    if audit.state != "ready" or (upload and audit.upload_sha256 is None):
+        raise NotReady(f"audit {audit.audit_id} is {audit.state}; {why}")
+
+
+def replay_result(audit: AuditState, signature: str) -> Literal["store", "replay"]:
+    """A validator's signed verdict for an audit: `store` it (the audit is ready), or `replay` the audit
+    for a retry of the same signed verdict; another verdict for a judged audit is AlreadyJudged, one for an
+    audit still waiting for the provider's evidence NotReady."""
+    if audit.state == "judged":
+        if audit.verdict_signature is not None and hmac.compare_digest(audit.verdict_signature, signature):
+            return "replay"
+        raise AlreadyJudged(f"audit {audit.audit_id} has a verdict")
+    if audit.state != "ready":
+        raise NotReady(f"audit {audit.audit_id} is {audit.state}")
+    return "store"

@@ -32,7 +32,7 @@ from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_ba
 from gpuproof.gateway.state import State, StateDep, arrived_at
 from gpuproof.gateway.uploads import SignedUploadDep, Upload, receive_upload
 from gpuproof.kernels.errors import InvalidParameter, ProofError
-from gpuproof.verifier import checkpoints, signatures, training
+from gpuproof.verifier import checkpoints, lifecycle, signatures, training
 from gpuproof.verifier.profiles import lookup
 from gpuproof.verifier.wire import AuditOut, CheckpointOut, ReplayMaterialsOut, TrainingEvidenceOut, TrainingOut
 from sqlalchemy import func, select
@@ -112,15 +112,12 @@ def _audit_to_answer(auth, state, job_id: str, audit_id: str, now: float) -> Seg
     return _own_audit(session, audit_id, auth.provider.id, lock=True)
 
 
-def _answered(session: Session, audit: SegmentAudit, done: bool, same: bool, what: str) -> dict | None:
-    """None if this part of the audit is still to come; the stored answer for a retry of the same content;
-    409 for other content once it was sent or the audit was judged."""
-    if not done and audit.state != "judged":
+def _answered(session: Session, audit: SegmentAudit, part: training.AuditPart, content_digest: str) -> dict | None:
+    """None if this part of the audit is to be stored; the stored answer for a retry of the same content
+    (verifier.training.answer_audit raises for other content)."""
+    if training.answer_audit(audits.state_of(audit), part, content_digest) == "store":
         return None
-    if same:
-        return rolled_back(session, audit_json(audit))  # a retry: nothing new, not even its nonce
-    raise Problem(409, f"Already {'judged' if audit.state == 'judged' else what}",
-                  f"audit {audit.id} is {audit.state}" + (f" and was {what} with other content" if done else ""))
+    return rolled_back(session, audit_json(audit))  # a retry: nothing new, not even its nonce
 
 
 def _commitment(session: Session, job_id: str, step: int) -> TrainingCommitment:
@@ -219,9 +216,7 @@ def _expected_upload(audit_id: IdPath, auth: SignedUploadDep, state: StateDep) -
     assert auth.declared is not None
     with state.db.reader() as reader:
         audit = _own_audit(reader, audit_id, auth.provider.id)
-        if (audit.state == "judged" or audit.upload_sha256 is not None) \
-                and audit.upload_sha256 != auth.declared.sha256:  # a retry of the same content goes on
-            _answered(reader, audit, audit.upload_sha256 is not None, False, "uploaded")  # raises 409
+        training.answer_audit(audits.state_of(audit), "uploaded", auth.declared.sha256)  # a retry goes on
         start = _commitment(reader, audit.job_id, audit.start_step)
         return start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
 
@@ -257,10 +252,9 @@ def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep,
     stored = matches and _store_blob(state, upload.path, digest)
     try:
         audit = _audit_to_answer(auth, state, job_id, audit_id, now)
-        if (answered := _answered(session, audit, audit.upload_sha256 is not None, audit.upload_sha256 == digest,
-                                  "uploaded")) is not None:
+        if (answered := _answered(session, audit, "uploaded", digest)) is not None:
             return answered
-    except Problem:
+    except (Problem, lifecycle.LifecycleError):
         if stored:  # refused (late, judged, other content): nothing names the new blob
             with state.db.reader() as reader:
                 audits.release_blob(reader, state, digest)
@@ -269,8 +263,8 @@ def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep,
     if not matches:
         audits.judge(session, state, audit, "fail", f"the uploaded state does not match the root committed at step "
                f"{audit.start_step}: {problem}", now)
-    elif audit.opened is not None:
-        audit.state = "ready"
+    else:
+        audit.state = training.after_answer(audits.state_of(audit))
     session.commit()
     return audit_json(audit)
 
@@ -307,14 +301,14 @@ def post_segment_openings(audit_id: IdPath, body: SegmentOpeningsIn, auth: Signe
         failure = exc
     wire = {"batches": body.batches, "openings": [o.model_dump() for o in body.openings]}
     audit = _audit_to_answer(auth, state, job_id, audit_id, now)
-    if (answered := _answered(session, audit, audit.opened is not None, audit.opened == wire, "opened")) is not None:
+    if (answered := _answered(session, audit, "opened", lifecycle.digest(wire))) is not None:
         return answered
     audit.opened = wire
     if failure is not None:
         audits.judge(session, state, audit, "fail", str(failure), now, tensor=failure.tensor, chunk=failure.chunk)
         audits.release_upload(session, state, audit)
-    elif audit.upload_sha256 is not None:
-        audit.state = "ready"
+    else:
+        audit.state = training.after_answer(audits.state_of(audit))
     session.commit()
     return audit_json(audit)
 
@@ -351,9 +345,7 @@ def get_materials(audit_id: IdPath, request: Request, session: ReadSessionDep,
     """Everything a validator needs to replay the segment except the state itself (GET .../state). For the
     job's tenant's keys and the validators the job names (a request signed by one: gateway/tenancy.py)."""
     audit = _evidence_audit(session, audit_id, key, request)
-    if audit.state != "ready":
-        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; replay needs the upload and the "
-                      "openings")
+    training.require_ready(audits.state_of(audit), "replay needs the upload and the openings")
     job = _job(session, audit.job_id)
     start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
     return {"audit": audit_json(audit), "policy": job.checkpoint_policy,
@@ -371,16 +363,17 @@ def get_state(audit_id: IdPath, request: Request, session: ReadSessionDep, state
               key: Annotated[ApiKey, Depends(api_key("replay"))]) -> Response:
     """The uploaded state: the renter's weights, for the job's tenant's keys and the validators it names."""
     audit = _evidence_audit(session, audit_id, key, request)
-    if audit.state != "ready" or audit.upload_sha256 is None:
-        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}; its upload is kept until the verdict")
+    training.require_ready(audits.state_of(audit), "its upload is kept until the verdict", upload=True)
+    digest = audit.upload_sha256
+    assert digest is not None  # require_ready(upload=True)
     try:
-        blob = audits.blobs(state).open(audit.upload_sha256)
+        blob = audits.blobs(state).open(digest)
     except blobs.StoreUnavailable as exc:
         raise Problem(503, "Blob store unavailable", str(exc), retry_after=10) from None
     if blob is None:
-        raise Problem(503, "Upload missing", f"upload {audit.upload_sha256} is not in this gateway's blob store "
+        raise Problem(503, "Upload missing", f"upload {digest} is not in this gateway's blob store "
                       "(replicas must share it: one S3 bucket, or one directory)")
-    headers = {"X-Content-SHA256": audit.upload_sha256}
+    headers = {"X-Content-SHA256": digest}
     if blob.path is not None:
         return FileResponse(blob.path, media_type="application/octet-stream", headers=headers)  # from disk
     return StreamingResponse(blob.chunks(), media_type="application/octet-stream",  # from S3, piece by piece
@@ -408,12 +401,8 @@ def post_result(audit_id: IdPath, body: ReplayResultIn, session: WriteSessionDep
                           bytes.fromhex(body.signature))
     except signatures.SignatureError as exc:
         raise Problem(401, "Bad signature", f"replay result: {exc}") from None
-    if audit.state == "judged":
-        if audit.verdict and audit.verdict.get("signature") == body.signature:
-            return rolled_back(session, audit_json(audit))
-        raise Problem(409, "Already judged", f"audit {audit_id} has a verdict")
-    if audit.state != "ready":
-        raise Problem(409, "Not ready", f"audit {audit_id} is {audit.state}")
+    if training.replay_result(audits.state_of(audit), body.signature) == "replay":
+        return rolled_back(session, audit_json(audit))
     policy = training.TrainingPolicy.parse(_job(session, audit.job_id).checkpoint_policy)
     if body.mode != policy.mode:
         raise Problem(422, "Invalid request", f"the job's policy replays in {policy.mode!r} mode, not {body.mode!r}")

@@ -1,11 +1,23 @@
-"""A training run's lifecycle (verifier.training.admit and close_run): which commitments are accepted, what
-closing the run checks and draws. Plain data and a fake clock; the HTTP side is tests/gateway/test_training.py."""
+"""A training run's lifecycle (verifier.training.admit and close_run: which commitments are accepted, what
+closing the run checks and draws) and its segment audits' (requested -> ready -> judged). Plain data and a
+fake clock; the HTTP side is tests/gateway/test_training.py."""
 
 from __future__ import annotations
 
 import pytest
-from gpuproof.verifier import checkpoints, training
-from gpuproof.verifier.lifecycle import AlreadyCommitted, RunClosed, TooFewCommitments, TooManyCommitments
+from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.verifier import checkpoints, lifecycle, training
+from gpuproof.verifier.lifecycle import (
+    AlreadyCommitted,
+    AlreadyJudged,
+    AlreadyOpened,
+    AlreadyUploaded,
+    NotReady,
+    RunClosed,
+    TooFewCommitments,
+    TooManyCommitments,
+    WrongState,
+)
 
 ZERO = checkpoints.ZERO
 JOB = "cd" * 16
@@ -56,3 +68,70 @@ def test_a_run_needs_step_zero_and_one_more():
     with pytest.raises(TooFewCommitments, match=f"job {JOB} has 1 commitments; a run needs step 0 and at least "
                                                 "one more"):
         training.close_run(JOB, run([0.0]), POLICY, [], 0.0)
+
+
+# a segment audit: requested -> ready -> judged -----------------------------------------------------------
+AID = "ef" * 16
+UP, OTHER_UP = "aa" * 32, "bb" * 32
+OPENED = lifecycle.digest({"batches": [[1]], "openings": []})
+OTHER_OPENED = lifecycle.digest({"batches": [[2]], "openings": []})
+
+
+def audit(state: str = "requested", **kw) -> training.AuditState:  # noqa: ANN003
+    return training.AuditState(audit_id=AID, state=state, deadline_at=600.0, **kw)
+
+
+def test_an_audit_is_ready_once_both_parts_are_stored_whatever_their_order():
+    fresh = audit()
+    assert training.answer_audit(fresh, "uploaded", UP) == "store"
+    assert training.answer_audit(fresh, "opened", OPENED) == "store"
+    assert training.after_answer(audit(upload_sha256=UP)) == "requested"
+    assert training.after_answer(audit(openings_digest=OPENED)) == "requested"
+    assert training.after_answer(audit(upload_sha256=UP, openings_digest=OPENED)) == "ready"
+
+
+def test_an_audit_part_retry_replays_and_other_content_is_refused():
+    uploaded = audit(upload_sha256=UP)
+    assert training.answer_audit(uploaded, "uploaded", UP) == "replay"
+    with pytest.raises(AlreadyUploaded, match=f"audit {AID} is requested and was uploaded with other content"):
+        training.answer_audit(uploaded, "uploaded", OTHER_UP)
+    opened = audit(openings_digest=OPENED)
+    assert training.answer_audit(opened, "opened", OPENED) == "replay"
+    with pytest.raises(AlreadyOpened, match="was opened with other content"):
+        training.answer_audit(opened, "opened", OTHER_OPENED)
+
+
+def test_a_judged_audit_takes_nothing_new():
+    judged = audit("judged", upload_sha256=UP)
+    assert training.answer_audit(judged, "uploaded", UP) == "replay"
+    with pytest.raises(AlreadyJudged, match=f"^audit {AID} is judged$"):
+        training.answer_audit(judged, "opened", OPENED)
+    with pytest.raises(AlreadyJudged, match="and was uploaded with other content"):
+        training.answer_audit(judged, "uploaded", OTHER_UP)
+    with pytest.raises(WrongState):
+        training.after_answer(judged)
+
+
+def test_an_audit_expires_after_its_deadline_saying_what_was_missing():
+    assert training.audit_expiry(audit(), 600.0) is None  # at the deadline: still in time
+    assert training.audit_expiry(audit(), 600.5) == "the state upload and the openings did not arrive before the " \
+                                                    "deadline"
+    assert training.audit_expiry(audit(upload_sha256=UP), 601) == "the openings did not arrive before the deadline"
+    ready = audit("ready", upload_sha256=UP, openings_digest=OPENED)
+    assert training.audit_expiry(ready, 10_000) is None  # waiting for its validator, not for the provider
+
+
+def test_a_replay_needs_a_ready_audit_and_its_verdict_is_recorded_once():
+    ready = audit("ready", upload_sha256=UP, openings_digest=OPENED)
+    training.require_ready(ready, "why", upload=True)
+    with pytest.raises(NotReady, match=f"audit {AID} is requested; replay needs both parts"):
+        training.require_ready(audit(upload_sha256=UP), "replay needs both parts")
+    assert training.replay_result(ready, "sig1") == "store"
+    with pytest.raises(NotReady, match=f"audit {AID} is requested"):
+        training.replay_result(audit(), "sig1")
+    judged = audit("judged", upload_sha256=UP, openings_digest=OPENED, verdict_signature="sig1")
+    assert training.replay_result(judged, "sig1") == "replay"
+    with pytest.raises(AlreadyJudged, match="has a verdict"):
+        training.replay_result(judged, "sig2")
+    with pytest.raises(InvalidParameter, match="ready only with its upload and its openings"):
+        audit("ready", upload_sha256=UP)
