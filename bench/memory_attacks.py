@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpuproof.simulators.protocol import within_bound  # noqa: E402
 from gpuproof.verifier import memory as vm  # noqa: E402
 from gpuproof.verifier.profiles import Profile, load_profiles  # noqa: E402
 from gpuproof.verifier.timing import TimingConfig, classify, size_challenge, thresholds  # noqa: E402
@@ -113,9 +114,9 @@ class Row:
 
     @property
     def within_bound(self) -> bool:
-        """Passed no more often than the stated probability allows, with 4 binomial sd of slack."""
-        p = self.stated
-        return self.passed <= self.runs * p + 4 * math.sqrt(self.runs * p * (1 - p)) + 1e-9
+        """Passed no more often than the stated probability allows (simulators.protocol.within_bound: the
+        binomial chance of this many passes or more is at least 1e-6)."""
+        return within_bound(self.passed, self.runs, self.stated)
 
 
 def play(s: Strategy, runs: int, rng: random.Random, profiles: Mapping[str, Profile],

@@ -7,7 +7,6 @@ to end and returns the verdict; `detection_table` runs each strategy many times 
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.spec import ChallengeParams, prev_root_of
 from gpuproof.verifier.protocol import Challenge, Verdict, Verifier
 from gpuproof.verifier.timing import Timing, TimingConfig, classify
+from scipy.stats import binom
 
 SMALL_SHAPE = (32, 256, 64, 4)  # m, n, k, rounds
 
@@ -249,7 +249,7 @@ class Row:
     passed: int
     bound: float
     detection: float
-    consistent: bool  # the measured pass rate is within the bound (plus 4 binomial standard deviations)
+    consistent: bool  # the pass count is one the bound can produce (within_bound: binomial tail >= LUCK)
     cards: int = 0  # timing simulations: simulated cards, each with its own fixed efficiency
     cards_always: int = 0  # ... flagged on every one of its challenges
     cards_never: int = 0  # ... flagged on none of them
@@ -266,9 +266,21 @@ def detect(strategy_factory: Callable[[], Strategy], runs: int, verifier: Verifi
         bound = strategy.bound(challenge.params, challenge.spot_checks)
         passed += verdict.correctness == "pass"
     rate = passed / runs
-    slack = 4 * math.sqrt(max(bound * (1 - bound), 1e-12) / runs)
-    ok = passed == runs if isinstance(strategy, Honest) else rate <= bound + slack
+    ok = passed == runs if isinstance(strategy, Honest) else within_bound(passed, runs, bound)
     return Row(strategy.name, strategy.description, runs, passed, bound, 1 - rate, ok)
+
+
+LUCK = 1e-6
+"""How unlikely a run's pass count may be, under a strategy's stated bound, before the bound is called wrong."""
+
+
+def within_bound(passed: int, runs: int, bound: float) -> bool:
+    """Whether `passed` of `runs` is what a pass probability of at most `bound` can produce: the binomial
+    chance of `passed` or more is at least LUCK. (A normal-approximation slack, 4 sd, failed honest runs:
+    at a bound of 1e-4, 2 passes of 1,000 happen 0.5% of the time, and a flaky check hides real ones.)"""
+    if passed == 0:
+        return True
+    return float(binom.sf(passed - 1, runs, min(1.0, bound))) >= LUCK
 
 
 def simulate_timing(claimed: str, actual: str, runs: int, verifier: Verifier,

@@ -45,3 +45,14 @@ def test_simulated_cards_keep_their_efficiency_from_challenge_to_challenge():
     assert row.cards == 40 and row.runs == 2000
     assert row.cards_always + row.cards_never >= 30, row
     assert row.cards_always > 0 and row.cards_never > 0, row
+
+
+def test_the_bound_check_is_a_binomial_tail_not_a_normal_slack():
+    """At a bound of 1e-4, 2 passes in 1,000 happen about once in 200 honest runs (the 4-sd normal slack
+    called that a broken bound); 10 passes would happen once in 10^23 and mean the bound is wrong."""
+    from gpuproof.simulators.protocol import within_bound
+
+    assert within_bound(0, 1000, 0.0) and within_bound(2, 1000, 1e-4) and within_bound(4, 1000, 1e-4)
+    assert not within_bound(10, 1000, 1e-4)
+    assert not within_bound(1, 1000, 0.0)  # a strategy bound to never pass that passed once
+    assert within_bound(520, 1000, 0.5) and not within_bound(600, 1000, 0.5)
