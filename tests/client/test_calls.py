@@ -20,6 +20,13 @@ def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"title": "Not found", "detail": "no such thing"})
     if request.url.path.endswith("/challenges"):
         return httpx.Response(204, headers={"Retry-After": "7", "X-Gpuproof-Rtt-Probe": "p"})
+    # calls that name a response model get an answer of that model (verifier/wire.py), the others an echo
+    if request.url.path == "/v1/providers":
+        return httpx.Response(200, json={"items": [], "total": 0, "limit": 5, "offset": 0})
+    if request.url.path.endswith("/commitment"):
+        return httpx.Response(200, json={"challenge_id": "1" * 32, "pairs": [[0, 3], [1, 2]]})
+    if request.url.path == "/v1/validators":
+        return httpx.Response(200, json=[])
     return httpx.Response(200, json={"path": request.url.path, "query": request.url.query.decode()})
 
 
@@ -39,8 +46,8 @@ class Async(AsyncGatewayClient):
     caught_then_read = call(caught_then_read)
 
 
-CALLS = [("providers", (), {"model": "H100", "limit": 5}), ("trust", ("0" * 32,), {}),
-         ("create_job", ("renter", "0" * 32, "usd:1"), {"devices": [0]}), ("poll", (0, 2.0), {}),
+CALLS = [("providers", (), {"model": "H100", "limit": 5}), ("transcript", ("0" * 32,), {}),
+         ("validators", (), {}), ("training", ("0" * 32,), {}), ("poll", (0, 2.0), {}),
          ("commit", ("1" * 32, [bytes(32)]), {}), ("caught_then_read", (), {})]
 
 
@@ -79,8 +86,19 @@ def test_what_the_calls_send():
     sent, _, status_and_body, _ = run_both("caught_then_read", (), {})
     assert [s[1] for s in sent] == ["http://gw/missing", "http://gw/v1/log/head-like"]
     assert status_and_body == (404, {"path": "/v1/log/head-like", "query": ""})
-    sent, _, _, _ = run_both("create_job", ("renter", "0" * 32, "usd:1"), {"devices": [0]})
+    sent, _, _, _ = run_both("validators", (), {})
     assert sent[0][3] and not sent[0][4]  # an API key's call: Bearer, unsigned
+    _, _, request, _ = run_both("commit", ("1" * 32, [bytes(32)]), {})
+    assert request.pairs == [(0, 3), (1, 2)]  # parsed into its model (OpeningRequestOut)
+
+
+def test_an_answer_that_is_not_its_model_is_a_502_gateway_error():
+    """The gateway broke its contract: the SDK says so instead of handing back a wrong shape."""
+    wrong = httpx.MockTransport(lambda request: httpx.Response(200, json={"items": "not a list"}))
+    with GatewayClient("http://gw", transport=wrong) as client, \
+            pytest.raises(GatewayError, match="ProviderPage") as info:
+        client.providers()
+    assert info.value.status == 502
 
 
 def test_an_uncaught_error_reaches_the_caller_from_both_clients():
