@@ -342,9 +342,9 @@ class Calls:
                               model=wire.ConsistencyProofOut))
 
     @call
-    def challenge_log(self, challenge_id: str) -> Flow[dict]:
+    def challenge_log(self, challenge_id: str) -> Flow[wire.ChallengeLogOut]:
         """The log's entries about one challenge, as served (unchecked)."""
-        return (yield Request("GET", f"/v1/log/challenges/{challenge_id}"))
+        return (yield Request("GET", f"/v1/log/challenges/{challenge_id}", model=wire.ChallengeLogOut))
 
     @call
     def verified_entry(self, index: int, head: TreeHead | None = None) -> Flow[dict]:
@@ -374,19 +374,19 @@ class Calls:
         signs (inclusion proof), and their bodies and order bind the transcript
         (`gpuproof.verifier.evidence.challenge_differences`). Returns the head, the entries by kind and every
         difference (empty: the log binds this transcript). Precondition: `doc` parsed as a transcript."""
-        served = (yield from Calls.challenge_log.flow(self, doc["challenge"]["challenge_id"]))["entries"]
+        served = (yield from Calls.challenge_log.flow(self, doc["challenge"]["challenge_id"])).entries
         head = yield from Calls.tree_head.flow(self)  # after the entries: a growing log holds them all
         diffs, checked = [], []
         for e in served:
             try:
-                proof = yield from Calls.inclusion_proof.flow(self, e["index"], head.size)
-                logproofs.verify_inclusion(head, e["index"], e["entry"], proof.proof)
+                proof = yield from Calls.inclusion_proof.flow(self, e.index, head.size)
+                logproofs.verify_inclusion(head, e.index, e.entry, proof.proof)
             except (LogVerificationError, GatewayError) as exc:
                 diffs.append(str(exc))
                 continue
-            checked.append((e["index"], e["entry"]))
+            checked.append((e.index, e.entry))
         diffs += evidence.challenge_differences(doc, checked)
-        return head, {e["kind"]: e["index"] for e in served}, diffs
+        return head, {e.kind: e.index for e in served}, diffs
 
     @call
     def audit_log(self, head: TreeHead, audit: evidence.LogAudit | None = None) -> Flow[evidence.LogAudit]:
