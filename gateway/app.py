@@ -158,7 +158,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         # The long-lived objects made at start-up (modules, SciPy, SQLAlchemy metadata) are moved out of
-        # the collector's reach: full collections over them paused every request for ~100 ms otherwise.
+        # the collector's reach: full collections over them paused every request otherwise
+        # (docs/performance.md, "Gateway under load").
         gc.collect()
         gc.freeze()
         # Blocking work (verification, database writes) runs in at most `worker_threads` threads (3): each

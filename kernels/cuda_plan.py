@@ -21,7 +21,7 @@ from gpuproof.kernels import merkle
 from gpuproof.kernels.spec import ChallengeParams, definition
 
 MAX_LEVELS_PER_LAUNCH = 9  # a block reduces 512 nodes: 9 levels at most
-DEFAULT_LEVELS_PER_LAUNCH = 6  # measured 3-8% faster than 9 on an H200 (docs/performance.md)
+DEFAULT_LEVELS_PER_LAUNCH = 6  # faster than 9 in every H200 run (docs/performance.md, "Kernel variants")
 LEVEL_NODES_PER_BLOCK = 512
 M_ALIGN = 16  # rows of A and C are padded to this: cuBLAS int8 wants M multiples of 4; 16 is the safe choice
 GEN_THREADS = 256  # gen_nibbles, gen_bytes: one thread per Philox block (64 values in v1, 32 in v2)

@@ -1,6 +1,6 @@
 """Ed25519 signatures (RFC 8032) for provider requests, registrations, signed tree heads and replay
-results, with `cryptography` (OpenSSL): ~0.15 ms a verification here (`python bench/cpu_bench.py`), several
-times faster than pycryptodome, which the project used before; every signed request pays it.
+results, with `cryptography` (OpenSSL), checked strictly (below); every signed request pays one
+verification (its cost: docs/performance.md, `python bench/cpu_bench.py`).
 
 Pure: bytes in, bytes or a SignatureError out. Every signed message starts with its own domain string,
 so a signature made for one purpose can never be replayed as another.
