@@ -140,12 +140,41 @@ def challenge_local(
     doc = transcript.build(challenge, commitment, request, openings, verdict)
     if transcript_out:
         _write_json(transcript_out, doc)
+    finding = _memory_phase(verifier, challenge, roots)
     if as_json:
-        print(json.dumps(verdict.to_json()))
+        print(json.dumps(verdict.to_json() | ({"memory": finding.to_json()} if finding else {})))
     else:
         print_verdict(verdict.to_json())
-    if verdict.outcome != "pass":
+        if finding is not None:
+            lanes = "verified" if finding.failure is None else f"FAILED ({finding.failure})"
+            print(f"memory phase (spec v2): opened lanes {lanes} against the committed roots; walk "
+                  f"{finding.walk_class}, capacity {finding.capacity}, bandwidth class {finding.bandwidth_class}")
+            for reason in finding.reasons:
+                print(f"  - {reason}")
+    if verdict.outcome != "pass" or (finding is not None and finding.failure is not None):
         raise typer.Exit(1)
+
+
+def _memory_phase(verifier, challenge, roots):  # noqa: ANN001, ANN202
+    """Spec v2's memory phase played locally after the compute phase (kernels.memory.play_local) and judged
+    (verifier.memory.judge_memory); None for a v1 challenge or an unprofiled claim (no memory to prove).
+
+    The lanes' check is exact and decides the exit status; the walk's timing on a CPU at a small size says
+    nothing about a GPU (as the compute phase's does not), so it is shown, not judged here."""
+    from gpuproof.kernels import memory as km
+    from gpuproof.kernels.spec import definition
+    from gpuproof.verifier import memory as vm
+
+    profile = verifier.profile_of(challenge)
+    if definition(challenge.params.spec).version < 2 or not profile.memory_gib:
+        return None
+    plan = vm.plan_memory(challenge.params, profile)
+    started = time.perf_counter()
+    play = km.play_local(plan)
+    walk_s = time.perf_counter() - started  # rounds, table and walk: an upper bound on the walk alone
+    if play.roots != list(roots):
+        raise InvalidParameter("--backend", "the memory phase's rounds differ from the compute phase's roots")
+    return vm.judge_memory(plan, profile, play.roots, play.nonce, play.walk_root, play.drawn, play.openings, walk_s)
 
 
 def _write_json(path: str, doc: object) -> None:

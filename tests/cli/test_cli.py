@@ -65,6 +65,21 @@ def test_local_plays_a_v2_h200_challenge_on_the_cpu_at_a_small_size(tmp_path):
     assert json.loads(check.stdout)["matches_record"] is True
 
 
+
+def test_local_plays_the_v2_memory_phase_after_the_compute_phase():
+    """Issue 17: `challenge local --device-model h200` plays spec v2's memory phase too: the table over the
+    rounds, the walk, opened lanes checked against the committed roots; a v1 challenge has no memory phase."""
+    out = gpuproof("challenge", "local", "--device-model", "h200", "--backend", "cpu", "--json")
+    verdict = json.loads(out.stdout)
+    memory = verdict["memory"]
+    assert memory["failure"] is None, memory  # every opened lane re-walked to its committed state
+    assert memory["table_bytes"] == 2 * 256 * 256 * 4  # both rounds of the small shape are the table
+    assert memory["walk_class"] in ("consistent", "faster-than-claimed", "slower-than-claimed", "timeout")
+    assert memory["capacity"] in ("holds-table", "not-shown") and memory["reasons"]
+    assert out.returncode == (0 if verdict["outcome"] == "pass" else 1)
+    v1 = gpuproof("challenge", "local", "--device-model", "h200", "--backend", "cpu", "--spec", "1", "--json")
+    assert "memory" not in json.loads(v1.stdout)
+
 def test_run_plain_prints_one_root_per_round():
     out = gpuproof("challenge", "run", "--seed", SEED, *SIZES, "--backend", "cpu")
     assert out.returncode == 0
