@@ -40,10 +40,11 @@ import gpuproof.agent.keys, gpuproof.agent.training
 from gpuproof.client import AsyncGatewayClient, GatewayClient
 from gpuproof.cli import main
 
-trust = {"score": 0.9}
+trust = {"provider_id": "0" * 32, "score": 0.9, "lower_bound": 0.8, "evidence": 5, "effective_evidence": 5.0,
+         "verified_class": "h100-sxm", "last_verified_at": 1.0, "status": "trusted", "reasons": []}
 transport = httpx.MockTransport(lambda request: httpx.Response(200, json=trust))
 with GatewayClient("http://gateway.invalid", transport=transport) as client:
-    assert client.trust("0" * 32) == trust
+    assert client.trust("0" * 32).model_dump(mode="json") == trust  # parsed into its model (pydantic alone)
 assert callable(AsyncGatewayClient.trust.__get__(AsyncGatewayClient("http://gateway.invalid")))
 assert main(["agent", "init"]) == 0
 code = main(["agent", "selftest", "--shape", "64,512,256,2", "--backend", "cpu"])
