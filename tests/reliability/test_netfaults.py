@@ -36,7 +36,6 @@ from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.gateway.models import Challenge, LogEntry
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import signatures
 from gpuproof.verifier.timing import TimingConfig
 from sqlalchemy import create_engine, select
@@ -204,19 +203,19 @@ def test_a_replica_cut_off_from_postgresql_answers_503_with_retry_after_then_rec
                 httpx.Client(base_url=server.base, timeout=scaled(30)) as raw:
             client.register("partitioned", [{"model": "cpu-reference", "vram_gib": 1}])
             c, _, _ = client.next_challenge(0)
-            params = ChallengeParams(bytes.fromhex(c["seed"]), c["m"], c["n"], c["k"], c["rounds"])
+            params = c.params()
             backend = CpuBackend()
             roots = backend.run(params)
-            req = client.commit(c["challenge_id"], roots)
+            req = client.commit(c.challenge_id, roots)
             openings = []
-            for r, i in sorted({tuple(p) for p in req["pairs"]}):
+            for r, i in sorted({tuple(p) for p in req.pairs}):
                 values, path = backend.open(params, r, i, roots)
                 openings.append(Opening(r, i, values, tuple(path)).to_json())
 
             namespace.drop(1, 100)  # the partition: every packet between the replica and PostgreSQL
             cut = time.monotonic()
             with pytest.raises(GatewayError) as refused:
-                client.open(c["challenge_id"], openings)
+                client.open(c.challenge_id, openings)
             answer_s = time.monotonic() - cut
             assert refused.value.status == 503, refused.value.problem
             assert int(refused.value.retry_after) >= 1
@@ -228,7 +227,8 @@ def test_a_replica_cut_off_from_postgresql_answers_503_with_retry_after_then_rec
                 time.sleep(0.1)
             recovery_s = time.monotonic() - healed
             try:
-                verdict = client.open(c["challenge_id"], openings)  # the provider's retry, as the agent's
+                # the provider's retry, as the agent's
+                verdict = client.open(c.challenge_id, openings).model_dump(mode="json")
             except GatewayError as exc:  # the partition outlasted the deadline: judged a timeout, not wrong
                 assert exc.status == 409, exc.problem
                 verdict = None
@@ -264,10 +264,10 @@ def test_a_replica_cut_off_from_postgresql_answers_503_with_retry_after_then_rec
         forwarder.close()
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(Challenge.state, Challenge.outcome).where(Challenge.id == c["challenge_id"])).all()
+        rows = conn.execute(select(Challenge.state, Challenge.outcome).where(Challenge.id == c.challenge_id)).all()
         entries = conn.execute(select(LogEntry.kind, LogEntry.body).where(LogEntry.kind == "verdict")).all()
     engine.dispose()
-    assert len([e for e in entries if c["challenge_id"] in e.body]) <= 1  # never judged twice
+    assert len([e for e in entries if c.challenge_id in e.body]) <= 1  # never judged twice
     if verdict is not None:
         assert rows == [("judged", verdict["outcome"])]
-        assert len([e for e in entries if c["challenge_id"] in e.body]) == 1
+        assert len([e for e in entries if c.challenge_id in e.body]) == 1

@@ -196,7 +196,7 @@ class Trainer(Worker):
         while any(a["state"] == "ready" for a in patiently(lambda: self.validator.training(jid))["audits"]):
             patiently(lambda: replay_job(self.validator, jid, self.validator_key))
         self.log["training_report"] = patiently(lambda: self.validator.training(jid))
-        self.log["training_settlement"] = patiently(lambda: self.market.settle(jid))
+        self.log["training_settlement"] = patiently(lambda: self.market.settle(jid)).model_dump(mode="json")
 
 
 def start_replicas(url: str, data_dir, **env: str) -> list[Server]:  # noqa: ANN001
