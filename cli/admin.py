@@ -83,6 +83,30 @@ def gateway_migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = Non
     print(f"database at migration {migrate.head_revision(settings.sqlalchemy_url())}")
 
 
+@app.command("openapi")
+def gateway_openapi(out: Annotated[str | None, typer.Option("--out", help="Write it here (default: stdout).")]
+                    = None) -> None:
+    """Print the gateway's OpenAPI document (every route, request and response model), as docs/openapi.json
+    holds it: canonical JSON, keys sorted. Nothing is served or stored: the app is built on a throw-away
+    database."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from gpuproof.gateway.app import openapi_document
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = openapi_document(Path(tmp))
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(out).write_text(text)
+    except OSError as exc:
+        raise InvalidParameter("--out", f"cannot write {out}: {exc.strerror}") from None
+    print(f"wrote {out} ({len(json.loads(text)['paths'])} paths)")
+
+
 @api_key_app.command("create")
 def api_key_create(name: Annotated[str, typer.Option("--name", help="Who the key is for.")],
                    scope: Annotated[list[str], typer.Option("--scope", help="What the key may do (repeat for "

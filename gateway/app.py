@@ -269,3 +269,13 @@ class RequestTiming:
             route = scope.get("route")
             metrics.REQUEST_SECONDS.labels(route=getattr(route, "path", "unmatched"), method=scope["method"],
                                            status=str(status[0])).observe(time.perf_counter() - started)
+
+
+def openapi_document(data_dir: Path) -> str:
+    """The OpenAPI document of an app built on a throw-away SQLite database in `data_dir`, as canonical
+    JSON (keys sorted, one-space indent, a final newline): what docs/openapi.json holds."""
+    import json
+
+    app = create_app(Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'openapi.db'}",
+                              maintenance_interval_s=0, profiles_file=None))
+    return json.dumps(app.openapi(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"

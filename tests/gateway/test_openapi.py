@@ -4,6 +4,7 @@ has a schema, and real answers match theirs with no field the schema does not na
 from __future__ import annotations
 
 import copy
+import json
 
 import jsonschema
 import pytest
@@ -97,3 +98,18 @@ def test_real_answers_match_their_schemas(gateway):
     _check(spec, "/v1/jobs", "post", 201, job.json())
     settled = client.post(f"/v1/jobs/{job.json()['id']}/settlement", headers=auth)
     _check(spec, "/v1/jobs/{job_id}/settlement", "post", 200, settled.json())
+
+
+def test_docs_openapi_json_is_the_apps_document(tmp_path):
+    """docs/openapi.json is published for clients in other languages (issue 19); it must be what the gateway
+    serves. After a change to a route or model: `gpuproof gateway openapi --out docs/openapi.json`."""
+    from pathlib import Path
+
+    from gpuproof.gateway.app import openapi_document
+
+    published = (Path(__file__).parents[2] / "docs" / "openapi.json").read_text()
+    generated = openapi_document(tmp_path)
+    assert published == generated, "docs/openapi.json is stale: `gpuproof gateway openapi --out docs/openapi.json`"
+    spec = json.loads(published)
+    ids = [op["operationId"] for _, _, op in _operations(spec)]
+    assert len(ids) == len(set(ids)) and {"register_provider", "post_openings", "settle_job"} <= set(ids)
