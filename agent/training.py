@@ -48,6 +48,10 @@ class TrainingReporter:
     def close(self) -> dict:
         return self._retrying(lambda: self.client.close_run(self.job_id))
 
+    def report(self) -> dict:
+        """The gateway's training report of the job, read through the same retries as every other call."""
+        return self._retrying(lambda: self.client.training(self.job_id))
+
     def answer(self, committer: CheckpointCommitter, audits: list[dict],
                tamper: Callable[[dict], dict] | None = None) -> list[dict]:
         """Upload and open every requested audit; returns the audits' states as the gateway reports them."""
@@ -138,7 +142,7 @@ def run_reference_job(client: GatewayClient, job_id: str, policy: dict, store: P
     report = reporter.close()
     on_event("closed", {"job_id": job_id, "flags": report["flags"], "audits": len(report["audits"])})
     reporter.answer(committer, report["audits"], tamper=run.tamper)
-    return client.training(job_id)
+    return reporter.report()
 
 
 def replay_job(client: GatewayClient, job_id: str, validator_key,  # noqa: ANN001

