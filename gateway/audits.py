@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from gpuproof.gateway import translog, webhooks
+from gpuproof.gateway import service, translog, webhooks
 from gpuproof.gateway.blobs import BlobStore, StoreUnavailable
 from gpuproof.gateway.models import Job, SegmentAudit
 from gpuproof.gateway.state import State
@@ -39,6 +39,7 @@ def judge(session: Session, state: State, audit: SegmentAudit, outcome: str, rea
     audit.verdict, audit.outcome, audit.judged_at, audit.state = verdict, outcome, now, "judged"
     translog.append(session, "training-verdict", {"provider_id": audit.provider_id, "verdict": verdict}, now)
     webhooks.on_segment_verdict(session, audit, now)
+    service.evidence_changed(session, audit.provider_id, now)
     state.trust_cache.drop(audit.provider_id)
 
 

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse
 from gpuproof.gateway import service, translog
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
-from gpuproof.gateway.models import Device, Job, LogEntry, Provider, SegmentAudit
+from gpuproof.gateway.models import Device, Job, LogEntry, Provider, ProviderScore, SegmentAudit
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import NO_CONTROL, IdPath
 from gpuproof.gateway.sessions import ReadSessionDep
@@ -38,7 +38,7 @@ from gpuproof.gateway.state import StateDep
 from gpuproof.verifier.trust import SettlementPolicy, score
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 # the lower bound a provider needs for a job's payment to be released: settlement (gateway/routers/jobs.py)
 # decides with the default policy, so the chart marks the default policy's threshold
@@ -52,7 +52,7 @@ _env.filters["pct"] = lambda v: "-" if v is None else f"{v:.3f}"
 
 SORTS = {"name": lambda p: p["name"].lower(), "score": lambda p: p["score"], "lower": lambda p: p["lower_bound"],
          "evidence": lambda p: p["evidence"], "created": lambda p: p["created_at"]}
-MAX_LISTED = 500
+MAX_LISTED = 100  # rows on a page: the first of the chosen order
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,22 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
           order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
           model: Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL)] = None) -> HTMLResponse:
     now = time.time()
-    query = select(Provider).order_by(Provider.created_at).limit(MAX_LISTED)
+    # the page is chosen by the stored scores (models.ProviderScore), in SQL: it costs O(page) whatever the
+    # number of providers; its rows then show trust computed afresh
+    column = {"name": func.lower(Provider.name), "created": Provider.created_at, "score": ProviderScore.score,
+              "lower": ProviderScore.lower_bound, "evidence": ProviderScore.evidence}[sort]
+    query = select(Provider).join(ProviderScore, ProviderScore.provider_id == Provider.id)
     if model:
         query = query.where(Provider.id.in_(select(Device.provider_id).where(Device.model.icontains(model)
                                                                              | Device.profile.icontains(model))))
-    rows = [_trust_row(session, p, now) for p in session.execute(query).scalars()]
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    direction = column.desc() if order == "desc" else column.asc()
+    rows = [_trust_row(session, p, now)
+            for p in session.execute(query.order_by(direction, Provider.id).limit(MAX_LISTED)).scalars()]
     rows.sort(key=SORTS[sort], reverse=order == "desc")
     head = translog.signed_head(session, state.signing_key, now)
-    return _page("index.html", view, providers=rows, sort=sort, order=order, model=model or "", head=head)
+    return _page("index.html", view, providers=rows, total=total, sort=sort, order=order, model=model or "",
+                 head=head)
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)

@@ -12,6 +12,9 @@ provider to come back:
   +-timestamp_window_s of its signed timestamp, which was within the window of when the nonce was
   stored, so 2 x window after that every replay is refused for its timestamp; NONCE_CLOCK_SLACK_S
   more covers clock steps and replicas whose clocks differ;
+- the stored scores that public listings filter and sort by (models.ProviderScore) that are older than
+  `score_refresh_s` are recomputed, the stalest first: evidence loses weight as it ages, and no verdict
+  arrives to update an idle provider's;
 - webhook deliveries delivered or failed more than `webhook_retention_s` (30 days) ago are deleted with
   their attempts (gateway/webhooks.py; pending ones stay).
 
@@ -33,7 +36,7 @@ from typing import cast
 import anyio.to_thread
 from gpuproof.gateway import audits, blobs, metrics, service, webhooks
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.models import Challenge, Job, RequestNonce, RttProbe, SegmentAudit
+from gpuproof.gateway.models import Challenge, Job, ProviderScore, RequestNonce, RttProbe, SegmentAudit
 from gpuproof.gateway.state import State
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -59,6 +62,7 @@ class Swept:
     partial_uploads: int
     unnamed_blobs: int = 0
     webhook_deliveries: int = 0
+    scores: int = 0
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -94,10 +98,25 @@ def sweep(state: State, now: float) -> Swept:
         probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
         hooks = webhooks.prune(session, now - state.settings.webhook_retention_s)
         session.commit()
-    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now), hooks)
+    swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now), hooks,
+                  _refresh_scores(state, now))
     for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
     return swept
+
+
+def _refresh_scores(state: State, now: float) -> int:
+    """Recompute the stored scores older than settings.score_refresh_s, the stalest first, BATCH at most,
+    each in its own short write transaction."""
+    with state.db.reader() as reader:
+        stale = reader.execute(select(ProviderScore.provider_id)
+                               .where(ProviderScore.computed_at < now - state.settings.score_refresh_s)
+                               .order_by(ProviderScore.computed_at).limit(BATCH)).scalars().all()
+    for provider_id in stale:
+        with state.db.writer() as session:
+            service.store_trust(session, provider_id, now)
+            session.commit()
+    return len(stale)
 
 
 def _stale_uploads(state: State, now: float) -> int:

@@ -246,6 +246,21 @@ class WebhookAttempt(Base):
     duration_s: Mapped[float] = mapped_column(Float)
 
 
+class ProviderScore(Base):
+    """A provider's trust as of `computed_at`, kept for the public listings: they filter, sort and page by
+    these indexed columns, so a page costs O(page) whatever the number of providers. Written in the
+    transaction that adds evidence (gateway.service.evidence_changed) and refreshed by the maintenance sweep
+    as evidence ages (settings.trust_refresh_s); settlement and /trust always compute afresh."""
+
+    __tablename__ = "provider_scores"
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), primary_key=True)
+    score: Mapped[float] = mapped_column(Float, index=True)
+    lower_bound: Mapped[float] = mapped_column(Float, index=True)
+    evidence: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    computed_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class ProviderTrustStatus(Base):
     """A provider's trust status as last reported to webhooks, to tell when it changes."""
 

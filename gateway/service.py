@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 from gpuproof.gateway import translog, webhooks
+from gpuproof.gateway.db import locked
 from gpuproof.gateway.models import Challenge as ChallengeRow
-from gpuproof.gateway.models import Job, RttProbe, SegmentAudit
+from gpuproof.gateway.models import Job, ProviderScore, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import evidence, hardware, lifecycle, transcript
@@ -95,6 +96,27 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
     translog.append(session, evidence.VERDICT, evidence.verdict_payload(row.id, row.provider_id, verdict_json,
                                                                         digest), now)
     webhooks.on_verdict(session, row, now)
+    evidence_changed(session, row.provider_id, now)
+
+
+def store_trust(session: Session, provider_id: str, now: float) -> TrustScore:
+    """The provider's trust at `now`, also written to its provider_scores row (what listings filter, sort
+    and page by), in the caller's transaction."""
+    trust = trust_of(session, provider_id, now)
+    row = locked(session, ProviderScore, provider_id)
+    if row is None:
+        row = ProviderScore(provider_id=provider_id)
+        session.add(row)
+    row.score, row.lower_bound, row.evidence = trust.score, trust.lower_bound, trust.evidence
+    row.status, row.computed_at = trust.status, now
+    return trust
+
+
+def evidence_changed(session: Session, provider_id: str, now: float) -> None:
+    """After new evidence on a provider (a verdict, a segment's verdict, a run's flags), in the caller's
+    transaction and after its log append (the log head's row lock orders these writers): the stored score
+    is brought up to date and webhooks hear of a change of trust status."""
+    webhooks.check_trust(session, provider_id, now, store_trust(session, provider_id, now))
 
 
 def expire_overdue(session: Session, verifier: Verifier, provider_id: str, now: float,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
     admission_max_wait_s: float = 1.5
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
+    # how old the stored score that listings filter and sort by may grow as its evidence ages (every new
+    # verdict updates it at once; the maintenance sweep recomputes the stalest, BATCH a sweep)
+    score_refresh_s: float = Field(default=3600.0, gt=0)
     # uploaded checkpoint states (gateway/blobs.py): "local" (DATA_DIR/uploads) or "s3" (the `s3` extra);
     # the quota bounds what is stored at once (0: no limit; 507 beyond it); docs/operations.md
     blob_store: Literal["local", "s3"] = "local"

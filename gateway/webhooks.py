@@ -42,7 +42,7 @@ from gpuproof.gateway.models import (
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import State
 from gpuproof.verifier import webhooks
-from gpuproof.verifier.trust import score
+from gpuproof.verifier.trust import TrustScore, score
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -87,12 +87,11 @@ def enqueue(session: Session, endpoint: WebhookEndpoint, event: webhooks.Event) 
 
 def on_verdict(session: Session, row: ChallengeRow, now: float) -> None:
     """A challenge was judged (service.record_verdict): `verdict` to the tenants with open jobs on its
-    provider, then `check_trust`."""
+    provider (the caller then calls service.evidence_changed, which sends `trust`)."""
     jobs = _open_jobs(session, row.provider_id)
     for endpoint in _endpoints(session, jobs, webhooks.VERDICT):
         enqueue(session, endpoint, webhooks.verdict_event(row.provider_id, "challenge", row.id, row.verdict,
                                                           row.outcome or "", jobs[endpoint.tenant], now))
-    check_trust(session, row.provider_id, now, jobs)
 
 
 def on_segment_verdict(session: Session, audit: SegmentAudit, now: float) -> None:
@@ -101,7 +100,6 @@ def on_segment_verdict(session: Session, audit: SegmentAudit, now: float) -> Non
     for endpoint in _endpoints(session, jobs, webhooks.VERDICT):
         enqueue(session, endpoint, webhooks.verdict_event(audit.provider_id, "segment", audit.id, audit.verdict,
                                                           audit.outcome or "", jobs[endpoint.tenant], now))
-    check_trust(session, audit.provider_id, now, jobs)
 
 
 def on_settlement(session: Session, job: Job, now: float) -> None:
@@ -114,19 +112,18 @@ def on_settlement(session: Session, job: Job, now: float) -> None:
                                                              tenancy.renter_commitment(job), now))
 
 
-def check_trust(session: Session, provider_id: str, now: float, jobs: dict[str, list[str]] | None = None) -> None:
+def check_trust(session: Session, provider_id: str, now: float, trust: TrustScore,
+                jobs: dict[str, list[str]] | None = None) -> None:
     """After new evidence on a provider: when some endpoint wants `trust` for it, compute its trust status
     and, when it differs from the one last reported (at first: the status of a provider without evidence),
     store it and send `trust`. Call it after the transaction's log append: the log head's row lock orders
     these checks, so two transactions never report the same change. A status that changes with time alone
-    (evidence growing old) is reported with the provider's next verdict."""
-    from gpuproof.gateway import service  # service calls into this module
-
+    (evidence growing old) is reported with the provider's next verdict. `trust` is the provider's trust
+    with that evidence (gateway.service.evidence_changed computes it once and calls this)."""
     jobs = _open_jobs(session, provider_id) if jobs is None else jobs
     endpoints = _endpoints(session, jobs, webhooks.TRUST)
     if not endpoints:
         return
-    trust = service.trust_of(session, provider_id, now)
     stored = locked(session, ProviderTrustStatus, provider_id)
     previous = stored.status if stored is not None else score([], now).status
     if stored is None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from gpuproof.gateway import service, translog
 from gpuproof.gateway.auth import SignedProviderDep
 from gpuproof.gateway.limits import limit_ip
-from gpuproof.gateway.models import Challenge, Device, Provider
+from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
@@ -18,6 +18,7 @@ from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import lookup
+from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
 from sqlalchemy import func, select
 
@@ -77,6 +78,9 @@ def register_provider(body: Registration, session: WriteSessionDep, state: State
                       "--update`)")
     session.add(Provider(id=pid, public_key=public_key, name=body.name, created_at=now))
     session.flush()
+    fresh = score([], now)  # no evidence yet: unproven
+    session.add(ProviderScore(provider_id=pid, score=fresh.score, lower_bound=fresh.lower_bound, evidence=0,
+                              status=fresh.status, computed_at=now))
     for i, d in enumerate(body.devices):
         session.add(Device(provider_id=pid, position=i, model=d.model, count=d.count, vram_gib=d.vram_gib,
                            profile=lookup(d.model, state.verifier.profiles).key, next_due_at=0.0))
@@ -152,14 +156,12 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now).values()]
         query = query.where(Provider.id.in_(verified))
-    if min_lower_bound is None:
-        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        rows = session.execute(query.limit(limit).offset(offset)).scalars().all()
-        items = [provider_out(session, p, now) for p in rows]
-    else:
-        everyone = [provider_out(session, p, now) for p in session.execute(query).scalars()]
-        matching = [p for p in everyone if p.trust and p.trust.lower_bound >= min_lower_bound]
-        total, items = len(matching), matching[offset:offset + limit]
+    if min_lower_bound is not None:  # by the stored score (models.ProviderScore): O(page), not O(providers)
+        query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
+            ProviderScore.lower_bound >= min_lower_bound)
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(query.limit(limit).offset(offset)).scalars().all()
+    items = [provider_out(session, p, now) for p in rows]
     return ProviderPage(items=items, total=total, limit=limit, offset=offset)
 
 

@@ -21,7 +21,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from gpuproof.gateway import audits, blobs, metrics, tenancy, translog, webhooks
+from gpuproof.gateway import audits, blobs, metrics, service, tenancy, translog
 from gpuproof.gateway.auth import SignedProviderDep, api_key, raw_body
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.limits import limit_ip
@@ -186,7 +186,7 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                                 "flags": flags,
                                                 "segments": [[d.start_step, d.end_step] for d in closed.audits]},
                     now)
-    webhooks.check_trust(session, job.provider_id, now)
+    service.evidence_changed(session, job.provider_id, now)
     answer = training_json(session, job)  # before the commit: no transaction is left open (gateway/sessions.py)
     session.commit()
     state.trust_cache.drop(job.provider_id)

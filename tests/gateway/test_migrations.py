@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -62,3 +63,26 @@ def test_challenges_stored_before_spec_v2_are_gpuproof_1_after_the_upgrade(tmp_p
             assert conn.execute(text("SELECT spec FROM challenges")).scalar_one() == "gpuproof/1"
     finally:
         engine.dispose()
+
+
+def test_providers_registered_before_0018_get_a_stale_prior_score_the_sweep_then_recomputes(tmp_path):
+    """Migration 0018 gives every stored provider a provider_scores row (the prior's figures, computed at 0:
+    the stalest of all), so the listings that filter by it show them at once and the sweep fixes them first."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0011")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO providers (id, public_key, name, created_at) VALUES ('p1', :k, 'old', 0)"),
+                         {"k": bytes(32)})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT score, lower_bound, evidence, status, computed_at FROM provider_scores"
+                                    " WHERE provider_id = 'p1'")).one()
+    finally:
+        engine.dispose()
+    from gpuproof.verifier.trust import score
+
+    prior = score([], 0.0)  # the independent figure: Beta(1, 1)'s mean and 5 % quantile
+    assert row == (prior.score, pytest.approx(prior.lower_bound, abs=1e-12), 0, prior.status, 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from fastapi.testclient import TestClient
 from gpuproof.client import GatewayClient, signed_headers, signed_upload_headers
@@ -158,3 +159,75 @@ def test_a_zero_row_cheat_is_refused_before_the_verifier_pays_for_y(monkeypatch)
     verdict = v.judge(challenge, commitment, request, openings)
     assert verdict.outcome == "fail" and verdict.failure.reason == "wrong-value"
     assert "wrong value at column" in verdict.failure.detail
+
+
+def test_a_providers_page_costs_the_same_whatever_the_number_of_providers(database_url, tmp_path, monkeypatch):
+    """3,000 free registrations made `GET /v1/providers?min_lower_bound=0&limit=1` take 23 s and `GET /`
+    4.1 s: both computed every provider's trust. Counted, not timed: the SQL statements a page runs are the
+    same with 12 providers as with 60 (the filter and the order are indexed columns, models.ProviderScore;
+    the dashboard's page is made 5 rows, so that both counts fill it)."""
+    from gpuproof.gateway import dashboard
+    from gpuproof.client import registration
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+    from sqlalchemy import event
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, registrations_per_ip_per_hour=10_000,
+                        registrations_per_s_global=10_000, ip_rate_per_s=10_000, maintenance_interval_s=0)
+    monkeypatch.setattr(dashboard, "MAX_LISTED", 5)
+    app = create_app(settings)
+    db = app.state.gp.db
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        if "webhook" not in statement:  # the webhook outbox's delivery loop polls meanwhile
+            statements.append(statement)
+
+    def cost(client: TestClient, path: str) -> int:
+        """Statements of the page's second read (the first may open a pooled connection: its set-up runs)."""
+        counts = []
+        for _ in range(2):
+            statements.clear()
+            assert client.get(path).status_code == 200, path
+            counts.append(len(statements))
+        return counts[-1]
+
+    pages = ("/v1/providers?min_lower_bound=0&limit=1", "/v1/providers?min_lower_bound=0.01&limit=5", "/?sort=lower",
+             "/?sort=name&order=asc", "/?sort=evidence")
+    with TestClient(app) as client:
+        for engine in {db.engine, db.write_engine}:
+            event.listen(engine, "before_cursor_execute", count)
+        costs = []
+        for total in (12, 60):
+            while client.get("/v1/providers?limit=1").json()["total"] < total:
+                body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}])
+                assert client.post("/v1/providers", json=body).status_code == 201
+            costs.append([cost(client, p) for p in pages])
+        page = client.get("/v1/providers?min_lower_bound=0&limit=5&offset=50").json()
+    assert costs[0] == costs[1], dict(zip(pages, zip(*costs, strict=True), strict=True))
+    assert page["total"] == 60 and len(page["items"]) == 5  # every provider has a stored score, filtered in SQL
+
+
+def test_the_stored_score_follows_verdicts_at_once_and_age_through_the_sweep(gateway):
+    """The listing filters by the stored score: a verdict updates it in its own transaction, and the sweep
+    recomputes one grown stale (here forged: 0.99 stored for a provider without evidence)."""
+    from gpuproof.gateway import maintenance
+    from gpuproof.gateway.models import ProviderScore
+    from gpuproof.verifier.trust import score
+
+    agent = Agent(gateway, "honest")
+    listed = lambda bound: [p["id"] for p in gateway.client.get(  # noqa: E731
+        f"/v1/providers?min_lower_bound={bound}").json()["items"]]
+    fresh = score([], 0.0).lower_bound
+    assert agent.id in listed(fresh) and agent.id not in listed(fresh + 0.01)
+    assert agent.full_round()[1]["outcome"] == "pass"
+    lower = gateway.client.get(f"/v1/providers/{agent.id}").json()["trust"]["lower_bound"]
+    assert lower > fresh and agent.id in listed(lower - 1e-9)  # the pass moved it, without a sweep
+    state = gateway.app.state.gp
+    with state.db.writer() as session:
+        row = session.get(ProviderScore, agent.id)
+        row.lower_bound, row.computed_at = 0.99, 0.0
+        session.commit()
+    assert agent.id in listed(0.98)
+    swept = maintenance.sweep(state, time.time())
+    assert swept.scores >= 1 and agent.id not in listed(0.98) and agent.id in listed(lower - 1e-6)
