@@ -108,8 +108,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed", 413: "Body too large"}.get(exc.status_code, "Error")
-        return problem_response(exc.status_code, title, str(exc.detail), request.url.path)
+        title = {400: "Malformed body", 404: "Not found", 405: "Method not allowed",
+                 413: "Body too large"}.get(exc.status_code, "Error")
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's, on bad JSON
+            detail = "the body is not JSON this gateway can parse: malformed, or nested deeper than the parser allows"
+        return problem_response(exc.status_code, title, detail, request.url.path)
 
     @app.exception_handler(lifecycle.LifecycleError)
     async def _lifecycle(request: Request, exc: lifecycle.LifecycleError) -> JSONResponse:

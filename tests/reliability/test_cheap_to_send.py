@@ -166,8 +166,8 @@ def test_a_providers_page_costs_the_same_whatever_the_number_of_providers(databa
     4.1 s: both computed every provider's trust. Counted, not timed: the SQL statements a page runs are the
     same with 12 providers as with 60 (the filter and the order are indexed columns, models.ProviderScore;
     the dashboard's page is made 5 rows, so that both counts fill it)."""
-    from gpuproof.gateway import dashboard
     from gpuproof.client import registration
+    from gpuproof.gateway import dashboard
     from gpuproof.gateway.app import create_app
     from gpuproof.gateway.settings import Settings
     from sqlalchemy import event
