@@ -190,6 +190,17 @@ class LogEntry(Base):
     challenge_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
+class LogNode(Base):
+    """The hash of a complete aligned subtree of the log's tree: leaves [idx * 2**height, (idx + 1) * 2**height),
+    height >= 1 (height 0 is log_entries.leaf_hash). Written by the append that completes it, never changed:
+    heads and proofs read O(log^2 size) of these rows, not every leaf (gateway/translog.py)."""
+
+    __tablename__ = "log_nodes"
+    height: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
 class RttProbe(Base):
     """A round-trip probe sent with a poll response; the agent echoes it at once (docs/gateway.md)."""
 

@@ -5,13 +5,17 @@ Entries are canonical JSON (verifier/evidence.py: sorted keys, no spaces); leaf 
 Appends happen in the same transaction as the state change they record, under a row lock on log_head, so indices are
 consecutive and an entry exists exactly when its change does. Tree heads are signed with the gateway's
 Ed25519 key over (size, root, timestamp).
+
+The tree is never rebuilt: each append stores the hashes of the complete subtrees it completes
+(models.LogNode; at most log2(size) of them, one on average), and a head or proof reads the O(log^2 size)
+subtree hashes RFC 6962 asks for (`StoredTree`), so they cost the same at a million entries as at ten.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpuproof.gateway.models import LogEntry, LogHead
+from gpuproof.gateway.models import LogEntry, LogHead, LogNode
 from gpuproof.kernels import merkle
 from gpuproof.verifier import evidence, signatures
 from sqlalchemy import select
@@ -24,9 +28,15 @@ def append(session: Session, kind: str, payload: dict[str, Any], now: float) -> 
     head = session.execute(select(LogHead).where(LogHead.id == 1).with_for_update()).scalar_one()
     idx = head.size
     body = evidence.entry_text(kind, now, payload)
-    session.add(LogEntry(idx=idx, kind=kind, body=body, leaf_hash=evidence.leaf_of(body), created_at=now,
+    leaf = evidence.leaf_of(body)
+    session.add(LogEntry(idx=idx, kind=kind, body=body, leaf_hash=leaf, created_at=now,
                          challenge_id=payload.get("challenge_id")))
-    head.size = idx + 1
+    node, size, height = leaf, idx + 1, 0
+    while size % (2 << height) == 0:  # the entry completes a subtree of 2**(height+1) leaves: store its hash
+        left = StoredTree(session, size).perfect(height, (size >> height) - 2)
+        node, height = merkle.node_hash(left, node), height + 1
+        session.add(LogNode(height=height, idx=(size >> height) - 1, hash=node))
+    head.size = size
     return idx
 
 
@@ -34,10 +44,29 @@ def size(session: Session) -> int:
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
 
 
-def tree(session: Session, tree_size: int | None = None) -> merkle.MerkleTree:
-    n = size(session) if tree_size is None else tree_size
-    rows = session.execute(select(LogEntry.leaf_hash).where(LogEntry.idx < n).order_by(LogEntry.idx)).scalars()
-    return merkle.MerkleTree(b"".join(rows))
+class StoredTree(merkle.TreeProofs):
+    """The log's tree of `size` entries, read from the stored subtree hashes as a proof needs them."""
+
+    def __init__(self, session: Session, size: int) -> None:
+        self.session, self.size = session, size
+        self._read: dict[tuple[int, int], bytes] = {}
+
+    def perfect(self, height: int, index: int) -> bytes:
+        key = (height, index)
+        if key not in self._read:
+            if height == 0:
+                found = self.session.execute(select(LogEntry.leaf_hash).where(LogEntry.idx == index)).scalar()
+            else:
+                found = self.session.execute(select(LogNode.hash).where(LogNode.height == height,
+                                                                       LogNode.idx == index)).scalar()
+            if found is None:
+                raise LookupError(f"the log has no stored hash of subtree {index} at height {height}")
+            self._read[key] = found
+        return self._read[key]
+
+
+def tree(session: Session, tree_size: int | None = None) -> StoredTree:
+    return StoredTree(session, size(session) if tree_size is None else tree_size)
 
 
 def signed_head(session: Session, key, now: float) -> dict[str, Any]:  # noqa: ANN001

@@ -101,38 +101,24 @@ def _largest_pow2_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-class MerkleTree:
-    """An RFC 6962 tree over given leaf hashes, keeping every level so any proof is index arithmetic.
+class TreeProofs:
+    """RFC 6962 roots and proofs of a tree of `size` leaves, from the hashes of its complete aligned subtrees
+    (`perfect`): a tree kept elsewhere (the gateway's log, whose subtree hashes are rows of its database)
+    proves with the same code as one in memory, reading O(log^2 size) hashes for any proof."""
 
-    Level 0 holds the leaf hashes; level j holds the hashes of the complete aligned subtrees of 2**j leaves
-    (plus a promoted right-border node where a level has an odd count).
-    """
+    size: int
 
-    def __init__(self, leaf_hashes: bytes) -> None:
-        if len(leaf_hashes) % HASH_BYTES:
-            raise ValueError(f"{len(leaf_hashes)} bytes is not a whole number of 32-byte hashes")
-        self.size = len(leaf_hashes) // HASH_BYTES
-        levels = [bytes(leaf_hashes)]
-        while len(levels[-1]) > HASH_BYTES:
-            levels.append(_next_level(levels[-1]))
-        self._levels = levels
-
-    @classmethod
-    def from_leaves(cls, leaves: Sequence[bytes]) -> MerkleTree:
-        """A tree over raw leaf data (each entry is hashed with the 0x00 prefix)."""
-        return cls(b"".join(leaf_hash(x) for x in leaves))
+    def perfect(self, height: int, index: int) -> bytes:
+        """MTH of leaves [index * 2**height, (index + 1) * 2**height), which lie inside the tree."""
+        raise NotImplementedError
 
     @property
     def root(self) -> bytes:
-        return self._levels[-1] if self.size else EMPTY_ROOT
+        return self.subtree_hash(0, self.size) if self.size else EMPTY_ROOT
 
     def leaf_hash(self, index: int) -> bytes:
         self._check_index(index, self.size)
-        return self._levels[0][HASH_BYTES * index:HASH_BYTES * (index + 1)]
-
-    def level(self, height: int) -> bytes:
-        """Concatenated hashes of level `height` (0 = leaves)."""
-        return self._levels[height]
+        return self.perfect(0, index)
 
     def subtree_hash(self, lo: int, hi: int) -> bytes:
         """MTH(D[lo:hi]) for the ranges RFC 6962 proofs use (lo aligned to the subtree's split)."""
@@ -141,8 +127,7 @@ class MerkleTree:
         width = hi - lo
         if width & (width - 1) == 0 and lo % width == 0:
             height = width.bit_length() - 1
-            idx = lo >> height
-            return self._levels[height][HASH_BYTES * idx:HASH_BYTES * (idx + 1)]
+            return self.perfect(height, lo >> height)
         split = _largest_pow2_below(width)
         return node_hash(self.subtree_hash(lo, lo + split), self.subtree_hash(lo + split, hi))
 
@@ -184,6 +169,44 @@ class MerkleTree:
     def _check_index(index: int, size: int) -> None:
         if not 0 <= index < size:
             raise ValueError(f"leaf index {index} is not in 0..{size - 1}")
+
+
+class MerkleTree(TreeProofs):
+    """An RFC 6962 tree over given leaf hashes, keeping every level so any proof is index arithmetic.
+
+    Level 0 holds the leaf hashes; level j holds the hashes of the complete aligned subtrees of 2**j leaves
+    (plus a promoted right-border node where a level has an odd count).
+    """
+
+    def __init__(self, leaf_hashes: bytes) -> None:
+        if len(leaf_hashes) % HASH_BYTES:
+            raise ValueError(f"{len(leaf_hashes)} bytes is not a whole number of 32-byte hashes")
+        self.size = len(leaf_hashes) // HASH_BYTES
+        levels = [bytes(leaf_hashes)]
+        while len(levels[-1]) > HASH_BYTES:
+            levels.append(_next_level(levels[-1]))
+        self._levels = levels
+
+    @classmethod
+    def from_leaves(cls, leaves: Sequence[bytes]) -> MerkleTree:
+        """A tree over raw leaf data (each entry is hashed with the 0x00 prefix)."""
+        return cls(b"".join(leaf_hash(x) for x in leaves))
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1] if self.size else EMPTY_ROOT
+
+    def perfect(self, height: int, index: int) -> bytes:
+        return self._levels[height][HASH_BYTES * index:HASH_BYTES * (index + 1)]
+
+    def level(self, height: int) -> bytes:
+        """Concatenated hashes of level `height` (0 = leaves)."""
+        return self._levels[height]
+
+    def perfect_nodes(self) -> list[tuple[int, int, bytes]]:
+        """(height, index, hash) of every complete aligned subtree of 2 or more leaves (what the gateway
+        stores of its log's tree)."""
+        return [(h, i, self.perfect(h, i)) for h in range(1, len(self._levels)) for i in range(self.size >> h)]
 
 
 def _decompose(index: int, size: int) -> tuple[int, int]:

@@ -12,7 +12,8 @@ import time
 
 import pytest
 from gpuproof.client import GatewayClient
-from gpuproof.gateway.models import LogEntry
+from gpuproof.gateway.models import LogEntry, LogNode
+from gpuproof.kernels import merkle
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.verifier import evidence, signatures
 from gpuproof.verifier.wire import ChallengeOut, VerdictOut
@@ -66,14 +67,18 @@ def gpuproof(config_dir, *args: str) -> subprocess.CompletedProcess[str]:  # noq
 
 
 def rewrite(db_url: str, index: int, text: str, leaf: bool) -> None:
-    """Change entry `index`'s body (and its kind), and with `leaf` its stored leaf hash too: an operator
-    editing the database."""
+    """Change entry `index`'s body (and its kind), and with `leaf` its stored leaf hash too, and the stored
+    subtree hashes above it (a tree consistent with the new leaves): an operator editing the database."""
     values: dict = {"body": text, "kind": json.loads(text)["kind"]}
     if leaf:
         values["leaf_hash"] = evidence.leaf_of(text)
     engine = create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(update(LogEntry).where(LogEntry.idx == index).values(**values))
+        if leaf:
+            leaves = b"".join(conn.execute(select(LogEntry.leaf_hash).order_by(LogEntry.idx)).scalars())
+            for height, idx, node in merkle.MerkleTree(leaves).perfect_nodes():
+                conn.execute(update(LogNode).where(LogNode.height == height, LogNode.idx == idx).values(hash=node))
     engine.dispose()
 
 

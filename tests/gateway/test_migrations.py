@@ -86,3 +86,41 @@ def test_providers_registered_before_0018_get_a_stale_prior_score_the_sweep_then
 
     prior = score([], 0.0)  # the independent figure: Beta(1, 1)'s mean and 5 % quantile
     assert row == (prior.score, pytest.approx(prior.lower_bound, abs=1e-12), 0, prior.status, 0.0)
+
+
+def test_entries_logged_before_0019_get_their_subtree_hashes(tmp_path):
+    """Migration 0019 stores the subtree hashes of the entries already logged: heads and proofs read from
+    them equal the in-memory tree's over the stored leaf hashes, and appends go on from there."""
+    import hashlib
+
+    from gpuproof.gateway import translog
+    from gpuproof.gateway.db import Database
+    from gpuproof.kernels import merkle
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0018")
+    engine = create_engine(url)
+    leaves = [merkle.leaf_hash(hashlib.sha256(bytes([i])).digest()) for i in range(13)]
+    try:
+        with engine.begin() as conn:
+            for i, leaf in enumerate(leaves):
+                conn.execute(text("INSERT INTO log_entries (idx, kind, body, leaf_hash, created_at) "
+                                  "VALUES (:i, 'test', '{}', :leaf, 0)"), {"i": i, "leaf": leaf})
+            conn.execute(text("UPDATE log_head SET size = 13"))
+        command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    db = Database(url)
+    try:
+        with db.writer() as session:
+            translog.append(session, "test", {"n": 13}, 1.0)  # completes subtrees of 2 and 4 (and 8: no)
+            session.commit()
+        with db.reader() as session:
+            body = translog.entries(session, 13, 14)[0]["leaf_hash"]
+            want = merkle.MerkleTree(b"".join(leaves) + bytes.fromhex(body))
+            for size in range(1, 15):
+                assert translog.tree(session, size).root == merkle.MerkleTree(want.level(0)[:32 * size]).root
+            assert translog.tree(session).inclusion_proof(5) == want.inclusion_proof(5)
+    finally:
+        db.dispose()
