@@ -28,6 +28,14 @@ class State:
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
 
+    @property
+    def log_origin(self) -> str:
+        """The origin line of the log's checkpoints, and the key name they are signed under."""
+        from gpuproof.gateway.translog import default_origin
+        from gpuproof.verifier.signatures import public_key_bytes
+
+        return self.settings.log_origin or default_origin(public_key_bytes(self.signing_key))
+
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup
     return request.app.state.gp

@@ -104,8 +104,15 @@ def test_async_client(server):
 
 
 @pytest.mark.parametrize("path, edit, fragment", [
-    ("/v1/log/head", lambda d: dict(d, root="00" * 32), "signature"),
-    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1), "signature"),
+    ("/v1/log/head", lambda d: dict(d, root="00" * 32), "its signed checkpoint"),
+    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1), "its signed checkpoint"),
+    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1, checkpoint=d["checkpoint"].replace(
+        f"\n{d['size']}\n", f"\n{d['size'] + 1}\n", 1)), "checkpoint: the signature by .* does not verify"),
+    ("/v1/log/head", lambda d: dict(d, origin="another/log", checkpoint=d["checkpoint"].replace(
+        d["origin"], "another/log")), "checkpoint: the note has no signature by another/log"),
+    # a head without its checkpoint is checked by its older signature, which covers size and root too
+    ("/v1/log/head", lambda d: {k: v for k, v in d.items() if k != "checkpoint"} | {"size": d["size"] + 1},
+     "tree head signature: signature does not verify"),
     ("/v1/log/consistency", lambda d: dict(d, proof=d["proof"][:-1]), "does not extend"),
     ("/v1/log/inclusion", lambda d: dict(d, proof=["00" * 32] + d["proof"][1:]), "not in the signed tree"),
     ("/v1/log/entries", lambda d: dict(d, entries=[dict(e, entry=e["entry"].replace("sdk", "evil"))
