@@ -72,7 +72,7 @@ def verify_transcript(
         with gateway_client(gateway, pinned_log_key=pinned_log_key(gateway)) as client:
             head, kinds, log_diffs = client.transcript_log_differences(doc)
         logged = {"size": head.size, "root": head.root.hex(), "entries": kinds, "binds_transcript": not log_diffs,
-                  "differences": log_diffs}
+                  "differences": log_diffs, "origin": head.origin, "checkpoint": head.checkpoint}
     if as_json:
         print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs,
                           "differences": diffs + (logged["differences"] if logged else []), "log": logged}))
@@ -161,8 +161,8 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                                                        "--follow.", envvar="GPUPROOF_LOG_INTERVAL")] = 10.0,
                max_checks: Annotated[int, typer.Option("--max-checks", min=0, help="With --follow: stop after this "
                                                        "many checks (0: never).")] = 0) -> None:
-    """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
-    directory); the gateway's key is pinned on first use."""
+    """Check the gateway's signed checkpoint (C2SP tlog-checkpoint) and that it extends the last one seen from
+    it (kept in the config directory); the gateway's key is pinned on first use."""
     from gpuproof.client import GatewayUnreachable, TreeHead
 
     store = log_heads_path()
@@ -200,14 +200,15 @@ def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN0
     """One check of `log verify`: a JSON line, or a sentence (and each difference the audit found)."""
     result: dict[str, Any] = {"gateway": url, "size": new.size, "root": new.root.hex(),
                               "previous_size": old.size if old else None, "consistent": True,
-                              "key": new.public_key.hex()}
+                              "key": new.public_key.hex(), "origin": new.origin, "checkpoint": new.checkpoint}
     if audit is not None:
         result |= {"entries_audited": audit.size, "differences": audit.differences}
     if as_json:
         print(json.dumps(result), flush=True)
         return
+    signed = f"checkpoint of log {new.origin}" if new.checkpoint else "tree head (older signature)"
     if old is None:
-        print(f"{url}: tree head of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
+        print(f"{url}: {signed} of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
     else:
         print(f"{url}: {old.size} -> {new.size} entries, consistent: the history was not rewritten")
     if audit is not None and audit.differences:

@@ -26,8 +26,10 @@ from gpuproof.verifier.wire import (
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 
 
-CHECKPOINT_EXAMPLE = ("gpuproof/log/3a1f5e6b0c9d2e47\n42\nqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo=\n\n"
-                      "\u2014 gpuproof/log/3a1f5e6b0c9d2e47 AAAAAA...==\n")
+# docs/gateway.md's worked example (seed 00 01 ... 1f, RFC 6962's 8-leaf test tree)
+CHECKPOINT_EXAMPLE = ("gateway.example/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n"
+                      "\u2014 gateway.example/log "
+                      "eG4Pt9EvTrZH6Xq7aifQQyzdmrcbe3Wv6k5En5UGtMGUTvCURI1eg/kzYtdRbenVdvqLHPgr2LX2H1k1rEH27XbbxwI=\n")
 
 
 @router.get("/head", operation_id="get_tree_head", response_model=TreeHeadOut)

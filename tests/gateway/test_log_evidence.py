@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from gpuproof.client import GatewayClient
@@ -20,6 +21,7 @@ from sqlalchemy import create_engine, select, update
 
 from tests.support import honest
 from tests.support.calibrate import honest_test_shape, scaled
+from tests.support.note_oracle import spec_verify
 from tests.support.server import Server
 
 
@@ -116,9 +118,42 @@ def test_an_honest_challenges_entries_are_logged_in_order_and_verify_transcript_
         f"{r_at})" in plain.stdout, plain.stdout
     audit = gpuproof(tmp_path / "cfg", "log", "verify", "--entries", "--gateway", live.base, "--json")
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert json.loads(audit.stdout) | {"root": "", "key": ""} == {
+    line = json.loads(audit.stdout)
+    assert line | {"root": "", "key": "", "origin": "", "checkpoint": ""} == {
         "gateway": live.base, "size": size, "root": "", "previous_size": None, "consistent": True, "key": "",
-        "entries_audited": size, "differences": []}
+        "origin": "", "checkpoint": "", "entries_audited": size, "differences": []}
+    # the checkpoint it verified is one any signed-note verifier checks (tests/support/note_oracle.py)
+    assert spec_verify(line["checkpoint"], line["origin"], bytes.fromhex(line["key"])) == (
+        line["origin"], size, bytes.fromhex(line["root"]))
+    assert report["log"]["checkpoint"].startswith(f"{line['origin']}\n{size}\n")
+
+
+def test_a_head_stored_by_an_earlier_version_still_verifies_and_is_upgraded(live, tmp_path):
+    """log-heads.json written by a version whose heads were signed over repr(timestamp): the next `log verify`
+    checks that stored head by its older signature, the new checkpoint against it (consistency), and stores
+    the checkpoint."""
+    with provider(live) as client:
+        play(client)
+        old = client.tree_head()
+    with provider(live) as other:  # the log grows: a registration and a challenge's three entries
+        play(other)
+    key_file = Path(live.env["GPUPROOF_DATA_DIR"]) / "gateway-signing.key"
+    key = signatures.private_key_from_bytes(bytes.fromhex(key_file.read_text()))
+    at = 1764590400.1234
+    legacy = {"size": old.size, "root": old.root.hex(), "timestamp": at, "public_key": old.public_key.hex(),
+              "signature": signatures.sign(key, signatures.tree_head_message(old.size, old.root, at)).hex()}
+    store = tmp_path / "cfg" / "log-heads.json"
+    store.parent.mkdir()
+    store.write_text(json.dumps({live.base: legacy}))
+    out = gpuproof(tmp_path / "cfg", "log", "verify", "--gateway", live.base)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{old.size} -> {old.size + 4} entries, consistent" in out.stdout
+    stored = json.loads(store.read_text())[live.base]
+    assert stored["size"] == old.size + 4 and stored["checkpoint"].startswith(f"{stored['origin']}\n")
+    # a stored older head that was tampered with is refused
+    store.write_text(json.dumps({live.base: legacy | {"size": old.size - 1}}))
+    bad = gpuproof(tmp_path / "cfg", "log", "verify", "--gateway", live.base)
+    assert bad.returncode == 1 and "tree head signature: signature does not verify" in bad.stderr, bad.stderr
 
 
 def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
