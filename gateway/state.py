@@ -14,6 +14,7 @@ from gpuproof.gateway.settings import Settings
 from gpuproof.verifier.protocol import Verifier
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from gpuproof.gateway.limits import Limiter
     from gpuproof.gateway.trust_cache import TrustCache
 
@@ -23,7 +24,7 @@ class State:
     settings: Settings
     db: Database
     verifier: Verifier
-    signing_key: object
+    signing_key: Ed25519PrivateKey
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
