@@ -206,9 +206,10 @@ def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN0
     if as_json:
         print(json.dumps(result), flush=True)
         return
-    signed = f"checkpoint of log {new.origin}" if new.checkpoint else "tree head (older signature)"
+    signed = f"its checkpoint of log {new.origin}" if new.checkpoint else "its older signature"
     if old is None:
-        print(f"{url}: {signed} of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
+        print(f"{url}: tree head of {new.size} entries verified ({signed}); key {new.public_key.hex()[:16]}... "
+              "pinned")
     else:
         print(f"{url}: {old.size} -> {new.size} entries, consistent: the history was not rewritten")
     if audit is not None and audit.differences:

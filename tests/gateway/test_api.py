@@ -18,7 +18,7 @@ from gpuproof.verifier import evidence, notes, signatures, transcript
 from sqlalchemy import func, select
 
 from tests.support.clock import stopped_limiter
-from tests.support.note_oracle import spec_verify
+from tests.support.note_oracle import node_verify, spec_verify
 
 
 class Agent:
@@ -589,6 +589,14 @@ def test_the_checkpoint_endpoint_serves_a_signed_note_any_verifier_checks(gatewa
         spec_verify(r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1), origin, public)
     with pytest.raises(notes.NoteError, match="does not verify"):
         notes.Checkpoint.open(r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1), public)
+    # and in another language: a JavaScript verifier on Node's crypto, written from the specs
+    # (tests/support/checkpoint_verify.mjs; it also verifies a sum.golang.org checkpoint, tests/verifier/test_notes.py)
+    node = node_verify(head["verifier_key"], r.text)
+    if node is not None:
+        assert node.returncode == 0, node.stderr
+        assert json.loads(node.stdout) == {"origin": origin, "size": 1, "root_hex": head["root"]}
+        tampered = node_verify(head["verifier_key"], r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1))
+        assert tampered is not None and tampered.returncode == 1 and "does not verify" in tampered.stderr
     # an operator's origin
     from fastapi.testclient import TestClient
     from gpuproof.gateway.app import create_app

@@ -1,10 +1,14 @@
 """A checkpoint verifier written from the C2SP signed-note and tlog-checkpoint specifications alone, sharing
-no code with gpuproof.verifier.notes: the tests' second opinion on what the gateway signs."""
+no code with gpuproof.verifier.notes, in Python and (checkpoint_verify.mjs) in JavaScript: the tests' second and
+third opinions on what the gateway signs."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
+import subprocess
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -30,3 +34,13 @@ def spec_verify(note: str, name: str, public_key: bytes) -> tuple[str, int, byte
     origin, size, root = text.decode().split("\n")[:3]
     assert size == str(int(size))
     return origin, int(size), base64.b64decode(root, validate=True)
+
+
+def node_verify(verifier_key: str, note: str) -> subprocess.CompletedProcess[str] | None:
+    """The checkpoint checked by tests/support/checkpoint_verify.mjs, a verifier in JavaScript on Node's own
+    Ed25519 (None where Node is not installed): its JSON line on stdout, its reason on stderr."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    return subprocess.run([node, str(Path(__file__).with_name("checkpoint_verify.mjs")), verifier_key], input=note,
+                          capture_output=True, text=True, timeout=60)

@@ -15,7 +15,7 @@ from gpuproof.verifier import notes, signatures
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.note_oracle import spec_verify
+from tests.support.note_oracle import node_verify, spec_verify
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "signed_note.json").read_text())
 SEED = bytes(range(32))
@@ -56,6 +56,19 @@ def test_a_real_logs_checkpoint_verifies(v):
         notes.Checkpoint.open(v["note"], public, origin="another log", name=name)
     with pytest.raises(notes.NoteError, match="must not contain ' '"):  # signed under its key name, not its origin
         notes.Checkpoint.open(v["note"], public)
+
+
+@pytest.mark.parametrize("v", VECTORS["checkpoints"], ids=lambda v: v["desc"])
+def test_the_javascript_verifier_agrees_with_go_on_a_real_checkpoint(v):
+    """tests/support/checkpoint_verify.mjs, the tests' JavaScript verifier, is itself checked on Go's vector."""
+    out = node_verify(v["verifier_key"], v["note"])
+    if out is None:
+        pytest.skip("node is not installed")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"origin": v["origin"], "size": v["size"],
+                                      "root_hex": base64.b64decode(v["root_base64"]).hex()}
+    changed = node_verify(v["verifier_key"], v["note"].replace("6476701", "6476702"))
+    assert changed is not None and changed.returncode == 1 and "does not verify" in changed.stderr
 
 
 def test_our_checkpoint_verifies_with_a_verifier_written_from_the_spec():
