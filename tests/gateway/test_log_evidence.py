@@ -261,3 +261,17 @@ def test_the_monitor_follows_a_growing_log_and_stops_at_a_rewritten_history(live
                 monitor.wait()
     assert monitor.returncode == 1, (out, err)
     assert f"does not extend the one of {grown} entries seen before" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_monitor_stops_after_max_checks_with_every_check_consistent(live, tmp_path):
+    """`log verify --follow --max-checks 3`: three checks of a quiet log, each a JSON line with the verified
+    checkpoint, each consistent with the last; exit 0."""
+    with provider(live):
+        pass
+    out = gpuproof(tmp_path / "cfg", "log", "verify", "--follow", "--entries", "--interval", "0.1", "--max-checks",
+                   "3", "--gateway", live.base, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(c["previous_size"], c["size"], c["consistent"], c["differences"]) for c in lines] == [
+        (None, 1, True, []), (1, 1, True, []), (1, 1, True, [])]
+    assert len({c["checkpoint"] for c in lines}) == 1  # one tree, one checkpoint, byte for byte
