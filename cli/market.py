@@ -71,6 +71,7 @@ def verify_transcript(
     if log if log is not None else not is_file:
         with gateway_client(gateway, pinned_log_key=pinned_log_key(gateway)) as client:
             head, kinds, log_diffs = client.transcript_log_differences(doc)
+            log_diffs += _extends_seen(client, head)
         logged = {"size": head.size, "root": head.root.hex(), "entries": kinds, "binds_transcript": not log_diffs,
                   "differences": log_diffs, "origin": head.origin, "checkpoint": head.checkpoint}
     if as_json:
@@ -194,6 +195,24 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
             if not follow or (max_checks and checks >= max_checks):
                 return
             time.sleep(interval)
+
+
+def _extends_seen(client, head) -> list[str]:  # noqa: ANN001
+    """The head a transcript was checked under, against the last head `gpuproof log verify` (or this command)
+    saw from this gateway: it must extend it, else the gateway shows this reader another history. Reads the
+    stored head, never writes it (that is `log verify`'s). Returns the difference, if any."""
+    from gpuproof.client import LogVerificationError, TreeHead
+
+    store = log_heads_path()
+    seen = json.loads(store.read_text()) if store.exists() else {}
+    url = client.base_url
+    try:
+        old = TreeHead.parse(seen[url]) if seen.get(url) else None
+        if old is not None:
+            client.verify_extends(old, head)
+    except LogVerificationError as exc:
+        return [str(exc)]
+    return []
 
 
 def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN001

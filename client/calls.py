@@ -371,6 +371,13 @@ class Calls:
     def check_extends(self, old: TreeHead) -> Flow[TreeHead]:
         """The current head, checked to extend `old` (a consistency proof): the history was not rewritten."""
         new = yield from Calls.tree_head.flow(self)
+        yield from Calls.verify_extends.flow(self, old, new)
+        return new
+
+    @call
+    def verify_extends(self, old: TreeHead, new: TreeHead) -> Flow[None]:
+        """Check that head `new` extends head `old` (same origin, a consistency proof), or raise
+        LogVerificationError: the gateway rewrote its history or shows different logs to different readers."""
         if old.origin is not None and new.origin != old.origin:
             raise LogVerificationError(f"the log's origin changed from {old.origin!r} to {new.origin!r}")
         if new.size < old.size:
@@ -378,7 +385,6 @@ class Calls:
         if old.size:
             proof = yield from Calls.consistency_proof.flow(self, old.size, new.size)
             logproofs.verify_consistency(old, new, proof.proof)
-        return new
 
     @call
     def transcript_log_differences(self, doc: dict[str, Any]) -> Flow[tuple[TreeHead, dict[str, int], list[str]]]:

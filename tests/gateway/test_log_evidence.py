@@ -221,7 +221,10 @@ def test_an_opening_request_logged_before_its_commitment_is_caught(live, tmp_pat
     audit = gpuproof(tmp_path / "fresh", "log", "verify", "--entries", "--gateway", live.base)
     assert audit.returncode == 1 and f"entry {c_at}: an opening request for challenge {cid} before any commitment" in \
         audit.stdout, audit.stdout + audit.stderr
-    # and whoever saw the log before sees its history rewritten
+    # and whoever saw the log before sees its history rewritten, when checking the transcript too
+    check_seen = gpuproof(tmp_path / "seen", "verify-transcript", cid, "--gateway", live.base, "--json")
+    assert check_seen.returncode == 1 and any(f"does not extend the one of {size} entries seen before" in d for d in
+                                              json.loads(check_seen.stdout)["log"]["differences"]), check_seen.stdout
     seen = gpuproof(tmp_path / "seen", "log", "verify", "--gateway", live.base)
     assert seen.returncode == 1 and f"does not extend the one of {size} entries seen before" in seen.stderr, seen.stderr
 
