@@ -137,3 +137,15 @@ def test_pinned_key_and_unreachable(server):
         client.tree_head()
     with GatewayClient("http://127.0.0.1:9") as client, pytest.raises(GatewayUnreachable):
         client.trust("0" * 32)
+
+
+def test_the_checkpoint_call_verifies_the_text_endpoint(server):
+    with GatewayClient(server.base, key=signatures.new_private_key()) as provider:
+        provider.register("sdk", [{"model": "cpu-reference", "vram_gib": 4}])
+        head, checkpoint = provider.tree_head(), provider.checkpoint()
+    assert (checkpoint.size, checkpoint.root, checkpoint.origin, checkpoint.checkpoint) == (
+        head.size, head.root, head.origin, head.checkpoint) and head.size == 1
+    stranger = signatures.public_key_bytes(signatures.new_private_key())
+    with GatewayClient(server.base, pinned_log_key=stranger) as other, \
+            pytest.raises(LogVerificationError, match="checkpoint: the note has no signature by"):
+        other.checkpoint()
