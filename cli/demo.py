@@ -687,7 +687,7 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
                   "[bold red]The demo did not go as expected: see the rows marked NOT OK.[/]")
     with contextlib.suppress(Exception):
         head = market.tree_head()
-        console.print(f"Transparency log: {head.size} entries, root {head.root.hex()[:16]}..., signature checked.")
+        console.print(f"Transparency log: {head.size} entries, root {head.root.hex()[:16]}..., checkpoint verified.")
     return all_ok
 
 

@@ -71,8 +71,9 @@ def verify_transcript(
     if log if log is not None else not is_file:
         with gateway_client(gateway, pinned_log_key=pinned_log_key(gateway)) as client:
             head, kinds, log_diffs = client.transcript_log_differences(doc)
+            log_diffs += _extends_seen(client, head)
         logged = {"size": head.size, "root": head.root.hex(), "entries": kinds, "binds_transcript": not log_diffs,
-                  "differences": log_diffs}
+                  "differences": log_diffs, "origin": head.origin, "checkpoint": head.checkpoint}
     if as_json:
         print(json.dumps({"verdict": verdict.to_json(), "matches_record": not diffs,
                           "differences": diffs + (logged["differences"] if logged else []), "log": logged}))
@@ -161,8 +162,8 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                                                        "--follow.", envvar="GPUPROOF_LOG_INTERVAL")] = 10.0,
                max_checks: Annotated[int, typer.Option("--max-checks", min=0, help="With --follow: stop after this "
                                                        "many checks (0: never).")] = 0) -> None:
-    """Check the gateway's signed tree head and that it extends the last head seen from it (kept in the config
-    directory); the gateway's key is pinned on first use."""
+    """Check the gateway's signed checkpoint (C2SP tlog-checkpoint) and that it extends the last one seen from
+    it (kept in the config directory); the gateway's key is pinned on first use."""
     from gpuproof.client import GatewayUnreachable, TreeHead
 
     store = log_heads_path()
@@ -196,18 +197,38 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
             time.sleep(interval)
 
 
+def _extends_seen(client, head) -> list[str]:  # noqa: ANN001
+    """The head a transcript was checked under, against the last head `gpuproof log verify` (or this command)
+    saw from this gateway: it must extend it, else the gateway shows this reader another history. Reads the
+    stored head, never writes it (that is `log verify`'s). Returns the difference, if any."""
+    from gpuproof.client import LogVerificationError, TreeHead
+
+    store = log_heads_path()
+    seen = json.loads(store.read_text()) if store.exists() else {}
+    url = client.base_url
+    try:
+        old = TreeHead.parse(seen[url]) if seen.get(url) else None
+        if old is not None:
+            client.verify_extends(old, head)
+    except LogVerificationError as exc:
+        return [str(exc)]
+    return []
+
+
 def _log_report(url: str, old, new, audit, as_json: bool) -> None:  # noqa: ANN001
     """One check of `log verify`: a JSON line, or a sentence (and each difference the audit found)."""
     result: dict[str, Any] = {"gateway": url, "size": new.size, "root": new.root.hex(),
                               "previous_size": old.size if old else None, "consistent": True,
-                              "key": new.public_key.hex()}
+                              "key": new.public_key.hex(), "origin": new.origin, "checkpoint": new.checkpoint}
     if audit is not None:
         result |= {"entries_audited": audit.size, "differences": audit.differences}
     if as_json:
         print(json.dumps(result), flush=True)
         return
+    signed = f"its checkpoint of log {new.origin}" if new.checkpoint else "its older signature"
     if old is None:
-        print(f"{url}: tree head of {new.size} entries verified; key {new.public_key.hex()[:16]}... pinned")
+        print(f"{url}: tree head of {new.size} entries verified ({signed}); key {new.public_key.hex()[:16]}... "
+              "pinned")
     else:
         print(f"{url}: {old.size} -> {new.size} entries, consistent: the history was not rewritten")
     if audit is not None and audit.differences:

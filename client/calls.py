@@ -328,6 +328,16 @@ class Calls:
         return TreeHead.parse((yield Request("GET", "/v1/log/head")), self.pinned_log_key)
 
     @call
+    def checkpoint(self) -> Flow[TreeHead]:
+        """The log's signed checkpoint (GET /v1/log/checkpoint, C2SP tlog-checkpoint text), verified with the
+        pinned log key, or with the key the JSON head names when none is pinned (trust on first use)."""
+        key = self.pinned_log_key or (yield from Calls.tree_head.flow(self)).public_key
+        response = yield Request("GET", "/v1/log/checkpoint", raw=True)
+        if response.status_code >= 400:
+            result(response)
+        return TreeHead.from_checkpoint(response.text, key)
+
+    @call
     def log_entries(self, start: int = 0, end: int | None = None) -> Flow[wire.LogEntriesOut]:
         return (yield Request("GET", _path("/v1/log/entries", {"start": start, "end": end}), model=wire.LogEntriesOut))
 
@@ -361,12 +371,20 @@ class Calls:
     def check_extends(self, old: TreeHead) -> Flow[TreeHead]:
         """The current head, checked to extend `old` (a consistency proof): the history was not rewritten."""
         new = yield from Calls.tree_head.flow(self)
+        yield from Calls.verify_extends.flow(self, old, new)
+        return new
+
+    @call
+    def verify_extends(self, old: TreeHead, new: TreeHead) -> Flow[None]:
+        """Check that head `new` extends head `old` (same origin, a consistency proof), or raise
+        LogVerificationError: the gateway rewrote its history or shows different logs to different readers."""
+        if old.origin is not None and new.origin != old.origin:
+            raise LogVerificationError(f"the log's origin changed from {old.origin!r} to {new.origin!r}")
         if new.size < old.size:
             raise LogVerificationError(f"the log shrank from {old.size} to {new.size} entries")
         if old.size:
             proof = yield from Calls.consistency_proof.flow(self, old.size, new.size)
             logproofs.verify_consistency(old, new, proof.proof)
-        return new
 
     @call
     def transcript_log_differences(self, doc: dict[str, Any]) -> Flow[tuple[TreeHead, dict[str, int], list[str]]]:

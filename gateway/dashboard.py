@@ -201,7 +201,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
     rows = [_trust_row(session, p, now)
             for p in session.execute(query.order_by(direction, Provider.id).limit(MAX_LISTED)).scalars()]
     rows.sort(key=SORTS[sort], reverse=order == "desc")
-    head = translog.signed_head(session, state.signing_key, now)
+    head = translog.signed_head(session, state.signing_key, now, state.log_origin)
     return _page("index.html", view, providers=rows, total=total, sort=sort, order=order, model=model or "",
                  head=head)
 
@@ -323,7 +323,7 @@ def _log_fields(kind: str, body: Any) -> dict:
 
 @router.get("/log", response_class=HTMLResponse)
 def log_page(session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
-    head = translog.signed_head(session, state.signing_key, time.time())
+    head = translog.signed_head(session, state.signing_key, time.time(), state.log_origin)
     rows = session.execute(select(LogEntry).order_by(LogEntry.idx.desc()).limit(100)).scalars().all()
     entries = [{"index": r.idx, "kind": r.kind, "at": r.created_at} | _log_fields(r.kind, json.loads(r.body))
                for r in rows]

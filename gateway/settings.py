@@ -7,7 +7,7 @@ from typing import Literal
 
 import platformdirs
 from gpuproof.verifier.schedule import SchedulePolicy
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("gpuproof")) / "gateway")
     database_url: str | None = None  # default: SQLite (WAL) in data_dir
     signing_key_path: Path | None = None  # default: data_dir / "gateway-signing.key" (made on first start)
+    # the origin line of the log's checkpoints and the key name they are signed under (C2SP
+    # tlog-checkpoint; docs/gateway.md, "Checkpoints"), e.g. "gateway.example.com/log"; default
+    # "gpuproof/log/<first 16 hex of SHA-256 of the signing key>"; no spaces and no "+"
+    log_origin: str | None = None
     timestamp_window_s: float = 60.0
     max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
     max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
@@ -97,6 +101,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'gateway.db'}"
+
+    @field_validator("log_origin")
+    @classmethod
+    def _origin_is_a_key_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gpuproof.verifier.notes import NoteError, check_key_name
+
+            try:
+                check_key_name(value)
+            except NoteError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     def key_path(self) -> Path:
         return self.signing_key_path or self.data_dir / "gateway-signing.key"

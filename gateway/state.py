@@ -14,6 +14,7 @@ from gpuproof.gateway.settings import Settings
 from gpuproof.verifier.protocol import Verifier
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from gpuproof.gateway.limits import Limiter
     from gpuproof.gateway.trust_cache import TrustCache
 
@@ -23,10 +24,18 @@ class State:
     settings: Settings
     db: Database
     verifier: Verifier
-    signing_key: object
+    signing_key: Ed25519PrivateKey
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+
+    @property
+    def log_origin(self) -> str:
+        """The origin line of the log's checkpoints, and the key name they are signed under."""
+        from gpuproof.gateway.translog import default_origin
+        from gpuproof.verifier.signatures import public_key_bytes
+
+        return self.settings.log_origin or default_origin(public_key_bytes(self.signing_key))
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup

@@ -3,8 +3,9 @@ in an RFC 6962 tree.
 
 Entries are canonical JSON (verifier/evidence.py: sorted keys, no spaces); leaf hash = SHA-256(0x00 || entry).
 Appends happen in the same transaction as the state change they record, under a row lock on log_head, so indices are
-consecutive and an entry exists exactly when its change does. Tree heads are signed with the gateway's
-Ed25519 key over (size, root, timestamp).
+consecutive and an entry exists exactly when its change does. Tree heads are C2SP tlog-checkpoints
+(gpuproof.verifier.notes), signed notes by the gateway's Ed25519 key under the log's origin; the JSON head
+also carries the older signature over (size, root, timestamp), which clients of earlier versions check.
 
 The tree is never rebuilt: each append stores the hashes of the complete subtrees it completes
 (models.LogNode; at most log2(size) of them, one on average), and a head or proof reads the O(log^2 size)
@@ -13,11 +14,12 @@ subtree hashes RFC 6962 asks for (`StoredTree`), so they cost the same at a mill
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from gpuproof.gateway.models import LogEntry, LogHead, LogNode
 from gpuproof.kernels import merkle
-from gpuproof.verifier import evidence, signatures
+from gpuproof.verifier import evidence, notes, signatures
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -69,12 +71,28 @@ def tree(session: Session, tree_size: int | None = None) -> StoredTree:
     return StoredTree(session, size(session) if tree_size is None else tree_size)
 
 
-def signed_head(session: Session, key, now: float) -> dict[str, Any]:  # noqa: ANN001
+def default_origin(public_key: bytes) -> str:
+    """The log's origin when none is configured: named after its key, so replicas sharing the key agree and
+    two logs with different keys never share an origin."""
+    return f"gpuproof/log/{hashlib.sha256(public_key).hexdigest()[:16]}"
+
+
+def checkpoint(session: Session, key, origin: str) -> str:  # noqa: ANN001
+    """The current tree head as a signed C2SP checkpoint (the note text and its signature line)."""
     t = tree(session)
-    root = t.root
+    return notes.Checkpoint(origin, t.size, t.root).sign(key)
+
+
+def signed_head(session: Session, key, now: float, origin: str) -> dict[str, Any]:  # noqa: ANN001
+    """The JSON tree head: size, root, the signed checkpoint of them, the key (raw and as a note verifier
+    key), and the older signature over (size, root, timestamp) for clients of earlier versions."""
+    t = tree(session)
+    root, public = t.root, signatures.public_key_bytes(key)
     signature = signatures.sign(key, signatures.tree_head_message(t.size, root, now))
-    return {"size": t.size, "root": root.hex(), "timestamp": now, "signature": signature.hex(),
-            "public_key": signatures.public_key_bytes(key).hex()}
+    return {"size": t.size, "root": root.hex(), "origin": origin,
+            "checkpoint": notes.Checkpoint(origin, t.size, root).sign(key),
+            "verifier_key": notes.verifier_key(origin, public), "public_key": public.hex(),
+            "timestamp": now, "signature": signature.hex()}
 
 
 def entries(session: Session, start: int, end: int) -> list[dict[str, Any]]:

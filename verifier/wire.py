@@ -321,13 +321,21 @@ class ReplayMaterialsOut(BaseModel):
 
 
 class TreeHeadOut(BaseModel):
-    """The signed tree head (client: TreeHead.parse checks its signature)."""
+    """The signed tree head (client: TreeHead.parse checks its checkpoint): `checkpoint` is the signed
+    note to verify (C2SP tlog-checkpoint; docs/gateway.md, "Checkpoints"); `timestamp` and `signature`
+    are the older, deprecated head signature, kept for clients of earlier versions."""
 
     size: int
     root: Hex64
-    timestamp: float
-    signature: Hex128
+    origin: str = Field(description="the log's origin: the checkpoint's first line and its key name")
+    checkpoint: str = Field(description="the signed checkpoint (C2SP tlog-checkpoint) of size and root, the "
+                            "exact text GET /v1/log/checkpoint serves")
+    verifier_key: str = Field(description="the log's note verifier key: <origin>+<key ID hex>+<base64(0x01 || "
+                              "public key)>, as golang.org/x/mod/sumdb/note reads it")
     public_key: Hex64
+    timestamp: float = Field(description="deprecated: the time the older signature covers")
+    signature: Hex128 = Field(description="deprecated: Ed25519 over 'gpuproof-tree-head/1\\n' size, root hex "
+                              "and Python's repr(timestamp), one per line; verify `checkpoint` instead")
 
 
 class LogEntryOut(BaseModel):

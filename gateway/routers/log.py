@@ -1,5 +1,5 @@
-"""The transparency log (public): signed tree head, entries (all, or a challenge's), inclusion and consistency
-proofs."""
+"""The transparency log (public): signed tree head (a C2SP checkpoint, as text or in JSON), entries (all, or
+a challenge's), inclusion and consistency proofs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse
 from gpuproof.gateway import translog
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge
@@ -25,10 +26,29 @@ from gpuproof.verifier.wire import (
 router = APIRouter(prefix="/v1/log", tags=["log"], dependencies=[Depends(limit_ip)])
 
 
+# docs/gateway.md's worked example (seed 00 01 ... 1f, RFC 6962's 8-leaf test tree)
+CHECKPOINT_EXAMPLE = ("gateway.example/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n"
+                      "\u2014 gateway.example/log "
+                      "eG4Pt9EvTrZH6Xq7aifQQyzdmrcbe3Wv6k5En5UGtMGUTvCURI1eg/kzYtdRbenVdvqLHPgr2LX2H1k1rEH27XbbxwI=\n")
+
+
 @router.get("/head", operation_id="get_tree_head", response_model=TreeHeadOut)
 def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
-    """The signed tree head: size, root, time, and the gateway's Ed25519 signature over them."""
-    return translog.signed_head(session, state.signing_key, time.time())
+    """The signed tree head: size, root, the signed checkpoint of them (C2SP tlog-checkpoint: verify this),
+    the gateway's key (raw and as a note verifier key), and the older signature over (size, root, time)."""
+    return translog.signed_head(session, state.signing_key, time.time(), state.log_origin)
+
+
+@router.get("/checkpoint", operation_id="get_checkpoint", response_class=PlainTextResponse,
+            responses={200: {"description": "The signed checkpoint (C2SP tlog-checkpoint, a signed note)",
+                             "content": {"text/plain": {"schema": {"type": "string"},
+                                                        "example": CHECKPOINT_EXAMPLE}}}})
+def get_checkpoint(session: ReadSessionDep, state: StateDep) -> PlainTextResponse:
+    """The current tree head as a C2SP tlog-checkpoint: origin, size and base64 root, a blank line, and the
+    gateway's Ed25519 signature line (docs/gateway.md, "Checkpoints"); any signed-note verifier checks it
+    with the key GET /v1/log/head names in `verifier_key`."""
+    return PlainTextResponse(translog.checkpoint(session, state.signing_key, state.log_origin),
+                             media_type="text/plain; charset=utf-8")
 
 
 @router.get("/entries", operation_id="get_log_entries", response_model=LogEntriesOut)

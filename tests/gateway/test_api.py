@@ -14,10 +14,11 @@ from gpuproof.kernels import merkle
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams
-from gpuproof.verifier import evidence, signatures, transcript
+from gpuproof.verifier import evidence, notes, signatures, transcript
 from sqlalchemy import func, select
 
 from tests.support.clock import stopped_limiter
+from tests.support.note_oracle import node_verify, spec_verify
 
 
 class Agent:
@@ -100,9 +101,13 @@ def test_full_provider_flow_and_evidence(gateway):
     # against the signed head
     head = gateway.client.get("/v1/log/head").json()
     assert head["size"] == 4
-    signatures.verify(bytes.fromhex(head["public_key"]),
-                      signatures.tree_head_message(head["size"], bytes.fromhex(head["root"]), head["timestamp"]),
-                      bytes.fromhex(head["signature"]))
+    # its checkpoint verifies with a signed-note verifier written from the spec (tests/support/note_oracle.py)
+    public = bytes.fromhex(head["public_key"])
+    assert spec_verify(head["checkpoint"], head["origin"], public) == (head["origin"], 4, bytes.fromhex(head["root"]))
+    assert notes.parse_verifier_key(head["verifier_key"]) == (head["origin"], public)
+    # the older signature, which earlier clients check, is still there
+    legacy = signatures.tree_head_message(head["size"], bytes.fromhex(head["root"]), head["timestamp"])
+    signatures.verify(public, legacy, bytes.fromhex(head["signature"]))
     entries = gateway.client.get("/v1/log/entries", params={"start": 0}).json()["entries"]
     assert [e["kind"] for e in entries] == ["registration", "commitment", "opening-request", "verdict"]
     for e in entries:
@@ -564,3 +569,44 @@ def test_a_gateway_set_to_gpuproof_1_issues_and_judges_v1_challenges(database_ur
         doc = client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
     assert c["spec"] == "gpuproof/1" and verdict["outcome"] == "pass"
     assert doc["spec"] == "gpuproof/1" and transcript.recheck(doc)[1] == []
+
+
+def test_the_checkpoint_endpoint_serves_a_signed_note_any_verifier_checks(gateway, tmp_path):
+    """GET /v1/log/checkpoint: the C2SP checkpoint as text, signed under the log's origin; a verifier written
+    from the spec accepts it and refuses it tampered; the origin is the operator's when configured."""
+    Agent(gateway)
+    r = gateway.client.get("/v1/log/checkpoint")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/plain; charset=utf-8"
+    head = gateway.client.get("/v1/log/head").json()
+    assert r.text == head["checkpoint"]  # Ed25519 is deterministic: one tree, one checkpoint
+    public = bytes.fromhex(head["public_key"])
+    origin = head["origin"]
+    assert origin.startswith("gpuproof/log/") and r.text.startswith(f"{origin}\n1\n")
+    assert spec_verify(r.text, origin, public) == (origin, 1, bytes.fromhex(head["root"]))
+    from cryptography.exceptions import InvalidSignature
+
+    with pytest.raises(InvalidSignature):
+        spec_verify(r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1), origin, public)
+    with pytest.raises(notes.NoteError, match="does not verify"):
+        notes.Checkpoint.open(r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1), public)
+    # and in another language: a JavaScript verifier on Node's crypto, written from the specs
+    # (tests/support/checkpoint_verify.mjs; it also verifies a sum.golang.org checkpoint, tests/verifier/test_notes.py)
+    node = node_verify(head["verifier_key"], r.text)
+    if node is not None:
+        assert node.returncode == 0, node.stderr
+        assert json.loads(node.stdout) == {"origin": origin, "size": 1, "root_hex": head["root"]}
+        tampered = node_verify(head["verifier_key"], r.text.replace(f"{origin}\n1\n", f"{origin}\n2\n", 1))
+        assert tampered is not None and tampered.returncode == 1 and "does not verify" in tampered.stderr
+    # an operator's origin
+    from fastapi.testclient import TestClient
+    from gpuproof.gateway.app import create_app
+
+    settings = gateway.settings.model_copy(update={"log_origin": "gateway.example/log"})
+    with TestClient(create_app(settings)) as other:
+        text = other.get("/v1/log/checkpoint").text
+    assert text.startswith("gateway.example/log\n1\n") and "\n\n\u2014 gateway.example/log " in text
+    assert notes.Checkpoint.open(text, public, origin="gateway.example/log").size == 1
+    from gpuproof.gateway.settings import Settings
+
+    with pytest.raises(ValueError, match="must not contain"):
+        Settings(log_origin="my log")

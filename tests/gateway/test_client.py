@@ -104,8 +104,15 @@ def test_async_client(server):
 
 
 @pytest.mark.parametrize("path, edit, fragment", [
-    ("/v1/log/head", lambda d: dict(d, root="00" * 32), "signature"),
-    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1), "signature"),
+    ("/v1/log/head", lambda d: dict(d, root="00" * 32), "its signed checkpoint"),
+    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1), "its signed checkpoint"),
+    ("/v1/log/head", lambda d: dict(d, size=d["size"] + 1, checkpoint=d["checkpoint"].replace(
+        f"\n{d['size']}\n", f"\n{d['size'] + 1}\n", 1)), "checkpoint: the signature by .* does not verify"),
+    ("/v1/log/head", lambda d: dict(d, origin="another/log", checkpoint=d["checkpoint"].replace(
+        d["origin"], "another/log")), "checkpoint: the note has no signature by another/log"),
+    # a head without its checkpoint is checked by its older signature, which covers size and root too
+    ("/v1/log/head", lambda d: {k: v for k, v in d.items() if k != "checkpoint"} | {"size": d["size"] + 1},
+     "tree head signature: signature does not verify"),
     ("/v1/log/consistency", lambda d: dict(d, proof=d["proof"][:-1]), "does not extend"),
     ("/v1/log/inclusion", lambda d: dict(d, proof=["00" * 32] + d["proof"][1:]), "not in the signed tree"),
     ("/v1/log/entries", lambda d: dict(d, entries=[dict(e, entry=e["entry"].replace("sdk", "evil"))
@@ -130,3 +137,15 @@ def test_pinned_key_and_unreachable(server):
         client.tree_head()
     with GatewayClient("http://127.0.0.1:9") as client, pytest.raises(GatewayUnreachable):
         client.trust("0" * 32)
+
+
+def test_the_checkpoint_call_verifies_the_text_endpoint(server):
+    with GatewayClient(server.base, key=signatures.new_private_key()) as provider:
+        provider.register("sdk", [{"model": "cpu-reference", "vram_gib": 4}])
+        head, checkpoint = provider.tree_head(), provider.checkpoint()
+    assert (checkpoint.size, checkpoint.root, checkpoint.origin, checkpoint.checkpoint) == (
+        head.size, head.root, head.origin, head.checkpoint) and head.size == 1
+    stranger = signatures.public_key_bytes(signatures.new_private_key())
+    with GatewayClient(server.base, pinned_log_key=stranger) as other, \
+            pytest.raises(LogVerificationError, match="checkpoint: the note has no signature by"):
+        other.checkpoint()

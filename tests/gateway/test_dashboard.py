@@ -133,6 +133,10 @@ def test_the_log_page_shows_fields_and_links_not_json(gateway):
     assert rows.tags.count("tr") >= 3  # the head, registration and verdict
     assert "registered" in log and 'class="pass">pass</span>' in log and "opened rows are committed and exact" in log
     assert "it&#39;s me" in log  # the provider's name, escaped once, as text
+    # the head is shown as its signed checkpoint, with the verifier key that checks it
+    head = gateway.client.get("/v1/log/head").json()
+    assert f'<pre id="checkpoint">{html.escape(head["checkpoint"], quote=True)}</pre>' in log
+    assert html.escape(head["verifier_key"]) in log
 
 
 PRIVATE = {"renter_ref": "renter-SECRET-7", "price_ref": "usd:SECRET-99"}

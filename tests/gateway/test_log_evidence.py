@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from gpuproof.client import GatewayClient
@@ -21,6 +22,7 @@ from sqlalchemy import create_engine, select, update
 
 from tests.support import honest
 from tests.support.calibrate import honest_test_shape, scaled
+from tests.support.note_oracle import spec_verify
 from tests.support.server import Server
 
 
@@ -121,9 +123,42 @@ def test_an_honest_challenges_entries_are_logged_in_order_and_verify_transcript_
         f"{r_at})" in plain.stdout, plain.stdout
     audit = gpuproof(tmp_path / "cfg", "log", "verify", "--entries", "--gateway", live.base, "--json")
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert json.loads(audit.stdout) | {"root": "", "key": ""} == {
+    line = json.loads(audit.stdout)
+    assert line | {"root": "", "key": "", "origin": "", "checkpoint": ""} == {
         "gateway": live.base, "size": size, "root": "", "previous_size": None, "consistent": True, "key": "",
-        "entries_audited": size, "differences": []}
+        "origin": "", "checkpoint": "", "entries_audited": size, "differences": []}
+    # the checkpoint it verified is one any signed-note verifier checks (tests/support/note_oracle.py)
+    assert spec_verify(line["checkpoint"], line["origin"], bytes.fromhex(line["key"])) == (
+        line["origin"], size, bytes.fromhex(line["root"]))
+    assert report["log"]["checkpoint"].startswith(f"{line['origin']}\n{size}\n")
+
+
+def test_a_head_stored_by_an_earlier_version_still_verifies_and_is_upgraded(live, tmp_path):
+    """log-heads.json written by a version whose heads were signed over repr(timestamp): the next `log verify`
+    checks that stored head by its older signature, the new checkpoint against it (consistency), and stores
+    the checkpoint."""
+    with provider(live) as client:
+        play(client)
+        old = client.tree_head()
+    with provider(live) as other:  # the log grows: a registration and a challenge's three entries
+        play(other)
+    key_file = Path(live.env["GPUPROOF_DATA_DIR"]) / "gateway-signing.key"
+    key = signatures.private_key_from_bytes(bytes.fromhex(key_file.read_text()))
+    at = 1764590400.1234
+    legacy = {"size": old.size, "root": old.root.hex(), "timestamp": at, "public_key": old.public_key.hex(),
+              "signature": signatures.sign(key, signatures.tree_head_message(old.size, old.root, at)).hex()}
+    store = tmp_path / "cfg" / "log-heads.json"
+    store.parent.mkdir()
+    store.write_text(json.dumps({live.base: legacy}))
+    out = gpuproof(tmp_path / "cfg", "log", "verify", "--gateway", live.base)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{old.size} -> {old.size + 4} entries, consistent" in out.stdout
+    stored = json.loads(store.read_text())[live.base]
+    assert stored["size"] == old.size + 4 and stored["checkpoint"].startswith(f"{stored['origin']}\n")
+    # a stored older head that was tampered with is refused
+    store.write_text(json.dumps({live.base: legacy | {"size": old.size - 1}}))
+    bad = gpuproof(tmp_path / "cfg", "log", "verify", "--gateway", live.base)
+    assert bad.returncode == 1 and "tree head signature: signature does not verify" in bad.stderr, bad.stderr
 
 
 def test_a_timeout_is_logged_with_what_exists(live, tmp_path):
@@ -191,7 +226,10 @@ def test_an_opening_request_logged_before_its_commitment_is_caught(live, tmp_pat
     audit = gpuproof(tmp_path / "fresh", "log", "verify", "--entries", "--gateway", live.base)
     assert audit.returncode == 1 and f"entry {c_at}: an opening request for challenge {cid} before any commitment" in \
         audit.stdout, audit.stdout + audit.stderr
-    # and whoever saw the log before sees its history rewritten
+    # and whoever saw the log before sees its history rewritten, when checking the transcript too
+    check_seen = gpuproof(tmp_path / "seen", "verify-transcript", cid, "--gateway", live.base, "--json")
+    assert check_seen.returncode == 1 and any(f"does not extend the one of {size} entries seen before" in d for d in
+                                              json.loads(check_seen.stdout)["log"]["differences"]), check_seen.stdout
     seen = gpuproof(tmp_path / "seen", "log", "verify", "--gateway", live.base)
     assert seen.returncode == 1 and f"does not extend the one of {size} entries seen before" in seen.stderr, seen.stderr
 
@@ -231,3 +269,17 @@ def test_the_monitor_follows_a_growing_log_and_stops_at_a_rewritten_history(live
                 monitor.wait()
     assert monitor.returncode == 1, (out, err)
     assert f"does not extend the one of {grown} entries seen before" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_monitor_stops_after_max_checks_with_every_check_consistent(live, tmp_path):
+    """`log verify --follow --max-checks 3`: three checks of a quiet log, each a JSON line with the verified
+    checkpoint, each consistent with the last; exit 0."""
+    with provider(live):
+        pass
+    out = gpuproof(tmp_path / "cfg", "log", "verify", "--follow", "--entries", "--interval", "0.1", "--max-checks",
+                   "3", "--gateway", live.base, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(c["previous_size"], c["size"], c["consistent"], c["differences"]) for c in lines] == [
+        (None, 1, True, []), (1, 1, True, []), (1, 1, True, [])]
+    assert len({c["checkpoint"] for c in lines}) == 1  # one tree, one checkpoint, byte for byte

@@ -283,7 +283,7 @@ def test_three_replicas_one_killed_and_restarted_lose_and_double_nothing(postgre
         assert not trainer.is_alive(), "the training job did not finish"
 
         # every head is the one gateway's, and extends the one read before it
-        assert len({h.public_key for h in heads}) == 1
+        assert len({h.public_key for h in heads}) == 1 and len({h.origin for h in heads}) == 1  # one log
         checked = 0
         for old, new in zip(heads, heads[1:], strict=False):
             assert new.size >= old.size, (old.size, new.size)
