@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite (WAL) in data_dir
     signing_key_path: Path | None = None  # default: data_dir / "gateway-signing.key" (made on first start)
     timestamp_window_s: float = 60.0
+    # the gateway's identity in request signatures (docs/gateway.md, "Authentication"): a signature made
+    # for one gateway is refused by any other. Default: its log signing key's public key, hex; replicas
+    # share that key, so they share the audience. 1-200 printable ASCII characters, no spaces.
+    audience: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{1,200}$")
     max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
     max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)

@@ -27,6 +27,7 @@ class State:
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+    audience: str = ""  # what request signatures name this gateway by (settings.audience or its public key hex)
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup
