@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_poll_s: float = Field(default=1.0, ge=0)
     webhook_max_endpoints: int = Field(default=10, ge=1, le=1000)
+    # endpoints resolving to loopback, private or link-local addresses are refused (SSRF) unless allowed:
+    # for tests and demos with local receivers, or a gateway whose receivers live on its private network
+    webhook_allow_private: bool = False
     # delivered and failed deliveries (and their attempts) older than this are deleted by the maintenance sweep
     webhook_retention_s: float = Field(default=30 * 86400.0, gt=0)
 
