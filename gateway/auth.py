@@ -159,10 +159,10 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
 async def signed_request(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str | None,
                          timestamp: str | None, nonce: str | None, signature: str | None,
                          length: int | None = None) -> AsyncIterator[SignedProvider]:
-    provider, now, nonce = await anyio.to_thread.run_sync(
+    provider, now, claimed = await anyio.to_thread.run_sync(
         lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature, length))
     async with writing(state.db, f"{request.method} {request.url.path}") as session:
-        yield SignedProvider(provider, session, nonce, now)
+        yield SignedProvider(provider, session, claimed, now)
 
 
 async def signed_provider(

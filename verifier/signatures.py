@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -19,7 +20,7 @@ from gpuproof.kernels.errors import GpuproofError
 # Version 2 of request signatures (X-Gpuproof-Signature-Version: 2): over the exact request target and
 # body bytes, and the gateway's audience. Version 1 (gpuproof-request/1, no audience, and a registration
 # signed over the gateway's re-serialisation of its devices) is refused with a reason (gateway/auth.py).
-SIGNATURE_VERSION = "2"
+SIGNATURE_VERSION: Final = "2"
 REQUEST_DOMAIN = "gpuproof-request/2"
 UPLOAD_DOMAIN = "gpuproof-upload/2"
 TREE_HEAD_DOMAIN = "gpuproof-tree-head/1"

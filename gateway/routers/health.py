@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Response
 from gpuproof.gateway import metrics, migrate
 from gpuproof.gateway.problems import Problem
@@ -30,7 +33,8 @@ def healthz() -> dict:
 def identity(state: StateDep) -> IdentityOut:
     """The audience request signatures must name (this gateway), its public key and the signature version
     it checks; public, and the same on every replica."""
-    return IdentityOut(audience=state.audience, public_key=signatures.public_key_bytes(state.signing_key).hex(),
+    key = cast(Ed25519PrivateKey, state.signing_key)
+    return IdentityOut(audience=state.audience, public_key=signatures.public_key_bytes(key).hex(),
                        signature_version=signatures.SIGNATURE_VERSION)
 
 
