@@ -54,6 +54,11 @@ def registration_headers(request: Request, state: StateDep,
                          = None) -> RegistrationHeaders:
     """A registration's signature headers, checked before its body is (so an agent older than signature
     version 2, which signed the gateway's re-serialisation of its devices in the body, is told to upgrade)."""
+    if x_gpuproof_signature is None and x_gpuproof_signature_version is None:
+        raise Problem(401, "Signature version not accepted", "a registration is a signed request (signature "
+                      "version 2: X-Gpuproof-Signature-Version, -Timestamp, -Nonce and -Signature over the body as "
+                      "sent; docs/gateway.md, \"Authentication\"); a signature in the body is version 1: upgrade "
+                      "the agent or client")
     timestamp, signature, _ = check_signature_headers(request, state, x_gpuproof_timestamp, x_gpuproof_nonce,
                                                       x_gpuproof_signature)
     assert x_gpuproof_nonce is not None  # checked above
