@@ -13,6 +13,7 @@ table; targets: >= 3,000 req/s with p99 <= 20 ms idle, p99 <= 50 ms under verifi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -42,10 +43,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=8)
+def _audience(base_url: str) -> str:
+    return httpx.get(f"{base_url}/v1/identity").json()["audience"]
+
+
+def audience(client: httpx.Client) -> str:
+    """The gateway's audience for request signatures (GET /v1/identity, asked once)."""
+    return _audience(str(client.base_url).rstrip("/"))
+
+
 def run_challenge(client: httpx.Client, key, pid: str) -> dict:  # noqa: ANN001
     def post(path: str, payload: dict) -> httpx.Response:
         body = json.dumps(payload).encode()
-        return client.post(path, content=body, headers=signed_headers(key, pid, "POST", path, body))
+        return client.post(path, content=body, headers=signed_headers(key, pid, "POST", path, body,
+                                                                      audience=audience(client)))
 
     r = post(f"/v1/providers/{pid}/challenges", {"device": 0})
     if r.status_code == 204:
@@ -65,7 +77,8 @@ def run_challenge(client: httpx.Client, key, pid: str) -> dict:  # noqa: ANN001
 
 def new_provider(client: httpx.Client, name: str):  # noqa: ANN201
     key = signatures.new_private_key()
-    r = client.post("/v1/providers", json=registration(key, name, [{"model": "cpu-reference", "vram_gib": 8}]))
+    r = client.post("/v1/providers", **registration(key, name, [{"model": "cpu-reference", "vram_gib": 8}],
+                                                    audience=audience(client)))
     r.raise_for_status()
     return key, r.json()["id"]
 

@@ -38,8 +38,9 @@ PATHS = ("/v1/providers?min_lower_bound=0&limit=1", "/v1/providers?limit=1", "/"
 def fill(app, count: int, client: TestClient) -> None:  # noqa: ANN001
     """`count` providers: 20 through the API, the rest as rows (what registration writes)."""
     for _ in range(min(20, count)):
-        body = registration(signatures.new_private_key(), "listed", [{"model": "cpu-reference", "vram_gib": 8}])
-        assert client.post("/v1/providers", json=body).status_code == 201
+        body = registration(signatures.new_private_key(), "listed", [{"model": "cpu-reference", "vram_gib": 8}],
+                            audience=app.state.gp.audience)
+        assert client.post("/v1/providers", **body).status_code == 201
     now, prior = time.time(), score([], time.time())
     scored = hasattr(models, "ProviderScore")
     with app.state.gp.db.writer() as session:

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-from gpuproof.client.signing import device_list, registration, signed_headers, signed_upload_headers, validator_headers
+from gpuproof.client.signing import (
+    device_list,
+    registration_body,
+    signed_headers,
+    signed_upload_headers,
+    validator_headers,
+)
 from gpuproof.kernels.errors import GpuproofError
 from gpuproof.verifier import evidence, logproofs, signatures, wire
 from gpuproof.verifier.logproofs import LogVerificationError, TreeHead
@@ -142,8 +148,11 @@ class Calls:
     `api_key` a marketplace; `pinned_log_key` pins the log's signing key."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, key=None, provider_id: str | None = None,  # noqa: ANN001
-                 pinned_log_key: bytes | None = None) -> None:
+                 pinned_log_key: bytes | None = None, audience: str | None = None) -> None:
+        """`audience`: the gateway's, for request signatures; None: asked of the gateway (GET /v1/identity)
+        before the first signed request."""
         self.base_url = base_url.rstrip("/")
+        self.audience = audience
         self.api_key = api_key
         self.key = key
         self.provider_id = provider_id or (signatures.provider_id(signatures.public_key_bytes(key)) if key else None)
@@ -161,17 +170,26 @@ class Calls:
                 raise GpuproofError("this call must be signed: give the client the provider's key")
             if req.upload:
                 headers.update(signed_upload_headers(self.key, self.provider_id, req.method, req.path,
-                                                     req.body or b""))
+                                                     req.body or b"", audience=self._audience()))
             else:
                 headers.update(signed_headers(self.key, self.provider_id, req.method, req.path, req.body or b"",
-                                              content_type=req.content_type))
+                                              audience=self._audience(), content_type=req.content_type))
         if req.api_key:
             if not self.api_key:
                 raise GpuproofError("this call needs a marketplace API key (api_key=...)")
             headers["Authorization"] = f"Bearer {self.api_key}"
         if req.validator_key is not None:
-            headers.update(validator_headers(req.validator_key, req.method, req.path))
+            headers.update(validator_headers(req.validator_key, req.method, req.path, audience=self._audience()))
         return headers
+
+    def _audience(self) -> str:
+        if self.audience is None:
+            raise GpuproofError("the gateway's audience is not known yet (the client asks GET /v1/identity first)")
+        return self.audience
+
+    @staticmethod
+    def needs_audience(req: Request) -> bool:
+        return req.signed or req.validator_key is not None
 
     # providers and trust --------------------------------------------------------------------------
     @call
@@ -189,7 +207,7 @@ class Calls:
     def register(self, name: str, devices: list[dict]) -> Flow[wire.ProviderOut]:
         if self.key is None:
             raise GpuproofError("registering needs the provider's key")
-        return (yield Request("POST", "/v1/providers", _body(registration(self.key, name, devices)),
+        return (yield Request("POST", "/v1/providers", registration_body(self.key, name, devices), True,
                               model=wire.ProviderOut))
 
     @call

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from gpuproof.client.calls import Calls, Flow, GatewayError, GatewayUnreachable, Request, result
+from gpuproof.verifier import wire
 
 # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from the
 # other end: reusing a connection the server is closing is a reset a client would otherwise see.
@@ -62,6 +63,8 @@ class GatewayClient(Calls):
 
     def _send(self, req: Request) -> httpx.Response:
         try:
+            if self.needs_audience(req) and self.audience is None:
+                self.audience = result(self._http.get("/v1/identity"), wire.IdentityOut).audience
             return self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
                                       **_timeout(req))
         except httpx.TransportError as exc:
@@ -96,6 +99,8 @@ class AsyncGatewayClient(Calls):
 
     async def _send(self, req: Request) -> httpx.Response:
         try:
+            if self.needs_audience(req) and self.audience is None:
+                self.audience = result(await self._http.get("/v1/identity"), wire.IdentityOut).audience
             return await self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
                                             **_timeout(req))
         except httpx.TransportError as exc:

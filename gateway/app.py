@@ -186,9 +186,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          description="Exact GPU challenges, trust scores, settlement and a transparency log.")
     verifier = Verifier(VerifierConfig(spot_checks=settings.spot_checks, spec=settings.challenge_spec),
                         profiles=profiles)
-    app.state.gp = State(settings=settings, db=db, verifier=verifier,
-                         signing_key=load_signing_key(settings.key_path()), limiter=make_limiter(settings),
-                         trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))
+    signing_key = load_signing_key(settings.key_path())
+    app.state.gp = State(settings=settings, db=db, verifier=verifier, signing_key=signing_key,
+                         limiter=make_limiter(settings), trust_cache=TrustCache(settings.trust_cache_s),
+                         blobs=blobs.open_store(settings),
+                         audience=settings.audience or signatures.public_key_bytes(signing_key).hex())
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router, validators.router):

@@ -66,38 +66,85 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def _authenticate(request: Request, state: State, body_sha256: str, provider_id: str, timestamp_text: str,
-                  nonce: str, signature_hex: str, length: int | None = None) -> tuple[Provider, float]:
-    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
-    with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
-    if not is_hex(provider_id, ID_BYTES):
-        raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
+VERSION_HEADER_DOC = ("the request signature's version: 2 (docs/gateway.md, \"Authentication\"); a request "
+                      "without it is refused (401) as signed by an agent older than version 2")
+TIMESTAMP_RE = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+
+
+def signed_target(request: Request) -> str:
+    """The request target as the client sent it (signatures.request_target): the raw path bytes of the
+    request line (ASGI `raw_path`; never the decoded path) and the raw query string, untouched."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw is not None else request.scope["path"]
+    path = path.split("?", 1)[0]  # some servers (httpx's ASGI transport) put the query in raw_path too
+    return signatures.request_target(path, request.scope.get("query_string", b"").decode("latin-1"))
+
+
+def check_signature_headers(request: Request, state: State, timestamp_text: str | None, nonce: str | None,
+                            signature_hex: str | None) -> tuple[int, bytes, float]:
+    """The checks every signed request shares, before any database read: the signature version (a request
+    from an agent older than version 2 is refused with the reason), the timestamp (within the window of
+    the gateway's clock), the nonce's form and the signature's encoding. Returns (timestamp, signature, now)."""
+    if timestamp_text is None or nonce is None or signature_hex is None:
+        raise Problem(401, "Unauthenticated", "a signed request carries X-Gpuproof-Timestamp, X-Gpuproof-Nonce "
+                      "and X-Gpuproof-Signature")
+    version = request.headers.get("X-Gpuproof-Signature-Version")
+    if version != signatures.SIGNATURE_VERSION:
+        got = "none (a version 1 signature)" if version is None else repr(version[:20])
+        raise Problem(401, "Signature version not accepted",
+                      f"X-Gpuproof-Signature-Version: this gateway checks version {signatures.SIGNATURE_VERSION} "
+                      f"only (gpuproof-request/2: the exact request target and body bytes, audience "
+                      f"{state.audience!r}; docs/gateway.md, \"Authentication\"), got {got}: upgrade the "
+                      "agent or client")
     if not NONCE_RE.match(nonce):
         raise Problem(401, "Unauthenticated", "X-Gpuproof-Nonce: expected 16 to 64 characters of [A-Za-z0-9_-]")
+    if not TIMESTAMP_RE.match(timestamp_text):
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Timestamp: expected unix seconds in decimal digits, "
+                      "no sign or leading zero")
     try:
-        timestamp = int(timestamp_text)
         signature = bytes.fromhex(signature_hex)
     except ValueError:
-        raise Problem(401, "Unauthenticated", "X-Gpuproof-Timestamp must be an integer and "
-                      "X-Gpuproof-Signature hex") from None
-    now = wall_clock()
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Signature: expected hex") from None
+    timestamp, now = int(timestamp_text), wall_clock()
     window = state.settings.timestamp_window_s
     if abs(now - timestamp) > window:
         raise Problem(401, "Clock skew", f"request timestamp is {timestamp - now:+.0f} s from the gateway's clock; "
                       f"the window is +-{window:g} s")
+    return timestamp, signature, now
+
+
+def verify_request(request: Request, state: State, public_key: bytes, timestamp: int, nonce: str,
+                   signature: bytes, body_sha256: str, length: int | None = None) -> None:
+    """Raise 401 unless `signature` is `public_key`'s over this request's version 2 message (an upload's,
+    with `length`); the detail names the audience a signature must carry."""
+    target = signed_target(request)
+    message = (signatures.request_message_for_digest(request.method, target, state.audience, timestamp, nonce,
+                                                     body_sha256)
+               if length is None else
+               signatures.upload_message(request.method, target, state.audience, timestamp, nonce, body_sha256,
+                                         length))
+    try:
+        signatures.verify(public_key, message, signature)
+    except signatures.SignatureError as exc:
+        raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc} (signed over {request.method} "
+                      f"{target!r} for audience {state.audience!r}?)") from None
+
+
+def _authenticate(request: Request, state: State, body_sha256: str, provider_id: str | None,
+                  timestamp_text: str | None, nonce: str | None, signature_hex: str | None,
+                  length: int | None = None) -> tuple[Provider, float, str]:
+    """The checks of signed_provider (run in a worker thread: database reads and an Ed25519 verify);
+    with `length`, of signed_upload (the signature covers the declared SHA-256 and length)."""
+    timestamp, signature, now = check_signature_headers(request, state, timestamp_text, nonce, signature_hex)
+    assert nonce is not None  # checked above
+    if provider_id is None or not is_hex(provider_id, ID_BYTES):
+        raise Problem(401, "Unauthenticated", "X-Gpuproof-Provider: expected 32 lowercase hex characters")
     with state.db.reader() as reader:
         provider = reader.get(Provider, provider_id)
         replayed = provider is not None and reader.get(RequestNonce, (provider.id, nonce)) is not None
     if provider is None:
         raise Problem(401, "Unauthenticated", f"unknown provider {provider_id}")
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    message = (signatures.request_message_for_digest(request.method, path, timestamp, nonce, body_sha256)
-               if length is None else
-               signatures.upload_message(request.method, path, timestamp, nonce, body_sha256, length))
-    try:
-        signatures.verify(provider.public_key, message, signature)
-    except signatures.SignatureError as exc:
-        raise Problem(401, "Bad signature", f"X-Gpuproof-Signature: {exc}") from None
+    verify_request(request, state, provider.public_key, timestamp, nonce, signature, body_sha256, length)
     if replayed:
         raise Problem(409, "Replayed request", f"nonce {nonce} was already used by this provider")
     wait = state.limiter.take(f"provider:{provider.id}", state.settings.provider_rate_per_s,
@@ -105,25 +152,27 @@ def _authenticate(request: Request, state: State, body_sha256: str, provider_id:
     if wait is not None:
         raise Problem(429, "Too many requests", f"more than {state.settings.provider_rate_per_s:g} requests/s "
                       "from this provider", retry_after=max(1, round(wait + 0.5)))
-    return provider, now
+    return provider, now, nonce
 
 
 @contextlib.asynccontextmanager
-async def signed_request(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str,
-                  timestamp: str, nonce: str, signature: str,
-                  length: int | None = None) -> AsyncIterator[SignedProvider]:
-    provider, now = await anyio.to_thread.run_sync(
+async def signed_request(request: Request, state: State, body_sha256: Callable[[], str], provider_id: str | None,
+                         timestamp: str | None, nonce: str | None, signature: str | None,
+                         length: int | None = None) -> AsyncIterator[SignedProvider]:
+    provider, now, claimed = await anyio.to_thread.run_sync(
         lambda: _authenticate(request, state, body_sha256(), provider_id, timestamp, nonce, signature, length))
     async with writing(state.db, f"{request.method} {request.url.path}") as session:
-        yield SignedProvider(provider, session, nonce, now)
+        yield SignedProvider(provider, session, claimed, now)
 
 
 async def signed_provider(
     request: Request, state: StateDep, body: Annotated[bytes, Depends(raw_body)],
     x_gpuproof_provider: Annotated[str, Header()], x_gpuproof_timestamp: Annotated[str, Header()],
     x_gpuproof_nonce: Annotated[str, Header()], x_gpuproof_signature: Annotated[str, Header()],
+    x_gpuproof_signature_version: Annotated[str | None, Header(description=VERSION_HEADER_DOC)] = None,
 ) -> AsyncIterator[SignedProvider]:
-    """Authenticate a provider request: Ed25519 over method, path, timestamp, nonce and SHA-256(body).
+    """Authenticate a provider request: Ed25519 (version 2) over method, the exact request target, the
+    gateway's audience, timestamp, nonce and SHA-256 of the raw body (signatures.request_message).
 
     The checks read only (a read session, no lock); a nonce already stored is refused at once, before any
     expensive work, and the endpoint stores the new one with its own writes, in the write session given

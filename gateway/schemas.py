@@ -36,7 +36,6 @@ class Registration(Strict):
     public_key: Annotated[Hex64, Field(description="Ed25519 public key")]
     name: Text100
     devices: Annotated[list[DeviceClaim], Field(min_length=1, max_length=64)]
-    signature: Annotated[Hex128, Field(description="Ed25519 signature of the registration message")]
 
 
 class RegistrationUpdate(Strict):

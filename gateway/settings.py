@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # "gpuproof/log/<first 16 hex of SHA-256 of the signing key>"; no spaces and no "+"
     log_origin: str | None = None
     timestamp_window_s: float = 60.0
+    # the gateway's identity in request signatures (docs/gateway.md, "Authentication"): a signature made
+    # for one gateway is refused by any other. Default: its log signing key's public key, hex; replicas
+    # share that key, so they share the audience. 1-200 printable ASCII characters, no spaces.
+    audience: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{1,200}$")
     max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
     max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)
@@ -89,6 +93,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_poll_s: float = Field(default=1.0, ge=0)
     webhook_max_endpoints: int = Field(default=10, ge=1, le=1000)
+    # endpoints resolving to loopback, private or link-local addresses are refused (SSRF) unless allowed:
+    # for tests and demos with local receivers, or a gateway whose receivers live on its private network
+    webhook_allow_private: bool = False
     # delivered and failed deliveries (and their attempts) older than this are deleted by the maintenance sweep
     webhook_retention_s: float = Field(default=30 * 86400.0, gt=0)
 

@@ -28,6 +28,7 @@ class State:
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+    audience: str = ""  # what request signatures name this gateway by (settings.audience or its public key hex)
 
     @property
     def log_origin(self) -> str:

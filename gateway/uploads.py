@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from gpuproof.gateway.auth import DeclaredBody, SignedProvider, signed_request
+from gpuproof.gateway.auth import VERSION_HEADER_DOC, DeclaredBody, SignedProvider, signed_request
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier.ids import is_hex
@@ -38,6 +38,7 @@ async def signed_upload(
     x_gpuproof_signature: Annotated[str | None, Header()] = None,
     x_gpuproof_content_sha256: Annotated[str | None, Header()] = None,
     content_length: Annotated[str | None, Header()] = None,
+    x_gpuproof_signature_version: Annotated[str | None, Header(description=VERSION_HEADER_DOC)] = None,
 ) -> AsyncIterator[SignedProvider]:
     """signed_provider for an upload, from its headers alone: the signature covers the SHA-256 and length
     the headers declare (signatures.upload_message), so it is checked before a byte of the body is read

@@ -21,12 +21,15 @@ import asyncio
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import anyio.to_thread
+import httpcore
 import httpx
 from gpuproof.gateway import metrics, tenancy
 from gpuproof.gateway.db import Database, locked
@@ -189,6 +192,70 @@ def claim(db: Database, settings: Settings, now: float, limit: int = BATCH) -> l
     return out
 
 
+def check_destination(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, all of them public (verifier.webhooks.refused_address); else
+    WebhookError with the first that is not, or that the name does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise webhooks.WebhookError(f"url: the host {host} does not resolve ({exc})") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        reason = webhooks.refused_address(address)
+        if reason is not None:
+            raise webhooks.WebhookError(f"url: the host {host} resolves to {reason}; webhooks go to public "
+                                        "addresses only (GPUPROOF_WEBHOOK_ALLOW_PRIVATE=true allows others)")
+    return addresses
+
+
+def check_endpoint_url(url: str, settings: Settings) -> None:
+    """At registration: refuse an endpoint whose host resolves to a non-public address (unless allowed)."""
+    if settings.webhook_allow_private:
+        return
+    parts = urlsplit(url)
+    check_destination(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+
+
+class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, except that a connection's host is resolved here, every address it
+    resolves to is checked (check_destination), and the connection goes to the checked address itself: a
+    name that resolved to a public address at registration and resolves to a private one now (DNS
+    rebinding) is refused at the attempt. TLS still verifies the URL's host name (httpcore sends it as SNI
+    and checks the certificate against it, whatever address was dialled)."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await anyio.to_thread.run_sync(check_destination, host, port)
+        except webhooks.WebhookError as exc:
+            raise httpcore.ConnectError(str(exc).removeprefix("url: ")) from None
+        return await self._inner.connect_tcp(addresses[0], port, timeout=timeout, local_address=local_address,
+                                             socket_options=socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks are not sent to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def delivery_client(settings: Settings) -> httpx.AsyncClient:
+    """The client deliveries are sent with: no redirects, the attempt's timeout, and (unless
+    GPUPROOF_WEBHOOK_ALLOW_PRIVATE) direct connections only to public addresses. A proxy from the
+    environment (HTTPS_PROXY) is still honoured: the proxy resolves the name, and it is the operator's."""
+    transport = httpx.AsyncHTTPTransport()
+    if not settings.webhook_allow_private:
+        # httpx takes no network backend of its own: its pool is rebuilt with the same defaults and ours
+        transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
+            ssl_context=httpx.create_ssl_context(), max_connections=100, max_keepalive_connections=20,
+            keepalive_expiry=5.0, network_backend=PublicOnlyBackend())
+    return httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False, transport=transport)
+
+
 async def attempt(client: httpx.AsyncClient, outgoing: Outgoing, timeout_s: float) -> Outcome:
     """POST the delivery once, signed with this attempt's timestamp. Redirects are not followed, the
     answer's body is never read, and the whole attempt ends after `timeout_s` (httpx's own timeout bounds
@@ -250,7 +317,7 @@ async def run(state: State) -> None:
     """Deliver until cancelled: a pass every `webhook_poll_s`, or at once after a full batch. A failed pass
     (database unreachable, not migrated) is logged and tried again."""
     settings = state.settings
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False) as client:
+    async with delivery_client(settings) as client:
         while True:
             sent = 0
             try:

@@ -87,3 +87,25 @@ def test_the_worked_checkpoint_example_in_the_docs():
     line = base64.b64encode(bytes.fromhex(ex["key ID"] + ex["signature"])).decode()
     assert served == f"{text}\n\u2014 {ex['origin']} {line}\n"
     assert spec_verify(served, ex["origin"], public) == (ex["origin"], size, root)
+def test_request_signature_worked_example():
+    """docs/gateway.md's worked example of a version 2 request signature is what the code makes."""
+    doc = (ROOT / "docs" / "gateway.md").read_text()
+    block = re.search(r"\*\*Worked example\*\*.+?```text\n(.+?)\n```", doc, flags=re.S)
+    assert block, "docs/gateway.md lost its worked example"
+    fields: dict[str, str] = {}
+    name = ""
+    for line in block.group(1).splitlines():
+        head, value = line[:20].strip(), line[20:].strip()
+        name = head or name
+        fields[name] = fields.get(name, "") + value if not head else value
+    key = signatures.private_key_from_bytes(bytes.fromhex(fields["private key (seed)"]))
+    public = signatures.public_key_bytes(key)
+    assert public.hex() == fields["public key"]
+    assert signatures.provider_id(public) == fields["provider id"]
+    body = fields["body"].encode()
+    assert hashlib.sha256(body).hexdigest() == fields["body sha256"]
+    message = signatures.request_message(fields["method"], fields["target"], fields["audience"],
+                                         int(fields["timestamp"]), fields["nonce"], body)
+    assert message.hex() == fields["message (hex)"]
+    assert signatures.sign(key, message).hex() == fields["signature"]
+    signatures.verify(public, message, bytes.fromhex(fields["signature"]))

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from gpuproof.kernels.errors import GpuproofError
 
-REQUEST_DOMAIN = "gpuproof-request/1"
-REGISTRATION_DOMAIN = "gpuproof-registration/1"
+# Version 2 of request signatures (X-Gpuproof-Signature-Version: 2): over the exact request target and
+# body bytes, and the gateway's audience. Version 1 (gpuproof-request/1, no audience, and a registration
+# signed over the gateway's re-serialisation of its devices) is refused with a reason (gateway/auth.py).
+SIGNATURE_VERSION: Final = "2"
+REQUEST_DOMAIN = "gpuproof-request/2"
+UPLOAD_DOMAIN = "gpuproof-upload/2"
 TREE_HEAD_DOMAIN = "gpuproof-tree-head/1"
 REPLAY_DOMAIN = "gpuproof-replay-result/1"
 
@@ -105,27 +110,42 @@ def _strict_key(raw: bytes) -> None:
     _strict_point(raw, "the public key")
 
 
-def request_message(method: str, path: str, timestamp: int, nonce: str, body: bytes) -> bytes:
-    """What a provider signs for one HTTP request: method, path (with query), time, nonce, SHA-256(body)."""
-    return request_message_for_digest(method, path, timestamp, nonce, hashlib.sha256(body).hexdigest())
+def request_target(path: str, query: str) -> str:
+    """The request target as signed: the path exactly as sent (percent-encoding untouched), then `?` and
+    the query exactly as sent when the query is not empty; a bare `?` with nothing after it is not signed
+    (HTTP servers cannot tell `/p?` from `/p`)."""
+    return f"{path}?{query}" if query else path
 
 
-def request_message_for_digest(method: str, path: str, timestamp: int, nonce: str, body_sha256: str) -> bytes:
+def request_message(method: str, target: str, audience: str, timestamp: int, nonce: str, body: bytes) -> bytes:
+    """What a provider (or validator) signs for one HTTP request, version 2 (docs/gateway.md,
+    "Authentication"): the domain, the method as sent, the request target (`request_target`), the
+    gateway's audience (GET /v1/identity: a signature for one gateway is refused by any other), the
+    timestamp, the nonce and SHA-256 of the body's raw bytes (hex), joined by single newlines, UTF-8."""
+    return request_message_for_digest(method, target, audience, timestamp, nonce, hashlib.sha256(body).hexdigest())
+
+
+def request_message_for_digest(method: str, target: str, audience: str, timestamp: int, nonce: str,
+                               body_sha256: str) -> bytes:
     """`request_message` from the body's SHA-256 (hex), for a body hashed while it streamed to disk."""
-    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce, body_sha256]).encode()
+    return "\n".join([REQUEST_DOMAIN, method, target, audience, str(timestamp), nonce, body_sha256]).encode()
 
 
-def upload_message(method: str, path: str, timestamp: int, nonce: str, body_sha256: str, length: int) -> bytes:
-    """What a provider signs for an upload: `request_message`'s fields with the body's SHA-256 (hex) and
-    length in bytes as declared in its headers (X-Gpuproof-Content-Sha256, Content-Length), so the gateway
-    checks the signature before a byte of the body is read, and the body against both as it arrives.
-    One field more than a request's message: neither can be taken for the other."""
-    return "\n".join([REQUEST_DOMAIN, method.upper(), path, str(timestamp), nonce, body_sha256, str(length)]).encode()
+def upload_message(method: str, target: str, audience: str, timestamp: int, nonce: str, body_sha256: str,
+                   length: int) -> bytes:
+    """What a provider signs for an upload: `request_message`'s fields under its own domain
+    (`gpuproof-upload/2`, so neither can be taken for the other) with the body's SHA-256 (hex) and length in
+    bytes as declared in its headers (X-Gpuproof-Content-Sha256, Content-Length), so the gateway checks the
+    signature before a byte of the body is read, and the body against both as it arrives."""
+    return "\n".join([UPLOAD_DOMAIN, method, target, audience, str(timestamp), nonce, body_sha256,
+                      str(length)]).encode()
 
 
-def registration_message(public_key: bytes, name: str, devices_json: str) -> bytes:
-    """What a provider signs to register (proof of possession of the key)."""
-    return "\n".join([REGISTRATION_DOMAIN, public_key.hex(), name, devices_json]).encode()
+def request_message_v1(method: str, path: str, timestamp: int, nonce: str, body: bytes) -> bytes:
+    """Version 1 of `request_message` (no audience; the gateway no longer accepts it), kept only to re-check
+    evidence stored under it: a training commitment's `request` without a `version` field."""
+    return "\n".join(["gpuproof-request/1", method.upper(), path, str(timestamp), nonce,
+                      hashlib.sha256(body).hexdigest()]).encode()
 
 
 def tree_head_message(size: int, root: bytes, timestamp: float) -> bytes:
@@ -142,5 +162,6 @@ def replay_message(fields: dict) -> bytes:
 
 
 def provider_id(public_key: bytes) -> str:
-    """A provider's id: the first 16 bytes of SHA-256 of its public key, hex."""
+    """A provider's id: the first 16 bytes of SHA-256 of its raw 32-byte public key, as 32 lowercase hex
+    characters."""
     return hashlib.sha256(public_key).hexdigest()[:32]

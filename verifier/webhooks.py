@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -127,6 +128,19 @@ def check_url(url: str) -> str:
     if parts.fragment:
         raise WebhookError("url: a fragment (#...) is never sent; leave it out")
     return url
+
+
+def refused_address(address: str) -> str | None:
+    """Why a webhook may not be sent to this IP address, or None when it may: only globally routable
+    addresses are allowed (no loopback, private, link-local, multicast, reserved or unspecified one, nor an
+    IPv6 form of such an IPv4 address), so an endpoint cannot aim the gateway at its own network (SSRF)."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return f"{ip}, a {kind.replace('_', '-')} address"
+    return None if ip.is_global else f"{ip}, not a public address"
 
 
 def canonical(payload: Any) -> bytes:

@@ -376,6 +376,14 @@ class HealthOut(BaseModel):
     status: Literal["ok"]
 
 
+class IdentityOut(BaseModel):
+    """What a client needs to sign requests to this gateway (docs/gateway.md, "Authentication")."""
+
+    audience: str = Field(description="the audience line of request signatures: this gateway's identity")
+    public_key: str = Field(description="the gateway's Ed25519 public key (hex), which signs its log")
+    signature_version: Literal["2"] = Field(description="the X-Gpuproof-Signature-Version it checks")
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready"]
     migration: str | None

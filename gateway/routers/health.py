@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Response
 from gpuproof.gateway import metrics, migrate
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.state import StateDep
-from gpuproof.verifier.wire import HealthOut, ReadyOut
+from gpuproof.verifier import signatures
+from gpuproof.verifier.wire import HealthOut, IdentityOut, ReadyOut
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -23,6 +27,15 @@ class MetricsResponse(Response):
 def healthz() -> dict:
     """The process is alive."""
     return {"status": "ok"}
+
+
+@router.get("/v1/identity", operation_id="get_identity", response_model=IdentityOut, tags=["providers"])
+def identity(state: StateDep) -> IdentityOut:
+    """The audience request signatures must name (this gateway), its public key and the signature version
+    it checks; public, and the same on every replica."""
+    key = cast(Ed25519PrivateKey, state.signing_key)
+    return IdentityOut(audience=state.audience, public_key=signatures.public_key_bytes(key).hex(),
+                       signature_version=signatures.SIGNATURE_VERSION)
 
 
 @router.get("/readyz", operation_id="readyz", response_model=ReadyOut)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from gpuproof.gateway import service, translog
-from gpuproof.gateway.auth import SignedProviderDep
+from gpuproof.gateway.auth import (
+    VERSION_HEADER_DOC,
+    SignedProviderDep,
+    check_signature_headers,
+    raw_body,
+    verify_request,
+)
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
@@ -26,7 +34,36 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Dep
 
 
 def devices_json(reg: Registration | RegistrationUpdate) -> str:
+    """The devices as the log records them (canonical JSON of the parsed claims; never what is signed)."""
     return json.dumps([d.model_dump() for d in reg.devices], sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RegistrationHeaders:
+    timestamp: int
+    nonce: str
+    signature: bytes
+    provider_id: str | None
+
+
+def registration_headers(request: Request, state: StateDep,
+                         x_gpuproof_provider: Annotated[str | None, Header()] = None,
+                         x_gpuproof_timestamp: Annotated[str | None, Header()] = None,
+                         x_gpuproof_nonce: Annotated[str | None, Header()] = None,
+                         x_gpuproof_signature: Annotated[str | None, Header()] = None,
+                         x_gpuproof_signature_version: Annotated[str | None, Header(description=VERSION_HEADER_DOC)]
+                         = None) -> RegistrationHeaders:
+    """A registration's signature headers, checked before its body is (so an agent older than signature
+    version 2, which signed the gateway's re-serialisation of its devices in the body, is told to upgrade)."""
+    if x_gpuproof_signature is None and x_gpuproof_signature_version is None:
+        raise Problem(401, "Signature version not accepted", "a registration is a signed request (signature "
+                      "version 2: X-Gpuproof-Signature-Version, -Timestamp, -Nonce and -Signature over the body as "
+                      "sent; docs/gateway.md, \"Authentication\"); a signature in the body is version 1: upgrade "
+                      "the agent or client")
+    timestamp, signature, _ = check_signature_headers(request, state, x_gpuproof_timestamp, x_gpuproof_nonce,
+                                                      x_gpuproof_signature)
+    assert x_gpuproof_nonce is not None  # checked above
+    return RegistrationHeaders(timestamp, x_gpuproof_nonce, signature, x_gpuproof_provider)
 
 
 def provider_out(session, provider: Provider, now: float, with_trust: bool = True) -> ProviderOut:  # noqa: ANN001
@@ -61,15 +98,18 @@ def limit_registrations(request: Request, state: StateDep) -> None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="register_provider",
              response_model=ProviderOut, dependencies=[Depends(limit_registrations)])
-def register_provider(body: Registration, session: WriteSessionDep, state: StateDep) -> ProviderOut:
-    """Register a provider. The registration is signed by its own Ed25519 key (proof of possession)."""
+def register_provider(body: Registration, request: Request, session: WriteSessionDep, state: StateDep,
+                      signed: Annotated[RegistrationHeaders, Depends(registration_headers)],
+                      raw: Annotated[bytes, Depends(raw_body)]) -> ProviderOut:
+    """Register a provider: a request signed (version 2, over the exact body bytes) by the Ed25519 key the
+    body names (proof of possession)."""
     public_key = bytes.fromhex(body.public_key)
-    try:
-        signatures.verify(public_key, signatures.registration_message(public_key, body.name, devices_json(body)),
-                          bytes.fromhex(body.signature))
-    except signatures.SignatureError as exc:
-        raise Problem(401, "Bad signature", f"signature: {exc}") from None
     pid = signatures.provider_id(public_key)
+    if signed.provider_id is not None and signed.provider_id != pid:
+        raise Problem(401, "Unauthenticated", f"X-Gpuproof-Provider is {signed.provider_id[:40]!r}, but the body's "
+                      f"public key makes the provider id {pid}")
+    verify_request(request, state, public_key, signed.timestamp, signed.nonce, signed.signature,
+                   hashlib.sha256(raw).hexdigest())
     now = time.time()
     existing = session.get(Provider, pid)
     if existing is not None:

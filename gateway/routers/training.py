@@ -22,7 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from gpuproof.gateway import audits, blobs, metrics, service, tenancy, translog
-from gpuproof.gateway.auth import SignedProviderDep, api_key, raw_body
+from gpuproof.gateway.auth import SignedProviderDep, api_key, raw_body, signed_target
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
@@ -152,7 +152,9 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
                            .order_by(TrainingCommitment.step.desc()).limit(1)).scalar_one_or_none()
     training.check_next(received_of(last) if last else None, new, policy)
     signed = {"timestamp": int(request.headers["X-Gpuproof-Timestamp"]), "nonce": auth.nonce,
-              "signature": request.headers["X-Gpuproof-Signature"], "method": "POST", "path": request.url.path,
+              "signature": request.headers["X-Gpuproof-Signature"], "method": request.method,
+              "path": signed_target(request), "audience": request.app.state.gp.audience,
+              "version": signatures.SIGNATURE_VERSION,
               "body": raw.decode()}  # with the provider's public key, anyone can re-check the signature
     row = TrainingCommitment(job_id=job_id, step=body.step, manifest=checkpoints.manifest_json(manifest),
                              received_at=now, request=signed, **raw_hashes)

@@ -79,7 +79,13 @@ def create_endpoint(body: WebhookEndpointIn, session: WriteSessionDep, state: St
                     key: TenantKey) -> WebhookEndpointCreated:
     """Register an endpoint for the key's tenant: `url` (http or https), `events` (any of verdict,
     settlement, trust) and an optional `description`. The answer carries the signing `secret`, shown only
-    now. A tenant has at most GPUPROOF_WEBHOOK_MAX_ENDPOINTS (10) endpoints: 409 beyond."""
+    now. A tenant has at most GPUPROOF_WEBHOOK_MAX_ENDPOINTS (10) endpoints: 409 beyond. A URL whose host
+    resolves to a loopback, private or link-local address is refused (422) unless
+    GPUPROOF_WEBHOOK_ALLOW_PRIVATE is set; its name is resolved again, and checked, at every attempt."""
+    try:  # before the first statement: no write lock is held while the name resolves
+        webhooks.check_endpoint_url(body.url, state.settings)
+    except spec.WebhookError as exc:
+        raise Problem(422, "Endpoint refused", str(exc)) from None
     limit = state.settings.webhook_max_endpoints
     have = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.tenant == key.tenant))
     if (have or 0) >= limit:

@@ -25,6 +25,8 @@ def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"items": [], "total": 0, "limit": 5, "offset": 0})
     if request.url.path.endswith("/commitment"):
         return httpx.Response(200, json={"challenge_id": "1" * 32, "pairs": [[0, 3], [1, 2]]})
+    if request.url.path == "/v1/identity":  # asked once, before the first signed request
+        return httpx.Response(200, json={"audience": "gw", "public_key": "00" * 32, "signature_version": "2"})
     if request.url.path == "/v1/validators":
         return httpx.Response(200, json=[])
     return httpx.Response(200, json={"path": request.url.path, "query": request.url.query.decode()})
@@ -80,7 +82,8 @@ def test_sync_and_async_send_the_same_requests_and_return_the_same(name, args, k
 
 def test_what_the_calls_send():
     sent, _, poll, _ = run_both("poll", (0, 2.0), {})
-    assert sent == [("POST", "http://gw/v1/providers/" + GatewayClient("http://gw", key=KEY).provider_id
+    assert sent == [("GET", "http://gw/v1/identity", b"", False, False),  # the audience, before the first signature
+                    ("POST", "http://gw/v1/providers/" + GatewayClient("http://gw", key=KEY).provider_id
                      + "/challenges", json.dumps({"device": 0, "wait_s": 2.0}).encode(), False, True)]
     assert poll == Poll(None, "p", 7.0, None)
     sent, _, status_and_body, _ = run_both("caught_then_read", (), {})

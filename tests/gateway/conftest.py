@@ -16,6 +16,11 @@ class Gateway:
     settings: Settings
     app: object
 
+    @property
+    def audience(self) -> str:
+        """What request signatures to this gateway name (GET /v1/identity)."""
+        return self.app.state.gp.audience  # type: ignore[attr-defined]
+
 
 @pytest.fixture
 def gateway(database_url, tmp_path):

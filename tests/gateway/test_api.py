@@ -27,14 +27,15 @@ class Agent:
     def __init__(self, gw, name="provider one", model="cpu-reference", devices=1):
         self.gw, self.client = gw, gw.client
         self.key = signatures.new_private_key()
-        r = self.client.post("/v1/providers", json=registration(self.key, name,
-                                                                [{"model": model, "vram_gib": 8}] * devices))
+        self.audience = self.client.get("/v1/identity").json()["audience"]
+        claims = [{"model": model, "vram_gib": 8}] * devices
+        r = self.client.post("/v1/providers", **registration(self.key, name, claims, audience=self.audience))
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
 
     def post(self, path, payload, key=None, provider=None, **header_overrides):
         body = json.dumps(payload).encode()
-        headers = signed_headers(key or self.key, provider or self.id, "POST", path, body)
+        headers = signed_headers(key or self.key, provider or self.id, "POST", path, body, audience=self.audience)
         headers.update(header_overrides)
         return self.client.post(path, content=body, headers=headers)
 
@@ -160,7 +161,7 @@ def test_replayed_request_is_rejected_and_changes_nothing(gateway):
     agent = Agent(gateway)
     path = f"/v1/providers/{agent.id}/challenges"
     body = json.dumps({"device": 0}).encode()
-    headers = signed_headers(agent.key, agent.id, "POST", path, body)
+    headers = signed_headers(agent.key, agent.id, "POST", path, body, audience=gateway.audience)
     assert gateway.client.post(path, content=body, headers=headers).status_code == 201
     before = db_counts(gateway)
     assert_problem(gateway.client.post(path, content=body, headers=headers), 409, "already used")
@@ -174,7 +175,7 @@ def test_forged_signature_other_key_and_altered_body(gateway):
     assert_problem(agent.post(f"/v1/providers/{agent.id}/challenges", {"device": 0}, key=other), 401,
                    "does not verify")
     path = f"/v1/providers/{agent.id}/challenges"
-    headers = signed_headers(agent.key, agent.id, "POST", path, b'{"device": 0}')
+    headers = signed_headers(agent.key, agent.id, "POST", path, b'{"device": 0}', audience=gateway.audience)
     assert_problem(gateway.client.post(path, content=b'{"device": 1}', headers=headers), 401, "does not verify")
     assert_problem(agent.post(path, {"device": 0}, **{"X-Gpuproof-Signature": "zz"}), 401, "hex")
     assert_problem(agent.post(path, {"device": 0}, **{"X-Gpuproof-Timestamp": "1"}), 401, "window")
@@ -247,7 +248,8 @@ def test_unknown_ids_and_oversized_bodies(gateway):
     assert_problem(gateway.client.get("/v1/providers/" + "2" * 32 + "/trust"), 404, "no provider")
     big = b'{"roots": ["' + b"0" * (gateway.settings.max_body_bytes + 10) + b'"]}'
     path = f"/v1/challenges/{'0' * 32}/commitment"
-    r = gateway.client.post(path, content=big, headers=signed_headers(agent.key, agent.id, "POST", path, big))
+    r = gateway.client.post(path, content=big, headers=signed_headers(agent.key, agent.id, "POST", path, big,
+                                                                                  audience=gateway.audience))
     assert_problem(r, 413, "limited")
     assert_problem(gateway.client.get("/v1/log/inclusion", params={"index": 5, "size": 1}), 422, "index")
 
@@ -264,7 +266,8 @@ def test_a_streamed_body_over_the_limit_is_counted_as_413_not_500(gateway):
         for i in range(0, len(big), 65536):
             yield big[i:i + 65536]
 
-    r = gateway.client.post(path, content=chunks(), headers=signed_headers(agent.key, agent.id, "POST", path, big))
+    r = gateway.client.post(path, content=chunks(), headers=signed_headers(agent.key, agent.id, "POST", path, big,
+                                                                                  audience=gateway.audience))
     assert_problem(r, 413, "limited")
     lines = [line for line in gateway.client.get("/metrics").text.splitlines()
              if line.startswith("gpuproof_request_seconds_count") and "/commitment" in line]
@@ -273,13 +276,14 @@ def test_a_streamed_body_over_the_limit_is_counted_as_413_not_500(gateway):
 
 def test_registration_checks_possession_and_duplicates(gateway):
     key = signatures.new_private_key()
-    body = registration(key, "someone", [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80}])
-    forged = dict(body, name="someone else")
-    assert_problem(gateway.client.post("/v1/providers", json=forged), 401, "does not verify")
-    r = gateway.client.post("/v1/providers", json=body)
+    body = registration(key, "someone", [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80}], audience=gateway.audience)
+    forged = dict(body, content=body["content"].replace(b"someone", b"someone else"))
+    assert_problem(gateway.client.post("/v1/providers", **forged), 401, "does not verify")
+    r = gateway.client.post("/v1/providers", **body)
     assert r.status_code == 201 and r.json()["devices"][0]["claimed_profile"] == "h100-sxm"
-    assert_problem(gateway.client.post("/v1/providers", json=body), 409, "already registered")
-    assert_problem(gateway.client.post("/v1/providers", json=dict(body, public_key="zz")), 422, "public_key")
+    assert_problem(gateway.client.post("/v1/providers", **body), 409, "already registered")
+    bad_key = dict(body, content=json.dumps(dict(json.loads(body["content"]), public_key="zz")).encode())
+    assert_problem(gateway.client.post("/v1/providers", **bad_key), 422, "public_key")
     listed = gateway.client.get("/v1/providers", params={"model": "H100"}).json()
     assert listed["total"] == 0  # a claim alone never lists a provider by model: only verified classes do
     assert gateway.client.get("/v1/providers", params={"min_lower_bound": 0.5}).json()["total"] == 0
@@ -292,7 +296,8 @@ def test_a_registration_is_updated_by_its_keys_owner_and_no_one_else(gateway):
 
     def put(payload, key=owner.key, provider=owner.id):
         body = json.dumps(payload).encode()
-        return gateway.client.put(path, content=body, headers=signed_headers(key, provider, "PUT", path, body))
+        return gateway.client.put(path, content=body, headers=signed_headers(key, provider, "PUT", path, body,
+                                                                                 audience=gateway.audience))
 
     new = {"name": "new name", "devices": [{"model": "NVIDIA H100 80GB HBM3", "vram_gib": 80},
                                            {"model": "cpu-reference", "vram_gib": 8}]}
@@ -313,7 +318,7 @@ def test_a_registration_is_updated_by_its_keys_owner_and_no_one_else(gateway):
     assert_problem(put(new, other.key, other.id), 403, "only update its own registration")
     assert_problem(put(new, signatures.new_private_key()), 401, "does not verify")
     body = json.dumps(new).encode()
-    headers = signed_headers(owner.key, owner.id, "PUT", path, body)
+    headers = signed_headers(owner.key, owner.id, "PUT", path, body, audience=gateway.audience)
     assert gateway.client.put(path, content=body, headers=headers).status_code == 200
     assert_problem(gateway.client.put(path, content=body, headers=headers), 409, "already used")
     # bad input is problem+json and changes nothing

@@ -185,7 +185,8 @@ def test_s3_uploads_are_content_addressed_streamed_to_validators_and_held_to_a_q
     # the validator's download streams from the bucket, with its length and digest
     path = f"/v1/audits/{first['audit_id']}/state"  # read by a validator the job names (issue 18)
     answer = s3_gateway.client.get(path, headers={"Authorization": f"Bearer {world.validator.api_key}",
-                                                  **validator_headers(world.validator_key, "GET", path)})
+                                                  **validator_headers(world.validator_key, "GET", path,
+                                                                     audience=s3_gateway.audience)})
     assert answer.status_code == 200 and answer.content == data
     assert answer.headers["content-length"] == str(len(data)) and answer.headers["x-content-sha256"] == digest
     replay_job(world.validator, jid, world.validator_key)  # judges the first audit: its blob is deleted

@@ -61,8 +61,8 @@ def test_pages_show_providers_verdicts_and_the_log(gateway):
 
 def test_everything_a_provider_controls_is_escaped(gateway):
     key = signatures.new_private_key()
-    body = registration(key, EVIL[:100], [{"model": EVIL[:200], "vram_gib": 8}])
-    r = gateway.client.post("/v1/providers", json=body)
+    body = registration(key, EVIL[:100], [{"model": EVIL[:200], "vram_gib": 8}], audience=gateway.audience)
+    r = gateway.client.post("/v1/providers", **body)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     for path in ("/", f"/providers/{pid}", "/log", "/jobs", f"/?model={EVIL[:50]}", "/log?refresh=5"):

@@ -37,15 +37,16 @@ def signed_post(client: httpx.Client, key, pid: str, path: str, payload: dict) -
     import json
 
     body = json.dumps(payload).encode()
-    return client.post(path, content=body, headers=signed_headers(key, pid, "POST", path, body))
+    audience = client.get("/v1/identity").json()["audience"]
+    return client.post(path, content=body, headers=signed_headers(key, pid, "POST", path, body, audience=audience))
 
 
 def test_provider_flow_over_http(servers):
     server = servers()
     key = signatures.new_private_key()
     with httpx.Client(base_url=server.base, timeout=scaled(30)) as client:
-        pid = client.post("/v1/providers", json=registration(key, "http", [{"model": "cpu-reference",
-                                                                            "vram_gib": 4}])).json()["id"]
+        pid = client.post("/v1/providers", **registration(key, "http", [{"model": "cpu-reference", "vram_gib": 4}],
+                                                          audience=server.audience)).json()["id"]
         c = signed_post(client, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
         params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
@@ -67,8 +68,8 @@ def test_two_gateway_processes_on_one_database_are_one_service(servers):
     key = signatures.new_private_key()
     with httpx.Client(base_url=a.base, timeout=scaled(30)) as ca, \
             httpx.Client(base_url=b.base, timeout=scaled(30)) as cb:
-        pid = ca.post("/v1/providers", json=registration(key, "two", [{"model": "cpu-reference",
-                                                                       "vram_gib": 4}])).json()["id"]
+        pid = ca.post("/v1/providers", **registration(key, "two", [{"model": "cpu-reference", "vram_gib": 4}],
+                                                      audience=a.audience)).json()["id"]
         c = signed_post(ca, key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()  # issued on A
         params = ChallengeParams.from_json(c)
         roots = CpuBackend().run(params)
@@ -144,8 +145,8 @@ def test_concurrent_retries_on_two_processes_judge_a_challenge_once(servers, dat
     clients = [httpx.Client(base_url=s.base, timeout=scaled(60)) for s in (a, b)]
     engine = create_engine(database_url)
     try:
-        pid = clients[0].post("/v1/providers", json=registration(key, "race", [{"model": "cpu-reference",
-                                                                                "vram_gib": 4}])).json()["id"]
+        pid = clients[0].post("/v1/providers", **registration(key, "race", [{"model": "cpu-reference", "vram_gib": 4}],
+                                                              audience=a.audience)).json()["id"]
         for attempt in range(3):
             c = signed_post(clients[0], key, pid, f"/v1/providers/{pid}/challenges", {"device": 0}).json()
             params = ChallengeParams.from_json(c)

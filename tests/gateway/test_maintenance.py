@@ -79,7 +79,8 @@ def test_nonces_are_deleted_only_when_their_request_can_no_longer_be_replayed(ga
     stored_at = int(time.time())
     path = f"/v1/providers/{agent.id}/challenges"
     body = json.dumps({"device": 0}).encode()
-    headers = signed_headers(agent.key, agent.id, "POST", path, body, timestamp=stored_at + int(window) - 1)
+    headers = signed_headers(agent.key, agent.id, "POST", path, body, audience=gateway.audience,
+                             timestamp=stored_at + int(window) - 1)
     monkeypatch.setattr(auth, "wall_clock", lambda: stored_at)
     assert gateway.client.post(path, content=body, headers=headers).status_code == 201
     # the last second at which the replay's timestamp is still inside the window: only the nonce refuses it

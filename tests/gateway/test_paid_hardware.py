@@ -31,14 +31,16 @@ class Provider:
     def __init__(self, gw, devices: list[str], name: str = "box"):
         self.gw, self.client = gw, gw.client
         self.key = signatures.new_private_key()
-        r = self.client.post("/v1/providers", json=registration(self.key, name,
-                                                                [{"model": m, "vram_gib": 8} for m in devices]))
+        self.audience = self.client.get("/v1/identity").json()["audience"]
+        claims = [{"model": m, "vram_gib": 8} for m in devices]
+        r = self.client.post("/v1/providers", **registration(self.key, name, claims, audience=self.audience))
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
 
     def post(self, path: str, payload: dict) -> httpx.Response:
         body = json.dumps(payload).encode()
-        return self.client.post(path, content=body, headers=signed_headers(self.key, self.id, "POST", path, body))
+        return self.client.post(path, content=body, headers=signed_headers(self.key, self.id, "POST", path, body,
+                                                                                 audience=self.audience))
 
     def due_now(self) -> None:
         with self.gw.app.state.gp.db.writer() as s:
@@ -240,8 +242,8 @@ def test_simultaneous_polls_for_one_device_issue_one_challenge(servers, database
     clients = [httpx.Client(base_url=s.base, timeout=60) for s in (a, b)]
     engine = create_engine(database_url)
     try:
-        pid = clients[0].post("/v1/providers", json=registration(key, "race", [{"model": "cpu-reference",
-                                                                                "vram_gib": 4}])).json()["id"]
+        pid = clients[0].post("/v1/providers", **registration(key, "race", [{"model": "cpu-reference", "vram_gib": 4}],
+                                                              audience=a.audience)).json()["id"]
         for trial in range(3):
             with engine.begin() as conn:
                 conn.execute(update(Device).values(next_due_at=0.0))

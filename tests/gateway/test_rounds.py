@@ -210,7 +210,8 @@ def test_a_provider_cannot_call_rounds_at_will(gateway):
     body = {"name": "box", "devices": [{"model": "cpu", "vram_gib": 8}, {"model": "cpu-reference", "vram_gib": 8}]}
     raw = __import__("json").dumps(body).encode()
     path = f"/v1/providers/{p.id}"
-    r = gateway.client.put(path, content=raw, headers=signed_headers(p.key, p.id, "PUT", path, raw))
+    r = gateway.client.put(path, content=raw, headers=signed_headers(p.key, p.id, "PUT", path, raw,
+                                                                               audience=gateway.audience))
     assert r.status_code == 200, r.text
     with gateway.app.state.gp.db.writer() as s:
         s.execute(update(Challenge).values(state="judged"))

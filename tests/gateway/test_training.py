@@ -155,8 +155,9 @@ def test_the_chain_is_enforced_and_retries_are_idempotent(world):
         stored = s.get(TrainingCommitment, (jid, 4))
         # the signed request is kept: anyone can re-check that this provider committed this
         req = stored.request
-        message = signatures.request_message(req["method"], req["path"], req["timestamp"], req["nonce"],
-                                             req["body"].encode())
+        assert req["version"] == "2" and req["audience"] == world.gw.app.state.gp.audience
+        message = signatures.request_message(req["method"], req["path"], req["audience"], req["timestamp"],
+                                             req["nonce"], req["body"].encode())
         signatures.verify(bytes.fromhex(provider.provider(provider.provider_id).public_key), message,
                           bytes.fromhex(req["signature"]))
         assert json.loads(req["body"])["hash"] == sent[1].hash.hex()

@@ -4,6 +4,7 @@ down and then failing, redelivery, tenancy, bad input, and deliveries that outli
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -109,7 +110,8 @@ def hook_settings(database_url: str, tmp_path, **overrides) -> Settings:
     fields = {"data_dir": tmp_path / "data", "database_url": database_url, "verify_test_shape": "16,256,64,3",
               "challenge_interval_s": 3600, "provider_rate_per_s": 1000, "ip_rate_per_s": 10000,
               "maintenance_interval_s": 0, "webhook_poll_s": 0.02, "webhook_backoff_base_s": 0.01,
-              "webhook_backoff_max_s": 0.05, "webhook_max_attempts": 30, "webhook_timeout_s": 5}
+              "webhook_backoff_max_s": 0.05, "webhook_max_attempts": 30, "webhook_timeout_s": 5,
+              "webhook_allow_private": True}  # the receivers here are on loopback
     return Settings(**(fields | overrides))
 
 
@@ -433,3 +435,48 @@ def test_a_delivery_claimed_by_a_process_that_died_is_sent_by_another_after_its_
         assert time.time() >= claimed_at + 1.0  # not before the lease ended
         assert request["headers"]["webhook-id"] == claimed.id
         assert_signed(endpoint["secret"], request)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://127.0.0.1:8080/hooks", "loopback"),
+    ("http://localhost/hooks", "loopback"),
+    ("http://[::1]/hooks", "loopback"),
+    ("http://[::ffff:127.0.0.1]/hooks", "loopback"),
+    ("http://10.1.2.3/hooks", "private"),
+    ("https://192.168.0.10/hooks", "private"),
+    ("http://169.254.169.254/latest/meta-data", "link-local"),  # a cloud's metadata service
+    ("http://0.0.0.0/hooks", "unspecified"),
+    ("http://100.64.0.1/hooks", "not a public address"),  # carrier-grade NAT
+])
+def test_webhooks_to_private_addresses_are_refused_unless_allowed(database_url, tmp_path, url, reason):
+    """SSRF: an endpoint whose host resolves to the gateway's own machine or network is refused at
+    registration (422, naming the address) unless GPUPROOF_WEBHOOK_ALLOW_PRIVATE allows it."""
+    app = create_app(hook_settings(database_url, tmp_path, webhook_allow_private=False))
+    with TestClient(app) as client:
+        gw = Gw(client, app)
+        auth = tenant_key(gw, "market")
+        refused = client.post("/v1/webhooks", json={"url": url, "events": ["verdict"]}, headers=auth)
+        assert_problem(refused, 422, reason)
+        assert "GPUPROOF_WEBHOOK_ALLOW_PRIVATE" in refused.json()["detail"]
+        register(gw, auth, "https://93.184.215.14/hooks")  # a public address is taken
+        assert len(client.get("/v1/webhooks", headers=auth).json()) == 1
+
+
+def test_an_attempt_to_a_private_address_is_refused_when_sent(receiver):
+    """Checked again when sent (a name may resolve elsewhere by then: DNS rebinding): the delivery client
+    resolves, checks and dials the checked address itself, so nothing reaches a loopback receiver, and the
+    attempt's error says why; with the setting, the same attempt is delivered."""
+    receiver.start()
+    outgoing = hooks.Outgoing("d" * 32, receiver.url.replace("127.0.0.1", "localhost"), "whsec_" + "A" * 32,
+                              b'{"type":"test"}')
+
+    async def send(allow: bool) -> hooks.Outcome:
+        async with hooks.delivery_client(Settings(webhook_allow_private=allow, webhook_timeout_s=5)) as client:
+            return await hooks.attempt(client, outgoing, 5)
+
+    outcome = asyncio.run(send(False))
+    assert outcome.status is None and "loopback" in (outcome.error or ""), outcome
+    assert receiver.requests == []
+    outcome = asyncio.run(send(True))
+    assert outcome.ok, outcome
+    assert len(receiver.requests) == 1

@@ -48,13 +48,14 @@ def test_deeply_nested_and_huge_json_is_refused_cleanly(gateway):
     path = f"/v1/providers/{agent.id}/challenges"
     from gpuproof.client import signed_headers
 
-    r = gateway.client.post(path, content=nested, headers=signed_headers(agent.key, agent.id, "POST", path, nested))
+    r = gateway.client.post(path, content=nested, headers=signed_headers(agent.key, agent.id, "POST", path, nested,
+                                                                                  audience=gateway.audience))
     assert_problem(r, 400, "nested deeper than the parser allows")  # a sentence, not the parser's words
     assert r.json()["title"] == "Malformed body"
     many = json.dumps({"roots": ["00" * 32] * 200_000}).encode()
     r = gateway.client.post(f"/v1/challenges/{'0' * 32}/commitment", content=many,
                             headers=signed_headers(agent.key, agent.id, "POST", f"/v1/challenges/{'0' * 32}/commitment",
-                                                   many))
+                                                   many, audience=gateway.audience))
     assert r.status_code in (413, 422)
     assert db_counts(gateway) == before
 
@@ -134,12 +135,14 @@ def test_signature_for_one_path_cannot_be_used_on_another(gateway):
     body = json.dumps({"device": 0}).encode()
     from gpuproof.client import signed_headers
 
-    headers = signed_headers(agent.key, agent.id, "POST", f"/v1/providers/{agent.id}/rtt", body)
+    headers = signed_headers(agent.key, agent.id, "POST", f"/v1/providers/{agent.id}/rtt", body,
+                             audience=gateway.audience)
     before = db_counts(gateway)
     r = gateway.client.post(f"/v1/providers/{agent.id}/challenges", content=body, headers=headers)
     assert_problem(r, 401, "does not verify")
     other = signatures.new_private_key()
-    headers = signed_headers(other, agent.id, "POST", f"/v1/providers/{agent.id}/challenges", body)
+    headers = signed_headers(other, agent.id, "POST", f"/v1/providers/{agent.id}/challenges", body,
+                             audience=gateway.audience)
     assert_problem(gateway.client.post(f"/v1/providers/{agent.id}/challenges", content=body, headers=headers), 401,
                    "does not verify")
     assert db_counts(gateway) == before
@@ -166,12 +169,13 @@ def test_a_small_order_key_cannot_register_or_poll_without_a_private_key(gateway
     forged = (identity + bytes(32)).hex()
     devices = [{"model": "cpu-reference", "count": 1, "vram_gib": 1.0}]
     before = db_counts(gateway)
-    r = gateway.client.post("/v1/providers", json={"public_key": identity.hex(), "name": "nobody",
-                                                   "devices": devices, "signature": forged})
-    assert_problem(r, 401, "small order")
     pid = signatures.provider_id(identity)
-    path = f"/v1/providers/{pid}/challenges"
     headers = {"X-Gpuproof-Provider": pid, "X-Gpuproof-Timestamp": str(int(time.time())),
-               "X-Gpuproof-Nonce": "n" * 16, "X-Gpuproof-Signature": forged, "Content-Type": "application/json"}
+               "X-Gpuproof-Nonce": "n" * 16, "X-Gpuproof-Signature": forged, "Content-Type": "application/json",
+               "X-Gpuproof-Signature-Version": "2"}
+    r = gateway.client.post("/v1/providers", json={"public_key": identity.hex(), "name": "nobody",
+                                                   "devices": devices}, headers=headers)
+    assert_problem(r, 401, "small order")
+    path = f"/v1/providers/{pid}/challenges"
     assert gateway.client.post(path, content=b'{"device": 0}', headers=headers).status_code in (401, 404)
     assert db_counts(gateway) == before

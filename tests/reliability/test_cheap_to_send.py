@@ -54,6 +54,8 @@ def test_unsigned_or_misdirected_uploads_are_refused_before_a_byte_is_read(gatew
     random_path = f"/v1/audits/{secrets.token_hex(16)}/state"
     foreign_path = f"/v1/audits/{foreign}/state"
 
+    aud = gateway.audience
+
     def put(path: str, headers: dict[str, str]):  # noqa: ANN202
         return client.put(path, content=BODY, headers=headers)
 
@@ -61,14 +63,16 @@ def test_unsigned_or_misdirected_uploads_are_refused_before_a_byte_is_read(gatew
         (put(random_path, {"Content-Type": "application/octet-stream"}), 401, "X-Gpuproof-Signature"),
         (put(foreign_path, {"Content-Type": "application/octet-stream"}), 401, "X-Gpuproof-Signature"),
         # the owner's id, signed by another key
-        (put(foreign_path, signed_upload_headers(stranger.key, owner.provider_id, "PUT", foreign_path, BODY)),
+        (put(foreign_path, signed_upload_headers(stranger.key, owner.provider_id, "PUT", foreign_path, BODY,
+                                                 audience=aud)),
          401, "signature"),
         # signed the old way (over the body's hash without declaring it): no declared hash to check
-        (put(foreign_path, signed_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY,
+        (put(foreign_path, signed_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY, audience=aud,
                                           content_type="application/octet-stream")), 401, "Content-Sha256"),
         # signed right, for an audit that is not there or not the signer's
-        (put(random_path, signed_upload_headers(stranger.key, stranger.id, "PUT", random_path, BODY)), 404, "no audit"),
-        (put(foreign_path, signed_upload_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY)),
+        (put(random_path, signed_upload_headers(stranger.key, stranger.id, "PUT", random_path, BODY, audience=aud)),
+         404, "no audit"),
+        (put(foreign_path, signed_upload_headers(stranger.key, stranger.id, "PUT", foreign_path, BODY, audience=aud)),
          403, "another provider"),
     ]
     for response, status, detail in cases:
@@ -85,10 +89,11 @@ def test_an_upload_is_held_to_its_signed_hash_and_length(gateway):
     job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
     audit = commit_and_close(owner, job_id)["audits"][0]["audit_id"]
     path = f"/v1/audits/{audit}/state"
-    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY)
+    aud = gateway.audience
+    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY, audience=aud)
     swapped = gateway.client.put(path, content=BODY[:-1] + b"\x01", headers=headers)  # same length, other bytes
     assert_problem(swapped, 400, "SHA-256")
-    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY)
+    headers = signed_upload_headers(owner.key, owner.provider_id, "PUT", path, BODY, audience=aud)
     headers["X-Gpuproof-Content-Sha256"] = hashlib.sha256(b"other").hexdigest()  # not what was signed
     assert_problem(gateway.client.put(path, content=BODY, headers=headers), 401, "signature")
     assert _spooled_bytes(gateway) == 0
@@ -110,8 +115,9 @@ def test_a_registration_flood_from_one_source_is_cut_and_others_still_register(d
         clock = stopped_limiter(app)  # time stands still: the result does not depend on this machine's speed
 
         def register(client: TestClient):  # noqa: ANN202
-            body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}])
-            return client.post("/v1/providers", json=body)
+            body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}],
+                                audience=app.state.gp.audience)
+            return client.post("/v1/providers", **body)
 
         codes = [register(flood).status_code for _ in range(30)]
         assert codes == [201] * 10 + [429] * 20  # the source's hourly budget, then cut at the door
@@ -202,8 +208,9 @@ def test_a_providers_page_costs_the_same_whatever_the_number_of_providers(databa
         costs = []
         for total in (12, 60):
             while client.get("/v1/providers?limit=1").json()["total"] < total:
-                body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}])
-                assert client.post("/v1/providers", json=body).status_code == 201
+                body = registration(signatures.new_private_key(), "sybil", [{"model": "cpu-reference", "vram_gib": 8}],
+                                    audience=app.state.gp.audience)
+                assert client.post("/v1/providers", **body).status_code == 201
             costs.append([cost(client, p) for p in pages])
         page = client.get("/v1/providers?min_lower_bound=0&limit=5&offset=50").json()
     assert costs[0] == costs[1], dict(zip(pages, zip(*costs, strict=True), strict=True))

@@ -295,12 +295,12 @@ def test_three_replicas_one_killed_and_restarted_lose_and_double_nothing(postgre
 
         # the registration budget of this address holds across the replicas: three replicas with their own
         # buckets would take 3 x the budget
-        codes = []
+        codes, audience = [], servers[0].audience
         with httpx.Client(timeout=scaled(10)) as raw:
             for i in range(4 * REGISTRATION_BUDGET):
                 key = signatures.new_private_key()
-                body = registration(key, f"flood {i}", [{"model": "cpu-reference", "vram_gib": 1}])
-                codes.append(raw.post(f"{servers[i % REPLICAS].base}/v1/providers", json=body))
+                body = registration(key, f"flood {i}", [{"model": "cpu-reference", "vram_gib": 1}], audience=audience)
+                codes.append(raw.post(f"{servers[i % REPLICAS].base}/v1/providers", **body))
         accepted = [r for r in codes if r.status_code == 201]
         refused = [r for r in codes if r.status_code == 429]
         assert len(accepted) + len(refused) == len(codes), {r.status_code for r in codes}

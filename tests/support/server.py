@@ -64,6 +64,11 @@ class Server:
         raise RuntimeError(f"gateway did not become ready in {limit_s:.0f} s; last /readyz: {last}; "
                            f"log: {self.log_tail()}")
 
+    @property
+    def audience(self) -> str:
+        """What request signatures to this gateway name (GET /v1/identity)."""
+        return httpx.get(f"{self.base}/v1/identity", timeout=scaled(10)).json()["audience"]
+
     def log_tail(self, chars: int = 2000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
