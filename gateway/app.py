@@ -29,6 +29,7 @@ from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import State
 from gpuproof.gateway.trust_cache import TrustCache
+from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
 from gpuproof.verifier.profiles import Profile, load_profiles_with
@@ -188,7 +189,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                         profiles=profiles)
     app.state.gp = State(settings=settings, db=db, verifier=verifier,
                          signing_key=load_signing_key(settings.key_path()), limiter=make_limiter(settings),
-                         trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings))
+                         trust_cache=TrustCache(settings.trust_cache_s), blobs=blobs.open_store(settings),
+                         verify_pool=VerifyPool(settings.verify_threads,
+                                                min(settings.verify_threads_new, settings.verify_threads)))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router, validators.router):

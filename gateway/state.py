@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from gpuproof.gateway.blobs import BlobStore
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.settings import Settings
+from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.verifier.protocol import Verifier
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class State:
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+    verify_pool: VerifyPool  # verification of openings, fair per identity (gateway/verify_pool.py)
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup

@@ -29,6 +29,8 @@ from gpuproof.gateway.state import StateDep, arrived_at, queued_s
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import lifecycle, transcript
+from gpuproof.verifier.outcome import Outcome
+from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict
 from gpuproof.verifier.wire import ChallengeOut, OpeningRequestOut, RttOut, TranscriptOut, VerdictOut
 from sqlalchemy import func, select
 
@@ -289,26 +291,53 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
 
 
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut)
-def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
-                  request: Request) -> dict:
+async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
+                        request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
-    verdict, counted once."""
+    verdict, counted once. The verdict is judged in the verification pool (gateway/verify_pool.py: threads
+    of its own, one verification at a time per identity, identities taking turns), timed from the
+    openings' arrival, so waiting for a turn never makes an answer late."""
     now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]
     digest = lifecycle.digest(wire)
-    with state.db.reader() as reader:  # judge outside the write lock: verification can take a while
-        row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    loaded = await anyio.to_thread.run_sync(
+        functools.partial(_load_for_judging, state, challenge_id, auth.provider.id, digest, now))
+    if isinstance(loaded, dict):
+        return loaded  # a retry: the same verdict, nothing stored
+    challenge, commitment, opening_request, new = loaded
+
+    def judge() -> Verdict:
+        try:
+            openings = [Opening.from_json(o) for o in wire]
+        except (InvalidParameter, ValueError) as exc:
+            raise Problem(422, "Invalid request", f"openings: {exc}") from None
+        started = time.perf_counter()
+        verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
+        metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+        return verdict
+
+    verdict = await state.verify_pool.run(auth.provider.id, new, judge)
+    return await anyio.to_thread.run_sync(
+        functools.partial(_store_verdict, auth, state, challenge_id, wire, digest, now, verdict))
+
+
+def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  # noqa: ANN001
+                      now: float) -> dict | tuple[Challenge, Commitment, OpeningRequest, bool]:
+    """What judging needs, read outside the write lock (verification can take a while): the stored verdict
+    of a retry, else the challenge, commitment, opening request and whether the provider is new (no
+    passed challenge yet: gateway/verify_pool.py gives new identities fewer verification threads)."""
+    with state.db.reader() as reader:
+        row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, provider_id)
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
-            return row.verdict  # a retry: the same verdict, nothing stored
-        challenge, commitment = service.challenge_of(row), service.commitment_of(row)
-        opening_request = service.request_of(row)
-    try:
-        openings = [Opening.from_json(o) for o in wire]
-    except (InvalidParameter, ValueError) as exc:
-        raise Problem(422, "Invalid request", f"openings: {exc}") from None
-    started = time.perf_counter()
-    verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
-    metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+            return row.verdict
+        new = reader.execute(select(ChallengeRow.id).where(ChallengeRow.provider_id == provider_id,
+                                                           ChallengeRow.outcome == Outcome.PASS.value)
+                             .limit(1)).first() is None
+        return service.challenge_of(row), service.commitment_of(row), service.request_of(row), new
+
+
+def _store_verdict(auth, state, challenge_id: str, wire: list[dict], digest: str, now: float,  # noqa: ANN001
+                   verdict: Verdict) -> dict:
     session = auth.session
     auth.claim_nonce()
     stored = locked(session, ChallengeRow, challenge_id)

@@ -158,3 +158,82 @@ def test_a_zero_row_cheat_is_refused_before_the_verifier_pays_for_y(monkeypatch)
     verdict = v.judge(challenge, commitment, request, openings)
     assert verdict.outcome == "fail" and verdict.failure.reason == "wrong-value"
     assert "wrong value at column" in verdict.failure.detail
+
+
+def test_one_identitys_many_verdicts_do_not_queue_anothers(database_url, tmp_path):
+    """A fresh identity with 8 devices answers all 8 challenges at once, each costing the
+    gateway a full verification (y = B.T x over all of B: the dearest answer it can send); an established
+    provider's openings arrive just after. Judged in the request's worker thread (3 of them, first come
+    first served), the established provider's verdict waited behind all of the identity's; now verification
+    takes turns per identity (gateway/verify_pool.py), so it waits for at most the one being judged."""
+    import json
+    import threading
+    import time
+
+    from gpuproof.client import signed_headers
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import ChallengeParams
+
+    from tests.support import honest
+    from tests.support.calibrate import scaled
+
+    # a card slow enough that the test's CPU prover meets its deadline however busy the machine is
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[profiles.slowcard]\nname = "Slow card"\naliases = ["slowcard"]\nint8_tops = 0.05\n'
+                        'memory_gib = 4\nbandwidth_gbs = 10\neff_low = 0.0001\neff_high = 20.0\nmeasured = true\n'
+                        'arch = "cpu"\n')
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, challenge_interval_s=0, profiles_file=profiles,
+                        job_challenge_interval_s=0, provider_rate_per_s=1000, ip_rate_per_s=10_000,
+                        maintenance_interval_s=0, worker_threads=3, verify_threads=1, verify_threads_new=1,
+                        # the identity's challenges: a verification of ~0.1-0.2 s each (B is 2048 x 16384)
+                        verify_test_shape="16,256,64,3;slowcard=16,2048,16384,1")
+    app = create_app(settings)
+    arrived = []  # openings requests that reached the application, in order
+
+    async def counting(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http" and scope["path"].endswith("/openings"):
+            arrived.append(scope["path"])
+        await app(scope, receive, send)
+
+    with TestClient(counting) as client:
+        gw = type("GW", (), {"client": client, "app": app, "settings": settings})()
+        established = Agent(gw, "established")
+        assert established.full_round()[1]["outcome"] == "pass"
+        sybil = Agent(gw, "fresh", model="slowcard", devices=8)
+
+        def committed(agent: Agent, device: int) -> tuple[str, bytes]:
+            c = agent.next(device).json()
+            params = ChallengeParams.from_json(c)
+            roots = CpuBackend().run(params)
+            path = f"/v1/challenges/{c['challenge_id']}/commitment"
+            req = agent.post(path, {"roots": [r.hex() for r in roots]})
+            assert req.status_code == 200, req.text
+            return c["challenge_id"], json.dumps(
+                {"openings": honest.openings(params, roots, req.json()["pairs"])}).encode()
+
+        answers = [(sybil, *committed(sybil, d)) for d in range(8)]
+        mine = committed(established, 0)
+        done: dict[str, float] = {}
+
+        def send(agent: Agent, challenge_id: str, body: bytes) -> None:
+            path = f"/v1/challenges/{challenge_id}/openings"
+            r = client.post(path, content=body, headers=signed_headers(agent.key, agent.id, "POST", path, body))
+            assert r.status_code == 200, r.text
+            done[challenge_id] = time.monotonic()
+
+        threads = [threading.Thread(target=send, args=a) for a in answers]
+        for t in threads:
+            t.start()
+        until = time.monotonic() + scaled(10)
+        while len(arrived) < 8 and time.monotonic() < until:  # the identity's eight are in
+            time.sleep(0.001)
+        last = threading.Thread(target=send, args=(established, *mine))
+        last.start()
+        for t in [*threads, last]:
+            t.join(timeout=scaled(120))
+        assert len(done) == 9
+        before = sum(done[cid] < done[mine[0]] for _, cid, _ in answers)
+        assert before <= 2, f"the established provider's verdict came after {before} of the fresh identity's 8"
+

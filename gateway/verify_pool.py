@@ -1,0 +1,113 @@
+"""Verification of openings in a bounded pool of its own, fair per identity (issue 18).
+
+A verdict can cost the gateway seconds of CPU (y = B.T x over all of B for a default-size H100 challenge),
+while every other request (polls, commitments, reads) needs a worker thread for a few milliseconds. Judging
+in the request's worker thread let one identity with many devices, or many fresh identities, hold every
+worker thread and queue everyone else's verdicts (and polls) behind theirs. Here:
+
+- verification runs in at most `slots` threads of its own (not the default worker threads);
+- an identity has at most one verification running at a time; the others wait their turn, and the turn
+  goes round the identities that are waiting (round robin), so one identity's 64 devices never stand in
+  front of another identity's one;
+- identities without a passed challenge yet ("new": free to make, issue 18) together hold at most
+  `new_slots` of the slots, so a flood of fresh identities leaves established providers the rest.
+
+Waiting holds no thread: a waiter is a future on the event loop. A verdict's time is the arrival of its
+openings (gateway.state.arrived_at), so waiting here never makes an honest answer late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class VerifyPool:
+    def __init__(self, slots: int, new_slots: int) -> None:
+        if slots < 1 or not 1 <= new_slots <= slots:
+            raise ValueError(f"verify pool: need 1 <= new_slots ({new_slots}) <= slots ({slots})")
+        self.slots, self.new_slots = slots, new_slots
+        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+        self._running: set[str] = set()
+        self._new_running = 0
+        # identity -> its waiters (is it new, the future its turn resolves), in turn order
+        self._waiting: OrderedDict[str, deque[tuple[bool, asyncio.Future[None]]]] = OrderedDict()
+
+    def busy(self) -> tuple[int, int]:
+        """(verifications running, identities waiting)."""
+        return len(self._running), len(self._waiting)
+
+    async def run(self, identity: str, new: bool, work: Callable[[], T]) -> T:
+        """`work()` in one of the pool's threads, when it is `identity`'s turn."""
+        await self._acquire(identity, new)
+        try:
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(self.slots)
+            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        finally:
+            self._release(identity, new)
+
+    def _may_start(self, identity: str, new: bool) -> bool:
+        return (identity not in self._running and len(self._running) < self.slots
+                and (not new or self._new_running < self.new_slots))
+
+    def _start(self, identity: str, new: bool) -> None:
+        self._running.add(identity)
+        self._new_running += new
+
+    async def _acquire(self, identity: str, new: bool) -> None:
+        if identity not in self._waiting and self._may_start(identity, new) and not self._others_first(new):
+            self._start(identity, new)
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (new, turn)
+        self._waiting.setdefault(identity, deque()).append(entry)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # granted, then cancelled before it ran: hand it on
+                self._release(identity, new)
+            else:
+                queue = self._waiting.get(identity)
+                if queue is not None and entry in queue:
+                    queue.remove(entry)
+                    if not queue:
+                        del self._waiting[identity]
+            raise
+
+    def _others_first(self, new: bool) -> bool:
+        """Whether some waiting identity could start now (then it goes first: no jumping the queue)."""
+        return any(self._may_start(other, queue[0][0]) for other, queue in self._waiting.items())
+
+    def _release(self, identity: str, new: bool) -> None:
+        self._running.discard(identity)
+        self._new_running -= new
+        if identity in self._waiting:  # it just had its turn: the others waiting go first
+            self._waiting.move_to_end(identity)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for identity in list(self._waiting):
+            if len(self._running) >= self.slots:
+                return
+            queue = self._waiting[identity]
+            while queue and queue[0][1].done():  # cancelled while its removal is pending
+                queue.popleft()
+            if not queue:
+                del self._waiting[identity]
+                continue
+            new, turn = queue[0]
+            if not self._may_start(identity, new):
+                continue
+            queue.popleft()
+            del self._waiting[identity]
+            if queue:  # its next one waits at the back: the others' turn first
+                self._waiting[identity] = queue
+            self._start(identity, new)
+            turn.set_result(None)
