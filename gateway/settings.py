@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     blob_quota_bytes: int = Field(default=64 * 1024**3, ge=0)
     blob_quota_objects: int = Field(default=10_000, ge=0)
+    # what one provider's uploads awaiting their verdicts may hold (0: no limit); checked with the total
+    # quota above from the signed headers, before a byte of the body is read (507; 413 for an upload
+    # larger than the quota itself)
+    upload_quota_bytes_per_provider: int = Field(default=4 * 1024**3, ge=0)
     # rate limits shared by every replica (gateway/limits.py, the `redis` extra); unset: per process
     redis_url: str | None = None
     redis_prefix: str = "gpuproof:"

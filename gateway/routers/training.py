@@ -217,8 +217,49 @@ def _expected_upload(audit_id: IdPath, auth: SignedUploadDep, state: StateDep) -
     with state.db.reader() as reader:
         audit = _own_audit(reader, audit_id, auth.provider.id)
         training.answer_audit(audits.state_of(audit), "uploaded", auth.declared.sha256)  # a retry goes on
+        _check_quotas(reader, state, auth.provider.id, auth.declared.sha256, auth.declared.size)
         start = _commitment(reader, audit.job_id, audit.start_step)
         return start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+
+
+def _check_quotas(reader, state: State, provider_id: str, sha256: str, size: int) -> None:  # noqa: ANN001
+    """Refuse an upload that would take its provider's held uploads or the whole store over a quota, from
+    the declared length alone (issue 18): 413 when it is larger than a provider's quota, 507 + Retry-After
+    when what is held (uploads whose segment has no verdict yet) leaves no room. Counted from the database,
+    so it is the same for the local and the S3 store and across replicas; the store's own count
+    (blobs.BlobStore.put_file) stays as the last word. Content already held costs nothing."""
+    settings = state.settings
+    held = (SegmentAudit.upload_sha256.is_not(None), SegmentAudit.state != "judged")
+    if reader.execute(select(SegmentAudit.id).where(SegmentAudit.upload_sha256 == sha256, *held)
+                      .limit(1)).first() is not None:
+        return
+    later = "uploads are kept until their segment's verdict; try again later"
+    per = settings.upload_quota_bytes_per_provider
+    if per and size > per:
+        raise Problem(413, "Upload too large", f"the upload declares {size} bytes, more than a provider's "
+                      f"upload quota of {per} (GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER)")
+    if per:
+        mine = reader.execute(select(func.coalesce(func.sum(SegmentAudit.upload_bytes), 0))
+                              .where(SegmentAudit.provider_id == provider_id, *held)).scalar_one()
+        if mine + size > per:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"this provider's uploads awaiting their verdicts hold "
+                          f"{mine} bytes; {size} more would pass its quota of {per} "
+                          f"(GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER); {later}", retry_after=60)
+    if settings.blob_quota_bytes or settings.blob_quota_objects:
+        stored = select(SegmentAudit.upload_sha256, SegmentAudit.upload_bytes).where(*held).distinct().subquery()
+        used, objects = reader.execute(select(func.coalesce(func.sum(stored.c.upload_bytes), 0), func.count())
+                                       .select_from(stored)).one()
+        if settings.blob_quota_objects and objects + 1 > settings.blob_quota_objects:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"the upload store holds {objects} uploads awaiting "
+                          f"their verdicts, its quota is {settings.blob_quota_objects} "
+                          f"(GPUPROOF_BLOB_QUOTA_OBJECTS); {later}", retry_after=60)
+        if settings.blob_quota_bytes and used + size > settings.blob_quota_bytes:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"the upload store holds {used} bytes awaiting verdicts; "
+                          f"{size} more would pass its quota of {settings.blob_quota_bytes} "
+                          f"(GPUPROOF_BLOB_QUOTA_BYTES); {later}", retry_after=60)
 
 
 async def _upload(request: Request, state: StateDep, auth: SignedUploadDep,

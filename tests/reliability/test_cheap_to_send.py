@@ -237,3 +237,62 @@ def test_one_identitys_many_verdicts_do_not_queue_anothers(database_url, tmp_pat
         before = sum(done[cid] < done[mine[0]] for _, cid, _ in answers)
         assert before <= 2, f"the established provider's verdict came after {before} of the fresh identity's 8"
 
+
+def test_uploads_are_held_to_per_provider_and_total_quotas_before_a_byte_is_read(database_url, tmp_path):
+    """One provider's held uploads (segments without a verdict yet) and the whole store's are bounded from
+    the signed headers alone: over a quota the upload is refused, 507 with the quota named, before a byte
+    of its body is read. Before, a provider's uploads had no bound of their own, and the store's quota was
+    checked only after the whole body had been streamed to disk."""
+    from gpuproof.agent.checkpointing import CheckpointCommitter
+    from gpuproof.agent.training import TrainingReporter
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+    from gpuproof.verifier import checkpoints
+    from gpuproof.verifier.workload import MLPJob
+
+    from tests.gateway.conftest import Gateway
+    from tests.gateway.test_training import World
+
+    job = MLPJob(seed=7, hidden=32)
+    size = sum(e.nbytes for e in checkpoints.manifest(job.init_state()))  # every checkpoint's state
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        provider_rate_per_s=1000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        upload_quota_bytes_per_provider=size + size // 2, blob_quota_bytes=2 * size + size // 2)
+    app = create_app(settings)
+    counter = BodyCounter(app)
+    with TestClient(counter) as client:
+        world = World(Gateway(client, settings, app), tmp_path)
+
+        def trained(name: str, seed: int) -> tuple[GatewayClient, CheckpointCommitter, list[dict]]:
+            job = MLPJob(seed=seed, hidden=32)  # other weights: content already held would cost nothing
+            provider = world.provider(name)
+            reporter = TrainingReporter(provider, world.job(provider))
+            committer = CheckpointCommitter(4, store=tmp_path / name, on_commit=reporter.send)
+            state = job.init_state()
+            committer.start(state)
+            for step in range(1, 13):
+                state = job.step(state, job.batch_indices(step))
+                committer.record(step, job.batch_indices(step), state)
+            return provider, committer, reporter.close()["audits"]
+
+        def upload(provider: GatewayClient, committer: CheckpointCommitter, audit: dict):  # noqa: ANN202
+            step = audit["start_step"]
+            data = checkpoints.state_bytes(committer.load(step), list(committer.commitment(step).manifest))
+            assert len(data) == size
+            path = f"/v1/audits/{audit['audit_id']}/state"
+            return client.put(path, content=data, headers=signed_upload_headers(
+                provider.key, provider.provider_id, "PUT", path, data))
+
+        first, committed, (one, two, *_) = trained("first", 1)
+        assert upload(first, committed, one).status_code == 200  # held until its segment's verdict
+        read = counter.read
+        over = upload(first, committed, two)  # the provider's second would hold 2 x size > 1.5 x size
+        assert_problem(over, 507, "GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER")
+        assert "Retry-After" in over.headers
+        assert counter.read == read, "the refused upload's body was read"
+        second, theirs, (other, *_) = trained("second", 2)
+        assert upload(second, theirs, other).status_code == 200  # 2 x size held: under the store's 2.5 x size
+        third, mine, (last, *_) = trained("third", 3)
+        read = counter.read
+        assert_problem(upload(third, mine, last), 507, "GPUPROOF_BLOB_QUOTA_BYTES")  # 3 x size > 2.5 x size
+        assert counter.read == read, "the refused upload's body was read"
