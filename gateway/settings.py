@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     blob_quota_bytes: int = Field(default=64 * 1024**3, ge=0)
     blob_quota_objects: int = Field(default=10_000, ge=0)
+    # a checkpoint commitment's manifest (POST /v1/jobs/{id}/checkpoints): at most this many tensors and this
+    # many bytes of canonical JSON (422 naming the setting beyond); stated in docs/api.md (issue 18)
+    max_manifest_tensors: int = Field(default=4096, ge=1, le=4096)
+    max_manifest_bytes: int = Field(default=512 * 1024, ge=1024)
     # what one provider's uploads awaiting their verdicts may hold (0: no limit); checked with the total
     # quota above from the signed headers, before a byte of the body is read (507; 413 for an upload
     # larger than the quota itself)

@@ -4,6 +4,7 @@ little too. Each test reproduces one finding and failed on the code before its f
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 
 from fastapi.testclient import TestClient
@@ -296,3 +297,97 @@ def test_uploads_are_held_to_per_provider_and_total_quotas_before_a_byte_is_read
         read = counter.read
         assert_problem(upload(third, mine, last), 507, "GPUPROOF_BLOB_QUOTA_BYTES")  # 3 x size > 2.5 x size
         assert counter.read == read, "the refused upload's body was read"
+
+
+def _manifest(tensors: int) -> list[dict]:
+    return [{"name": f"layers.{i:05d}.weight", "dtype": "float32", "shape": [4, 4], "nbytes": 64} for i in range(tensors)]
+
+
+def _commitment(step: int, manifest: list[dict]) -> dict:
+    h = hashlib.sha256(str(step).encode()).hexdigest()
+    return {"step": step, "root": h, "batch_hash": h, "prev_hash": h, "hash": h, "manifest": manifest}
+
+
+def test_manifests_have_stated_size_limits(database_url, tmp_path):
+    """A commitment's manifest is held to GPUPROOF_MAX_MANIFEST_TENSORS and GPUPROOF_MAX_MANIFEST_BYTES, each
+    refusal a 422 naming the limit, before anything is stored (before: any manifest of up to 4096 tensors,
+    each name up to 512 characters, about 2.3 MB, was stored, twice)."""
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        provider_rate_per_s=1000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        max_manifest_tensors=64, max_manifest_bytes=4096)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=client._transport)
+        owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+        market = GatewayClient("http://testserver", admin.create_api_key(app.state.gp.db, "market", ["jobs"]),
+                               transport=client._transport)
+        job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
+        path = f"/v1/jobs/{job_id}/checkpoints"
+
+        def post(manifest: list[dict]):  # noqa: ANN202
+            body = json.dumps(_commitment(0, manifest)).encode()
+            return client.post(path, content=body, headers=signed_headers(owner.key, owner.provider_id, "POST",
+                                                                           path, body))
+
+        assert_problem(post(_manifest(65)), 422, "GPUPROOF_MAX_MANIFEST_TENSORS")
+        long_names = [t | {"name": t["name"] + "x" * 200} for t in _manifest(30)]
+        assert_problem(post(long_names), 422, "GPUPROOF_MAX_MANIFEST_BYTES")
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from training_commitments")).scalar_one() == 0
+
+
+def test_closing_a_run_of_large_manifests_parses_only_the_drawn_ones(gateway, monkeypatch):
+    """200 commitments with 4096-tensor manifests (the review's run: 43.8 s of re-parsing under SQLite's write
+    lock, a bystander's poll answered 500 "database is locked"). A close now reads the chain fields and
+    arrival times and parses only the q drawn segments' end manifests, outside the write lock."""
+    import threading
+    import time
+
+    from gpuproof.gateway.models import TrainingCommitment
+    from gpuproof.verifier import checkpoints
+
+    owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=gateway.client._transport)
+    owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
+                           transport=gateway.client._transport)
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
+    manifest = _manifest(4096)
+    with gateway.app.state.gp.db.writer() as session:  # the run, as 200 accepted posts would have stored it
+        for i in range(200):
+            c = _commitment(i * POLICY["interval"], manifest)
+            session.add(TrainingCommitment(job_id=job_id, step=c["step"], manifest=manifest, received_at=1000.0 + i,
+                                           request={}, **{k: bytes.fromhex(c[k]) for k in
+                                                          ("root", "batch_hash", "prev_hash", "hash")}))
+        session.commit()
+    parsed = []
+    parse = checkpoints.manifest_from_json
+
+    def counting(items):  # noqa: ANN001, ANN202
+        parsed.append(len(items))
+        return parse(items)
+
+    monkeypatch.setattr(checkpoints, "manifest_from_json", counting)
+    bystander = Agent(gateway, "bystander")
+    answers, closing = [], threading.Event()
+
+    def poll() -> None:
+        while not closing.is_set():
+            started = time.monotonic()
+            answers.append((bystander.next().status_code, time.monotonic() - started))
+
+    polling = threading.Thread(target=poll)
+    polling.start()
+    try:
+        started = time.monotonic()
+        closed = owner.close_run(job_id)
+        took = time.monotonic() - started
+    finally:
+        closing.set()
+        polling.join()
+    print(f"close {took:.3f} s; bystander polls {len(answers)}, slowest {max(s for _, s in answers):.3f} s")
+    assert len(closed["audits"]) == POLICY["segments"]
+    assert len(parsed) <= POLICY["segments"], f"the close parsed {len(parsed)} manifests"
+    assert all(status < 500 for status, _ in answers), answers
