@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     registrations_per_ip_per_hour: float = Field(default=600.0, gt=0)
     registrations_per_s_global: float = Field(default=20.0, gt=0)
     worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
-    # verification of openings (gateway/verify_pool.py): threads of its own, one verification at a time per
-    # identity, identities taking turns; identities with no passed challenge yet hold at most
-    # verify_threads_new of them together (issue 18: free identities cannot crowd out established ones)
+    # verification of openings (gateway/verify_pool.py): threads of its own; a freed one goes to the waiting
+    # identity with the fewest running, identities taking turns; identities with no passed challenge yet
+    # hold at most verify_threads_new of them together (issue 18: free identities cannot crowd out others)
     verify_threads: int = Field(default=2, ge=1, le=64)
     verify_threads_new: int = Field(default=1, ge=1, le=64)
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:

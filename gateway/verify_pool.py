@@ -6,11 +6,11 @@ in the request's worker thread let one identity with many devices, or many fresh
 worker thread and queue everyone else's verdicts (and polls) behind theirs. Here:
 
 - verification runs in at most `slots` threads of its own (not the default worker threads);
-- an identity has at most one verification running at a time; the others wait their turn, and the turn
-  goes round the identities that are waiting (round robin), so one identity's 64 devices never stand in
-  front of another identity's one;
+- when a thread frees, the turn goes to the waiting identity with the fewest verifications running, and
+  among equals round the identities (the one that just had a turn goes last), so one identity's 64 devices
+  never stand in front of another identity's one; an identity alone may use every free thread;
 - identities without a passed challenge yet ("new": free to make, issue 18) together hold at most
-  `new_slots` of the slots, so a flood of fresh identities leaves established providers the rest.
+  `new_slots` of the threads, so a flood of fresh identities leaves established providers the rest.
 
 Waiting holds no thread: a waiter is a future on the event loop. A verdict's time is the arrival of its
 openings (gateway.state.arrived_at), so waiting here never makes an honest answer late.
@@ -19,7 +19,7 @@ openings (gateway.state.arrived_at), so waiting here never makes an honest answe
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,14 +34,14 @@ class VerifyPool:
             raise ValueError(f"verify pool: need 1 <= new_slots ({new_slots}) <= slots ({slots})")
         self.slots, self.new_slots = slots, new_slots
         self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
-        self._running: set[str] = set()
-        self._new_running = 0
+        self._running: Counter[str] = Counter()
+        self._total = self._new_running = 0
         # identity -> its waiters (is it new, the future its turn resolves), in turn order
         self._waiting: OrderedDict[str, deque[tuple[bool, asyncio.Future[None]]]] = OrderedDict()
 
     def busy(self) -> tuple[int, int]:
         """(verifications running, identities waiting)."""
-        return len(self._running), len(self._waiting)
+        return self._total, len(self._waiting)
 
     async def run(self, identity: str, new: bool, work: Callable[[], T]) -> T:
         """`work()` in one of the pool's threads, when it is `identity`'s turn."""
@@ -53,21 +53,22 @@ class VerifyPool:
         finally:
             self._release(identity, new)
 
-    def _may_start(self, identity: str, new: bool) -> bool:
-        return (identity not in self._running and len(self._running) < self.slots
-                and (not new or self._new_running < self.new_slots))
+    def _may_start(self, new: bool) -> bool:
+        return self._total < self.slots and (not new or self._new_running < self.new_slots)
 
     def _start(self, identity: str, new: bool) -> None:
-        self._running.add(identity)
+        self._running[identity] += 1
+        self._total += 1
         self._new_running += new
 
     async def _acquire(self, identity: str, new: bool) -> None:
-        if identity not in self._waiting and self._may_start(identity, new) and not self._others_first(new):
+        if not self._waiting and self._may_start(new):  # nobody waits: no turn to take from anyone
             self._start(identity, new)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (new, turn)
         self._waiting.setdefault(identity, deque()).append(entry)
+        self._dispatch()  # a free thread that only a new identity's cap kept from others
         try:
             await turn
         except BaseException:
@@ -81,33 +82,32 @@ class VerifyPool:
                         del self._waiting[identity]
             raise
 
-    def _others_first(self, new: bool) -> bool:
-        """Whether some waiting identity could start now (then it goes first: no jumping the queue)."""
-        return any(self._may_start(other, queue[0][0]) for other, queue in self._waiting.items())
-
     def _release(self, identity: str, new: bool) -> None:
-        self._running.discard(identity)
+        self._running[identity] -= 1
+        if self._running[identity] <= 0:
+            del self._running[identity]
+        self._total -= 1
         self._new_running -= new
-        if identity in self._waiting:  # it just had its turn: the others waiting go first
+        if identity in self._waiting:  # it just had its turn: the others waiting go first among equals
             self._waiting.move_to_end(identity)
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for identity in list(self._waiting):
-            if len(self._running) >= self.slots:
-                return
-            queue = self._waiting[identity]
-            while queue and queue[0][1].done():  # cancelled while its removal is pending
-                queue.popleft()
-            if not queue:
+        while self._total < self.slots:
+            chosen = None
+            for identity, queue in self._waiting.items():  # in turn order; fewest running wins
+                while queue and queue[0][1].done():  # cancelled while its removal is pending
+                    queue.popleft()
+                if queue and self._may_start(queue[0][0]) and (
+                        chosen is None or self._running[identity] < self._running[chosen]):
+                    chosen = identity
+            for identity in [i for i, q in self._waiting.items() if not q]:
                 del self._waiting[identity]
-                continue
-            new, turn = queue[0]
-            if not self._may_start(identity, new):
-                continue
-            queue.popleft()
-            del self._waiting[identity]
+            if chosen is None:
+                return
+            queue = self._waiting.pop(chosen)
+            new, turn = queue.popleft()
             if queue:  # its next one waits at the back: the others' turn first
-                self._waiting[identity] = queue
-            self._start(identity, new)
+                self._waiting[chosen] = queue
+            self._start(chosen, new)
             turn.set_result(None)

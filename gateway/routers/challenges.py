@@ -295,7 +295,8 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
                         request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
     verdict, counted once. The verdict is judged in the verification pool (gateway/verify_pool.py: threads
-    of its own, one verification at a time per identity, identities taking turns), timed from the
+    of its own; a freed thread goes to the waiting identity with the fewest running, identities taking
+    turns), timed from the
     openings' arrival, so waiting for a turn never makes an answer late."""
     now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]

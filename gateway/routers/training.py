@@ -206,8 +206,8 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                  start_step=d.start_step, end_step=d.end_step, chunks=[list(c) for c in d.chunks],
                                  drawn_at=closed.closed_at, deadline_at=closed.deadline_at, state="requested"))
     session.flush()
-    last_hash = session.execute(select(TrainingCommitment.hash).where(TrainingCommitment.job_id == job_id,
-                                                                      TrainingCommitment.step == last_step)).scalar_one()
+    last_hash = session.execute(select(TrainingCommitment.hash).where(
+        TrainingCommitment.job_id == job_id, TrainingCommitment.step == last_step)).scalar_one()
     translog.append(session, "training-close", {"job_id": job_id, "provider_id": job.provider_id,
                                                 "commitments": received_count, "last_hash": last_hash.hex(),
                                                 "flags": flags,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 import time
 
 import anyio
@@ -35,6 +36,42 @@ def test_identities_take_turns_one_at_a_time():
     order = _run(pool, [("a.1", True), ("a.2", True), ("a.3", True), ("b.1", True), ("c.1", True), ("b.2", True)])
     assert order == ["a.1", "b.1", "c.1", "a.2", "b.2", "a.3"]
     assert pool.busy() == (0, 0)
+
+
+def _most_at_once(pool: VerifyPool, jobs: list[tuple[str, bool]]) -> dict[str, int]:
+    """Run the jobs at once (each ~20 ms); the most that ran at the same time, per identity and in all."""
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    async def one(name: str, new: bool) -> None:
+        def work() -> None:
+            with lock:
+                running[name] += 1
+                running["all"] += 1
+                for k in (name, "all"):
+                    most[k] = max(most[k], running[k])
+            time.sleep(0.02)
+            with lock:
+                running[name] -= 1
+                running["all"] -= 1
+        await pool.run(name, new, work)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for name, new in jobs:
+                tg.start_soon(one, name, new)
+
+    anyio.run(main)
+    assert pool.busy() == (0, 0)
+    return dict(most)
+
+
+def test_an_identity_alone_uses_every_thread_and_shares_them_when_others_wait():
+    assert _most_at_once(VerifyPool(slots=3, new_slots=1), [("old", False)] * 6)["all"] == 3
+    # new identities: one thread between them, however many of them and however many threads
+    most = _most_at_once(VerifyPool(slots=3, new_slots=1), [("fresh", True)] * 4 + [("fresh2", True)] * 2)
+    assert most["all"] == 1
 
 
 def test_new_identities_hold_at_most_their_share():

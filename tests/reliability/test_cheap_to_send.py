@@ -185,8 +185,9 @@ def test_one_identitys_many_verdicts_do_not_queue_anothers(database_url, tmp_pat
     profiles.write_text('[profiles.slowcard]\nname = "Slow card"\naliases = ["slowcard"]\nint8_tops = 0.05\n'
                         'memory_gib = 4\nbandwidth_gbs = 10\neff_low = 0.0001\neff_high = 20.0\nmeasured = true\n'
                         'arch = "cpu"\n')
-    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, challenge_interval_s=0, profiles_file=profiles,
-                        job_challenge_interval_s=0, provider_rate_per_s=1000, ip_rate_per_s=10_000,
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, challenge_interval_s=0,
+                        profiles_file=profiles, job_challenge_interval_s=0, provider_rate_per_s=1000,
+                        ip_rate_per_s=10_000,
                         maintenance_interval_s=0, worker_threads=3, verify_threads=1, verify_threads_new=1,
                         # the identity's challenges: a verification of ~0.1-0.2 s each (B is 2048 x 16384)
                         verify_test_shape="16,256,64,3;slowcard=16,2048,16384,1")
@@ -300,7 +301,8 @@ def test_uploads_are_held_to_per_provider_and_total_quotas_before_a_byte_is_read
 
 
 def _manifest(tensors: int) -> list[dict]:
-    return [{"name": f"layers.{i:05d}.weight", "dtype": "float32", "shape": [4, 4], "nbytes": 64} for i in range(tensors)]
+    return [{"name": f"layers.{i:05d}.weight", "dtype": "float32", "shape": [4, 4], "nbytes": 64}
+            for i in range(tensors)]
 
 
 def _commitment(step: int, manifest: list[dict]) -> dict:
