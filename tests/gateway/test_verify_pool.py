@@ -1,10 +1,10 @@
-"""gateway/verify_pool.py: identities take turns, one verification each at a time, new ones capped."""
+"""gateway/verify_pool.py: identities take turns, the fewest running first; new identities capped together."""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 import time
+from collections import Counter
 
 import anyio
 import pytest
