@@ -33,6 +33,9 @@ from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict
 from gpuproof.verifier.wire import ChallengeOut, OpeningRequestOut, RttOut, TranscriptOut, VerdictOut
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+Opened = aliased(ChallengeRow)  # the open challenges counted against new identities' share
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
 
@@ -121,6 +124,10 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
+    if _new_identities_full(session, state, provider_id, len(devices)):
+        session.commit()
+        metrics.CHALLENGES_DEFERRED.inc()
+        return _Polled("deferred")
     answer = None
     issued = lifecycle.issue_round([d.id for d in devices], open_rows, now, job_open, policy)
     for d in devices:
@@ -138,6 +145,26 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         d.next_due_at = issued.next_due_at
     session.commit()
     return _Polled("issued", answer)
+
+
+def _new_identities_full(session, state, provider_id: str, devices: int) -> bool:  # noqa: ANN001
+    """Whether a round for this provider must wait because it is new (no passed challenge yet) and identities
+    like it already hold GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES open challenges (issue 18: identities are
+    free to make; each of a fresh identity's challenges is an open row and, answered, a verification)."""
+    cap = state.settings.new_identity_open_challenges
+    if not cap or _has_passed(session, provider_id):
+        return False
+    passed = select(ChallengeRow.id).where(ChallengeRow.provider_id == Opened.provider_id,
+                                           ChallengeRow.outcome == Outcome.PASS.value).exists()
+    held = session.execute(select(func.count()).select_from(Opened).where(
+        Opened.state.in_(lifecycle.OPEN_STATES), ~passed)).scalar_one()
+    return held + devices > cap
+
+
+def _has_passed(session, provider_id: str) -> bool:  # noqa: ANN001
+    return session.execute(select(ChallengeRow.id).where(ChallengeRow.provider_id == provider_id,
+                                                         ChallengeRow.outcome == Outcome.PASS.value)
+                           .limit(1)).first() is not None
 
 
 def _quiet_until(state, provider_id: str, position: int) -> float | None:  # noqa: ANN001
@@ -331,9 +358,7 @@ def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  
         row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, provider_id)
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
             return row.verdict
-        new = reader.execute(select(ChallengeRow.id).where(ChallengeRow.provider_id == provider_id,
-                                                           ChallengeRow.outcome == Outcome.PASS.value)
-                             .limit(1)).first() is None
+        new = not _has_passed(reader, provider_id)
         return service.challenge_of(row), service.commitment_of(row), service.request_of(row), new
 
 

@@ -393,3 +393,30 @@ def test_closing_a_run_of_large_manifests_parses_only_the_drawn_ones(gateway, mo
     assert len(closed["audits"]) == POLICY["segments"]
     assert len(parsed) <= POLICY["segments"], f"the close parsed {len(parsed)} manifests"
     assert all(status < 500 for status, _ in answers), answers
+
+
+def test_new_identities_hold_a_bounded_share_of_open_challenges(database_url, tmp_path):
+    """Identities are free to make, and each fresh one got a round for all of its (up to 64) devices at its
+    first poll: open challenges without limit, each one answered a verification. Identities with no passed
+    challenge now hold at most GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES open challenges together; a round
+    beyond it is deferred (204 + Retry-After), and an established provider is never deferred for them."""
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        challenge_interval_s=0, job_challenge_interval_s=0, provider_rate_per_s=1000,
+                        ip_rate_per_s=10_000, maintenance_interval_s=0, new_identity_open_challenges=8)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        gw = type("GW", (), {"client": client, "app": app, "settings": settings})()
+        established = Agent(gw, "established")
+        assert established.full_round()[1]["outcome"] == "pass"
+        first = Agent(gw, "fresh", devices=6)
+        assert first.next().status_code == 201  # 6 open
+        second = Agent(gw, "fresh too", devices=4)
+        deferred = second.next()
+        assert deferred.status_code == 204 and int(deferred.headers["Retry-After"]) >= 1  # 6 + 4 > 8
+        assert established.next().status_code == 201  # not counted, not deferred
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from challenges where provider_id = :p"),
+                                  {"p": second.id}).scalar_one() == 0
