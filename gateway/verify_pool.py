@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -38,6 +38,7 @@ class VerifyPool:
         self._total = self._new_running = 0
         # identity -> its waiters (is it new, the future its turn resolves), in turn order
         self._waiting: OrderedDict[str, deque[tuple[bool, asyncio.Future[None]]]] = OrderedDict()
+        self._once: dict[object, asyncio.Future[Any]] = {}  # verifications in flight by what they judge
 
     def busy(self) -> tuple[int, int]:
         """(verifications running, identities waiting)."""
@@ -52,6 +53,23 @@ class VerifyPool:
             return await anyio.to_thread.run_sync(work, limiter=self._limiter)
         finally:
             self._release(identity, new)
+
+    async def once(self, key: object, identity: str, new: bool, work: Callable[[], T]) -> T:
+        """`run`, shared by every caller with the same `key` while it is in flight: a retry of openings still
+        under verification (the same challenge and digest) waits for that verdict instead of paying again.
+        The verification goes on if a caller goes away (another may be waiting for it)."""
+        task = self._once.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self.run(identity, new, work))
+            self._once[key] = task
+
+            def done(finished: asyncio.Future[Any]) -> None:
+                self._once.pop(key, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: no "never retrieved" warning when nobody waited
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     def _may_start(self, new: bool) -> bool:
         return self._total < self.slots and (not new or self._new_running < self.new_slots)

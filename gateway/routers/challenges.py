@@ -344,7 +344,7 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
         metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
         return verdict
 
-    verdict = await state.verify_pool.run(auth.provider.id, new, judge)
+    verdict = await state.verify_pool.once((challenge_id, digest), auth.provider.id, new, judge)
     return await anyio.to_thread.run_sync(
         functools.partial(_store_verdict, auth, state, challenge_id, wire, digest, now, verdict))
 

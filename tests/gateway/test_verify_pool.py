@@ -121,3 +121,29 @@ def test_a_cancelled_waiter_leaves_no_trace():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError):
         VerifyPool(slots=1, new_slots=2)
+
+
+def test_the_same_verification_in_flight_is_paid_once():
+    pool = VerifyPool(slots=2, new_slots=1)
+    calls, gate = [], threading.Event()
+
+    def work() -> str:
+        calls.append(1)
+        gate.wait(5)
+        return "verdict"
+
+    async def main() -> list[str]:
+        answers: list[str] = []
+
+        async def ask() -> None:
+            answers.append(await pool.once(("c", "digest"), "a", False, work))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # the openings and two retries while it is judged
+                tg.start_soon(ask)
+            await anyio.sleep(0.05)
+            gate.set()
+        return answers
+
+    assert anyio.run(main) == ["verdict"] * 3 and len(calls) == 1
+    assert pool.busy() == (0, 0)
