@@ -52,7 +52,13 @@ def serve_banner(host: str, port: int, settings) -> list[str]:  # noqa: ANN001
 def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_HOST")] = "127.0.0.1",
                   port: Annotated[int, typer.Option("--port", envvar="GPUPROOF_PORT")] = 8080,
                   database_url: DatabaseOpt = None, data_dir: DataDirOpt = None,
-                  workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1) -> None:
+                  workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
+                  forwarded_allow_ips: Annotated[str, typer.Option(
+                      "--forwarded-allow-ips", envvar="GPUPROOF_FORWARDED_ALLOW_IPS",
+                      help="Comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For "
+                           "(and X-Forwarded-Proto) to trust for the client's address, which per-source rate "
+                           "limits count by. Default: none, the connection's own address is the client's "
+                           "(uvicorn's own default trusts 127.0.0.1).")] = "") -> None:
     """Serve the gateway with uvicorn (migrations are applied first)."""
     import os
 
@@ -69,8 +75,11 @@ def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_H
     os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
     os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)
     print("\n".join(serve_banner(host, port, settings)), flush=True)
+    # X-Forwarded-For is trusted only from the named proxies; uvicorn's default would trust it from loopback,
+    # where any local client (or a proxy that passes the header through) could claim any address (issue 18)
+    proxies = forwarded_allow_ips.strip()
     uvicorn.run("gpuproof.gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @app.command("migrate")

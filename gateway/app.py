@@ -29,6 +29,7 @@ from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import State
 from gpuproof.gateway.trust_cache import TrustCache
+from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
 from gpuproof.verifier.profiles import Profile, load_profiles_with
@@ -190,6 +191,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.gp = State(settings=settings, db=db, verifier=verifier, signing_key=signing_key,
                          limiter=make_limiter(settings), trust_cache=TrustCache(settings.trust_cache_s),
                          blobs=blobs.open_store(settings),
+                         verify_pool=VerifyPool(settings.verify_threads,
+                                                min(settings.verify_threads_new, settings.verify_threads)),
                          audience=settings.audience or signatures.public_key_bytes(signing_key).hex())
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,

@@ -36,7 +36,15 @@ from typing import cast
 import anyio.to_thread
 from gpuproof.gateway import audits, blobs, metrics, service, webhooks
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.models import Challenge, Job, ProviderScore, RequestNonce, RttProbe, SegmentAudit
+from gpuproof.gateway.models import (
+    Challenge,
+    Job,
+    ProviderScore,
+    RequestNonce,
+    RttProbe,
+    SegmentAudit,
+    ValidatorNonce,
+)
 from gpuproof.gateway.state import State
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -95,6 +103,7 @@ def sweep(state: State, now: float) -> Swept:
     cutoff = now - nonce_retention_s(state.settings.timestamp_window_s)
     with state.db.writer() as session:
         nonces = _deleted(session, delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
+        nonces += _deleted(session, delete(ValidatorNonce).where(ValidatorNonce.seen_at < cutoff))
         probes = _deleted(session, delete(RttProbe).where(RttProbe.sent_at < now - service.RTT_HISTORY_S))
         hooks = webhooks.prune(session, now - state.settings.webhook_retention_s)
         session.commit()

@@ -51,6 +51,16 @@ class RequestNonce(Base):
     seen_at: Mapped[float] = mapped_column(Float, index=True)
 
 
+class ValidatorNonce(Base):
+    """A nonce of a validator's signed read (gateway/tenancy.py): kept as long as request nonces, so a
+    signed GET is answered once (issue 18)."""
+
+    __tablename__ = "validator_nonces"
+    validator_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # lowercase hex
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class Challenge(Base):
     __tablename__ = "challenges"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     registrations_per_ip_per_hour: float = Field(default=600.0, gt=0)
     registrations_per_s_global: float = Field(default=20.0, gt=0)
     worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
+    # verification of openings (gateway/verify_pool.py): threads of its own; a freed one goes to the waiting
+    # identity with the fewest running, identities taking turns; identities with no passed challenge yet
+    # hold at most verify_threads_new of them together (issue 18: free identities cannot crowd out others)
+    verify_threads: int = Field(default=2, ge=1, le=64)
+    # the open challenges that identities with no passed challenge yet may hold together; a new identity's
+    # round beyond it is deferred (204 + Retry-After) until some are judged (0: no limit)
+    new_identity_open_challenges: int = Field(default=256, ge=0)
+    verify_threads_new: int = Field(default=1, ge=1, le=64)
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:
     # an overloaded gateway defers challenges (204 + Retry-After) rather than issue ones it could not
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
@@ -70,6 +78,14 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     blob_quota_bytes: int = Field(default=64 * 1024**3, ge=0)
     blob_quota_objects: int = Field(default=10_000, ge=0)
+    # a checkpoint commitment's manifest (POST /v1/jobs/{id}/checkpoints): at most this many tensors and this
+    # many bytes of canonical JSON (422 naming the setting beyond); stated in docs/api.md (issue 18)
+    max_manifest_tensors: int = Field(default=4096, ge=1, le=4096)
+    max_manifest_bytes: int = Field(default=512 * 1024, ge=1024)
+    # what one provider's uploads awaiting their verdicts may hold (0: no limit); checked with the total
+    # quota above from the signed headers, before a byte of the body is read (507; 413 for an upload
+    # larger than the quota itself)
+    upload_quota_bytes_per_provider: int = Field(default=4 * 1024**3, ge=0)
     # rate limits shared by every replica (gateway/limits.py, the `redis` extra); unset: per process
     redis_url: str | None = None
     redis_prefix: str = "gpuproof:"

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from gpuproof.gateway.blobs import BlobStore
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.settings import Settings
+from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.verifier.protocol import Verifier
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class State:
     limiter: Limiter
     trust_cache: TrustCache
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
+    verify_pool: VerifyPool  # verification of openings, fair per identity (gateway/verify_pool.py)
     audience: str = ""  # what request signatures name this gateway by (settings.audience or its public key hex)
 
     @property

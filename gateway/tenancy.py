@@ -11,9 +11,10 @@ import hmac
 from fastapi import Request
 from gpuproof.gateway import auth
 from gpuproof.gateway.db import locked
-from gpuproof.gateway.models import ApiKey, Job, Validator
+from gpuproof.gateway.models import ApiKey, Job, Validator, ValidatorNonce
 from gpuproof.gateway.problems import Problem
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 VALIDATOR_HEADER = "X-Gpuproof-Validator"
@@ -44,12 +45,13 @@ def signing_validator(request: Request) -> str | None:
     """The validator public key (hex) that signed this request, or None when it carries no validator
     signature. Headers: X-Gpuproof-Validator (public key hex), X-Gpuproof-Timestamp, X-Gpuproof-Nonce and
     X-Gpuproof-Signature (and -Version) over verifier.signatures.request_message of the request (a GET: empty body),
-    within the gateway's timestamp window. A read is safe to repeat, so nonces are not stored."""
+    within the gateway's timestamp window. Its nonce is stored (ValidatorNonce, in a write transaction of
+    its own): a replay of the signed request, by anyone who saw it, is refused 409 (issue 18)."""
     public_hex = request.headers.get(VALIDATOR_HEADER)
     if public_hex is None:
         return None
     state = request.app.state.gp
-    timestamp, signature, _ = auth.check_signature_headers(
+    timestamp, signature, now = auth.check_signature_headers(
         request, state, request.headers.get("X-Gpuproof-Timestamp"), request.headers.get("X-Gpuproof-Nonce"),
         request.headers.get("X-Gpuproof-Signature"))
     try:
@@ -58,9 +60,23 @@ def signing_validator(request: Request) -> str | None:
         public = b""
     if len(public) != 32:
         raise Problem(401, "Unauthenticated", f"{VALIDATOR_HEADER}: expected a 32-byte Ed25519 public key (hex)")
-    auth.verify_request(request, state, public, timestamp, request.headers["X-Gpuproof-Nonce"], signature,
-                        hashlib.sha256(b"").hexdigest())
+    nonce = request.headers["X-Gpuproof-Nonce"]
+    auth.verify_request(request, state, public, timestamp, nonce, signature, hashlib.sha256(b"").hexdigest())
+    _claim(state, public.hex(), nonce, now)
     return public.hex()
+
+
+def _claim(state, validator: str, nonce: str, now: float) -> None:  # noqa: ANN001
+    """Store a validator request's nonce; 409 if it was stored already (a replayed request)."""
+    with state.db.writer() as session:
+        if session.get(ValidatorNonce, (validator, nonce)) is None:
+            session.add(ValidatorNonce(validator_key=validator, nonce=nonce, seen_at=now))
+            try:
+                session.commit()
+                return
+            except IntegrityError:
+                session.rollback()
+    raise Problem(409, "Replayed request", f"nonce {nonce} was already used by this validator")
 
 
 def may_read_evidence(session: Session, job: Job, key: ApiKey, validator: str | None) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,9 +178,13 @@ class AuditDraw:
 
 
 def draw_audits(received: Sequence[Received], policy: TrainingPolicy,
-                rng: secrets.SystemRandom | None = None) -> list[AuditDraw]:
+                rng: secrets.SystemRandom | None = None,
+                manifest_of: Callable[[Received], Sequence[checkpoints.TensorEntry]] | None = None
+                ) -> list[AuditDraw]:
     """q distinct segments between consecutive commitments, and c chunks of each segment's end state:
-    one chunk of every tensor that has data first (so no tensor escapes), then uniform over all chunks."""
+    one chunk of every tensor that has data first (so no tensor escapes), then uniform over all chunks.
+    `manifest_of(end)` gives a drawn segment's end manifest when `received` carries none (the gateway
+    reads only the q drawn ones, not the run's: issue 18, a close is O(q) in manifests, not O(run))."""
     rng = rng or secrets.SystemRandom()
     if len(received) < 2:
         raise InvalidParameter("commitments", "a run needs at least two commitments (step 0 and one more)")
@@ -188,7 +192,8 @@ def draw_audits(received: Sequence[Received], policy: TrainingPolicy,
     out = []
     for j in picks:
         end = received[j + 1]
-        tensors = [e for e in end.manifest if e.chunks]
+        manifest = manifest_of(end) if manifest_of is not None else end.manifest
+        tensors = [e for e in manifest if e.chunks]
         chosen: set[tuple[str, int]] = set()
         for e in rng.sample(tensors, min(len(tensors), policy.chunks)):
             chosen.add((e.name, rng.randrange(e.chunks)))
@@ -235,7 +240,8 @@ class ClosedRun:
 
 
 def close_run(job_id: str, received: Sequence[Received], policy: TrainingPolicy, device_tops: Sequence[float],
-              now: float, rng: secrets.SystemRandom | None = None) -> ClosedRun:
+              now: float, rng: secrets.SystemRandom | None = None,
+              manifest_of: Callable[[Received], Sequence[checkpoints.TensorEntry]] | None = None) -> ClosedRun:
     """Close a run at `now`, after every commitment is stored: the arrival times are checked against the
     fastest card the provider claims (`device_tops`: their dense int8 peaks; a provider's job may run on
     any of its devices, so the floor is the fastest one's), then the audits are drawn (`draw_audits`), each
@@ -245,7 +251,7 @@ def close_run(job_id: str, received: Sequence[Received], policy: TrainingPolicy,
                                 "least one more")
     tops = max(device_tops, default=None)
     flags = timing_flags(received, policy.step_floor_s(tops), policy.arrival_slack_s)
-    draws = draw_audits(received, policy, rng)
+    draws = draw_audits(received, policy, rng, manifest_of)
     return ClosedRun(tuple(flags), tuple(draws), float(now), float(now) + policy.audit_deadline_s)
 
 

@@ -29,8 +29,13 @@ from gpuproof.gateway.state import StateDep, arrived_at, queued_s
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import lifecycle, transcript
+from gpuproof.verifier.outcome import Outcome
+from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict
 from gpuproof.verifier.wire import ChallengeOut, OpeningRequestOut, RttOut, TranscriptOut, VerdictOut
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+Opened = aliased(ChallengeRow)  # the open challenges counted against new identities' share
 
 router = APIRouter(tags=["challenges"], dependencies=[Depends(limit_ip)])
 
@@ -119,6 +124,10 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
+    if _new_identities_full(session, state, provider_id, len(devices)):
+        session.commit()
+        metrics.CHALLENGES_DEFERRED.inc()
+        return _Polled("deferred")
     answer = None
     issued = lifecycle.issue_round([d.id for d in devices], open_rows, now, job_open, policy)
     for d in devices:
@@ -136,6 +145,26 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         d.next_due_at = issued.next_due_at
     session.commit()
     return _Polled("issued", answer)
+
+
+def _new_identities_full(session, state, provider_id: str, devices: int) -> bool:  # noqa: ANN001
+    """Whether a round for this provider must wait because it is new (no passed challenge yet) and identities
+    like it already hold GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES open challenges (issue 18: identities are
+    free to make; each of a fresh identity's challenges is an open row and, answered, a verification)."""
+    cap = state.settings.new_identity_open_challenges
+    if not cap or _has_passed(session, provider_id):
+        return False
+    passed = select(ChallengeRow.id).where(ChallengeRow.provider_id == Opened.provider_id,
+                                           ChallengeRow.outcome == Outcome.PASS.value).exists()
+    held = session.execute(select(func.count()).select_from(Opened).where(
+        Opened.state.in_(lifecycle.OPEN_STATES), ~passed)).scalar_one()
+    return held + devices > cap
+
+
+def _has_passed(session, provider_id: str) -> bool:  # noqa: ANN001
+    return session.execute(select(ChallengeRow.id).where(ChallengeRow.provider_id == provider_id,
+                                                         ChallengeRow.outcome == Outcome.PASS.value)
+                           .limit(1)).first() is not None
 
 
 def _quiet_until(state, provider_id: str, position: int) -> float | None:  # noqa: ANN001
@@ -289,26 +318,52 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
 
 
 @router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut)
-def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
-                  request: Request) -> dict:
+async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
+                        request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
-    verdict, counted once."""
+    verdict, counted once. The verdict is judged in the verification pool (gateway/verify_pool.py: threads
+    of its own; a freed thread goes to the waiting identity with the fewest running, identities taking
+    turns), timed from the
+    openings' arrival, so waiting for a turn never makes an answer late."""
     now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]
     digest = lifecycle.digest(wire)
-    with state.db.reader() as reader:  # judge outside the write lock: verification can take a while
-        row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    loaded = await anyio.to_thread.run_sync(
+        functools.partial(_load_for_judging, state, challenge_id, auth.provider.id, digest, now))
+    if isinstance(loaded, dict):
+        return loaded  # a retry: the same verdict, nothing stored
+    challenge, commitment, opening_request, new = loaded
+
+    def judge() -> Verdict:
+        try:
+            openings = [Opening.from_json(o) for o in wire]
+        except (InvalidParameter, ValueError) as exc:
+            raise Problem(422, "Invalid request", f"openings: {exc}") from None
+        started = time.perf_counter()
+        verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
+        metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+        return verdict
+
+    verdict = await state.verify_pool.once((challenge_id, digest), auth.provider.id, new, judge)
+    return await anyio.to_thread.run_sync(
+        functools.partial(_store_verdict, auth, state, challenge_id, wire, digest, now, verdict))
+
+
+def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  # noqa: ANN001
+                      now: float) -> dict | tuple[Challenge, Commitment, OpeningRequest, bool]:
+    """What judging needs, read outside the write lock (verification can take a while): the stored verdict
+    of a retry, else the challenge, commitment, opening request and whether the provider is new (no
+    passed challenge yet: gateway/verify_pool.py gives new identities fewer verification threads)."""
+    with state.db.reader() as reader:
+        row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, provider_id)
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
-            return row.verdict  # a retry: the same verdict, nothing stored
-        challenge, commitment = service.challenge_of(row), service.commitment_of(row)
-        opening_request = service.request_of(row)
-    try:
-        openings = [Opening.from_json(o) for o in wire]
-    except (InvalidParameter, ValueError) as exc:
-        raise Problem(422, "Invalid request", f"openings: {exc}") from None
-    started = time.perf_counter()
-    verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
-    metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
+            return row.verdict
+        new = not _has_passed(reader, provider_id)
+        return service.challenge_of(row), service.commitment_of(row), service.request_of(row), new
+
+
+def _store_verdict(auth, state, challenge_id: str, wire: list[dict], digest: str, now: float,  # noqa: ANN001
+                   verdict: Verdict) -> dict:
     session = auth.session
     auth.claim_nonce()
     stored = locked(session, ChallengeRow, challenge_id)

@@ -12,7 +12,9 @@ Anyone:             GET  /v1/jobs/{id}/training           commitments, flags, au
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -126,11 +128,27 @@ def _commitment(session: Session, job_id: str, step: int) -> TrainingCommitment:
     return row
 
 
+def _bounded_manifest(state: State, body: CheckpointIn) -> list[dict]:
+    """The commitment's manifest as JSON, held to the stated limits (422 naming the setting): at most
+    GPUPROOF_MAX_MANIFEST_TENSORS tensors and GPUPROOF_MAX_MANIFEST_BYTES of canonical JSON, what it is
+    stored as (issue 18: a run's manifests are stored and read back; each must stay small)."""
+    items = [t.model_dump() for t in body.manifest]
+    most = state.settings.max_manifest_tensors
+    if len(items) > most:
+        raise Problem(422, "Invalid request", f"manifest: {len(items)} tensors; at most {most} "
+                      "(GPUPROOF_MAX_MANIFEST_TENSORS)")
+    size = len(json.dumps(items, separators=(",", ":")))
+    if size > state.settings.max_manifest_bytes:
+        raise Problem(422, "Invalid request", f"manifest: {size} bytes of JSON; at most "
+                      f"{state.settings.max_manifest_bytes} (GPUPROOF_MAX_MANIFEST_BYTES)")
+    return items
+
+
 @router.post("/v1/jobs/{job_id}/checkpoints", status_code=status.HTTP_201_CREATED, operation_id="post_checkpoint",
              response_model=CheckpointOut,
              responses={200: {"model": CheckpointOut, "description": "a retry: the stored commitment"}})
-def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep, request: Request,
-                    response: Response, raw: Annotated[bytes, Depends(raw_body)]) -> dict:
+def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep, state: StateDep,
+                    request: Request, response: Response, raw: Annotated[bytes, Depends(raw_body)]) -> dict:
     """One checkpoint commitment, timestamped by the gateway on arrival and appended to the log. It must
     extend the job's hash chain (step 0 first, then every `interval` steps). A retry of a stored
     commitment answers 200 with the stored one."""
@@ -146,7 +164,7 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
         assert stored is not None
         response.status_code = status.HTTP_200_OK
         return rolled_back(session, commitment_json(stored))  # a retry: nothing new, not even its nonce
-    manifest = checkpoints.manifest_from_json([t.model_dump() for t in body.manifest])
+    manifest = checkpoints.manifest_from_json(_bounded_manifest(state, body))
     new = training.Received(step=body.step, manifest=tuple(manifest), received_at=now, **raw_hashes)
     last = session.execute(select(TrainingCommitment).where(TrainingCommitment.job_id == job_id)
                            .order_by(TrainingCommitment.step.desc()).limit(1)).scalar_one_or_none()
@@ -170,12 +188,19 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     """The run is over: the arrival times are checked (flags), then q segments and c chunks of each are
     drawn with the CSPRNG, after every commitment is stored. Idempotent: a second close returns the same."""
     session, now = auth.session, time.time()
+    planned = None
+    with state.db.reader() as reader:  # the draw, outside the write lock (issue 18)
+        job = reader.get(Job, job_id)
+        if job is not None and job.provider_id == auth.provider.id and job.training_state == "open":
+            with contextlib.suppress(lifecycle.LifecycleError):  # raised again, in order, under the lock
+                planned = _plan_close(reader, job, _policy(job), now)
     job, policy = _own_job(auth, job_id)
     if job.training_state == "closed":
         return rolled_back(session, training_json(session, job))
-    received = [received_of(r) for r in _commitments(session, job_id)]
-    models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
-    closed = training.close_run(job_id, received, policy, [lookup(m).int8_tops for m in models], now)
+    if planned is None or planned[1] != _seen(session, job_id):  # a commitment came in meanwhile: draw again
+        planned = _plan_close(session, job, policy, now)
+    closed = planned[0]
+    received_count, last_step = planned[1]
     flags = list(closed.flags)
     job.training_state, job.closed_at, job.training_flags = "closed", closed.closed_at, flags
     for d in closed.audits:
@@ -183,8 +208,10 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
                                  start_step=d.start_step, end_step=d.end_step, chunks=[list(c) for c in d.chunks],
                                  drawn_at=closed.closed_at, deadline_at=closed.deadline_at, state="requested"))
     session.flush()
+    last_hash = session.execute(select(TrainingCommitment.hash).where(
+        TrainingCommitment.job_id == job_id, TrainingCommitment.step == last_step)).scalar_one()
     translog.append(session, "training-close", {"job_id": job_id, "provider_id": job.provider_id,
-                                                "commitments": len(received), "last_hash": received[-1].hash.hex(),
+                                                "commitments": received_count, "last_hash": last_hash.hex(),
                                                 "flags": flags,
                                                 "segments": [[d.start_step, d.end_step] for d in closed.audits]},
                     now)
@@ -193,6 +220,35 @@ def close_run(job_id: IdPath, auth: SignedProviderDep, state: StateDep) -> dict:
     session.commit()
     state.trust_cache.drop(job.provider_id)
     return answer
+
+
+def _seen(session: Session, job_id: str) -> tuple[int, int | None]:
+    """How many commitments the job has and its last step (an indexed count, no rows read)."""
+    count, last = session.execute(select(func.count(), func.max(TrainingCommitment.step))
+                                  .where(TrainingCommitment.job_id == job_id)).one()
+    return int(count), last
+
+
+def _plan_close(session: Session, job: Job, policy: training.TrainingPolicy,
+                now: float) -> tuple[training.ClosedRun, tuple[int, int | None]]:
+    """The close's flags and draws (verifier.training.close_run) from the commitments' chain fields and
+    arrival times alone, parsing only the drawn segments' end manifests (q of them), never the run's
+    (issue 18: 200 commitments of 4096 tensors were re-parsed under SQLite's write lock for 43.8 s);
+    with what it saw, (count, last step), so the write transaction can tell that nothing came in since."""
+    tc = TrainingCommitment
+    rows = session.execute(select(tc.step, tc.root, tc.batch_hash, tc.prev_hash, tc.hash, tc.received_at)
+                           .where(tc.job_id == job.id).order_by(tc.step)).all()
+    received = [training.Received(step=r.step, root=r.root, batch_hash=r.batch_hash, prev_hash=r.prev_hash,
+                                  hash=r.hash, manifest=(), received_at=r.received_at) for r in rows]
+
+    def manifest_of(end: training.Received) -> list[checkpoints.TensorEntry]:
+        stored = session.execute(select(tc.manifest).where(tc.job_id == job.id, tc.step == end.step)).scalar_one()
+        return checkpoints.manifest_from_json(stored)
+
+    models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
+    closed = training.close_run(job.id, received, policy, [lookup(m).int8_tops for m in models], now,
+                                manifest_of=manifest_of)
+    return closed, (len(rows), rows[-1].step if rows else None)
 
 
 def training_json(session: Session, job: Job) -> dict:
@@ -219,8 +275,49 @@ def _expected_upload(audit_id: IdPath, auth: SignedUploadDep, state: StateDep) -
     with state.db.reader() as reader:
         audit = _own_audit(reader, audit_id, auth.provider.id)
         training.answer_audit(audits.state_of(audit), "uploaded", auth.declared.sha256)  # a retry goes on
+        _check_quotas(reader, state, auth.provider.id, auth.declared.sha256, auth.declared.size)
         start = _commitment(reader, audit.job_id, audit.start_step)
         return start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+
+
+def _check_quotas(reader, state: State, provider_id: str, sha256: str, size: int) -> None:  # noqa: ANN001
+    """Refuse an upload that would take its provider's held uploads or the whole store over a quota, from
+    the declared length alone (issue 18): 413 when it is larger than a provider's quota, 507 + Retry-After
+    when what is held (uploads whose segment has no verdict yet) leaves no room. Counted from the database,
+    so it is the same for the local and the S3 store and across replicas; the store's own count
+    (blobs.BlobStore.put_file) stays as the last word. Content already held costs nothing."""
+    settings = state.settings
+    held = (SegmentAudit.upload_sha256.is_not(None), SegmentAudit.state != "judged")
+    if reader.execute(select(SegmentAudit.id).where(SegmentAudit.upload_sha256 == sha256, *held)
+                      .limit(1)).first() is not None:
+        return
+    later = "uploads are kept until their segment's verdict; try again later"
+    per = settings.upload_quota_bytes_per_provider
+    if per and size > per:
+        raise Problem(413, "Upload too large", f"the upload declares {size} bytes, more than a provider's "
+                      f"upload quota of {per} (GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER)")
+    if per:
+        mine = reader.execute(select(func.coalesce(func.sum(SegmentAudit.upload_bytes), 0))
+                              .where(SegmentAudit.provider_id == provider_id, *held)).scalar_one()
+        if mine + size > per:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"this provider's uploads awaiting their verdicts hold "
+                          f"{mine} bytes; {size} more would pass its quota of {per} "
+                          f"(GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER); {later}", retry_after=60)
+    if settings.blob_quota_bytes or settings.blob_quota_objects:
+        stored = select(SegmentAudit.upload_sha256, SegmentAudit.upload_bytes).where(*held).distinct().subquery()
+        used, objects = reader.execute(select(func.coalesce(func.sum(stored.c.upload_bytes), 0), func.count())
+                                       .select_from(stored)).one()
+        if settings.blob_quota_objects and objects + 1 > settings.blob_quota_objects:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"the upload store holds {objects} uploads awaiting "
+                          f"their verdicts, its quota is {settings.blob_quota_objects} "
+                          f"(GPUPROOF_BLOB_QUOTA_OBJECTS); {later}", retry_after=60)
+        if settings.blob_quota_bytes and used + size > settings.blob_quota_bytes:
+            metrics.BLOB_QUOTA_REFUSALS.inc()
+            raise Problem(507, "Insufficient storage", f"the upload store holds {used} bytes awaiting verdicts; "
+                          f"{size} more would pass its quota of {settings.blob_quota_bytes} "
+                          f"(GPUPROOF_BLOB_QUOTA_BYTES); {later}", retry_after=60)
 
 
 async def _upload(request: Request, state: StateDep, auth: SignedUploadDep,

@@ -179,3 +179,39 @@ def test_a_small_order_key_cannot_register_or_poll_without_a_private_key(gateway
     path = f"/v1/providers/{pid}/challenges"
     assert gateway.client.post(path, content=b'{"device": 0}', headers=headers).status_code in (401, 404)
     assert db_counts(gateway) == before
+
+
+def test_x_forwarded_for_counts_only_from_the_configured_proxies(tmp_path):
+    """`gpuproof gateway serve` ran uvicorn with its default, which trusts X-Forwarded-For from 127.0.0.1: a
+    client on loopback (or behind a proxy that passes the header on) named a fresh address in every request
+    and was never rate limited (60 requests, no 429). Now the header counts only from the proxies named
+    with --forwarded-allow-ips; from those, each forwarded client has a bucket of its own."""
+    import httpx
+
+    from tests.support.server import Server
+
+    def flood(server: Server, forwarded) -> list[int]:  # noqa: ANN001
+        with httpx.Client(base_url=server.base, timeout=scaled(10)) as client:
+            return [client.get("/v1/log/head", headers={"X-Forwarded-For": forwarded(i)}).status_code
+                    for i in range(60)]
+
+    def fresh(i: int) -> str:
+        return f"198.51.100.{i + 1}"
+
+    def same(i: int) -> str:
+        return "203.0.113.9"
+
+    env = {"GPUPROOF_IP_RATE_PER_S": "1", "GPUPROOF_MAINTENANCE_INTERVAL_S": "0"}  # a burst of 2, then 1/s
+    server = Server(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "a", serve=(), **env).start()
+    try:
+        codes = flood(server, fresh)
+        assert codes.count(429) >= 40, codes  # the connection's address: one bucket, whatever the header says
+    finally:
+        server.stop()
+    behind = Server(f"sqlite:///{tmp_path / 'b.db'}", tmp_path / "b", serve=("--forwarded-allow-ips", "127.0.0.1"),
+                    **env).start()
+    try:
+        assert 429 not in flood(behind, fresh)  # the proxy's clients: a bucket each
+        assert flood(behind, same).count(429) >= 40  # one of them flooding is cut
+    finally:
+        behind.stop()

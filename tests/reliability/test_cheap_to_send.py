@@ -4,6 +4,7 @@ little too. Each test reproduces one finding and failed on the code before its f
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 
@@ -240,3 +241,265 @@ def test_the_stored_score_follows_verdicts_at_once_and_age_through_the_sweep(gat
     assert agent.id in listed(0.98)
     swept = maintenance.sweep(state, time.time())
     assert swept.scores >= 1 and agent.id not in listed(0.98) and agent.id in listed(lower - 1e-6)
+
+
+def test_one_identitys_many_verdicts_do_not_queue_anothers(database_url, tmp_path):
+    """A fresh identity with 8 devices answers all 8 challenges at once, each costing the
+    gateway a full verification (y = B.T x over all of B: the dearest answer it can send); an established
+    provider's openings arrive just after. Judged in the request's worker thread (3 of them, first come
+    first served), the established provider's verdict waited behind all of the identity's; now verification
+    takes turns per identity (gateway/verify_pool.py), so it waits for at most the one being judged."""
+    import json
+    import threading
+    import time
+
+    from gpuproof.client import signed_headers
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import ChallengeParams
+
+    from tests.support import honest
+    from tests.support.calibrate import scaled
+
+    # a card slow enough that the test's CPU prover meets its deadline however busy the machine is
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[profiles.slowcard]\nname = "Slow card"\naliases = ["slowcard"]\nint8_tops = 0.05\n'
+                        'memory_gib = 4\nbandwidth_gbs = 10\neff_low = 0.0001\neff_high = 20.0\nmeasured = true\n'
+                        'arch = "cpu"\n')
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, challenge_interval_s=0,
+                        profiles_file=profiles, job_challenge_interval_s=0, provider_rate_per_s=1000,
+                        ip_rate_per_s=10_000,
+                        maintenance_interval_s=0, worker_threads=3, verify_threads=1, verify_threads_new=1,
+                        # the identity's challenges: a verification of ~0.1-0.2 s each (B is 2048 x 16384)
+                        verify_test_shape="16,256,64,3;slowcard=16,2048,16384,1")
+    app = create_app(settings)
+    arrived = []  # openings requests that reached the application, in order
+
+    async def counting(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http" and scope["path"].endswith("/openings"):
+            arrived.append(scope["path"])
+        await app(scope, receive, send)
+
+    with TestClient(counting) as client:
+        gw = type("GW", (), {"client": client, "app": app, "settings": settings})()
+        established = Agent(gw, "established")
+        assert established.full_round()[1]["outcome"] == "pass"
+        sybil = Agent(gw, "fresh", model="slowcard", devices=8)
+
+        def committed(agent: Agent, device: int) -> tuple[str, bytes]:
+            c = agent.next(device).json()
+            params = ChallengeParams.from_json(c)
+            roots = CpuBackend().run(params)
+            path = f"/v1/challenges/{c['challenge_id']}/commitment"
+            req = agent.post(path, {"roots": [r.hex() for r in roots]})
+            assert req.status_code == 200, req.text
+            return c["challenge_id"], json.dumps(
+                {"openings": honest.openings(params, roots, req.json()["pairs"])}).encode()
+
+        answers = [(sybil, *committed(sybil, d)) for d in range(8)]
+        mine = committed(established, 0)
+        done: dict[str, float] = {}
+
+        def send(agent: Agent, challenge_id: str, body: bytes) -> None:
+            path = f"/v1/challenges/{challenge_id}/openings"
+            r = client.post(path, content=body, headers=signed_headers(agent.key, agent.id, "POST", path, body,
+                                                                       audience=app.state.gp.audience))
+            assert r.status_code == 200, r.text
+            done[challenge_id] = time.monotonic()
+
+        threads = [threading.Thread(target=send, args=a) for a in answers]
+        for t in threads:
+            t.start()
+        until = time.monotonic() + scaled(10)
+        while len(arrived) < 8 and time.monotonic() < until:  # the identity's eight are in
+            time.sleep(0.001)
+        last = threading.Thread(target=send, args=(established, *mine))
+        last.start()
+        for t in [*threads, last]:
+            t.join(timeout=scaled(120))
+        assert len(done) == 9
+        before = sum(done[cid] < done[mine[0]] for _, cid, _ in answers)
+        assert before <= 2, f"the established provider's verdict came after {before} of the fresh identity's 8"
+
+
+def test_uploads_are_held_to_per_provider_and_total_quotas_before_a_byte_is_read(database_url, tmp_path):
+    """One provider's held uploads (segments without a verdict yet) and the whole store's are bounded from
+    the signed headers alone: over a quota the upload is refused, 507 with the quota named, before a byte
+    of its body is read. Before, a provider's uploads had no bound of their own, and the store's quota was
+    checked only after the whole body had been streamed to disk."""
+    from gpuproof.agent.checkpointing import CheckpointCommitter
+    from gpuproof.agent.training import TrainingReporter
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+    from gpuproof.verifier import checkpoints
+    from gpuproof.verifier.workload import MLPJob
+
+    from tests.gateway.conftest import Gateway
+    from tests.gateway.test_training import World
+
+    job = MLPJob(seed=7, hidden=32)
+    size = sum(e.nbytes for e in checkpoints.manifest(job.init_state()))  # every checkpoint's state
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        provider_rate_per_s=1000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        upload_quota_bytes_per_provider=size + size // 2, blob_quota_bytes=2 * size + size // 2)
+    app = create_app(settings)
+    counter = BodyCounter(app)
+    with TestClient(counter) as client:
+        world = World(Gateway(client, settings, app), tmp_path)
+
+        def trained(name: str, seed: int) -> tuple[GatewayClient, CheckpointCommitter, list[dict]]:
+            job = MLPJob(seed=seed, hidden=32)  # other weights: content already held would cost nothing
+            provider = world.provider(name)
+            reporter = TrainingReporter(provider, world.job(provider))
+            committer = CheckpointCommitter(4, store=tmp_path / name, on_commit=reporter.send)
+            state = job.init_state()
+            committer.start(state)
+            for step in range(1, 13):
+                state = job.step(state, job.batch_indices(step))
+                committer.record(step, job.batch_indices(step), state)
+            return provider, committer, reporter.close()["audits"]
+
+        def upload(provider: GatewayClient, committer: CheckpointCommitter, audit: dict):  # noqa: ANN202
+            step = audit["start_step"]
+            data = checkpoints.state_bytes(committer.load(step), list(committer.commitment(step).manifest))
+            assert len(data) == size
+            path = f"/v1/audits/{audit['audit_id']}/state"
+            return client.put(path, content=data, headers=signed_upload_headers(
+                provider.key, provider.provider_id, "PUT", path, data, audience=app.state.gp.audience))
+
+        first, committed, (one, two, *_) = trained("first", 1)
+        assert upload(first, committed, one).status_code == 200  # held until its segment's verdict
+        read = counter.read
+        over = upload(first, committed, two)  # the provider's second would hold 2 x size > 1.5 x size
+        assert_problem(over, 507, "GPUPROOF_UPLOAD_QUOTA_BYTES_PER_PROVIDER")
+        assert "Retry-After" in over.headers
+        assert counter.read == read, "the refused upload's body was read"
+        second, theirs, (other, *_) = trained("second", 2)
+        assert upload(second, theirs, other).status_code == 200  # 2 x size held: under the store's 2.5 x size
+        third, mine, (last, *_) = trained("third", 3)
+        read = counter.read
+        assert_problem(upload(third, mine, last), 507, "GPUPROOF_BLOB_QUOTA_BYTES")  # 3 x size > 2.5 x size
+        assert counter.read == read, "the refused upload's body was read"
+
+
+def _manifest(tensors: int) -> list[dict]:
+    return [{"name": f"layers.{i:05d}.weight", "dtype": "float32", "shape": [4, 4], "nbytes": 64}
+            for i in range(tensors)]
+
+
+def _commitment(step: int, manifest: list[dict]) -> dict:
+    h = hashlib.sha256(str(step).encode()).hexdigest()
+    return {"step": step, "root": h, "batch_hash": h, "prev_hash": h, "hash": h, "manifest": manifest}
+
+
+def test_manifests_have_stated_size_limits(database_url, tmp_path):
+    """A commitment's manifest is held to GPUPROOF_MAX_MANIFEST_TENSORS and GPUPROOF_MAX_MANIFEST_BYTES, each
+    refusal a 422 naming the limit, before anything is stored (before: any manifest of up to 4096 tensors,
+    each name up to 512 characters, about 2.3 MB, was stored, twice)."""
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        provider_rate_per_s=1000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        max_manifest_tensors=64, max_manifest_bytes=4096)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=client._transport)
+        owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+        market = GatewayClient("http://testserver", admin.create_api_key(app.state.gp.db, "market", ["jobs"]),
+                               transport=client._transport)
+        job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
+        path = f"/v1/jobs/{job_id}/checkpoints"
+
+        def post(manifest: list[dict]):  # noqa: ANN202
+            body = json.dumps(_commitment(0, manifest)).encode()
+            return client.post(path, content=body, headers=signed_headers(owner.key, owner.provider_id, "POST",
+                                                                           path, body, audience=app.state.gp.audience))
+
+        assert_problem(post(_manifest(65)), 422, "GPUPROOF_MAX_MANIFEST_TENSORS")
+        long_names = [t | {"name": t["name"] + "x" * 200} for t in _manifest(30)]
+        assert_problem(post(long_names), 422, "GPUPROOF_MAX_MANIFEST_BYTES")
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from training_commitments")).scalar_one() == 0
+
+
+def test_closing_a_run_of_large_manifests_parses_only_the_drawn_ones(gateway, monkeypatch):
+    """200 commitments with 4096-tensor manifests (the review's run: 43.8 s of re-parsing under SQLite's write
+    lock, a bystander's poll answered 500 "database is locked"). A close now reads the chain fields and
+    arrival times and parses only the q drawn segments' end manifests, outside the write lock."""
+    import threading
+    import time
+
+    from gpuproof.gateway.models import TrainingCommitment
+    from gpuproof.verifier import checkpoints
+
+    owner = GatewayClient("http://testserver", key=signatures.new_private_key(), transport=gateway.client._transport)
+    owner.register("owner", [{"model": "NVIDIA H100", "vram_gib": 80}])
+    market = GatewayClient("http://testserver", admin.create_api_key(gateway.app.state.gp.db, "market", ["jobs"]),
+                           transport=gateway.client._transport)
+    job_id = market.create_job("renter", owner.provider_id, "usd:1", POLICY).id
+    manifest = _manifest(4096)
+    with gateway.app.state.gp.db.writer() as session:  # the run, as 200 accepted posts would have stored it
+        for i in range(200):
+            c = _commitment(i * POLICY["interval"], manifest)
+            session.add(TrainingCommitment(job_id=job_id, step=c["step"], manifest=manifest, received_at=1000.0 + i,
+                                           request={}, **{k: bytes.fromhex(c[k]) for k in
+                                                          ("root", "batch_hash", "prev_hash", "hash")}))
+        session.commit()
+    parsed = []
+    parse = checkpoints.manifest_from_json
+
+    def counting(items):  # noqa: ANN001, ANN202
+        parsed.append(len(items))
+        return parse(items)
+
+    monkeypatch.setattr(checkpoints, "manifest_from_json", counting)
+    bystander = Agent(gateway, "bystander")
+    answers, closing = [], threading.Event()
+
+    def poll() -> None:
+        while not closing.is_set():
+            started = time.monotonic()
+            answers.append((bystander.next().status_code, time.monotonic() - started))
+
+    polling = threading.Thread(target=poll)
+    polling.start()
+    try:
+        started = time.monotonic()
+        closed = owner.close_run(job_id)
+        took = time.monotonic() - started
+    finally:
+        closing.set()
+        polling.join()
+    print(f"close {took:.3f} s; bystander polls {len(answers)}, slowest {max(s for _, s in answers):.3f} s")
+    assert len(closed["audits"]) == POLICY["segments"]
+    assert len(parsed) <= POLICY["segments"], f"the close parsed {len(parsed)} manifests"
+    assert all(status < 500 for status, _ in answers), answers
+
+
+def test_new_identities_hold_a_bounded_share_of_open_challenges(database_url, tmp_path):
+    """Identities are free to make, and each fresh one got a round for all of its (up to 64) devices at its
+    first poll: open challenges without limit, each one answered a verification. Identities with no passed
+    challenge now hold at most GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES open challenges together; a round
+    beyond it is deferred (204 + Retry-After), and an established provider is never deferred for them."""
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        challenge_interval_s=0, job_challenge_interval_s=0, provider_rate_per_s=1000,
+                        ip_rate_per_s=10_000, maintenance_interval_s=0, new_identity_open_challenges=8)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        gw = type("GW", (), {"client": client, "app": app, "settings": settings})()
+        established = Agent(gw, "established")
+        assert established.full_round()[1]["outcome"] == "pass"
+        first = Agent(gw, "fresh", devices=6)
+        assert first.next().status_code == 201  # 6 open
+        second = Agent(gw, "fresh too", devices=4)
+        deferred = second.next()
+        assert deferred.status_code == 204 and int(deferred.headers["Retry-After"]) >= 1  # 6 + 4 > 8
+        assert established.next().status_code == 201  # not counted, not deferred
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from challenges where provider_id = :p"),
+                                  {"p": second.id}).scalar_one() == 0

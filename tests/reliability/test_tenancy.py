@@ -106,3 +106,27 @@ def test_private_references_stay_off_public_pages_and_log_entries(world):
     mine = world.market.job(job.id)  # the tenant can show a renter which entry is theirs
     expected = hashlib.sha256(bytes.fromhex(mine.renter_salt) + SECRET_RENTER.encode()).hexdigest()
     assert mine.renter_commitment == expected and expected in json.dumps(bodies)
+
+
+def test_a_validators_signed_read_is_answered_once(world):
+    """A validator's signed GET (its key, a timestamp and a nonce) used to be answerable again for the whole
+    timestamp window: anyone who saw the request, with any `replay`-scoped key of any tenant, could replay
+    it and download the job's evidence. Its nonce is now stored; a replay is refused 409."""
+    from gpuproof.client import validator_headers
+
+    provider = world.provider()
+    jid = world.job(provider)
+    run_reference_job(provider, jid, POLICY, world.tmp / "store", 8, DELAY)
+    audit = world.market.training(jid)["audits"][0]
+    db = world.gw.app.state.gp.db
+    own = admin.create_api_key(db, "validator-read", ["replay"], "market")
+    outsider = admin.create_api_key(db, "outsider", ["replay"])
+    for path in (f"/v1/audits/{audit['audit_id']}/materials", f"/v1/audits/{audit['audit_id']}/state"):
+        signed = validator_headers(world.validator_key, "GET", path, audience=world.gw.audience)
+        first = world.gw.client.get(path, headers=signed | {"Authorization": f"Bearer {own}"})
+        assert first.status_code == 200, first.text
+        for token in (outsider, own):  # the same signed request again, with another tenant's key or its own
+            again = world.gw.client.get(path, headers=signed | {"Authorization": f"Bearer {token}"})
+            assert again.status_code == 409 and "already used" in again.json()["detail"], again.text
+        fresh = validator_headers(world.validator_key, "GET", path, audience=world.gw.audience)  # a new nonce
+        assert world.gw.client.get(path, headers=fresh | {"Authorization": f"Bearer {outsider}"}).status_code == 200

@@ -27,15 +27,17 @@ class Server:
     """`start()` runs uvicorn (again, on the same port and database after a `kill()`)."""
 
     def __init__(self, database_url: str, data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1",
-                 prefix: tuple[str, ...] = (), **env: str) -> None:
+                 prefix: tuple[str, ...] = (), serve: tuple[str, ...] | None = None, **env: str) -> None:
         """`host`: the address to listen on; `prefix`: a command that runs uvicorn (e.g. `ip netns exec NS`
-        to run the gateway inside a network namespace, tests/support/netns.py)."""
+        to run the gateway inside a network namespace, tests/support/netns.py); `serve`: run it through
+        `gpuproof gateway serve` with these extra arguments instead of uvicorn's own command line."""
         self.port = port or free_port()
         self.host, self.prefix = host, list(prefix)
         self.env = {**os.environ, "GPUPROOF_DATABASE_URL": database_url, "GPUPROOF_DATA_DIR": str(data_dir),
                     "GPUPROOF_VERIFY_TEST_SHAPE": "16,256,64,3", **env}
         self.base = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.serve = serve
 
     def start(self) -> Server:
         """Start uvicorn and wait for /readyz (30 s on the reference machine, scaled to this one). Its
@@ -44,8 +46,9 @@ class Server:
         self.log_path = Path(self.env["GPUPROOF_DATA_DIR"]).with_name(f"uvicorn-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app",
-                                          "--host", self.host, "--port", str(self.port), "--log-level", "warning"],
+            command = ([sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app", "--log-level", "warning"]
+                       if self.serve is None else [sys.executable, "-m", "gpuproof", "gateway", "serve", *self.serve])
+            self.proc = subprocess.Popen([*self.prefix, *command, "--host", self.host, "--port", str(self.port)],
                                          env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         limit_s = scaled(30)
         deadline = time.monotonic() + limit_s

@@ -1,14 +1,14 @@
 """provider_scores: each provider's trust in indexed columns, so public listings cost O(page) (issue 18)
 
 Revision ID: 0018
-Revises: 0011
+Revises: 0014
 Create Date: 2026-11-30
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0018'
-down_revision = '0011'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
