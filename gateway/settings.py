@@ -18,7 +18,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite (WAL) in data_dir
     signing_key_path: Path | None = None  # default: data_dir / "gateway-signing.key" (made on first start)
     timestamp_window_s: float = 60.0
-    max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
+    # 32 opened rows of n = 8192 are ~2.5 MB of JSON; spec v2 adds 64 opened lanes of 64 leaves (1 KiB, 2 KiB
+    # as hex) with their paths: ~13 MB at 8192 x 8192, so openings of a memory phase need up to ~16 MB
+    max_body_bytes: int = 24 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)
     max_page_size: int = 200

@@ -281,6 +281,24 @@ class MemoryProver:
                            leaf_paths=tuple(paths))
 
 
+def prover_for(backend: object, plan: MemoryPlan, roots: Sequence[bytes]) -> MemoryProver:
+    """The prover's side of the memory phase after a backend computed the challenge's `roots`: the table
+    rounds' C (recomputed from the committed roots, each round keyed by the previous root) with the
+    backend's `round_c` where it has one (CpuBackend), else the NumPy reference's. Both give the same bytes;
+    the table lives in host memory, so this is for the CPU reference and small sizes. A device-resident
+    table (kernels/cuda/memory.cu through kernels/cuda_memory.py) is not wired into CudaBackend yet."""
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import prev_root_of
+
+    params = plan.params
+    if len(roots) != params.rounds:
+        raise InvalidParameter("roots", f"{len(roots)} roots, want {params.rounds}")
+    engine = backend if hasattr(backend, "round_c") else CpuBackend()
+    cs = [engine.round_c(params, r, prev_root_of(list(roots), r))  # type: ignore[attr-defined]
+          for r in range(plan.first_round, params.rounds)]
+    return MemoryProver.from_rounds(plan, cs)
+
+
 @dataclass(frozen=True)
 class LocalPlay:
     """Everything a local play of the memory phase produced: the round roots, the walk's nonce and root,

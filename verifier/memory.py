@@ -128,6 +128,33 @@ def plan_memory(params: ChallengeParams, profile: Profile, config: MemoryConfig 
     return MemoryPlan(params, table_rounds, lanes, config.steps, config.opened)
 
 
+def needs_memory_phase(spec: str, profile: Profile) -> bool:
+    """Whether a challenge of `spec` on a claimed `profile` has a memory phase: spec v2 (or later) on a
+    profiled card with memory to prove. A CPU profile has none at the gateway (its walk time at a toy size
+    says nothing; `gpuproof challenge local` plays it, shown and not judged), nor an unprofiled claim."""
+    from gpuproof.kernels.spec import definition
+
+    return (definition(spec).version >= 2 and profile.is_profiled and profile.arch != "cpu"
+            and profile.memory_gib > 0)
+
+
+MEMORY_PASS, MEMORY_FAIL, MEMORY_MISSING = "pass", "fail", "missing"
+
+
+def memory_status(spec: str | None, profile: Profile | None, verdict: Mapping[str, Any]) -> str | None:
+    """What a stored verdict says of memory, for trust and settlement (`VerdictRecord.memory`): None when
+    it has no memory finding and its challenge needs none (v1, a CPU or unprofiled claim, or `spec` or
+    `profile` unknown); "pass" or "fail" from its memory finding; "missing" when it has none but needs one
+    (a v2 verdict reached before the gateway played the phase, or a timeout): it proves no memory, so no
+    class."""
+    finding = verdict.get("memory")
+    if isinstance(finding, Mapping):
+        return MEMORY_PASS if finding.get("passed") is True else MEMORY_FAIL
+    if spec is None or profile is None or not needs_memory_phase(spec, profile):
+        return None
+    return MEMORY_MISSING
+
+
 def draw_lanes(plan: MemoryPlan) -> list[int]:
     """The lanes to open: `plan.opened` uniform draws (repeats allowed) from the OS CSPRNG, made only after
     the walk root is stored."""
