@@ -14,7 +14,7 @@ from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Job, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
-from gpuproof.kernels.memory import MemoryPlan
+from gpuproof.kernels.memory import LaneOpening, MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import evidence, hardware, lifecycle, transcript
 from gpuproof.verifier import memory as vm
@@ -91,7 +91,9 @@ def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> C
 def transcript_of(row: ChallengeRow) -> dict:
     """The transcript of a challenge judged on its openings (verifier/transcript.py)."""
     openings = [Opening.from_json(o) for o in row.openings]
-    return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict)
+    lane_openings = [LaneOpening.from_json(o) for o in row.lane_openings or ()]
+    return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict,
+                            walk_of(row), lanes_of(row), lane_openings)
 
 
 def log_commitment(session: Session, row: ChallengeRow) -> None:

@@ -258,6 +258,42 @@ class TranscriptRequest(BaseModel):
     x: str = Field(description="the Freivalds vector, little-endian uint32, hex")
 
 
+class TranscriptMemoryPlan(BaseModel):
+    table_rounds: int
+    lanes: int
+    steps: int
+    opened: int
+
+
+class TranscriptWalk(BaseModel):
+    walk_root: Hex64
+    nonce_sent_at: float
+    received_at: float
+    rtt_s: float
+    walk_s: float
+
+
+class LaneOpeningOut(BaseModel):
+    """One opened lane (kernels.memory.LaneOpening.to_json)."""
+
+    lane: int
+    state: Hex32
+    path: list[Hex64]
+    leaves: list[str] = Field(description="each leaf the lane read, the raw C_r leaf (1 KiB), hex")
+    leaf_paths: list[list[Hex64]]
+
+
+class TranscriptMemory(BaseModel):
+    """A memory phase's evidence: the plan, the nonce, the walk with the verifier's timing, the lanes drawn
+    and the opened lanes (null walk or lanes: it never got that far)."""
+
+    plan: TranscriptMemoryPlan
+    nonce: Hex32 | None
+    walk: TranscriptWalk | None
+    lanes: list[int] | None
+    lane_openings: list[LaneOpeningOut]
+
+
 class TranscriptOut(BaseModel):
     """A judged challenge's evidence (verifier.transcript, gpuproof.transcript/1), served as canonical JSON."""
 
@@ -268,6 +304,7 @@ class TranscriptOut(BaseModel):
     request: TranscriptRequest
     openings: list[OpeningOut]
     verdict: VerdictOut
+    memory: TranscriptMemory | None = Field(default=None, description="spec v2's memory phase (a profiled card)")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 
 from gpuproof.kernels.spec import CHUNK_BYTES
+from gpuproof.verifier import transcript
 from gpuproof.verifier.memory import MemoryConfig
+from gpuproof.verifier.profiles import load_profiles_with
+from gpuproof.verifier.protocol import Verifier
 
 from tests.agent.test_agent import cli, env  # noqa: F401 (fixture)
 from tests.support.calibrate import scaled
@@ -63,7 +66,11 @@ def test_an_honest_agent_passes_a_v2_challenge_with_its_memory_phase(env, tmp_pa
             memory = item["verdict"]["memory"]
             assert memory["passed"] and memory["capacity"] == "holds-table" and memory["walk_s"] >= 0
             assert any(r.startswith("memory phase passed") for r in item["verdict"]["reasons"])
+            doc = httpx.get(f"{server.base}/v1/challenges/{item['challenge_id']}/transcript").json()
+            assert len(doc["memory"]["lane_openings"]) == doc["memory"]["plan"]["opened"]
+            _, diffs = transcript.recheck(doc, Verifier(profiles=load_profiles_with(profiles)))
+            assert diffs == []
         trust = httpx.get(f"{server.base}/v1/providers/{pid}/trust").json()
-        assert trust["verified_class"] is not None
+        assert trust["verified_class"] == "test-card"
     finally:
         server.stop()

@@ -5,12 +5,13 @@ trust and settlement's use of the finding. Fake clocks, no HTTP."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.memory import LaneOpening, prover_for, walk_key
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.verifier import hardware, lifecycle
+from gpuproof.verifier import hardware, lifecycle, transcript
 from gpuproof.verifier import memory as vm
 from gpuproof.verifier.outcome import Correctness, Outcome, Timing
 from gpuproof.verifier.protocol import Verifier
@@ -19,9 +20,11 @@ from gpuproof.verifier.trust import VerdictRecord, score
 SHAPE = (16, 256, 64, 3)
 
 
-def _play(v: Verifier, model: str = "h200", walk_late_by: float = 0.0, tamper=None, table=None):  # noqa: ANN001
+def _play(v: Verifier, model: str = "h200", walk_late_by: float = 0.0, tamper=None, table=None,  # noqa: ANN001
+          transcript_out: list | None = None):
     """Issue, prove, commit, walk, open and judge one challenge on a fake clock: the compute phase and the
-    walk each take their expected time (plus `walk_late_by` for the walk)."""
+    walk each take their expected time (plus `walk_late_by` for the walk); its transcript appended to
+    `transcript_out`."""
     c = v.issue(model, now=1000.0, shape=SHAPE)
     roots = CpuBackend().run(c.params)
     commitment = v.commit(c, roots, received_at=c.issued_at + c.thresholds.expected_s)
@@ -40,7 +43,10 @@ def _play(v: Verifier, model: str = "h200", walk_late_by: float = 0.0, tamper=No
     lane_openings = [prover.open(lane, wk) for lane in lanes.lanes]
     if tamper is not None:
         lane_openings = tamper(lane_openings)
-    return c, v.judge(c, commitment, request, openings, walk, lanes, lane_openings)
+    verdict = v.judge(c, commitment, request, openings, walk, lanes, lane_openings)
+    if transcript_out is not None:
+        transcript_out.append(transcript.build(c, commitment, request, openings, verdict, walk, lanes, lane_openings))
+    return c, verdict
 
 
 def test_an_honest_v2_challenge_on_a_profiled_card_passes_with_its_memory_finding():
@@ -173,3 +179,17 @@ def test_memory_status_of_stored_verdicts():
     assert vm.memory_status("gpuproof/2", profiles["h200"], {}) == "missing"
     assert vm.memory_status("gpuproof/2", profiles["h200"], {"memory": {"passed": True}}) == "pass"
     assert vm.memory_status("gpuproof/2", profiles["h200"], {"memory": {"passed": False}}) == "fail"
+
+
+def test_a_memory_phase_transcript_rechecks_and_a_changed_walk_time_is_caught():
+    docs: list = []
+    _, verdict = _play(Verifier(), transcript_out=docs)
+    doc = json.loads(transcript.encode(docs[0]))
+    assert doc["memory"]["walk"]["walk_s"] == verdict.memory.walk_s and len(doc["memory"]["lane_openings"]) == 64
+    again, diffs = transcript.recheck(doc)
+    assert diffs == [] and again.memory is not None and again.memory.passed
+    doc["memory"]["walk"]["walk_s"] += 5.0
+    doc["memory"]["walk"]["received_at"] += 5.0
+    _, diffs = transcript.recheck(doc)
+    assert any(d.startswith("verdict.memory.walk_s") for d in diffs)
+    assert any(d.startswith("verdict.outcome") for d in diffs)
