@@ -256,7 +256,7 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, 
 
 
 @router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment",
-             response_model=OpeningRequestOut)
+             response_model=OpeningRequestOut, response_model_exclude_unset=True)
 def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep,
                     request: Request) -> dict:
     """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
@@ -334,7 +334,8 @@ def post_walk(challenge_id: IdPath, body: WalkIn, auth: SignedProviderDep, state
     return lanes.public()
 
 
-@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut)
+@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut,
+             response_model_exclude_unset=True)
 def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
                   request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same

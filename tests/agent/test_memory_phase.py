@@ -7,45 +7,21 @@ from __future__ import annotations
 
 import json
 
-from gpuproof.kernels.spec import CHUNK_BYTES
 from gpuproof.verifier import transcript
-from gpuproof.verifier.memory import MemoryConfig
 from gpuproof.verifier.profiles import load_profiles_with
 from gpuproof.verifier.protocol import Verifier
 
 from tests.agent.test_agent import cli, env  # noqa: F401 (fixture)
 from tests.support.calibrate import scaled
+from tests.support.memory_card import profile_toml
 from tests.support.server import Server
 
 SHAPE = (16, 256, 64, 3)
 
 
-def _profile() -> str:
-    """A card whose bands leave an honest CPU room (the rules' own limits, scaled to this machine): compute
-    at 1 MOPS (the CPU is faster than claimed, which passes) and a walk band whose slow edge is scaled(2) s
-    for the 64 lanes x 64 steps the test shape gives."""
-    config = MemoryConfig()
-    walk_bytes = config.opened * config.steps * CHUNK_BYTES
-    bandwidth_gbs = walk_bytes / (scaled(2.0) * 0.05) / 1e9
-    return f"""
-[profiles.test-card]
-name = "a card for the memory phase's end-to-end test"
-aliases = ["test card"]
-int8_tops = 1e-6
-memory_gib = 0.001
-bandwidth_gbs = {bandwidth_gbs!r}
-eff_low = 0.05
-eff_high = 20.0
-walk_eff_low = 0.05
-walk_eff_high = 20.0
-measured = true
-arch = "test-gpu"
-"""
-
-
 def test_an_honest_agent_passes_a_v2_challenge_with_its_memory_phase(env, tmp_path):  # noqa: F811
     profiles = tmp_path / "profiles.toml"
-    profiles.write_text(_profile())
+    profiles.write_text(profile_toml(scaled(2.0)))  # the walk's honest budget, scaled to this machine
     server = Server(f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "gw", GPUPROOF_CHALLENGE_INTERVAL_S="0",
                     GPUPROOF_VERIFY_TEST_SHAPE=",".join(map(str, SHAPE)),
                     GPUPROOF_PROFILES_FILE=str(profiles)).start()
