@@ -34,7 +34,7 @@ from typing import Any
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
-from gpuproof.kernels.memory import MemoryPlan, MemoryProver, walk_key
+from gpuproof.kernels.memory import MemoryPlan, walk_key
 from gpuproof.kernels.memory import prover_for as memory_prover_for
 from gpuproof.kernels.spec import SPECS
 from gpuproof.verifier.outcome import Outcome
@@ -221,7 +221,7 @@ class Daemon:
             self._event("idle", device=position, mean_interval_s=mean_interval_s)
             status.mean_interval_s = mean_interval_s
 
-    def _memory_phase(self, position: int, cid: str, prover: MemoryProver, params, roots: list[bytes],  # noqa: ANN001
+    def _memory_phase(self, position: int, cid: str, prover: Any, params, roots: list[bytes],  # noqa: ANN001
                       nonce_hex: str | None) -> list[dict] | None:
         """Spec v2's memory phase: walk at once from the nonce, commit the walk root (timed by the gateway),
         then open the lanes it drew, in its order. None when the gateway could not be reached in time."""

@@ -16,6 +16,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from gpuproof.kernels import merkle
@@ -281,18 +282,22 @@ class MemoryProver:
                            leaf_paths=tuple(paths))
 
 
-def prover_for(backend: object, plan: MemoryPlan, roots: Sequence[bytes]) -> MemoryProver:
-    """The prover's side of the memory phase after a backend computed the challenge's `roots`: the table
-    rounds' C (recomputed from the committed roots, each round keyed by the previous root) with the
-    backend's `round_c` where it has one (CpuBackend), else the NumPy reference's. Both give the same bytes;
-    the table lives in host memory, so this is for the CPU reference and small sizes. A device-resident
-    table (kernels/cuda/memory.cu through kernels/cuda_memory.py) is not wired into CudaBackend yet."""
+def prover_for(backend: object, plan: MemoryPlan, roots: Sequence[bytes]) -> Any:
+    """The prover's side of the memory phase after a backend computed the challenge's `roots`: an object
+    with `run_walk(wk) -> walk root` and `open(lane, wk) -> LaneOpening`. On CudaBackend the table lives on
+    the device (kernels.cuda_memory.CudaMemoryProver); otherwise (CpuBackend, or any backend without a
+    device) it is this module's MemoryProver over the table rounds' C, recomputed from the committed roots
+    with the backend's `round_c` where it has one, else the NumPy reference's: host memory, small sizes."""
     from gpuproof.kernels.reference import CpuBackend
     from gpuproof.kernels.spec import prev_root_of
 
     params = plan.params
     if len(roots) != params.rounds:
         raise InvalidParameter("roots", f"{len(roots)} roots, want {params.rounds}")
+    if hasattr(backend, "round_device"):
+        from gpuproof.kernels.cuda_memory import CudaMemoryProver
+
+        return CudaMemoryProver(backend, plan, roots)
     engine = backend if hasattr(backend, "round_c") else CpuBackend()
     cs = [engine.round_c(params, r, prev_root_of(list(roots), r))  # type: ignore[attr-defined]
           for r in range(plan.first_round, params.rounds)]
