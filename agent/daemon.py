@@ -34,8 +34,7 @@ from typing import Any
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
-from gpuproof.kernels.memory import MemoryPlan, walk_key
-from gpuproof.kernels.memory import prover_for as memory_prover_for
+from gpuproof.kernels.memory import MemoryPlan, run_with_table, walk_key
 from gpuproof.kernels.spec import SPECS
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.wire import ChallengeOut
@@ -246,12 +245,13 @@ class Daemon:
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
                     rounds=params.rounds, resumed=c.state != "issued")
         started = time.perf_counter()
-        roots = backend.run(params)
         prover = None
-        if c.memory is not None:  # spec v2's memory phase: the table is kept before committing, so that only
+        if c.memory is None:
+            roots = backend.run(params)
+        else:  # spec v2's memory phase: the table is kept as the rounds come, before committing, so that only
             # the walk runs between the nonce and the walk root (the part the gateway times)
             plan = MemoryPlan(params, c.memory.table_rounds, c.memory.lanes, c.memory.steps, c.memory.opened)
-            prover = memory_prover_for(backend, plan, roots)
+            roots, prover = run_with_table(backend, plan)
         seconds = time.perf_counter() - started
         status.state = f"committing {cid[:8]}"
         request = self._retrying("commitment", lambda: self.client.commit(cid, roots))

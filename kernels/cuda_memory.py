@@ -75,27 +75,52 @@ class CudaMemoryProver:
     be the host emulation's (tests/support/memory_emu.py).
     """
 
-    def __init__(self, backend: Any, plan: memory.MemoryPlan, roots: Sequence[bytes], kernels: Any = None) -> None:
+    def __init__(self, backend: Any, plan: memory.MemoryPlan, roots: Sequence[bytes] | None = None,
+                 kernels: Any = None) -> None:
+        """With `roots`, the table rounds are recomputed from them now; without, `run` fills the table."""
         import cupy
 
-        self.cupy, self.backend, self.plan, self.roots = cupy, backend, plan, list(roots)
+        self.cupy, self.backend, self.plan, self.roots = cupy, backend, plan, list(roots or ())
         self.kernels = kernels if kernels is not None else MemoryKernels(backend.device)
         params = plan.params
-        per = params.leaves_per_round
         self.pk = memory.pad_key(params.seed)
         with cupy.cuda.Device(backend.device):
             self.table = cupy.empty((plan.table_leaves, memory.WORDS_PER_LEAF), dtype=np.uint32)
-            pk_words = cupy.asarray(key_words(self.pk))
-            for t, r in enumerate(range(plan.first_round, params.rounds)):
-                part = self.table[t * per:(t + 1) * per]
-                part[...] = backend.round_device(params, r, self.roots).view(np.uint32).reshape(per, -1)
-                self.kernels.table_pad(part, pk_words, r, per)
-            cupy.cuda.get_current_stream().synchronize()
+            self._pk_words = cupy.asarray(key_words(self.pk))
+            if roots is not None:
+                for r in range(plan.first_round, params.rounds):
+                    self._keep(r, backend.round_device(params, r, self.roots))
+                cupy.cuda.get_current_stream().synchronize()
         self.sizes, self.offsets = merkle.level_layout(plan.lanes)
         self.levels: Any = None
         self.states: Any = None
         self._trees: dict[int, merkle.MerkleTree] = {}
         self._walk_tree: merkle.MerkleTree | None = None
+
+    def _keep(self, round_index: int, c: Any) -> None:
+        """Copy round `round_index`'s C (on the device) into its place in the table and pad it there."""
+        per = self.plan.params.leaves_per_round
+        t = round_index - self.plan.first_round
+        part = self.table[t * per:(t + 1) * per]
+        part[...] = c.view(np.uint32).reshape(per, -1)
+        self.kernels.table_pad(part, self._pk_words, round_index, per)
+
+    @classmethod
+    def run(cls, backend: Any, plan: memory.MemoryPlan, kernels: Any = None) -> tuple[list[bytes], CudaMemoryProver]:
+        """Compute the challenge's R roots and fill the table as the rounds come (each table round's C copied
+        and padded right after its round, on the same stream): no round is computed twice."""
+        prover = cls(backend, plan, None, kernels)
+        params = plan.params
+        cupy = prover.cupy
+        with cupy.cuda.Device(backend.device):
+            bufs = backend._buffers_for(params)
+            for r in range(params.rounds):
+                backend._round(bufs, r)
+                if r >= plan.first_round:
+                    prover._keep(r, bufs.c[:params.m])
+            host = bufs.roots[1:params.rounds + 1].get()
+        prover.roots = [bytes(row) for row in host]
+        return prover.roots, prover
 
     def run_walk(self, wk: bytes) -> bytes:
         """Walk every lane on the device and build the walk tree there; returns the walk root."""

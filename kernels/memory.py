@@ -304,6 +304,35 @@ def prover_for(backend: object, plan: MemoryPlan, roots: Sequence[bytes]) -> Any
     return MemoryProver.from_rounds(plan, cs)
 
 
+def run_with_table(backend: object, plan: MemoryPlan) -> tuple[list[bytes], Any]:
+    """(roots, prover): the challenge's R roots computed by `backend`, with the table kept as the rounds
+    come, so that no round is computed twice (the compute phase's time is the honest card's). On CudaBackend
+    the table stays on the device (kernels.cuda_memory.CudaMemoryProver.run); on a backend with `round_c`
+    (CpuBackend) the table rounds' C are kept in host memory; otherwise the backend computes the roots and
+    `prover_for` recomputes the table rounds."""
+    from gpuproof.kernels.reference import round_tree
+    from gpuproof.kernels.spec import prev_root_of
+
+    params = plan.params
+    if hasattr(backend, "round_device"):
+        from gpuproof.kernels.cuda_memory import CudaMemoryProver
+
+        return CudaMemoryProver.run(backend, plan)
+    if not hasattr(backend, "round_c"):
+        roots = backend.run(params)  # type: ignore[attr-defined]
+        return roots, prover_for(backend, plan, roots)
+    roots: list[bytes] = []
+    cs, trees = [], []
+    for r in range(params.rounds):
+        c = backend.round_c(params, r, prev_root_of(roots, r))
+        tree = round_tree(c)
+        roots.append(tree.root)
+        if r >= plan.first_round:
+            cs.append(c)
+            trees.append(tree)
+    return roots, MemoryProver(plan, trees, cs, table_from_rounds(plan, cs))
+
+
 @dataclass(frozen=True)
 class LocalPlay:
     """Everything a local play of the memory phase produced: the round roots, the walk's nonce and root,

@@ -88,7 +88,12 @@ def test_the_cuda_prover_gives_the_references_walk_root_and_lane_openings(kern, 
         from gpuproof.kernels.cuda_backend import CudaBackend
         from gpuproof.kernels.cuda_memory import CudaMemoryProver
 
-        prover = CudaMemoryProver(CudaBackend(), plan, roots, kernels=kern)
+        prover = CudaMemoryProver(CudaBackend(), plan, roots, kernels=kern)  # the table from the roots
         assert prover.run_walk(wk) == want_root
         for lane in (0, plan.lanes - 1, 5):
             assert prover.open(lane, wk) == reference.open(lane, wk)
+        got_roots, filled = CudaMemoryProver.run(CudaBackend(), plan, kernels=kern)  # filled as rounds come
+        assert got_roots == roots and filled.run_walk(wk) == want_root
+        assert filled.open(3, wk) == reference.open(3, wk)
+    host_roots, host = memory.run_with_table(CpuBackend(), plan)
+    assert host_roots == roots and host.run_walk(wk) == want_root and host.open(7, wk) == reference.open(7, wk)
