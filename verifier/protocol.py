@@ -371,7 +371,8 @@ class Verifier:
         failure = self._first_failure(challenge, commitment, request, openings)
         finding = None
         if challenge.memory is not None:
-            finding = self._memory_finding(challenge, profile, commitment, request, walk, lanes, lane_openings)
+            finding = self._memory_finding(challenge, profile, commitment, request, walk, lanes, lane_openings,
+                                           failure)
             if failure is None and finding.failure is not None:
                 failure = Failure(-1, -1, f"memory:{finding.failure}", finding.reasons[0])
         timing = classify(commitment.measured_s, challenge.thresholds, profile)
@@ -410,9 +411,13 @@ class Verifier:
 
     def _memory_finding(self, challenge: Challenge, profile: Profile, commitment: Commitment,
                         request: OpeningRequest, walk: WalkCommitment | None, lanes: LaneRequest | None,
-                        lane_openings: Sequence[LaneOpening]) -> vm.MemoryFinding:
+                        lane_openings: Sequence[LaneOpening], failure: Failure | None) -> vm.MemoryFinding:
         plan = challenge.memory
         assert plan is not None
+        if failure is not None:  # the rows failed first: a made-up answer costs the verifier no lane re-walks
+            skipped = vm.MemoryRejected("not-checked", "the opened rows failed first; the lanes were not checked")
+            walk_s = walk.walk_s if walk is not None else 0.0
+            return vm.memory_finding(plan, profile, skipped, walk_s, self.memory_config, self.profiles)
         if walk is None or lanes is None or request.nonce is None:
             missing = vm.MemoryRejected("missing-lane", "no walk root, nonce or lane request on record")
             walk_s = walk.walk_s if walk is not None else \

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.memory import LaneOpening, prover_for, walk_key
@@ -193,3 +194,23 @@ def test_a_memory_phase_transcript_rechecks_and_a_changed_walk_time_is_caught():
     _, diffs = transcript.recheck(doc)
     assert any(d.startswith("verdict.memory.walk_s") for d in diffs)
     assert any(d.startswith("verdict.outcome") for d in diffs)
+
+
+def test_a_memory_challenge_whose_rows_fail_costs_the_verifier_no_lane_rewalk(monkeypatch):
+    """Cheapest first (issue 18): when an opened row fails, the lanes are not re-walked."""
+    from gpuproof.verifier import memory as vm_module
+
+    def check_lanes(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("the lanes were re-walked for an answer whose rows failed")
+
+    v = Verifier()
+    c = v.issue("h200", now=0.0, shape=SHAPE)
+    roots = CpuBackend().run(c.params)
+    commitment = v.commit(c, roots, received_at=c.thresholds.expected_s)
+    request = v.request_openings(c, commitment)
+    bad = [Opening(r, i, np.zeros(c.params.n, dtype=np.int64), tuple(CpuBackend().open(c.params, r, i, roots)[1]))
+           for r, i in sorted(set(request.pairs))]
+    monkeypatch.setattr(vm_module, "check_lanes", check_lanes)
+    verdict = v.judge(c, commitment, request, bad)
+    assert verdict.correctness == Correctness.FAIL and not verdict.failure.reason.startswith("memory:")
+    assert verdict.memory is not None and verdict.memory.failure == "not-checked" and not verdict.memory.passed
