@@ -319,8 +319,8 @@ def run_with_table(backend: object, plan: MemoryPlan) -> tuple[list[bytes], Any]
 
         return CudaMemoryProver.run(backend, plan)
     if not hasattr(backend, "round_c"):
-        roots = backend.run(params)  # type: ignore[attr-defined]
-        return roots, prover_for(backend, plan, roots)
+        computed: list[bytes] = backend.run(params)  # type: ignore[attr-defined]
+        return computed, prover_for(backend, plan, computed)
     roots: list[bytes] = []
     cs, trees = [], []
     for r in range(params.rounds):
