@@ -272,7 +272,8 @@ class MemoryProver:
             address = int(addresses(state, plan.table_leaves)[0])
             r, leaf = plan.locate(address)
             t = r - plan.first_round
-            raw = np.ascontiguousarray(self.cs[t], dtype="<i4").tobytes()[leaf * CHUNK_BYTES:(leaf + 1) * CHUNK_BYTES]
+            words = WORDS_PER_LEAF
+            raw = np.ascontiguousarray(self.cs[t].reshape(-1)[leaf * words:(leaf + 1) * words], dtype="<i4").tobytes()
             leaves.append(raw)
             paths.append(tuple(self.trees[t].inclusion_proof(leaf)))
             state = step(state, self.table[address:address + 1])

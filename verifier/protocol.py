@@ -19,6 +19,7 @@ after it is stored (`draw_lanes`); `judge` checks them and puts the memory findi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -274,13 +275,18 @@ class Verifier:
         params = size_challenge(seed, profile, self.config.timing, spec) if shape is None \
             else ChallengeParams(seed, *shape, spec=spec)
         plan = None
+        limits = thresholds(params, profile, self.config.timing)
         if vm.needs_memory_phase(spec, profile):
             if shape is None:
                 params = vm.size_for_memory(params, profile, self.memory_config)
+                limits = thresholds(params, profile, self.config.timing)
             plan = vm.plan_memory(params, profile, self.memory_config)
+            # the memory phase (table fill, walk, lane openings) gets its own walk deadline on top of the
+            # compute phase's: the challenge's deadline is for the last answer, the openings
+            walk = vm.walk_thresholds(plan, profile, self.memory_config)
+            limits = dataclasses.replace(limits, deadline_s=limits.deadline_s + walk.deadline_s)
         return Challenge(challenge_id=self._random_bytes(16).hex(), params=params, device_model=device_model,
-                         profile=profile.key, issued_at=float(now),
-                         thresholds=thresholds(params, profile, self.config.timing),
+                         profile=profile.key, issued_at=float(now), thresholds=limits,
                          spot_checks=self.config.spot_checks, memory=plan)
 
     def profile_of(self, challenge: Challenge) -> Profile:
