@@ -9,6 +9,10 @@ Pure: plans, bytes and a measured time in, a `MemoryFinding` out. The flow a gat
     # walk root committed -> walk_s = received_at - sent_at - rtt_allowance
     drawn = draw_lanes(plan)                                 # after the walk root is stored
     finding = judge_memory(plan, profile, roots, nonce, walk_root, drawn, openings, walk_s)
+
+verifier.protocol.Verifier does exactly this (request_openings with the nonce, commit_walk, draw_lanes, judge),
+and the gateway (gateway/routers/challenges.py) stores each step; `needs_memory_phase` says which challenges
+have the phase and `memory_status` what a stored verdict says of it for trust and settlement.
 """
 
 from __future__ import annotations
@@ -577,8 +581,9 @@ def verified_class_v2(claimed: Profile, compute_class: Profile | None, finding: 
     bandwidth class. It is the claimed profile only when the compute phase verified it (or better, by
     `at_or_above`), the lanes checked and the walk showed the table held at the claimed class's memory
     speed; otherwise nothing. Settlement's "at or above the paid class" then compares this profile's int8
-    rate, memory and bandwidth (`verifier.hardware.at_or_above`), as it does today; the gateway does not
-    carry memory findings in its verdicts yet (docs/protocol.md, "Spec v2: memory phase")."""
+    rate, memory and bandwidth (`verifier.hardware.at_or_above`), as it does today. The gateway's stored
+    verdicts carry the finding; `verifier.hardware.verified_class` applies this rule to them (through
+    `VerdictRecord.memory`, docs/protocol.md "Spec v2: memory phase")."""
     from gpuproof.verifier.hardware import at_or_above
 
     if compute_class is None or not at_or_above(compute_class, claimed):
