@@ -34,6 +34,7 @@ from typing import Any
 from gpuproof.agent.config import DeviceSpec
 from gpuproof.client import GatewayClient, GatewayError, GatewayUnreachable
 from gpuproof.kernels.backend import Backend, Opening, Shape
+from gpuproof.kernels.memory import MemoryPlan, run_with_table, walk_key
 from gpuproof.kernels.spec import SPECS
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.wire import ChallengeOut
@@ -219,6 +220,18 @@ class Daemon:
             self._event("idle", device=position, mean_interval_s=mean_interval_s)
             status.mean_interval_s = mean_interval_s
 
+    def _memory_phase(self, position: int, cid: str, prover: Any, params, roots: list[bytes],  # noqa: ANN001
+                      nonce_hex: str | None) -> list[dict] | None:
+        """Spec v2's memory phase: walk at once from the nonce, commit the walk root (timed by the gateway),
+        then open the lanes it drew, in its order. None when the gateway could not be reached in time."""
+        self.status[position].state = f"walking {cid[:8]}"
+        wk = _walk_key(params, roots, nonce_hex)
+        walk_root = prover.run_walk(wk)
+        request = self._retrying("walk", lambda: self.client.commit_walk(cid, walk_root))
+        if request is None:
+            return None
+        return [prover.open(lane, wk).to_json() for lane in request.lanes]
+
     def _challenge(self, position: int, backend: Backend, c: ChallengeOut) -> None:
         status = self.status[position]
         cid = c.challenge_id
@@ -232,18 +245,29 @@ class Daemon:
         self._event("challenge", device=position, challenge_id=cid, m=params.m, n=params.n, k=params.k,
                     rounds=params.rounds, resumed=c.state != "issued")
         started = time.perf_counter()
-        roots = backend.run(params)
+        prover = None
+        if c.memory is None:
+            roots = backend.run(params)
+        else:  # spec v2's memory phase: the table is kept as the rounds come, before committing, so that only
+            # the walk runs between the nonce and the walk root (the part the gateway times)
+            plan = MemoryPlan(params, c.memory.table_rounds, c.memory.lanes, c.memory.steps, c.memory.opened)
+            roots, prover = run_with_table(backend, plan)
         seconds = time.perf_counter() - started
         status.state = f"committing {cid[:8]}"
         request = self._retrying("commitment", lambda: self.client.commit(cid, roots))
         if request is None:
             return
+        lanes = None
+        if prover is not None:
+            lanes = self._memory_phase(position, cid, prover, params, roots, request.walk_nonce)
+            if lanes is None:
+                return
         status.state = f"opening {cid[:8]}"
         openings = []
         for r, i in sorted(set(request.pairs)):
             values, path = backend.open(params, r, i, roots)
             openings.append(Opening(r, i, values, tuple(path)).to_json())
-        verdict = self._retrying("openings", lambda: self.client.open(cid, openings))
+        verdict = self._retrying("openings", lambda: self.client.open(cid, openings, lanes))
         if verdict is None:
             return
         status.challenges += 1
@@ -256,6 +280,13 @@ class Daemon:
         self._event("verdict", device=position, challenge_id=cid, outcome=str(verdict.outcome),
                     timing=str(verdict.timing), prove_seconds=round(seconds, 3),
                     measured_s=verdict.measured_s, reason=status.last_reason)
+
+
+def _walk_key(params, roots: list[bytes], nonce_hex: str | None) -> bytes:  # noqa: ANN001
+    if nonce_hex is None:
+        raise GatewayError(502, {"title": "Unexpected answer", "detail": "the opening request of a challenge "
+                                 "with a memory phase carries no walk nonce"})
+    return walk_key(params.seed, roots[-1], bytes.fromhex(nonce_hex))
 
 
 def json_emitter(stream=sys.stdout) -> Callable[[dict[str, Any]], None]:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -129,6 +130,9 @@ def challenge_local(
             print(f"gpuproof: the cpu backend plays {device_model}'s challenge at the small shape "
                   f"{','.join(map(str, dims))} (m,n,k,rounds); --shape sets another", file=sys.stderr)
     challenge = verifier.issue(device_model, now=time.time(), shape=dims, spec=version)
+    # The compute phase is judged here as the gateway judges it; the memory phase is played after it and
+    # shown (`_memory_phase`): its lanes decide the exit status, its walk time at a toy size is not judged.
+    challenge = dataclasses.replace(challenge, memory=None)
     roots = engine.run(challenge.params)
     commitment = verifier.commit(challenge, roots, received_at=time.time())
     request = verifier.request_openings(challenge, commitment)

@@ -257,8 +257,18 @@ class Calls:
                               _body({"roots": [r.hex() for r in roots]}), True, model=wire.OpeningRequestOut))
 
     @call
-    def open(self, challenge_id: str, openings: list[dict]) -> Flow[wire.VerdictOut]:
-        return (yield Request("POST", f"/v1/challenges/{challenge_id}/openings", _body({"openings": openings}),
+    def commit_walk(self, challenge_id: str, walk_root: bytes) -> Flow[wire.LaneRequestOut]:
+        """Commit the walk root of spec v2's memory phase (at once: it is timed from the opening request's
+        answer, which carried the nonce); the lanes to open."""
+        return (yield Request("POST", f"/v1/challenges/{challenge_id}/walk", _body({"walk_root": walk_root.hex()}),
+                              True, model=wire.LaneRequestOut))
+
+    @call
+    def open(self, challenge_id: str, openings: list[dict], lanes: list[dict] | None = None) -> Flow[wire.VerdictOut]:
+        """Post the opened rows (and, for a challenge with a memory phase, the opened lanes in the order drawn:
+        kernels.memory.LaneOpening.to_json); the verdict."""
+        body = {"openings": openings} | ({"lanes": lanes} if lanes is not None else {})
+        return (yield Request("POST", f"/v1/challenges/{challenge_id}/openings", _body(body),
                               True, model=wire.VerdictOut))
 
     # jobs and validators (a marketplace's API key) ------------------------------------------------

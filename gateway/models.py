@@ -94,6 +94,19 @@ class Challenge(Base):
     outcome: Mapped[str | None] = mapped_column(String(8), nullable=True)
     judged_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # first handed to its device
+    # spec v2's memory phase (a profiled card): the plan fixed at issue; the walk's nonce, drawn with the
+    # opening request, and when it was sent; the walk root with its arrival and the verifier's timing; the
+    # lanes drawn after it; the opened lanes (kernels.memory.LaneOpening.to_json)
+    memory_plan: Mapped[Any] = mapped_column(JSON, nullable=True)
+    walk_nonce: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
+    nonce_sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    walk_root: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    walk_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    walk_received_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    walk_rtt_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    walk_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lanes: Mapped[Any] = mapped_column(JSON, nullable=True)
+    lane_openings: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):

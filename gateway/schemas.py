@@ -62,8 +62,25 @@ class OpeningIn(Strict):
     path: Annotated[list[Hex64], Field(max_length=64)]
 
 
+class LaneOpeningIn(Strict):
+    """One opened lane (kernels.memory.LaneOpening): its final state and path in the walk tree, and each leaf
+    it read, in walk order, as the raw C_r leaf with its path in its round's tree."""
+
+    lane: Annotated[int, Field(ge=0, lt=2**63)]
+    state: Hex32
+    path: Annotated[list[Hex64], Field(max_length=64)]
+    leaves: Annotated[list[Annotated[str, Field(pattern=hex_pattern(1024))]], Field(max_length=1024)]
+    leaf_paths: Annotated[list[Annotated[list[Hex64], Field(max_length=64)]], Field(max_length=1024)]
+
+
+class WalkIn(Strict):
+    walk_root: Annotated[Hex64, Field(description="root of the RFC 6962 tree over the lanes' final states")]
+
+
 class OpeningsIn(Strict):
     openings: Annotated[list[OpeningIn], Field(min_length=1, max_length=4096)]
+    lanes: Annotated[list[LaneOpeningIn], Field(max_length=4096, description="the opened lanes, in the order "
+                     "drawn (a challenge with a memory phase)")] | None = None
 
 
 class JobIn(Strict):

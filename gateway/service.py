@@ -7,17 +7,22 @@ them as plain data, and what they return is stored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Job, ProviderScore, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
+from gpuproof.kernels.memory import LaneOpening, MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import evidence, hardware, lifecycle, transcript
+from gpuproof.verifier import memory as vm
 from gpuproof.verifier.lifecycle import EXPIRY_GRACE_S, RTT_HISTORY_S, RTT_SAMPLES, ChallengeState
 from gpuproof.verifier.outcome import Correctness, Outcome, Timing
-from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verifier
+from gpuproof.verifier.profiles import Profile, load_profiles
+from gpuproof.verifier.protocol import Challenge, Commitment, LaneRequest, OpeningRequest, Verifier, WalkCommitment
 from gpuproof.verifier.schedule import SchedulePolicy
 from gpuproof.verifier.timing import Thresholds
 from gpuproof.verifier.trust import TrustScore, VerdictRecord, failure_detail, score
@@ -26,10 +31,15 @@ from sqlalchemy.orm import Session
 
 
 def challenge_of(row: ChallengeRow) -> Challenge:
-    return Challenge(challenge_id=row.id, params=ChallengeParams(row.seed, row.m, row.n, row.k, row.rounds, row.spec),
+    params = ChallengeParams(row.seed, row.m, row.n, row.k, row.rounds, row.spec)
+    plan = None
+    if row.memory_plan is not None:
+        mp = row.memory_plan
+        plan = MemoryPlan(params, mp["table_rounds"], mp["lanes"], mp["steps"], mp["opened"])
+    return Challenge(challenge_id=row.id, params=params,
                      device_model=row.device_model, profile=row.profile, issued_at=row.issued_at,
                      thresholds=Thresholds(row.expected_s, row.fast_s, row.slow_s, row.deadline_s),
-                     spot_checks=row.spot_checks)
+                     spot_checks=row.spot_checks, memory=plan)
 
 
 def state_of(row: ChallengeRow) -> ChallengeState:
@@ -37,7 +47,9 @@ def state_of(row: ChallengeRow) -> ChallengeState:
     return ChallengeState(challenge_id=row.id, state=row.state, issued_at=row.issued_at, deadline_s=row.deadline_s,
                           delivered_at=row.delivered_at, committed=row.roots is not None,
                           commit_digest=row.commit_digest, requested=row.pairs is not None,
-                          openings_digest=row.openings_digest, judged_at=row.judged_at)
+                          openings_digest=row.openings_digest, judged_at=row.judged_at,
+                          memory=row.memory_plan is not None, walk_digest=row.walk_digest,
+                          lanes_drawn=row.lanes is not None)
 
 
 def commitment_of(row: ChallengeRow) -> Commitment:
@@ -49,7 +61,21 @@ def commitment_of(row: ChallengeRow) -> Commitment:
 def request_of(row: ChallengeRow) -> OpeningRequest:
     assert row.x is not None
     return OpeningRequest(row.id, tuple((int(r), int(i)) for r, i in row.pairs),
-                          np.frombuffer(row.x, dtype="<u4").astype(np.int64))
+                          np.frombuffer(row.x, dtype="<u4").astype(np.int64), row.walk_nonce)
+
+
+def walk_of(row: ChallengeRow) -> WalkCommitment | None:
+    """The stored walk root with the verifier's timing of it (None: none came)."""
+    if row.walk_root is None:
+        return None
+    assert row.nonce_sent_at is not None and row.walk_received_at is not None and row.walk_s is not None
+    return WalkCommitment(row.id, row.walk_root, row.nonce_sent_at, row.walk_received_at, row.walk_rtt_s or 0.0,
+                          row.walk_s)
+
+
+def lanes_of(row: ChallengeRow) -> LaneRequest | None:
+    """The stored lanes to open (None: not drawn)."""
+    return None if row.lanes is None else LaneRequest(row.id, tuple(int(v) for v in row.lanes))
 
 
 def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> ChallengeRow:
@@ -59,13 +85,16 @@ def store_challenge(provider_id: str, device_id: int, challenge: Challenge) -> C
                         m=p.m, n=p.n, k=p.k, rounds=p.rounds, spot_checks=challenge.spot_checks,
                         issued_at=challenge.issued_at,
                         expected_s=t.expected_s, fast_s=t.fast_s, slow_s=t.slow_s, deadline_s=t.deadline_s,
-                        state="issued")
+                        state="issued", memory_plan=None if challenge.memory is None else
+                        {k: v for k, v in challenge.memory.to_dict().items() if k != "spec"})
 
 
 def transcript_of(row: ChallengeRow) -> dict:
     """The transcript of a challenge judged on its openings (verifier/transcript.py)."""
     openings = [Opening.from_json(o) for o in row.openings]
-    return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict)
+    lane_openings = [LaneOpening.from_json(o) for o in row.lane_openings or ()]
+    return transcript.build(challenge_of(row), commitment_of(row), request_of(row), openings, row.verdict,
+                            walk_of(row), lanes_of(row), lane_openings)
 
 
 def log_commitment(session: Session, row: ChallengeRow) -> None:
@@ -151,24 +180,31 @@ def open_challenges(session: Session, provider_id: str) -> list[tuple[str, float
     return [(row.id, state_of(row).deadline_at) for row in rows]
 
 
-def record_of(challenge_id: str, at: float, v: dict, round_at: float | None = None) -> VerdictRecord:
-    """The score's view of a stored verdict (`round_at`: the challenge's issue instant, its round)."""
+def record_of(challenge_id: str, at: float, v: dict, round_at: float | None = None, spec: str | None = None,
+              profile: Profile | None = None) -> VerdictRecord:
+    """The score's view of a stored verdict (`round_at`: the challenge's issue instant, its round; `spec` and
+    the claimed `profile`: whether it needed a memory finding, verifier.memory.memory_status)."""
     f = v.get("failure") or {}
     detail = failure_detail(f.get("reason", ""), f.get("round", -1), f.get("row", -1), f.get("detail", "")) \
         if f else ""
     return VerdictRecord(evidence_id=challenge_id, at=at, correctness=v["correctness"], timing=v["timing"],
                          best_match=v.get("best_match", ""), detail=detail,
-                         claimed_profile=v.get("claimed_profile", ""), round_at=round_at)
+                         claimed_profile=v.get("claimed_profile", ""), round_at=round_at,
+                         memory=vm.memory_status(spec, profile, v))
 
 
-def verdict_records(session: Session, provider_id: str) -> list[VerdictRecord]:
+def verdict_records(session: Session, provider_id: str,
+                    profiles: Mapping[str, Profile] | None = None) -> list[VerdictRecord]:
+    """The provider's verdicts as the score sees them, each knowing whether its challenge needed a memory
+    finding (verifier.memory.memory_status, by `profiles`: default the packaged ones)."""
     rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
-                                  ChallengeRow.issued_at)
+                                  ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
                            .order_by(ChallengeRow.judged_at)).all()
     out = []
-    for cid, at, v, issued_at in rows:
-        out.append(record_of(cid, at, v, round_at=issued_at))
+    profiles = load_profiles() if profiles is None else profiles
+    for cid, at, v, issued_at, spec, key in rows:
+        out.append(record_of(cid, at, v, round_at=issued_at, spec=spec, profile=profiles.get(key)))
     audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
                              .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
     out += [VerdictRecord(evidence_id=aid, at=at, correctness=outcome, timing=Timing.TRAINING,

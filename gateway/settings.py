@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     # for one gateway is refused by any other. Default: its log signing key's public key, hex; replicas
     # share that key, so they share the audience. 1-200 printable ASCII characters, no spaces.
     audience: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{1,200}$")
-    max_body_bytes: int = 8 * 1024 * 1024  # 32 opened rows of n = 8192 are ~2.5 MB of JSON
+    # 32 opened rows of n = 8192 are ~2.5 MB of JSON; spec v2 adds 64 opened lanes of 64 leaves (1 KiB, 2 KiB
+    # as hex) with their paths: ~13 MB at 8192 x 8192, so openings of a memory phase need up to ~16 MB
+    max_body_bytes: int = 24 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024  # a checkpoint state uploaded for a segment replay
     body_timeout_s: float = 30.0  # a request body must arrive within this (slow-loris defence)
     max_page_size: int = 200

@@ -307,6 +307,23 @@ class CudaBackend:
             host = bufs.roots[1:params.rounds + 1].get()
         return [bytes(row) for row in host]
 
+    def round_device(self, params: ChallengeParams, round_index: int, roots: list[bytes]) -> cupy.ndarray:
+        """C_r of one round on the device (m x n int32), recomputed from the committed roots: a view of the
+        backend's buffer, valid until its next round (copy it to keep it). Call inside `cupy.cuda.Device`."""
+        bufs = self._buffers_for(params)
+        bufs.roots[round_index] = cupy.asarray(np.frombuffer(spec.prev_root_of(roots, round_index), dtype=np.uint8))
+        self._round(bufs, round_index)
+        return bufs.c[:params.m]
+
+    def round_tree(self, params: ChallengeParams, round_index: int, roots: list[bytes]) -> merkle.MerkleTree:
+        """Round `round_index`'s whole tree on the host (its levels computed on the device), for leaf paths."""
+        with cupy.cuda.Device(self.device):
+            self.round_device(params, round_index, roots)
+            bufs = self._buffers_for(params)
+            host_levels = [bufs.levels[off * 32:(off + size) * 32].get().tobytes()
+                           for off, size in zip(bufs.offsets, bufs.sizes, strict=True)]
+        return merkle.tree_from_levels(host_levels)
+
     def open(self, params: ChallengeParams, round_index: int, row: int,
              roots: list[bytes] | None = None) -> tuple[np.ndarray, list[bytes]]:
         """Row `row` of C_r and its audit path, recomputing round `round_index` on the device."""

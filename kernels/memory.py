@@ -16,6 +16,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from gpuproof.kernels import merkle
@@ -271,7 +272,8 @@ class MemoryProver:
             address = int(addresses(state, plan.table_leaves)[0])
             r, leaf = plan.locate(address)
             t = r - plan.first_round
-            raw = np.ascontiguousarray(self.cs[t], dtype="<i4").tobytes()[leaf * CHUNK_BYTES:(leaf + 1) * CHUNK_BYTES]
+            words = WORDS_PER_LEAF
+            raw = np.ascontiguousarray(self.cs[t].reshape(-1)[leaf * words:(leaf + 1) * words], dtype="<i4").tobytes()
             leaves.append(raw)
             paths.append(tuple(self.trees[t].inclusion_proof(leaf)))
             state = step(state, self.table[address:address + 1])
@@ -279,6 +281,57 @@ class MemoryProver:
         return LaneOpening(lane=lane, state=state_bytes(self.states[lane]),
                            path=tuple(self.tree.inclusion_proof(lane)), leaves=tuple(leaves),
                            leaf_paths=tuple(paths))
+
+
+def prover_for(backend: object, plan: MemoryPlan, roots: Sequence[bytes]) -> Any:
+    """The prover's side of the memory phase after a backend computed the challenge's `roots`: an object
+    with `run_walk(wk) -> walk root` and `open(lane, wk) -> LaneOpening`. On CudaBackend the table lives on
+    the device (kernels.cuda_memory.CudaMemoryProver); otherwise (CpuBackend, or any backend without a
+    device) it is this module's MemoryProver over the table rounds' C, recomputed from the committed roots
+    with the backend's `round_c` where it has one, else the NumPy reference's: host memory, small sizes."""
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.kernels.spec import prev_root_of
+
+    params = plan.params
+    if len(roots) != params.rounds:
+        raise InvalidParameter("roots", f"{len(roots)} roots, want {params.rounds}")
+    if hasattr(backend, "round_device"):
+        from gpuproof.kernels.cuda_memory import CudaMemoryProver
+
+        return CudaMemoryProver(backend, plan, roots)
+    engine = backend if hasattr(backend, "round_c") else CpuBackend()
+    cs = [engine.round_c(params, r, prev_root_of(list(roots), r))  # type: ignore[attr-defined]
+          for r in range(plan.first_round, params.rounds)]
+    return MemoryProver.from_rounds(plan, cs)
+
+
+def run_with_table(backend: object, plan: MemoryPlan) -> tuple[list[bytes], Any]:
+    """(roots, prover): the challenge's R roots computed by `backend`, with the table kept as the rounds
+    come, so that no round is computed twice (the compute phase's time is the honest card's). On CudaBackend
+    the table stays on the device (kernels.cuda_memory.CudaMemoryProver.run); on a backend with `round_c`
+    (CpuBackend) the table rounds' C are kept in host memory; otherwise the backend computes the roots and
+    `prover_for` recomputes the table rounds."""
+    from gpuproof.kernels.reference import round_tree
+    from gpuproof.kernels.spec import prev_root_of
+
+    params = plan.params
+    if hasattr(backend, "round_device"):
+        from gpuproof.kernels.cuda_memory import CudaMemoryProver
+
+        return CudaMemoryProver.run(backend, plan)
+    if not hasattr(backend, "round_c"):
+        computed: list[bytes] = backend.run(params)  # type: ignore[attr-defined]
+        return computed, prover_for(backend, plan, computed)
+    roots: list[bytes] = []
+    cs, trees = [], []
+    for r in range(params.rounds):
+        c = backend.round_c(params, r, prev_root_of(roots, r))
+        tree = round_tree(c)
+        roots.append(tree.root)
+        if r >= plan.first_round:
+            cs.append(c)
+            trees.append(tree)
+    return roots, MemoryProver(plan, trees, cs, table_from_rounds(plan, cs))
 
 
 @dataclass(frozen=True)

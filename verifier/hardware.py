@@ -67,9 +67,15 @@ def at_or_above(verified: Profile, paid: Profile) -> bool:
 def verified_class(record: VerdictRecord, profiles: Mapping[str, Profile]) -> Profile | None:
     """The class one passed hardware verdict proves: the claimed profile when the timing was consistent
     with it, the class the measured rate matches when it was faster than claimed, nothing otherwise
-    (a failure, an unprofiled device, a training verdict)."""
-    if not record.passed or record.training:
+    (a failure, an unprofiled device, a training verdict). A challenge with a memory phase (spec v2 on a
+    profiled card) proves a class only with a passed memory finding, and then no more than the claimed
+    one: the walk showed the claimed card's memory, not a faster card's (verifier.memory.verified_class_v2)."""
+    if not record.passed or record.training or not record.proves_memory:
         return None
+    if record.memory is not None:
+        claimed = profiles.get(record.claimed_profile)
+        compute = profiles.get(record.claimed_profile if record.timing == Timing.CONSISTENT else record.best_match)
+        return claimed if claimed is not None and compute is not None and at_or_above(compute, claimed) else None
     if record.timing == Timing.CONSISTENT:
         return profiles.get(record.claimed_profile)
     if record.timing == Timing.FASTER:
@@ -107,12 +113,18 @@ def judge_devices(devices: Sequence[DeviceEvidence], paid_class: str, profiles: 
             if v.timing == Timing.SLOWER:
                 refund.append(f"{name}: challenge {v.evidence_id[:12]} was slower than any honest "
                               f"{d.claimed_profile} (its rate matches {v.best_match or 'no profile'})")
+            elif v.memory == "fail":
+                refund.append(f"{name}: challenge {v.evidence_id[:12]} failed the memory phase: its walk was slower "
+                              f"than any honest {d.claimed_profile}'s memory allows (it does not hold the claimed "
+                              f"memory)")
             elif v.timing == Timing.TIMEOUT:
                 hold.append(f"{name}: challenge {v.evidence_id[:12]} was missed (no answer before its deadline)")
             else:
                 cls = verified_class(v, profiles)
                 if cls is not None and at_or_above(cls, paid):
                     counted += 1
+                elif v.memory == "missing":
+                    below.add("a v2 pass without a memory finding")
                 else:
                     below.add(cls.key if cls is not None else "unprofiled")
         if counted < policy.min_passes_per_device:

@@ -3,6 +3,10 @@
     issued --commit--> committed --draw--> (request drawn) --openings--> judged
        \\________________ expiry (deadline + grace, or a missed start) ______/
 
+A challenge with a memory phase (spec v2 on a profiled card) has one step more, between the request and the
+openings: the request carries the walk's nonce; `commit_walk` takes the walk root (then `draw_lanes` draws
+the lanes to open, once), and openings are taken only after that.
+
 Every rule of when a challenge may move, and what a retry is answered with, is here: the deadline (a
 commitment or openings that arrived more than `deadline_s` after issue are refused; exactly at the
 deadline is in time), the expiry (a challenge still open `grace_s` after its deadline, or not picked up
@@ -129,6 +133,9 @@ class ChallengeState:
     requested: bool = False
     openings_digest: str | None = None
     judged_at: float | None = None
+    memory: bool = False  # it has a memory phase: a walk root and opened lanes come before the verdict
+    walk_digest: str | None = None  # the walk root on record (its digest), stored after the request was drawn
+    lanes_drawn: bool = False  # the lanes to open were drawn (after the walk root was stored)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -143,6 +150,10 @@ class ChallengeState:
             raise InvalidParameter("state", "an issued challenge has no commitment and no opening request yet")
         if self.requested and not self.committed:
             raise InvalidParameter("requested", "an opening request is drawn only after the commitment is stored")
+        if self.walk_digest is not None and not (self.memory and self.requested):
+            raise InvalidParameter("walk_digest", "a walk root is stored only for a memory phase, after the request")
+        if self.lanes_drawn and self.walk_digest is None:
+            raise InvalidParameter("lanes_drawn", "the lanes are drawn only after the walk root is stored")
         if self.openings_digest is not None and self.state != JUDGED:
             raise InvalidParameter("openings_digest", f"openings are on record only once judged, got {self.state}")
 
@@ -232,6 +243,53 @@ def draw(ch: ChallengeState) -> ChallengeState | None:
     return replace(ch, requested=True)
 
 
+WalkAction = Literal["store", "draw", "replay"]
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """What to do with a walk root: `store` it (then draw the lanes), `draw` the lanes of the same walk root
+    stored before (the gateway stopped before drawing), or `replay` the lanes on record."""
+
+    action: WalkAction
+    state: ChallengeState
+
+
+def commit_walk(ch: ChallengeState, walk_digest: str, now: float) -> WalkStep:
+    """A walk root (whose content has digest `walk_digest`) that arrived at `now`: only for a challenge with a
+    memory phase whose opening request (with the nonce) was drawn (NotCommitted otherwise). A retry with the
+    same root is answered with what is on record, even after the deadline or the verdict; another root once
+    one is stored is AlreadyCommitted. A new one must arrive by the challenge's deadline (DeadlinePassed);
+    the walk's own timing is the memory finding's (verifier.memory), judged with the openings."""
+    if not ch.memory:
+        raise NotCommitted(f"challenge {ch.challenge_id} has no memory phase: it takes no walk root")
+    if ch.walk_digest is not None:
+        if not _same(ch.walk_digest, walk_digest):
+            raise AlreadyCommitted(f"challenge {ch.challenge_id} has another walk root on record")
+        if ch.lanes_drawn:
+            return WalkStep("replay", ch)
+        if ch.state == JUDGED:
+            raise _already_judged(ch)
+        return WalkStep("draw", ch)
+    if ch.state == JUDGED:
+        raise _already_judged(ch)
+    if ch.state != COMMITTED or not ch.requested:
+        raise NotCommitted(f"challenge {ch.challenge_id} has no commitment yet: the walk's nonce comes with "
+                           "the opening request")
+    check_deadline(ch, now, "walk root")
+    return WalkStep("store", replace(ch, walk_digest=walk_digest))
+
+
+def draw_lanes(ch: ChallengeState) -> ChallengeState | None:
+    """The lanes to open are drawn once, only after the walk root is stored: the state with them drawn, or
+    None when they were drawn already (answer with them)."""
+    if ch.lanes_drawn:
+        return None
+    if ch.state != COMMITTED or ch.walk_digest is None:
+        raise WrongState("draw the lanes to open", (COMMITTED + " with a walk root",), ch.state)
+    return replace(ch, lanes_drawn=True)
+
+
 OpeningsAction = Literal["judge", "replay"]
 
 
@@ -247,6 +305,9 @@ def openings(ch: ChallengeState, openings_digest: str, now: float) -> OpeningsAc
         raise _already_judged(ch)
     if ch.state != COMMITTED or not ch.requested:
         raise NotCommitted(f"challenge {ch.challenge_id} has no commitment yet")
+    if ch.memory and not ch.lanes_drawn:
+        raise NotCommitted(f"challenge {ch.challenge_id} has no walk root yet: its memory phase comes before "
+                           "the openings")
     check_deadline(ch, now, "openings")
     return "judge"
 

@@ -9,6 +9,10 @@ Pure: plans, bytes and a measured time in, a `MemoryFinding` out. The flow a gat
     # walk root committed -> walk_s = received_at - sent_at - rtt_allowance
     drawn = draw_lanes(plan)                                 # after the walk root is stored
     finding = judge_memory(plan, profile, roots, nonce, walk_root, drawn, openings, walk_s)
+
+verifier.protocol.Verifier does exactly this (request_openings with the nonce, commit_walk, draw_lanes, judge),
+and the gateway (gateway/routers/challenges.py) stores each step; `needs_memory_phase` says which challenges
+have the phase and `memory_status` what a stored verdict says of it for trust and settlement.
 """
 
 from __future__ import annotations
@@ -126,6 +130,33 @@ def plan_memory(params: ChallengeParams, profile: Profile, config: MemoryConfig 
     leaves = table_rounds * params.leaves_per_round
     lanes = max(config.opened, math.ceil(config.passes * leaves / config.steps))
     return MemoryPlan(params, table_rounds, lanes, config.steps, config.opened)
+
+
+def needs_memory_phase(spec: str, profile: Profile) -> bool:
+    """Whether a challenge of `spec` on a claimed `profile` has a memory phase: spec v2 (or later) on a
+    profiled card with memory to prove. A CPU profile has none at the gateway (its walk time at a toy size
+    says nothing; `gpuproof challenge local` plays it, shown and not judged), nor an unprofiled claim."""
+    from gpuproof.kernels.spec import definition
+
+    return (definition(spec).version >= 2 and profile.is_profiled and profile.arch != "cpu"
+            and profile.memory_gib > 0)
+
+
+MEMORY_PASS, MEMORY_FAIL, MEMORY_MISSING = "pass", "fail", "missing"
+
+
+def memory_status(spec: str | None, profile: Profile | None, verdict: Mapping[str, Any]) -> str | None:
+    """What a stored verdict says of memory, for trust and settlement (`VerdictRecord.memory`): None when
+    it has no memory finding and its challenge needs none (v1, a CPU or unprofiled claim, or `spec` or
+    `profile` unknown); "pass" or "fail" from its memory finding; "missing" when it has none but needs one
+    (a v2 verdict reached before the gateway played the phase, or a timeout): it proves no memory, so no
+    class."""
+    finding = verdict.get("memory")
+    if isinstance(finding, Mapping):
+        return MEMORY_PASS if finding.get("passed") is True else MEMORY_FAIL
+    if spec is None or profile is None or not needs_memory_phase(spec, profile):
+        return None
+    return MEMORY_MISSING
 
 
 def draw_lanes(plan: MemoryPlan) -> list[int]:
@@ -550,8 +581,9 @@ def verified_class_v2(claimed: Profile, compute_class: Profile | None, finding: 
     bandwidth class. It is the claimed profile only when the compute phase verified it (or better, by
     `at_or_above`), the lanes checked and the walk showed the table held at the claimed class's memory
     speed; otherwise nothing. Settlement's "at or above the paid class" then compares this profile's int8
-    rate, memory and bandwidth (`verifier.hardware.at_or_above`), as it does today; the gateway does not
-    carry memory findings in its verdicts yet (docs/protocol.md, "Spec v2: memory phase")."""
+    rate, memory and bandwidth (`verifier.hardware.at_or_above`), as it does today. The gateway's stored
+    verdicts carry the finding; `verifier.hardware.verified_class` applies this rule to them (through
+    `VerdictRecord.memory`, docs/protocol.md "Spec v2: memory phase")."""
     from gpuproof.verifier.hardware import at_or_above
 
     if compute_class is None or not at_or_above(compute_class, claimed):

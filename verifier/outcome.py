@@ -45,6 +45,8 @@ is misreported); an unprofiled device claims no class timing could contradict; a
 class of its own (its correctness says it all)."""
 
 
-def passed(correctness: str, timing: str) -> bool:
-    """The pass rule, the only place it is written: every opened row right, and timing that does not fail."""
-    return correctness == Correctness.PASS and timing in PASSING_TIMING
+def passed(correctness: str, timing: str, memory: str | None = None) -> bool:
+    """The pass rule, the only place it is written: every opened row right, timing that does not fail, and
+    for a challenge with a memory phase (spec v2 on a profiled card: `memory` "pass", "fail" or "missing",
+    verifier.memory.memory_status) a memory finding that did not fail."""
+    return correctness == Correctness.PASS and timing in PASSING_TIMING and memory != "fail"

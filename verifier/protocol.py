@@ -10,10 +10,16 @@ stores what comes back; randomness comes from `secrets` unless a test injects a 
 4. check    each opened row: its subtree root and audit path must give the committed root_r, and
             row . x == A_r[row] . y exactly (y = B.T @ x, once per challenge).
 5. verdict  correctness, timing class, the stated cheating bound, reasons.
+
+Spec v2 on a profiled card adds a memory phase (docs/protocol.md, "Spec v2: memory phase"; the rules are
+verifier/memory.py's): the opening request carries the walk's nonce, drawn with it after the roots are
+stored; the walk root is timed from the nonce's sending (`commit_walk`); the lanes to open are drawn only
+after it is stored (`draw_lanes`); `judge` checks them and puts the memory finding in the verdict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -23,9 +29,11 @@ from typing import Any
 import numpy as np
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter, OpeningRejected
+from gpuproof.kernels.memory import NONCE_BYTES, LaneOpening, MemoryPlan
 from gpuproof.kernels.merkle import HASH_BYTES
 from gpuproof.kernels.spec import SPEC, ChallengeParams, definition, prev_root_of
 from gpuproof.verifier import freivalds
+from gpuproof.verifier import memory as vm
 from gpuproof.verifier.ids import check_id
 from gpuproof.verifier.openings import check_row_inclusion
 from gpuproof.verifier.outcome import Correctness, Outcome, Timing, passed
@@ -69,16 +77,19 @@ class Challenge:
     issued_at: float
     thresholds: Thresholds
     spot_checks: int
+    memory: MemoryPlan | None = None  # the memory phase's plan (spec v2 on a profiled card), fixed at issue
 
     def __post_init__(self) -> None:
         check_id(self.challenge_id, "challenge_id")
+        if self.memory is not None and self.memory.params != self.params:
+            raise InvalidParameter("memory", "the memory plan is another challenge's")
         if not isinstance(self.issued_at, int | float) or not math.isfinite(self.issued_at):
             raise InvalidParameter("issued_at", "expected a finite time")
 
     def public(self) -> dict[str, Any]:
         """What the prover is sent."""
-        return {"challenge_id": self.challenge_id, **self.params.to_dict(),
-                "deadline_s": self.thresholds.deadline_s}
+        out = {"challenge_id": self.challenge_id, **self.params.to_dict(), "deadline_s": self.thresholds.deadline_s}
+        return out | ({"memory": self.memory.to_dict()} if self.memory is not None else {})
 
 
 @dataclass(frozen=True)
@@ -99,9 +110,40 @@ class OpeningRequest:
     challenge_id: str
     pairs: tuple[tuple[int, int], ...]
     x: np.ndarray = field(repr=False)
+    nonce: bytes | None = None  # the walk's nonce (a challenge with a memory phase), drawn with the pairs
+
+    def __post_init__(self) -> None:
+        if self.nonce is not None and len(self.nonce) != NONCE_BYTES:
+            raise InvalidParameter("nonce", f"the walk's nonce has {len(self.nonce)} bytes, want {NONCE_BYTES}")
 
     def public(self) -> dict[str, Any]:
-        return {"challenge_id": self.challenge_id, "pairs": [list(p) for p in self.pairs]}
+        out = {"challenge_id": self.challenge_id, "pairs": [list(p) for p in self.pairs]}
+        return out | ({"walk_nonce": self.nonce.hex()} if self.nonce is not None else {})
+
+
+@dataclass(frozen=True)
+class WalkCommitment:
+    """The prover's walk root, as received, with the verifier's own timing of the walk: `walk_s` is from the
+    nonce's sending (`nonce_sent_at`, the opening request's answer) to the walk root's arrival, less the
+    round-trip allowance (capped by MemoryConfig.max_rtt_allowance_s)."""
+
+    challenge_id: str
+    walk_root: bytes
+    nonce_sent_at: float
+    received_at: float
+    rtt_s: float
+    walk_s: float
+
+
+@dataclass(frozen=True)
+class LaneRequest:
+    """Drawn after the walk root is stored: the lanes to open, uniform with repeats (verifier.memory)."""
+
+    challenge_id: str
+    lanes: tuple[int, ...]
+
+    def public(self) -> dict[str, Any]:
+        return {"challenge_id": self.challenge_id, "lanes": list(self.lanes)}
 
 
 @dataclass(frozen=True)
@@ -129,6 +171,7 @@ class Verdict:
     cheat_pass_probability: float
     cheat_model: Mapping[str, Any]
     reasons: tuple[str, ...]
+    memory: vm.MemoryFinding | None = None  # the memory phase's finding (spec v2 on a profiled card)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,7 +181,7 @@ class Verdict:
             "measured_tops": self.measured_tops, "best_match": self.best_match,
             "claimed_profile": self.claimed_profile, "cheat_pass_probability": self.cheat_pass_probability,
             "cheat_model": dict(self.cheat_model), "reasons": list(self.reasons),
-        }
+        } | ({"memory": self.memory.to_json()} if self.memory is not None else {})
 
 
 def cheat_bound(params: ChallengeParams, profile: Profile, limits: Thresholds, spot_checks: int,
@@ -206,8 +249,10 @@ class Verifier:
 
     def __init__(self, config: VerifierConfig | None = None,
                  profiles: Mapping[str, Profile] | None = None,
-                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+                 memory_config: vm.MemoryConfig | None = None) -> None:
         self.config = config or VerifierConfig()
+        self.memory_config = memory_config or vm.MemoryConfig()
         self.profiles = load_profiles() if profiles is None else profiles
         self._random_bytes = random_bytes
 
@@ -218,7 +263,8 @@ class Verifier:
         `spec` (by default the configured spec of new challenges, gpuproof/2).
 
         `shape` (m, n, k, rounds) overrides the sizing, for tests, demos and simulations; the thresholds
-        follow it.
+        follow it. A challenge with a memory phase (`verifier.memory.needs_memory_phase`) gets its plan, and
+        without `shape` at least the rounds its table needs (`verifier.memory.size_for_memory`).
         """
         if not isinstance(device_model, str) or not device_model.strip() or len(device_model) > 200:
             raise InvalidParameter("device_model", "expected a model name of 1 to 200 characters")
@@ -228,10 +274,20 @@ class Verifier:
         seed = self._random_bytes(32)
         params = size_challenge(seed, profile, self.config.timing, spec) if shape is None \
             else ChallengeParams(seed, *shape, spec=spec)
+        plan = None
+        limits = thresholds(params, profile, self.config.timing)
+        if vm.needs_memory_phase(spec, profile):
+            if shape is None:
+                params = vm.size_for_memory(params, profile, self.memory_config)
+                limits = thresholds(params, profile, self.config.timing)
+            plan = vm.plan_memory(params, profile, self.memory_config)
+            # the memory phase (table fill, walk, lane openings) gets its own walk deadline on top of the
+            # compute phase's: the challenge's deadline is for the last answer, the openings
+            walk = vm.walk_thresholds(plan, profile, self.memory_config)
+            limits = dataclasses.replace(limits, deadline_s=limits.deadline_s + walk.deadline_s)
         return Challenge(challenge_id=self._random_bytes(16).hex(), params=params, device_model=device_model,
-                         profile=profile.key, issued_at=float(now),
-                         thresholds=thresholds(params, profile, self.config.timing),
-                         spot_checks=self.config.spot_checks)
+                         profile=profile.key, issued_at=float(now), thresholds=limits,
+                         spot_checks=self.config.spot_checks, memory=plan)
 
     def profile_of(self, challenge: Challenge) -> Profile:
         return self._profile(challenge.profile, challenge.device_model)
@@ -271,7 +327,32 @@ class Verifier:
         total = p.rounds * p.m
         pairs = [divmod(self._randbelow(total), p.m) for _ in range(challenge.spot_checks)]
         x = freivalds.draw_x(p.n, self._random_bytes)
-        return OpeningRequest(challenge.challenge_id, tuple((int(r), int(i)) for r, i in pairs), x)
+        nonce = self._random_bytes(NONCE_BYTES) if challenge.memory is not None else None
+        return OpeningRequest(challenge.challenge_id, tuple((int(r), int(i)) for r, i in pairs), x, nonce)
+
+    # 3b. the memory phase ---------------------------------------------------------------------
+    def commit_walk(self, challenge: Challenge, walk_root: bytes, *, nonce_sent_at: float, received_at: float,
+                    rtt_s: float = 0.0) -> WalkCommitment:
+        """Record the prover's walk root with the verifier's timing of the walk: from `nonce_sent_at` (when
+        the opening request with the nonce was answered) to `received_at`, less the round-trip allowance
+        (capped: a prover can only make its round trips look slower, and the cap is in the bound)."""
+        if challenge.memory is None:
+            raise InvalidParameter("walk_root", f"challenge {challenge.challenge_id} has no memory phase")
+        if not isinstance(walk_root, bytes) or len(walk_root) != HASH_BYTES:
+            raise InvalidParameter("walk_root", "is not a 32-byte hash")
+        if not (isinstance(rtt_s, int | float) and 0 <= rtt_s < 60):
+            raise InvalidParameter("rtt_s", f"must be in [0, 60) seconds, got {rtt_s!r}")
+        rtt = min(float(rtt_s), self.memory_config.max_rtt_allowance_s)
+        walk_s = max(0.0, float(received_at) - float(nonce_sent_at) - rtt)
+        return WalkCommitment(challenge.challenge_id, walk_root, float(nonce_sent_at), float(received_at), rtt,
+                              walk_s)
+
+    def draw_lanes(self, challenge: Challenge) -> LaneRequest:
+        """The lanes to open: `plan.opened` uniform draws. Call only after the walk root is durably stored."""
+        if challenge.memory is None:
+            raise InvalidParameter("lanes", f"challenge {challenge.challenge_id} has no memory phase")
+        plan = challenge.memory
+        return LaneRequest(challenge.challenge_id, tuple(self._randbelow(plan.lanes) for _ in range(plan.opened)))
 
     def _randbelow(self, bound: int) -> int:
         """Uniform in [0, bound) from the byte source, by rejection (no modulo bias)."""
@@ -284,11 +365,22 @@ class Verifier:
 
     # 4-5. check and verdict -------------------------------------------------------------------
     def judge(self, challenge: Challenge, commitment: Commitment, request: OpeningRequest,
-              openings: Sequence[Opening]) -> Verdict:
-        """Check every requested opening and give the verdict (never raises on a bad opening)."""
+              openings: Sequence[Opening], walk: WalkCommitment | None = None, lanes: LaneRequest | None = None,
+              lane_openings: Sequence[LaneOpening] = ()) -> Verdict:
+        """Check every requested opening and give the verdict (never raises on a bad opening).
+
+        A challenge with a memory phase is judged on its walk too (`walk`, `lanes` and the opened lanes,
+        verifier.memory.judge_memory): an opened lane that does not check fails correctness (reason
+        "memory:<code>"), a walk not in time fails the verdict, and the finding is the verdict's `memory`."""
         p = challenge.params
         profile = self.profile_of(challenge)
         failure = self._first_failure(challenge, commitment, request, openings)
+        finding = None
+        if challenge.memory is not None:
+            finding = self._memory_finding(challenge, profile, commitment, request, walk, lanes, lane_openings,
+                                           failure)
+            if failure is None and finding.failure is not None:
+                failure = Failure(-1, -1, f"memory:{finding.failure}", finding.reasons[0])
         timing = classify(commitment.measured_s, challenge.thresholds, profile)
         rate = p.operations / max(commitment.measured_s, 1e-9)
         match = best_match(rate, self.profiles)
@@ -312,12 +404,33 @@ class Verifier:
         }[timing])
         reasons.append(f"cheat bound {bound:.2g}: {model['statement']}")
         correctness = Correctness.PASS if failure is None else Correctness.FAIL
+        memory = None
+        if finding is not None:
+            memory = vm.MEMORY_PASS if finding.passed else vm.MEMORY_FAIL
+            reasons.append(_memory_sentence(finding))
         return Verdict(challenge_id=challenge.challenge_id,
-                       outcome=Outcome.PASS if passed(correctness, timing) else Outcome.FAIL,
+                       outcome=Outcome.PASS if passed(correctness, timing, memory) else Outcome.FAIL,
                        correctness=correctness, failure=failure, timing=timing,
                        measured_s=commitment.measured_s, expected_s=t.expected_s, measured_tops=rate / 1e12,
                        best_match=match.key, claimed_profile=profile.key, cheat_pass_probability=bound,
-                       cheat_model=model, reasons=tuple(reasons))
+                       cheat_model=model, reasons=tuple(reasons), memory=finding)
+
+    def _memory_finding(self, challenge: Challenge, profile: Profile, commitment: Commitment,
+                        request: OpeningRequest, walk: WalkCommitment | None, lanes: LaneRequest | None,
+                        lane_openings: Sequence[LaneOpening], failure: Failure | None) -> vm.MemoryFinding:
+        plan = challenge.memory
+        assert plan is not None
+        if failure is not None:  # the rows failed first: a made-up answer costs the verifier no lane re-walks
+            skipped = vm.MemoryRejected("not-checked", "the opened rows failed first; the lanes were not checked")
+            walk_s = walk.walk_s if walk is not None else 0.0
+            return vm.memory_finding(plan, profile, skipped, walk_s, self.memory_config, self.profiles)
+        if walk is None or lanes is None or request.nonce is None:
+            missing = vm.MemoryRejected("missing-lane", "no walk root, nonce or lane request on record")
+            walk_s = walk.walk_s if walk is not None else \
+                2 * vm.walk_thresholds(plan, profile, self.memory_config).deadline_s  # never walked: a timeout
+            return vm.memory_finding(plan, profile, missing, walk_s, self.memory_config, self.profiles)
+        return vm.judge_memory(plan, profile, commitment.roots, request.nonce, walk.walk_root, lanes.lanes,
+                               lane_openings, walk.walk_s, self.memory_config, self.profiles)
 
     def timeout(self, challenge: Challenge, now: float, committed: bool = False, requested: bool = False,
                 start_window_s: float | None = None) -> Verdict:
@@ -401,3 +514,17 @@ class Verifier:
                           f"wrong value at column {wrong[0]}: got {wrong[1]}, want {wrong[2]}")
                 return Failure(r, i, "wrong-value", detail)
         return None
+
+
+def _memory_sentence(finding: vm.MemoryFinding) -> str:
+    """The memory finding in one sentence: the walk's figure against its limit, capacity and bandwidth class,
+    and the stated pass probability of the best cheaper substitute."""
+    lanes = "the opened lanes check" if finding.failure is None else f"an opened lane failed ({finding.failure})"
+    verdict = "memory phase passed" if finding.passed else "memory phase FAILED"
+    return (f"{verdict}: {lanes}; walk {finding.walk_s:.3f} s ({finding.walk_gbs:.3g} GB/s, slow limit "
+            f"{finding.limits.slow_s:.3f} s = {finding.slow_limit_gbs:.3g} GB/s): {finding.walk_class}; capacity "
+            f"{finding.capacity} (table {finding.table_bytes / vm.GIB:.3g} GiB; a card with less memory, "
+            f"{finding.capacity_substitute or 'none profiled'}, passes with probability at most "
+            f"{finding.capacity_pass_probability:.2g}); bandwidth class {finding.bandwidth_class} (a card with "
+            f"less bandwidth, {finding.bandwidth_substitute or 'none profiled'}, passes with probability at most "
+            f"{finding.bandwidth_pass_probability:.2g})")

@@ -2,8 +2,10 @@
 
 A transcript (JSON, version "gpuproof.transcript/1") holds the parameters and seed, the thresholds fixed
 at issue, the roots with the verifier's timing of them, the opened pairs and x, every opened row with its
-audit path, and the verdict. `recheck` re-runs every check from those and compares with the recorded
-verdict field by field. Bytes are hex, once, here at the edge; every field is validated.
+audit path, and the verdict; for a challenge with a memory phase (spec v2 on a profiled card) a "memory"
+section too: the plan, the walk's nonce and root with the verifier's timing of the walk, the lanes drawn and
+every opened lane with the leaves it read and their paths. `recheck` re-runs every check from those and
+compares with the recorded verdict field by field. Bytes are hex, once, here at the edge; every field is validated.
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ from typing import Any
 import numpy as np
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter
+from gpuproof.kernels.memory import LaneOpening, MemoryPlan
 from gpuproof.kernels.spec import SPEC_V1, SPECS, ChallengeParams
 from gpuproof.verifier import evidence
-from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, Verifier
+from gpuproof.verifier.protocol import (
+    Challenge,
+    Commitment,
+    LaneRequest,
+    OpeningRequest,
+    Verdict,
+    Verifier,
+    WalkCommitment,
+)
 from gpuproof.verifier.timing import Thresholds
 
 VERSION = "gpuproof.transcript/1"
@@ -28,11 +39,13 @@ class TranscriptError(GpuproofError):
 
 
 def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
-          openings: Sequence[Opening], verdict: Verdict | dict[str, Any]) -> dict[str, Any]:
-    """The transcript of a judged challenge (the verdict as an object or as its stored JSON)."""
+          openings: Sequence[Opening], verdict: Verdict | dict[str, Any], walk: WalkCommitment | None = None,
+          lanes: LaneRequest | None = None, lane_openings: Sequence[LaneOpening] = ()) -> dict[str, Any]:
+    """The transcript of a judged challenge (the verdict as an object or as its stored JSON); with its
+    memory phase's evidence when it has one."""
     p = challenge.params
     t = challenge.thresholds
-    return {
+    doc = {
         "version": VERSION,
         "spec": p.spec,
         "challenge": {
@@ -49,6 +62,19 @@ def build(challenge: Challenge, commitment: Commitment, request: OpeningRequest,
         "openings": [o.to_json() for o in openings],
         "verdict": verdict.to_json() if isinstance(verdict, Verdict) else dict(verdict),
     }
+    if challenge.memory is not None:
+        plan = challenge.memory
+        doc["memory"] = {
+            "plan": {"table_rounds": plan.table_rounds, "lanes": plan.lanes, "steps": plan.steps,
+                     "opened": plan.opened},
+            "nonce": None if request.nonce is None else request.nonce.hex(),
+            "walk": None if walk is None else {"walk_root": walk.walk_root.hex(), "nonce_sent_at": walk.nonce_sent_at,
+                                               "received_at": walk.received_at, "rtt_s": walk.rtt_s,
+                                               "walk_s": walk.walk_s},
+            "lanes": None if lanes is None else list(lanes.lanes),
+            "lane_openings": [o.to_json() for o in lane_openings],
+        }
+    return doc
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -123,13 +149,50 @@ def parse(doc: Any) -> tuple[Challenge, Commitment, OpeningRequest, list[Opening
                 raise TranscriptError(f"request.pairs[{i}]: expected [round, row]")
             pairs.append((pair[0], pair[1]))
         x_raw = _hex(_get(rq, "x", str, "request"), "request.x", 4 * params.n)
+        mem = doc.get("memory")
+        nonce = None
+        if mem is not None:
+            mp = _get(mem, "plan", dict, "memory")
+            plan = MemoryPlan(params, *(_get(mp, f, int, "memory.plan") for f in ("table_rounds", "lanes", "steps",
+                                                                                   "opened")))
+            challenge = Challenge(challenge.challenge_id, params, challenge.device_model, challenge.profile,
+                                  challenge.issued_at, challenge.thresholds, challenge.spot_checks, plan)
+            if mem.get("nonce") is not None:
+                nonce = _hex(_text(mem["nonce"], "memory.nonce"), "memory.nonce", 16)
         request = OpeningRequest(challenge.challenge_id, tuple(pairs),
-                                 np.frombuffer(x_raw, dtype="<u4").astype(np.int64))
+                                 np.frombuffer(x_raw, dtype="<u4").astype(np.int64), nonce)
         openings = [Opening.from_json(o) for o in _get(doc, "openings", list, "transcript")]
     except InvalidParameter as exc:
         raise TranscriptError(f"invalid field {exc.param}: {exc.detail}") from None
     verdict = _get(doc, "verdict", dict, "transcript")
     return challenge, commitment, request, openings, verdict
+
+
+def parse_memory(doc: dict[str, Any], challenge: Challenge
+                 ) -> tuple[WalkCommitment | None, LaneRequest | None, list[LaneOpening]]:
+    """The memory phase's evidence of a transcript (parse's `challenge`): the walk, the lanes drawn and the
+    opened lanes; (None, None, []) for a challenge without one."""
+    mem = doc.get("memory")
+    if mem is None or challenge.memory is None:
+        return None, None, []
+    try:
+        w = mem.get("walk") if isinstance(mem, dict) else None
+        walk = None
+        if w is not None:
+            walk = WalkCommitment(challenge.challenge_id,
+                                  _hex(_text(_get(w, "walk_root", str, "memory.walk"), "memory.walk.walk_root"),
+                                       "memory.walk.walk_root", 32),
+                                  *(_number(w, f, "memory.walk") for f in ("nonce_sent_at", "received_at", "rtt_s",
+                                                                           "walk_s")))
+        drawn = mem.get("lanes")
+        if drawn is not None and not (isinstance(drawn, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                      for v in drawn)):
+            raise TranscriptError("memory.lanes: expected a list of lane numbers")
+        lanes = None if drawn is None else LaneRequest(challenge.challenge_id, tuple(drawn))
+        opened = [LaneOpening.from_json(o) for o in _get(mem, "lane_openings", list, "memory")]
+    except InvalidParameter as exc:
+        raise TranscriptError(f"invalid field {exc.param}: {exc.detail}") from None
+    return walk, lanes, opened
 
 
 def recheck(doc: Any, verifier: Verifier | None = None) -> tuple[Verdict, list[str]]:
@@ -144,11 +207,21 @@ def recheck(doc: Any, verifier: Verifier | None = None) -> tuple[Verdict, list[s
     if not math.isclose(expected_measured, commitment.measured_s, rel_tol=0, abs_tol=1e-9):
         diffs.append(f"commitment.measured_s: recorded {commitment.measured_s}, "
                      f"but received_at - issued_at - rtt_s = {expected_measured}")
-    verdict = (verifier or Verifier()).judge(challenge, commitment, request, openings)
+    walk, lanes, lane_openings = parse_memory(doc, challenge)
+    if walk is not None:
+        expected_walk = max(0.0, walk.received_at - walk.nonce_sent_at - walk.rtt_s)
+        if not math.isclose(expected_walk, walk.walk_s, rel_tol=0, abs_tol=1e-9):
+            diffs.append(f"memory.walk.walk_s: recorded {walk.walk_s}, but received_at - nonce_sent_at - rtt_s = "
+                         f"{expected_walk}")
+    verdict = (verifier or Verifier()).judge(challenge, commitment, request, openings, walk, lanes, lane_openings)
     fresh = verdict.to_json()
     for key in sorted(DECISIVE):
         if fresh.get(key) != recorded.get(key):
             diffs.append(f"verdict.{key}: recorded {recorded.get(key)!r}, recomputed {fresh.get(key)!r}")
+    got, want = fresh.get("memory") or {}, recorded.get("memory") or {}
+    for key in sorted(MEMORY_DECISIVE):
+        if got.get(key) != want.get(key):
+            diffs.append(f"verdict.memory.{key}: recorded {want.get(key)!r}, recomputed {got.get(key)!r}")
     return verdict, diffs
 
 
@@ -157,3 +230,4 @@ def recheck(doc: Any, verifier: Verifier | None = None) -> tuple[Verdict, list[s
 # a transcript recorded under an older table still stands when what it decided stands.
 DECISIVE = frozenset({"challenge_id", "outcome", "correctness", "failure", "timing", "measured_s", "expected_s",
                       "measured_tops", "claimed_profile"})
+MEMORY_DECISIVE = frozenset({"passed", "failure", "walk_class", "walk_s", "capacity", "table_bytes"})

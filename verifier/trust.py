@@ -60,10 +60,19 @@ class VerdictRecord:
     detail: str = ""
     claimed_profile: str = ""
     round_at: float | None = None  # the instant of the verifier's round it was issued in (hardware challenges)
+    # the memory phase (spec v2 on a profiled card): "pass", "fail" or "missing" (verifier.memory.memory_status);
+    # None: the challenge has none (v1, a CPU or unprofiled claim, a training check)
+    memory: str | None = None
 
     @property
     def passed(self) -> bool:
-        return passed(self.correctness, self.timing)
+        return passed(self.correctness, self.timing, self.memory)
+
+    @property
+    def proves_memory(self) -> bool:
+        """Whether the record may verify a class: a challenge with a memory phase proves one only when its
+        memory finding passed (a v2 verdict without one proves the compute class alone, which is no class)."""
+        return self.memory in (None, "pass")
 
     @property
     def training(self) -> bool:
@@ -87,8 +96,8 @@ def _weight(record: VerdictRecord, policy: ScoringPolicy) -> tuple[str, float]:
     """(side, weight) of one verdict before decay: side is "for" or "against"."""
     if record.correctness == Correctness.FAIL:
         return "against", policy.correctness_failure_weight
-    if record.timing == Timing.SLOWER:
-        return "against", policy.slower_than_claimed_weight
+    if record.timing == Timing.SLOWER or record.memory == "fail":  # a walk slower than the claimed card's
+        return "against", policy.slower_than_claimed_weight  # memory: it does not hold the claimed table
     if record.timing == Timing.TIMEOUT:
         return "against", policy.timeout_weight
     return "for", policy.pass_weight
@@ -126,6 +135,9 @@ def _describe(record: VerdictRecord, side: str, weight: float, now: float) -> st
             Timing.TIMEOUT: "timed out",
         }
         what = said.get(record.timing, record.timing)
+        if record.memory == "fail":
+            what = "failed the memory phase: the walk was slower than the claimed card's memory allows" + \
+                (f" ({record.detail})" if record.detail else "")
     return f"challenge {record.evidence_id[:12]} {_age(now - record.at)}: {what}; {_counts(side, weight)}"
 
 
@@ -152,7 +164,8 @@ def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | 
     lower = float(betaincinv(alpha, beta, 1 - policy.credible_level))  # the Beta posterior's quantile
     passed = [r for r in records if r.passed and not r.training]  # the hardware was last verified when
     last = max((r.at for r in passed), default=None)
-    recent = [r.best_match for r in passed if r.best_match and now - r.at <= 4 * policy.half_life_days * DAY]
+    recent = [r.best_match for r in passed
+              if r.best_match and r.proves_memory and now - r.at <= 4 * policy.half_life_days * DAY]
     verified = Counter(recent).most_common(1)[0][0] if recent else None
     effective = (alpha - policy.prior_alpha) + (beta - policy.prior_beta)
     failed_recently = any(d > 0.5 and side == "against" for d, side, _ in contributions)

@@ -85,10 +85,32 @@ class ProviderPage(BaseModel):
 
 
 class OpeningRequestOut(BaseModel):
-    """The rows to open, [round, row] pairs (verifier.protocol.OpeningRequest.public)."""
+    """The rows to open, [round, row] pairs (verifier.protocol.OpeningRequest.public), and for a challenge
+    with a memory phase the walk's nonce: the walk starts now, and its root is timed from this answer."""
 
     challenge_id: Id
     pairs: list[tuple[int, int]]
+    walk_nonce: Hex32 | None = Field(default=None, description="the walk's 16-byte nonce (spec v2 memory phase): "
+                                     "post the walk root at once (POST /v1/challenges/{id}/walk)")
+
+
+class MemoryPlanOut(BaseModel):
+    """A challenge's memory phase (kernels.memory.MemoryPlan.to_dict): the last `table_rounds` rounds' C are the
+    table; `lanes` lanes walk `steps` steps each; `opened` lanes are opened."""
+
+    spec: Literal["gpuproof/2-memory"]
+    table_rounds: int
+    lanes: int
+    steps: int
+    opened: int
+
+
+class LaneRequestOut(BaseModel):
+    """The lanes to open (verifier.protocol.LaneRequest.public), drawn after the walk root was stored; open
+    them with the rows, in this order, repeats included."""
+
+    challenge_id: Id
+    lanes: list[int]
 
 
 class ChallengeOut(BaseModel):
@@ -107,6 +129,11 @@ class ChallengeOut(BaseModel):
     device: int | None
     opening_request: OpeningRequestOut | None = Field(
         default=None, description="present once the commitment is stored (a resumed challenge)")
+    memory: MemoryPlanOut | None = Field(
+        default=None, description="spec v2's memory phase, on a profiled card: keep the table, walk after the "
+                                  "commitment")
+    lane_request: LaneRequestOut | None = Field(
+        default=None, description="present once the walk root is stored (a resumed challenge)")
 
     def params(self) -> ChallengeParams:
         """The challenge's parameters (kernels.spec.ChallengeParams.from_json: the one parser)."""
@@ -128,6 +155,36 @@ class FailureOut(BaseModel):
     detail: str
 
 
+class WalkLimitsOut(BaseModel):
+    expected_s: float
+    fast_s: float
+    slow_s: float
+    deadline_s: float
+
+
+class MemoryFindingOut(BaseModel):
+    """The memory phase's part of a verdict (verifier.memory.MemoryFinding.to_json): the opened lanes'
+    check, the walk's time against its limits, the memory-capacity finding and the bandwidth class, each
+    with the pass probability stated for the best substitute of its kind."""
+
+    passed: bool
+    failure: str | None
+    walk_s: float
+    walk_class: Literal["consistent", "slower-than-claimed", "faster-than-claimed", "timeout"]
+    limits: WalkLimitsOut
+    walk_gbs: float
+    slow_limit_gbs: float
+    table_bytes: int
+    claimed_memory_bytes: int
+    capacity: Literal["holds-table", "not-shown", "failed"]
+    capacity_pass_probability: float
+    capacity_substitute: str | None
+    bandwidth_class: str
+    bandwidth_pass_probability: float
+    bandwidth_substitute: str | None
+    reasons: list[str]
+
+
 class VerdictOut(BaseModel):
     """A challenge's verdict (verifier.protocol.Verdict.to_json)."""
 
@@ -144,6 +201,7 @@ class VerdictOut(BaseModel):
     cheat_pass_probability: float
     cheat_model: dict[str, Any]
     reasons: list[str]
+    memory: MemoryFindingOut | None = Field(default=None, description="spec v2's memory finding (a profiled card)")
 
 
 class VerdictItem(BaseModel):
@@ -200,6 +258,42 @@ class TranscriptRequest(BaseModel):
     x: str = Field(description="the Freivalds vector, little-endian uint32, hex")
 
 
+class TranscriptMemoryPlan(BaseModel):
+    table_rounds: int
+    lanes: int
+    steps: int
+    opened: int
+
+
+class TranscriptWalk(BaseModel):
+    walk_root: Hex64
+    nonce_sent_at: float
+    received_at: float
+    rtt_s: float
+    walk_s: float
+
+
+class LaneOpeningOut(BaseModel):
+    """One opened lane (kernels.memory.LaneOpening.to_json)."""
+
+    lane: int
+    state: Hex32
+    path: list[Hex64]
+    leaves: list[str] = Field(description="each leaf the lane read, the raw C_r leaf (1 KiB), hex")
+    leaf_paths: list[list[Hex64]]
+
+
+class TranscriptMemory(BaseModel):
+    """A memory phase's evidence: the plan, the nonce, the walk with the verifier's timing, the lanes drawn
+    and the opened lanes (null walk or lanes: it never got that far)."""
+
+    plan: TranscriptMemoryPlan
+    nonce: Hex32 | None
+    walk: TranscriptWalk | None
+    lanes: list[int] | None
+    lane_openings: list[LaneOpeningOut]
+
+
 class TranscriptOut(BaseModel):
     """A judged challenge's evidence (verifier.transcript, gpuproof.transcript/1), served as canonical JSON."""
 
@@ -210,6 +304,7 @@ class TranscriptOut(BaseModel):
     request: TranscriptRequest
     openings: list[OpeningOut]
     verdict: VerdictOut
+    memory: TranscriptMemory | None = Field(default=None, description="spec v2's memory phase (a profiled card)")
 
 
 # ---------------------------------------------------------------------------------------------------------

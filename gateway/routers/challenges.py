@@ -1,4 +1,5 @@
-"""Challenges over HTTP: next (signed), commitment (signed), openings (signed), transcript (public).
+"""Challenges over HTTP: next (signed), commitment (signed), walk (signed; spec v2's memory phase), openings
+(signed), transcript (public).
 
 The lifecycle's rules (states, deadline, retries, expiry, when a round is due) are verifier/lifecycle.py's;
 here rows are loaded and locked, the rules called, their results stored and answered. A refusal is the
@@ -13,6 +14,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -23,15 +25,23 @@ from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, RttProbe
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho
+from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho, WalkIn
 from gpuproof.gateway.sessions import ReadSessionDep, rolled_back
 from gpuproof.gateway.state import StateDep, arrived_at, queued_s
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.kernels.memory import LaneOpening
 from gpuproof.verifier import lifecycle, transcript
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict
-from gpuproof.verifier.wire import ChallengeOut, OpeningRequestOut, RttOut, TranscriptOut, VerdictOut
+from gpuproof.verifier.wire import (
+    ChallengeOut,
+    LaneRequestOut,
+    OpeningRequestOut,
+    RttOut,
+    TranscriptOut,
+    VerdictOut,
+)
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
@@ -109,6 +119,8 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         out = _public(mine) | {"device": device.position}
         if mine.state == "committed" and mine.pairs is not None:
             out["opening_request"] = _request_json(mine)
+        if mine.state == "committed" and mine.lanes is not None:
+            out["lane_request"] = service.lanes_of(mine).public()  # type: ignore[union-attr]
         session.commit()
         return _Polled("open", out)
     job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
@@ -274,7 +286,7 @@ def echo_rtt_probe(provider_id: IdPath, body: RttEcho, auth: SignedProviderDep, 
 
 
 @router.post("/v1/challenges/{challenge_id}/commitment", operation_id="post_commitment",
-             response_model=OpeningRequestOut)
+             response_model=OpeningRequestOut, response_model_exclude_unset=True)
 def post_commitment(challenge_id: IdPath, body: CommitmentIn, auth: SignedProviderDep, state: StateDep,
                     request: Request) -> dict:
     """Commit the R roots. The response is the opening request, drawn only after the roots are stored.
@@ -312,12 +324,48 @@ def _draw(session, state, row: ChallengeRow) -> dict:  # noqa: ANN001
     request = state.verifier.request_openings(service.challenge_of(row), service.commitment_of(row))
     row.pairs = [list(p) for p in request.pairs]
     row.x = request.x.astype("<u4").tobytes()
-    service.log_opening_request(session, row, time.time())
+    row.walk_nonce = request.nonce  # a memory phase's nonce: the walk is timed from this answer
+    now = time.time()
+    row.nonce_sent_at = now if request.nonce is not None else None
+    service.log_opening_request(session, row, now)
     session.commit()
     return _request_json(row)
 
 
-@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut)
+@router.post("/v1/challenges/{challenge_id}/walk", operation_id="post_walk", response_model=LaneRequestOut)
+def post_walk(challenge_id: IdPath, body: WalkIn, auth: SignedProviderDep, state: StateDep,
+              request: Request) -> dict:
+    """Commit the walk root of spec v2's memory phase (a challenge whose opening request carried a walk
+    nonce). The gateway times it from the nonce's answer on its own clock; the response is the lanes to
+    open, drawn only after the walk root is stored. A retry with the same root gets the same lanes."""
+    session = auth.session
+    now = arrived_at(request)
+    auth.claim_nonce()
+    row = _own(locked(session, ChallengeRow, challenge_id), challenge_id, auth.provider.id)
+    step = lifecycle.commit_walk(service.state_of(row), lifecycle.digest(body.walk_root), now)
+    if step.action == "replay":
+        return rolled_back(session, service.lanes_of(row).public())  # type: ignore[union-attr]
+    if step.action == "store":
+        assert row.nonce_sent_at is not None
+        walk = state.verifier.commit_walk(service.challenge_of(row), bytes.fromhex(body.walk_root),
+                                          nonce_sent_at=row.nonce_sent_at, received_at=now,
+                                          rtt_s=service.rtt_allowance(session, auth.provider.id, now))
+        row.walk_root, row.walk_digest = walk.walk_root, step.state.walk_digest
+        row.walk_received_at, row.walk_rtt_s, row.walk_s = walk.received_at, walk.rtt_s, walk.walk_s
+        session.commit()  # the walk root is stored before any lane is drawn
+        fresh = locked(session, ChallengeRow, challenge_id)
+        assert fresh is not None
+        row = fresh
+    if lifecycle.draw_lanes(service.state_of(row)) is None:  # a concurrent retry drew first
+        return rolled_back(session, service.lanes_of(row).public())  # type: ignore[union-attr]
+    lanes = state.verifier.draw_lanes(service.challenge_of(row))
+    row.lanes = list(lanes.lanes)
+    session.commit()
+    return lanes.public()
+
+
+@router.post("/v1/challenges/{challenge_id}/openings", operation_id="post_openings", response_model=VerdictOut,
+             response_model_exclude_unset=True)
 async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProviderDep, state: StateDep,
                         request: Request) -> dict:
     """Open the requested rows; the response is the verdict. A retry with the same openings gets the same
@@ -327,43 +375,48 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
     openings' arrival, so waiting for a turn never makes an answer late."""
     now = arrived_at(request)
     wire = [o.model_dump() for o in body.openings]
-    digest = lifecycle.digest(wire)
+    lanes_wire = [o.model_dump() for o in body.lanes] if body.lanes is not None else None
+    digest = lifecycle.digest(wire if lanes_wire is None else {"openings": wire, "lanes": lanes_wire})
     loaded = await anyio.to_thread.run_sync(
         functools.partial(_load_for_judging, state, challenge_id, auth.provider.id, digest, now))
     if isinstance(loaded, dict):
         return loaded  # a retry: the same verdict, nothing stored
-    challenge, commitment, opening_request, new = loaded
+    challenge, commitment, opening_request, walk, lanes, new = loaded
 
     def judge() -> Verdict:
         try:
             openings = [Opening.from_json(o) for o in wire]
+            lane_openings = [LaneOpening.from_json(o) for o in lanes_wire or ()]
         except (InvalidParameter, ValueError) as exc:
             raise Problem(422, "Invalid request", f"openings: {exc}") from None
         started = time.perf_counter()
-        verdict = state.verifier.judge(challenge, commitment, opening_request, openings)
+        verdict = state.verifier.judge(challenge, commitment, opening_request, openings, walk, lanes,
+                                       lane_openings)
         metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
         return verdict
 
     verdict = await state.verify_pool.once((challenge_id, digest), auth.provider.id, new, judge)
     return await anyio.to_thread.run_sync(
-        functools.partial(_store_verdict, auth, state, challenge_id, wire, digest, now, verdict))
+        functools.partial(_store_verdict, auth, state, challenge_id, wire, lanes_wire, digest, now, verdict))
 
 
 def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  # noqa: ANN001
-                      now: float) -> dict | tuple[Challenge, Commitment, OpeningRequest, bool]:
+                      now: float) -> dict | tuple[Challenge, Commitment, OpeningRequest, Any, Any, bool]:
     """What judging needs, read outside the write lock (verification can take a while): the stored verdict
-    of a retry, else the challenge, commitment, opening request and whether the provider is new (no
-    passed challenge yet: gateway/verify_pool.py gives new identities fewer verification threads)."""
+    of a retry, else the challenge, commitment, opening request, the memory phase's walk and lanes (None
+    without one) and whether the provider is new (no passed challenge yet: gateway/verify_pool.py gives new
+    identities fewer verification threads)."""
     with state.db.reader() as reader:
         row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, provider_id)
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
             return row.verdict
         new = not _has_passed(reader, provider_id)
-        return service.challenge_of(row), service.commitment_of(row), service.request_of(row), new
+        return (service.challenge_of(row), service.commitment_of(row), service.request_of(row),
+                service.walk_of(row), service.lanes_of(row), new)
 
 
-def _store_verdict(auth, state, challenge_id: str, wire: list[dict], digest: str, now: float,  # noqa: ANN001
-                   verdict: Verdict) -> dict:
+def _store_verdict(auth, state, challenge_id: str, wire: list[dict], lanes_wire: list[dict] | None,  # noqa: ANN001
+                   digest: str, now: float, verdict: Verdict) -> dict:
     session = auth.session
     auth.claim_nonce()
     stored = locked(session, ChallengeRow, challenge_id)
@@ -378,6 +431,7 @@ def _store_verdict(auth, state, challenge_id: str, wire: list[dict], digest: str
         session.rollback()
         return on_record  # (read before: a rollback expires the row)
     stored.openings = wire
+    stored.lane_openings = lanes_wire
     body_json = verdict.to_json()
     service.record_verdict(session, stored, body_json, now, openings_digest=digest)
     session.commit()

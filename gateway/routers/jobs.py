@@ -66,8 +66,9 @@ def _bind_hardware(session, state, body: JobIn) -> tuple[list[int], str]:  # noq
     return positions, paid
 
 
-def device_evidence(session, job: Job) -> list[hardware.DeviceEvidence]:  # noqa: ANN001
-    """The hardware verdicts judged on each device the job names, since the job began."""
+def device_evidence(session, job: Job, profiles) -> list[hardware.DeviceEvidence]:  # noqa: ANN001
+    """The hardware verdicts judged on each device the job names, since the job began (`profiles`: the
+    verifier's, to tell which verdicts needed a memory finding)."""
     devices = {d.position: d for d in session.query(Device).filter_by(provider_id=job.provider_id)}
     out = []
     for position in job.devices or sorted(devices):
@@ -75,12 +76,13 @@ def device_evidence(session, job: Job) -> list[hardware.DeviceEvidence]:  # noqa
         if device is None:  # a registration update removed it: nothing can prove it any more
             out.append(hardware.DeviceEvidence(position, "", ()))
             continue
-        rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
+        rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
+                                      ChallengeRow.spec, ChallengeRow.profile)
                                .where(ChallengeRow.device_id == device.id, ChallengeRow.state == "judged",
                                       ChallengeRow.issued_at >= job.created_at)
                                .order_by(ChallengeRow.judged_at)).all()
-        out.append(hardware.DeviceEvidence(position, device.profile,
-                                           tuple(service.record_of(cid, at, v) for cid, at, v in rows)))
+        out.append(hardware.DeviceEvidence(position, device.profile, tuple(
+            service.record_of(cid, at, v, spec=spec, profile=profiles.get(key)) for cid, at, v, spec, key in rows)))
     return out
 
 
@@ -147,8 +149,10 @@ def settle_job(job_id: IdPath, session: WriteSessionDep, state: StateDep,
                               grace_s=state.settings.expiry_grace_s):
         state.trust_cache.drop(job.provider_id)
     trust = service.trust_of(session, job.provider_id, now)
-    during = [r for r in service.verdict_records(session, job.provider_id) if r.at >= job.created_at]
-    findings = hardware.findings(device_evidence(session, job), job.paid_class or "", state.verifier.profiles)
+    during = [r for r in service.verdict_records(session, job.provider_id, state.verifier.profiles)
+              if r.at >= job.created_at]
+    profiles = state.verifier.profiles
+    findings = hardware.findings(device_evidence(session, job, profiles), job.paid_class or "", profiles)
     decision = settle(trust, during, now, audits.job_checkpoint_verdicts(session, job, now),
                       in_progress=service.open_challenges(session, job.provider_id), hardware=findings)
     settled = lifecycle.settle(lifecycle.Settlement(job.decision, tuple(job.reasons or ()), job.final),

@@ -61,11 +61,25 @@ class Provider:
         assert r.status_code == 200, r.text
         return params, roots, r.json()["pairs"]
 
+    def commit_full(self, c: dict, think_s: float = 0.0) -> tuple[ChallengeParams, list[bytes], dict]:
+        params = ChallengeParams.from_json(c)
+        roots = CpuBackend().run(params)
+        time.sleep(think_s)  # a slower card
+        r = self.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [x.hex() for x in roots]})
+        assert r.status_code == 200, r.text
+        return params, roots, r.json()
+
     def answer(self, device: int, think_s: float = 0.0, c: dict | None = None) -> dict:
         c = c or self.challenge(device)
-        params, roots, pairs = self.commit(c, think_s)
-        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings",
-                            {"openings": honest.openings(params, roots, pairs)})
+        params, roots, request = self.commit_full(c, think_s)
+        body = {"openings": honest.openings(params, roots, request["pairs"])}
+        prover = honest.memory_prover(c, params, roots)
+        if prover is not None:  # spec v2's memory phase (a profiled card): walk, commit it, open the lanes
+            wk, walk_root = honest.walk(prover, params, roots, request["walk_nonce"])
+            r = self.post(f"/v1/challenges/{c['challenge_id']}/walk", {"walk_root": walk_root.hex()})
+            assert r.status_code == 200, r.text
+            body["lanes"] = honest.lanes(prover, wk, r.json()["lanes"])
+        verdict = self.post(f"/v1/challenges/{c['challenge_id']}/openings", body)
         assert verdict.status_code == 200, verdict.text
         return verdict.json()
 

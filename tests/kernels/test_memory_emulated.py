@@ -9,7 +9,7 @@ from gpuproof.kernels import cuda_memory, memory, merkle
 from gpuproof.kernels.memory import MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
 
-from tests.support import memory_emu
+from tests.support import cuda_emu, cupy_on_cpu, memory_emu
 
 pytestmark = pytest.mark.skipif(memory_emu.compiler_reason() is not None, reason=str(memory_emu.compiler_reason()))
 
@@ -65,3 +65,35 @@ def test_a_whole_small_memory_phase_is_identical(kern):
     wk = memory.walk_key(params.seed, play.roots[-1], play.nonce)
     kern.walk(table, plan.table_leaves, cuda_memory.key_words(wk), 0, plan.lanes, plan.steps, states, hashes)
     assert merkle.root_of_hashes(hashes.tobytes()) == play.walk_root
+
+
+@pytest.mark.skipif(cuda_emu.compiler_reason() is not None, reason=str(cuda_emu.compiler_reason()))
+@pytest.mark.parametrize("shape", [(16, 256, 64, 3), (32, 512, 128, 2)])
+def test_the_cuda_prover_gives_the_references_walk_root_and_lane_openings(kern, monkeypatch, shape):
+    """kernels.cuda_memory.CudaMemoryProver (what the agent plays the memory phase with on a GPU) over CuPy's
+    stand-in (tests/support/cupy_on_cpu.py) and memory.cu compiled for the host: the table on the "device",
+    the walk tree built by gpuproof.cu's merkle_levels, openings cut on the host, byte for byte the NumPy
+    reference's (kernels.memory.MemoryProver)."""
+    from gpuproof.kernels.reference import CpuBackend
+    from gpuproof.verifier.memory import plan_memory
+    from gpuproof.verifier.profiles import load_profiles
+
+    params = ChallengeParams(bytes(range(32)), *shape, spec="gpuproof/2")
+    plan = plan_memory(params, load_profiles()["h200"])
+    roots = CpuBackend().run(params)
+    reference = memory.prover_for(CpuBackend(), plan, roots)
+    wk = memory.walk_key(params.seed, roots[-1], bytes(range(16)))
+    want_root = reference.run_walk(wk)
+    with cupy_on_cpu.installed(monkeypatch):
+        from gpuproof.kernels.cuda_backend import CudaBackend
+        from gpuproof.kernels.cuda_memory import CudaMemoryProver
+
+        prover = CudaMemoryProver(CudaBackend(), plan, roots, kernels=kern)  # the table from the roots
+        assert prover.run_walk(wk) == want_root
+        for lane in (0, plan.lanes - 1, 5):
+            assert prover.open(lane, wk) == reference.open(lane, wk)
+        got_roots, filled = CudaMemoryProver.run(CudaBackend(), plan, kernels=kern)  # filled as rounds come
+        assert got_roots == roots and filled.run_walk(wk) == want_root
+        assert filled.open(3, wk) == reference.open(3, wk)
+    host_roots, host = memory.run_with_table(CpuBackend(), plan)
+    assert host_roots == roots and host.run_walk(wk) == want_root and host.open(7, wk) == reference.open(7, wk)

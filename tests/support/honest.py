@@ -16,3 +16,27 @@ def openings(params: ChallengeParams, roots: Sequence[bytes], pairs: Iterable[Se
         values, path = backend.open(params, r, i, roots)
         out.append(Opening(r, i, values, tuple(path)).to_json())
     return out
+
+
+def memory_prover(c: dict, params: ChallengeParams, roots: Sequence[bytes]):  # noqa: ANN201
+    """The honest prover's table for a challenge with a memory phase (its wire form's "memory"), or None."""
+    from gpuproof.kernels.memory import MemoryPlan, prover_for
+
+    m = c.get("memory")
+    if m is None:
+        return None
+    return prover_for(CpuBackend(), MemoryPlan(params, m["table_rounds"], m["lanes"], m["steps"], m["opened"]),
+                      roots)
+
+
+def walk(prover, params: ChallengeParams, roots: Sequence[bytes], nonce_hex: str) -> tuple[bytes, bytes]:  # noqa: ANN001
+    """(walk key, walk root) of an honest walk from the opening request's nonce."""
+    from gpuproof.kernels.memory import walk_key
+
+    wk = walk_key(params.seed, roots[-1], bytes.fromhex(nonce_hex))
+    return wk, prover.run_walk(wk)
+
+
+def lanes(prover, wk: bytes, drawn: Iterable[int]) -> list[dict]:  # noqa: ANN001
+    """The drawn lanes opened, in the order drawn, as wire JSON."""
+    return [prover.open(int(lane), wk).to_json() for lane in drawn]

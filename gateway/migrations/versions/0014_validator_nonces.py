@@ -1,14 +1,14 @@
 """validators' signed reads are answered once: their nonces are stored (issue 18)
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-30
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
