@@ -9,7 +9,7 @@ from fastapi import Path
 from gpuproof.verifier import webhooks
 from gpuproof.verifier.ids import ID_BYTES, hex_pattern
 from gpuproof.verifier.wire import Hex32, Hex64, Hex128
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # printable text only: PostgreSQL cannot store NUL, and logs should not
 Text100 = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)]
@@ -56,9 +56,12 @@ class CommitmentIn(Strict):
 
 
 class OpeningIn(Strict):
-    round: Annotated[int, Field(ge=0)]
-    row: Annotated[int, Field(ge=0)]
-    values: Annotated[list[Annotated[int, Field(ge=-2**31, le=2**31 - 1)]], Field(max_length=1 << 20)]
+    """One opened row. Integers are JSON integers (not "390", not 2.0) and every field is bounded: a round or
+    row beyond any challenge's (2**31) is refused before it reaches the verifier or the database."""
+
+    round: Annotated[StrictInt, Field(ge=0, lt=2**31)]
+    row: Annotated[StrictInt, Field(ge=0, lt=2**31)]
+    values: Annotated[list[Annotated[StrictInt, Field(ge=-2**31, le=2**31 - 1)]], Field(max_length=1 << 20)]
     path: Annotated[list[Hex64], Field(max_length=64)]
 
 

@@ -528,3 +528,19 @@ def _memory_sentence(finding: vm.MemoryFinding) -> str:
             f"{finding.capacity_pass_probability:.2g}); bandwidth class {finding.bandwidth_class} (a card with "
             f"less bandwidth, {finding.bandwidth_substitute or 'none profiled'}, passes with probability at most "
             f"{finding.bandwidth_pass_probability:.2g})")
+
+
+def unrequested_openings(pairs: Sequence[tuple[int, int]], opened: Sequence[tuple[int, int]]) -> str | None:
+    """Why openings are not exactly (some of) the requested rows, each once, or None when they are. Openings
+    answer the request and nothing else: a row nobody asked for would be stored with the transcript (junk
+    the gateway keeps for every reader), and a row sent twice is two answers to one question. A requested
+    row left out is no wire error: the verdict fails it (`missing`)."""
+    wanted = {(int(r), int(i)) for r, i in pairs}
+    seen: set[tuple[int, int]] = set()
+    for r, i in opened:
+        if (r, i) not in wanted:
+            return f"round {r}, row {i} was not requested (open exactly the requested pairs)"
+        if (r, i) in seen:
+            return f"round {r}, row {i} is opened twice (open each requested pair once)"
+        seen.add((r, i))
+    return None

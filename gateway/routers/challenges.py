@@ -33,7 +33,7 @@ from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.kernels.memory import LaneOpening
 from gpuproof.verifier import lifecycle, transcript
 from gpuproof.verifier.outcome import Outcome
-from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict
+from gpuproof.verifier.protocol import Challenge, Commitment, OpeningRequest, Verdict, unrequested_openings
 from gpuproof.verifier.wire import (
     ChallengeOut,
     LaneRequestOut,
@@ -382,6 +382,8 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
     if isinstance(loaded, dict):
         return loaded  # a retry: the same verdict, nothing stored
     challenge, commitment, opening_request, walk, lanes, new = loaded
+    if (wrong := unrequested_openings(opening_request.pairs, [(o["round"], o["row"]) for o in wire])) is not None:
+        raise Problem(422, "Invalid request", f"openings: {wrong}")  # before any verification, nothing stored
 
     def judge() -> Verdict:
         try:

@@ -215,3 +215,38 @@ def test_x_forwarded_for_counts_only_from_the_configured_proxies(tmp_path):
         assert flood(behind, same).count(429) >= 40  # one of them flooding is cut
     finally:
         behind.stop()
+
+
+def test_openings_are_exactly_the_requested_rows_as_json_integers(gateway):
+    """Issue 18, protocol hygiene: a passing transcript stored an extra garbage opening (up to ~8 MB of junk
+    per challenge), "390" and 2.0 were accepted as integers, and round 2**70 was stored verbatim. Each is
+    now refused 422 before any verification, and the honest answer that follows passes and is stored alone."""
+    agent = Agent(gateway)
+    c = agent.next().json()
+    cid = c["challenge_id"]
+    params, roots = agent.prove(c)
+    req = agent.post(f"/v1/challenges/{cid}/commitment", {"roots": [r.hex() for r in roots]})
+    assert req.status_code == 200, req.text
+    pairs = {tuple(p) for p in req.json()["pairs"]}
+    honest = agent.openings(params, roots, pairs)["openings"]
+    stranger = next((r, i) for r in range(params.rounds) for i in range(params.m) if (r, i) not in pairs)
+    junk = {"round": stranger[0], "row": stranger[1], "values": [0] * params.n, "path": honest[0]["path"]}
+    first = honest[0]
+    cases = {
+        "a row nobody asked for": (honest + [junk], "was not requested"),
+        "a row twice": (honest + [first], "opened twice"),
+        "a string for an integer": ([first | {"round": str(first["round"])}] + honest[1:], "valid integer"),
+        "a float for an integer": ([first | {"row": float(first["row"])}] + honest[1:], "valid integer"),
+        "a value as a float": ([first | {"values": [float(v) for v in first["values"]]}] + honest[1:],
+                               "valid integer"),
+        "round 2**70": ([first | {"round": 2**70}] + honest[1:], "less than 2147483648"),
+    }
+    before = db_counts(gateway)
+    for name, (openings, fragment) in cases.items():
+        r = agent.post(f"/v1/challenges/{cid}/openings", {"openings": openings})
+        assert r.status_code == 422 and fragment in r.json()["detail"], (name, r.text)
+    assert db_counts(gateway) == before  # nothing judged, logged or stored
+    verdict = agent.post(f"/v1/challenges/{cid}/openings", {"openings": honest})
+    assert verdict.status_code == 200 and verdict.json()["outcome"] == "pass", verdict.text
+    stored = gateway.client.get(f"/v1/challenges/{cid}/transcript").json()["openings"]
+    assert sorted((o["round"], o["row"]) for o in stored) == sorted(pairs)
