@@ -234,10 +234,18 @@ VERIFIED_WINDOW_S = hardware.VERIFIED_WINDOW_S
 def verified_classes(session: Session, provider_id: str, now: float,
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
     """Per device: the class its recent passes verified (verifier.hardware.verified_classes)."""
-    rows = session.execute(select(ChallengeRow.device_id, ChallengeRow.judged_at, ChallengeRow.verdict)
+    rows = session.execute(select(ChallengeRow.id, ChallengeRow.device_id, ChallengeRow.judged_at,
+                                  ChallengeRow.verdict, ChallengeRow.spec, ChallengeRow.profile)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == Outcome.PASS.value,
                                   ChallengeRow.judged_at > now - window_s)).all()
-    return hardware.verified_classes(((d, at, v.get("best_match", "")) for d, at, v in rows), now, window_s)
+    profiles = load_profiles()
+
+    def proved(cid: str, at: float, v: dict, spec: str, profile: str) -> str:  # the class the pass proves, capped
+        cls = hardware.verified_class(record_of(cid, at, v, spec=spec, profile=profiles.get(profile)), profiles)
+        return cls.key if cls is not None else ""
+
+    return hardware.verified_classes(((d, at, proved(cid, at, v, spec, prof)) for cid, d, at, v, spec, prof in rows),
+                                     now, window_s)
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:

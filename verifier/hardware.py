@@ -66,21 +66,20 @@ def at_or_above(verified: Profile, paid: Profile) -> bool:
 
 def verified_class(record: VerdictRecord, profiles: Mapping[str, Profile]) -> Profile | None:
     """The class one passed hardware verdict proves: the claimed profile when the timing was consistent
-    with it, the class the measured rate matches when it was faster than claimed, nothing otherwise
-    (a failure, an unprofiled device, a training verdict). A challenge with a memory phase (spec v2 on a
-    profiled card) proves a class only with a passed memory finding, and then no more than the claimed
-    one: the walk showed the claimed card's memory, not a faster card's (verifier.memory.verified_class_v2)."""
+    with it or faster, nothing otherwise (a failure, an unprofiled device, a training verdict). Never more
+    than the claim: a faster card's timing says nothing of its memory, and a claim with no memory phase
+    (a CPU profile) must not prove a GPU class by speed alone (a card claiming cpu-reference, answering at
+    an H200's rate, skipped the walk that an H200 claim plays). A challenge with a memory phase (spec v2 on
+    a profiled card) proves its class only with a passed memory finding (verifier.memory.verified_class_v2)."""
     if not record.passed or record.training or not record.proves_memory:
         return None
+    claimed = profiles.get(record.claimed_profile)
+    if claimed is None or not claimed.is_profiled:
+        return None
     if record.memory is not None:
-        claimed = profiles.get(record.claimed_profile)
         compute = profiles.get(record.claimed_profile if record.timing == Timing.CONSISTENT else record.best_match)
-        return claimed if claimed is not None and compute is not None and at_or_above(compute, claimed) else None
-    if record.timing == Timing.CONSISTENT:
-        return profiles.get(record.claimed_profile)
-    if record.timing == Timing.FASTER:
-        return profiles.get(record.best_match)
-    return None
+        return claimed if compute is not None and at_or_above(compute, claimed) else None
+    return claimed if record.timing in (Timing.CONSISTENT, Timing.FASTER) else None
 
 
 def judge_devices(devices: Sequence[DeviceEvidence], paid_class: str, profiles: Mapping[str, Profile],
@@ -153,9 +152,9 @@ VERIFIED_WINDOW_S = 28 * 86400  # passes older than this no longer verify a devi
 
 def verified_classes(passes: Iterable[tuple[int, float, str]], now: float,
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
-    """Per device, the profile its recent passes' measured rates matched most often (the class shown as
-    verified in listings): `passes` are (device, judged_at, best_match) of passed challenges; those judged
-    `window_s` or longer before `now`, and those that matched no profile, do not count."""
+    """Per device, the class its recent passes proved most often (the class shown as verified in listings):
+    `passes` are (device, judged_at, class) with the class each pass proves (`verified_class`, "" for none);
+    those judged `window_s` or longer before `now`, and those that proved no class, do not count."""
     counts: dict[int, Counter[str]] = {}
     for device, judged_at, match in passes:
         if match and judged_at > now - window_s:

@@ -164,8 +164,10 @@ def score(records: Sequence[VerdictRecord], now: float, policy: ScoringPolicy | 
     lower = float(betaincinv(alpha, beta, 1 - policy.credible_level))  # the Beta posterior's quantile
     passed = [r for r in records if r.passed and not r.training]  # the hardware was last verified when
     last = max((r.at for r in passed), default=None)
-    recent = [r.best_match for r in passed
-              if r.best_match and r.proves_memory and now - r.at <= 4 * policy.half_life_days * DAY]
+    # the class a pass proves is its claim, never a faster card's (verifier.hardware.verified_class)
+    recent = [r.claimed_profile for r in passed
+              if r.claimed_profile and r.claimed_profile != "unprofiled" and r.proves_memory
+              and r.timing in (Timing.CONSISTENT, Timing.FASTER) and now - r.at <= 4 * policy.half_life_days * DAY]
     verified = Counter(recent).most_common(1)[0][0] if recent else None
     effective = (alpha - policy.prior_alpha) + (beta - policy.prior_beta)
     failed_recently = any(d > 0.5 and side == "against" for d, side, _ in contributions)

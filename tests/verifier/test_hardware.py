@@ -28,10 +28,21 @@ def test_classes_order_by_rate_memory_and_bandwidth():
 
 def test_what_a_pass_proves():
     assert verified_class(rec("a"), P) == P["h100-sxm"]
-    assert verified_class(rec("a", timing="faster-than-claimed", claimed="a100-80gb", best="h200"), P) == P["h200"]
+    # faster than claimed proves the claim, never the faster card: its timing says nothing of its memory
+    assert verified_class(rec("a", timing="faster-than-claimed", claimed="a100-80gb", best="h200"), P) == P["a100-80gb"]
     assert verified_class(rec("a", timing="unprofiled", claimed="unprofiled", best="h200"), P) is None
     assert verified_class(rec("a", timing="slower-than-claimed"), P) is None
     assert verified_class(rec("a", correctness="fail"), P) is None
+
+
+def test_a_cpu_claim_answered_at_an_h200s_rate_proves_no_gpu_class():
+    """Review of 2026-11-30: an H100 owner claims cpu-reference (no memory phase), answers at a rate inside
+    the H200 band, and the pass proved h200 (faster than claimed: the matched class), so an H200-paid job
+    was released without the walk an H200 claim plays. Now it proves cpu-reference and the job holds."""
+    cheat = rec("a", timing="faster-than-claimed", claimed="cpu-reference", best="h200")
+    assert verified_class(cheat, P) == P["cpu-reference"]
+    findings = judge_devices([DeviceEvidence(0, "cpu-reference", (cheat,))], "h200", P)
+    assert findings.proven == () and "its passes prove only cpu-reference" in findings.hold[0]
 
 
 def test_every_named_device_needs_its_own_passes():

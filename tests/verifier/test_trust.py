@@ -16,8 +16,9 @@ from gpuproof.verifier.trust import (
 NOW = 1.8e9
 
 
-def rec(i, age_days, correctness="pass", timing="consistent"):
-    return VerdictRecord(f"{i:032x}", NOW - age_days * DAY, correctness, timing, best_match="h100-sxm")
+def rec(i, age_days, correctness="pass", timing="consistent", best="h100-sxm"):
+    return VerdictRecord(f"{i:032x}", NOW - age_days * DAY, correctness, timing, best_match=best,
+                         claimed_profile="h100-sxm")
 
 
 def passes(count, age_days=0.1):
@@ -34,6 +35,14 @@ def test_passes_build_trust_and_a_tight_lower_bound():
     s = score(passes(60), NOW)
     assert s.score > 0.95 and s.lower_bound > 0.9 and s.status == "trusted"
     assert s.verified_class == "h100-sxm" and s.last_verified_at == pytest.approx(NOW - 0.1 * DAY)
+
+
+def test_the_verified_class_is_the_claim_never_a_faster_match():
+    """Review of 2026-11-30: an honest H100 SXM at ~1385 TOPS matched the H200's typical rate more nearly,
+    and trust showed it verified as h200 (and the listing's model filter found it as one), while
+    settlement proved h100-sxm. A pass proves its claim, never more (verifier.hardware.verified_class)."""
+    faster = [rec(i, 0.1, timing="faster-than-claimed", best="h200") for i in range(10)]
+    assert score(faster, NOW).verified_class == "h100-sxm"
 
 
 def test_a_correctness_failure_weighs_far_more_than_a_timeout():
