@@ -131,8 +131,8 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
 def store_trust(session: Session, provider_id: str, now: float) -> TrustScore:
     """The provider's trust at `now`, also written to its provider_scores row (what listings filter, sort
     and page by), in the caller's transaction."""
-    trust = trust_of(session, provider_id, now)
-    row = locked(session, ProviderScore, provider_id)
+    row = locked(session, ProviderScore, provider_id)  # first: a writer that computed before a verdict committed
+    trust = trust_of(session, provider_id, now)  # waits here, and computes after it (the sweep's race, PostgreSQL)
     if row is None:
         row = ProviderScore(provider_id=provider_id)
         session.add(row)

@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from gpuproof.client import GatewayClient, signed_headers, signed_upload_headers
 from gpuproof.gateway import admin
@@ -503,3 +504,62 @@ def test_new_identities_hold_a_bounded_share_of_open_challenges(database_url, tm
         with app.state.gp.db.reader() as reader:
             assert reader.execute(text("select count(*) from challenges where provider_id = :p"),
                                   {"p": second.id}).scalar_one() == 0
+
+
+def test_the_score_sweep_never_writes_back_a_score_from_before_a_verdict(database_url, tmp_path, monkeypatch):
+    """Review of 2026-11-30 (PostgreSQL): the sweep computed a provider's score, then locked its row; a
+    failing verdict committed in between was overwritten by the older, passing score, which the listing then
+    showed for up to score_refresh_s. The row is locked before the score is computed: the verdict waits for
+    the sweep (or the sweep for the verdict), and the stored score is the live one."""
+    import threading
+
+    from gpuproof.gateway import maintenance, service
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.models import ProviderScore
+    from gpuproof.gateway.settings import Settings
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: the sweep and a verdict cannot interleave there")
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        challenge_interval_s=0, provider_rate_per_s=1000, ip_rate_per_s=10000,
+                        maintenance_interval_s=0, score_refresh_s=0.5)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        gw = type("GW", (), {"client": client, "app": app, "settings": settings,
+                             "audience": app.state.gp.audience})()
+        agent = Agent(gw)
+        for _ in range(3):
+            assert agent.full_round()[1]["outcome"] == "pass"
+        state = app.state.gp
+        time.sleep(0.6)  # the stored score is due for a refresh
+        computed, go = threading.Event(), threading.Event()
+        real = service.trust_of
+
+        def paused(session, pid, now):  # noqa: ANN001, ANN202
+            t = real(session, pid, now)
+            if threading.current_thread().name == "sweep":
+                computed.set()
+                go.wait(5)  # the sweep holds here, between computing and writing
+            return t
+
+        monkeypatch.setattr(service, "trust_of", paused)
+        sweep = threading.Thread(target=maintenance._refresh_scores, args=(state, time.time()), name="sweep")
+        sweep.start()
+        assert computed.wait(30)
+        c = agent.next().json()
+        params, roots = agent.prove(c)
+        req = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]})
+        bad = agent.openings(params, roots, req.json()["pairs"])
+        bad["openings"][0]["values"][0] += 1
+        failing = threading.Thread(target=lambda: agent.post(f"/v1/challenges/{c['challenge_id']}/openings", bad))
+        failing.start()
+        time.sleep(0.5)
+        go.set()
+        sweep.join(30)
+        failing.join(30)
+        monkeypatch.setattr(service, "trust_of", real)
+        with state.db.reader() as reader:
+            live = real(reader, agent.id, time.time())
+            stored = reader.get(ProviderScore, agent.id)
+            assert (stored.status, round(stored.lower_bound, 6)) == (live.status, round(live.lower_bound, 6))
+    assert live.status == "suspect"
