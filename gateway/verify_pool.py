@@ -71,6 +71,11 @@ class VerifyPool:
             task.add_done_callback(done)
         return await asyncio.shield(task)
 
+    def judging(self, challenge_id: str) -> set[object]:
+        """The digests of the openings of `challenge_id` being verified now (keys of `once` are
+        (challenge id, digest)): one challenge is verified once at a time, whatever bodies are sent."""
+        return {key[1] for key in self._once if isinstance(key, tuple) and key[0] == challenge_id}
+
     def _may_start(self, new: bool) -> bool:
         return self._total < self.slots and (not new or self._new_running < self.new_slots)
 

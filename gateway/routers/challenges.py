@@ -397,6 +397,9 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
         metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
         return verdict
 
+    if state.verify_pool.judging(challenge_id) - {digest}:  # other openings of it are being verified now
+        raise Problem(409, "Already being judged", f"other openings of challenge {challenge_id} are being judged "
+                      "now; a challenge's first answer is final (a retry of the same openings waits for its verdict)")
     verdict = await state.verify_pool.once((challenge_id, digest), auth.provider.id, new, judge)
     return await anyio.to_thread.run_sync(
         functools.partial(_store_verdict, auth, state, challenge_id, wire, lanes_wire, digest, now, verdict))

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from tests.gateway.test_api import Agent, assert_problem
 from tests.gateway.test_training import POLICY
+from tests.support.calibrate import scaled
 from tests.support.training import commit_and_close
 
 BODY = bytes(4 * 2**20)  # a 4 MiB state: on the old code every byte reached the disk before any check
@@ -563,3 +564,47 @@ def test_the_score_sweep_never_writes_back_a_score_from_before_a_verdict(databas
             stored = reader.get(ProviderScore, agent.id)
             assert (stored.status, round(stored.lower_bound, 6)) == (live.status, round(live.lower_bound, 6))
     assert live.status == "suspect"
+
+
+def test_one_challenge_is_verified_once_whatever_bodies_race_for_it(gateway, monkeypatch):
+    """Review of 2026-11-30: 8 different openings bodies for one challenge, sent at once, were each verified
+    (8 full verifications; at production sizes seconds of CPU each) though only the first could be stored.
+    Now a challenge is verified once at a time: the others get 409 at once, before any verification."""
+    import copy
+    import threading
+
+    from gpuproof.client import signed_headers
+
+    agent = Agent(gateway)
+    verifier = gateway.app.state.gp.verifier
+    calls: list[int] = []
+    real = verifier.judge
+
+    def slow(*args, **kwargs):  # noqa: ANN202 (stands for a large challenge's y = B.T x)
+        calls.append(1)
+        time.sleep(scaled(0.5))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verifier, "judge", slow)
+    c = agent.next().json()
+    params, roots = agent.prove(c)
+    req = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]}).json()
+    good = agent.openings(params, roots, req["pairs"])
+    path = f"/v1/challenges/{c['challenge_id']}/openings"
+    statuses: list[int] = []
+
+    def send(body: bytes) -> None:
+        headers = signed_headers(agent.key, agent.id, "POST", path, body, audience=gateway.audience)
+        statuses.append(gateway.client.post(path, content=body, headers=headers).status_code)
+
+    bodies = []
+    for i in range(8):
+        body = copy.deepcopy(good)
+        body["openings"][0]["values"][0] += i  # a different body each time
+        bodies.append(json.dumps(body).encode())
+    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(statuses) == [200] + [409] * 7, (len(calls), statuses)
