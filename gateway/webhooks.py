@@ -245,8 +245,9 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
 
 def delivery_client(settings: Settings) -> httpx.AsyncClient:
     """The client deliveries are sent with: no redirects, the attempt's timeout, and (unless
-    GPUPROOF_WEBHOOK_ALLOW_PRIVATE) direct connections only to public addresses. A proxy from the
-    environment (HTTPS_PROXY) is still honoured: the proxy resolves the name, and it is the operator's."""
+    GPUPROOF_WEBHOOK_ALLOW_PRIVATE) direct connections only to public addresses. No proxy from the
+    environment (HTTPS_PROXY) is used: with a transport of its own httpx mounts none, and a proxy would
+    resolve the name itself, past the address check."""
     transport = httpx.AsyncHTTPTransport()
     if not settings.webhook_allow_private:
         # httpx takes no network backend of its own: its pool is rebuilt with the same defaults and ours

@@ -135,8 +135,15 @@ def refused_address(address: str) -> str | None:
     addresses are allowed (no loopback, private, link-local, multicast, reserved or unspecified one, nor an
     IPv6 form of such an IPv4 address), so an endpoint cannot aim the gateway at its own network (SSRF)."""
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:  # fec0::/10: deprecated, but routed to the site where a host still uses it
+            return f"{ip}, a site-local address"
+        # an IPv6 form that carries an IPv4 address (mapped, 6to4, Teredo's client) is judged by that address
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None:
+            if (why := refused_address(str(inner))) is not None:
+                return f"{ip} ({why})"
+            ip = inner
     for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{kind}"):
             return f"{ip}, a {kind.replace('_', '-')} address"

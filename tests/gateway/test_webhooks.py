@@ -447,6 +447,10 @@ def test_a_delivery_claimed_by_a_process_that_died_is_sent_by_another_after_its_
     ("http://169.254.169.254/latest/meta-data", "link-local"),  # a cloud's metadata service
     ("http://0.0.0.0/hooks", "unspecified"),
     ("http://100.64.0.1/hooks", "not a public address"),  # carrier-grade NAT
+    # review of 2026-11-30: these passed before
+    ("http://[fec0::1]/hooks", "site-local"),
+    ("http://[2002:7f00:1::1]/hooks", "127.0.0.1, a loopback"),  # 6to4 wrapping 127.0.0.1
+    ("http://[2002:c0a8:101::1]/hooks", "192.168.1.1, a private"),  # 6to4 wrapping 192.168.1.1
 ])
 def test_webhooks_to_private_addresses_are_refused_unless_allowed(database_url, tmp_path, url, reason):
     """SSRF: an endpoint whose host resolves to the gateway's own machine or network is refused at
