@@ -27,7 +27,7 @@ from gpuproof.gateway import audits, blobs, metrics, service, tenancy, translog
 from gpuproof.gateway.auth import SignedProviderDep, api_key, raw_body, signed_target
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.limits import limit_ip
-from gpuproof.gateway.models import ApiKey, Device, Job, SegmentAudit, TrainingCommitment
+from gpuproof.gateway.models import ApiKey, Device, Job, Provider, SegmentAudit, TrainingCommitment
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back
@@ -353,6 +353,12 @@ def upload_state(audit_id: IdPath, auth: SignedUploadDep, state: StateDep,
         audit = _audit_to_answer(auth, state, job_id, audit_id, now)
         if (answered := _answered(session, audit, "uploaded", digest)) is not None:
             return answered
+        # again, under the provider's row lock: two uploads checked at once before either was recorded would
+        # both pass the check made before their bodies were read (lock order: job, audit, then provider)
+        # FOR NO KEY UPDATE: it does not wait for the KEY SHARE locks that rows naming the provider take (a
+        # concurrent request's nonce), which FOR UPDATE would, deadlocking with that request's job lock
+        session.execute(select(Provider.id).where(Provider.id == auth.provider.id).with_for_update(key_share=True))
+        _check_quotas(session, state, auth.provider.id, digest, upload.size)
     except (Problem, lifecycle.LifecycleError):
         if stored:  # refused (late, judged, other content): nothing names the new blob
             with state.db.reader() as reader:

@@ -608,3 +608,71 @@ def test_one_challenge_is_verified_once_whatever_bodies_race_for_it(gateway, mon
     for t in threads:
         t.join()
     assert len(calls) == 1 and sorted(statuses) == [200] + [409] * 7, (len(calls), statuses)
+
+
+def test_two_uploads_at_once_cannot_both_pass_the_providers_quota(database_url, tmp_path, monkeypatch):
+    """Review of 2026-11-30: the per-provider quota was checked before the bodies were read, against uploads
+    already recorded, and not again when recording: two uploads checked at once both passed (2 x size held
+    against a quota of 1.5 x size). Both are held here until both have passed the first check; the second
+    to record is refused 507 and its blob is not kept."""
+    import threading
+
+    from gpuproof.agent.checkpointing import CheckpointCommitter
+    from gpuproof.agent.training import TrainingReporter
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.models import SegmentAudit
+    from gpuproof.gateway.routers import training as training_routes
+    from gpuproof.gateway.settings import Settings
+    from gpuproof.verifier import checkpoints
+    from gpuproof.verifier.workload import MLPJob
+    from sqlalchemy import func, select
+
+    from tests.gateway.conftest import Gateway
+    from tests.gateway.test_training import World
+
+    job = MLPJob(seed=7, hidden=32)
+    size = sum(e.nbytes for e in checkpoints.manifest(job.init_state()))
+    quota = size + size // 2
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, verify_test_shape="16,256,64,3",
+                        provider_rate_per_s=1000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        upload_quota_bytes_per_provider=quota, blob_quota_bytes=0, blob_quota_objects=0)
+    app = create_app(settings)
+    both_checked = threading.Barrier(2, timeout=scaled(20))
+    real_store = training_routes._store_blob
+
+    def store_after_both(state, path, digest):  # noqa: ANN001, ANN202 (both bodies read: both first checks passed)
+        both_checked.wait()
+        return real_store(state, path, digest)
+
+    monkeypatch.setattr(training_routes, "_store_blob", store_after_both)
+    with TestClient(app) as client:
+        world = World(Gateway(client, settings, app), tmp_path)
+        provider = world.provider("racer")
+        reporter = TrainingReporter(provider, world.job(provider))
+        committer = CheckpointCommitter(4, store=tmp_path / "racer", on_commit=reporter.send)
+        state = job.init_state()
+        committer.start(state)
+        for step in range(1, 13):
+            state = job.step(state, job.batch_indices(step))
+            committer.record(step, job.batch_indices(step), state)
+        audits = reporter.close()["audits"][:2]
+        assert len(audits) == 2 and audits[0]["start_step"] != audits[1]["start_step"]
+        statuses: list[int] = []
+
+        def upload(audit: dict) -> None:
+            step = audit["start_step"]
+            data = checkpoints.state_bytes(committer.load(step), list(committer.commitment(step).manifest))
+            path = f"/v1/audits/{audit['audit_id']}/state"
+            headers = signed_upload_headers(provider.key, provider.provider_id, "PUT", path, data,
+                                            audience=app.state.gp.audience)
+            statuses.append(client.put(path, content=data, headers=headers).status_code)
+
+        threads = [threading.Thread(target=upload, args=(a,)) for a in audits]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with app.state.gp.db.reader() as reader:
+            held = reader.execute(select(func.coalesce(func.sum(SegmentAudit.upload_bytes), 0))
+                                  .where(SegmentAudit.provider_id == provider.provider_id)).scalar_one()
+    assert sorted(statuses) == [200, 507] and held == size <= quota, (statuses, held, quota)
