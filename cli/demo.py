@@ -615,6 +615,25 @@ def _run(demo: Demo, serve: bool) -> int:
     return 0 if ok else 1
 
 
+SETTLE_WAIT_S = 90.0  # the longest a challenge issued just before the end can stay in progress: deadline + grace
+
+
+def _settle_when_judged(demo: Demo, market) -> dict[str, dict[str, Any]]:  # noqa: ANN001
+    """Each role's settlement, asked again (a hold is not final) while it holds only because a challenge is
+    still in progress: one issued just before the end is judged at its deadline plus the grace (a late
+    answer is refused at once, and judged a timeout then), and settling before that says "hold", not what
+    the challenge showed. At most SETTLE_WAIT_S."""
+    until = time.monotonic() + SETTLE_WAIT_S
+    while True:
+        decisions = {role.key: market.settle(role.job_id).model_dump(mode="json") for role in demo.roles}
+        waiting = [k for k, d in decisions.items()
+                   if d.get("decision") == "hold" and any("in progress" in r for r in d.get("reasons") or [])]
+        if not waiting or time.monotonic() > until:
+            return decisions
+        demo.console.print(f"waiting for the verdicts of challenges still in progress: {', '.join(waiting)}")
+        time.sleep(2.0)
+
+
 def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN001
     console = demo.console
     started = time.monotonic()
@@ -664,7 +683,7 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
         raise GpuproofError(f"validator: {validation['error']}")
     demo.check_children()
     demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the settlement
-    decisions = {role.key: market.settle(role.job_id).model_dump(mode="json") for role in demo.roles}
+    decisions = _settle_when_judged(demo, market)
     final = rows()
     console.print(demo.table(final, "gpuproof demo: final state"))
     summary = Table(title="Summary: was every cheat caught, did every honest provider pass?", expand=True)
