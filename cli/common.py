@@ -38,7 +38,42 @@ def gateway_url(gateway: str | None) -> str:
 def gateway_client(gateway: str | None, key=None, pinned_log_key: bytes | None = None):  # noqa: ANN001, ANN202
     from gpuproof.client import GatewayClient
 
-    return GatewayClient(gateway_url(gateway), key=key, pinned_log_key=pinned_log_key)
+    return GatewayClient(gateway_url(gateway), key=key, pinned_log_key=pinned_log_key, identity_check=known_gateways)
+
+
+def known_gateways_path():  # noqa: ANN202
+    from gpuproof.agent.config import config_dir
+
+    return config_dir() / "known-gateways.json"
+
+
+def known_gateways(url: str, identity) -> None:  # noqa: ANN001
+    """Hold a gateway's identity (GET /v1/identity: the audience its request signatures name) to what this
+    machine saw before, as ssh holds host keys: the first one seen for an address is kept; an address that
+    later names another identity, or an identity already seen at another address, is refused. A gateway
+    that named itself as another one could collect requests signed for that one and replay them there
+    (docs/gateway.md, "Authentication"). If a gateway really moved or changed its identity, remove its
+    entry from the file the message names."""
+    store = known_gateways_path()
+    known: dict[str, str] = json.loads(store.read_text()) if store.exists() else {}  # address -> audience
+    url = url.rstrip("/")
+    if url in known:
+        if known[url] != identity.audience:
+            raise InvalidParameter("--gateway", f"the gateway at {url} names itself {identity.audience!r}, but it "
+                                   f"was {known[url]!r} when this machine first used it: refusing to sign requests "
+                                   f"for it (if its operator changed it, remove {url!r} from {store})")
+        return
+    elsewhere = [u for u, audience in known.items() if audience == identity.audience]
+    if elsewhere:
+        raise InvalidParameter("--gateway", f"the gateway at {url} names itself {identity.audience!r}, the identity "
+                               f"of the gateway at {elsewhere[0]}: a gateway relaying requests signed for another "
+                               f"would do this, so no request is signed for it (if that gateway moved to {url}, "
+                               f"remove {elsewhere[0]!r} from {store})")
+    known[url] = identity.audience
+    store.parent.mkdir(parents=True, exist_ok=True)
+    partial = store.with_suffix(".part")
+    partial.write_text(json.dumps(known, indent=1, sort_keys=True))
+    partial.replace(store)
 
 
 def log_heads_path():  # noqa: ANN202

@@ -148,11 +148,15 @@ class Calls:
     `api_key` a marketplace; `pinned_log_key` pins the log's signing key."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, key=None, provider_id: str | None = None,  # noqa: ANN001
-                 pinned_log_key: bytes | None = None, audience: str | None = None) -> None:
+                 pinned_log_key: bytes | None = None, audience: str | None = None,
+                 identity_check: Callable[[str, wire.IdentityOut], None] | None = None) -> None:
         """`audience`: the gateway's, for request signatures; None: asked of the gateway (GET /v1/identity)
-        before the first signed request."""
+        before the first signed request, and then held to `pinned_log_key` (the key must be the pinned one)
+        and to `identity_check(base_url, identity)`, which raises to refuse it (the command line's
+        `known_gateways`: a gateway that names itself as another the client knows at another address)."""
         self.base_url = base_url.rstrip("/")
         self.audience = audience
+        self.identity_check = identity_check
         self.api_key = api_key
         self.key = key
         self.provider_id = provider_id or (signatures.provider_id(signatures.public_key_bytes(key)) if key else None)
@@ -181,6 +185,18 @@ class Calls:
         if req.validator_key is not None:
             headers.update(validator_headers(req.validator_key, req.method, req.path, audience=self._audience()))
         return headers
+
+    def accept_identity(self, identity: wire.IdentityOut) -> None:
+        """Take the gateway's audience from its answer to GET /v1/identity, once it passes the checks above:
+        a gateway could name itself as another one to collect requests signed for that one and replay them
+        there, so what it says is held to what this client knew of it before."""
+        if self.pinned_log_key is not None and identity.public_key != self.pinned_log_key.hex():
+            raise GpuproofError(f"the gateway at {self.base_url} presents the key {identity.public_key[:16]}..., not "
+                                f"the log key pinned for it ({self.pinned_log_key.hex()[:16]}...): no request is "
+                                "signed for it")
+        if self.identity_check is not None:
+            self.identity_check(self.base_url, identity)
+        self.audience = identity.audience
 
     def _audience(self) -> str:
         if self.audience is None:

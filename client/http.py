@@ -64,7 +64,7 @@ class GatewayClient(Calls):
     def _send(self, req: Request) -> httpx.Response:
         try:
             if self.needs_audience(req) and self.audience is None:
-                self.audience = result(self._http.get("/v1/identity"), wire.IdentityOut).audience
+                self.accept_identity(result(self._http.get("/v1/identity"), wire.IdentityOut))
             return self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
                                       **_timeout(req))
         except httpx.TransportError as exc:
@@ -100,7 +100,7 @@ class AsyncGatewayClient(Calls):
     async def _send(self, req: Request) -> httpx.Response:
         try:
             if self.needs_audience(req) and self.audience is None:
-                self.audience = result(await self._http.get("/v1/identity"), wire.IdentityOut).audience
+                self.accept_identity(result(await self._http.get("/v1/identity"), wire.IdentityOut))
             return await self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
                                             **_timeout(req))
         except httpx.TransportError as exc:
