@@ -72,10 +72,21 @@ def describe(runs: list[list[float]]) -> str:
                      for s in runs)
 
 
+ATTEMPTS = 3  # a loaded machine may preempt every first challenge of one attempt; warm-up missing fails all
+
+
 def test_the_first_challenge_after_warm_up_costs_what_the_tenth_does_on_the_cpu_backend():
-    runs, cold = challenge_seconds("cpu"), challenge_seconds("cpu", warm_up=False)
-    first, bound = first_vs_rest(runs, cold)
-    assert first <= bound, f"warm: {describe(runs)}; cold: {describe(cold)}"
+    """Judged on the best of ATTEMPTS attempts of PROCESSES processes each (CI failed once under two CPU
+    burners): a warm-up that did nothing leaves the cold costs (tens of milliseconds against a bound of
+    about one) in every attempt, which no luck removes."""
+    seen = []
+    for _ in range(ATTEMPTS):
+        runs, cold = challenge_seconds("cpu"), challenge_seconds("cpu", warm_up=False)
+        first, bound = first_vs_rest(runs, cold)
+        if first <= bound:
+            return
+        seen.append(f"warm: {describe(runs)}; cold: {describe(cold)}")
+    raise AssertionError(" | ".join(seen))
 
 
 def test_the_bound_fails_a_first_challenge_that_pays_the_cold_costs():
