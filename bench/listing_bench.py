@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import reads  # noqa: E402  (bench/reads.py)
 from fastapi.testclient import TestClient  # noqa: E402
 from gpuproof.client import registration  # noqa: E402
 from gpuproof.gateway import models  # noqa: E402
@@ -73,17 +73,8 @@ def main() -> None:
             with TestClient(app) as client:
                 fill(app, count, client)
                 for path in PATHS:
-                    client.get(path)  # warm
-                    times = []
-                    for _ in range(args.reads):
-                        started = time.perf_counter()
-                        assert client.get(path).status_code == 200, path
-                        times.append(time.perf_counter() - started)
-                    table[path].append(statistics.median(times))
-    print(f"| read | {' | '.join(f'{c} providers' for c in counts)} | ratio |")
-    print(f"| --- | {' | '.join('---' for _ in counts)} | --- |")
-    for path, times in table.items():
-        print(f"| `GET {path}` | {' | '.join(f'{t * 1e3:.1f} ms' for t in times)} | {times[-1] / times[0]:.1f}x |")
+                    table[path].append(reads.median_get(client, path, args.reads))
+    reads.print_ratio_table({f"`GET {p}`": t for p, t in table.items()}, [f"{c} providers" for c in counts])
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ it on two commits to compare.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import reads  # noqa: E402  (bench/reads.py)
 from fastapi.testclient import TestClient  # noqa: E402
 from gpuproof.gateway import models  # noqa: E402
 from gpuproof.gateway.app import create_app  # noqa: E402
@@ -69,17 +68,8 @@ def main() -> None:
                 paths = ("/v1/log/head", f"/v1/log/inclusion?index={size // 2}&size={size}",
                          f"/v1/log/consistency?old={size // 2}&new={size}")
                 for name, path in zip(names, paths, strict=True):
-                    assert client.get(path).status_code == 200, path  # warm
-                    times = []
-                    for _ in range(args.reads):
-                        started = time.perf_counter()
-                        assert client.get(path).status_code == 200, path
-                        times.append(time.perf_counter() - started)
-                    table[name].append(statistics.median(times))
-    print(f"| read | {' | '.join(f'{s:,} entries' for s in sizes)} | ratio |")
-    print(f"| --- | {' | '.join('---' for _ in sizes)} | --- |")
-    for name, times in table.items():
-        print(f"| `{name}` | {' | '.join(f'{t * 1e3:.1f} ms' for t in times)} | {times[-1] / times[0]:.1f}x |")
+                    table[name].append(reads.median_get(client, path, args.reads))
+    reads.print_ratio_table({f"`{n}`": t for n, t in table.items()}, [f"{s:,} entries" for s in sizes])
 
 
 if __name__ == "__main__":

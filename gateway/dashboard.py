@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import NO_CONTROL, IdPath
 from gpuproof.gateway.sessions import ReadSessionDep
 from gpuproof.gateway.state import StateDep
+from gpuproof.verifier.profiles import Profile
 from gpuproof.verifier.trust import SettlementPolicy, score
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
@@ -163,11 +165,11 @@ def _chart(points: list[tuple[float, float, float, bool]], width: int = 760, hei
             "start": points[0][0], "end": points[-1][0]}
 
 
-def _trust_row(session, p: Provider, now: float) -> dict:  # noqa: ANN001
+def _trust_row(session, p: Provider, now: float, profiles: Mapping[str, Profile]) -> dict:  # noqa: ANN001
     t = service.trust_of(session, p.id, now)
     models = session.execute(select(Device.model, Device.profile).where(Device.provider_id == p.id)
                              .order_by(Device.position)).all()
-    verified = service.verified_classes(session, p.id, now)
+    verified = service.verified_classes(session, p.id, now, profiles)
     return {"id": p.id, "name": p.name, "created_at": p.created_at, "models": [m for m, _ in models],
             "claimed": sorted({prof for _, prof in models}), "verified": sorted(set(verified.values())),
             "score": t.score, "lower_bound": t.lower_bound, "evidence": t.evidence, "status": t.status,
@@ -198,7 +200,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
                                                                              | Device.profile.icontains(model))))
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     direction = column.desc() if order == "desc" else column.asc()
-    rows = [_trust_row(session, p, now)
+    rows = [_trust_row(session, p, now, state.verifier.profiles)
             for p in session.execute(query.order_by(direction, Provider.id).limit(MAX_LISTED)).scalars()]
     rows.sort(key=SORTS[sort], reverse=order == "desc")
     head = translog.signed_head(session, state.signing_key, now, state.log_origin)
@@ -207,7 +209,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)
-def provider_page(provider_id: IdPath, session: ReadSessionDep, view: ViewDep) -> HTMLResponse:
+def provider_page(provider_id: IdPath, session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
     provider = session.get(Provider, provider_id)
     if provider is None:
         raise Problem(404, "Not found", f"no provider {provider_id}")
@@ -229,9 +231,10 @@ def provider_page(provider_id: IdPath, session: ReadSessionDep, view: ViewDep) -
     last_rounds = {device_id: (issued_at, outcome) for device_id, issued_at, outcome in session.execute(
         select(ChallengeRow.device_id, ChallengeRow.issued_at, ChallengeRow.outcome)
         .where(ChallengeRow.provider_id == provider_id).order_by(ChallengeRow.issued_at))}  # the latest wins
-    return _page("provider.html", view, p=_trust_row(session, provider, now),
+    return _page("provider.html", view, p=_trust_row(session, provider, now, state.verifier.profiles),
                  trust=service.trust_of(session, provider_id, now), devices=devices, last_rounds=last_rounds,
-                 verified=service.verified_classes(session, provider_id, now), chart=_chart(points),
+                 verified=service.verified_classes(session, provider_id, now, state.verifier.profiles),
+                 chart=_chart(points),
                  threshold=RELEASE_THRESHOLD, challenges=challenges, audits=audits, jobs=jobs)
 
 

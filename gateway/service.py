@@ -231,14 +231,14 @@ def trust_json(t: TrustScore) -> dict:
 VERIFIED_WINDOW_S = hardware.VERIFIED_WINDOW_S
 
 
-def verified_classes(session: Session, provider_id: str, now: float,
+def verified_classes(session: Session, provider_id: str, now: float, profiles: Mapping[str, Profile],
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
-    """Per device: the class its recent passes verified (verifier.hardware.verified_classes)."""
+    """Per device: the class its recent passes verified (verifier.hardware.verified_classes), by the gateway's
+    `profiles` (state.verifier.profiles: an operator's measured profiles included)."""
     rows = session.execute(select(ChallengeRow.id, ChallengeRow.device_id, ChallengeRow.judged_at,
                                   ChallengeRow.verdict, ChallengeRow.spec, ChallengeRow.profile)
                            .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == Outcome.PASS.value,
                                   ChallengeRow.judged_at > now - window_s)).all()
-    profiles = load_profiles()
 
     def proved(cid: str, at: float, v: dict, spec: str, profile: str) -> str:  # the class the pass proves, capped
         cls = hardware.verified_class(record_of(cid, at, v, spec=spec, profile=profiles.get(profile)), profiles)

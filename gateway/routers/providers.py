@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.outcome import Outcome
-from gpuproof.verifier.profiles import lookup
+from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
 from sqlalchemy import func, select
@@ -66,11 +67,12 @@ def registration_headers(request: Request, state: StateDep,
     return RegistrationHeaders(timestamp, x_gpuproof_nonce, signature, x_gpuproof_provider)
 
 
-def provider_out(session, provider: Provider, now: float, with_trust: bool = True) -> ProviderOut:  # noqa: ANN001
+def provider_out(session, provider: Provider, now: float, profiles: Mapping[str, Profile],  # noqa: ANN001
+                 with_trust: bool = True) -> ProviderOut:
     devices = session.execute(select(Device).where(Device.provider_id == provider.id)
                               .order_by(Device.position)).scalars().all()
     trust = service.trust_of(session, provider.id, now) if with_trust else None
-    verified = service.verified_classes(session, provider.id, now)
+    verified = service.verified_classes(session, provider.id, now, profiles)
     return ProviderOut(id=provider.id, name=provider.name, public_key=provider.public_key.hex(),
                        created_at=provider.created_at,
                        devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
@@ -130,7 +132,7 @@ def register_provider(body: Registration, request: Request, session: WriteSessio
     with state.db.reader() as reader:  # the answer is read without the write lock
         provider = reader.get(Provider, pid)
         assert provider is not None
-        return provider_out(reader, provider, now)
+        return provider_out(reader, provider, now, state.verifier.profiles)
 
 
 @router.put("/{provider_id}", operation_id="update_provider", response_model=ProviderOut)
@@ -176,7 +178,7 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
     with state.db.reader() as reader:
         updated = reader.get(Provider, provider_id)
         assert updated is not None
-        return provider_out(reader, updated, auth.now)
+        return provider_out(reader, updated, auth.now, state.verifier.profiles)
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
@@ -194,21 +196,22 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         passed = select(Challenge.provider_id).where(Challenge.outcome == Outcome.PASS.value,
                                                      Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
         candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
-        verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now).values()]
+        verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now,
+                                                                          state.verifier.profiles).values()]
         query = query.where(Provider.id.in_(verified))
     if min_lower_bound is not None:  # by the stored score (models.ProviderScore): O(page), not O(providers)
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = session.execute(query.limit(limit).offset(offset)).scalars().all()
-    items = [provider_out(session, p, now) for p in rows]
+    items = [provider_out(session, p, now, state.verifier.profiles) for p in rows]
     return ProviderPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)
-def get_provider(provider_id: IdPath, session: ReadSessionDep) -> ProviderOut:
+def get_provider(provider_id: IdPath, session: ReadSessionDep, state: StateDep) -> ProviderOut:
     """One provider: claimed devices with their profile, the verified class, and the trust score."""
     provider = session.get(Provider, provider_id)
     if provider is None:
         raise Problem(404, "Not found", f"no provider {provider_id}")
-    return provider_out(session, provider, time.time())
+    return provider_out(session, provider, time.time(), state.verifier.profiles)

@@ -45,6 +45,12 @@ def test_a_device_claiming_a_profile_from_the_file_is_registered_and_challenged_
         profile = app.state.gp.verifier.profiles["site-cpu"]
         assert verdict["expected_s"] == pytest.approx(2.0 * 16 * 256 * 64 * 3 / profile.rate_typical)
         assert verdict["outcome"] == "pass", verdict["reasons"]
+        # the pass verifies the file's class in the listings too (they read the gateway's profiles, not
+        # only the packaged ones)
+        devices = client.get(f"/v1/providers/{box.id}").json()["devices"]
+        assert devices[0]["verified_class"] == "site-cpu", devices
+        listed = client.get("/v1/providers?model=site-cpu").json()["items"]
+        assert [p["id"] for p in listed] == [box.id]
     assert "site-cpu" not in create_app(Settings(data_dir=tmp_path / "other", database_url=database_url)) \
         .state.gp.verifier.profiles  # without the setting: the packaged profiles only
 
