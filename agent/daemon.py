@@ -168,6 +168,8 @@ class Daemon:
                 asked = time.monotonic()
                 poll = self.client.poll(position, wait_s=LONG_POLL_S)
                 challenge, probe, retry_after = poll.challenge, poll.probe, poll.retry_after_s
+                if challenge is not None:  # held from here on: a stop now waits for it to be answered (run)
+                    status.state = f"received {challenge.challenge_id[:8]}"
                 if probe:
                     with contextlib.suppress(GatewayError):  # a lost probe only costs the RTT allowance
                         self.client.echo_rtt(probe)

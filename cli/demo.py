@@ -615,14 +615,14 @@ def _run(demo: Demo, serve: bool) -> int:
     return 0 if ok else 1
 
 
-SETTLE_WAIT_S = 90.0  # the longest a challenge issued just before the end can stay in progress: deadline + grace
+SETTLE_WAIT_S = 90.0  # the longest the providers' rounds can keep a settlement "in progress"
 
 
 def _settle_when_judged(demo: Demo, market) -> dict[str, dict[str, Any]]:  # noqa: ANN001
     """Each role's settlement, asked again (a hold is not final) while it holds only because a challenge is
-    still in progress: one issued just before the end is judged at its deadline plus the grace (a late
-    answer is refused at once, and judged a timeout then), and settling before that says "hold", not what
-    the challenge showed. At most SETTLE_WAIT_S."""
+    still in progress: the providers still serve, so that challenge is answered and judged in a moment
+    (a round comes every few seconds and lasts a fraction of one), and settling during it says "hold", not
+    what the challenge showed. At most SETTLE_WAIT_S."""
     until = time.monotonic() + SETTLE_WAIT_S
     while True:
         decisions = {role.key: market.settle(role.job_id).model_dump(mode="json") for role in demo.roles}
@@ -631,7 +631,8 @@ def _settle_when_judged(demo: Demo, market) -> dict[str, dict[str, Any]]:  # noq
         if not waiting or time.monotonic() > until:
             return decisions
         demo.console.print(f"waiting for the verdicts of challenges still in progress: {', '.join(waiting)}")
-        time.sleep(2.0)
+        demo.check_children()
+        time.sleep(1.0)
 
 
 def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN001
@@ -682,9 +683,11 @@ def _watch_and_settle(demo: Demo, market, replay_key: str) -> bool:  # noqa: ANN
     if "error" in validation:
         raise GpuproofError(f"validator: {validation['error']}")
     demo.check_children()
-    demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the settlement
+    # settled while the providers still serve, as a marketplace settles a job that ended: a provider stopped
+    # first would leave a round issued at that instant unanswered, and a missed challenge holds its payment
     decisions = _settle_when_judged(demo, market)
     final = rows()
+    demo.terminate([p for role in demo.roles for p in role.procs])  # the gateway stays up for the dashboard
     console.print(demo.table(final, "gpuproof demo: final state"))
     summary = Table(title="Summary: was every cheat caught, did every honest provider pass?", expand=True)
     for col in ("provider", "expected", "result", "settlement", "why"):

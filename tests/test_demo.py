@@ -50,7 +50,7 @@ def test_demo_catches_every_cheat_and_serves_its_dashboard(tmp_path):
             assert time.monotonic() < deadline, "the demo did not finish in 240 s:\n" + log.read_text()[-3000:]
             time.sleep(0.5)
         text = log.read_text()
-        assert "All cheats caught, all honest providers passed." in text, text[-4000:]
+        assert "All cheats caught, all honest providers passed." in text, text[-9000:]  # with the agents' log tails
         for role in ("honest-box", "claims-an-h100", "skips-rows", "replays-old-roots", "lazy-trainer",
                      "one-card-four-devices"):
             assert re.search(rf"{role}\s.*\bok\b", text), (role, text[-4000:])

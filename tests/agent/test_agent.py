@@ -180,6 +180,43 @@ def _daemon_parts(env, server, monkeypatch):  # noqa: ANN001, ANN202
     return settings, keys.load(settings.resolved_key_path())
 
 
+def test_a_stop_that_comes_with_a_challenge_waits_for_its_answer(env, server, monkeypatch):
+    """A stop (SIGTERM) arriving just as a poll brought a challenge, while the agent echoes its round-trip
+    probe: the agent answers that challenge before it exits. Leaving it would make it a missed challenge,
+    which holds the provider's payment (the demo's honest box was held so once in CI)."""
+    from gpuproof.agent.daemon import Daemon
+    from gpuproof.cli.common import gateway_client
+    from gpuproof.kernels.reference import CpuBackend
+
+    settings, key = _daemon_parts(env, server, monkeypatch)
+    events: list[dict] = []
+    with gateway_client(settings.gateway, key) as client:
+        daemon = Daemon(client, settings.devices, lambda spec: CpuBackend(), poll_max_s=1.0, emit=events.append)
+        poll, echo = client.poll, client.echo_rtt
+        got: list[object] = []
+
+        def polled(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            answer = poll(*args, **kwargs)
+            got.append(answer.challenge)
+            return answer
+
+        def echoed(probe):  # noqa: ANN001, ANN202
+            answer = echo(probe)
+            if got[-1] is not None:  # the stop comes while the challenge is held, before it is proved
+                daemon.stop.set()
+                time.sleep(1.0)  # the echo's answer is slow to come: the daemon sees the stop meanwhile
+            return answer
+
+        monkeypatch.setattr(client, "poll", polled)
+        monkeypatch.setattr(client, "echo_rtt", echoed)
+        daemon.run()
+    kinds = [e["event"] for e in events]
+    assert kinds.count("challenge") == 1 and kinds.count("verdict") == 1, kinds
+    verdict = next(e for e in events if e["event"] == "verdict")
+    assert verdict["timing"] != "timeout", verdict  # answered in time (the echo's delay may make it slow)
+    assert kinds[-1] == "stopped"
+
+
 def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_serving(env, server, monkeypatch,
                                                                                     capfd):
     from gpuproof.agent.daemon import Daemon
