@@ -6,11 +6,13 @@
 //   node client.mjs example GATEWAY_MD     check the docs' worked example of a request signature
 //   node client.mjs vectors SPEC_V1 SPEC_V2 reproduce the spec vectors (tests/vectors/spec_v*.json)
 //   node client.mjs run BASE_URL            register, answer one challenge, verify log inclusion proofs
+//                                           under a signed checkpoint (C2SP tlog-checkpoint)
 //
 // Each mode prints one JSON object and exits 0 when every check held, 1 otherwise.
 
 import crypto from "node:crypto";
 import fs from "node:fs";
+import { verifyCheckpoint } from "./checkpoint.mjs";
 
 // ---- hashing and keys ---------------------------------------------------------------------------------
 
@@ -217,26 +219,57 @@ class Gateway {
     return { status: r.status, json: text ? JSON.parse(text) : null, headers: r.headers };
   }
 
-  // Is `entry` (a log entry as served: its text, its index) in the log under the current head? With
-  // `tamper`, the same check of a proof with one bit flipped, or at the neighbouring index, must fail.
+  // The log's signed checkpoint (GET /v1/log/checkpoint), verified under the pinned verifier key:
+  // {origin, size, root}. Throws when it does not verify.
+  async checkpoint() {
+    const r = await fetch(this.base + "/v1/log/checkpoint");
+    if (r.status !== 200) throw new Error(`GET /v1/log/checkpoint: ${r.status}`);
+    return verifyCheckpoint(this.logKey, await r.text());
+  }
+
+  // Is `entry` (a log entry as served: its text, its index) in the log under the current signed
+  // checkpoint? With `tamper`, the same check of a proof with one bit flipped, or at the neighbouring
+  // index, must fail.
   async included(entry, tamper = false) {
-    const head = (await this.send("GET", "/v1/log/head")).json;
+    const head = await this.checkpoint();
     const proof = (await this.send("GET", `/v1/log/inclusion?index=${entry.index}&size=${head.size}`)).json;
     const leaf = leafHash(Buffer.from(entry.entry, "utf8"));  // over the bytes served, never re-serialised
-    const path = proof.proof.map((h) => Buffer.from(h, "hex")), root = Buffer.from(head.root, "hex");
+    const path = proof.proof.map((h) => Buffer.from(h, "hex"));
     const holds = leaf.toString("hex") === entry.leaf_hash && proof.leaf_hash === entry.leaf_hash
-      && verifyInclusion(entry.index, head.size, leaf, path, root);
+      && verifyInclusion(entry.index, head.size, leaf, path, head.root);
     if (!tamper) return holds;
     const flipped = path.map((h, i) => (i === 0 ? Buffer.from(h.map((b, j) => (j === 0 ? b ^ 1 : b))) : h));
-    return holds && path.length > 0 && !verifyInclusion(entry.index, head.size, leaf, flipped, root)
-      && !verifyInclusion(entry.index ^ 1, head.size, leaf, path, root);
+    return holds && path.length > 0 && !verifyInclusion(entry.index, head.size, leaf, flipped, head.root)
+      && !verifyInclusion(entry.index ^ 1, head.size, leaf, path, head.root);
   }
+}
+
+// The checkpoint refused when altered or signed by another key: its root changed (the signature no
+// longer covers it), or the same note checked under another key of the same name.
+async function checkpointRefusals(gw) {
+  const text = await (await fetch(gw.base + "/v1/log/checkpoint")).text();
+  const [origin, size, root] = text.split("\n");
+  const other = Buffer.from(root, "base64");
+  other[0] ^= 1;
+  const altered = text.replace(`${origin}\n${size}\n${root}\n`, `${origin}\n${size}\n${other.toString("base64")}\n`);
+  const refused = (vkey, note) => { try { verifyCheckpoint(vkey, note); return false; } catch { return true; } };
+  const name = gw.logKey.split("+")[0], stranger = newKey().publicRaw;
+  const id = sha256(Buffer.from(name + "\n"), Buffer.from([0x01]), stranger).subarray(0, 4).toString("hex");
+  const strangerKey = `${name}+${id}+${Buffer.concat([Buffer.from([0x01]), stranger]).toString("base64")}`;
+  return altered !== text && refused(gw.logKey, altered) && refused(strangerKey, text) && !refused(gw.logKey, text);
 }
 
 async function run(base) {
   const gw = new Gateway(base, newKey());
   const checks = {};
-  gw.audience = (await gw.send("GET", "/v1/identity")).json.audience;
+  const identity = (await gw.send("GET", "/v1/identity")).json;
+  gw.audience = identity.audience;
+  // the log's verifier key, pinned at first contact: it must carry the gateway's own public key (a renter
+  // who knows the key beforehand pins that instead); every checkpoint after is verified under it
+  gw.logKey = (await gw.send("GET", "/v1/log/head")).json.verifier_key;
+  const keyBytes = Buffer.from(gw.logKey.split("+").slice(2).join("+"), "base64");
+  checks.log_key_is_the_gateways = keyBytes.subarray(1).toString("hex") === identity.public_key;
+  checks.altered_checkpoint_refused = await checkpointRefusals(gw);
   // registration: signed over the bytes sent, written as a JavaScript client writes them (16, not 16.0)
   const reg = await gw.send("POST", "/v1/providers", {
     public_key: gw.key.publicRaw.toString("hex"), name: "node client ✓",
@@ -250,10 +283,11 @@ async function run(base) {
     .then(() => false, (e) => e.message.includes(" 401 "));
   gw.audience = real;
   // the registration's log entry is in the log
-  const size = (await gw.send("GET", "/v1/log/head")).json.size;
+  const size = (await gw.checkpoint()).size;
   const entries = (await gw.send("GET", `/v1/log/entries?start=${Math.max(0, size - 200)}&end=${size}`)).json.entries;
   const mine = entries.filter((e) => e.kind === "registration" && JSON.parse(e.entry).provider_id === gw.id);
   checks.registration_logged = mine.length === 1 && await gw.included(mine[0]);
+  checks.checkpoint_verifies = (await gw.checkpoint()).size > mine[0].index;
   // one challenge: poll until one is issued, prove, commit, open
   // (each poll answer carries a round-trip probe, echoed at once: the gateway times the echo and does not
   // charge a commitment for the network's round trip)

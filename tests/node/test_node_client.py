@@ -1,7 +1,9 @@
 """A second-language client (issue 19): tests/node/client.mjs, Node.js 20 with its built-in modules only,
 written from docs/gateway.md and docs/protocol.md, against a real gateway process. It registers (signing
 the bytes it sends, `16` not `16.0`, a non-ASCII name), is refused for another gateway's audience, answers
-a small challenge and gets `pass`, and checks its log entries with inclusion proofs under the head."""
+a small challenge and gets `pass`, and checks its log entries with inclusion proofs under the log's signed
+C2SP checkpoint, verified under the log key it pinned at first contact (an altered checkpoint, or one
+checked under another key, is refused)."""
 
 from __future__ import annotations
 
@@ -48,4 +50,6 @@ def test_node_client_registers_passes_a_challenge_and_verifies_the_log(tmp_path)
     finally:
         server.stop()
     assert result["verdict"] == "pass" and result["spec"] == "gpuproof/2", result
-    assert result["checks"]["other_audience_refused"] and result["checks"]["verdict_included"]
+    checks = result["checks"]
+    assert checks["other_audience_refused"] and checks["verdict_included"]
+    assert checks["log_key_is_the_gateways"] and checks["checkpoint_verifies"] and checks["altered_checkpoint_refused"]

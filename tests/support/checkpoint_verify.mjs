@@ -1,40 +1,13 @@
-// A C2SP checkpoint verifier in JavaScript (Node's built-in crypto), written from the signed-note and
-// tlog-checkpoint specifications: the tests' non-Python check that the gateway's checkpoints are
-// language-neutral. Usage: node checkpoint_verify.mjs <verifier key> < note
+// The JavaScript checkpoint verifier (tests/node/checkpoint.mjs) as a command, for the Python tests.
+// Usage: node checkpoint_verify.mjs <verifier key> < note
 // Prints {"origin", "size", "root_hex"} and exits 0 when the note verifies; exits 1 with the reason if not.
-import { createHash, createPublicKey, verify } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { verifyCheckpoint } from "../node/checkpoint.mjs";
 
-function fail(reason) { console.error(reason); process.exit(1); }
-
-const vkey = process.argv[2];
-const [name, idHex, keyB64] = [vkey.slice(0, vkey.indexOf("+")), vkey.split("+")[1], vkey.split("+").slice(2).join("+")];
-const keyBytes = Buffer.from(keyB64, "base64");
-if (keyBytes.length !== 33 || keyBytes[0] !== 0x01) fail("not an Ed25519 verifier key");
-const pub = keyBytes.subarray(1);
-const keyId = createHash("sha256").update(Buffer.concat([Buffer.from(name + "\n"), Buffer.from([0x01]), pub])).digest().subarray(0, 4);
-if (keyId.toString("hex") !== idHex) fail("the verifier key's ID does not match its key");
-// SubjectPublicKeyInfo of an Ed25519 key: a fixed 12-byte DER prefix, then the 32 bytes (RFC 8410)
-const spki = Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), pub]);
-const publicKey = createPublicKey({ key: spki, format: "der", type: "spki" });
-
-const note = readFileSync(0);
-const text = note.toString("utf8");
-const cut = text.lastIndexOf("\n\n");
-if (cut < 0) fail("no blank line");
-const body = Buffer.from(text.slice(0, cut + 1), "utf8");
-const lines = text.slice(cut + 2).split("\n");
-if (lines.pop() !== "") fail("the signature lines do not end with a newline");
-let verified = false;
-for (const line of lines) {
-  const m = /^\u2014 (\S+) (\S+)$/u.exec(line);
-  if (!m) fail(`malformed signature line: ${line}`);
-  const sig = Buffer.from(m[2], "base64");
-  if (m[1] !== name || !sig.subarray(0, 4).equals(keyId)) continue;  // another key's: ignored
-  if (!verify(null, body, publicKey, sig.subarray(4))) fail(`the signature by ${name} does not verify`);
-  verified = true;
+try {
+  const { origin, size, root } = verifyCheckpoint(process.argv[2], readFileSync(0).toString("utf8"));
+  console.log(JSON.stringify({ origin, size, root_hex: root.toString("hex") }));
+} catch (err) {
+  console.error(err.message);
+  process.exit(1);
 }
-if (!verified) fail(`no signature by ${name}`);
-const [origin, size, root] = text.slice(0, cut).split("\n");
-if (!/^(0|[1-9][0-9]*)$/.test(size)) fail("bad tree size");
-console.log(JSON.stringify({ origin, size: Number(size), root_hex: Buffer.from(root, "base64").toString("hex") }));
