@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,10 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="auto, cpu or cuda.",
 DeviceOpt = Annotated[int, typer.Option("--device", help="CUDA device index.", envvar="GPUPROOF_DEVICE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 JobIdArg = Annotated[str, typer.Option("--job", help="The job id (32 hex characters).")]
+LogKeyOpt = Annotated[str | None, typer.Option(
+    "--log-key", envvar="GPUPROOF_LOG_KEY",
+    help="The log's key, known beforehand (not trusted on first use): its note verifier key "
+         "(NAME+ID+BASE64, as GET /v1/log/head names in `verifier_key`) or its 64-hex public key.")]
 
 
 def agent_settings(**flags: Any):  # noqa: ANN202
@@ -88,6 +93,48 @@ def pinned_log_key(gateway: str | None) -> bytes | None:
     seen = json.loads(store.read_text()) if store.exists() else {}
     previous = seen.get(gateway_url(gateway).rstrip("/"))
     return bytes.fromhex(previous["public_key"]) if previous else None
+
+
+@dataclass(frozen=True)
+class LogKey:
+    """A log key given up front (--log-key): its public key and, from a note verifier key, the log's origin."""
+
+    public_key: bytes
+    origin: str | None = None
+
+    def check_origin(self, origin: str | None) -> None:
+        """A head's log must be the one the verifier key names (its key name is the log's origin)."""
+        from gpuproof.client import LogVerificationError
+
+        if self.origin is not None and origin != self.origin:
+            raise LogVerificationError(f"the gateway's checkpoint is of log {origin!r}, not {self.origin!r} that "
+                                       "--log-key names")
+
+
+def log_key(gateway: str | None, given: str | None) -> LogKey | None:
+    """The log key to verify this gateway's heads with: the one given (--log-key), else the one pinned by an
+    earlier `gpuproof log verify`, else None (the first head's key is trusted and pinned). A given key that
+    differs from the pinned one is refused: one of them is not this gateway's log."""
+    pinned = pinned_log_key(gateway)
+    if given is None:
+        return LogKey(pinned) if pinned is not None else None
+    from gpuproof.verifier import notes
+
+    text = given.strip()
+    if is_hex(text, 32):
+        key = LogKey(bytes.fromhex(text))
+    else:
+        try:
+            origin, public = notes.parse_verifier_key(text)
+        except notes.NoteError as exc:
+            raise InvalidParameter("--log-key", f"expected a note verifier key NAME+ID+BASE64 or a 64-hex public "
+                                   f"key: {exc}") from None
+        key = LogKey(public, origin)
+    if pinned is not None and pinned != key.public_key:
+        raise InvalidParameter("--log-key", f"this gateway's log was verified before under key "
+                               f"{pinned.hex()[:16]}..., not {key.public_key.hex()[:16]}...: if the gateway "
+                               f"really changed its log key, remove its entry from {log_heads_path()}")
+    return key
 
 
 def check_job_id(job: str) -> str:

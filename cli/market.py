@@ -13,11 +13,12 @@ from gpuproof.cli.common import (
     GatewayOpt,
     JobIdArg,
     JsonOpt,
+    LogKeyOpt,
     agent_settings,
     check_job_id,
     gateway_client,
     log_heads_path,
-    pinned_log_key,
+    log_key,
     print_verdict,
 )
 from gpuproof.kernels.errors import InvalidParameter
@@ -37,6 +38,7 @@ def verify_transcript(
     log: Annotated[bool | None, typer.Option("--log/--no-log", help="Also check the transcript against the "
                                              "gateway's transparency log (default: for a challenge id, not for "
                                              "a file).")] = None,
+    key: LogKeyOpt = None,
 ) -> None:
     """Re-run every check of a challenge transcript; with the log, also check that its commitment, opening
     request and verdict are in the gateway's signed log, bind this transcript and come in that order.
@@ -69,8 +71,11 @@ def verify_transcript(
     verdict, diffs = transcript.recheck(doc)
     logged = None
     if log if log is not None else not is_file:
-        with gateway_client(gateway, pinned_log_key=pinned_log_key(gateway)) as client:
+        pinned = log_key(gateway, key)
+        with gateway_client(gateway, pinned_log_key=pinned.public_key if pinned else None) as client:
             head, kinds, log_diffs = client.transcript_log_differences(doc)
+            if pinned is not None:
+                pinned.check_origin(head.origin)
             log_diffs += _extends_seen(client, head)
         logged = {"size": head.size, "root": head.root.hex(), "entries": kinds, "binds_transcript": not log_diffs,
                   "differences": log_diffs, "origin": head.origin, "checkpoint": head.checkpoint}
@@ -161,14 +166,17 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between checks with "
                                                        "--follow.", envvar="GPUPROOF_LOG_INTERVAL")] = 10.0,
                max_checks: Annotated[int, typer.Option("--max-checks", min=0, help="With --follow: stop after this "
-                                                       "many checks (0: never).")] = 0) -> None:
+                                                       "many checks (0: never).")] = 0,
+               key: LogKeyOpt = None) -> None:
     """Check the gateway's signed checkpoint (C2SP tlog-checkpoint) and that it extends the last one seen from
-    it (kept in the config directory); the gateway's key is pinned on first use."""
+    it (kept in the config directory). The log's key is the one --log-key gives, else the one pinned by an
+    earlier check, else the first head's (trusted on first use, then pinned)."""
     from gpuproof.client import GatewayUnreachable, TreeHead
 
     store = log_heads_path()
     seen = json.loads(store.read_text()) if store.exists() else {}
-    with gateway_client(gateway) as client:
+    pinned = log_key(gateway, key)
+    with gateway_client(gateway, pinned_log_key=pinned.public_key if pinned else None) as client:
         url = client.base_url
         old = TreeHead.parse(seen[url]) if seen.get(url) else None
         audit, checks = None, 0
@@ -178,6 +186,8 @@ def log_verify(gateway: GatewayOpt = None, as_json: JsonOpt = False,
                 client.pinned_log_key = old.public_key
             try:
                 new = client.check_extends(old) if old is not None else client.tree_head()
+                if pinned is not None:
+                    pinned.check_origin(new.origin)
                 if entries:
                     audit = client.audit_log(new, audit)
             except GatewayUnreachable as exc:

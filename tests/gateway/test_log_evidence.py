@@ -11,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from gpuproof.client import GatewayClient
 from gpuproof.gateway.models import LogEntry, LogNode
 from gpuproof.kernels import merkle
 from gpuproof.kernels.reference import CpuBackend
-from gpuproof.verifier import evidence, signatures
+from gpuproof.verifier import evidence, notes, signatures
 from gpuproof.verifier.wire import ChallengeOut, VerdictOut
 from sqlalchemy import create_engine, select, update
 
@@ -283,3 +284,35 @@ def test_the_monitor_stops_after_max_checks_with_every_check_consistent(live, tm
     assert [(c["previous_size"], c["size"], c["consistent"], c["differences"]) for c in lines] == [
         (None, 1, True, []), (1, 1, True, []), (1, 1, True, [])]
     assert len({c["checkpoint"] for c in lines}) == 1  # one tree, one checkpoint, byte for byte
+
+
+def test_a_log_key_given_up_front_is_held_to_from_the_first_check(live, tmp_path):
+    """--log-key: a renter who knows the log's key beforehand trusts nothing on first use. A gateway whose
+    log is signed by another key, or is another log (origin) under the same key, is refused before anything
+    is pinned; a key that contradicts the one pinned earlier is refused as a parameter."""
+    with provider(live) as client:
+        cid, _ = play(client)
+    head = httpx.get(f"{live.base}/v1/log/head").json()
+    real, origin = head["verifier_key"], head["origin"]
+    public = bytes.fromhex(head["public_key"])
+    stranger = notes.verifier_key(origin, signatures.public_key_bytes(signatures.new_private_key()))
+    other_log = notes.verifier_key("another.example/log", public)
+    for key in (stranger, other_log):
+        out = gpuproof(tmp_path / "fresh", "log", "verify", "--gateway", live.base, "--log-key", key)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+        assert not (tmp_path / "fresh" / "log-heads.json").exists() or live.base not in \
+            (tmp_path / "fresh" / "log-heads.json").read_text()  # nothing pinned from a refused head
+        bad = gpuproof(tmp_path / "fresh", "verify-transcript", cid, "--gateway", live.base, "--log-key", key)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stdout + bad.stderr
+    assert "another key" in gpuproof(tmp_path / "fresh", "log", "verify", "--gateway", live.base, "--log-key",
+                                     stranger).stderr
+    for key in (real, public.hex()):
+        ok = gpuproof(tmp_path / f"ok-{len(key)}", "log", "verify", "--gateway", live.base, "--log-key", key)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    transcript = gpuproof(tmp_path / "ok-64", "verify-transcript", cid, "--gateway", live.base, "--log-key", real)
+    assert transcript.returncode == 0, transcript.stdout + transcript.stderr
+    # pinned now: a different key given later is a contradiction, said as one line naming the parameter
+    contradicts = gpuproof(tmp_path / "ok-64", "log", "verify", "--gateway", live.base, "--log-key", stranger)
+    assert contradicts.returncode == 2 and "--log-key" in contradicts.stderr, contradicts.stderr
+    malformed = gpuproof(tmp_path / "fresh", "log", "verify", "--gateway", live.base, "--log-key", "not+a+key")
+    assert malformed.returncode == 2 and "--log-key" in malformed.stderr and "Traceback" not in malformed.stderr
