@@ -246,6 +246,16 @@ class WebhookEndpoint(Base):
     description: Mapped[str | None] = mapped_column(String(100), nullable=True)
     secret: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[float] = mapped_column(Float)
+    # after a rotation, the secret before it: deliveries are signed with it too until `previous_until`
+    previous_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    previous_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    def signing_secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets a delivery attempt at `now` is signed with: the current one, and the previous one
+        while its overlap lasts."""
+        if self.previous_secret is not None and self.previous_until is not None and now < self.previous_until:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 class WebhookDelivery(Base):

@@ -195,6 +195,21 @@ class WebhookEndpointCreated(WebhookEndpointOut):
     secret: str = Field(description="whsec_<base64>: verifies the deliveries' signatures; shown only now")
 
 
+class WebhookSecretRotation(Strict):
+    """A rotation of an endpoint's secret: how long the previous secret keeps signing deliveries too."""
+
+    overlap_s: Annotated[float | None, Field(ge=0, le=webhooks.MAX_OVERLAP_S, allow_inf_nan=False,
+                                             description="seconds the previous secret also signs deliveries "
+                                                         "(default GPUPROOF_WEBHOOK_SECRET_OVERLAP_S); 0 ends "
+                                                         "it at once")] = None
+
+
+class WebhookSecretRotated(BaseModel):
+    secret: str = Field(description="the new whsec_<base64> secret; shown only now")
+    previous_valid_until: float | None = Field(description="until when (unix seconds) deliveries are signed "
+                                                           "with the previous secret too; null: not at all")
+
+
 class WebhookAttemptOut(BaseModel):
     at: float
     status: int | None = Field(description="the receiver's HTTP status; null when it did not answer")

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_poll_s: float = Field(default=1.0, ge=0)
     webhook_max_endpoints: int = Field(default=10, ge=1, le=1000)
+    # after a secret's rotation, deliveries are signed with the previous secret too for this long by default
+    # (a rotation may ask for another overlap, up to webhooks.MAX_OVERLAP_S), so receivers can switch over
+    webhook_secret_overlap_s: float = Field(default=86400.0, ge=0, le=7 * 86400.0)
     # endpoints resolving to loopback, private or link-local addresses are refused (SSRF) unless allowed:
     # for tests and demos with local receivers, or a gateway whose receivers live on its private network
     webhook_allow_private: bool = False

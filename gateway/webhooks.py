@@ -149,7 +149,7 @@ class Outgoing:
 
     id: str
     url: str
-    secret: str
+    secrets: tuple[str, ...]  # each signs the attempt (WebhookEndpoint.signing_secrets)
     body: bytes
 
 
@@ -179,15 +179,15 @@ def claim(db: Database, settings: Settings, now: float, limit: int = BATCH) -> l
         return []
     with db.writer() as session:
         rows = session.execute(
-            select(WebhookDelivery, WebhookEndpoint.url, WebhookEndpoint.secret)
+            select(WebhookDelivery, WebhookEndpoint)
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
             .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
             .order_by(WebhookDelivery.next_attempt_at).limit(limit)
             .with_for_update(skip_locked=True, of=WebhookDelivery)).all()
         out = []
-        for delivery, url, secret in rows:
+        for delivery, endpoint in rows:
             delivery.next_attempt_at = now + settings.webhook_timeout_s + LEASE_SLACK_S
-            out.append(Outgoing(delivery.id, url, secret, delivery.body.encode()))
+            out.append(Outgoing(delivery.id, endpoint.url, endpoint.signing_secrets(now), delivery.body.encode()))
         session.commit()
     return out
 
@@ -263,7 +263,7 @@ async def attempt(client: httpx.AsyncClient, outgoing: Outgoing, timeout_s: floa
     each read, which a receiver trickling bytes could stretch without end)."""
     at = time.time()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-               **webhooks.headers(outgoing.secret, outgoing.id, int(at), outgoing.body)}
+               **webhooks.headers(outgoing.secrets, outgoing.id, int(at), outgoing.body)}
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s), client.stream("POST", outgoing.url, content=outgoing.body,

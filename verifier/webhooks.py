@@ -37,6 +37,9 @@ MAX_URL_LENGTH = 2000
 TOLERANCE_S = 300  # a receiver refuses a timestamp further than this from its clock (the spec's 5 minutes)
 
 
+MAX_OVERLAP_S = 7 * 86400.0  # the longest a rotated secret may keep signing deliveries
+
+
 class WebhookError(GpuproofError):
     """A webhook secret, URL, signature or event that is not valid; the message says what was expected."""
 
@@ -71,10 +74,14 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers of one attempt."""
+def headers(secret: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers of one attempt; with several secrets (a rotation's new and
+    previous), one ``v1,`` signature by each, space-separated, so a receiver holding either verifies it."""
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    if not keys:
+        raise WebhookError("a delivery is signed with at least one secret")
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body)}
+            "webhook-signature": " ".join(sign(k, msg_id, timestamp, body) for k in keys)}
 
 
 def verify(secret: str, received: Mapping[str, str], body: bytes, now: float, tolerance_s: float = TOLERANCE_S) -> str:

@@ -27,11 +27,13 @@ from gpuproof.gateway.schemas import (
     WebhookEndpointCreated,
     WebhookEndpointIn,
     WebhookEndpointOut,
+    WebhookSecretRotated,
+    WebhookSecretRotation,
 )
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import webhooks as spec
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_ip)])
@@ -87,6 +89,7 @@ def create_endpoint(body: WebhookEndpointIn, session: WriteSessionDep, state: St
     except spec.WebhookError as exc:
         raise Problem(422, "Endpoint refused", str(exc)) from None
     limit = state.settings.webhook_max_endpoints
+    lock_tenant(session, key.tenant)  # two registrations at once must not both pass the count
     have = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.tenant == key.tenant))
     if (have or 0) >= limit:
         raise Problem(409, "Too many endpoints", f"this tenant has {have} webhook endpoints, the most it may have "
@@ -95,6 +98,35 @@ def create_endpoint(body: WebhookEndpointIn, session: WriteSessionDep, state: St
                           description=body.description, secret=spec.new_secret(), created_at=time.time())
     session.add(row)
     answer = WebhookEndpointCreated(**endpoint_out(row).model_dump(), secret=row.secret)
+    session.commit()
+    return answer
+
+
+def lock_tenant(session: Session, tenant: str) -> None:
+    """Hold the tenant's endpoint registrations to one at a time until the transaction ends. PostgreSQL: a
+    transaction-scoped advisory lock on the tenant's name (no tenant row to lock); SQLite's write
+    transactions already run one at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant))"),
+                        {"space": ADVISORY_WEBHOOK_TENANT, "tenant": tenant})
+
+
+ADVISORY_WEBHOOK_TENANT = 0x77656268  # the advisory lock space of webhook registrations ("wbh")
+
+
+@router.post("/{endpoint_id}/secret", operation_id="rotate_webhook_secret")
+def rotate_secret(endpoint_id: IdPath, session: WriteSessionDep, state: StateDep, key: TenantKey,
+                  body: WebhookSecretRotation | None = None) -> WebhookSecretRotated:
+    """Give an endpoint a new secret, shown only in this answer. Deliveries are signed with the new secret
+    and, for `overlap_s` more seconds (default GPUPROOF_WEBHOOK_SECRET_OVERLAP_S, a day), with the previous
+    one too (two `v1,` signatures in `webhook-signature`), so the receiver can switch over without losing
+    one. Only one previous secret is kept: rotating again ends the older one's overlap at once."""
+    row = tenant_endpoint(session, endpoint_id, key, lock=True)
+    now = time.time()
+    overlap = state.settings.webhook_secret_overlap_s if body is None or body.overlap_s is None else body.overlap_s
+    row.previous_secret, row.previous_until = (row.secret, now + overlap) if overlap > 0 else (None, None)
+    row.secret = spec.new_secret()
+    answer = WebhookSecretRotated(secret=row.secret, previous_valid_until=row.previous_until)
     session.commit()
     return answer
 

@@ -13,18 +13,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from gpuproof.gateway import admin, maintenance
 from gpuproof.gateway import webhooks as hooks
 from gpuproof.gateway.app import create_app
+from gpuproof.gateway.db import Database
 from gpuproof.gateway.models import SegmentAudit, WebhookAttempt, WebhookDelivery
 from gpuproof.gateway.settings import Settings
 from sqlalchemy import select
 
 from tests.gateway.test_api import Agent, assert_problem
+from tests.support.server import Server
 
 WAIT_S = 30.0  # the most any event below is waited for; each normally comes within a fraction of a second
 
@@ -471,7 +475,7 @@ def test_an_attempt_to_a_private_address_is_refused_when_sent(receiver):
     resolves, checks and dials the checked address itself, so nothing reaches a loopback receiver, and the
     attempt's error says why; with the setting, the same attempt is delivered."""
     receiver.start()
-    outgoing = hooks.Outgoing("d" * 32, receiver.url.replace("127.0.0.1", "localhost"), "whsec_" + "A" * 32,
+    outgoing = hooks.Outgoing("d" * 32, receiver.url.replace("127.0.0.1", "localhost"), ("whsec_" + "A" * 32,),
                               b'{"type":"test"}')
 
     async def send(allow: bool) -> hooks.Outcome:
@@ -484,3 +488,71 @@ def test_an_attempt_to_a_private_address_is_refused_when_sent(receiver):
     outcome = asyncio.run(send(True))
     assert outcome.ok, outcome
     assert len(receiver.requests) == 1
+
+
+def signed_by(secret: str, request: dict) -> bool:
+    h = request["headers"]
+    expected = spec_signature(secret, h["webhook-id"], h["webhook-timestamp"], request["body"])
+    return any(hmac.compare_digest(expected, s) for s in h["webhook-signature"].split(" "))
+
+
+def test_a_rotated_secret_signs_alongside_the_new_one_for_its_overlap_then_stops(gw, receiver):
+    """Secret rotation (Standard Webhooks: several space-separated signatures): the new secret is shown once;
+    deliveries carry a signature by the new and by the previous secret until the overlap ends, then by the
+    new one alone. Another tenant cannot rotate it (404, as for none)."""
+    receiver.start()
+    auth = tenant_key(gw, "market")
+    endpoint = register(gw, auth, receiver.url, events=["settlement"])
+    agent = Agent(gw)
+    job_id = open_job(gw, auth, agent)
+    settle = lambda: gw.client.post(f"/v1/jobs/{job_id}/settlement", headers=auth)  # noqa: E731
+    assert_problem(gw.client.post(f"/v1/webhooks/{endpoint['id']}/secret", headers=tenant_key(gw, "other")), 404, "")
+    rotated = gw.client.post(f"/v1/webhooks/{endpoint['id']}/secret", headers=auth)
+    assert rotated.status_code == 200, rotated.text
+    new, until = rotated.json()["secret"], rotated.json()["previous_valid_until"]
+    assert new.startswith("whsec_") and new != endpoint["secret"]
+    assert until == pytest.approx(time.time() + gw.app.state.gp.settings.webhook_secret_overlap_s, abs=60)
+    assert "secret" not in json.dumps(gw.client.get(f"/v1/webhooks/{endpoint['id']}", headers=auth).json())
+    settle()
+    (first,) = receiver.wait_for(lambda rs: len(rs) == 1)
+    assert len(first["headers"]["webhook-signature"].split(" ")) == 2
+    assert signed_by(new, first) and signed_by(endpoint["secret"], first)
+    # rotate again with no overlap: only the newest secret signs; both older ones are refused
+    again = gw.client.post(f"/v1/webhooks/{endpoint['id']}/secret", json={"overlap_s": 0}, headers=auth).json()
+    assert again["previous_valid_until"] is None
+    delivery = gw.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=auth).json()["items"][0]
+    gw.client.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/redeliver", headers=auth)
+    second = receiver.wait_for(lambda rs: len(rs) == 2)[1]
+    assert second["headers"]["webhook-id"] == first["headers"]["webhook-id"]
+    assert signed_by(again["secret"], second) and len(second["headers"]["webhook-signature"].split(" ")) == 1
+    assert not signed_by(new, second) and not signed_by(endpoint["secret"], second)
+    for bad in ({"overlap_s": -1}, {"overlap_s": 8 * 86400}, {"overlap_s": "soon"}, {"keep": 1}):
+        assert_problem(gw.client.post(f"/v1/webhooks/{endpoint['id']}/secret", json=bad, headers=auth), 422, "")
+
+
+def test_registrations_at_once_never_pass_the_endpoint_limit(database_url, tmp_path):
+    """Eight registrations of one tenant sent at once against a limit of 3: exactly 3 are created, the rest
+    get 409 (each counted the tenant's endpoints before any was stored, and all passed, before the tenant's
+    registrations were made to take turns)."""
+    server = Server(database_url, tmp_path / "gw", GPUPROOF_WEBHOOK_MAX_ENDPOINTS="3",
+                    GPUPROOF_WEBHOOK_ALLOW_PRIVATE="1").start()
+    try:
+        db = Database(database_url)
+        key = admin.create_api_key(db, "market-key", ["jobs"], tenant="market")
+        db.engine.dispose()
+        auth = {"Authorization": f"Bearer {key}"}
+        barrier = threading.Barrier(8)
+
+        def create(i: int) -> int:
+            with httpx.Client(base_url=server.base, timeout=60) as c:
+                barrier.wait()
+                return c.post("/v1/webhooks", json={"url": f"https://example.com/{i}", "events": ["trust"]},
+                              headers=auth).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(create, range(8)))
+        listed = httpx.get(f"{server.base}/v1/webhooks", headers=auth).json()
+    finally:
+        server.stop()
+    assert codes == [201] * 3 + [409] * 5, codes
+    assert len(listed) == 3
