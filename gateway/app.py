@@ -165,8 +165,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         gc.freeze()
         # Blocking work (verification, database writes) runs in at most `worker_threads` threads (3): each
         # runnable thread takes turns at the GIL with the event loop, so fewer threads keep reads fast
-        # under load; SQLite serialises writes anyway (docs/performance.md: 8 -> 3 threads took the read
-        # p99 under 200 agents from 73 ms to 30-34 ms with the same number of verdicts).
+        # under load; SQLite serialises writes anyway (docs/performance.md, "Gateway under load", compares
+        # 8 threads with 3).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         sys.setswitchinterval(0.001)
         sweeping = (asyncio.create_task(maintenance.run(app.state.gp), name="gpuproof maintenance")
