@@ -12,10 +12,12 @@ error; never a traceback for bad input. `--json` prints exactly one JSON documen
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
 from gpuproof.cli import admin, challenge, demo, market, provider
+from gpuproof.cli.common import SERVER_MODULES, require_server, server_extra_missing
 from gpuproof.kernels.errors import BackendUnavailable, GpuproofError, InvalidParameter
 from typer.exceptions import Abort, Exit, TyperException
 
@@ -32,7 +34,17 @@ app.add_typer(provider.app, name="agent")
 app.add_typer(market.log_app, name="log")
 app.command("verify-transcript")(market.verify_transcript)
 app.command("trust")(market.trust_command)
-app.command("demo")(demo.demo_command)
+
+
+@functools.wraps(demo.demo_command)  # the same options and help: typer reads them through __wrapped__
+def _demo(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    # The demo's gateway runs in a child process: without the server extra it would die there, after the
+    # calibration, with a traceback in its log. Checked before anything starts instead.
+    require_server("the demo (it runs a gateway)")
+    demo.demo_command(*args, **kwargs)
+
+
+app.command("demo")(_demo)
 app.command("replay")(market.replay_command)
 app.add_typer(demo.cheat_app, name="cheat", hidden=True)
 
@@ -61,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     except GpuproofError as exc:
         return _fail(str(exc), 1)
+    except ModuleNotFoundError as exc:  # a gateway command on a box without the server extra
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        return _fail(str(server_extra_missing("the gateway", exc.name or "")), 1)
     except Exception as exc:  # a database or OS failure under a command: one line, not a traceback
         sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")  # loaded only by the gateway's commands (cli/admin.py)
         if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError):

@@ -3,13 +3,14 @@ SDK client for it, and the one-line forms of a verdict. Imports no server code (
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from gpuproof.kernels.errors import InvalidParameter
+from gpuproof.kernels.errors import ExtraMissing, InvalidParameter
 from gpuproof.verifier.ids import ID_BYTES, is_hex
 
 GatewayOpt = Annotated[str | None, typer.Option("--gateway", help="Gateway base URL (else the config file's).",
@@ -22,6 +23,33 @@ LogKeyOpt = Annotated[str | None, typer.Option(
     "--log-key", envvar="GPUPROOF_LOG_KEY",
     help="The log's key, known beforehand (not trusted on first use): its note verifier key "
          "(NAME+ID+BASE64, as GET /v1/log/head names in `verifier_key`) or its 64-hex public key.")]
+
+
+SERVER_MODULES = ("fastapi", "fastapi_offline", "starlette", "uvicorn", "sqlalchemy", "alembic", "jinja2",
+                  "prometheus_client", "httpcore", "psycopg")
+"""The import names of the server extra's packages (pyproject.toml), which a provider's box may not have."""
+
+SERVER_INSTALL = "pip install 'gpuproof[server]'"
+
+
+def server_extra_missing(what: str, module: str) -> ExtraMissing:
+    """The one-line error for a command that needs the server extra: `what` needs it, `module` is missing."""
+    return ExtraMissing(f"{what} needs the server extra ({module} is not installed): {SERVER_INSTALL}")
+
+
+def require_server(what: str) -> None:
+    """Import the server extra's modules that every gateway loads, or raise ExtraMissing naming the first one
+    missing and the install command. For a command that would otherwise fail later, elsewhere (the demo's
+    gateway runs in a child process); the gateway's own commands import the server where they need it, and
+    `main` turns a missing module there into the same line. psycopg is left out: only a PostgreSQL URL
+    loads it."""
+    for module in SERVER_MODULES:
+        if module == "psycopg":
+            continue
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise server_extra_missing(what, exc.name or module) from None
 
 
 def agent_settings(**flags: Any):  # noqa: ANN202

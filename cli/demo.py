@@ -67,14 +67,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-# m, n, k, R: a challenge of ~0.1 s on a CPU, every 2 s per device (an honest CPU's limit is ~2 s: room
-# for a loaded machine); an H100 claim gets one that an H100 finishes in ~50 us and a CPU in ~0.8 s, past
-# the slowest honest H100's limit (~0.33 s) even after the largest round-trip allowance (0.2 s) that a
-# provider echoing its probes late can get (with R=8, 0.5 s, it passed 2 of 27 times on a loaded machine).
+# m, n, k, R: a small challenge on a CPU, every 2 s per device (an honest CPU's limit is ~2 s: room for a
+# loaded machine); an H100 claim gets one that an H100 finishes far inside its limit, while a CPU takes longer
+# than the slowest honest H100's limit (~0.33 s) even after the largest round-trip allowance (0.2 s) that a
+# provider echoing its probes late can get. A smaller R left a CPU too close to that limit on a loaded machine
+# (the timings are in docs/performance.md, "The demo's challenge sizes").
 TEST_SHAPE = "128,2048,2048,4;h100-sxm=256,2048,4096,12"
-# demo-cpu (the many-devices role): a challenge of ~0.6 s on this machine at its best, m, n, k below and R
-# measured at start (Demo.calibrate). Its slow limit is then 0.6/0.9 + 0.25 + 3.89 * hypot(0.03 * 0.67,
-# 0.02) = 1.03 s; four challenges at once on one machine need ~4 x 0.6 = 2.4 s, 2.3x past it, and the
+# demo-cpu (the many-devices role): a challenge sized to take DEMO_CPU_SECONDS on this machine at its best,
+# m, n, k below and R measured at start (Demo.calibrate). Its slow limit is then 0.6/0.9 + 0.25 + 3.89 *
+# hypot(0.03 * 0.67, 0.02) = 1.03 s; four challenges at once on one machine need ~4 x 0.6 = 2.4 s, 2.3x past it, and the
 # second of four done one after another (1.2 s) is past it too. At ~1 s each the four would keep both cores
 # of a 2-core machine busy through every round (one every ~2 s) and starve the other providers.
 DEMO_CPU_SECONDS = 0.6
@@ -240,7 +241,8 @@ ROLES = [
     Role("lazy-trainer", "lazy-trainer", "interpolated checkpoints", claim="cpu-reference", serves=False,
          trains="interpolate"),
     # its four workers compute at once in one process: with one BLAS thread each they share the cores evenly;
-    # with OpenBLAS's pool they fought over it and took 10-20x one challenge's time (past the deadline)
+    # with OpenBLAS's pool they fought over it and came in past the deadline (docs/performance.md, "The demo's
+    # challenge sizes")
     Role("many-devices", "one-card-four-devices", "one card answering for four", claim="demo-cpu", devices=4,
          blas_threads=1),
 ]

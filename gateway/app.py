@@ -32,6 +32,7 @@ from gpuproof.gateway.trust_cache import TrustCache
 from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
+from gpuproof.verifier.ids import ID_BYTES, hex_digits
 from gpuproof.verifier.profiles import Profile, load_profiles_with
 from gpuproof.verifier.protocol import Verifier, VerifierConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,7 +67,7 @@ def gateway_profiles(settings: Settings) -> Mapping[str, Profile] | None:
 
 
 DOCS_ASSETS = "/docs-assets"  # where the API docs' JavaScript and CSS are served (create_app)
-UPLOAD_PATH = re.compile(r"^/v1/audits/[0-9a-f]{32}/state$")
+UPLOAD_PATH = re.compile(rf"^/v1/audits/{hex_digits(ID_BYTES)}/state$")
 
 
 class BodyLimit:
@@ -165,8 +166,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         gc.freeze()
         # Blocking work (verification, database writes) runs in at most `worker_threads` threads (3): each
         # runnable thread takes turns at the GIL with the event loop, so fewer threads keep reads fast
-        # under load; SQLite serialises writes anyway (docs/performance.md: 8 -> 3 threads took the read
-        # p99 under 200 agents from 73 ms to 30-34 ms with the same number of verdicts).
+        # under load; SQLite serialises writes anyway (docs/performance.md, "Gateway under load", compares
+        # 8 threads with 3).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         sys.setswitchinterval(0.001)
         sweeping = (asyncio.create_task(maintenance.run(app.state.gp), name="gpuproof maintenance")
@@ -217,7 +218,7 @@ class TrustFastPath:
     on to the application, which answers as always.
     """
 
-    PATH = re.compile(r"^/v1/providers/([0-9a-f]{32})/trust$")
+    PATH = re.compile(rf"^/v1/providers/({hex_digits(ID_BYTES)})/trust$")
     ROUTE = "/v1/providers/{provider_id}/trust"
 
     def __init__(self, app: ASGIApp) -> None:

@@ -46,6 +46,7 @@ from gpuproof.gateway.models import (
     ValidatorNonce,
 )
 from gpuproof.gateway.state import State
+from gpuproof.verifier import lifecycle
 from sqlalchemy import CursorResult, Delete, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -77,7 +78,7 @@ def sweep(state: State, now: float) -> Swept:
     """One pass: judge what is overdue and delete the nonces that can no longer matter."""
     with state.db.reader() as reader:
         providers = reader.execute(
-            select(Challenge.provider_id).where(Challenge.state.in_(("issued", "committed")),
+            select(Challenge.provider_id).where(Challenge.state.in_(lifecycle.OPEN_STATES),
                                                 (Challenge.issued_at + Challenge.deadline_s
                                                  < now - state.settings.expiry_grace_s)
                                                 | (Challenge.delivered_at.is_(None)

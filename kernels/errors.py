@@ -41,3 +41,8 @@ class OpeningRejected(GpuproofError):
 
 class BackendUnavailable(GpuproofError):
     """The requested compute backend cannot run here (no CuPy, no GPU, bad device index)."""
+
+
+class ExtraMissing(GpuproofError):
+    """A command needs an optional part of gpuproof that is not installed here (the gateway's server on a
+    provider's box); the message names the extra and the command that installs it."""

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from tests.support.server import ROOT
 
@@ -24,7 +28,7 @@ BLOCKED = {SERVER_ONLY!r}
 class NoServer:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is not installed on this provider box")
+            raise ModuleNotFoundError(f"{{name}} is not installed on this provider box", name=name)
         return None
 
 sys.meta_path.insert(0, NoServer())
@@ -72,6 +76,36 @@ def test_the_blocker_blocks():
     run = subprocess.run([sys.executable, "-c", BLOCKER + "import gpuproof.gateway.app"], capture_output=True,
                          text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert run.returncode != 0 and "not installed on this provider box" in run.stderr
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~;\s]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_the_server_packages_are_an_extra_not_dependencies():
+    """`pip install gpuproof` on a provider's box brings none of the server; `gpuproof[server]` brings it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = _requirement_names(project["dependencies"])
+    server = _requirement_names(project["optional-dependencies"]["server"])
+    assert base & server == set()
+    assert {"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "starlette", "jinja2", "fastapi-offline",
+            "prometheus-client", "httpcore"} <= server
+    assert any(r.startswith("gpuproof[") and "server" in r for r in project["optional-dependencies"]["dev"])
+
+
+@pytest.mark.parametrize("command", [["gateway", "serve"], ["gateway", "migrate"], ["gateway", "openapi"],
+                                     ["gateway", "api-key", "create", "--name", "x", "--scope", "jobs"],
+                                     ["demo", "--duration", "5"]], ids=" ".join)
+def test_without_the_server_extra_the_gateway_commands_say_so_in_one_line(tmp_path, command):
+    env = {**os.environ, "GPUPROOF_CONFIG_DIR": str(tmp_path / "config"), "GPUPROOF_DATA_DIR": str(tmp_path / "data")}
+    script = BLOCKER + f"from gpuproof.cli import main\nsys.exit(main({command!r}))\n"
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.stdout == ""
+    (line,) = run.stderr.splitlines()
+    assert re.fullmatch(r"gpuproof: error: the (gateway|demo \(it runs a gateway\)) needs the server extra "
+                        r"\(\w+ is not installed\): pip install 'gpuproof\[server\]'", line), line
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

@@ -18,6 +18,7 @@ def test_quick_start_has_exactly_two_commands():
     commands = quick_start_commands()
     assert len(commands) == 2
     assert "gpuproof challenge run" in commands[0] or "gpuproof demo" in commands[0]
+    assert "-e '.[server]'" in commands[0]  # the demo runs a gateway: the server extra, and not the dev one
     assert "pytest" in commands[1]
 
 

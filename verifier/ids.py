@@ -10,9 +10,15 @@ from gpuproof.kernels.errors import InvalidParameter
 ID_BYTES = 16  # challenge, provider, job and audit ids: 16 random bytes, 32 lowercase hex characters
 
 
+def hex_digits(nbytes: int) -> str:
+    """The regular expression of `nbytes` bytes as lowercase hex, unanchored, for a larger pattern to embed
+    (a URL path with an id in it); `hex_pattern` is the same, anchored."""
+    return rf"[0-9a-f]{{{2 * nbytes}}}"
+
+
 def hex_pattern(nbytes: int) -> str:
     """The regular expression of `nbytes` bytes as lowercase hex (ids are 16 bytes: 32 characters)."""
-    return rf"^[0-9a-f]{{{2 * nbytes}}}$"
+    return f"^{hex_digits(nbytes)}$"
 
 
 _PATTERNS: dict[int, re.Pattern[str]] = {}

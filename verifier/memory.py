@@ -30,6 +30,7 @@ from gpuproof.kernels import memory, merkle
 from gpuproof.kernels.errors import GpuproofError, InvalidParameter, ProofError
 from gpuproof.kernels.memory import LaneOpening, MemoryPlan
 from gpuproof.kernels.spec import CHUNK_BYTES, ChallengeParams
+from gpuproof.verifier.outcome import Timing
 from gpuproof.verifier.profiles import Profile, load_profiles
 
 GIB = 2**30
@@ -467,7 +468,9 @@ def honest_extra_seconds(plan: MemoryPlan, profile: Profile) -> tuple[float, flo
 # The verdict
 # ------------------------------------------------------------------------------------------------
 
-WALK_CLASSES = ("consistent", "slower-than-claimed", "faster-than-claimed", "timeout")
+WALK_CLASSES = (Timing.CONSISTENT, Timing.SLOWER, Timing.FASTER, Timing.TIMEOUT)
+"""The classes the walk's timing can take: a challenge's, less `unprofiled` (a walk is planned for a profiled card
+only)."""
 
 
 def best_bandwidth_match(rate: float, profiles: Mapping[str, Profile] | None = None) -> Profile:
@@ -492,7 +495,7 @@ class MemoryFinding:
     passed: bool
     failure: str | None
     walk_s: float
-    walk_class: str
+    walk_class: Timing
     limits: WalkThresholds
     walk_gbs: float
     slow_limit_gbs: float
@@ -508,6 +511,7 @@ class MemoryFinding:
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("limits", "reasons")}
+        out["walk_class"] = self.walk_class.value  # the wire's plain string (verifier/wire.py)
         out["limits"] = vars(self.limits) | {}
         out["reasons"] = list(self.reasons)
         return out
@@ -523,21 +527,21 @@ def memory_finding(plan: MemoryPlan, claimed: Profile, failure: MemoryRejected |
         raise InvalidParameter("walk_s", f"must be a finite number of seconds, got {walk_s!r}")
     limits = walk_thresholds(plan, claimed, config)
     if walk_s > limits.deadline_s:
-        walk_class = "timeout"
+        walk_class = Timing.TIMEOUT
     elif walk_s > limits.slow_s:
-        walk_class = "slower-than-claimed"
+        walk_class = Timing.SLOWER
     elif walk_s < limits.fast_s:
-        walk_class = "faster-than-claimed"
+        walk_class = Timing.FASTER
     else:
-        walk_class = "consistent"
+        walk_class = Timing.CONSISTENT
     rate = plan.walk_bytes / max(walk_s, 1e-9)
     mem_bound, bw_bound = best_substitutes(plan.params, claimed, profiles, config) if bounds is None else bounds
-    timed_ok = walk_class in ("consistent", "faster-than-claimed")
+    timed_ok = walk_class in (Timing.CONSISTENT, Timing.FASTER)
     passed = failure is None and timed_ok
     claimed_bytes = int(physical_bytes(claimed))
     if failure is not None:
         capacity = "failed"
-    elif walk_class == "timeout" or walk_class == "slower-than-claimed":
+    elif walk_class in (Timing.TIMEOUT, Timing.SLOWER):
         capacity = "not-shown"
     else:
         capacity = "holds-table"

@@ -26,8 +26,10 @@ class MLPJob:
     batch: int = 32
     lr: float = 0.2
 
-    # A commitment every 50 steps: a step takes ~1 ms on one core, so this is ~20 commitments a second, the
-    # gateway's default per-provider rate limit (settings.provider_rate_per_s); a real job's steps are longer.
+    # A commitment every 50 steps: this stand-in's step is so short that a commitment every few steps would
+    # outrun the gateway's default per-provider rate limit (settings.provider_rate_per_s); at 50 it stays
+    # within it (the step's time is in docs/performance.md, "Checkpoint commitments"). A real job's steps are
+    # longer.
     checkpoint_interval = 50
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
