@@ -15,6 +15,7 @@ one timeout per `retry_s`. Each fallback is counted in gpuproof_rate_limit_fallb
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -72,6 +73,21 @@ class RateLimiter:
             oldest = sorted(self._buckets, key=lambda k: self._buckets[k][1])
             for key in oldest[: len(self._buckets) - self._max_keys // 2]:
                 del self._buckets[key]
+
+
+def source_of(request: Request) -> str:
+    """The address a request came from, as the per-source shares count it: the IPv4 address, or the /64 of
+    an IPv6 one (a single IPv6 host usually holds a whole /64); "unknown" without one."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 async def limit_ip(request: Request, state: StateDep) -> None:

@@ -29,6 +29,9 @@ class Provider(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[float] = mapped_column(Float)
+    # where it registered from (gateway.limits.source_of: the address, an IPv6 /64), for the share of open
+    # challenges the new devices of one source may hold; NULL for providers registered before it was kept
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class Device(Base):

@@ -59,9 +59,12 @@ class Settings(BaseSettings):
     # identity with the fewest running, identities taking turns; identities with no passed challenge yet
     # hold at most verify_threads_new of them together (issue 18: free identities cannot crowd out others)
     verify_threads: int = Field(default=2, ge=1, le=64)
-    # the open challenges that identities with no passed challenge yet may hold together; a new identity's
-    # round beyond it is deferred (204 + Retry-After) until some are judged (0: no limit)
+    # the open challenges that new devices (no passed challenge at their claim yet) may hold together; a round
+    # beyond it is deferred (204 + Retry-After) until some are judged (0: no limit)
     new_identity_open_challenges: int = Field(default=256, ge=0)
+    # the same for the new devices of the providers registered from one address (an IPv6 /64), a share of
+    # the above; a source that holds none may always start one round (0: no per-source limit)
+    new_device_open_challenges_per_source: int = Field(default=64, ge=0)
     verify_threads_new: int = Field(default=1, ge=1, le=64)
     # no new challenge is issued when the poll asking for it waited longer than this for a worker thread:
     # an overloaded gateway defers challenges (204 + Retry-After) rather than issue ones it could not

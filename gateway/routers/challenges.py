@@ -23,7 +23,7 @@ from gpuproof.gateway.auth import SignedProviderDep
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
-from gpuproof.gateway.models import Device, Job, RttProbe
+from gpuproof.gateway.models import Device, Job, Provider, RttProbe
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CommitmentIn, IdPath, NextChallenge, OpeningsIn, RttEcho, WalkIn
 from gpuproof.gateway.sessions import ReadSessionDep, rolled_back
@@ -136,7 +136,7 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
-    if _new_identities_full(session, state, provider_id, len(devices)):
+    if _new_identities_full(session, state, provider_id, devices):
         session.commit()
         metrics.CHALLENGES_DEFERRED.inc()
         return _Polled("deferred")
@@ -159,22 +159,46 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
     return _Polled("issued", answer)
 
 
-def _new_identities_full(session, state, provider_id: str, devices: int) -> bool:  # noqa: ANN001
-    """Whether a round for this provider must wait because it is new (no passed challenge yet) and identities
-    like it already hold GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES open challenges (issue 18: identities are
-    free to make; each of a fresh identity's challenges is an open row and, answered, a verification)."""
-    cap = state.settings.new_identity_open_challenges
-    if not cap or _has_passed(session, provider_id):
+def _new_identities_full(session, state, provider_id: str, devices: list[Device]) -> bool:  # noqa: ANN001
+    """Whether a round for this provider must wait because it challenges devices that are new (no passed
+    challenge at their current claim: a pass proves only the device and class it was on, so a provider that
+    passed once on a cheap device and then claims 64 GPUs is new for those) while the open challenges of new
+    devices already fill their share (issue 18: identities cost nothing to make, and each challenge is an
+    open row and, answered, a verification). Two shares: GPUPROOF_NEW_DEVICE_OPEN_CHALLENGES_PER_SOURCE for
+    the providers registered from one address (an IPv6 /64), and GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES for
+    all together. A source that holds none may always start one round, so identities from one place cannot
+    lock a newcomer elsewhere out of its first round."""
+    cap, per_source = state.settings.new_identity_open_challenges, state.settings.new_device_open_challenges_per_source
+    if not cap and not per_source:
         return False
-    passed = select(ChallengeRow.id).where(ChallengeRow.provider_id == Opened.provider_id,
+    fresh = [d for d in devices if not _device_passed(session, d.id, d.profile)]
+    if not fresh:
+        return False
+    source = session.execute(select(Provider.source).where(Provider.id == provider_id)).scalar()
+    held_here = session.execute(_held_by_new(Provider.source == source if source is not None
+                                             else Provider.id == provider_id)).scalar_one()
+    if held_here == 0:
+        return False
+    if per_source and held_here + len(fresh) > per_source:
+        return True
+    return bool(cap) and session.execute(_held_by_new(None)).scalar_one() + len(fresh) > cap
+
+
+def _held_by_new(where):  # noqa: ANN001, ANN202
+    """SELECT the count of open challenges on devices with no pass at their claim (of providers `where`)."""
+    passed = select(ChallengeRow.id).where(ChallengeRow.device_id == Opened.device_id,
+                                           ChallengeRow.profile == Opened.profile,
                                            ChallengeRow.outcome == Outcome.PASS.value).exists()
-    held = session.execute(select(func.count()).select_from(Opened).where(
-        Opened.state.in_(lifecycle.OPEN_STATES), ~passed)).scalar_one()
-    return held + devices > cap
+    query = select(func.count()).select_from(Opened).where(Opened.state.in_(lifecycle.OPEN_STATES), ~passed)
+    if where is not None:
+        query = query.join(Provider, Provider.id == Opened.provider_id).where(where)
+    return query
 
 
-def _has_passed(session, provider_id: str) -> bool:  # noqa: ANN001
-    return session.execute(select(ChallengeRow.id).where(ChallengeRow.provider_id == provider_id,
+def _device_passed(session, device_id: int, profile: str) -> bool:  # noqa: ANN001
+    """Whether the device has passed a challenge at this claim (its profile): the device is established."""
+    return session.execute(select(ChallengeRow.id).where(ChallengeRow.device_id == device_id,
+                                                         ChallengeRow.profile == profile,
                                                          ChallengeRow.outcome == Outcome.PASS.value)
                            .limit(1)).first() is not None
 
@@ -409,13 +433,13 @@ def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  
                       now: float) -> dict | tuple[Challenge, Commitment, OpeningRequest, Any, Any, bool]:
     """What judging needs, read outside the write lock (verification can take a while): the stored verdict
     of a retry, else the challenge, commitment, opening request, the memory phase's walk and lanes (None
-    without one) and whether the provider is new (no passed challenge yet: gateway/verify_pool.py gives new
-    identities fewer verification threads)."""
+    without one) and whether its device is new (no passed challenge at its claim yet: gateway/verify_pool.py
+    gives new identities fewer verification threads)."""
     with state.db.reader() as reader:
         row = _own(reader.get(ChallengeRow, challenge_id), challenge_id, provider_id)
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
             return row.verdict
-        new = not _has_passed(reader, provider_id)
+        new = not _device_passed(reader, row.device_id, row.profile)
         return (service.challenge_of(row), service.commitment_of(row), service.request_of(row),
                 service.walk_of(row), service.lanes_of(row), new)
 

@@ -18,7 +18,7 @@ from gpuproof.gateway.auth import (
     raw_body,
     verify_request,
 )
-from gpuproof.gateway.limits import limit_ip
+from gpuproof.gateway.limits import limit_ip, source_of
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
@@ -118,7 +118,7 @@ def register_provider(body: Registration, request: Request, session: WriteSessio
         raise Problem(409, "Already registered", f"provider {pid} is already registered with this key; to change "
                       f"its name or devices, PUT /v1/providers/{pid} signed by it (`gpuproof agent register "
                       "--update`)")
-    session.add(Provider(id=pid, public_key=public_key, name=body.name, created_at=now))
+    session.add(Provider(id=pid, public_key=public_key, name=body.name, created_at=now, source=source_of(request)))
     session.flush()
     fresh = score([], now)  # no evidence yet: unproven
     session.add(ProviderScore(provider_id=pid, score=fresh.score, lower_bound=fresh.lower_bound, evidence=0,

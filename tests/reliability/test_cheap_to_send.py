@@ -676,3 +676,87 @@ def test_two_uploads_at_once_cannot_both_pass_the_providers_quota(database_url, 
             held = reader.execute(select(func.coalesce(func.sum(SegmentAudit.upload_bytes), 0))
                                   .where(SegmentAudit.provider_id == provider.provider_id)).scalar_one()
     assert sorted(statuses) == [200, 507] and held == size <= quota, (statuses, held, quota)
+
+
+class FromSource:
+    """The app as seen from the address a request names in X-Test-Source (TestClient's are all one)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http":
+            source = dict(scope["headers"]).get(b"x-test-source")
+            if source is not None:
+                scope = dict(scope, client=(source.decode(), 40000))
+        await self.app(scope, receive, send)
+
+
+def _source_gateway(database_url, tmp_path, **overrides):  # noqa: ANN001, ANN202
+    from gpuproof.gateway.app import create_app
+    from gpuproof.gateway.settings import Settings
+
+    settings = Settings(**{"data_dir": tmp_path / "d", "database_url": database_url,
+                           "verify_test_shape": "16,256,64,3", "challenge_interval_s": 0,
+                           "job_challenge_interval_s": 0, "provider_rate_per_s": 1000, "ip_rate_per_s": 10_000,
+                           "registrations_per_ip_per_hour": 1000, "maintenance_interval_s": 0} | overrides)
+    app = create_app(settings)
+    return app, settings
+
+
+def _agent_from(client, app, settings, name: str, source: str, **kwargs) -> Agent:  # noqa: ANN001
+    client.headers["x-test-source"] = source
+    gw = type("GW", (), {"client": client, "app": app, "settings": settings})()
+    return Agent(gw, name, **kwargs)
+
+
+def test_one_pass_on_a_cheap_device_does_not_make_new_claims_established(database_url, tmp_path):
+    """Review of the new-identity share: "established" was any passed challenge, so a provider passed once on
+    one CPU device, then claimed more devices (or another class) and left the share for all of them. A pass
+    proves its device at its claim only: the new devices of an established provider count as new (and are
+    verified as new ones are, in the pool's share for them)."""
+    app, settings = _source_gateway(database_url, tmp_path, new_identity_open_challenges=8,
+                                    new_device_open_challenges_per_source=0)
+    with TestClient(FromSource(app)) as client:
+        veteran = _agent_from(client, app, settings, "veteran", "198.51.100.7")
+        assert veteran.full_round()[1]["outcome"] == "pass"
+        fresh = _agent_from(client, app, settings, "fresh", "198.51.100.7", devices=6)
+        assert fresh.next().status_code == 201  # 6 open from that address, all new
+        # the veteran now claims 7 more devices: 7 new ones, 6 + 7 > 8 new open challenges
+        claims = [{"model": "cpu-reference", "vram_gib": 8}] * 8
+        body = json.dumps({"name": "veteran", "devices": claims}).encode()
+        path = f"/v1/providers/{veteran.id}"
+        client.headers["x-test-source"] = "198.51.100.7"
+        r = client.put(path, content=body, headers=signed_headers(veteran.key, veteran.id, "PUT", path, body,
+                                                                  audience=veteran.audience)
+                       | {"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        deferred = veteran.next()
+        assert deferred.status_code == 204 and int(deferred.headers["Retry-After"]) >= 1, deferred.text
+        with app.state.gp.db.reader() as reader:
+            assert reader.execute(text("select count(*) from challenges where provider_id = :p"),
+                                  {"p": veteran.id}).scalar_one() == 1  # the one it passed, no new round
+
+
+def test_identities_from_one_source_cannot_lock_a_newcomer_elsewhere_out(database_url, tmp_path):
+    """Review of the new-identity share: four fresh identities of 64 devices each filled the gateway-wide
+    share (256) and every newcomer's first round was deferred for as long as they kept it full. Now the
+    providers of one source share GPUPROOF_NEW_DEVICE_OPEN_CHALLENGES_PER_SOURCE, and a source holding none
+    may always start one round."""
+    app, settings = _source_gateway(database_url, tmp_path, new_identity_open_challenges=12,
+                                    new_device_open_challenges_per_source=8)
+    with TestClient(FromSource(app)) as client:
+        first = _agent_from(client, app, settings, "flood 1", "192.0.2.10", devices=8)
+        assert first.next().status_code == 201  # 8 held from 192.0.2.10: its share
+        second = _agent_from(client, app, settings, "flood 2", "192.0.2.10", devices=4)
+        assert second.next().status_code == 204  # same source: 8 + 4 > 8
+        third = _agent_from(client, app, settings, "flood 3", "192.0.2.11", devices=8)
+        assert third.next().status_code == 201  # another source holding none: one round (16 held in all)
+        newcomer = _agent_from(client, app, settings, "newcomer", "203.0.113.5", devices=2)
+        assert newcomer.next().status_code == 201  # 16 + 2 > 12 gateway-wide, but its source holds none
+        again = _agent_from(client, app, settings, "newcomer 2", "203.0.113.5", devices=1)
+        assert again.next().status_code == 204  # its source holds 2 now, and the gateway's share is full
+        v6 = _agent_from(client, app, settings, "v6 a", "2001:db8:1:2::1", devices=8)
+        assert v6.next().status_code == 201
+        same_64 = _agent_from(client, app, settings, "v6 b", "2001:db8:1:2:ffff::9", devices=1)
+        assert same_64.next().status_code == 204  # one /64 is one source
