@@ -170,7 +170,9 @@ class TrainingCommitment(Base):
     batch_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    manifest: Mapped[Any] = mapped_column(JSON)
+    # NULL since bodies are stored once: the manifest is in the signed body (`request`), read through
+    # gateway.routers.training.manifest_json_of; rows stored before that keep it here
+    manifest: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     received_at: Mapped[float] = mapped_column(Float)
     request: Mapped[Any] = mapped_column(JSON)  # timestamp, nonce, signature, body
 

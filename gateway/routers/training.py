@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
@@ -69,9 +69,19 @@ def _own_job(auth, job_id: str) -> tuple[Job, training.TrainingPolicy]:  # noqa:
     return job, _policy(job)
 
 
+def manifest_json_of(manifest: Any, request: Any) -> list[dict]:
+    """A commitment's manifest as JSON: from the signed body it came in, which is stored once, in `request`
+    (issue 18: bodies are stored once); from the `manifest` column for rows stored before that."""
+    if manifest is not None:
+        return manifest
+    return json.loads(request["body"])["manifest"]
+
+
 def received_of(row: TrainingCommitment) -> training.Received:
     return training.Received(step=row.step, root=row.root, batch_hash=row.batch_hash, prev_hash=row.prev_hash,
-                             hash=row.hash, manifest=tuple(checkpoints.manifest_from_json(row.manifest)),
+                             hash=row.hash,
+                             manifest=tuple(checkpoints.manifest_from_json(manifest_json_of(row.manifest,
+                                                                                             row.request))),
                              received_at=row.received_at)
 
 
@@ -174,7 +184,7 @@ def post_checkpoint(job_id: IdPath, body: CheckpointIn, auth: SignedProviderDep,
               "path": signed_target(request), "audience": request.app.state.gp.audience,
               "version": signatures.SIGNATURE_VERSION,
               "body": raw.decode()}  # with the provider's public key, anyone can re-check the signature
-    row = TrainingCommitment(job_id=job_id, step=body.step, manifest=checkpoints.manifest_json(manifest),
+    row = TrainingCommitment(job_id=job_id, step=body.step, manifest=None,  # it is in the signed body
                              received_at=now, request=signed, **raw_hashes)
     session.add(row)
     translog.append(session, "checkpoint", {"job_id": job_id, "provider_id": job.provider_id, "step": body.step,
@@ -242,8 +252,8 @@ def _plan_close(session: Session, job: Job, policy: training.TrainingPolicy,
                                   hash=r.hash, manifest=(), received_at=r.received_at) for r in rows]
 
     def manifest_of(end: training.Received) -> list[checkpoints.TensorEntry]:
-        stored = session.execute(select(tc.manifest).where(tc.job_id == job.id, tc.step == end.step)).scalar_one()
-        return checkpoints.manifest_from_json(stored)
+        stored = session.execute(select(tc.manifest, tc.request).where(tc.job_id == job.id, tc.step == end.step)).one()
+        return checkpoints.manifest_from_json(manifest_json_of(stored.manifest, stored.request))
 
     models = session.execute(select(Device.model).where(Device.provider_id == job.provider_id)).scalars()
     closed = training.close_run(job.id, received, policy, [lookup(m).int8_tops for m in models], now,
@@ -277,7 +287,7 @@ def _expected_upload(audit_id: IdPath, auth: SignedUploadDep, state: StateDep) -
         training.answer_audit(audits.state_of(audit), "uploaded", auth.declared.sha256)  # a retry goes on
         _check_quotas(reader, state, auth.provider.id, auth.declared.sha256, auth.declared.size)
         start = _commitment(reader, audit.job_id, audit.start_step)
-        return start.root, checkpoints.manifest_from_json(start.manifest), audit.job_id
+        return start.root, checkpoints.manifest_from_json(manifest_json_of(start.manifest, start.request)), audit.job_id
 
 
 def _check_quotas(reader, state: State, provider_id: str, sha256: str, size: int) -> None:  # noqa: ANN001
@@ -454,8 +464,8 @@ def get_materials(audit_id: IdPath, request: Request, session: ReadSessionDep,
     job = _job(session, audit.job_id)
     start, end = (_commitment(session, audit.job_id, s) for s in (audit.start_step, audit.end_step))
     return {"audit": audit_json(audit), "policy": job.checkpoint_policy,
-            "start": commitment_json(start) | {"manifest": start.manifest},
-            "end": commitment_json(end) | {"manifest": end.manifest},
+            "start": commitment_json(start) | {"manifest": manifest_json_of(start.manifest, start.request)},
+            "end": commitment_json(end) | {"manifest": manifest_json_of(end.manifest, end.request)},
             "upload_sha256": audit.upload_sha256, "upload_bytes": audit.upload_bytes,
             "batches": audit.opened["batches"], "openings": audit.opened["openings"]}
 

@@ -161,6 +161,8 @@ def test_the_chain_is_enforced_and_retries_are_idempotent(world):
         signatures.verify(bytes.fromhex(provider.provider(provider.provider_id).public_key), message,
                           bytes.fromhex(req["signature"]))
         assert json.loads(req["body"])["hash"] == sent[1].hash.hex()
+        # the body is stored once (issue 18): its manifest is read from it, not kept a second time
+        assert stored.manifest is None and json.loads(req["body"])["manifest"] == sent[1].to_json()["manifest"]
 
 
 def test_uploads_are_checked_on_arrival_and_limited_in_size(world, tmp_path):
