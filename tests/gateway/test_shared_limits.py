@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 from gpuproof.agent.training import replay_job, run_reference_job
-from gpuproof.client import GatewayClient
+from gpuproof.client import GatewayClient, GatewayError
 from gpuproof.gateway import admin, metrics
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.limits import RedisRateLimiter
@@ -136,6 +136,38 @@ def test_a_flood_split_across_two_replicas_gets_one_replicas_budget(replicas):
           f"budget {burst + rate * elapsed:.1f}")
     assert allowed <= burst + rate * elapsed + 1, (allowed, elapsed)
     assert min(by_replica) >= 1  # both replicas served some: one budget, shared
+    assert allowed >= burst  # and the budget itself was granted
+
+
+@needs_redis
+def test_one_providers_flood_split_across_two_replicas_gets_one_identitys_budget(replicas):
+    """The per-identity limit (GPUPROOF_PROVIDER_RATE_PER_S, burst twice the rate) is one bucket per
+    provider in Redis, so one provider's signed requests sent round-robin to two replicas get one budget,
+    not one per replica. The per-source limit is set far above, so only the identity's bucket refuses."""
+    rate, burst = 5, 10
+    a, b = replicas(GPUPROOF_PROVIDER_RATE_PER_S=str(rate), GPUPROOF_IP_RATE_PER_S="10000",
+                    GPUPROOF_REDIS_URL=REDIS, GPUPROOF_REDIS_PREFIX=f"gptest-{secrets.token_hex(4)}:")
+    key = signatures.new_private_key()
+    via_a, via_b = GatewayClient(a.base, key=key, timeout=scaled(10)), GatewayClient(b.base, key=key, timeout=scaled(10))
+    via_a.register("flood", [{"model": "cpu-reference", "vram_gib": 1}])
+    codes = []
+    started = time.monotonic()
+    for i in range(80):  # round-robin; each a freshly signed request (an echo of a probe nobody sent: 404)
+        try:
+            (via_a, via_b)[i % 2].echo_rtt("00" * 16)
+            codes.append(200)
+        except GatewayError as exc:
+            codes.append(exc.status)
+    elapsed = time.monotonic() - started
+    via_a.close()
+    via_b.close()
+    assert set(codes) <= {404, 429}, set(codes)  # past the limit's check: the probe is unknown
+    allowed = sum(c != 429 for c in codes)
+    by_replica = [sum(c != 429 for c in codes[i::2]) for i in (0, 1)]
+    print(f"80 signed requests of one provider in {elapsed:.2f} s over two replicas: {allowed} allowed "
+          f"{by_replica}, budget {burst + rate * elapsed:.1f}")
+    assert allowed <= burst + rate * elapsed + 1, (allowed, elapsed)
+    assert min(by_replica) >= 1  # both replicas took from it: one budget, shared
     assert allowed >= burst  # and the budget itself was granted
 
 
