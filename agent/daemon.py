@@ -4,8 +4,9 @@ One worker thread per claimed device. A worker first warms its backend up (kerne
 library handles, buffers for the shape its profile is challenged at, one untimed round: `warm_up` in
 kernels/backend.py), so that no challenge is timed cold. Then it polls with jittered backoff; for a
 challenge it echoes the round-trip probe at once on a thread of its own (so the echo's round trip is
-not on the timed path), computes the roots, commits, computes the openings and posts them. Network errors, 5xx and 429 are retried with exponential backoff (tenacity) for as
-long as the challenge can still count; a retry resends byte-identical content, which the gateway
+not on the timed path), computes the roots, commits, computes the openings and posts them. Network
+errors, 5xx and 429 are retried with exponential backoff (tenacity) for as long as the challenge can
+still count; a retry resends byte-identical content, which the gateway
 answers with the response it gave the first time, so nothing is ever counted twice. If the gateway
 restarts mid-challenge, the worker keeps retrying until it is back; if the agent restarts, the next
 poll returns the open challenge and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT
