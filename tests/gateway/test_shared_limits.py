@@ -148,7 +148,7 @@ def test_one_providers_flood_split_across_two_replicas_gets_one_identitys_budget
     a, b = replicas(GPUPROOF_PROVIDER_RATE_PER_S=str(rate), GPUPROOF_IP_RATE_PER_S="10000",
                     GPUPROOF_REDIS_URL=REDIS, GPUPROOF_REDIS_PREFIX=f"gptest-{secrets.token_hex(4)}:")
     key = signatures.new_private_key()
-    via_a, via_b = GatewayClient(a.base, key=key, timeout=scaled(10)), GatewayClient(b.base, key=key, timeout=scaled(10))
+    via_a, via_b = (GatewayClient(server.base, key=key, timeout=scaled(10)) for server in (a, b))
     via_a.register("flood", [{"model": "cpu-reference", "vram_gib": 1}])
     codes = []
     started = time.monotonic()
