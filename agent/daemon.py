@@ -3,9 +3,10 @@
 One worker thread per claimed device. A worker first warms its backend up (kernels compiled and loaded,
 library handles, buffers for the shape its profile is challenged at, one untimed round: `warm_up` in
 kernels/backend.py), so that no challenge is timed cold. Then it polls with jittered backoff; for a
-challenge it echoes the round-trip probe at once, computes the roots, commits, computes the openings
-and posts them. Network errors, 5xx and 429 are retried with exponential backoff (tenacity) for as
-long as the challenge can still count; a retry resends byte-identical content, which the gateway
+challenge it echoes the round-trip probe at once on a thread of its own (so the echo's round trip is
+not on the timed path), computes the roots, commits, computes the openings and posts them. Network
+errors, 5xx and 429 are retried with exponential backoff (tenacity) for as long as the challenge can
+still count; a retry resends byte-identical content, which the gateway
 answers with the response it gave the first time, so nothing is ever counted twice. If the gateway
 restarts mid-challenge, the worker keeps retrying until it is back; if the agent restarts, the next
 poll returns the open challenge and the worker recomputes and resubmits the same roots. SIGTERM/SIGINT
@@ -170,9 +171,8 @@ class Daemon:
                 challenge, probe, retry_after = poll.challenge, poll.probe, poll.retry_after_s
                 if challenge is not None:  # held from here on: a stop now waits for it to be answered (run)
                     status.state = f"received {challenge.challenge_id[:8]}"
-                if probe:
-                    with contextlib.suppress(GatewayError):  # a lost probe only costs the RTT allowance
-                        self.client.echo_rtt(probe)
+                if probe:  # echoed beside the proving, not before it: the echo's round trip is not timed
+                    self._echo(probe)
                 backoff = 1.0
                 if challenge is None:
                     status.state = "idle"
@@ -198,6 +198,21 @@ class Daemon:
             with self._lock:
                 if self.max_challenges is not None and self._done >= self.max_challenges:
                     self.stop.set()
+
+    def _echo(self, probe: str) -> None:
+        """Echo the round-trip probe of the last poll on a thread of its own, at once, and return.
+
+        The gateway times a challenge from its issue, so anything the worker does before proving is
+        charged to the provider; echoing first put one more round trip on that path, beyond what the RTT
+        allowance covers. The gateway times the echo itself (from the poll's answer to the echo's
+        arrival), so sending it beside the proving keeps the measurement and takes it off the challenge's
+        path. A lost echo only costs the RTT allowance its sample."""
+
+        def echo() -> None:
+            with contextlib.suppress(GatewayError):
+                self.client.echo_rtt(probe)
+
+        threading.Thread(target=echo, name="gpuproof-rtt-echo", daemon=True).start()
 
     def _warm_up(self, position: int, backend: Backend) -> None:
         """Warm the backend up on this worker's thread before its first poll, so that no timed challenge

@@ -89,6 +89,7 @@ class Request:
     validator_key: Any = None  # an Ed25519 private key: the request is signed as that validator
     upload: bool = False  # signed from the headers (signed_upload_headers): a checkpoint state
     raw: bool = False  # the call receives the httpx.Response, not its JSON body
+    headers: dict[str, str] | None = None  # further headers (an Idempotency-Key)
     model: type[BaseModel] | None = None  # the answer's type (verifier/wire.py); None: the parsed JSON
 
 
@@ -184,6 +185,8 @@ class Calls:
             headers["Authorization"] = f"Bearer {self.api_key}"
         if req.validator_key is not None:
             headers.update(validator_headers(req.validator_key, req.method, req.path, audience=self._audience()))
+        if req.headers:
+            headers.update(req.headers)
         return headers
 
     def accept_identity(self, identity: wire.IdentityOut) -> None:
@@ -291,15 +294,17 @@ class Calls:
     @call
     def create_job(self, renter_ref: str, provider_id: str, price_ref: str, checkpoint_policy=None,  # noqa: ANN001
                    devices: list[int] | None = None, paid_class: str | None = None,
-                   validators: list[str] | None = None) -> Flow[wire.JobOut]:
+                   validators: list[str] | None = None, idempotency_key: str | None = None) -> Flow[wire.JobOut]:
         """A job bound to the provider's `devices` (positions; default all) and the `paid_class` (a profile;
         default the slowest class they claim), replayed by `validators` (public keys hex; default all the
-        tenant's registered validators)."""
+        tenant's registered validators). Resent with the same `idempotency_key` (a fresh one per job the
+        caller means to create), it returns the job the first call made instead of making another."""
         body = {"renter_ref": renter_ref, "provider_id": provider_id, "price_ref": price_ref,
                 "checkpoint_policy": checkpoint_policy or {}}
         optional = {"devices": devices, "paid_class": paid_class, "validators": validators}
         body |= {name: value for name, value in optional.items() if value is not None}
-        return (yield Request("POST", "/v1/jobs", _body(body), api_key=True, model=wire.JobOut))
+        return (yield Request("POST", "/v1/jobs", _body(body), api_key=True, model=wire.JobOut,
+                              headers={"Idempotency-Key": idempotency_key} if idempotency_key else None))
 
     @call
     def register_validator(self, public_key: str, name: str) -> Flow[wire.ValidatorOut]:

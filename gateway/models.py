@@ -157,6 +157,12 @@ class Job(Base):
     training_flags: Mapped[Any] = mapped_column(JSON, nullable=True)
     devices: Mapped[Any] = mapped_column(JSON, nullable=True)  # device positions the job pays for
     paid_class: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the profile paid for
+    # the creating request's Idempotency-Key header, unique per API key, and its body's SHA-256: a create
+    # resent with the same key gets this job back instead of making another
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (UniqueConstraint("created_by", "idempotency_key", name="uq_jobs_created_by_idempotency_key"),)
 
 
 class TrainingCommitment(Base):

@@ -15,14 +15,20 @@ class TrustCache:
     """Computed trust responses per provider, fresh for `ttl` seconds (settings.trust_cache_s, 0.5 s).
 
     Scores are read far more often than verdicts arrive; the database stays the only truth. An expired
-    entry is served while one refresh runs in the background (stale-while-revalidate, never more than
-    `max_stale` seconds old), and refreshes run on their own few threads: a burst of writes queued on
-    the database lock never makes readers wait. This process drops a provider's entry when it records a
-    verdict for it; a verdict judged by another process shows within `ttl` plus a refresh.
+    entry is served while one refresh runs in the background (stale-while-revalidate) for at most
+    `max_stale` seconds past its expiry (the TTL unless given), after which a reader waits for the
+    refresh; refreshes run on their own few threads, so a burst of writes queued on the database lock
+    never makes readers wait. This process drops a provider's entry when it records a verdict for it. A
+    verdict judged by another process is seen by every read here that starts more than `ttl` +
+    `max_stale` + one refresh after its commit: the entry may come from a refresh that read the database
+    just before the commit and finished after it, is fresh for `ttl` from then, and is then served stale
+    for up to `max_stale` more (docs/operations.md, "Trust cache").
     """
 
-    def __init__(self, ttl: float, max_stale: float = 5.0) -> None:
-        self.ttl, self.max_stale = ttl, max_stale
+    def __init__(self, ttl: float, max_stale: float | None = None) -> None:
+        if max_stale is not None and max_stale > ttl:
+            raise ValueError(f"max_stale must be at most the TTL ({ttl} s), got {max_stale} s")
+        self.ttl, self.max_stale = ttl, ttl if max_stale is None else max_stale
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._limiter: anyio.CapacityLimiter | None = None

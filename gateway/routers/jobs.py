@@ -6,11 +6,12 @@ is recorded and when it is final); here the evidence is loaded, the job locked a
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Header, status
 from gpuproof.gateway import audits, service, tenancy, translog, webhooks
 from gpuproof.gateway.auth import api_key
 from gpuproof.gateway.limits import limit_ip
@@ -26,6 +27,7 @@ from gpuproof.verifier.training import TrainingPolicy
 from gpuproof.verifier.trust import settle
 from gpuproof.verifier.wire import JobOut
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(limit_ip)])
 
@@ -88,14 +90,25 @@ def device_evidence(session, job: Job, profiles) -> list[hardware.DeviceEvidence
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job", response_model=JobOut)
 def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
-               key: Annotated[ApiKey, Depends(api_key("jobs"))]) -> dict:
+               key: Annotated[ApiKey, Depends(api_key("jobs"))],
+               idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None) -> dict:
     """Create a job for a provider (scope `jobs`), bound to hardware: `devices` (positions; default all the
     provider's devices) and `paid_class` (a profile; default the slowest class they claim). Release needs
     passes at or above the paid class on every named device during the job (verifier.hardware). A non-empty
     `checkpoint_policy` (verifier.training.TrainingPolicy: interval, segments, chunks, mode, tau, min_step_s,
     step_flops, workload,
     audit_deadline_s) asks for training proofs: the provider commits checkpoints, segments are replayed,
-    and settlement waits for their verdicts."""
+    and settlement waits for their verdicts.
+
+    With an `Idempotency-Key` header (any string the client chose for this create, unique per API key), a
+    create resent with the same key and body gets the job the first one made, answered the same way (201),
+    so a client whose answer was lost (a replica died under it) can resend without making a second job; the
+    same key with another body is refused (422)."""
+    request_sha256 = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    if idempotency_key is not None:
+        earlier = _created_with(session, key, idempotency_key, request_sha256)
+        if earlier is not None:
+            return rolled_back(session, earlier)
     if body.checkpoint_policy:
         TrainingPolicy.parse(body.checkpoint_policy)  # 422 with the field's reason
     if session.get(Provider, body.provider_id) is None:
@@ -111,8 +124,18 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
               checkpoint_policy=body.checkpoint_policy, created_at=time.time(),
               created_by=key.id, final=False, training_state="open" if body.checkpoint_policy else None,
               tenant=key.tenant, renter_salt=secrets.token_hex(16),
-              validators=sorted(set(body.validators)) if body.validators is not None else registered)
+              validators=sorted(set(body.validators)) if body.validators is not None else registered,
+              idempotency_key=idempotency_key, request_sha256=request_sha256 if idempotency_key else None)
     session.add(job)
+    if idempotency_key is not None:
+        try:
+            session.flush()
+        except IntegrityError:  # the same create, committed by another replica since the look-up above
+            session.rollback()
+            earlier = _created_with(session, key, idempotency_key, request_sha256)
+            if earlier is None:
+                raise
+            return rolled_back(session, earlier)
     # rounds come more often while a job is open: the next one at the earlier of the drawn one and a draw at
     # the job's rate (the provider's devices share one schedule; locked in id order, as a poll locks them)
     devices = session.execute(select(Device).where(Device.provider_id == body.provider_id).order_by(Device.id)
@@ -123,6 +146,18 @@ def create_job(body: JobIn, session: WriteSessionDep, state: StateDep,
         for d in devices:
             d.next_due_at = sooner
     session.commit()
+    return job_json(job)
+
+
+def _created_with(session, key: ApiKey, idempotency_key: str, request_sha256: str) -> dict | None:  # noqa: ANN001
+    """The job this API key created with `idempotency_key`, or None; 422 when that create had another body."""
+    job = session.execute(select(Job).where(Job.created_by == key.id,
+                                            Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+    if job is None:
+        return None
+    if job.request_sha256 != request_sha256:
+        raise Problem(422, "Invalid request", f"Idempotency-Key {idempotency_key!r} was used for another job "
+                      "request by this key; use a new key for a new job")
     return job_json(job)
 
 

@@ -217,6 +217,41 @@ def test_a_stop_that_comes_with_a_challenge_waits_for_its_answer(env, server, mo
     assert kinds[-1] == "stopped"
 
 
+def test_the_rtt_echo_is_not_on_the_timed_path_proving_starts_at_once(env, server, monkeypatch):
+    """The round-trip probe's echo runs beside the proving: with an echo whose round trip never ends
+    before the commitment is sent, the agent still commits. An agent that echoed before proving (as it
+    did) waited out the echo first, which charged an honest provider one more round trip."""
+    import threading
+
+    from gpuproof.agent.daemon import Daemon
+    from gpuproof.cli.common import gateway_client
+    from gpuproof.kernels.reference import CpuBackend
+
+    settings, key = _daemon_parts(env, server, monkeypatch)
+    events: list[dict] = []
+    committed = threading.Event()
+    echoes: list[bool] = []  # per echo: had the commitment been sent by the time the echo returned?
+    with gateway_client(settings.gateway, key) as client:
+        daemon = Daemon(client, settings.devices, lambda spec: CpuBackend(), poll_max_s=1.0, max_challenges=1,
+                        emit=events.append)
+        echo, commit = client.echo_rtt, client.commit
+
+        def slow_echo(probe):  # noqa: ANN001, ANN202
+            echoes.append(committed.wait(timeout=5.0))  # a round trip that lasts until the commitment
+            return echo(probe)
+
+        def commit_seen(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            committed.set()
+            return commit(*args, **kwargs)
+
+        monkeypatch.setattr(client, "echo_rtt", slow_echo)
+        monkeypatch.setattr(client, "commit", commit_seen)
+        daemon.run()
+    kinds = [e["event"] for e in events]
+    assert kinds.count("verdict") == 1, kinds
+    assert echoes and echoes[0], "the agent waited for the echo before it proved and committed"
+
+
 def test_a_device_that_fails_mid_challenge_is_reported_and_the_agent_keeps_serving(env, server, monkeypatch,
                                                                                     capfd):
     from gpuproof.agent.daemon import Daemon

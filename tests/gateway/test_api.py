@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gpuproof.client import registration, signed_headers
 from gpuproof.gateway import admin, service
-from gpuproof.gateway.models import Challenge, LogEntry, RequestNonce
+from gpuproof.gateway.models import Challenge, Job, LogEntry, RequestNonce
 from gpuproof.kernels import merkle
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.reference import CpuBackend
@@ -331,6 +331,30 @@ def test_a_registration_is_updated_by_its_keys_owner_and_no_one_else(gateway):
     # a position without evidence can go
     assert len(put({"name": "x", "devices": new["devices"] + new["devices"][:1]}).json()["devices"]) == 3
     assert len(put(new).json()["devices"]) == 2
+
+
+def test_a_create_job_resent_after_its_answer_was_lost_makes_no_second_job(gateway):
+    """A marketplace whose create_job answer was lost (a replica killed under it) resends the create; with
+    the same Idempotency-Key it gets the job the first one made, not a second job billed to the renter. The
+    key is per API key: another key's same Idempotency-Key is its own job; the same key with another body
+    is refused."""
+    agent = Agent(gateway)
+    db = gateway.app.state.gp.db
+    market, other = admin.create_api_key(db, "market", ["jobs"]), admin.create_api_key(db, "other", ["jobs"])
+    job = {"renter_ref": "renter-1", "provider_id": agent.id, "price_ref": "usd:12.50"}
+
+    def create(token: str, body: dict, idem: str | None = "create-1"):  # noqa: ANN202
+        headers = {"Authorization": f"Bearer {token}"} | ({"Idempotency-Key": idem} if idem else {})
+        return gateway.client.post("/v1/jobs", json=body, headers=headers)
+
+    first, again = create(market, job), create(market, job)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert create(other, job).json()["id"] != first.json()["id"]
+    assert_problem(create(market, dict(job, price_ref="usd:1")), 422, "Idempotency-Key")
+    assert create(market, job, idem=None).json()["id"] != first.json()["id"]  # without a key: a new job each time
+    with db.reader() as reader:
+        assert reader.scalar(select(func.count()).select_from(Job)) == 3
 
 
 def test_jobs_and_settlement_with_scoped_keys(gateway):

@@ -47,6 +47,9 @@ from tests.support.server import Server
 _NS = netns.unavailable()
 pytestmark = pytest.mark.skipif(_NS is not None, reason=_NS or "")
 CAP = TimingConfig().max_rtt_allowance_s
+# Both ends' handling of a challenge outside the proving (the agent's parsing and signing, the gateway's
+# request handling of the issue and the commitment) on the quiet reference machine; scaled to this one.
+HANDLING_S = 0.1
 LOSS = 30  # % of the packets dropped each way in the loss case
 
 
@@ -133,12 +136,14 @@ def test_latency_and_jitter_cost_an_honest_agent_at_most_the_round_trips_beyond_
                     else:
                         # plus both ends' handling of the probe (62 ms over the link's once, on a busy CI machine)
                         assert rtt - 2 * jitter_s - 0.005 <= allowance <= rtt + 2 * jitter_s + scaled(0.15)
-                    # issue -> commitment crosses the link twice (one round trip) and the agent echoes the
-                    # probe in between (another): what is charged beyond the proving is the round trips
-                    # less the allowance, plus the gateway's and agent's own handling
+                    # issue -> commitment crosses the link twice, one round trip, which the allowance
+                    # covers up to the cap (the agent echoes the probe beside the proving, off this path).
+                    # Charged beyond the proving: the round trip past the cap, what jitter adds to this
+                    # challenge's round trip over the smallest one measured (up to 4 x jitter), and both
+                    # ends' own handling (parsing, signing, the gateway's request handling)
                     charged = measured - v["prove_seconds"]
-                    network = 2 * (rtt + 2 * jitter_s)
-                    assert charged <= network - allowance + scaled(0.3), (charged, allowance, v)
+                    slack = scaled(HANDLING_S) + 4 * jitter_s
+                    assert charged <= slack + max(0.0, rtt - CAP), (charged, allowance, slack, v)
                     assert v["outcome"] == "pass", v
                     report.append((rtt, allowance, charged))
             if netns.netem_reason() is None:
