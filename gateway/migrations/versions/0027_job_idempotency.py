@@ -1,14 +1,14 @@
 """jobs.idempotency_key: a create_job resent with the same Idempotency-Key gets the same job (issue 20)
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0027
+Revises: 0026
 Create Date: 2026-11-30
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0020'
-down_revision = '0019'
+revision = '0027'
+down_revision = '0026'
 branch_labels = None
 depends_on = None
 
