@@ -166,7 +166,9 @@ def test_packet_loss_is_retried_through_or_judged_a_timeout_never_a_wrong_verdic
     try:
         namespace.drop(0, LOSS)  # of the packets, each way
         started = time.monotonic()
-        pid, events = run_agent(server.base, 2, scaled(0.5), scaled(60))  # short timeouts: retries
+        # short timeouts: retries; three challenges, as one of two was sometimes judged a timeout and the
+        # other not yet answered when the run ended: at least one pass must come through the loss
+        pid, events = run_agent(server.base, 3, scaled(0.5), scaled(75))
         elapsed = time.monotonic() - started
         namespace.heal(0)
         engine = create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
