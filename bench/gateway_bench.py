@@ -11,7 +11,7 @@ running small challenges end to end (register, poll, prove on the CPU, commit, o
 Machines differ in speed, so every figure is printed beside the server's own limit measured in the same
 run: a bare ASGI app (bench/bare_asgi.py, no framework) answering a fixed JSON body as long as the trust
 answer, served by uvicorn with the gateway's own settings (`gateway serve`: gpuproof.cli.admin.uvicorn_options)
-and measured with the same wrk parameters, once before the gateway's figures and once after. Targets: idle
+and measured with the same wrk parameters just before and just after the idle reads. Targets: idle
 reads at >= 0.8x the baseline's req/s with a p99 within 1.25x of its p99; p99 <= 50 ms while verifying.
 """
 
@@ -176,6 +176,7 @@ def main() -> int:
         url = f"{base}/v1/providers/{pid}/trust"
         bare_before = wrk(f"{bare_base}/", args.seconds, args.connections)
         idle = wrk(url, args.seconds, args.connections)
+        bare_after = wrk(f"{bare_base}/", args.seconds, args.connections)
         stop_file = tmp / "stop"
         worker = subprocess.Popen([sys.executable, __file__, "--load-worker", base, str(stop_file)],
                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -183,7 +184,6 @@ def main() -> int:
         busy = wrk(url, args.seconds, args.connections)
         stop_file.touch()
         verified = int(worker.communicate(timeout=60)[0].strip() or 0)
-        bare_after = wrk(f"{bare_base}/", args.seconds, args.connections)
     finally:
         for server in servers:
             stop(server)
