@@ -75,11 +75,18 @@ def gateway_serve(host: Annotated[str, typer.Option("--host", envvar="GPUPROOF_H
     os.environ["GPUPROOF_DATABASE_URL"] = settings.sqlalchemy_url()
     os.environ["GPUPROOF_DATA_DIR"] = str(settings.data_dir)
     print("\n".join(serve_banner(host, port, settings)), flush=True)
+    uvicorn.run("gpuproof.gateway.asgi:app", host=host, port=port, workers=workers,
+                **uvicorn_options(forwarded_allow_ips))
+
+
+def uvicorn_options(forwarded_allow_ips: str) -> dict:
+    """uvicorn.run's settings for the gateway besides the app, address and workers (`gateway serve`; the
+    gateway benchmark serves its bare-ASGI baseline with the same, bench/gateway_bench.py)."""
     # X-Forwarded-For is trusted only from the named proxies; uvicorn's default would trust it from loopback,
     # where any local client (or a proxy that passes the header through) could claim any address (issue 18)
     proxies = forwarded_allow_ips.strip()
-    uvicorn.run("gpuproof.gateway.asgi:app", host=host, port=port, workers=workers, log_level="warning",
-                access_log=False, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+    return {"log_level": "warning", "access_log": False, "proxy_headers": bool(proxies),
+            "forwarded_allow_ips": proxies or None}
 
 
 @app.command("migrate")

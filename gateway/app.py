@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import re
@@ -23,9 +24,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems, webhooks
 from gpuproof.gateway.db import Database
-from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter
+from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_limited
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
 from gpuproof.gateway.routers import webhooks as webhook_routes
+from gpuproof.gateway.routers.trust import trust_answer
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import State
 from gpuproof.gateway.trust_cache import TrustCache
@@ -205,43 +207,61 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(RequestTiming)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_s,
                        uploads=(UPLOAD_PATH, settings.max_upload_bytes))
-    app.add_middleware(TrustFastPath)
     return app
 
 
 class TrustFastPath:
-    """GET /v1/providers/{id}/trust answered straight from the trust cache when its entry is fresh.
+    """GET /v1/providers/{id}/trust answered from the trust cache before the application sees the request:
+    what uvicorn serves (gateway/asgi.py: `TrustFastPath.in_front_of(create_app())`).
 
-    Score reads are most of the traffic and nearly all cache hits; this skips routing, dependency
-    injection and validation for them (the same bytes, headers, rate limit and metrics as the routed
-    path, tests/gateway/test_api.py checks both). Anything else, a miss or a rate-limited client goes
-    on to the application, which answers as always.
+    Score reads are most of the traffic and nearly all of them cache hits; for those this skips FastAPI
+    entirely (its middleware stack, routing, dependency injection). It answers exactly as the route does:
+    the cached bytes with the same headers, or the same 429 with Retry-After from the same per-address
+    limit (gateway.limits.ip_limited); an expired entry is served and refreshed as the route serves it
+    (TrustCache.cached); and each answer is counted in gpuproof_request_seconds under the route's
+    template. Anything else (another path or method, a query string, a provider with no entry in the
+    cache) goes on to `app`, which answers as always: a miss computes the entry there, an unknown provider
+    gets its 404 and a malformed id its 422. `state` is the gateway's (app.state.gp).
     """
 
-    PATH = re.compile(rf"^/v1/providers/({hex_digits(ID_BYTES)})/trust$")
+    PATH = re.compile(rf"/v1/providers/({hex_digits(ID_BYTES)})/trust")
     ROUTE = "/v1/providers/{provider_id}/trust"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app, self.state = app, state
+        self._compute = functools.partial(trust_answer, state)
+        self._answered = metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="200").observe
+        self._limited = metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="429").observe
+
+    @classmethod
+    def in_front_of(cls, app: FastAPI) -> TrustFastPath:
+        """The gateway application `app` (create_app) behind the fast path."""
+        return cls(app, app.state.gp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
-            match = self.PATH.match(scope.get("path", ""))
-            state = scope["app"].state.gp if match and "app" in scope else None
-            body = state.trust_cache.peek(match.group(1)) if state is not None and match is not None else None
-            if body is not None and state is not None:
-                started = time.perf_counter()
-                client = scope.get("client")
-                rate = state.settings.ip_rate_per_s
-                if state.limiter.take(f"ip:{client[0] if client else 'unknown'}", rate, 2 * rate) is None:
-                    await send({"type": "http.response.start", "status": 200,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string") \
+                and not scope.get("root_path") and (match := self.PATH.fullmatch(scope["path"])) is not None:
+            started = time.perf_counter()
+            state = self.state
+            body = state.trust_cache.cached(match.group(1), self._compute)
+            client = scope.get("client")
+            try:
+                problem = ip_limited(state, client[0] if client else "unknown") if body is not None else None
+            except Exception:  # a shared limiter that failed (Redis away): the route answers it, and counts it
+                body = None
+            if body is not None:
+                if problem is None:
+                    await send({"type": "http.response.start", "status": 200,  # Starlette Response's headers
+                                "headers": [(b"content-length", b"%d" % len(body)),
+                                            (b"content-type", b"application/json")]})
                     await send({"type": "http.response.body", "body": body})
-                    metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="200").observe(
-                        time.perf_counter() - started)
-                    return
-                # over the limit: a token was not taken; the routed path takes one and answers 429
+                    self._answered(time.perf_counter() - started)
+                else:
+                    response = problems.problem_response(problem.status, problem.title, problem.detail,
+                                                         scope["path"], problem.retry_after)
+                    await response(scope, receive, send)
+                    self._limited(time.perf_counter() - started)
+                return
         await self.app(scope, receive, send)
 
 

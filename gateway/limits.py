@@ -25,7 +25,7 @@ from typing import Protocol
 from fastapi import Request
 from gpuproof.gateway import metrics
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.state import StateDep
+from gpuproof.gateway.state import State, StateDep
 from gpuproof.kernels.errors import InvalidParameter
 
 log = logging.getLogger("gpuproof.gateway")
@@ -90,12 +90,20 @@ def source_of(request: Request) -> str:
     return str(address)
 
 
-async def limit_ip(request: Request, state: StateDep) -> None:
-    ip = request.client.host if request.client else "unknown"
+def ip_limited(state: State, ip: str) -> Problem | None:
+    """Take one token from the client address's bucket (settings.ip_rate_per_s, a burst of two seconds'
+    worth): None when there was one, else the 429 to answer with its Retry-After."""
     wait = state.limiter.take(f"ip:{ip}", state.settings.ip_rate_per_s, 2 * state.settings.ip_rate_per_s)
-    if wait is not None:
-        raise Problem(429, "Too many requests", f"more than {state.settings.ip_rate_per_s:g} requests/s from "
-                      "this address", retry_after=max(1, round(wait + 0.5)))
+    if wait is None:
+        return None
+    return Problem(429, "Too many requests", f"more than {state.settings.ip_rate_per_s:g} requests/s from "
+                   "this address", retry_after=max(1, round(wait + 0.5)))
+
+
+async def limit_ip(request: Request, state: StateDep) -> None:
+    problem = ip_limited(state, request.client.host if request.client else "unknown")
+    if problem is not None:
+        raise problem
 
 
 # KEYS[1] the bucket; ARGV rate (tokens/s), burst, now (seconds; "" = the server's clock).

@@ -33,26 +33,34 @@ class TrustCache:
         self._inflight: dict[str, asyncio.Future] = {}
         self._limiter: anyio.CapacityLimiter | None = None
 
-    async def get_or_compute(self, provider_id: str, compute: Callable[[], bytes]) -> bytes:
-        now = time.monotonic()
-        hit = self._entries.get(provider_id)
-        if hit is not None and hit[0] >= now:
-            return hit[1]
+    async def get_or_compute(self, provider_id: str, compute: Callable[[str], bytes]) -> bytes:
+        """The provider's trust answer: the cached one (see `cached`), else `compute(provider_id)`'s, run
+        on a thread of the cache's own, once however many readers wait for it."""
+        cached = self.cached(provider_id, compute)
+        if cached is not None:
+            return cached
         pending = self._inflight.get(provider_id)
-        if hit is not None and now - hit[0] <= self.max_stale:
-            if pending is None:
-                self._start(provider_id, compute)
-            return hit[1]
         if pending is None:
             pending = self._start(provider_id, compute)
         return await asyncio.shield(pending)
 
-    def peek(self, provider_id: str) -> bytes | None:
-        """A fresh entry, or None (expired entries go through get_or_compute, which refreshes them)."""
+    def cached(self, provider_id: str, compute: Callable[[str], bytes]) -> bytes | None:
+        """The entry when it is fresh, or when it expired at most `max_stale` seconds ago (then one refresh
+        by `compute(provider_id)` starts in the background, if none runs); None when there is no such entry. Call it
+        on the event loop."""
+        now = time.monotonic()
         hit = self._entries.get(provider_id)
-        return hit[1] if hit is not None and hit[0] >= time.monotonic() else None
+        if hit is None:
+            return None
+        if hit[0] >= now:
+            return hit[1]
+        if now - hit[0] > self.max_stale:
+            return None
+        if provider_id not in self._inflight:
+            self._start(provider_id, compute)
+        return hit[1]
 
-    def _start(self, provider_id: str, compute: Callable[[], bytes]) -> asyncio.Future:
+    def _start(self, provider_id: str, compute: Callable[[str], bytes]) -> asyncio.Future:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(4)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -60,17 +68,19 @@ class TrustCache:
 
         async def refresh() -> None:
             try:
-                value = await anyio.to_thread.run_sync(compute, limiter=self._limiter)
+                value = await anyio.to_thread.run_sync(compute, provider_id, limiter=self._limiter)
             except BaseException as exc:
                 future.set_exception(exc)
                 future.exception()  # retrieved: no warning when nobody else waited
             else:
-                if len(self._entries) > 50_000:
-                    self._entries.clear()
-                self._entries[provider_id] = (time.monotonic() + self.ttl, value)
+                if self._inflight.get(provider_id) is future:  # not dropped while it ran: still current
+                    if len(self._entries) > 50_000:
+                        self._entries.clear()
+                    self._entries[provider_id] = (time.monotonic() + self.ttl, value)
                 future.set_result(value)
             finally:
-                self._inflight.pop(provider_id, None)
+                if self._inflight.get(provider_id) is future:
+                    del self._inflight[provider_id]
 
         self._tasks.add(task := asyncio.get_running_loop().create_task(refresh()))
         task.add_done_callback(self._tasks.discard)
@@ -79,4 +89,7 @@ class TrustCache:
     _tasks: set = set()  # keeps background refreshes referenced until they finish
 
     def drop(self, provider_id: str) -> None:
+        """Forget the provider's entry, and the answer of any refresh still running (it may have read the
+        database before the change that calls this): the next read computes afresh."""
         self._entries.pop(provider_id, None)
+        self._inflight.pop(provider_id, None)
