@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from gpuproof.gateway import service, translog
+from gpuproof.gateway import pages, service, translog
 from gpuproof.gateway.auth import (
     VERSION_HEADER_DOC,
     SignedProviderDep,
@@ -21,7 +21,7 @@ from gpuproof.gateway.auth import (
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
+from gpuproof.gateway.schemas import IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
@@ -29,9 +29,10 @@ from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
+PROVIDERS_CURSOR = "providers"  # the list a cursor pages (gateway.pages)
 
 
 def devices_json(reg: Registration | RegistrationUpdate) -> str:
@@ -186,9 +187,12 @@ def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> ProviderPage:
-    """Providers, optionally those with a device *verified* as a model's class (its recent passes match that
-    profile: a claim alone never lists a provider) and a minimum lower bound."""
+                   offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> ProviderPage:
+    """Providers in registration order, optionally those with a device *verified* as a model's class (its
+    recent passes match that profile: a claim alone never lists a provider) and a minimum lower bound.
+    Paged by `cursor` (each page's `next_cursor`) on the index of (created_at, id); `offset` stops at
+    gateway.pages.MAX_OFFSET and `total` counts at most gateway.pages.COUNT_CAP rows."""
+    pages.check_offset(offset, cursor)
     query = select(Provider).order_by(Provider.created_at, Provider.id)
     now = time.time()
     if model:
@@ -199,13 +203,19 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now,
                                                                           state.verifier.profiles).values()]
         query = query.where(Provider.id.in_(verified))
-    if min_lower_bound is not None:  # by the stored score (models.ProviderScore): O(page), not O(providers)
+    if min_lower_bound is not None:  # by the stored score (models.ProviderScore), not computed per provider
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.limit(limit).offset(offset)).scalars().all()
+    total, exact = pages.capped_total(session, query)
+    if cursor is not None:
+        query = query.where(pages.after((Provider.created_at, Provider.id),
+                                        pages.decode(PROVIDERS_CURSOR, cursor, (float, str)), descending=False))
+    rows = session.execute(query.limit(limit + 1).offset(offset)).scalars().all()
+    more, rows = len(rows) > limit, rows[:limit]
     items = [provider_out(session, p, now, state.verifier.profiles) for p in rows]
-    return ProviderPage(items=items, total=total, limit=limit, offset=offset)
+    return ProviderPage(items=items, total=total, total_exact=exact, limit=limit, offset=offset,
+                        next_cursor=pages.encode(PROVIDERS_CURSOR, (rows[-1].created_at, rows[-1].id)) if more
+                        else None)
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)
