@@ -166,14 +166,30 @@ def _chart(points: list[tuple[float, float, float, bool]], width: int = 760, hei
 
 
 def _trust_row(session, p: Provider, now: float, profiles: Mapping[str, Profile]) -> dict:  # noqa: ANN001
-    t = service.trust_of(session, p.id, now)
-    models = session.execute(select(Device.model, Device.profile).where(Device.provider_id == p.id)
-                             .order_by(Device.position)).all()
-    verified = service.verified_classes(session, p.id, now, profiles)
-    return {"id": p.id, "name": p.name, "created_at": p.created_at, "models": [m for m, _ in models],
-            "claimed": sorted({prof for _, prof in models}), "verified": sorted(set(verified.values())),
-            "score": t.score, "lower_bound": t.lower_bound, "evidence": t.evidence, "status": t.status,
-            "reason": t.reasons[0] if t.reasons else ""}
+    return _trust_rows(session, [p], now, profiles)[0]
+
+
+def _trust_rows(session, providers: list[Provider], now: float,  # noqa: ANN001
+                profiles: Mapping[str, Profile]) -> list[dict]:
+    """The table rows of `providers`, their trust computed afresh, from a fixed number of queries."""
+    ids = [p.id for p in providers]
+    trusts = service.trusts_of(session, ids, now)
+    verified = service.verified_classes_of(session, ids, now, profiles)
+    models: dict[str, list[tuple[str, str]]] = {pid: [] for pid in ids}
+    if ids:
+        for pid, model, profile in session.execute(select(Device.provider_id, Device.model, Device.profile)
+                                                   .where(Device.provider_id.in_(ids))
+                                                   .order_by(Device.provider_id, Device.position)):
+            models[pid].append((model, profile))
+    rows = []
+    for p in providers:
+        t = trusts[p.id]
+        rows.append({"id": p.id, "name": p.name, "created_at": p.created_at, "models": [m for m, _ in models[p.id]],
+                     "claimed": sorted({prof for _, prof in models[p.id]}),
+                     "verified": sorted(set(verified[p.id].values())), "score": t.score,
+                     "lower_bound": t.lower_bound, "evidence": t.evidence, "status": t.status,
+                     "reason": t.reasons[0] if t.reasons else ""})
+    return rows
 
 
 def _names(session, ids: set[str]) -> dict[str, str]:  # noqa: ANN001
@@ -212,7 +228,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
     ordered = (column.desc(), tie.desc()) if order == "desc" else (column.asc(), tie.asc())
     found = session.execute(query.order_by(*ordered).limit(MAX_LISTED + 1)).all()
     more, found = len(found) > MAX_LISTED, found[:MAX_LISTED]
-    rows = [_trust_row(session, p, now, state.verifier.profiles) for p, _ in found]
+    rows = _trust_rows(session, [p for p, _ in found], now, state.verifier.profiles)
     rows.sort(key=SORTS[sort], reverse=order == "desc")
     after = None
     if more:

@@ -57,8 +57,8 @@ def decode(kind: str, cursor: str, types: Sequence[type]) -> tuple:
 def check_offset(offset: int, cursor: str | None) -> None:
     """422 for an offset past MAX_OFFSET, or an offset with a cursor (a cursor already says where to start)."""
     if offset > MAX_OFFSET:
-        raise Problem(422, "Invalid request", f"offset {offset} is past {MAX_OFFSET}: page on with `cursor` (each "
-                      "page's `next_cursor`), which costs the same at any depth")
+        raise Problem(422, "Invalid request", f"offset must be less than or equal to {MAX_OFFSET}, got {offset}: "
+                      "page on with `cursor` (each page's `next_cursor`), which costs the same at any depth")
     if offset and cursor is not None:
         raise Problem(422, "Invalid request", "give `cursor` or `offset`, not both")
 
