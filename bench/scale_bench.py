@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Public reads at scale, quiet and under a flood (issue 18): 100,000 providers, 1,000,000 log entries.
 
-    python bench/scale_bench.py [--providers 100000] [--entries 1000000] [--seconds 20] [--readers 4]
+    python bench/scale_bench.py [--providers 100000] [--entries 1000000] [--seconds 20] [--readers 1]
                                 [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Seeds a gateway database directly (SQLAlchemy core bulk inserts on the migrated schema, the rows the real
 code writes: providers with their devices and stored scores; a log of registrations and registration
 updates with their leaf hashes and every complete subtree's hash in log_nodes, built in one pass), and
 times the seeding. Then starts one uvicorn gateway on it (registration limits at their defaults, the
-per-address read limit raised so that the readers measure latency, not the limiter) and runs two phases
-of --seconds each:
+per-address read limit raised so that the readers measure latency, not the limiter, a round every
+INTERVAL_S seconds on average for every provider) and runs two phases of --seconds each:
 
-1. quiet: readers (their own process, --readers concurrent requests from 127.0.0.2) cycle through the
-   public reads (a provider, its trust, the listing's first page and a page 50,000 rows deep by cursor,
-   the log head and checkpoint, inclusion and consistency proofs at random indices, the dashboard), while
-   an honest provider (its own process, 127.0.0.9) answers its challenges on the CPU;
+1. quiet: readers (their own process, --readers requests in flight from 127.0.0.2) cycle through the
+   public reads (a provider, its trust, the listing's first page, a page 50,000 rows deep by cursor, one
+   filtered by min_lower_bound=0 (every provider matches), the log head and checkpoint, inclusion and
+   consistency proofs at random indices, the dashboard), while an honest provider (its own process,
+   127.0.0.9) answers its challenges on the CPU;
 2. attack: the same, while an attacker process floods registrations with fresh keys from 127.0.0.3-6
    and, with the providers it got registered, answers every challenge with the cheap cheat (one constant
    root, all-zero rows with valid paths: bench/cheap_cheat_bench.py).
@@ -56,6 +57,7 @@ from sqlalchemy import create_engine, insert, update  # noqa: E402
 MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 4090", "NVIDIA H200")
 BATCH = 20_000
 LIMIT_MS = 50.0
+INTERVAL_S = 2.0  # the gateway's mean gap between a provider's rounds here (default an hour): many in a phase
 READER_ADDRESS, HONEST_ADDRESS = "127.0.0.2", "127.0.0.9"
 ATTACKER_ADDRESSES = ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
 
@@ -134,6 +136,7 @@ def read_paths(target: dict, rng: random.Random) -> list[tuple[str, str]]:
     return [("provider", f"/v1/providers/{pid}"), ("trust", f"/v1/providers/{pid}/trust"),
             ("listing, first page", "/v1/providers?limit=50"),
             ("listing, 50,000 deep (cursor)", f"/v1/providers?limit=50&cursor={target['deep_cursor']}"),
+            ("listing, min_lower_bound=0", "/v1/providers?limit=50&min_lower_bound=0"),
             ("log head", "/v1/log/head"), ("checkpoint", "/v1/log/checkpoint"),
             ("inclusion proof", f"/v1/log/inclusion?index={rng.randrange(size)}&size={size}"),
             ("consistency proof", f"/v1/log/consistency?old={old}&new={size}"),
@@ -238,9 +241,9 @@ def attacker(base: str, stop, out) -> None:  # noqa: ANN001
                 await asyncio.sleep(0.2)
 
     async def flood(address: str, cheaters: list) -> None:
-        transport = httpx.AsyncHTTPTransport(local_address=address)
-        while not stop.is_set():
-            client = AsyncGatewayClient(base, key=signatures.new_private_key(), transport=transport, timeout=30)
+        while not stop.is_set():  # a client (and its transport: closing one closes it) per fresh key
+            client = AsyncGatewayClient(base, key=signatures.new_private_key(), timeout=30,
+                                        transport=httpx.AsyncHTTPTransport(local_address=address))
             try:
                 await client.register("flood", [{"model": "cpu-reference", "vram_gib": 8}])
                 count("registration: 201")
@@ -264,7 +267,7 @@ def attacker(base: str, stop, out) -> None:  # noqa: ANN001
 
 def start_gateway(url: str, data_dir: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, GPUPROOF_DATABASE_URL=url, GPUPROOF_DATA_DIR=str(data_dir),
-               GPUPROOF_VERIFY_TEST_SHAPE="16,256,64,3", GPUPROOF_CHALLENGE_INTERVAL_S="0",
+               GPUPROOF_VERIFY_TEST_SHAPE="16,256,64,3", GPUPROOF_CHALLENGE_INTERVAL_S=str(INTERVAL_S),
                GPUPROOF_IP_RATE_PER_S="1000000")
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "gpuproof.gateway.asgi:app", "--host", "127.0.0.1",
                                "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
@@ -291,7 +294,8 @@ def main() -> int:
     parser.add_argument("--providers", type=int, default=100_000)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--readers", type=int, default=4, help="reads in flight at once")
+    parser.add_argument("--readers", type=int, default=1, help="reads in flight at once (1: each read's own "
+                        "latency; more: also the queue behind the heavier reads in one worker)")
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL: a fresh database is made "
                         "on it and dropped afterwards (default: SQLite in a temporary directory)")
     args = parser.parse_args()

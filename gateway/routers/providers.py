@@ -32,7 +32,8 @@ from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustSc
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
-PROVIDERS_CURSOR = "providers"  # the list a cursor pages (gateway.pages)
+PROVIDERS_CURSOR = "providers"  # the lists a cursor pages (gateway.pages): by registration,
+BOUND_CURSOR = "providers-by-lower-bound"  # and by the stored lower bound (with min_lower_bound)
 
 
 def devices_json(reg: Registration | RegistrationUpdate) -> str:
@@ -199,12 +200,14 @@ def list_providers(session: ReadSessionDep, state: StateDep,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> ProviderPage:
-    """Providers in registration order, optionally those with a device *verified* as a model's class (its
-    recent passes match that profile: a claim alone never lists a provider) and a minimum lower bound.
-    Paged by `cursor` (each page's `next_cursor`) on the index of (created_at, id); `offset` stops at
-    gateway.pages.MAX_OFFSET and `total` counts at most gateway.pages.COUNT_CAP rows."""
+    """Providers, optionally those with a device *verified* as a model's class (its recent passes match that
+    profile: a claim alone never lists a provider) and a minimum lower bound. In registration order; with
+    `min_lower_bound`, by the stored lower bound, highest first (so that a page is a range scan of that
+    index however few or many providers pass the bound). Ties by id. Paged by `cursor` (each page's
+    `next_cursor`); `offset` stops at gateway.pages.MAX_OFFSET and `total` counts at most
+    gateway.pages.COUNT_CAP rows."""
     pages.check_offset(offset, cursor)
-    query = select(Provider).order_by(Provider.created_at, Provider.id)
+    query = select(Provider)
     now = time.time()
     if model:
         profile = lookup(model, state.verifier.profiles).key
@@ -214,19 +217,22 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now,
                                                                           state.verifier.profiles).values()]
         query = query.where(Provider.id.in_(verified))
-    if min_lower_bound is not None:  # by the stored score (models.ProviderScore), not computed per provider
+    if min_lower_bound is None:
+        kind, keys, descending = PROVIDERS_CURSOR, (Provider.created_at, Provider.id), False
+    else:  # by the stored score (models.ProviderScore), not computed per provider
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
+        kind, keys, descending = BOUND_CURSOR, (ProviderScore.lower_bound, ProviderScore.provider_id), True
     total, exact = pages.capped_total(session, query)
     if cursor is not None:
-        query = query.where(pages.after((Provider.created_at, Provider.id),
-                                        pages.decode(PROVIDERS_CURSOR, cursor, (float, str)), descending=False))
-    rows = session.execute(query.limit(limit + 1).offset(offset)).scalars().all()
-    more, rows = len(rows) > limit, rows[:limit]
-    items = provider_outs(session, rows, now, state.verifier.profiles)
+        query = query.where(pages.after(keys, pages.decode(kind, cursor, (float, str)), descending=descending))
+    query = query.add_columns(keys[0]).order_by(*((k.desc() for k in keys) if descending else keys))
+    found = session.execute(query.limit(limit + 1).offset(offset)).all()
+    more, found = len(found) > limit, found[:limit]
+    items = provider_outs(session, [p for p, _ in found], now, state.verifier.profiles)
+    next_cursor = pages.encode(kind, (found[-1][1], found[-1][0].id)) if more else None
     return ProviderPage(items=items, total=total, total_exact=exact, limit=limit, offset=offset,
-                        next_cursor=pages.encode(PROVIDERS_CURSOR, (rows[-1].created_at, rows[-1].id)) if more
-                        else None)
+                        next_cursor=next_cursor)
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)

@@ -54,8 +54,11 @@ def test_a_cursor_walk_lists_every_provider_once_in_order(gateway):
     listed = walk(gateway.client, "/v1/providers", {"limit": 5})
     assert [p["id"] for p in listed] == [r["id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]))]
     filtered = walk(gateway.client, "/v1/providers", {"limit": 4, "min_lower_bound": 0.3})
-    assert [p["id"] for p in filtered] == [r["id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]))
-                                           if r["lower_bound"] >= 0.3]
+    assert [p["id"] for p in filtered] == [r["id"] for r in sorted(rows, key=lambda r: (r["lower_bound"], r["id"]),
+                                                                   reverse=True) if r["lower_bound"] >= 0.3]
+    every = walk(gateway.client, "/v1/providers", {"limit": 5, "min_lower_bound": 0})  # ties at 0.05 span pages
+    assert [p["id"] for p in every] == [r["id"] for r in sorted(rows, key=lambda r: (r["lower_bound"], r["id"]),
+                                                                reverse=True)]
     first = gateway.client.get("/v1/providers", params={"limit": 5}).json()
     assert first["total"] == ROWS and first["total_exact"] is True
 
@@ -69,6 +72,7 @@ def test_an_offset_page_gives_a_cursor_that_continues_it(gateway):
 
 
 @pytest.mark.parametrize("cursor", ["%%%", "bm90IGpzb24", pages.encode("verdicts", (1.0, "a")),
+                                    pages.encode("providers-by-lower-bound", (0.5, "a")),
                                     pages.encode("providers", ("1.0", "a")), pages.encode("providers", (1.0,))])
 def test_a_malformed_or_foreign_cursor_is_422(gateway, cursor):
     assert_problem(gateway.client.get("/v1/providers", params={"cursor": cursor}), 422, "cursor")
