@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import gateway_bench  # noqa: E402  (bench/gateway_bench.py: its gateway helpers)
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from gpuproof.gateway import migrate, models, pages  # noqa: E402
@@ -171,34 +172,21 @@ def reader(base: str, target: dict, concurrency: int, phases: list[tuple[str, fl
 
 
 def honest(base: str, attack, stop, out) -> None:  # noqa: ANN001
-    """An honest provider answering its challenges on the CPU until `stop`: each verdict's outcome and
-    poll-to-verdict seconds, by phase (`attack` set or not when the challenge came)."""
-    from gpuproof.client import GatewayClient
-    from gpuproof.kernels.backend import Opening
-    from gpuproof.kernels.reference import CpuBackend
-
-    backend, results = CpuBackend(), []
-    with GatewayClient(base, key=signatures.new_private_key(), timeout=60,
-                       transport=httpx.HTTPTransport(local_address=HONEST_ADDRESS)) as client:
-        client.register("honest", [{"model": "cpu-reference", "vram_gib": 8}])
-        out.put(("honest-ready", client.provider_id))
+    """An honest provider answering its challenges on the CPU until `stop` (bench/gateway_bench.py's flow):
+    each verdict's outcome and poll-to-verdict seconds, by phase (`attack` set or not when it polled)."""
+    results = []
+    with httpx.Client(base_url=base, timeout=60, transport=httpx.HTTPTransport(local_address=HONEST_ADDRESS)) as client:
+        key, pid = gateway_bench.new_provider(client, "honest")
+        out.put(("honest-ready", pid))
         while not stop.is_set():
             started = time.perf_counter()
             phase = "attack" if attack.is_set() else "quiet"
-            c, _, retry = client.next_challenge(0)
-            if c is None:
-                time.sleep(min(retry or 0.2, 0.5))
+            verdict = gateway_bench.run_challenge(client, key, pid)
+            if not verdict:  # nothing due yet
+                time.sleep(0.2)
                 continue
-            params = c.params()
-            roots = backend.run(params)
-            req = client.commit(c.challenge_id, roots)
-            openings = []
-            for r, i in sorted(set(req.pairs)):
-                values, path = backend.open(params, r, i, roots)
-                openings.append(Opening(r, i, values, tuple(path)).to_json())
-            verdict = client.open(c.challenge_id, openings)
-            results.append((phase, str(verdict.outcome), time.perf_counter() - started,
-                            "; ".join(verdict.reasons)[:300]))
+            results.append((phase, verdict["outcome"], time.perf_counter() - started,
+                            "; ".join(verdict["reasons"])[:300]))
     out.put(("honest", results))
 
 
@@ -313,7 +301,7 @@ def main() -> int:
     started = time.perf_counter()
     target = seed(url, args.providers, args.entries)
     seeding = time.perf_counter() - started
-    port = int(os.environ.get("SCALE_BENCH_PORT", "0")) or _free_port()
+    port = gateway_bench.free_port()
     base = f"http://127.0.0.1:{port}"
     server = start_gateway(url, tmp / "data", port)
     ctx = multiprocessing.get_context("spawn")
@@ -404,14 +392,6 @@ def report(args, target: dict, seeding: float, results: dict, honest_id: str) ->
     print(f"worst p99 {worst:.1f} ms (limit {LIMIT_MS:g}); {len(failures)} failed reads; "
           f"{len(failed_honest)} honest verdicts not passed: {'ok' if ok else 'FAIL'}")
     return 0 if ok else 1
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
