@@ -217,7 +217,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
     if model:
         query = query.where(Provider.id.in_(select(Device.provider_id).where(Device.model.icontains(model)
                                                                              | Device.profile.icontains(model))))
-    total, exact = pages.capped_total(session, query)
+    total, exact = pages.capped_total(session, query, Provider.id)
     # the id breaks ties in the column's direction, so one index scan (forwards or backwards) gives the order;
     # the providers table's own id for the name and the creation time, the scores' for the others
     tie = Provider.id if sort in ("name", "created") else ProviderScore.provider_id

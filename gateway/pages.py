@@ -70,9 +70,9 @@ def after(columns: Sequence[ColumnElement], key: Sequence[Any], descending: bool
     return row < bound if descending else row > bound
 
 
-def capped_total(session: Session, query: Select) -> tuple[int, bool]:
-    """How many rows `query` selects, counting at most COUNT_CAP + 1 of them: (the count capped at COUNT_CAP,
-    whether it is exact)."""
-    counted = session.execute(select(func.count()).select_from(query.order_by(None).limit(COUNT_CAP + 1)
-                                                               .subquery())).scalar_one()
+def capped_total(session: Session, query: Select, key: ColumnElement) -> tuple[int, bool]:
+    """How many rows `query` selects, counting at most COUNT_CAP + 1 of them by their `key` column alone (an
+    index answers it without reading the rows): (the count capped at COUNT_CAP, whether it is exact)."""
+    rows = query.with_only_columns(key).order_by(None).limit(COUNT_CAP + 1).subquery()
+    counted = session.execute(select(func.count()).select_from(rows)).scalar_one()
     return min(counted, COUNT_CAP), counted <= COUNT_CAP

@@ -223,7 +223,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
         kind, keys, descending = BOUND_CURSOR, (ProviderScore.lower_bound, ProviderScore.provider_id), True
-    total, exact = pages.capped_total(session, query)
+    total, exact = pages.capped_total(session, query, Provider.id)
     if cursor is not None:
         query = query.where(pages.after(keys, pages.decode(kind, cursor, (float, str)), descending=descending))
     query = query.add_columns(keys[0]).order_by(*((k.desc() for k in keys) if descending else keys))
