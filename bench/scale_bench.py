@@ -122,9 +122,10 @@ def seed(url: str, providers: int, entries: int) -> dict:
         timings["log nodes"] = time.perf_counter() - started
     engine.dispose()
     ordered = sorted(range(providers), key=lambda i: (t0 + i, ids[i]))
-    deep = ordered[min(providers, 50_000) - 1]
+    depth = min(providers, 50_000)
+    deep = ordered[depth - 1]
     return {"ids": [ids[i] for i in random.sample(range(providers), min(providers, 2000))],
-            "deep_cursor": pages.encode("providers", (t0 + deep, ids[deep])), "size": entries,
+            "deep_cursor": pages.encode("providers", (t0 + deep, ids[deep])), "depth": depth, "size": entries,
             "root": tree.root.hex(), "timings": timings}
 
 
@@ -136,7 +137,7 @@ def read_paths(target: dict, rng: random.Random) -> list[tuple[str, str]]:
     old = rng.randrange(1, size)
     return [("provider", f"/v1/providers/{pid}"), ("trust", f"/v1/providers/{pid}/trust"),
             ("listing, first page", "/v1/providers?limit=50"),
-            ("listing, 50,000 deep (cursor)", f"/v1/providers?limit=50&cursor={target['deep_cursor']}"),
+            (f"listing, {target['depth']:,} deep (cursor)", f"/v1/providers?limit=50&cursor={target['deep_cursor']}"),
             ("listing, min_lower_bound=0", "/v1/providers?limit=50&min_lower_bound=0"),
             ("log head", "/v1/log/head"), ("checkpoint", "/v1/log/checkpoint"),
             ("inclusion proof", f"/v1/log/inclusion?index={rng.randrange(size)}&size={size}"),
