@@ -213,10 +213,27 @@ class Calls:
     # providers and trust --------------------------------------------------------------------------
     @call
     def providers(self, model: str | None = None, min_lower_bound: float | None = None, limit: int = 50,
-                  offset: int = 0) -> Flow[wire.ProviderPage]:
+                  offset: int = 0, cursor: str | None = None) -> Flow[wire.ProviderPage]:
+        """One page of providers: the first (or `offset` rows in, at most 10,000), or the one after `cursor`
+        (a page's `next_cursor`)."""
         return (yield Request("GET", _path("/v1/providers", {"model": model, "min_lower_bound": min_lower_bound,
-                                                              "limit": limit, "offset": offset}),
+                                                              "limit": limit, "offset": offset or None,
+                                                              "cursor": cursor}),
                               model=wire.ProviderPage))
+
+    @call
+    def all_providers(self, model: str | None = None, min_lower_bound: float | None = None,
+                      page: int = 200) -> Flow[list[wire.ProviderOut]]:
+        """Every provider the filters list, page by page along the cursors (each page costs the gateway the
+        same however deep it is)."""
+        items: list[wire.ProviderOut] = []
+        cursor = None
+        while True:
+            found = yield from Calls.providers.flow(self, model, min_lower_bound, page, 0, cursor)
+            items += found.items
+            if found.next_cursor is None:
+                return items
+            cursor = found.next_cursor
 
     @call
     def provider(self, provider_id: str) -> Flow[wire.ProviderOut]:
@@ -240,10 +257,25 @@ class Calls:
         return (yield Request("GET", f"/v1/providers/{provider_id}/trust", model=wire.TrustOut))
 
     @call
-    def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0) -> Flow[wire.VerdictPage]:
-        return (yield Request("GET", _path(f"/v1/providers/{provider_id}/verdicts", {"limit": limit,
-                                                                                    "offset": offset}),
+    def verdicts(self, provider_id: str, limit: int = 50, offset: int = 0,
+                 cursor: str | None = None) -> Flow[wire.VerdictPage]:
+        """One page of a provider's verdicts, newest first: the first (or `offset` rows in, at most 10,000),
+        or the one after `cursor` (a page's `next_cursor`)."""
+        return (yield Request("GET", _path(f"/v1/providers/{provider_id}/verdicts",
+                                           {"limit": limit, "offset": offset or None, "cursor": cursor}),
                               model=wire.VerdictPage))
+
+    @call
+    def all_verdicts(self, provider_id: str, page: int = 200) -> Flow[list[wire.VerdictItem]]:
+        """Every verdict of a provider, newest first, page by page along the cursors."""
+        items: list[wire.VerdictItem] = []
+        cursor = None
+        while True:
+            found = yield from Calls.verdicts.flow(self, provider_id, page, 0, cursor)
+            items += found.items
+            if found.next_cursor is None:
+                return items
+            cursor = found.next_cursor
 
     @call
     def transcript(self, challenge_id: str) -> Flow[dict]:

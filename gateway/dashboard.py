@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from gpuproof.gateway import service, translog
+from gpuproof.gateway import pages, service, translog
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, LogEntry, Provider, ProviderScore, SegmentAudit
@@ -166,14 +166,30 @@ def _chart(points: list[tuple[float, float, float, bool]], width: int = 760, hei
 
 
 def _trust_row(session, p: Provider, now: float, profiles: Mapping[str, Profile]) -> dict:  # noqa: ANN001
-    t = service.trust_of(session, p.id, now)
-    models = session.execute(select(Device.model, Device.profile).where(Device.provider_id == p.id)
-                             .order_by(Device.position)).all()
-    verified = service.verified_classes(session, p.id, now, profiles)
-    return {"id": p.id, "name": p.name, "created_at": p.created_at, "models": [m for m, _ in models],
-            "claimed": sorted({prof for _, prof in models}), "verified": sorted(set(verified.values())),
-            "score": t.score, "lower_bound": t.lower_bound, "evidence": t.evidence, "status": t.status,
-            "reason": t.reasons[0] if t.reasons else ""}
+    return _trust_rows(session, [p], now, profiles)[0]
+
+
+def _trust_rows(session, providers: list[Provider], now: float,  # noqa: ANN001
+                profiles: Mapping[str, Profile]) -> list[dict]:
+    """The table rows of `providers`, their trust computed afresh, from a fixed number of queries."""
+    ids = [p.id for p in providers]
+    trusts = service.trusts_of(session, ids, now)
+    verified = service.verified_classes_of(session, ids, now, profiles)
+    models: dict[str, list[tuple[str, str]]] = {pid: [] for pid in ids}
+    if ids:
+        for pid, model, profile in session.execute(select(Device.provider_id, Device.model, Device.profile)
+                                                   .where(Device.provider_id.in_(ids))
+                                                   .order_by(Device.provider_id, Device.position)):
+            models[pid].append((model, profile))
+    rows = []
+    for p in providers:
+        t = trusts[p.id]
+        rows.append({"id": p.id, "name": p.name, "created_at": p.created_at, "models": [m for m, _ in models[p.id]],
+                     "claimed": sorted({prof for _, prof in models[p.id]}),
+                     "verified": sorted(set(verified[p.id].values())), "score": t.score,
+                     "lower_bound": t.lower_bound, "evidence": t.evidence, "status": t.status,
+                     "reason": t.reasons[0] if t.reasons else ""})
+    return rows
 
 
 def _names(session, ids: set[str]) -> dict[str, str]:  # noqa: ANN001
@@ -188,24 +204,40 @@ def _names(session, ids: set[str]) -> dict[str, str]:  # noqa: ANN001
 def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
           sort: Annotated[str, Query(pattern="^(name|score|lower|evidence|created)$")] = "lower",
           order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-          model: Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL)] = None) -> HTMLResponse:
+          model: Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL)] = None,
+          cursor: pages.CursorQuery = None) -> HTMLResponse:
     now = time.time()
-    # the page is chosen by the stored scores (models.ProviderScore), in SQL: it costs O(page) whatever the
-    # number of providers; its rows then show trust computed afresh
-    column = {"name": func.lower(Provider.name), "created": Provider.created_at, "score": ProviderScore.score,
-              "lower": ProviderScore.lower_bound, "evidence": ProviderScore.evidence}[sort]
-    query = select(Provider).join(ProviderScore, ProviderScore.provider_id == Provider.id)
+    # the page is chosen by the stored scores (models.ProviderScore), in SQL, by keyset on an index of
+    # (column, provider id) (migration 0021): it costs O(page) at any depth; its rows then show trust
+    # computed afresh
+    column, kind_of = {"name": (func.lower(Provider.name), str), "created": (Provider.created_at, float),
+                       "score": (ProviderScore.score, float), "lower": (ProviderScore.lower_bound, float),
+                       "evidence": (ProviderScore.evidence, int)}[sort]
+    query = select(Provider, column).join(ProviderScore, ProviderScore.provider_id == Provider.id)
     if model:
         query = query.where(Provider.id.in_(select(Device.provider_id).where(Device.model.icontains(model)
                                                                              | Device.profile.icontains(model))))
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    direction = column.desc() if order == "desc" else column.asc()
-    rows = [_trust_row(session, p, now, state.verifier.profiles)
-            for p in session.execute(query.order_by(direction, Provider.id).limit(MAX_LISTED)).scalars()]
+    total, exact = pages.capped_total(session, query, Provider.id)
+    # the id breaks ties in the column's direction, so one index scan (forwards or backwards) gives the order;
+    # the providers table's own id for the name and the creation time, the scores' for the others
+    tie = Provider.id if sort in ("name", "created") else ProviderScore.provider_id
+    kind = f"dashboard-{sort}-{order}"
+    if cursor is not None:
+        query = query.where(pages.after((column, tie), pages.decode(kind, cursor, (kind_of, str)),
+                                        descending=order == "desc"))
+    ordered = (column.desc(), tie.desc()) if order == "desc" else (column.asc(), tie.asc())
+    found = session.execute(query.order_by(*ordered).limit(MAX_LISTED + 1)).all()
+    more, found = len(found) > MAX_LISTED, found[:MAX_LISTED]
+    rows = _trust_rows(session, [p for p, _ in found], now, state.verifier.profiles)
     rows.sort(key=SORTS[sort], reverse=order == "desc")
+    after = None
+    if more:
+        params = {"sort": sort, "order": order, **({"model": model} if model else {}),
+                  "cursor": pages.encode(kind, (found[-1][1], found[-1][0].id))}
+        after = "/?" + urlencode(params)
     head = translog.signed_head(session, state.signing_key, now, state.log_origin)
-    return _page("index.html", view, providers=rows, total=total, sort=sort, order=order, model=model or "",
-                 head=head)
+    return _page("index.html", view, providers=rows, total=total, total_exact=exact, sort=sort, order=order,
+                 model=model or "", head=head, next_page=after, paged=cursor is not None)
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)

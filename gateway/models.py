@@ -10,11 +10,13 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -25,6 +27,8 @@ class Base(DeclarativeBase):
 
 class Provider(Base):
     __tablename__ = "providers"
+    # the listings' orders (gateway.pages: keyset pages), by creation and by name; migration 0021
+    __table_args__ = (Index("ix_providers_created_at_id", "created_at", "id"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -32,6 +36,9 @@ class Provider(Base):
     # where it registered from (gateway.limits.source_of: the address, an IPv6 /64), for the share of open
     # challenges the new devices of one source may hold; NULL for providers registered before it was kept
     source: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+Index("ix_providers_lower_name_id", func.lower(Provider.name), Provider.id)
 
 
 class Device(Base):
@@ -66,6 +73,8 @@ class ValidatorNonce(Base):
 
 class Challenge(Base):
     __tablename__ = "challenges"
+    # a provider's verdicts newest first, paged by keyset (GET /v1/providers/{id}/verdicts); migration 0021
+    __table_args__ = (Index("ix_challenges_provider_judged_id", "provider_id", "judged_at", "id"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
@@ -308,10 +317,14 @@ class ProviderScore(Base):
     as evidence ages (settings.trust_refresh_s); settlement and /trust always compute afresh."""
 
     __tablename__ = "provider_scores"
+    # each listed order with the provider id after it, so ties keep one order and a keyset page is a range
+    # scan of one index (gateway.pages); migration 0021
+    __table_args__ = tuple(Index(f"ix_provider_scores_{c}_id", c, "provider_id")
+                           for c in ("score", "lower_bound", "evidence"))
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), primary_key=True)
-    score: Mapped[float] = mapped_column(Float, index=True)
-    lower_bound: Mapped[float] = mapped_column(Float, index=True)
-    evidence: Mapped[int] = mapped_column(Integer, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    lower_bound: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     computed_at: Mapped[float] = mapped_column(Float, index=True)
 

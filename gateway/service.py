@@ -7,7 +7,7 @@ them as plain data, and what they return is stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from gpuproof.gateway import translog, webhooks
@@ -197,29 +197,46 @@ def verdict_records(session: Session, provider_id: str,
                     profiles: Mapping[str, Profile] | None = None) -> list[VerdictRecord]:
     """The provider's verdicts as the score sees them, each knowing whether its challenge needed a memory
     finding (verifier.memory.memory_status, by `profiles`: default the packaged ones)."""
-    rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
-                                  ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
-                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
+    return verdict_records_of(session, [provider_id], profiles)[provider_id]
+
+
+def verdict_records_of(session: Session, provider_ids: Sequence[str],
+                       profiles: Mapping[str, Profile] | None = None) -> dict[str, list[VerdictRecord]]:
+    """`verdict_records` of several providers in three queries (a listing's page: O(page) queries would
+    cost a round trip each), by provider id."""
+    ids = list(dict.fromkeys(provider_ids))
+    out: dict[str, list[VerdictRecord]] = {pid: [] for pid in ids}
+    if not ids:
+        return out
+    rows = session.execute(select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.judged_at,
+                                  ChallengeRow.verdict, ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
+                           .where(ChallengeRow.provider_id.in_(ids), ChallengeRow.state == "judged")
                            .order_by(ChallengeRow.judged_at)).all()
-    out = []
     profiles = load_profiles() if profiles is None else profiles
-    for cid, at, v, issued_at, spec, key in rows:
-        out.append(record_of(cid, at, v, round_at=issued_at, spec=spec, profile=profiles.get(key)))
-    audits = session.execute(select(SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome, SegmentAudit.verdict)
-                             .where(SegmentAudit.provider_id == provider_id, SegmentAudit.state == "judged")).all()
-    out += [VerdictRecord(evidence_id=aid, at=at, correctness=outcome, timing=Timing.TRAINING,
-                          detail=f"segment {v['start_step']}->{v['end_step']}: {v['reason']}")
-            for aid, at, outcome, v in audits]
-    flagged = session.execute(select(Job.id, Job.closed_at, Job.training_flags)
-                              .where(Job.provider_id == provider_id, Job.training_state == "closed")).all()
-    out += [VerdictRecord(evidence_id=jid, at=at, correctness=Correctness.FAIL, timing=Timing.TRAINING,
-                          detail=flags[0])
-            for jid, at, flags in flagged if flags]
-    return sorted(out, key=lambda r: r.at)
+    for pid, cid, at, v, issued_at, spec, key in rows:
+        out[pid].append(record_of(cid, at, v, round_at=issued_at, spec=spec, profile=profiles.get(key)))
+    audits = session.execute(select(SegmentAudit.provider_id, SegmentAudit.id, SegmentAudit.judged_at,
+                                    SegmentAudit.outcome, SegmentAudit.verdict)
+                             .where(SegmentAudit.provider_id.in_(ids), SegmentAudit.state == "judged")).all()
+    for pid, aid, at, outcome, v in audits:
+        out[pid].append(VerdictRecord(evidence_id=aid, at=at, correctness=outcome, timing=Timing.TRAINING,
+                                      detail=f"segment {v['start_step']}->{v['end_step']}: {v['reason']}"))
+    flagged = session.execute(select(Job.provider_id, Job.id, Job.closed_at, Job.training_flags)
+                              .where(Job.provider_id.in_(ids), Job.training_state == "closed")).all()
+    for pid, jid, at, flags in flagged:
+        if flags:
+            out[pid].append(VerdictRecord(evidence_id=jid, at=at, correctness=Correctness.FAIL,
+                                          timing=Timing.TRAINING, detail=flags[0]))
+    return {pid: sorted(records, key=lambda r: r.at) for pid, records in out.items()}
 
 
 def trust_of(session: Session, provider_id: str, now: float) -> TrustScore:
     return score(verdict_records(session, provider_id), now)
+
+
+def trusts_of(session: Session, provider_ids: Sequence[str], now: float) -> dict[str, TrustScore]:
+    """`trust_of` of several providers, from one batch of queries (`verdict_records_of`)."""
+    return {pid: score(records, now) for pid, records in verdict_records_of(session, provider_ids).items()}
 
 
 def trust_json(t: TrustScore) -> dict:
@@ -235,17 +252,30 @@ def verified_classes(session: Session, provider_id: str, now: float, profiles: M
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
     """Per device: the class its recent passes verified (verifier.hardware.verified_classes), by the gateway's
     `profiles` (state.verifier.profiles: an operator's measured profiles included)."""
-    rows = session.execute(select(ChallengeRow.id, ChallengeRow.device_id, ChallengeRow.judged_at,
-                                  ChallengeRow.verdict, ChallengeRow.spec, ChallengeRow.profile)
-                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.outcome == Outcome.PASS.value,
-                                  ChallengeRow.judged_at > now - window_s)).all()
+    return verified_classes_of(session, [provider_id], now, profiles, window_s)[provider_id]
+
+
+def verified_classes_of(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
+                        window_s: float = VERIFIED_WINDOW_S) -> dict[str, dict[int, str]]:
+    """`verified_classes` of several providers in one query, by provider id."""
+    ids = list(dict.fromkeys(provider_ids))
+    passes: dict[str, list[tuple]] = {pid: [] for pid in ids}
+    if ids:
+        rows = session.execute(select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.device_id,
+                                      ChallengeRow.judged_at, ChallengeRow.verdict, ChallengeRow.spec,
+                                      ChallengeRow.profile)
+                               .where(ChallengeRow.provider_id.in_(ids), ChallengeRow.outcome == Outcome.PASS.value,
+                                      ChallengeRow.judged_at > now - window_s)).all()
+        for pid, *row in rows:
+            passes[pid].append(tuple(row))
 
     def proved(cid: str, at: float, v: dict, spec: str, profile: str) -> str:  # the class the pass proves, capped
         cls = hardware.verified_class(record_of(cid, at, v, spec=spec, profile=profiles.get(profile)), profiles)
         return cls.key if cls is not None else ""
 
-    return hardware.verified_classes(((d, at, proved(cid, at, v, spec, prof)) for cid, d, at, v, spec, prof in rows),
-                                     now, window_s)
+    return {pid: hardware.verified_classes(((d, at, proved(cid, at, v, spec, prof))
+                                            for cid, d, at, v, spec, prof in rows), now, window_s)
+            for pid, rows in passes.items()}
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:

@@ -74,10 +74,15 @@ class ProviderOut(BaseModel):
 
 
 class ProviderPage(BaseModel):
+    """One page of providers. `total` counts at most 10,000 matches (`total_exact` false: there are more);
+    `next_cursor` asks for the next page (`?cursor=`), null on the last."""
+
     items: list[ProviderOut]
     total: int
+    total_exact: bool = True
     limit: int
     offset: int
+    next_cursor: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,9 +216,12 @@ class VerdictItem(BaseModel):
 
 
 class VerdictPage(BaseModel):
+    """One page of verdicts, newest first; `next_cursor` asks for the next page (`?cursor=`), null on the last."""
+
     items: list[VerdictItem]
     limit: int
     offset: int
+    next_cursor: str | None = None
 
 
 class OpeningOut(BaseModel):

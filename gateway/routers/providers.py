@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from gpuproof.gateway import service, translog
+from gpuproof.gateway import pages, service, translog
 from gpuproof.gateway.auth import (
     VERSION_HEADER_DOC,
     SignedProviderDep,
@@ -21,7 +21,7 @@ from gpuproof.gateway.auth import (
 from gpuproof.gateway.limits import limit_ip, source_of
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import MAX_INDEX, IdPath, Registration, RegistrationUpdate
+from gpuproof.gateway.schemas import IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
@@ -29,9 +29,11 @@ from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
+PROVIDERS_CURSOR = "providers"  # the lists a cursor pages (gateway.pages): by registration,
+BOUND_CURSOR = "providers-by-lower-bound"  # and by the stored lower bound (with min_lower_bound)
 
 
 def devices_json(reg: Registration | RegistrationUpdate) -> str:
@@ -69,16 +71,27 @@ def registration_headers(request: Request, state: StateDep,
 
 def provider_out(session, provider: Provider, now: float, profiles: Mapping[str, Profile],  # noqa: ANN001
                  with_trust: bool = True) -> ProviderOut:
-    devices = session.execute(select(Device).where(Device.provider_id == provider.id)
-                              .order_by(Device.position)).scalars().all()
-    trust = service.trust_of(session, provider.id, now) if with_trust else None
-    verified = service.verified_classes(session, provider.id, now, profiles)
-    return ProviderOut(id=provider.id, name=provider.name, public_key=provider.public_key.hex(),
-                       created_at=provider.created_at,
-                       devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
-                                          claimed_profile=d.profile, verified_class=verified.get(d.id))
-                                for d in devices],
-                       trust=TrustScoreOut(**service.trust_json(trust)) if trust else None)
+    return provider_outs(session, [provider], now, profiles, with_trust)[0]
+
+
+def provider_outs(session, providers: Sequence[Provider], now: float,  # noqa: ANN001
+                  profiles: Mapping[str, Profile], with_trust: bool = True) -> list[ProviderOut]:
+    """The providers as the API shows them: their devices, verified classes and trust, read for all of
+    them at once (a page costs a fixed number of queries, not a few per row)."""
+    ids = [p.id for p in providers]
+    devices: dict[str, list[Device]] = {pid: [] for pid in ids}
+    if ids:
+        for d in session.execute(select(Device).where(Device.provider_id.in_(ids))
+                                 .order_by(Device.provider_id, Device.position)).scalars():
+            devices[d.provider_id].append(d)
+    trusts = service.trusts_of(session, ids, now) if with_trust else {}
+    verified = service.verified_classes_of(session, ids, now, profiles)
+    return [ProviderOut(id=p.id, name=p.name, public_key=p.public_key.hex(), created_at=p.created_at,
+                        devices=[DeviceOut(position=d.position, model=d.model, count=d.count, vram_gib=d.vram_gib,
+                                           claimed_profile=d.profile, verified_class=verified[p.id].get(d.id))
+                                 for d in devices[p.id]],
+                        trust=TrustScoreOut(**service.trust_json(trusts[p.id])) if p.id in trusts else None)
+            for p in providers]
 
 
 def limit_registrations(request: Request, state: StateDep) -> None:
@@ -186,10 +199,15 @@ def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> ProviderPage:
+                   offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> ProviderPage:
     """Providers, optionally those with a device *verified* as a model's class (its recent passes match that
-    profile: a claim alone never lists a provider) and a minimum lower bound."""
-    query = select(Provider).order_by(Provider.created_at, Provider.id)
+    profile: a claim alone never lists a provider) and a minimum lower bound. In registration order; with
+    `min_lower_bound`, by the stored lower bound, highest first (so that a page is a range scan of that
+    index however few or many providers pass the bound). Ties by id. Paged by `cursor` (each page's
+    `next_cursor`); `offset` stops at gateway.pages.MAX_OFFSET and `total` counts at most
+    gateway.pages.COUNT_CAP rows."""
+    pages.check_offset(offset, cursor)
+    query = select(Provider)
     now = time.time()
     if model:
         profile = lookup(model, state.verifier.profiles).key
@@ -199,13 +217,22 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now,
                                                                           state.verifier.profiles).values()]
         query = query.where(Provider.id.in_(verified))
-    if min_lower_bound is not None:  # by the stored score (models.ProviderScore): O(page), not O(providers)
+    if min_lower_bound is None:
+        kind, keys, descending = PROVIDERS_CURSOR, (Provider.created_at, Provider.id), False
+    else:  # by the stored score (models.ProviderScore), not computed per provider
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.limit(limit).offset(offset)).scalars().all()
-    items = [provider_out(session, p, now, state.verifier.profiles) for p in rows]
-    return ProviderPage(items=items, total=total, limit=limit, offset=offset)
+        kind, keys, descending = BOUND_CURSOR, (ProviderScore.lower_bound, ProviderScore.provider_id), True
+    total, exact = pages.capped_total(session, query, Provider.id)
+    if cursor is not None:
+        query = query.where(pages.after(keys, pages.decode(kind, cursor, (float, str)), descending=descending))
+    query = query.add_columns(keys[0]).order_by(*((k.desc() for k in keys) if descending else keys))
+    found = session.execute(query.limit(limit + 1).offset(offset)).all()
+    more, found = len(found) > limit, found[:limit]
+    items = provider_outs(session, [p for p, _ in found], now, state.verifier.profiles)
+    next_cursor = pages.encode(kind, (found[-1][1], found[-1][0].id)) if more else None
+    return ProviderPage(items=items, total=total, total_exact=exact, limit=limit, offset=offset,
+                        next_cursor=next_cursor)
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)

@@ -8,18 +8,19 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from gpuproof.gateway import service
+from gpuproof.gateway import pages, service
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Provider
 from gpuproof.gateway.problems import Problem
-from gpuproof.gateway.schemas import MAX_INDEX, IdPath
+from gpuproof.gateway.schemas import IdPath
 from gpuproof.gateway.sessions import ReadSessionDep
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier.wire import TrustOut, VerdictPage
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
+VERDICTS_CURSOR = "verdicts"  # the list a cursor pages (gateway.pages)
 
 
 def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
@@ -54,11 +55,20 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
 @router.get("/verdicts", operation_id="list_verdicts", response_model=VerdictPage)
 def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> dict:
-    """The provider's verdicts, newest first."""
+                  offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> dict:
+    """The provider's verdicts, newest first (ties by challenge id, descending). Paged by `cursor` (each
+    page's `next_cursor`) on the index of (provider_id, judged_at, id); `offset` stops at
+    gateway.pages.MAX_OFFSET."""
+    pages.check_offset(offset, cursor)
     _provider(session, provider_id)
-    rows = session.execute(select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
-                           .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
-                           .order_by(ChallengeRow.judged_at.desc()).limit(limit).offset(offset)).all()
+    query = (select(ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict)
+             .where(ChallengeRow.provider_id == provider_id, ChallengeRow.state == "judged")
+             .order_by(ChallengeRow.judged_at.desc(), ChallengeRow.id.desc()))
+    if cursor is not None:
+        query = query.where(pages.after((ChallengeRow.judged_at, ChallengeRow.id),
+                                        pages.decode(VERDICTS_CURSOR, cursor, (float, str)), descending=True))
+    rows = session.execute(query.limit(limit + 1).offset(offset)).all()
+    more, rows = len(rows) > limit, rows[:limit]
     return {"items": [{"challenge_id": cid, "judged_at": at, "verdict": v} for cid, at, v in rows],
-            "limit": limit, "offset": offset}
+            "limit": limit, "offset": offset,
+            "next_cursor": pages.encode(VERDICTS_CURSOR, (rows[-1][1], rows[-1][0])) if more else None}

@@ -115,3 +115,29 @@ def test_an_uncaught_error_reaches_the_caller_from_both_clients():
 
     with pytest.raises(GatewayError, match="no such thing"):
         asyncio.run(main())
+
+
+def test_all_providers_follows_the_cursors_to_the_last_page_in_both_clients():
+    """Three pages chained by next_cursor: every provider once, and each cursor sent back as it came."""
+    ids = [f"{i:032x}" for i in range(5)]
+    sent: list[str | None] = []
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        sent.append(cursor)
+        start = 0 if cursor is None else int(cursor[1:])
+        items = [{"id": pid, "name": "p", "public_key": "00" * 32, "created_at": 1.0, "devices": []}
+                 for pid in ids[start:start + 2]]
+        more = start + 2 < len(ids)
+        return httpx.Response(200, json={"items": items, "total": len(ids), "limit": 2, "offset": 0,
+                                         "next_cursor": f"c{start + 2}" if more else None})
+
+    with GatewayClient("http://gw", transport=httpx.MockTransport(pages)) as client:
+        assert [p.id for p in client.all_providers(page=2)] == ids
+
+    async def main() -> list[str]:
+        async with AsyncGatewayClient("http://gw", transport=httpx.MockTransport(pages)) as client:
+            return [p.id for p in await client.all_providers(page=2)]
+
+    assert asyncio.run(main()) == ids
+    assert sent == [None, "c2", "c4"] * 2
