@@ -1,14 +1,14 @@
 """keyset indexes: each public list's order ends in the row's id, so a cursor page is a range scan (issue 18)
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0028
+Revises: 0027
 Create Date: 2026-11-30
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0021'
-down_revision = '0020'
+revision = '0028'
+down_revision = '0027'
 branch_labels = None
 depends_on = None
 
