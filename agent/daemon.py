@@ -122,6 +122,7 @@ class Daemon:
         self.status = [DeviceStatus(i, d.model) for i, d in enumerate(self.devices)]
         self._done = 0
         self._lock = threading.Lock()
+        self._echoes = threading.BoundedSemaphore(len(self.devices) or 1)  # echoes in flight (_echo)
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.emit({"at": round(time.time(), 3), "event": kind, **fields})
@@ -206,11 +207,17 @@ class Daemon:
         charged to the provider; echoing first put one more round trip on that path, beyond what the RTT
         allowance covers. The gateway times the echo itself (from the poll's answer to the echo's
         arrival), so sending it beside the proving keeps the measurement and takes it off the challenge's
-        path. A lost echo only costs the RTT allowance its sample."""
+        path. A lost echo only costs the RTT allowance its sample. At most one echo per device is in flight:
+        a gateway that stalls echoes gets no more threads out of the agent, only fewer samples."""
+        if not self._echoes.acquire(blocking=False):
+            return
 
         def echo() -> None:
-            with contextlib.suppress(GatewayError):
-                self.client.echo_rtt(probe)
+            try:
+                with contextlib.suppress(GatewayError):
+                    self.client.echo_rtt(probe)
+            finally:
+                self._echoes.release()
 
         threading.Thread(target=echo, name="gpuproof-rtt-echo", daemon=True).start()
 

@@ -131,9 +131,12 @@ class LogKey:
     origin: str | None = None
 
     def check_origin(self, origin: str | None) -> None:
-        """A head's log must be the one the verifier key names (its key name is the log's origin)."""
+        """A head must be a checkpoint, of the log the verifier key names (its key name is the log's origin)."""
         from gpuproof.client import LogVerificationError
 
+        if origin is None:  # a head of an earlier version: its signature covers no log name
+            raise LogVerificationError("the gateway's tree head has no checkpoint: a log key given beforehand "
+                                       "checks checkpoints only")
         if self.origin is not None and origin != self.origin:
             raise LogVerificationError(f"the gateway's checkpoint is of log {origin!r}, not {self.origin!r} that "
                                        "--log-key names")

@@ -76,9 +76,14 @@ class RateLimiter:
 
 
 def source_of(request: Request) -> str:
-    """The address a request came from, as the per-source shares count it: the IPv4 address, or the /64 of
-    an IPv6 one (a single IPv6 host usually holds a whole /64); "unknown" without one."""
-    host = request.client.host if request.client else "unknown"
+    """The address a request came from, as the per-address limits and the per-source shares count it
+    (source_of_host)."""
+    return source_of_host(request.client.host if request.client else "unknown")
+
+
+def source_of_host(host: str) -> str:
+    """A client address as the limits count it: the IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the
+    /64 of an IPv6 one (a single IPv6 host usually holds a whole /64, and would otherwise rotate through it)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -93,7 +98,8 @@ def source_of(request: Request) -> str:
 def ip_limited(state: State, ip: str) -> Problem | None:
     """Take one token from the client address's bucket (settings.ip_rate_per_s, a burst of two seconds'
     worth): None when there was one, else the 429 to answer with its Retry-After."""
-    wait = state.limiter.take(f"ip:{ip}", state.settings.ip_rate_per_s, 2 * state.settings.ip_rate_per_s)
+    wait = state.limiter.take(f"ip:{source_of_host(ip)}", state.settings.ip_rate_per_s,
+                              2 * state.settings.ip_rate_per_s)
     if wait is None:
         return None
     return Problem(429, "Too many requests", f"more than {state.settings.ip_rate_per_s:g} requests/s from "

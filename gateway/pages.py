@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -48,6 +49,10 @@ def decode(kind: str, cursor: str, types: Sequence[type]) -> tuple:
     for value, kind_of in zip(key, types, strict=True):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind_of is float else \
             isinstance(value, kind_of) and not isinstance(value, bool)
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False  # json.loads takes NaN and Infinity
+        if ok and isinstance(value, int) and abs(value) >= 2**63:  # no database column holds it (binding fails)
+            ok = False
         if not ok:
             raise Problem(422, "Invalid request", f"cursor {cursor[:40]!r} names a {type(value).__name__} where "
                           f"the list sorts by a {kind_of.__name__}")

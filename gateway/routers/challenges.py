@@ -42,7 +42,7 @@ from gpuproof.verifier.wire import (
     TranscriptOut,
     VerdictOut,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import aliased
 
 Opened = aliased(ChallengeRow)  # the open challenges counted against new identities' share
@@ -166,22 +166,29 @@ def _new_identities_full(session, state, provider_id: str, devices: list[Device]
     devices already fill their share (issue 18: identities cost nothing to make, and each challenge is an
     open row and, answered, a verification). Two shares: GPUPROOF_NEW_DEVICE_OPEN_CHALLENGES_PER_SOURCE for
     the providers registered from one address (an IPv6 /64), and GPUPROOF_NEW_IDENTITY_OPEN_CHALLENGES for
-    all together. A source that holds none may always start one round, so identities from one place cannot
-    lock a newcomer elsewhere out of its first round."""
+    all together. A source that holds none may start one round beyond the gateway-wide share, up to twice
+    it (a hard bound), so identities from one place cannot lock a newcomer elsewhere out of its first round."""
     cap, per_source = state.settings.new_identity_open_challenges, state.settings.new_device_open_challenges_per_source
     if not cap and not per_source:
         return False
     fresh = [d for d in devices if not _device_passed(session, d.id, d.profile)]
     if not fresh:
         return False
+    if session.get_bind().dialect.name == "postgresql":  # rounds of new devices take turns, so two counted at
+        # once cannot both fit (SQLite's write transactions already run one at a time)
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": ADVISORY_NEW_DEVICES})
     source = session.execute(select(Provider.source).where(Provider.id == provider_id)).scalar()
     held_here = session.execute(_held_by_new(Provider.source == source if source is not None
                                              else Provider.id == provider_id)).scalar_one()
-    if held_here == 0:
-        return False
+    total = session.execute(_held_by_new(None)).scalar_one()
+    if held_here == 0:  # a source's first round, unless the gateway already holds twice its share: a hard bound
+        return bool(cap) and total + len(fresh) > 2 * cap
     if per_source and held_here + len(fresh) > per_source:
         return True
-    return bool(cap) and session.execute(_held_by_new(None)).scalar_one() + len(fresh) > cap
+    return bool(cap) and total + len(fresh) > cap
+
+
+ADVISORY_NEW_DEVICES = 0x6E657764  # the advisory lock space of new devices' rounds ("newd")
 
 
 def _held_by_new(where):  # noqa: ANN001, ANN202

@@ -99,7 +99,7 @@ def limit_registrations(request: Request, state: StateDep) -> None:
     make: each client address has GPUPROOF_REGISTRATIONS_PER_IP_PER_HOUR (also its burst), and the gateway
     GPUPROOF_REGISTRATIONS_PER_S_GLOBAL (burst twice that) whoever sends them; beyond either, 429 with
     Retry-After, before the body's signature is checked."""
-    settings, ip = state.settings, request.client.host if request.client else "unknown"
+    settings, ip = state.settings, source_of(request)  # an IPv6 client's /64
     per_hour, per_s = settings.registrations_per_ip_per_hour, settings.registrations_per_s_global
     wait = state.limiter.take(f"register-ip:{ip}", per_hour / 3600, per_hour)
     if wait is not None:

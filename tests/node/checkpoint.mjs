@@ -4,9 +4,10 @@
 // language-neutral. Used by client.mjs and by tests/support/checkpoint_verify.mjs.
 import { createHash, createPublicKey, verify } from "node:crypto";
 
-// The checkpoint `text` verified under the Ed25519 verifier key `vkey` ("<name>+<hex key ID>+<base64 key>"):
+// The checkpoint `text` verified under the Ed25519 verifier key `vkey` ("<name>+<hex key ID>+<base64 key>"),
+// and, when `wantOrigin` is given, checked to be that log's (a key's name need not be its log's origin):
 // {origin, size, root} (root a Buffer); throws an Error with the reason when it does not verify.
-export function verifyCheckpoint(vkey, text) {
+export function verifyCheckpoint(vkey, text, wantOrigin = undefined) {
   const fail = (reason) => { throw new Error(reason); };
   const plus = vkey.indexOf("+");
   const [name, idHex, keyB64] = [vkey.slice(0, plus), vkey.split("+")[1], vkey.split("+").slice(2).join("+")];
@@ -35,6 +36,10 @@ export function verifyCheckpoint(vkey, text) {
   }
   if (!verified) fail(`no signature by ${name}`);
   const [origin, size, root] = text.slice(0, cut).split("\n");
+  // the log it is of: a checkpoint of another log, signed by the same key, is not this log's
+  if (wantOrigin !== undefined && origin !== wantOrigin) {
+    fail(`the checkpoint is of log ${JSON.stringify(origin)}, not ${JSON.stringify(wantOrigin)}`);
+  }
   if (!/^(0|[1-9][0-9]*)$/.test(size)) fail("bad tree size");
   const rootBytes = Buffer.from(root ?? "", "base64");
   if (rootBytes.length !== 32 || rootBytes.toString("base64") !== root) fail("bad root hash");

@@ -224,7 +224,7 @@ class Gateway {
   async checkpoint() {
     const r = await fetch(this.base + "/v1/log/checkpoint");
     if (r.status !== 200) throw new Error(`GET /v1/log/checkpoint: ${r.status}`);
-    return verifyCheckpoint(this.logKey, await r.text());
+    return verifyCheckpoint(this.logKey, await r.text(), this.origin);
   }
 
   // Is `entry` (a log entry as served: its text, its index) in the log under the current signed
@@ -244,8 +244,9 @@ class Gateway {
   }
 }
 
-// The checkpoint refused when altered or signed by another key: its root changed (the signature no
-// longer covers it), or the same note checked under another key of the same name.
+// The checkpoint refused when altered, signed by another key or of another log: its root changed (the
+// signature no longer covers it), the same note checked under another key of the same name, or checked as
+// another log's.
 async function checkpointRefusals(gw) {
   const text = await (await fetch(gw.base + "/v1/log/checkpoint")).text();
   const [origin, size, root] = text.split("\n");
@@ -256,7 +257,9 @@ async function checkpointRefusals(gw) {
   const name = gw.logKey.split("+")[0], stranger = newKey().publicRaw;
   const id = sha256(Buffer.from(name + "\n"), Buffer.from([0x01]), stranger).subarray(0, 4).toString("hex");
   const strangerKey = `${name}+${id}+${Buffer.concat([Buffer.from([0x01]), stranger]).toString("base64")}`;
-  return altered !== text && refused(gw.logKey, altered) && refused(strangerKey, text) && !refused(gw.logKey, text);
+  const otherLog = (note) => { try { verifyCheckpoint(gw.logKey, note, "another.example/log"); return false; } catch { return true; } };
+  return altered !== text && refused(gw.logKey, altered) && refused(strangerKey, text) && !refused(gw.logKey, text)
+    && otherLog(text);
 }
 
 async function run(base) {
@@ -266,7 +269,9 @@ async function run(base) {
   gw.audience = identity.audience;
   // the log's verifier key, pinned at first contact: it must carry the gateway's own public key (a renter
   // who knows the key beforehand pins that instead); every checkpoint after is verified under it
-  gw.logKey = (await gw.send("GET", "/v1/log/head")).json.verifier_key;
+  const head = (await gw.send("GET", "/v1/log/head")).json;
+  gw.logKey = head.verifier_key;
+  gw.origin = head.origin;  // the log's name, pinned with its key: a checkpoint of another log is refused
   const keyBytes = Buffer.from(gw.logKey.split("+").slice(2).join("+"), "base64");
   checks.log_key_is_the_gateways = keyBytes.subarray(1).toString("hex") === identity.public_key;
   checks.altered_checkpoint_refused = await checkpointRefusals(gw);

@@ -742,7 +742,7 @@ def test_identities_from_one_source_cannot_lock_a_newcomer_elsewhere_out(databas
     """Review of the new-identity share: four fresh identities of 64 devices each filled the gateway-wide
     share (256) and every newcomer's first round was deferred for as long as they kept it full. Now the
     providers of one source share GPUPROOF_NEW_DEVICE_OPEN_CHALLENGES_PER_SOURCE, and a source holding none
-    may always start one round."""
+    may start one round beyond the gateway-wide share, up to twice it."""
     app, settings = _source_gateway(database_url, tmp_path, new_identity_open_challenges=12,
                                     new_device_open_challenges_per_source=8)
     with TestClient(FromSource(app)) as client:
@@ -756,7 +756,22 @@ def test_identities_from_one_source_cannot_lock_a_newcomer_elsewhere_out(databas
         assert newcomer.next().status_code == 201  # 16 + 2 > 12 gateway-wide, but its source holds none
         again = _agent_from(client, app, settings, "newcomer 2", "203.0.113.5", devices=1)
         assert again.next().status_code == 204  # its source holds 2 now, and the gateway's share is full
-        v6 = _agent_from(client, app, settings, "v6 a", "2001:db8:1:2::1", devices=8)
-        assert v6.next().status_code == 201
+        v6 = _agent_from(client, app, settings, "v6 a", "2001:db8:1:2::1", devices=4)
+        assert v6.next().status_code == 201  # 22 held in all
         same_64 = _agent_from(client, app, settings, "v6 b", "2001:db8:1:2:ffff::9", devices=1)
         assert same_64.next().status_code == 204  # one /64 is one source
+        # a first round still has a hard bound: twice the gateway-wide share (22 + 3 > 24)
+        bounded = _agent_from(client, app, settings, "one more place", "198.51.100.200", devices=3)
+        assert bounded.next().status_code == 204
+
+
+def test_an_ipv6_client_cannot_rotate_through_its_64_to_escape_the_read_limit(database_url, tmp_path):
+    """Review: the per-address buckets keyed the full IPv6 address, so a client with a /64 (most have one)
+    rotated addresses and was never limited. Now a /64 is one address for the limits."""
+    app, settings = _source_gateway(database_url, tmp_path, ip_rate_per_s=1)
+    with TestClient(FromSource(app)) as client:
+        codes = [client.get("/v1/providers", headers={"x-test-source": f"2001:db8:7:7::{i + 1:x}"}).status_code
+                 for i in range(4)]
+        assert codes[:2] == [200, 200] and 429 in codes[2:], codes  # a burst of two for the whole /64
+        other = client.get("/v1/providers", headers={"x-test-source": "2001:db8:7:8::1"})
+        assert other.status_code == 200  # another /64 has its own bucket
