@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,7 +80,8 @@ def seed(url: str, providers: int, entries: int) -> dict:
     keys = [secrets.token_bytes(32) for _ in range(providers)]  # stand-ins: only their hash (the id) is read
     ids = [signatures.provider_id(k) for k in keys]
     names = [f"provider {i}" for i in range(providers)]
-    devices = [[{"count": 1, "model": MODELS[i % len(MODELS)], "vram_gib": 80.0}] for i in range(providers)]
+    devices: list[list[dict[str, Any]]] = [[{"count": 1, "model": MODELS[i % len(MODELS)], "vram_gib": 80.0}]
+                                         for i in range(providers)]
     engine = create_engine(url)
     with engine.begin() as conn:
         for lo in range(0, providers, BATCH):

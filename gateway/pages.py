@@ -68,14 +68,14 @@ def check_offset(offset: int, cursor: str | None) -> None:
         raise Problem(422, "Invalid request", "give `cursor` or `offset`, not both")
 
 
-def after(columns: Sequence[ColumnElement], key: Sequence[Any], descending: bool) -> ColumnElement[bool]:
+def after(columns: Sequence[Any], key: Sequence[Any], descending: bool) -> ColumnElement[bool]:
     """The rows strictly past `key` in the order (columns..., all ascending or all descending): one row-value
     comparison, which an index on the same columns answers with a range scan."""
     row, bound = tuple_(*columns), tuple_(*key)
     return row < bound if descending else row > bound
 
 
-def capped_total(session: Session, query: Select, key: ColumnElement) -> tuple[int, bool]:
+def capped_total(session: Session, query: Select, key: Any) -> tuple[int, bool]:
     """How many rows `query` selects, counting at most COUNT_CAP + 1 of them by their `key` column alone (an
     index answers it without reading the rows): (the count capped at COUNT_CAP, whether it is exact)."""
     rows = query.with_only_columns(key).order_by(None).limit(COUNT_CAP + 1).subquery()

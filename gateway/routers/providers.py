@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from gpuproof.gateway import pages, service, translog
@@ -227,7 +227,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
     if cursor is not None:
         query = query.where(pages.after(keys, pages.decode(kind, cursor, (float, str)), descending=descending))
     query = query.add_columns(keys[0]).order_by(*((k.desc() for k in keys) if descending else keys))
-    found = session.execute(query.limit(limit + 1).offset(offset)).all()
+    found: list[Any] = list(session.execute(query.limit(limit + 1).offset(offset)).all())  # (provider, key)
     more, found = len(found) > limit, found[:limit]
     items = provider_outs(session, [p for p, _ in found], now, state.verifier.profiles)
     next_cursor = pages.encode(kind, (found[-1][1], found[-1][0].id)) if more else None
