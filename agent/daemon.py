@@ -54,6 +54,7 @@ class _StopOn(stop_base):
 
 
 DEVICE_ERROR_WAIT_S = 30.0  # after a failed challenge, before polling again
+ECHOES_PER_DEVICE = 4  # round-trip echoes in flight at once per device, at most (Daemon._echo)
 LONG_POLL_S = 25.0  # how long one poll waits for a challenge (the gateway caps it at its long_poll_max_s)
 
 
@@ -122,7 +123,7 @@ class Daemon:
         self.status = [DeviceStatus(i, d.model) for i, d in enumerate(self.devices)]
         self._done = 0
         self._lock = threading.Lock()
-        self._echoes = threading.BoundedSemaphore(len(self.devices) or 1)  # echoes in flight (_echo)
+        self._echoes = threading.BoundedSemaphore(ECHOES_PER_DEVICE * (len(self.devices) or 1))  # (_echo)
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.emit({"at": round(time.time(), 3), "event": kind, **fields})
@@ -207,8 +208,10 @@ class Daemon:
         charged to the provider; echoing first put one more round trip on that path, beyond what the RTT
         allowance covers. The gateway times the echo itself (from the poll's answer to the echo's
         arrival), so sending it beside the proving keeps the measurement and takes it off the challenge's
-        path. A lost echo only costs the RTT allowance its sample. At most one echo per device is in flight:
-        a gateway that stalls echoes gets no more threads out of the agent, only fewer samples."""
+        path. A lost echo only costs the RTT allowance its sample. At most ECHOES_PER_DEVICE echoes per device
+        are in flight: a gateway that stalls echoes gets no more threads out of the agent, only fewer samples
+        (one per device was too few: the next challenge's probe often came while the last echo was still on
+        the wire, and that challenge got no allowance)."""
         if not self._echoes.acquire(blocking=False):
             return
 
