@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, problems, webhooks
+from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, pages, problems, sessions, webhooks
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_limited
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
@@ -30,6 +30,7 @@ from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.routers.trust import trust_answer
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import State
+from gpuproof.gateway.translog import LogCache
 from gpuproof.gateway.trust_cache import TrustCache
 from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.kernels.errors import InvalidParameter
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # under load; SQLite serialises writes anyway (docs/performance.md, "Gateway under load", compares
         # 8 threads with 3).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        sessions.read_threads(settings.read_threads)
         sys.setswitchinterval(0.001)
         sweeping = (asyncio.create_task(maintenance.run(app.state.gp), name="gpuproof maintenance")
                     if settings.maintenance_interval_s > 0 else None)
@@ -196,7 +198,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                          blobs=blobs.open_store(settings),
                          verify_pool=VerifyPool(settings.verify_threads,
                                                 min(settings.verify_threads_new, settings.verify_threads)),
-                         audience=settings.audience or signatures.public_key_bytes(signing_key).hex())
+                         audience=settings.audience or signatures.public_key_bytes(signing_key).hex(),
+                         totals=pages.Totals(settings.list_totals_s), log_cache=LogCache(settings.log_cache_hashes),
+                         page_cache=TrustCache(settings.page_cache_s))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router, validators.router):

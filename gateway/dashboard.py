@@ -34,8 +34,8 @@ from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, LogEntry, Provider, ProviderScore, SegmentAudit
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import NO_CONTROL, IdPath
-from gpuproof.gateway.sessions import ReadSessionDep
-from gpuproof.gateway.state import StateDep
+from gpuproof.gateway.sessions import ReadSessionDep, in_read_threads
+from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier.profiles import Profile
 from gpuproof.verifier.trust import SettlementPolicy, score
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
@@ -91,10 +91,16 @@ def _keep(context: Context, url: str) -> str:
 _env.filters["keep"] = _keep
 
 
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
+                "X-Content-Type-Options": "nosniff"}
+
+
+def _render(template: str, view: View, **context: object) -> str:
+    return _env.get_template(template).render(view=view, **context)
+
+
 def _page(template: str, view: View, **context: object) -> HTMLResponse:
-    return HTMLResponse(_env.get_template(template).render(view=view, **context),
-                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                 "img-src 'self' data:", "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(_render(template, view, **context), headers=PAGE_HEADERS)
 
 
 # time-axis steps, seconds: each divides a day or a week, so ticks fall on round UTC times
@@ -200,12 +206,38 @@ def _names(session, ids: set[str]) -> dict[str, str]:  # noqa: ANN001
                                                      .where(Provider.id.in_(ids)))}
 
 
+INDEX_PARAMETERS = ("sort", "order", "model", "cursor")
+
+
 @router.get("/", response_class=HTMLResponse)
-def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
-          sort: Annotated[str, Query(pattern="^(name|score|lower|evidence|created)$")] = "lower",
-          order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-          model: Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL)] = None,
-          cursor: pages.CursorQuery = None) -> HTMLResponse:
+async def index(request: Request, state: StateDep,
+                sort: Annotated[str, Query(pattern="^(name|score|lower|evidence|created)$")] = "lower",
+                order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+                model: Annotated[str | None, Query(max_length=200, pattern=NO_CONTROL)] = None,
+                cursor: pages.CursorQuery = None,
+                refresh: Annotated[int | None, Query(ge=2, le=3600, description="reload every N seconds")] = None,
+                ) -> HTMLResponse:
+    """The providers page, kept `settings.page_cache_s` (0.5 s) for every reader of the same address and
+    re-rendered in the background meanwhile (gateway.trust_cache.TrustCache, on threads of its own): a flood
+    of front-page reads costs one render per half second, and a read never waits for one after the first
+    (issue 18). The page's links carry the parameters it knows, in one order, so that every address of the
+    same page shares one entry."""
+    given = {"sort": sort, "order": order, "model": model, "cursor": cursor}
+    query = urlencode([(k, given[k]) for k in INDEX_PARAMETERS if k in request.query_params and given[k] is not None])
+    still = "/" + ("?" + query if query else "")
+    view = View(refresh, still, still + ("&" if query else "?") + f"refresh={refresh or 5}")
+    html = await state.page_cache.get_or_compute(f"{refresh}|{query}", lambda _: _index_html(
+        state, view, sort, order, model, cursor).encode())
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+def _index_html(state: State, view: View, sort: str, order: str, model: str | None, cursor: str | None) -> str:
+    with state.db.reader() as session:
+        return _providers_page(session, state, view, sort, order, model, cursor)
+
+
+def _providers_page(session, state: State, view: View, sort: str, order: str,  # noqa: ANN001
+                    model: str | None, cursor: str | None) -> str:
     now = time.time()
     # the page is chosen by the stored scores (models.ProviderScore), in SQL, by keyset on an index of
     # (column, provider id) (migration 0021): it costs O(page) at any depth; its rows then show trust
@@ -217,7 +249,7 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
     if model:
         query = query.where(Provider.id.in_(select(Device.provider_id).where(Device.model.icontains(model)
                                                                              | Device.profile.icontains(model))))
-    total, exact = pages.capped_total(session, query, Provider.id)
+    total, exact = state.totals.get(("dashboard", model or ""), session, query, Provider.id)
     # the id breaks ties in the column's direction, so one index scan (forwards or backwards) gives the order;
     # the providers table's own id for the name and the creation time, the scores' for the others
     tie = Provider.id if sort in ("name", "created") else ProviderScore.provider_id
@@ -235,12 +267,13 @@ def index(session: ReadSessionDep, state: StateDep, view: ViewDep,
         params = {"sort": sort, "order": order, **({"model": model} if model else {}),
                   "cursor": pages.encode(kind, (found[-1][1], found[-1][0].id))}
         after = "/?" + urlencode(params)
-    head = translog.signed_head(session, state.signing_key, now, state.log_origin)
-    return _page("index.html", view, providers=rows, total=total, total_exact=exact, sort=sort, order=order,
+    head = translog.signed_head(session, state.signing_key, now, state.log_origin, state.log_cache)
+    return _render("index.html", view, providers=rows, total=total, total_exact=exact, sort=sort, order=order,
                  model=model or "", head=head, next_page=after, paged=cursor is not None)
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)
+@in_read_threads
 def provider_page(provider_id: IdPath, session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
     provider = session.get(Provider, provider_id)
     if provider is None:
@@ -271,6 +304,7 @@ def provider_page(provider_id: IdPath, session: ReadSessionDep, state: StateDep,
 
 
 @router.get("/challenges/{challenge_id}", response_class=HTMLResponse)
+@in_read_threads
 def challenge_page(challenge_id: IdPath, session: ReadSessionDep, view: ViewDep) -> HTMLResponse:
     row = session.get(ChallengeRow, challenge_id)
     if row is None:
@@ -292,6 +326,7 @@ def _public_job(job: Job) -> dict:
 
 
 @router.get("/jobs", response_class=HTMLResponse)
+@in_read_threads
 def jobs_page(session: ReadSessionDep, view: ViewDep) -> HTMLResponse:
     jobs = [_public_job(j) for j in session.execute(select(Job).order_by(Job.created_at.desc())
                                                     .limit(MAX_LISTED)).scalars()]
@@ -357,8 +392,9 @@ def _log_fields(kind: str, body: Any) -> dict:
 
 
 @router.get("/log", response_class=HTMLResponse)
+@in_read_threads
 def log_page(session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
-    head = translog.signed_head(session, state.signing_key, time.time(), state.log_origin)
+    head = translog.signed_head(session, state.signing_key, time.time(), state.log_origin, state.log_cache)
     rows = session.execute(select(LogEntry).order_by(LogEntry.idx.desc()).limit(100)).scalars().all()
     entries = [{"index": r.idx, "kind": r.kind, "at": r.created_at} | _log_fields(r.kind, json.loads(r.body))
                for r in rows]

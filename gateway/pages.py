@@ -13,7 +13,8 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -81,3 +82,27 @@ def capped_total(session: Session, query: Select, key: Any) -> tuple[int, bool]:
     rows = query.with_only_columns(key).order_by(None).limit(COUNT_CAP + 1).subquery()
     counted = session.execute(select(func.count()).select_from(rows)).scalar_one()
     return min(counted, COUNT_CAP), counted <= COUNT_CAP
+
+
+class Totals:
+    """The lists' capped totals, each reused for `ttl` seconds (TOTALS_TTL_S) by every page of the same list
+    and filter. Counting reads up to COUNT_CAP + 1 index entries: at 100,000 providers it was half of a
+    listing's cost and a quarter of the dashboard's, paid on every page (issue 18). A total may so lag the
+    rows by `ttl` seconds (docs/api.md). At most `max_keys` filters are kept (beyond: it starts afresh)."""
+
+    def __init__(self, ttl: float = 5.0, max_keys: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.max_keys, self._clock = ttl, max_keys, clock
+        self._kept: dict[Hashable, tuple[float, tuple[int, bool]]] = {}
+
+    def get(self, key: Hashable, session: Session, query: Select, column: Any) -> tuple[int, bool]:
+        """capped_total(session, query, column), or the one counted for `key` (the list and its filter)
+        less than `ttl` seconds ago."""
+        now = self._clock()
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        total = capped_total(session, query, column)
+        if len(self._kept) >= self.max_keys:
+            self._kept = {}
+        self._kept[key] = (now + self.ttl, total)
+        return total

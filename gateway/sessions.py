@@ -4,10 +4,14 @@ transaction before the endpoint returns (LEFT_OPEN, checked by the test suite)."
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, ParamSpec, TypeVar
 
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from fastapi import Depends, Request
 from gpuproof.gateway.db import Database
 from gpuproof.gateway.state import StateDep
@@ -34,10 +38,40 @@ async def read_session(state: StateDep) -> AsyncIterator[Session]:
         session.close()
 
 
+T = TypeVar("T")
 ReadSessionDep = Annotated[Session, Depends(read_session)]
 
+# Threads of the reads' own, per event loop (gateway.app's lifespan sizes it: settings.read_threads). Blocking
+# work otherwise shares `worker_threads` threads, and under a flood of writes those wait in turn for SQLite's
+# write lock (or PostgreSQL's row locks), each a transaction long: a read queued behind them waited for all of
+# them (issue 18; docs/performance.md, "Public reads at scale"). Reads take no write lock, so they never queue
+# behind one here.
+_READ_THREADS: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("gpuproof_read_threads")
+DEFAULT_READ_THREADS = 3
+P = ParamSpec("P")
 
-T = TypeVar("T")
+
+def read_threads(total: int | None = None) -> anyio.CapacityLimiter:
+    """This event loop's read threads (made on first use; `total` resizes them)."""
+    try:
+        limiter = _READ_THREADS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(total or DEFAULT_READ_THREADS)
+        _READ_THREADS.set(limiter)
+    if total is not None:
+        limiter.total_tokens = total
+    return limiter
+
+
+def in_read_threads(endpoint: Callable[P, T]) -> Callable[P, T]:
+    """A blocking read-only endpoint run in the read threads instead of the shared worker threads. FastAPI sees
+    the endpoint's own signature (functools.wraps) and an async function: the endpoint runs in a read thread;
+    its answer is checked against the response model on the event loop."""
+    @functools.wraps(endpoint)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(endpoint, *args, **kwargs), limiter=read_threads())
+
+    return run  # type: ignore[return-value]
 
 
 @contextlib.asynccontextmanager

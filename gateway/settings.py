@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     registrations_per_ip_per_hour: float = Field(default=600.0, gt=0)
     registrations_per_s_global: float = Field(default=20.0, gt=0)
     worker_threads: int = 3  # threads for blocking work; see gateway/app.py and docs/performance.md
+    # threads for the public reads of their own (gateway/sessions.py `in_read_threads`): a read never waits
+    # behind writes queued for SQLite's write lock (issue 18: a flood of writes must not slow the reads)
+    read_threads: int = Field(default=3, ge=1, le=64)
     # verification of openings (gateway/verify_pool.py): threads of its own; a freed one goes to the waiting
     # identity with the fewest running, identities taking turns; identities with no passed challenge yet
     # hold at most verify_threads_new of them together (issue 18: free identities cannot crowd out others)
@@ -71,6 +74,13 @@ class Settings(BaseSettings):
     # answer in time (a challenge takes 3-4 requests against a 10 s deadline at least)
     admission_max_wait_s: float = 1.5
     trust_cache_s: float = 0.5  # how stale a score read may be (docs/gateway.md)
+    # how many of the log's subtree hashes the public reads keep in memory (gateway/translog.py LogCache;
+    # 0: none, every head and proof reads them from the database)
+    log_cache_hashes: int = Field(default=200_000, ge=0, le=10_000_000)
+    # how long the dashboard's front page is reused (and re-rendered in the background) for its readers
+    page_cache_s: float = Field(default=0.5, ge=0, le=60)
+    # how long a list's `total` (counted up to 10,000) is reused by its next pages (gateway/pages.py Totals)
+    list_totals_s: float = Field(default=5.0, ge=0, le=300)
     # how old the stored score that listings filter and sort by may grow as its evidence ages (every new
     # verdict updates it at once; the maintenance sweep recomputes the stalest, BATCH a sweep)
     score_refresh_s: float = Field(default=3600.0, gt=0)

@@ -4,12 +4,13 @@ per app, and the dependency that hands it to a route; when a request arrived and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from gpuproof.gateway.blobs import BlobStore
 from gpuproof.gateway.db import Database
+from gpuproof.gateway.pages import Totals
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.verifier.protocol import Verifier
@@ -17,6 +18,7 @@ from gpuproof.verifier.protocol import Verifier
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from gpuproof.gateway.limits import Limiter
+    from gpuproof.gateway.translog import LogCache
     from gpuproof.gateway.trust_cache import TrustCache
 
 
@@ -31,6 +33,9 @@ class State:
     blobs: BlobStore  # uploaded checkpoint states (gateway/blobs.py: local directory or S3)
     verify_pool: VerifyPool  # verification of openings, fair per identity (gateway/verify_pool.py)
     audience: str = ""  # what request signatures name this gateway by (settings.audience or its public key hex)
+    totals: Totals = field(default_factory=Totals)  # the lists' capped totals, reused a few seconds (pages.py)
+    log_cache: LogCache = field(default_factory=lambda: _log_cache())  # subtree hashes, checkpoints (translog)
+    page_cache: TrustCache = field(default_factory=lambda: _page_cache())  # the dashboard's front page
 
     @property
     def log_origin(self) -> str:
@@ -39,6 +44,18 @@ class State:
         from gpuproof.verifier.signatures import public_key_bytes
 
         return self.settings.log_origin or default_origin(public_key_bytes(self.signing_key))
+
+
+def _log_cache() -> LogCache:
+    from gpuproof.gateway.translog import LogCache
+
+    return LogCache()
+
+
+def _page_cache() -> TrustCache:
+    from gpuproof.gateway.trust_cache import TrustCache
+
+    return TrustCache(0.5)
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup

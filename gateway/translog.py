@@ -46,12 +46,47 @@ def size(session: Session) -> int:
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
 
 
-class StoredTree(merkle.TreeProofs):
-    """The log's tree of `size` entries, read from the stored subtree hashes as a proof needs them."""
+class LogCache:
+    """Subtree hashes and signed checkpoints of the log kept in memory for the public reads (one per gateway
+    process, `State.log_cache`): a committed subtree hash never changes (the log only grows), and a checkpoint
+    of a size is the same text every time (Ed25519 signatures are deterministic), so a head, a checkpoint or a
+    proof reads the database only for what no read has needed yet (issue 18: at a million entries each read
+    cost a few milliseconds of queries). Only read sessions fill it (they see committed rows alone: a write
+    transaction's own new hashes could still be rolled back). Bounded: when full it starts afresh."""
 
-    def __init__(self, session: Session, size: int) -> None:
+    MAX_CHECKPOINTS = 64
+
+    def __init__(self, max_hashes: int = 200_000) -> None:
+        self.max_hashes = max_hashes  # settings.log_cache_hashes (0: keeps none)
+        self.hashes: dict[tuple[int, int], bytes] = {}
+        self.checkpoints: dict[tuple[int, str], str] = {}
+
+    def keep(self, key: tuple[int, int], value: bytes) -> None:
+        if len(self.hashes) >= self.max_hashes:
+            self.hashes = {}
+            if not self.max_hashes:
+                return
+        self.hashes[key] = value
+
+    def checkpoint(self, t: StoredTree, key, origin: str) -> str:  # noqa: ANN001
+        """The signed checkpoint of tree `t`."""
+        text = self.checkpoints.get((t.size, origin))
+        if text is None or not self.max_hashes:
+            text = notes.Checkpoint(origin, t.size, t.root).sign(key)
+            if len(self.checkpoints) >= self.MAX_CHECKPOINTS:
+                self.checkpoints = {}
+            self.checkpoints[(t.size, origin)] = text
+        return text
+
+
+class StoredTree(merkle.TreeProofs):
+    """The log's tree of `size` entries, read from the stored subtree hashes as a proof needs them (and from
+    `cache` first, which it fills, when the session is a read session's: LogCache)."""
+
+    def __init__(self, session: Session, size: int, cache: LogCache | None = None) -> None:
         self.session, self.size = session, size
-        self._read: dict[tuple[int, int], bytes] = {}
+        self._cache = cache if cache is not None and cache.max_hashes else None
+        self._read: dict[tuple[int, int], bytes] = {} if self._cache is None else self._cache.hashes
 
     def perfect(self, height: int, index: int) -> bytes:
         key = (height, index)
@@ -63,12 +98,17 @@ class StoredTree(merkle.TreeProofs):
                                                                        LogNode.idx == index)).scalar()
             if found is None:
                 raise LookupError(f"the log has no stored hash of subtree {index} at height {height}")
-            self._read[key] = found
+            if self._cache is None:
+                self._read[key] = found
+            else:
+                self._cache.keep(key, found)
+                return found
         return self._read[key]
 
 
-def tree(session: Session, tree_size: int | None = None) -> StoredTree:
-    return StoredTree(session, size(session) if tree_size is None else tree_size)
+def tree(session: Session, tree_size: int | None = None, cache: LogCache | None = None) -> StoredTree:
+    """The log's tree (of `tree_size` entries, default all); `cache` only with a read session (LogCache)."""
+    return StoredTree(session, size(session) if tree_size is None else tree_size, cache)
 
 
 def default_origin(public_key: bytes) -> str:
@@ -77,20 +117,22 @@ def default_origin(public_key: bytes) -> str:
     return f"gpuproof/log/{hashlib.sha256(public_key).hexdigest()[:16]}"
 
 
-def checkpoint(session: Session, key, origin: str) -> str:  # noqa: ANN001
+def checkpoint(session: Session, key, origin: str, cache: LogCache | None = None) -> str:  # noqa: ANN001
     """The current tree head as a signed C2SP checkpoint (the note text and its signature line)."""
-    t = tree(session)
-    return notes.Checkpoint(origin, t.size, t.root).sign(key)
+    t = tree(session, cache=cache)
+    return cache.checkpoint(t, key, origin) if cache is not None else notes.Checkpoint(origin, t.size, t.root).sign(key)
 
 
-def signed_head(session: Session, key, now: float, origin: str) -> dict[str, Any]:  # noqa: ANN001
+def signed_head(session: Session, key, now: float, origin: str,  # noqa: ANN001
+                cache: LogCache | None = None) -> dict[str, Any]:
     """The JSON tree head: size, root, the signed checkpoint of them, the key (raw and as a note verifier
     key), and the older signature over (size, root, timestamp) for clients of earlier versions."""
-    t = tree(session)
+    t = tree(session, cache=cache)
     root, public = t.root, signatures.public_key_bytes(key)
     signature = signatures.sign(key, signatures.tree_head_message(t.size, root, now))
     return {"size": t.size, "root": root.hex(), "origin": origin,
-            "checkpoint": notes.Checkpoint(origin, t.size, root).sign(key),
+            "checkpoint": notes.Checkpoint(origin, t.size, root).sign(key) if cache is None else
+            cache.checkpoint(t, key, origin),
             "verifier_key": notes.verifier_key(origin, public), "public_key": public.hex(),
             "timestamp": now, "signature": signature.hex()}
 

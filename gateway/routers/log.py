@@ -13,7 +13,7 @@ from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import MAX_INDEX, IdPath
-from gpuproof.gateway.sessions import ReadSessionDep
+from gpuproof.gateway.sessions import ReadSessionDep, in_read_threads
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier.wire import (
     ChallengeLogOut,
@@ -33,25 +33,28 @@ CHECKPOINT_EXAMPLE = ("gateway.example/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz
 
 
 @router.get("/head", operation_id="get_tree_head", response_model=TreeHeadOut)
+@in_read_threads
 def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
     """The signed tree head: size, root, the signed checkpoint of them (C2SP tlog-checkpoint: verify this),
     the gateway's key (raw and as a note verifier key), and the older signature over (size, root, time)."""
-    return translog.signed_head(session, state.signing_key, time.time(), state.log_origin)
+    return translog.signed_head(session, state.signing_key, time.time(), state.log_origin, state.log_cache)
 
 
 @router.get("/checkpoint", operation_id="get_checkpoint", response_class=PlainTextResponse,
             responses={200: {"description": "The signed checkpoint (C2SP tlog-checkpoint, a signed note)",
                              "content": {"text/plain": {"schema": {"type": "string"},
                                                         "example": CHECKPOINT_EXAMPLE}}}})
+@in_read_threads
 def get_checkpoint(session: ReadSessionDep, state: StateDep) -> PlainTextResponse:
     """The current tree head as a C2SP tlog-checkpoint: origin, size and base64 root, a blank line, and the
     gateway's Ed25519 signature line (docs/gateway.md, "Checkpoints"); any signed-note verifier checks it
     with the key GET /v1/log/head names in `verifier_key`."""
-    return PlainTextResponse(translog.checkpoint(session, state.signing_key, state.log_origin),
+    return PlainTextResponse(translog.checkpoint(session, state.signing_key, state.log_origin, state.log_cache),
                              media_type="text/plain; charset=utf-8")
 
 
 @router.get("/entries", operation_id="get_log_entries", response_model=LogEntriesOut)
+@in_read_threads
 def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
                     end: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None) -> dict:
     """Entries [start, end), at most 200 at a time."""
@@ -63,6 +66,7 @@ def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, l
 
 
 @router.get("/challenges/{challenge_id}", operation_id="get_challenge_log_entries", response_model=ChallengeLogOut)
+@in_read_threads
 def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> dict:
     """The entries about one challenge, in log order: its commitment, opening request and verdict (those that
     exist yet), for `gpuproof verify-transcript`; check each with an inclusion proof."""
@@ -72,23 +76,25 @@ def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> 
 
 
 @router.get("/inclusion", operation_id="get_inclusion_proof", response_model=InclusionProofOut)
-def get_inclusion_proof(session: ReadSessionDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+@in_read_threads
+def get_inclusion_proof(session: ReadSessionDep, state: StateDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                         size: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """The audit path of entry `index` in the tree of `size` entries."""
     current = translog.size(session)
     if size > current or index >= size:
         raise Problem(422, "Invalid request", f"need index < size <= {current}, got index {index}, size {size}")
-    tree = translog.tree(session, size)
+    tree = translog.tree(session, size, state.log_cache)
     return {"index": index, "size": size, "leaf_hash": tree.leaf_hash(index).hex(),
             "proof": [h.hex() for h in tree.inclusion_proof(index)]}
 
 
 @router.get("/consistency", operation_id="get_consistency_proof", response_model=ConsistencyProofOut)
-def get_consistency_proof(session: ReadSessionDep, old: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+@in_read_threads
+def get_consistency_proof(session: ReadSessionDep, state: StateDep, old: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                           new: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """Proof that the tree of `new` entries extends the tree of `old` entries."""
     current = translog.size(session)
     if not old <= new <= current:
         raise Problem(422, "Invalid request", f"need old <= new <= {current}, got old {old}, new {new}")
-    tree = translog.tree(session, new)
+    tree = translog.tree(session, new, state.log_cache)
     return {"old": old, "new": new, "proof": [h.hex() for h in tree.consistency_proof(old, new)]}

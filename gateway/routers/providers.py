@@ -22,7 +22,7 @@ from gpuproof.gateway.limits import limit_ip, source_of
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath, Registration, RegistrationUpdate
-from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, in_read_threads
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.outcome import Outcome
@@ -195,6 +195,7 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
+@in_read_threads
 def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
@@ -223,7 +224,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
         query = query.join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
             ProviderScore.lower_bound >= min_lower_bound)
         kind, keys, descending = BOUND_CURSOR, (ProviderScore.lower_bound, ProviderScore.provider_id), True
-    total, exact = pages.capped_total(session, query, Provider.id)
+    total, exact = state.totals.get(("providers", model or "", min_lower_bound), session, query, Provider.id)
     if cursor is not None:
         query = query.where(pages.after(keys, pages.decode(kind, cursor, (float, str)), descending=descending))
     query = query.add_columns(keys[0]).order_by(*((k.desc() for k in keys) if descending else keys))
@@ -236,6 +237,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)
+@in_read_threads
 def get_provider(provider_id: IdPath, session: ReadSessionDep, state: StateDep) -> ProviderOut:
     """One provider: claimed devices with their profile, the verified class, and the trust score."""
     provider = session.get(Provider, provider_id)

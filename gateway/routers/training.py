@@ -30,7 +30,7 @@ from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Device, Job, Provider, SegmentAudit, TrainingCommitment
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
-from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back, in_read_threads
 from gpuproof.gateway.state import State, StateDep, arrived_at
 from gpuproof.gateway.uploads import SignedUploadDep, Upload, receive_upload
 from gpuproof.kernels.errors import InvalidParameter, ProofError
@@ -269,6 +269,7 @@ def training_json(session: Session, job: Job) -> dict:
 
 
 @router.get("/v1/jobs/{job_id}/training", operation_id="get_training", response_model=TrainingEvidenceOut)
+@in_read_threads
 def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
     """The job's training evidence: commitments with their arrival times, flags, audits and verdicts
     (hashes only: the renter's weights are never shown here)."""

@@ -14,7 +14,7 @@ from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Provider
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath
-from gpuproof.gateway.sessions import ReadSessionDep
+from gpuproof.gateway.sessions import ReadSessionDep, in_read_threads
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier.wire import TrustOut, VerdictPage
 from sqlalchemy import select
@@ -53,6 +53,7 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
 
 
 @router.get("/verdicts", operation_id="list_verdicts", response_model=VerdictPage)
+@in_read_threads
 def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> dict:

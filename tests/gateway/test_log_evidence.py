@@ -30,7 +30,10 @@ from tests.support.server import Server
 @pytest.fixture
 def live(database_url, tmp_path):
     # an honest provider's challenges allow it 1 s (scaled to this machine) of HTTP beyond the overhead
-    server = Server(database_url, tmp_path / "gw", GPUPROOF_VERIFY_TEST_SHAPE=honest_test_shape(1)).start()
+    # these tests edit the log's rows under a running gateway, as an operator might: it keeps none of the
+    # hashes it served in memory (GPUPROOF_LOG_CACHE_HASHES=0), so that what it serves next is what was edited
+    server = Server(database_url, tmp_path / "gw", GPUPROOF_VERIFY_TEST_SHAPE=honest_test_shape(1),
+                    GPUPROOF_LOG_CACHE_HASHES="0").start()
     server.db_url = database_url
     yield server
     server.stop()
