@@ -67,7 +67,7 @@ class View:
     live: str
 
 
-def _view(request: Request,
+async def _view(request: Request,  # async: a cheap dependency takes no worker thread (they may all be busy)
           refresh: Annotated[int | None, Query(ge=2, le=3600, description="reload every N seconds")] = None) -> View:
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "refresh"]
     path = request.url.path
@@ -273,7 +273,7 @@ def _providers_page(session, state: State, view: View, sort: str, order: str,  #
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)
-@in_read_threads
+@in_read_threads()
 def provider_page(provider_id: IdPath, session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
     provider = session.get(Provider, provider_id)
     if provider is None:
@@ -304,7 +304,7 @@ def provider_page(provider_id: IdPath, session: ReadSessionDep, state: StateDep,
 
 
 @router.get("/challenges/{challenge_id}", response_class=HTMLResponse)
-@in_read_threads
+@in_read_threads()
 def challenge_page(challenge_id: IdPath, session: ReadSessionDep, view: ViewDep) -> HTMLResponse:
     row = session.get(ChallengeRow, challenge_id)
     if row is None:
@@ -326,7 +326,7 @@ def _public_job(job: Job) -> dict:
 
 
 @router.get("/jobs", response_class=HTMLResponse)
-@in_read_threads
+@in_read_threads()
 def jobs_page(session: ReadSessionDep, view: ViewDep) -> HTMLResponse:
     jobs = [_public_job(j) for j in session.execute(select(Job).order_by(Job.created_at.desc())
                                                     .limit(MAX_LISTED)).scalars()]
@@ -392,7 +392,7 @@ def _log_fields(kind: str, body: Any) -> dict:
 
 
 @router.get("/log", response_class=HTMLResponse)
-@in_read_threads
+@in_read_threads()
 def log_page(session: ReadSessionDep, state: StateDep, view: ViewDep) -> HTMLResponse:
     head = translog.signed_head(session, state.signing_key, time.time(), state.log_origin, state.log_cache)
     rows = session.execute(select(LogEntry).order_by(LogEntry.idx.desc()).limit(100)).scalars().all()

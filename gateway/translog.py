@@ -71,11 +71,12 @@ class LogCache:
     def checkpoint(self, t: StoredTree, key, origin: str) -> str:  # noqa: ANN001
         """The signed checkpoint of tree `t`."""
         text = self.checkpoints.get((t.size, origin))
-        if text is None or not self.max_hashes:
+        if text is None:
             text = notes.Checkpoint(origin, t.size, t.root).sign(key)
             if len(self.checkpoints) >= self.MAX_CHECKPOINTS:
                 self.checkpoints = {}
-            self.checkpoints[(t.size, origin)] = text
+            if self.max_hashes:
+                self.checkpoints[(t.size, origin)] = text
         return text
 
 

@@ -33,7 +33,7 @@ CHECKPOINT_EXAMPLE = ("gateway.example/log\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz
 
 
 @router.get("/head", operation_id="get_tree_head", response_model=TreeHeadOut)
-@in_read_threads
+@in_read_threads(TreeHeadOut)
 def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
     """The signed tree head: size, root, the signed checkpoint of them (C2SP tlog-checkpoint: verify this),
     the gateway's key (raw and as a note verifier key), and the older signature over (size, root, time)."""
@@ -44,7 +44,7 @@ def get_tree_head(session: ReadSessionDep, state: StateDep) -> dict:
             responses={200: {"description": "The signed checkpoint (C2SP tlog-checkpoint, a signed note)",
                              "content": {"text/plain": {"schema": {"type": "string"},
                                                         "example": CHECKPOINT_EXAMPLE}}}})
-@in_read_threads
+@in_read_threads()
 def get_checkpoint(session: ReadSessionDep, state: StateDep) -> PlainTextResponse:
     """The current tree head as a C2SP tlog-checkpoint: origin, size and base64 root, a blank line, and the
     gateway's Ed25519 signature line (docs/gateway.md, "Checkpoints"); any signed-note verifier checks it
@@ -54,7 +54,7 @@ def get_checkpoint(session: ReadSessionDep, state: StateDep) -> PlainTextRespons
 
 
 @router.get("/entries", operation_id="get_log_entries", response_model=LogEntriesOut)
-@in_read_threads
+@in_read_threads(LogEntriesOut)
 def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
                     end: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None) -> dict:
     """Entries [start, end), at most 200 at a time."""
@@ -66,7 +66,7 @@ def get_log_entries(session: ReadSessionDep, start: Annotated[int, Query(ge=0, l
 
 
 @router.get("/challenges/{challenge_id}", operation_id="get_challenge_log_entries", response_model=ChallengeLogOut)
-@in_read_threads
+@in_read_threads(ChallengeLogOut)
 def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> dict:
     """The entries about one challenge, in log order: its commitment, opening request and verdict (those that
     exist yet), for `gpuproof verify-transcript`; check each with an inclusion proof."""
@@ -76,7 +76,7 @@ def get_challenge_log_entries(challenge_id: IdPath, session: ReadSessionDep) -> 
 
 
 @router.get("/inclusion", operation_id="get_inclusion_proof", response_model=InclusionProofOut)
-@in_read_threads
+@in_read_threads(InclusionProofOut)
 def get_inclusion_proof(session: ReadSessionDep, state: StateDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                         size: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """The audit path of entry `index` in the tree of `size` entries."""
@@ -89,7 +89,7 @@ def get_inclusion_proof(session: ReadSessionDep, state: StateDep, index: Annotat
 
 
 @router.get("/consistency", operation_id="get_consistency_proof", response_model=ConsistencyProofOut)
-@in_read_threads
+@in_read_threads(ConsistencyProofOut)
 def get_consistency_proof(session: ReadSessionDep, state: StateDep, old: Annotated[int, Query(ge=0, le=MAX_INDEX)],
                           new: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict:
     """Proof that the tree of `new` entries extends the tree of `old` entries."""

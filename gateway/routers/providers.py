@@ -195,7 +195,7 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
-@in_read_threads
+@in_read_threads(ProviderPage)
 def list_providers(session: ReadSessionDep, state: StateDep,
                    model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
                    min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
@@ -237,7 +237,7 @@ def list_providers(session: ReadSessionDep, state: StateDep,
 
 
 @router.get("/{provider_id}", operation_id="get_provider", response_model=ProviderOut)
-@in_read_threads
+@in_read_threads(ProviderOut)
 def get_provider(provider_id: IdPath, session: ReadSessionDep, state: StateDep) -> ProviderOut:
     """One provider: claimed devices with their profile, the verified class, and the trust score."""
     provider = session.get(Provider, provider_id)

@@ -269,7 +269,7 @@ def training_json(session: Session, job: Job) -> dict:
 
 
 @router.get("/v1/jobs/{job_id}/training", operation_id="get_training", response_model=TrainingEvidenceOut)
-@in_read_threads
+@in_read_threads(TrainingEvidenceOut)
 def get_training(job_id: IdPath, session: ReadSessionDep) -> dict:
     """The job's training evidence: commitments with their arrival times, flags, audits and verdicts
     (hashes only: the renter's weights are never shown here)."""

@@ -53,7 +53,7 @@ async def get_trust(provider_id: IdPath, state: StateDep) -> Response:
 
 
 @router.get("/verdicts", operation_id="list_verdicts", response_model=VerdictPage)
-@in_read_threads
+@in_read_threads(VerdictPage)
 def list_verdicts(provider_id: IdPath, session: ReadSessionDep,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> dict:

@@ -11,6 +11,7 @@ import random
 from gpuproof.gateway import migrate, translog
 from gpuproof.gateway.db import Database
 from gpuproof.kernels import merkle
+from gpuproof.verifier import notes, signatures
 from sqlalchemy import event
 
 ENTRIES = 300
@@ -68,5 +69,50 @@ def test_a_head_and_a_proof_read_a_logarithmic_number_of_rows(database_url):
                 # each a point lookup of one stored hash (before: one statement reading every leaf below size)
                 assert all("idx <" not in s and "idx >" not in s for s in statements), statements
                 assert len(statements) <= 3 * math.ceil(math.log2(size + 1)) + 2, (size, len(statements))
+    finally:
+        db.dispose()
+
+
+def test_the_read_cache_serves_the_same_heads_and_proofs_and_reads_only_the_size_again(database_url):
+    """translog.LogCache (what the public reads pass): the same roots, proofs and checkpoints as the in-memory
+    tree, while the log grows; once a head has been read, the next reads of heads and proofs of the same
+    sizes run one statement (the size), not the stored hashes again."""
+    db, leaves = _logged(database_url, 64)
+    cache = translog.LogCache()
+    key = signatures.new_private_key()
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        for grown in (0, 7):
+            with db.writer() as session:
+                for n in range(grown):
+                    translog.append(session, "test", {"n": 64 + n}, float(n))
+                session.commit()
+            with db.reader() as session:
+                size = translog.size(session)
+                leaves = [bytes.fromhex(e["leaf_hash"]) for e in translog.entries(session, 0, size)]
+                want = merkle.MerkleTree(b"".join(leaves))
+                for _ in range(2):
+                    statements.clear()
+                    head = translog.signed_head(session, key, 1.0, "example/log", cache)
+                    tree = translog.tree(session, size, cache)
+                    assert bytes.fromhex(head["root"]) == want.root and head["size"] == size
+                    assert head["checkpoint"] == notes.Checkpoint("example/log", size, want.root).sign(key)
+                    assert tree.inclusion_proof(size - 1) == want.inclusion_proof(size - 1)
+                    assert tree.consistency_proof(5) == want.consistency_proof(5)
+                statements_again = [s for s in statements if "log_head" not in s]
+                assert statements_again == [], statements_again
+    finally:
+        db.dispose()
+
+
+def test_a_gateway_without_the_cache_reads_what_the_database_holds(database_url):
+    """GPUPROOF_LOG_CACHE_HASHES=0 (tests/gateway/test_log_evidence.py edits rows under a running gateway)."""
+    db, leaves = _logged(database_url, 9)
+    cache = translog.LogCache(max_hashes=0)
+    try:
+        with db.reader() as session:
+            assert translog.tree(session, 9, cache).root == merkle.MerkleTree(b"".join(leaves)).root
+        assert cache.hashes == {} and cache.checkpoints == {}
     finally:
         db.dispose()

@@ -134,3 +134,48 @@ def test_the_dashboard_pages_on_through_every_provider_once(gateway, monkeypatch
     by_key = {r["id"]: (r[key].lower() if sort == "name" else r[key]) for r in rows}
     values = [by_key[pid] for pid in seen]
     assert values == sorted(values, reverse=order == "desc")
+
+
+def test_a_total_is_counted_once_per_list_and_filter_until_it_expires(gateway):
+    """pages.Totals: a list's pages reuse its capped total for the TTL (counting read up to 10,001 index
+    entries on every page: half a listing's cost at 100,000 providers), another filter counts its own, and
+    after the TTL the count is taken afresh."""
+    seed_providers(gateway)
+    now = [0.0]
+    totals = pages.Totals(ttl=5.0, clock=lambda: now[0])
+    db = gateway.app.state.gp.db
+
+    def total(key, bound: float) -> tuple[int, bool]:
+        with db.reader() as session:
+            query = select(Provider).join(ProviderScore, ProviderScore.provider_id == Provider.id).where(
+                ProviderScore.lower_bound >= bound)
+            return totals.get(key, session, query, Provider.id)
+
+    assert total(("providers", 0.0), 0.0) == (ROWS, True)
+    with db.writer() as session:  # a row more, seen once the TTL has passed
+        session.add(Provider(id=secrets.token_hex(16), public_key=secrets.token_bytes(32), name="late", created_at=1.0))
+        session.flush()
+        session.add(ProviderScore(provider_id=session.execute(select(Provider.id).where(Provider.name == "late"))
+                                  .scalar_one(), score=0.5, lower_bound=0.9, evidence=0, status="unproven",
+                                  computed_at=0.0))
+        session.commit()
+    now[0] = 4.9
+    assert total(("providers", 0.0), 0.0) == (ROWS, True)  # reused
+    assert total(("providers", 0.5), 0.5) == (ROWS // 4 + 1, True)  # another filter: its own count
+    now[0] = 5.1
+    assert total(("providers", 0.0), 0.0) == (ROWS + 1, True)  # expired: counted again
+
+
+def test_the_listing_reuses_its_total_for_the_configured_time(gateway):
+    """The route uses the gateway's Totals (settings.list_totals_s, 5 s): a provider registered since the
+    first page shows in the rows at once and in `total` when the TTL has passed."""
+    seed_providers(gateway)
+    state = gateway.app.state.gp
+    now = [0.0]
+    state.totals = pages.Totals(ttl=5.0, clock=lambda: now[0])
+    assert gateway.client.get("/v1/providers", params={"limit": 50}).json()["total"] == ROWS
+    Agent(gateway)  # registers a provider
+    page = gateway.client.get("/v1/providers", params={"limit": 50}).json()
+    assert page["total"] == ROWS and len(page["items"]) == ROWS + 1
+    now[0] = 6.0
+    assert gateway.client.get("/v1/providers", params={"limit": 50}).json()["total"] == ROWS + 1
