@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from gpuproof.gateway import pages, service, translog
 from gpuproof.gateway.auth import (
     VERSION_HEADER_DOC,
@@ -23,12 +23,13 @@ from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, in_read_threads
-from gpuproof.gateway.state import StateDep
+from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
@@ -194,20 +195,38 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
         return provider_out(reader, updated, auth.now, state.verifier.profiles)
 
 
+PAGE_JSON = TypeAdapter(ProviderPage)
+
+
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
-@in_read_threads(ProviderPage)
-def list_providers(session: ReadSessionDep, state: StateDep,
-                   model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
-                   min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> ProviderPage:
+async def list_providers(state: StateDep,
+                         model: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+                         min_lower_bound: Annotated[float | None, Query(ge=0, le=1)] = None,
+                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                         offset: pages.OffsetQuery = 0, cursor: pages.CursorQuery = None) -> Response:
     """Providers, optionally those with a device *verified* as a model's class (its recent passes match that
     profile: a claim alone never lists a provider) and a minimum lower bound. In registration order; with
     `min_lower_bound`, by the stored lower bound, highest first (so that a page is a range scan of that
     index however few or many providers pass the bound). Ties by id. Paged by `cursor` (each page's
     `next_cursor`); `offset` stops at gateway.pages.MAX_OFFSET and `total` counts at most
-    gateway.pages.COUNT_CAP rows."""
+    gateway.pages.COUNT_CAP rows.
+
+    A page is kept for GPUPROOF_PAGE_CACHE_S (0.5 s) for every reader of the same page and re-read in the
+    background meanwhile (the dashboard's cache, gateway.trust_cache.TrustCache), as scores are."""
     pages.check_offset(offset, cursor)
+    key = json.dumps(["providers", model, min_lower_bound, limit, offset, cursor])
+
+    def read(_: str) -> bytes:
+        with state.db.reader() as session:
+            page = provider_page(session, state, model, min_lower_bound, limit, offset, cursor)
+            return PAGE_JSON.dump_json(page, by_alias=True)
+
+    return Response(await state.page_cache.get_or_compute(key, read), media_type="application/json")
+
+
+def provider_page(session, state: State, model: str | None, min_lower_bound: float | None,  # noqa: ANN001
+                  limit: int, offset: int, cursor: str | None) -> ProviderPage:
+    """One page of list_providers, read now."""
     query = select(Provider)
     now = time.time()
     if model:

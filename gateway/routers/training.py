@@ -30,7 +30,7 @@ from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, Device, Job, Provider, SegmentAudit, TrainingCommitment
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import CheckpointIn, IdPath, ReplayResultIn, SegmentOpeningsIn
-from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, rolled_back, in_read_threads
+from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, in_read_threads, rolled_back
 from gpuproof.gateway.state import State, StateDep, arrived_at
 from gpuproof.gateway.uploads import SignedUploadDep, Upload, receive_upload
 from gpuproof.kernels.errors import InvalidParameter, ProofError

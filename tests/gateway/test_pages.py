@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import pytest
 from gpuproof.gateway import pages
 from gpuproof.gateway.models import Challenge, Device, Provider, ProviderScore
+from gpuproof.gateway.trust_cache import TrustCache
 from sqlalchemy import select
 
 from tests.gateway.test_api import Agent, assert_problem
@@ -167,15 +169,35 @@ def test_a_total_is_counted_once_per_list_and_filter_until_it_expires(gateway):
 
 
 def test_the_listing_reuses_its_total_for_the_configured_time(gateway):
-    """The route uses the gateway's Totals (settings.list_totals_s, 5 s): a provider registered since the
-    first page shows in the rows at once and in `total` when the TTL has passed."""
+    """The route uses the gateway's Totals (settings.list_totals_s, 5 s): with pages not kept (page cache
+    off), a provider registered since the first page shows in the rows at once and in `total` when the
+    TTL has passed."""
     seed_providers(gateway)
     state = gateway.app.state.gp
     now = [0.0]
     state.totals = pages.Totals(ttl=5.0, clock=lambda: now[0])
+    state.page_cache = TrustCache(0)
     assert gateway.client.get("/v1/providers", params={"limit": 50}).json()["total"] == ROWS
     Agent(gateway)  # registers a provider
     page = gateway.client.get("/v1/providers", params={"limit": 50}).json()
     assert page["total"] == ROWS and len(page["items"]) == ROWS + 1
     now[0] = 6.0
     assert gateway.client.get("/v1/providers", params={"limit": 50}).json()["total"] == ROWS + 1
+
+
+def test_a_listing_page_is_kept_for_its_readers_then_read_again(gateway):
+    """GPUPROOF_PAGE_CACHE_S: within it every reader of a page gets the same bytes (one read of the database
+    for all of them, issue 18), a registration since shows once it has passed."""
+    seed_providers(gateway)
+    state = gateway.app.state.gp
+    state.page_cache = TrustCache(0.2)
+    state.totals = pages.Totals(ttl=0)
+    first = gateway.client.get("/v1/providers", params={"limit": 50})
+    Agent(gateway)  # registers a provider
+    again = gateway.client.get("/v1/providers", params={"limit": 50})
+    assert again.content == first.content and len(first.json()["items"]) == ROWS
+    other = gateway.client.get("/v1/providers", params={"limit": 49}).json()  # another page: read now
+    assert len(other["items"]) == ROWS + 1 and other["total"] == ROWS + 1
+    time.sleep(0.5)  # past the TTL and the stale allowance (the TTL again): read afresh
+    later = gateway.client.get("/v1/providers", params={"limit": 50}).json()
+    assert len(later["items"]) == ROWS + 1 and later["total"] == ROWS + 1
