@@ -26,7 +26,7 @@ from gpuproof.verifier.protocol import Challenge, Commitment, LaneRequest, Openi
 from gpuproof.verifier.schedule import SchedulePolicy
 from gpuproof.verifier.timing import Thresholds
 from gpuproof.verifier.trust import TrustScore, VerdictRecord, failure_detail, score
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 
@@ -200,6 +200,20 @@ def verdict_records(session: Session, provider_id: str,
     return verdict_records_of(session, [provider_id], profiles)[provider_id]
 
 
+# verdict_records_of's three statements, built once: a statement built per call costs its construction and its
+# cache key each time (about half of a one-provider trust read here), and these run on every score read
+_IDS = bindparam("ids", expanding=True)
+_JUDGED_CHALLENGES = (select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
+                             ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
+                      .where(ChallengeRow.provider_id.in_(_IDS), ChallengeRow.state == "judged")
+                      .order_by(ChallengeRow.judged_at))
+_JUDGED_AUDITS = (select(SegmentAudit.provider_id, SegmentAudit.id, SegmentAudit.judged_at, SegmentAudit.outcome,
+                         SegmentAudit.verdict)
+                  .where(SegmentAudit.provider_id.in_(_IDS), SegmentAudit.state == "judged"))
+_CLOSED_JOBS = (select(Job.provider_id, Job.id, Job.closed_at, Job.training_flags)
+                .where(Job.provider_id.in_(_IDS), Job.training_state == "closed"))
+
+
 def verdict_records_of(session: Session, provider_ids: Sequence[str],
                        profiles: Mapping[str, Profile] | None = None) -> dict[str, list[VerdictRecord]]:
     """`verdict_records` of several providers in three queries (a listing's page: O(page) queries would
@@ -208,22 +222,14 @@ def verdict_records_of(session: Session, provider_ids: Sequence[str],
     out: dict[str, list[VerdictRecord]] = {pid: [] for pid in ids}
     if not ids:
         return out
-    rows = session.execute(select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.judged_at,
-                                  ChallengeRow.verdict, ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
-                           .where(ChallengeRow.provider_id.in_(ids), ChallengeRow.state == "judged")
-                           .order_by(ChallengeRow.judged_at)).all()
+    rows = session.execute(_JUDGED_CHALLENGES, {"ids": ids}).all()
     profiles = load_profiles() if profiles is None else profiles
     for pid, cid, at, v, issued_at, spec, key in rows:
         out[pid].append(record_of(cid, at, v, round_at=issued_at, spec=spec, profile=profiles.get(key)))
-    audits = session.execute(select(SegmentAudit.provider_id, SegmentAudit.id, SegmentAudit.judged_at,
-                                    SegmentAudit.outcome, SegmentAudit.verdict)
-                             .where(SegmentAudit.provider_id.in_(ids), SegmentAudit.state == "judged")).all()
-    for pid, aid, at, outcome, v in audits:
+    for pid, aid, at, outcome, v in session.execute(_JUDGED_AUDITS, {"ids": ids}).all():
         out[pid].append(VerdictRecord(evidence_id=aid, at=at, correctness=outcome, timing=Timing.TRAINING,
                                       detail=f"segment {v['start_step']}->{v['end_step']}: {v['reason']}"))
-    flagged = session.execute(select(Job.provider_id, Job.id, Job.closed_at, Job.training_flags)
-                              .where(Job.provider_id.in_(ids), Job.training_state == "closed")).all()
-    for pid, jid, at, flags in flagged:
+    for pid, jid, at, flags in session.execute(_CLOSED_JOBS, {"ids": ids}).all():
         if flags:
             out[pid].append(VerdictRecord(evidence_id=jid, at=at, correctness=Correctness.FAIL,
                                           timing=Timing.TRAINING, detail=flags[0]))
@@ -255,17 +261,19 @@ def verified_classes(session: Session, provider_id: str, now: float, profiles: M
     return verified_classes_of(session, [provider_id], now, profiles, window_s)[provider_id]
 
 
+_RECENT_PASSES = (select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.device_id, ChallengeRow.judged_at,
+                         ChallengeRow.verdict, ChallengeRow.spec, ChallengeRow.profile)
+                  .where(ChallengeRow.provider_id.in_(_IDS), ChallengeRow.outcome == Outcome.PASS.value,
+                         ChallengeRow.judged_at > bindparam("since")))
+
+
 def verified_classes_of(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
                         window_s: float = VERIFIED_WINDOW_S) -> dict[str, dict[int, str]]:
     """`verified_classes` of several providers in one query, by provider id."""
     ids = list(dict.fromkeys(provider_ids))
     passes: dict[str, list[tuple]] = {pid: [] for pid in ids}
     if ids:
-        rows = session.execute(select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.device_id,
-                                      ChallengeRow.judged_at, ChallengeRow.verdict, ChallengeRow.spec,
-                                      ChallengeRow.profile)
-                               .where(ChallengeRow.provider_id.in_(ids), ChallengeRow.outcome == Outcome.PASS.value,
-                                      ChallengeRow.judged_at > now - window_s)).all()
+        rows = session.execute(_RECENT_PASSES, {"ids": ids, "since": now - window_s}).all()
         for pid, *row in rows:
             passes[pid].append(tuple(row))
 

@@ -42,8 +42,11 @@ def append(session: Session, kind: str, payload: dict[str, Any], now: float) -> 
     return idx
 
 
+_SIZE = select(LogHead.size).where(LogHead.id == 1)  # built once: read on every head, checkpoint and proof
+
+
 def size(session: Session) -> int:
-    return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one()
+    return session.execute(_SIZE).scalar_one()
 
 
 class LogCache:

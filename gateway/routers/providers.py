@@ -30,7 +30,7 @@ from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=[Depends(limit_ip)])
 PROVIDERS_CURSOR = "providers"  # the lists a cursor pages (gateway.pages): by registration,
@@ -75,6 +75,10 @@ def provider_out(session, provider: Provider, now: float, profiles: Mapping[str,
     return provider_outs(session, [provider], now, profiles, with_trust)[0]
 
 
+DEVICES_OF = (select(Device).where(Device.provider_id.in_(bindparam("ids", expanding=True)))
+              .order_by(Device.provider_id, Device.position))  # built once (a statement per call costs its build)
+
+
 def provider_outs(session, providers: Sequence[Provider], now: float,  # noqa: ANN001
                   profiles: Mapping[str, Profile], with_trust: bool = True) -> list[ProviderOut]:
     """The providers as the API shows them: their devices, verified classes and trust, read for all of
@@ -82,8 +86,7 @@ def provider_outs(session, providers: Sequence[Provider], now: float,  # noqa: A
     ids = [p.id for p in providers]
     devices: dict[str, list[Device]] = {pid: [] for pid in ids}
     if ids:
-        for d in session.execute(select(Device).where(Device.provider_id.in_(ids))
-                                 .order_by(Device.provider_id, Device.position)).scalars():
+        for d in session.execute(DEVICES_OF, {"ids": ids}).scalars():
             devices[d.provider_id].append(d)
     trusts = service.trusts_of(session, ids, now) if with_trust else {}
     verified = service.verified_classes_of(session, ids, now, profiles)

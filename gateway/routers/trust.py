@@ -17,7 +17,7 @@ from gpuproof.gateway.schemas import IdPath
 from gpuproof.gateway.sessions import ReadSessionDep, in_read_threads
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier.wire import TrustOut, VerdictPage
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 router = APIRouter(prefix="/v1/providers/{provider_id}", tags=["trust"], dependencies=[Depends(limit_ip)])
 VERDICTS_CURSOR = "verdicts"  # the list a cursor pages (gateway.pages)
@@ -30,11 +30,15 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
     return provider
 
 
+_KNOWN = select(Provider.id).where(Provider.id == bindparam("id"))  # built once: read on every trust miss
+
+
 def trust_answer(state: State, provider_id: str) -> bytes:
     """The provider's trust answer as the route sends it (TrustOut as JSON), read from the database now;
     Problem 404 when there is no such provider. Blocking: run it on a thread."""
     with state.db.reader() as session:
-        _provider(session, provider_id)
+        if session.execute(_KNOWN, {"id": provider_id}).first() is None:
+            raise Problem(404, "Not found", f"no provider {provider_id}")
         trust = service.trust_json(service.trust_of(session, provider_id, time.time()))
         return json.dumps({"provider_id": provider_id, **trust}).encode()
 
