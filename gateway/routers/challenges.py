@@ -91,6 +91,7 @@ class _Polled:
     kind: str  # "issued", "open", "idle", "deferred"
     answer: dict | None = None
     due_at: float = 0.0
+    probe: str | None = None  # the answer's round-trip probe, stored with a challenge in its transaction
 
 
 def _look(auth, state, provider_id: str, position: int, first: bool, queued: float) -> _Polled:  # noqa: ANN001
@@ -101,9 +102,11 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
     session = auth.session
     if first:
         auth.claim_nonce()
-    now = time.time()
     devices = session.execute(select(Device).where(Device.provider_id == provider_id).order_by(Device.id)
                               .with_for_update().execution_options(populate_existing=True)).scalars().all()
+    # the round's instant: once the write transaction holds its lock (SQLite's one writer; the device rows on
+    # PostgreSQL), so that a wait for it under a flood of writes is never counted against the provider
+    now = time.time()
     device = next((d for d in devices if d.position == position), None)
     if device is None:
         raise Problem(404, "Not found", f"provider has no device at position {position}")
@@ -121,8 +124,9 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
             out["opening_request"] = _request_json(mine)
         if mine.state == "committed" and mine.lanes is not None:
             out["lane_request"] = service.lanes_of(mine).public()  # type: ignore[union-attr]
+        probe = _probe(session, provider_id)
         session.commit()
-        return _Polled("open", out)
+        return _Polled("open", out, probe=probe)
     job_open = session.execute(select(Job.id).where(Job.provider_id == provider_id, Job.final.is_(False))
                                .limit(1)).first() is not None
     last_round = session.execute(select(func.max(ChallengeRow.issued_at))
@@ -155,8 +159,9 @@ def _look(auth, state, provider_id: str, position: int, first: bool, queued: flo
             answer = _public(row) | {"device": d.position}
     for d in devices:
         d.next_due_at = issued.next_due_at
+    probe = _probe(session, provider_id)  # in the round's own transaction: no second wait for the write lock
     session.commit()
-    return _Polled("issued", answer)
+    return _Polled("issued", answer, probe=probe)
 
 
 def _new_identities_full(session, state, provider_id: str, devices: list[Device]) -> bool:  # noqa: ANN001
@@ -291,7 +296,10 @@ async def _poll(auth, state, response: Response, request: Request, provider_id: 
             break
         due = quiet if quiet is not None else polled.due_at
         await anyio.sleep(min(left, LONG_POLL_RECHECK_S, max(0.0, due - time.time())))
-    probe, wait = await anyio.to_thread.run_sync(functools.partial(_answer, auth, provider_id, polled))
+    # a challenge's answer leaves at once: its probe was stored with it (between the two, a second write
+    # transaction waited for the write lock under a flood of writes, and the challenge's clock ran meanwhile)
+    probe, wait = (polled.probe, 1) if polled.probe is not None else \
+        await anyio.to_thread.run_sync(functools.partial(_answer, auth, provider_id, polled))
     if polled.answer is None:
         return Response(status_code=204, headers={"Retry-After": str(wait), RTT_HEADER: probe,  # type: ignore[return-value]
                                                   MEAN_INTERVAL_HEADER: f"{state.settings.challenge_interval_s:g}"})
