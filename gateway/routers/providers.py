@@ -199,6 +199,7 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
 
 
 PAGE_JSON = TypeAdapter(ProviderPage)
+VERIFIED_BATCH = 500  # providers whose verified classes one query reads, for ?model=
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
@@ -237,9 +238,14 @@ def provider_page(session, state: State, model: str | None, min_lower_bound: flo
         passed = select(Challenge.provider_id).where(Challenge.outcome == Outcome.PASS.value,
                                                      Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
         candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
-        verified = [pid for pid in candidates if profile in service.verified_classes(session, pid, now,
-                                                                          state.verifier.profiles).values()]
-        query = query.where(Provider.id.in_(verified))
+        verified = []
+        for lo in range(0, len(candidates), VERIFIED_BATCH):  # a batch's passes in one query (was one a provider)
+            batch = candidates[lo:lo + VERIFIED_BATCH]
+            classes = service.verified_classes_of(session, batch, now, state.verifier.profiles)
+            verified += [pid for pid in batch if profile in classes[pid].values()]
+        # the ids written into the statement (hex digits only), not bound one a variable: SQLite takes at most
+        # 32,766 variables in a statement, and more providers than that may hold the class
+        query = query.where(Provider.id.in_(bindparam("verified", verified, expanding=True, literal_execute=True)))
     if min_lower_bound is None:
         kind, keys, descending = PROVIDERS_CURSOR, (Provider.created_at, Provider.id), False
     else:  # by the stored score (models.ProviderScore), not computed per provider

@@ -13,6 +13,7 @@ import pytest
 from gpuproof.client import registration, signed_headers
 from gpuproof.gateway import admin, service
 from gpuproof.gateway.models import Challenge, Device, Job
+from gpuproof.gateway.trust_cache import TrustCache
 from gpuproof.kernels.reference import CpuBackend
 from gpuproof.kernels.spec import ChallengeParams
 from gpuproof.verifier import signatures
@@ -297,3 +298,39 @@ def test_the_dashboard_shows_each_devices_verified_class_and_last_scheduled_chal
     assert "cpu-reference</td><td>cpu-reference</td>" in rows[0] and "UTC, pass" in rows[0], rows[0]
     assert "h100-sxm</td><td>-</td>" in rows[1] and "UTC, open" in rows[1], rows[1]
 
+
+
+def test_the_model_filter_reads_verified_classes_in_batches(gateway, monkeypatch):
+    """?model= reads the verified classes of the providers with a recent pass a batch at a time (it was one
+    query per provider), and the verified ids go into the statement as literals: bound one variable each,
+    they failed the listing once more providers held the class than SQLite takes variables (32,766).
+    Reproduced with the limit lowered to 5 variables: six verified providers made the old listing fail."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    if not gateway.app.state.gp.db.is_sqlite:
+        pytest.skip("SQLite's limit on a statement's variables")
+    monkeypatch.setattr("gpuproof.gateway.routers.providers.VERIFIED_BATCH", 1, raising=False)
+    state = gateway.app.state.gp
+    state.page_cache = TrustCache(0)
+    passed = [Provider(gateway, ["cpu-reference"]) for _ in range(7)]
+    for p in passed[:6]:
+        assert [v["outcome"] for v in p.round([0])] == ["pass"]
+    engine = state.db.engine
+
+    def few_variables(dbapi_conn, _record) -> None:  # noqa: ANN001
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5)
+
+    event.listen(engine, "connect", few_variables)
+    engine.dispose()  # the reads' connections are made again, with the limit
+    try:
+        # pages of two (a page's own reads bind its rows' ids: up to 200, far below the real limit)
+        listed = gateway.client.get("/v1/providers", params={"model": "cpu-reference", "limit": 2})
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["total"] == 6 and len(listed.json()["items"]) == 2
+        assert {p["id"] for p in listed.json()["items"]} <= {p.id for p in passed[:6]}
+        assert gateway.client.get("/v1/providers", params={"model": "H100"}).json()["items"] == []
+    finally:
+        event.remove(engine, "connect", few_variables)
+        engine.dispose()
