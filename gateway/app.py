@@ -249,7 +249,7 @@ class TrustFastPath:
             # (a GET with a body goes to the app, whose body limit answers it as the route would)
             started = time.perf_counter()
             state = self.state
-            body = state.trust_cache.cached(match.group(1), self._compute)
+            body, stale = state.trust_cache.peek(match.group(1))
             client = scope.get("client")
             try:
                 problem = ip_limited(state, client[0] if client else "unknown") if body is not None else None
@@ -257,6 +257,8 @@ class TrustFastPath:
                 body = None
             if body is not None:
                 if problem is None:
+                    if stale:  # refreshed for a reader the limit let through only: a refused one costs nothing
+                        state.trust_cache.refresh(match.group(1), self._compute)
                     await send({"type": "http.response.start", "status": 200,  # Starlette Response's headers
                                 "headers": [(b"content-length", b"%d" % len(body)),
                                             (b"content-type", b"application/json")]})

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -72,6 +72,14 @@ def locked(session: Session, model: type[T], key: object) -> T | None:
     the log head.
     """
     return session.get(model, key, with_for_update=True, populate_existing=True)
+
+
+def take_turns(session: Session, space: int, key: str = "") -> None:
+    """Make the transactions that call this with the same (space, key) run one at a time, until each ends:
+    on PostgreSQL a transaction-scoped advisory lock (for what has no row to lock: a tenant's endpoint count,
+    the open challenges of new devices); SQLite's write transactions already run one at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": space, "key": key})
 
 
 class Database:

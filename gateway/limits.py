@@ -15,6 +15,7 @@ one timeout per `retry_s`. Each fallback is counted in gpuproof_rate_limit_fallb
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -81,6 +82,7 @@ def source_of(request: Request) -> str:
     return source_of_host(request.client.host if request.client else "unknown")
 
 
+@functools.lru_cache(maxsize=65_536)  # parsed once per address: it runs on every request, the trust fast path's too
 def source_of_host(host: str) -> str:
     """A client address as the limits count it: the IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the
     /64 of an IPv6 one (a single IPv6 host usually holds a whole /64, and would otherwise rotate through it)."""

@@ -12,7 +12,9 @@ import anyio.to_thread
 
 
 class TrustCache:
-    """Computed trust responses per provider, fresh for `ttl` seconds (settings.trust_cache_s, 0.5 s).
+    """Computed trust responses per provider, fresh for `ttl` seconds (settings.trust_cache_s, 0.5 s). The
+    gateway keeps its public pages in a second one (`State.page_cache`, settings.page_cache_s: a page of
+    GET /v1/providers and the dashboard's front page, keyed by the page's parameters instead of a provider).
 
     Scores are read far more often than verdicts arrive; the database stays the only truth. An expired
     entry is served while one refresh runs in the background (stale-while-revalidate) for at most
@@ -48,17 +50,29 @@ class TrustCache:
         """The entry when it is fresh, or when it expired at most `max_stale` seconds ago (then one refresh
         by `compute(provider_id)` starts in the background, if none runs); None when there is no such entry. Call it
         on the event loop."""
+        body, stale = self.peek(provider_id)
+        if stale:
+            self.refresh(provider_id, compute)
+        return body
+
+    def peek(self, provider_id: str) -> tuple[bytes | None, bool]:
+        """The entry `cached` would serve, and whether it is stale (it needs the refresh `cached` would start),
+        starting nothing: for a reader that may yet be refused (gateway.app.TrustFastPath, which refreshes
+        only for a reader its rate limit let through)."""
         now = time.monotonic()
         hit = self._entries.get(provider_id)
         if hit is None:
-            return None
+            return None, False
         if hit[0] >= now:
-            return hit[1]
+            return hit[1], False
         if now - hit[0] > self.max_stale:
-            return None
+            return None, False
+        return hit[1], True
+
+    def refresh(self, provider_id: str, compute: Callable[[str], bytes]) -> None:
+        """Start one background refresh of the entry by `compute(provider_id)`, unless one runs."""
         if provider_id not in self._inflight:
             self._start(provider_id, compute)
-        return hit[1]
 
     def _start(self, provider_id: str, compute: Callable[[str], bytes]) -> asyncio.Future:
         if self._limiter is None:

@@ -20,7 +20,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response, status
 from gpuproof.gateway import metrics, service
 from gpuproof.gateway.auth import SignedProviderDep
-from gpuproof.gateway.db import locked
+from gpuproof.gateway.db import locked, take_turns
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
 from gpuproof.gateway.models import Device, Job, Provider, RttProbe
@@ -42,7 +42,7 @@ from gpuproof.verifier.wire import (
     TranscriptOut,
     VerdictOut,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 Opened = aliased(ChallengeRow)  # the open challenges counted against new identities' share
@@ -179,9 +179,7 @@ def _new_identities_full(session, state, provider_id: str, devices: list[Device]
     fresh = [d for d in devices if not _device_passed(session, d.id, d.profile)]
     if not fresh:
         return False
-    if session.get_bind().dialect.name == "postgresql":  # rounds of new devices take turns, so two counted at
-        # once cannot both fit (SQLite's write transactions already run one at a time)
-        session.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": ADVISORY_NEW_DEVICES})
+    take_turns(session, ADVISORY_NEW_DEVICES)  # rounds of new devices take turns: two counted at once cannot both fit
     source = session.execute(select(Provider.source).where(Provider.id == provider_id)).scalar()
     held_here = session.execute(_held_by_new(Provider.source == source if source is not None
                                              else Provider.id == provider_id)).scalar_one()

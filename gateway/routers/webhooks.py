@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response, status
 from gpuproof.gateway import webhooks
 from gpuproof.gateway.auth import api_key
-from gpuproof.gateway.db import locked
+from gpuproof.gateway.db import locked, take_turns
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import ApiKey, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from gpuproof.gateway.problems import Problem
@@ -33,7 +33,7 @@ from gpuproof.gateway.schemas import (
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import webhooks as spec
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_ip)])
@@ -106,9 +106,7 @@ def lock_tenant(session: Session, tenant: str) -> None:
     """Hold the tenant's endpoint registrations to one at a time until the transaction ends. PostgreSQL: a
     transaction-scoped advisory lock on the tenant's name (no tenant row to lock); SQLite's write
     transactions already run one at a time."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant))"),
-                        {"space": ADVISORY_WEBHOOK_TENANT, "tenant": tenant})
+    take_turns(session, ADVISORY_WEBHOOK_TENANT, tenant)
 
 
 ADVISORY_WEBHOOK_TENANT = 0x77656268  # the advisory lock space of webhook registrations ("wbh")

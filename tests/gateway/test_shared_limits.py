@@ -7,6 +7,9 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -171,13 +174,25 @@ def test_one_providers_flood_split_across_two_replicas_gets_one_identitys_budget
     assert allowed >= burst  # and the budget itself was granted
 
 
-def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(replicas, database_url, tmp_path):
-    """Each replica caches a score for GPUPROOF_TRUST_CACHE_S (0.5 s); only the replica that records a
-    verdict drops its entry. A reader polling another replica sees the verdict about the TTL plus one
-    refresh after it was committed: its first read past the expiry gets the old answer and starts the
-    refresh, which the next reads find done (docs/operations.md, "Trust cache")."""
-    ttl = 0.5
-    a, b = replicas(GPUPROOF_TRUST_CACHE_S=str(ttl))
+TTL_S = 0.5  # the replicas' trust cache (GPUPROOF_TRUST_CACHE_S), as deployed by default
+
+
+@dataclass
+class TrainedOnA:
+    """Two replicas; on A a provider that has run a training job, and a validator able to judge it."""
+
+    a: Server
+    b: Server
+    db: Database
+    validator: GatewayClient
+    validator_key: Any
+    provider: GatewayClient
+    job_id: str
+
+
+@pytest.fixture
+def trained_on_a(replicas, database_url, tmp_path) -> Iterator[TrainedOnA]:
+    a, b = replicas(GPUPROOF_TRUST_CACHE_S=str(TTL_S))
     db = Database(database_url)
     market = GatewayClient(a.base, admin.create_api_key(db, "market", ["jobs", "settle"]))
     validator = GatewayClient(a.base, admin.create_api_key(db, "validator", ["replay"]))
@@ -187,6 +202,17 @@ def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(
     market.register_validator(signatures.public_key_bytes(validator_key).hex(), "validator")
     jid = market.create_job("renter", provider.provider_id, "usd:1", POLICY).id
     run_reference_job(provider, jid, POLICY, tmp_path / "store", 8)
+    yield TrainedOnA(a, b, db, validator, validator_key, provider, jid)
+    db.engine.dispose()
+
+
+def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(trained_on_a):
+    """Each replica caches a score for GPUPROOF_TRUST_CACHE_S (0.5 s); only the replica that records a
+    verdict drops its entry. A reader polling another replica sees the verdict about the TTL plus one
+    refresh after it was committed: its first read past the expiry gets the old answer and starts the
+    refresh, which the next reads find done (docs/operations.md, "Trust cache")."""
+    t = trained_on_a
+    ttl, b, provider, validator, validator_key, jid = TTL_S, t.b, t.provider, t.validator, t.validator_key, t.job_id
     with httpx.Client(base_url=b.base, timeout=scaled(10)) as reader:
         path = f"/v1/providers/{provider.provider_id}/trust"
         assert reader.get(path).json()["evidence"] == 0  # cached on B
@@ -199,26 +225,16 @@ def test_a_verdict_on_one_replica_shows_on_the_other_within_the_trust_cache_ttl(
     print(f"a verdict on A showed on B after {lag:.3f} s (trust cache TTL {ttl} s)")
     assert seen["evidence"] == 2
     assert lag <= ttl + scaled(0.5), lag
-    db.engine.dispose()
 
 
-def test_a_single_read_on_another_replica_after_the_bound_sees_the_verdict(replicas, database_url, tmp_path):
+def test_a_single_read_on_another_replica_after_the_bound_sees_the_verdict(trained_on_a):
     """The bound docs/operations.md states for a replica that is read rarely: a read that starts more than
     twice the TTL (fresh for the TTL, then served stale for at most the TTL while a refresh runs) plus one
     refresh after a verdict's commit on another replica sees the verdict. The reader reads ONCE after
     that bound, so no earlier read has started the refresh for it (the polling test above always has). An
     expired entry served stale for up to 5 s, as before, failed this: the one read got the old score."""
-    ttl = 0.5
-    a, b = replicas(GPUPROOF_TRUST_CACHE_S=str(ttl))
-    db = Database(database_url)
-    market = GatewayClient(a.base, admin.create_api_key(db, "market", ["jobs", "settle"]))
-    validator = GatewayClient(a.base, admin.create_api_key(db, "validator", ["replay"]))
-    provider = GatewayClient(a.base, key=signatures.new_private_key())
-    provider.register("replicas", [{"model": "NVIDIA H100", "vram_gib": 80}])
-    validator_key = signatures.new_private_key()
-    market.register_validator(signatures.public_key_bytes(validator_key).hex(), "validator")
-    jid = market.create_job("renter", provider.provider_id, "usd:1", POLICY).id
-    run_reference_job(provider, jid, POLICY, tmp_path / "store", 8)
+    t = trained_on_a
+    ttl, b, provider, validator, validator_key, jid = TTL_S, t.b, t.provider, t.validator, t.validator_key, t.job_id
     path = f"/v1/providers/{provider.provider_id}/trust"
     judging = threading.Event()
     warm: list[int] = []
@@ -245,4 +261,3 @@ def test_a_single_read_on_another_replica_after_the_bound_sees_the_verdict(repli
           f"(TTL {ttl} s; B's polls during the replay saw {sorted(set(warm))})")
     assert warm and warm[0] == 0
     assert seen["evidence"] == 2, (read_at, seen)
-    db.engine.dispose()

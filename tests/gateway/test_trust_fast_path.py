@@ -144,3 +144,26 @@ def test_a_verdict_drops_the_cached_answer_and_the_next_read_shows_it(served):
     assert by_route and after.json()["evidence"] == 2
     again, by_route = served.get(url)
     assert not by_route and again.content == after.content
+
+
+def test_a_refused_reader_starts_no_refresh_of_an_expired_entry(served):
+    """A client past its per-address limit is answered 429 and costs the gateway nothing more: before, the
+    fast path looked the entry up first, and an expired one started its refresh (a database read on a
+    thread) for a reader about to be refused, one per provider per TTL (issue 18, "no request cheap to send
+    and dear to serve")."""
+    agent = agent_with_a_verdict(served)
+    url = f"/v1/providers/{agent.id}/trust"
+    served.get(url)  # cached now; 9 tokens of the burst of 10 are left
+    for _ in range(9):
+        assert served.get(url)[0].status_code == 200
+    cache = served.app.state.gp.trust_cache
+    at, body = cache._entries[agent.id]
+    cache._entries[agent.id] = (at - cache.ttl - 30, body)  # expired, still within the stale allowance
+    cache.max_stale = 3600.0
+    refused, by_route = served.get(url)
+    assert refused.status_code == 429 and not by_route
+    assert agent.id not in cache._inflight and cache._entries[agent.id][1] == body  # no refresh started
+    served.refill()
+    answered, by_route = served.get(url)  # a reader the limit lets through is served the stale entry...
+    assert answered.status_code == 200 and not by_route and answered.content == body
+    assert agent.id in cache._inflight or cache._entries[agent.id][0] > at  # ...and starts the refresh
