@@ -26,7 +26,7 @@ from gpuproof.verifier.protocol import Challenge, Commitment, LaneRequest, Openi
 from gpuproof.verifier.schedule import SchedulePolicy
 from gpuproof.verifier.timing import Thresholds
 from gpuproof.verifier.trust import TrustScore, VerdictRecord, failure_detail, score
-from sqlalchemy import bindparam, select
+from sqlalchemy import BindParameter, bindparam, select
 from sqlalchemy.orm import Session
 
 
@@ -202,7 +202,7 @@ def verdict_records(session: Session, provider_id: str,
 
 # verdict_records_of's three statements, built once: a statement built per call costs its construction and its
 # cache key each time (about half of a one-provider trust read here), and these run on every score read
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 _JUDGED_CHALLENGES = (select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow.judged_at, ChallengeRow.verdict,
                              ChallengeRow.issued_at, ChallengeRow.spec, ChallengeRow.profile)
                       .where(ChallengeRow.provider_id.in_(_IDS), ChallengeRow.state == "judged")

@@ -181,8 +181,11 @@ def test_a_providers_page_costs_the_same_whatever_the_number_of_providers(databa
     from gpuproof.gateway.settings import Settings
     from sqlalchemy import event
 
+    # pages and totals read afresh every time (no GPUPROOF_PAGE_CACHE_S, GPUPROOF_LIST_TOTALS_S): what is counted
+    # is the cost of making a page, which a cached page would hide
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, registrations_per_ip_per_hour=10_000,
-                        registrations_per_s_global=10_000, ip_rate_per_s=10_000, maintenance_interval_s=0)
+                        registrations_per_s_global=10_000, ip_rate_per_s=10_000, maintenance_interval_s=0,
+                        page_cache_s=0, list_totals_s=0)
     monkeypatch.setattr(dashboard, "MAX_LISTED", 5)
     app = create_app(settings)
     db = app.state.gp.db
@@ -227,8 +230,10 @@ def test_the_stored_score_follows_verdicts_at_once_and_age_through_the_sweep(gat
     recomputes one grown stale (here forged: 0.99 stored for a provider without evidence)."""
     from gpuproof.gateway import maintenance
     from gpuproof.gateway.models import ProviderScore
+    from gpuproof.gateway.trust_cache import TrustCache
     from gpuproof.verifier.trust import score
 
+    gateway.app.state.gp.page_cache = TrustCache(0)  # each listing read now (pages are kept 0.5 s by default)
     agent = Agent(gateway, "honest")
     listed = lambda bound: [p["id"] for p in gateway.client.get(  # noqa: E731
         f"/v1/providers?min_lower_bound={bound}").json()["items"]]
