@@ -234,8 +234,8 @@ class TrustFastPath:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app, self.state = app, state
         self._compute = functools.partial(trust_answer, state)
-        self._answered = metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="200").observe
-        self._limited = metrics.REQUEST_SECONDS.labels(route=self.ROUTE, method="GET", status="429").observe
+        self._answered = metrics.Tally(route=self.ROUTE, method="GET", status="200").observe
+        self._limited = metrics.Tally(route=self.ROUTE, method="GET", status="429").observe
 
     @classmethod
     def in_front_of(cls, app: FastAPI) -> TrustFastPath:
