@@ -29,7 +29,7 @@ from gpuproof.gateway.routers import challenges, health, jobs, log, providers, t
 from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.routers.trust import trust_answer
 from gpuproof.gateway.settings import Settings
-from gpuproof.gateway.state import State
+from gpuproof.gateway.state import PAGES_KEPT, State
 from gpuproof.gateway.translog import LogCache
 from gpuproof.gateway.trust_cache import TrustCache
 from gpuproof.gateway.verify_pool import VerifyPool
@@ -200,7 +200,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                                                 min(settings.verify_threads_new, settings.verify_threads)),
                          audience=settings.audience or signatures.public_key_bytes(signing_key).hex(),
                          totals=pages.Totals(settings.list_totals_s), log_cache=LogCache(settings.log_cache_hashes),
-                         page_cache=TrustCache(settings.page_cache_s))
+                         page_cache=TrustCache(settings.page_cache_s, max_entries=PAGES_KEPT),
+                         front_cache=TrustCache(settings.page_cache_s, max_entries=PAGES_KEPT))
     problems.install(app)
     for router in (providers.router, trust.router, challenges.router, jobs.router, training.router, log.router,
                    health.router, validators.router):
@@ -234,8 +235,8 @@ class TrustFastPath:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app, self.state = app, state
         self._compute = functools.partial(trust_answer, state)
-        self._answered = metrics.Tally(route=self.ROUTE, method="GET", status="200").observe
-        self._limited = metrics.Tally(route=self.ROUTE, method="GET", status="429").observe
+        self._answered = metrics.Tally.of(route=self.ROUTE, method="GET", status="200").observe
+        self._limited = metrics.Tally.of(route=self.ROUTE, method="GET", status="429").observe
 
     @classmethod
     def in_front_of(cls, app: FastAPI) -> TrustFastPath:

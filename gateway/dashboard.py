@@ -218,7 +218,8 @@ async def index(request: Request, state: StateDep,
                 refresh: Annotated[int | None, Query(ge=2, le=3600, description="reload every N seconds")] = None,
                 ) -> HTMLResponse:
     """The providers page, kept `settings.page_cache_s` (0.5 s) for every reader of the same address and
-    re-rendered in the background meanwhile (gateway.trust_cache.TrustCache, on threads of its own): a flood
+    re-rendered in the background meanwhile (gateway.trust_cache.TrustCache `State.front_cache`, on threads
+    of its own, apart from the listing's pages: those any reader can ask for by the thousand): a flood
     of front-page reads costs one render per half second, and a read never waits for one after the first
     (issue 18). The page's links carry the parameters it knows, in one order, so that every address of the
     same page shares one entry."""
@@ -226,7 +227,7 @@ async def index(request: Request, state: StateDep,
     query = urlencode([(k, given[k]) for k in INDEX_PARAMETERS if k in request.query_params and given[k] is not None])
     still = "/" + ("?" + query if query else "")
     view = View(refresh, still, still + ("&" if query else "?") + f"refresh={refresh or 5}")
-    html = await state.page_cache.get_or_compute(f"{refresh}|{query}", lambda _: _index_html(
+    html = await state.front_cache.get_or_compute(f"{refresh}|{query}", lambda _: _index_html(
         state, view, sort, order, model, cursor).encode())
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

@@ -74,12 +74,17 @@ def locked(session: Session, model: type[T], key: object) -> T | None:
     return session.get(model, key, with_for_update=True, populate_existing=True)
 
 
-def take_turns(session: Session, space: int, key: str = "") -> None:
+def take_turns(session: Session, space: int, key: str | None = None) -> None:
     """Make the transactions that call this with the same (space, key) run one at a time, until each ends:
     on PostgreSQL a transaction-scoped advisory lock (for what has no row to lock: a tenant's endpoint count,
-    the open challenges of new devices); SQLite's write transactions already run one at a time."""
+    the open challenges of new devices) on (space, hashtext(key)), or (space, 0) without a key (the lock
+    earlier versions took, so that replicas of both take turns during a rolling upgrade); SQLite's write
+    transactions already run one at a time."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": space, "key": key})
+        if key is None:
+            session.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": space})
+        else:
+            session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": space, "key": key})
 
 
 class Database:

@@ -28,7 +28,14 @@ class Tally:
         self.child = REQUEST_SECONDS.labels(**labels)
         self.counts = [0] * (len(REQUEST_BUCKETS) + 1)  # the last: above every bound (+Inf)
         self.total = 0.0
-        TALLIES.append(self)
+
+    @classmethod
+    def of(cls, **labels: str) -> Tally:
+        """The one Tally of a series (every gateway app in the process shares it, as the histogram is shared)."""
+        key = tuple(sorted(labels.items()))
+        if key not in TALLIES:
+            TALLIES[key] = cls(**labels)
+        return TALLIES[key]
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
@@ -44,12 +51,12 @@ class Tally:
             self.child._sum.inc(total)
 
 
-TALLIES: list[Tally] = []
+TALLIES: dict[tuple, Tally] = {}
 
 
 def flush() -> None:
     """Add every Tally's observations to the histogram: before /metrics is written."""
-    for tally in TALLIES:
+    for tally in list(TALLIES.values()):
         tally.flush()
 SWEPT = Counter("gpuproof_swept_total", "What the maintenance sweep did: challenge timeouts and audit timeouts "
                 "judged, request nonces, round-trip probes and stale partial uploads deleted", ["what"],

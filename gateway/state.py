@@ -35,7 +35,8 @@ class State:
     audience: str = ""  # what request signatures name this gateway by (settings.audience or its public key hex)
     totals: Totals = field(default_factory=Totals)  # the lists' capped totals, reused a few seconds (pages.py)
     log_cache: LogCache = field(default_factory=lambda: _log_cache())  # subtree hashes, checkpoints (translog)
-    page_cache: TrustCache = field(default_factory=lambda: _page_cache())  # the dashboard's front page
+    page_cache: TrustCache = field(default_factory=lambda: _page_cache())  # pages of GET /v1/providers
+    front_cache: TrustCache = field(default_factory=lambda: _page_cache())  # the dashboard's front page
 
     @property
     def log_origin(self) -> str:
@@ -55,7 +56,10 @@ def _log_cache() -> LogCache:
 def _page_cache() -> TrustCache:
     from gpuproof.gateway.trust_cache import TrustCache
 
-    return TrustCache(0.5)
+    return TrustCache(0.5, max_entries=PAGES_KEPT)
+
+
+PAGES_KEPT = 256  # pages a page cache keeps (each up to ~100 kB): any reader can ask for new ones
 
 
 async def get_state(request: Request) -> State:  # async: no thread-pool hop for a cheap lookup

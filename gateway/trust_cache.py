@@ -27,10 +27,14 @@ class TrustCache:
     for up to `max_stale` more (docs/operations.md, "Trust cache").
     """
 
-    def __init__(self, ttl: float, max_stale: float | None = None) -> None:
+    def __init__(self, ttl: float, max_stale: float | None = None, *, max_entries: int = 50_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`max_entries`: beyond it the expired entries go, then, if still too many, all (each is a few
+        hundred bytes for a score; the page cache keeps fewer: a page is up to ~100 kB). `clock`: tests."""
         if max_stale is not None and max_stale > ttl:
             raise ValueError(f"max_stale must be at most the TTL ({ttl} s), got {max_stale} s")
         self.ttl, self.max_stale = ttl, ttl if max_stale is None else max_stale
+        self.max_entries, self._clock = max_entries, clock
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._limiter: anyio.CapacityLimiter | None = None
@@ -59,7 +63,7 @@ class TrustCache:
         """The entry `cached` would serve, and whether it is stale (it needs the refresh `cached` would start),
         starting nothing: for a reader that may yet be refused (gateway.app.TrustFastPath, which refreshes
         only for a reader its rate limit let through)."""
-        now = time.monotonic()
+        now = self._clock()
         hit = self._entries.get(provider_id)
         if hit is None:
             return None, False
@@ -88,9 +92,12 @@ class TrustCache:
                 future.exception()  # retrieved: no warning when nobody else waited
             else:
                 if self._inflight.get(provider_id) is future:  # not dropped while it ran: still current
-                    if len(self._entries) > 50_000:
-                        self._entries.clear()
-                    self._entries[provider_id] = (time.monotonic() + self.ttl, value)
+                    now = self._clock()
+                    if len(self._entries) >= self.max_entries:
+                        self._entries = {k: v for k, v in self._entries.items() if v[0] + self.max_stale >= now}
+                        if len(self._entries) >= self.max_entries:
+                            self._entries.clear()
+                    self._entries[provider_id] = (now + self.ttl, value)
                 future.set_result(value)
             finally:
                 if self._inflight.get(provider_id) is future:

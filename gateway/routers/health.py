@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import cast
 
+import anyio.to_thread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from gpuproof.gateway import metrics, migrate
+from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.sessions import read_threads
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.wire import HealthOut, IdentityOut, ReadyOut
@@ -53,9 +56,10 @@ def readyz(state: StateDep) -> dict:
     return {"status": "ready", "migration": current}
 
 
-@router.get("/metrics", operation_id="metrics", response_class=MetricsResponse,
+@router.get("/metrics", operation_id="metrics", response_class=MetricsResponse, dependencies=[Depends(limit_ip)],
             responses={200: {"description": "the gateway's metrics, in the Prometheus text format"}})
-async def get_metrics() -> Response:  # on the event loop: the fast path's tallies are added there (metrics.Tally)
+async def get_metrics() -> Response:
     """Request latencies, verdicts, challenges issued and deferred, ... (gateway/metrics.py)."""
-    metrics.flush()
-    return MetricsResponse(generate_latest(metrics.REGISTRY))
+    metrics.flush()  # on the event loop, where the fast path counts (metrics.Tally); the text on a read thread
+    text = await anyio.to_thread.run_sync(generate_latest, metrics.REGISTRY, limiter=read_threads())
+    return MetricsResponse(text)

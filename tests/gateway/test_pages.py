@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 
 import pytest
 from gpuproof.gateway import pages
@@ -190,7 +189,8 @@ def test_a_listing_page_is_kept_for_its_readers_then_read_again(gateway):
     for all of them, issue 18), a registration since shows once it has passed."""
     seed_providers(gateway)
     state = gateway.app.state.gp
-    state.page_cache = TrustCache(0.2)
+    now = [0.0]
+    state.page_cache = TrustCache(0.5, clock=lambda: now[0])
     state.totals = pages.Totals(ttl=0)
     first = gateway.client.get("/v1/providers", params={"limit": 50})
     Agent(gateway)  # registers a provider
@@ -198,6 +198,6 @@ def test_a_listing_page_is_kept_for_its_readers_then_read_again(gateway):
     assert again.content == first.content and len(first.json()["items"]) == ROWS
     other = gateway.client.get("/v1/providers", params={"limit": 49}).json()  # another page: read now
     assert len(other["items"]) == ROWS + 1 and other["total"] == ROWS + 1
-    time.sleep(0.5)  # past the TTL and the stale allowance (the TTL again): read afresh
+    now[0] = 1.1  # past the TTL and the stale allowance (the TTL again): read afresh
     later = gateway.client.get("/v1/providers", params={"limit": 50}).json()
     assert len(later["items"]) == ROWS + 1 and later["total"] == ROWS + 1

@@ -311,7 +311,7 @@ def test_the_model_filter_reads_verified_classes_in_batches(gateway, monkeypatch
 
     if not gateway.app.state.gp.db.is_sqlite:
         pytest.skip("SQLite's limit on a statement's variables")
-    monkeypatch.setattr("gpuproof.gateway.routers.providers.VERIFIED_BATCH", 1, raising=False)
+    monkeypatch.setattr("gpuproof.gateway.routers.providers.VERIFIED_BATCH", 1)
     state = gateway.app.state.gp
     state.page_cache = TrustCache(0)
     passed = [Provider(gateway, ["cpu-reference"]) for _ in range(7)]

@@ -81,3 +81,24 @@ def test_a_refresh_that_read_before_a_verdict_does_not_outlive_its_drop():
         assert cache.cached("p", compute) == b"p answer 2"
 
     asyncio.run(main())
+
+
+def test_a_cache_keeps_at_most_max_entries_dropping_expired_ones_first():
+    """The page cache's keys are whatever a reader asks for (a page's parameters): bounded by max_entries,
+    beyond which the expired entries go first, then all."""
+    now = [0.0]
+    cache = TrustCache(1.0, max_entries=4, clock=lambda: now[0])
+
+    async def fill(keys) -> None:  # noqa: ANN001
+        for k in keys:
+            await cache.get_or_compute(k, lambda key: key.encode())
+
+    async def main() -> None:
+        await fill(["a", "b", "c"])
+        now[0] = 5.0  # a, b, c expired past their stale allowance
+        await fill(["d", "e"])
+        assert sorted(cache._entries) == ["d", "e"]
+        await fill(["f", "g", "h"])  # d..g live: full, so all go before h
+        assert sorted(cache._entries) == ["h"]
+
+    asyncio.run(main())

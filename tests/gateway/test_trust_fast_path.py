@@ -162,7 +162,10 @@ def test_a_refused_reader_starts_no_refresh_of_an_expired_entry(served):
     cache.max_stale = 3600.0
     refused, by_route = served.get(url)
     assert refused.status_code == 429 and not by_route
-    assert agent.id not in cache._inflight and cache._entries[agent.id][1] == body  # no refresh started
+    expired_at = cache._entries[agent.id][0]
+    assert agent.id not in cache._inflight and cache._entries[agent.id] == (expired_at, body)  # none started...
+    assert served.get(f"/v1/providers/{agent.id}/verdicts")[0].status_code == 429  # (the loop ran meanwhile)
+    assert cache._entries[agent.id] == (expired_at, body)  # ...and none finished either
     served.refill()
     answered, by_route = served.get(url)  # a reader the limit lets through is served the stale entry...
     assert answered.status_code == 200 and not by_route and answered.content == body

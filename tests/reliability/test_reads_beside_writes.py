@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import httpx
 from gpuproof.client import GatewayClient, GatewayError
@@ -42,6 +43,7 @@ def test_reads_answer_while_every_worker_thread_waits_for_the_write_lock(tmp_pat
         writers = [threading.Thread(target=register, args=(n,)) for n in range(3)]
         for w in writers:  # the one worker thread waits for the lock; the others queue for it
             w.start()
+        time.sleep(scaled(0.5))  # their requests reach the gateway (on the old code the reads then timed out)
         try:
             with httpx.Client(base_url=server.base, timeout=scaled(15)) as reader:
                 for path_ in READS:
