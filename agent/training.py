@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 from gpuproof.agent.checkpointing import CheckpointCommitment, CheckpointCommitter
-from gpuproof.agent.daemon import retryable
+from gpuproof.agent.daemon import with_retries
 from gpuproof.client import GatewayClient
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import checkpoints
 from gpuproof.verifier.workload import MLPJob
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 
 class TrainingReporter:
@@ -34,12 +33,7 @@ class TrainingReporter:
         self.client, self.job_id, self.retry_limit_s = client, job_id, retry_limit_s
 
     def _retrying(self, fn: Callable[[], Any]) -> Any:
-        for attempt in Retrying(retry=retry_if_exception(retryable), reraise=True,
-                                wait=wait_random_exponential(multiplier=0.2, max=5),
-                                stop=stop_after_delay(self.retry_limit_s)):
-            with attempt:
-                return fn()
-        return None  # pragma: no cover - tenacity reraises
+        return with_retries(self.client, fn, limit_s=self.retry_limit_s, wait_multiplier=0.2, wait_max_s=5)
 
     def send(self, commitment: CheckpointCommitment) -> dict:
         body = commitment.to_json()

@@ -45,11 +45,12 @@ class GatewayError(GpuproofError):
 
 
 class GatewayUnreachable(GatewayError):
-    """No answer at all: connection refused, DNS, timeout."""
+    """No answer at all: connection refused, DNS, timeout (`timed_out`: the client waited its timeout)."""
 
-    def __init__(self, base_url: str, reason: str) -> None:
+    def __init__(self, base_url: str, reason: str, timed_out: bool = False) -> None:
         super().__init__(0, {"title": "Unreachable", "detail": f"{base_url}: {reason}"})
         self.args = (f"gateway unreachable: {base_url}: {reason}",)
+        self.timed_out = timed_out
 
     def __str__(self) -> str:
         return str(self.args[0])

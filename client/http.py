@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,8 +17,11 @@ from gpuproof.verifier import wire
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
 
 
-def _timeout(req: Request) -> dict[str, Any]:
-    return {} if req.timeout_s is None else {"timeout": req.timeout_s}
+def _timeout(req: Request, default_s: float, patience: float) -> dict[str, Any]:
+    """httpx's timeout for `req`: its own (a long poll) or the client's, times the calling thread's patience."""
+    if req.timeout_s is None and patience == 1.0:
+        return {}
+    return {"timeout": (default_s if req.timeout_s is None else req.timeout_s) * patience}
 
 
 class _Exchange:
@@ -50,10 +56,24 @@ class GatewayClient(Calls):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, api_key, **kwargs)
+        self.timeout_s = timeout
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
+        self._patience = threading.local()
 
     def close(self) -> None:
         self._http.close()
+
+    @contextlib.contextmanager
+    def patience(self, factor: float) -> Iterator[None]:
+        """The requests this thread sends inside wait `factor` times the usual timeout for the gateway: a
+        retry after a timeout (under packet loss TCP's own retransmissions need longer than the first try
+        allowed, and a retry with the same timeout fails the same way)."""
+        before = getattr(self._patience, "factor", 1.0)
+        self._patience.factor = factor
+        try:
+            yield
+        finally:
+            self._patience.factor = before
 
     def __enter__(self) -> GatewayClient:
         return self
@@ -66,9 +86,10 @@ class GatewayClient(Calls):
             if self.needs_audience(req) and self.audience is None:
                 self.accept_identity(result(self._http.get("/v1/identity"), wire.IdentityOut))
             return self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
-                                      **_timeout(req))
+                                      **_timeout(req, self.timeout_s, getattr(self._patience, "factor", 1.0)))
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}",
+                                     isinstance(exc, httpx.TimeoutException)) from None
 
     def _drive(self, flow: Flow[Any]) -> Any:
         run = _Exchange(flow)
@@ -86,6 +107,7 @@ class AsyncGatewayClient(Calls):
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, api_key, **kwargs)
+        self.timeout_s = timeout
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, limits=_LIMITS)
 
     async def aclose(self) -> None:
@@ -102,9 +124,10 @@ class AsyncGatewayClient(Calls):
             if self.needs_audience(req) and self.audience is None:
                 self.accept_identity(result(await self._http.get("/v1/identity"), wire.IdentityOut))
             return await self._http.request(req.method, req.path, content=req.body, headers=self._headers(req),
-                                            **_timeout(req))
+                                            **_timeout(req, self.timeout_s, 1.0))
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}") from None
+            raise GatewayUnreachable(self.base_url, f"{type(exc).__name__}: {exc}",
+                                     isinstance(exc, httpx.TimeoutException)) from None
 
     async def _drive(self, flow: Flow[Any]) -> Any:
         run = _Exchange(flow)
