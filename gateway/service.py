@@ -287,9 +287,11 @@ def verified_classes_of(session: Session, provider_ids: Sequence[str], now: floa
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:
-    """The provider's round-trip allowance (verifier.lifecycle.rtt_allowance) from its recent probes."""
+    """The provider's round-trip allowance (verifier.lifecycle.rtt_allowance) from its recent probes: those
+    sent before `now` and echoed by the time this reads them."""
     rows = session.execute(select(RttProbe.sent_at, RttProbe.rtt_s).where(RttProbe.provider_id == provider_id,
                                                                           RttProbe.rtt_s.is_not(None),
-                                                                          RttProbe.sent_at > now - RTT_HISTORY_S)
+                                                                          RttProbe.sent_at > now - RTT_HISTORY_S,
+                                                                          RttProbe.sent_at <= now)
                            .order_by(RttProbe.sent_at.desc()).limit(RTT_SAMPLES)).all()
     return lifecycle.rtt_allowance([(at, rtt) for at, rtt in rows], now)

@@ -439,7 +439,8 @@ async def post_openings(challenge_id: IdPath, body: OpeningsIn, auth: SignedProv
                       "now; a challenge's first answer is final (a retry of the same openings waits for its verdict)")
     verdict = await state.verify_pool.once((challenge_id, digest), auth.provider.id, new, judge)
     return await anyio.to_thread.run_sync(
-        functools.partial(_store_verdict, auth, state, challenge_id, wire, lanes_wire, digest, now, verdict))
+        functools.partial(_store_verdict, auth, state, challenge_id, wire, lanes_wire, digest, now, verdict,
+                          commitment))
 
 
 def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  # noqa: ANN001
@@ -453,12 +454,22 @@ def _load_for_judging(state, challenge_id: str, provider_id: str, digest: str,  
         if lifecycle.openings(service.state_of(row), digest, now) == "replay":
             return row.verdict
         new = not _device_passed(reader, row.device_id, row.profile)
-        return (service.challenge_of(row), service.commitment_of(row), service.request_of(row),
-                service.walk_of(row), service.lanes_of(row), new)
+        challenge, commitment = service.challenge_of(row), service.commitment_of(row)
+        if commitment.rtt_s == 0.0:
+            # No probe of the provider's had been echoed when its commitment came: a new provider's first
+            # round, whose only probe is the round's own, echoed beside the proving (agent/daemon.py), can
+            # commit before its echo is recorded. The allowance is then taken now, from the probes sent
+            # before the commitment came, echoed since. No more than a provider gets by echoing before it
+            # commits (a late echo only raises the allowance to its cap, which the bound counts either way).
+            late = service.rtt_allowance(reader, provider_id, commitment.received_at)
+            if late > 0.0:
+                commitment = state.verifier.commit(challenge, list(commitment.roots),
+                                                   received_at=commitment.received_at, rtt_s=late)
+        return (challenge, commitment, service.request_of(row), service.walk_of(row), service.lanes_of(row), new)
 
 
 def _store_verdict(auth, state, challenge_id: str, wire: list[dict], lanes_wire: list[dict] | None,  # noqa: ANN001
-                   digest: str, now: float, verdict: Verdict) -> dict:
+                   digest: str, now: float, verdict: Verdict, commitment: Commitment) -> dict:
     session = auth.session
     auth.claim_nonce()
     stored = locked(session, ChallengeRow, challenge_id)
@@ -474,6 +485,7 @@ def _store_verdict(auth, state, challenge_id: str, wire: list[dict], lanes_wire:
         return on_record  # (read before: a rollback expires the row)
     stored.openings = wire
     stored.lane_openings = lanes_wire
+    stored.rtt_s, stored.measured_s = commitment.rtt_s, commitment.measured_s  # as judged (_load_for_judging)
     body_json = verdict.to_json()
     service.record_verdict(session, stored, body_json, now, openings_digest=digest)
     session.commit()

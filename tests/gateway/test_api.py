@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -462,6 +463,39 @@ def test_round_trip_probes_are_timed_by_the_gateway_and_lower_the_measured_time(
         row = s.get(Challenge, c["challenge_id"])
         assert row.rtt_s == pytest.approx(min(echo.json()["rtt_s"], 0.2))
         assert row.measured_s == pytest.approx(row.received_at - row.issued_at - row.rtt_s)
+
+
+def test_a_first_rounds_probe_echoed_after_its_commitment_still_gives_the_allowance(gateway):
+    """A new provider's only probe is its first round's own, echoed beside the proving; a commitment handled
+    before the echo was recorded got allowance 0 (CI, tests/reliability/test_netfaults.py at 300 ms RTT),
+    charging the honest provider a whole round trip. The allowance is taken again at judging, from the
+    probes sent before the commitment came."""
+    agent = Agent(gateway)
+    poll = agent.next()
+    c, probe = poll.json(), poll.headers["X-Gpuproof-Rtt-Probe"]
+    params, roots = agent.prove(c)
+    request = agent.post(f"/v1/challenges/{c['challenge_id']}/commitment", {"roots": [r.hex() for r in roots]})
+    assert request.status_code == 200, request.text
+    with gateway.app.state.gp.db.reader() as s:
+        assert s.get(Challenge, c["challenge_id"]).rtt_s == 0.0  # nothing echoed yet
+    time.sleep(0.05)
+    echo = agent.post(f"/v1/providers/{agent.id}/rtt", {"probe": probe})  # late: after the commitment
+    assert echo.status_code == 200, echo.text
+    late_probe = agent.next().headers.get("X-Gpuproof-Rtt-Probe")  # sent after the commitment: never counts
+    if late_probe:
+        assert agent.post(f"/v1/providers/{agent.id}/rtt", {"probe": late_probe}).status_code == 200
+    verdict = agent.post(f"/v1/challenges/{c['challenge_id']}/openings",
+                         agent.openings(params, roots, request.json()["pairs"]))
+    assert verdict.status_code == 200 and verdict.json()["outcome"] == "pass", verdict.text
+    rtt = echo.json()["rtt_s"]
+    assert rtt >= 0.05
+    doc = gateway.client.get(f"/v1/challenges/{c['challenge_id']}/transcript").json()
+    assert doc["commitment"]["rtt_s"] == pytest.approx(min(rtt, 0.2))
+    with gateway.app.state.gp.db.reader() as s:
+        row = s.get(Challenge, c["challenge_id"])
+        assert row.rtt_s == pytest.approx(min(rtt, 0.2))
+        assert row.measured_s == pytest.approx(max(0.0, row.received_at - row.issued_at - row.rtt_s))
+        assert verdict.json()["measured_s"] == pytest.approx(row.measured_s)
 
 
 def test_rate_limits_answer_429_with_retry_after(database_url, tmp_path):
