@@ -50,7 +50,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from gpuproof.gateway import migrate, models, pages  # noqa: E402
 from gpuproof.kernels import merkle  # noqa: E402
-from gpuproof.verifier import evidence, signatures  # noqa: E402
+from gpuproof.verifier import evidence, hardware, signatures  # noqa: E402
 from gpuproof.verifier.openings import row_subtree_root  # noqa: E402
 from gpuproof.verifier.profiles import load_profiles, lookup  # noqa: E402
 from gpuproof.verifier.trust import score  # noqa: E402
@@ -94,7 +94,9 @@ def seed(url: str, providers: int, entries: int) -> dict:
                                                     "created_at": t0 + i} for i in range(lo, hi)])
             conn.execute(insert(models.Device), [{"provider_id": ids[i], "position": 0, "model": devices[i][0]["model"],
                                                   "count": 1, "vram_gib": 80.0,
-                                                  "profile": profile_of[devices[i][0]["model"]], "next_due_at": 0.0}
+                                                  "profile": profile_of[devices[i][0]["model"]], "next_due_at": 0.0,
+                                                  # no passes: no class, worked out (the sweep need not)
+                                                  "verified_until": t0 + hardware.VERIFIED_WINDOW_S}
                                                  for i in range(lo, hi)])
             conn.execute(insert(models.ProviderScore), [
                 {"provider_id": ids[i], "score": prior.score, "lower_bound": prior.lower_bound, "evidence": 0,

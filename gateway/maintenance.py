@@ -15,6 +15,10 @@ provider to come back:
 - the stored scores that public listings filter and sort by (models.ProviderScore) that are older than
   `score_refresh_s` are recomputed, the stalest first: evidence loses weight as it ages, and no verdict
   arrives to update an idle provider's;
+- the devices' stored verified classes (models.Device.verified_class, what ?model= listings filter by) are
+  worked out again once their `verified_until` passes (as old passes leave the window, the class a device's
+  recent passes proved most often can change with no new pass), and those never worked out (after the
+  upgrade that added them), first;
 - webhook deliveries delivered or failed more than `webhook_retention_s` (30 days) ago are deleted with
   their attempts (gateway/webhooks.py; pending ones stay).
 
@@ -38,6 +42,7 @@ from gpuproof.gateway import audits, blobs, metrics, service, webhooks
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.models import (
     Challenge,
+    Device,
     Job,
     ProviderScore,
     RequestNonce,
@@ -47,7 +52,7 @@ from gpuproof.gateway.models import (
 )
 from gpuproof.gateway.state import State
 from gpuproof.verifier import lifecycle
-from sqlalchemy import CursorResult, Delete, delete, select
+from sqlalchemy import CursorResult, Delete, delete, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -72,6 +77,7 @@ class Swept:
     unnamed_blobs: int = 0
     webhook_deliveries: int = 0
     scores: int = 0
+    verified_classes: int = 0
 
 
 def sweep(state: State, now: float) -> Swept:
@@ -109,7 +115,7 @@ def sweep(state: State, now: float) -> Swept:
         hooks = webhooks.prune(session, now - state.settings.webhook_retention_s)
         session.commit()
     swept = Swept(timeouts, expired, nonces, probes, _stale_uploads(state, now), _unnamed_blobs(state, now), hooks,
-                  _refresh_scores(state, now))
+                  _refresh_scores(state, now), _refresh_verified(state, now))
     for what, count in vars(swept).items():
         metrics.SWEPT.labels(what=what).inc(count)
     return swept
@@ -127,6 +133,24 @@ def _refresh_scores(state: State, now: float) -> int:
             service.store_trust(session, provider_id, now)
             session.commit()
     return len(stale)
+
+
+def _refresh_verified(state: State, now: float) -> int:
+    """Work out again the verified classes of the providers with a device whose class no longer surely holds
+    (`verified_until` passed) or was never worked out (null: first), BATCH providers at most, each in its own
+    short write transaction under its score row's lock (the order service.record_verdict takes)."""
+    with state.db.reader() as reader:
+        until = func.coalesce(Device.verified_until, 0.0)
+        due = reader.execute(select(Device.provider_id)  # (the index on verified_until: null, or passed)
+                             .where(or_(Device.verified_until.is_(None), Device.verified_until <= now))
+                             .group_by(Device.provider_id)
+                             .order_by(func.min(until)).limit(BATCH)).scalars().all()
+    for provider_id in due:
+        with state.db.writer() as session:
+            locked(session, ProviderScore, provider_id)
+            service.store_verified(session, provider_id, now, state.verifier.profiles)
+            session.commit()
+    return len(due)
 
 
 def _stale_uploads(state: State, now: float) -> int:

@@ -52,6 +52,11 @@ class Device(Base):
     vram_gib: Mapped[float] = mapped_column(Float)
     profile: Mapped[str] = mapped_column(String(40))
     next_due_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # the class its recent passes proved most often (verifier.hardware.verified_classes), stored for ?model=
+    # listings, and until when it holds unless a pass comes (gateway.service.store_verified); never worked
+    # out yet: both null (the maintenance sweep does it)
+    verified_class: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    verified_until: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
 
 class RequestNonce(Base):

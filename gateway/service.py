@@ -13,7 +13,7 @@ import numpy as np
 from gpuproof.gateway import translog, webhooks
 from gpuproof.gateway.db import locked
 from gpuproof.gateway.models import Challenge as ChallengeRow
-from gpuproof.gateway.models import Job, ProviderScore, RttProbe, SegmentAudit
+from gpuproof.gateway.models import Device, Job, ProviderScore, RttProbe, SegmentAudit
 from gpuproof.kernels.backend import Opening
 from gpuproof.kernels.memory import LaneOpening, MemoryPlan
 from gpuproof.kernels.spec import ChallengeParams
@@ -113,10 +113,11 @@ def log_opening_request(session: Session, row: ChallengeRow, now: float) -> None
 
 
 def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now: float,
-                   openings_digest: str | None = None) -> None:
+                   openings_digest: str | None = None, profiles: Mapping[str, Profile] | None = None) -> None:
     """Store a verdict (the lifecycle's judge step) and append it to the log, in the caller's transaction:
     with the hash of the transcript when the verdict was reached on openings (`openings_digest`; set
-    `row.openings` first), else with null."""
+    `row.openings` first), else with null. A pass also updates the devices' stored verified classes
+    (`store_verified`, by `profiles`; only a pass can change them)."""
     judged = lifecycle.judge(state_of(row), now, openings_digest)
     row.verdict = verdict_json
     row.outcome = verdict_json["outcome"]
@@ -126,6 +127,9 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
                                                                         digest), now)
     webhooks.on_verdict(session, row, now)
     evidence_changed(session, row.provider_id, now)
+    if row.outcome == Outcome.PASS.value:
+        assert profiles is not None, "a pass changes the verified classes: record it with the profiles"
+        store_verified(session, row.provider_id, now, profiles)
 
 
 def store_trust(session: Session, provider_id: str, now: float) -> TrustScore:
@@ -270,6 +274,13 @@ _RECENT_PASSES = (select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow
 def verified_classes_of(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
                         window_s: float = VERIFIED_WINDOW_S) -> dict[str, dict[int, str]]:
     """`verified_classes` of several providers in one query, by provider id."""
+    return {pid: hardware.verified_classes(passes, now, window_s)
+            for pid, passes in _proved_passes(session, provider_ids, now, profiles, window_s).items()}
+
+
+def _proved_passes(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
+                   window_s: float) -> dict[str, list[tuple[int, float, str]]]:
+    """By provider id: its passes within the window as (device id, judged_at, the class the pass proves)."""
     ids = list(dict.fromkeys(provider_ids))
     passes: dict[str, list[tuple]] = {pid: [] for pid in ids}
     if ids:
@@ -281,9 +292,21 @@ def verified_classes_of(session: Session, provider_ids: Sequence[str], now: floa
         cls = hardware.verified_class(record_of(cid, at, v, spec=spec, profile=profiles.get(profile)), profiles)
         return cls.key if cls is not None else ""
 
-    return {pid: hardware.verified_classes(((d, at, proved(cid, at, v, spec, prof))
-                                            for cid, d, at, v, spec, prof in rows), now, window_s)
+    return {pid: [(d, at, proved(cid, at, v, spec, prof)) for cid, d, at, v, spec, prof in rows]
             for pid, rows in passes.items()}
+
+
+def store_verified(session: Session, provider_id: str, now: float, profiles: Mapping[str, Profile],
+                   window_s: float = VERIFIED_WINDOW_S) -> None:
+    """Work out the provider's devices' verified classes and store each with the instant until which it
+    holds unless a pass comes (verifier.hardware.verified_classes_until; a device with none: the window,
+    as only a pass can give it one), in the caller's transaction: ?model= listings read these columns, so
+    a listing costs a page, not every recent pass. Run at each pass (after store_trust, whose lock on the
+    provider's score row orders these writers) and by the maintenance sweep once `verified_until` passes."""
+    passes = _proved_passes(session, [provider_id], now, profiles, window_s)[provider_id]
+    found = hardware.verified_classes_until(passes, now, window_s)
+    for device in session.execute(select(Device).where(Device.provider_id == provider_id)).scalars():
+        device.verified_class, device.verified_until = found.get(device.id, (None, now + window_s))
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:

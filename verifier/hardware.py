@@ -10,7 +10,6 @@ Pure: plain records in, reasons out; the gateway loads the rows and stores the d
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -154,9 +153,25 @@ def verified_classes(passes: Iterable[tuple[int, float, str]], now: float,
                      window_s: float = VERIFIED_WINDOW_S) -> dict[int, str]:
     """Per device, the class its recent passes proved most often (the class shown as verified in listings):
     `passes` are (device, judged_at, class) with the class each pass proves (`verified_class`, "" for none);
-    those judged `window_s` or longer before `now`, and those that proved no class, do not count."""
-    counts: dict[int, Counter[str]] = {}
+    those judged `window_s` or longer before `now`, and those that proved no class, do not count. A tie goes
+    to the class proved most recently."""
+    return {d: cls for d, (cls, _) in verified_classes_until(passes, now, window_s).items()}
+
+
+def verified_classes_until(passes: Iterable[tuple[int, float, str]], now: float,
+                           window_s: float = VERIFIED_WINDOW_S) -> dict[int, tuple[str, float]]:
+    """`verified_classes`, each with the instant until which it holds unless a new pass comes: the class
+    keeps its place until as many of its passes as it leads the runner-up by (one, on a tie, which it wins
+    by its latest pass) have left the window, so the gateway stores the class with that instant and
+    works it out again only then or at the device's next pass (gateway/service.py store_verified)."""
+    times: dict[int, dict[str, list[float]]] = {}
     for device, judged_at, match in passes:
         if match and judged_at > now - window_s:
-            counts.setdefault(device, Counter())[match] += 1
-    return {d: c.most_common(1)[0][0] for d, c in counts.items()}
+            times.setdefault(device, {}).setdefault(match, []).append(judged_at)
+    out: dict[int, tuple[str, float]] = {}
+    for device, by_class in times.items():
+        ranked = sorted(by_class.items(), key=lambda kv: (len(kv[1]), max(kv[1])), reverse=True)
+        cls, at = ranked[0]
+        lead = len(at) - (len(ranked[1][1]) if len(ranked) > 1 else 0)
+        out[device] = (cls, sorted(at)[max(lead, 1) - 1] + window_s)
+    return out

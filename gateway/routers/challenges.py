@@ -487,7 +487,7 @@ def _store_verdict(auth, state, challenge_id: str, wire: list[dict], lanes_wire:
     stored.lane_openings = lanes_wire
     stored.rtt_s, stored.measured_s = commitment.rtt_s, commitment.measured_s  # as judged (_load_for_judging)
     body_json = verdict.to_json()
-    service.record_verdict(session, stored, body_json, now, openings_digest=digest)
+    service.record_verdict(session, stored, body_json, now, openings_digest=digest, profiles=state.verifier.profiles)
     session.commit()
     state.trust_cache.drop(stored.provider_id)
     reason = verdict.failure.reason if verdict.failure else "none"

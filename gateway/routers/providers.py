@@ -25,7 +25,6 @@ from gpuproof.gateway.schemas import IdPath, Registration, RegistrationUpdate
 from gpuproof.gateway.sessions import ReadSessionDep, WriteSessionDep, in_read_threads
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.verifier import signatures
-from gpuproof.verifier.outcome import Outcome
 from gpuproof.verifier.profiles import Profile, lookup
 from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import DeviceOut, ProviderOut, ProviderPage, TrustScoreOut
@@ -199,7 +198,6 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
 
 
 PAGE_JSON = TypeAdapter(ProviderPage)
-VERIFIED_BATCH = 500  # providers whose verified classes one query reads, for ?model=
 
 
 @router.get("", operation_id="list_providers", response_model=ProviderPage)
@@ -233,19 +231,10 @@ def provider_page(session, state: State, model: str | None, min_lower_bound: flo
     """One page of list_providers, read now."""
     query = select(Provider)
     now = time.time()
-    if model:
+    if model:  # by the devices' stored classes (service.store_verified): a page's worth, not every recent pass
         profile = lookup(model, state.verifier.profiles).key
-        passed = select(Challenge.provider_id).where(Challenge.outcome == Outcome.PASS.value,
-                                                     Challenge.judged_at > now - service.VERIFIED_WINDOW_S)
-        candidates = session.execute(select(Provider.id).where(Provider.id.in_(passed))).scalars().all()
-        verified = []
-        for lo in range(0, len(candidates), VERIFIED_BATCH):  # a batch's passes in one query (was one a provider)
-            batch = candidates[lo:lo + VERIFIED_BATCH]
-            classes = service.verified_classes_of(session, batch, now, state.verifier.profiles)
-            verified += [pid for pid in batch if profile in classes[pid].values()]
-        # the ids written into the statement (hex digits only), not bound one a variable: SQLite takes at most
-        # 32,766 variables in a statement, and more providers than that may hold the class
-        query = query.where(Provider.id.in_(bindparam("verified", verified, expanding=True, literal_execute=True)))
+        query = query.where(Provider.id.in_(select(Device.provider_id).where(Device.verified_class == profile,
+                                                                            Device.verified_until > now)))
     if min_lower_bound is None:
         kind, keys, descending = PROVIDERS_CURSOR, (Provider.created_at, Provider.id), False
     else:  # by the stored score (models.ProviderScore), not computed per provider

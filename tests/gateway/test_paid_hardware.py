@@ -300,37 +300,74 @@ def test_the_dashboard_shows_each_devices_verified_class_and_last_scheduled_chal
 
 
 
-def test_the_model_filter_reads_verified_classes_in_batches(gateway, monkeypatch):
-    """?model= reads the verified classes of the providers with a recent pass a batch at a time (it was one
-    query per provider), and the verified ids go into the statement as literals: bound one variable each,
-    they failed the listing once more providers held the class than SQLite takes variables (32,766).
-    Reproduced with the limit lowered to 5 variables: six verified providers made the old listing fail."""
-    import sqlite3
-
+def test_the_model_filter_reads_stored_classes_not_every_recent_pass(gateway):
+    """?model= read every recent pass of every provider that had one (O(all passes) for a cheap public
+    read, and the verified ids written into the statement: ~3.5 MB at 100,000 providers). It now reads the
+    devices' stored classes: every statement that touches the challenges table is bounded by the page's own
+    provider ids (the page's items show their devices' classes), none reads the others' passes."""
     from sqlalchemy import event
 
-    if not gateway.app.state.gp.db.is_sqlite:
-        pytest.skip("SQLite's limit on a statement's variables")
-    monkeypatch.setattr("gpuproof.gateway.routers.providers.VERIFIED_BATCH", 1)
     state = gateway.app.state.gp
     state.page_cache = TrustCache(0)
-    passed = [Provider(gateway, ["cpu-reference"]) for _ in range(7)]
-    for p in passed[:6]:
+    passed = [Provider(gateway, ["cpu-reference"]) for _ in range(3)]
+    for p in passed:
         assert [v["outcome"] for v in p.round([0])] == ["pass"]
+    Provider(gateway, ["cpu-reference"])  # registered, never passed
+    everyone = {p.id for p in passed}
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        seen.append((statement, parameters))
+
     engine = state.db.engine
-
-    def few_variables(dbapi_conn, _record) -> None:  # noqa: ANN001
-        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5)
-
-    event.listen(engine, "connect", few_variables)
-    engine.dispose()  # the reads' connections are made again, with the limit
+    event.listen(engine, "before_cursor_execute", record)
     try:
-        # pages of two (a page's own reads bind its rows' ids: up to 200, far below the real limit)
         listed = gateway.client.get("/v1/providers", params={"model": "cpu-reference", "limit": 2})
-        assert listed.status_code == 200, listed.text
-        assert listed.json()["total"] == 6 and len(listed.json()["items"]) == 2
-        assert {p["id"] for p in listed.json()["items"]} <= {p.id for p in passed[:6]}
-        assert gateway.client.get("/v1/providers", params={"model": "H100"}).json()["items"] == []
     finally:
-        event.remove(engine, "connect", few_variables)
-        engine.dispose()
+        event.remove(engine, "before_cursor_execute", record)
+    assert listed.status_code == 200, listed.text
+    page = {p["id"] for p in listed.json()["items"]}
+    assert listed.json()["total"] == 3 and len(page) == 2 and page <= everyone
+    touching = [(st, params) for st, params in seen if "challenges" in st]
+    assert touching, seen  # the page's items: their devices' classes from their passes
+    for statement, params in touching:
+        bound = {v for v in (params.values() if isinstance(params, dict) else params or ()) if v in everyone}
+        assert bound and bound <= page, statement
+    assert gateway.client.get("/v1/providers", params={"model": "H100"}).json()["items"] == []
+
+
+def test_a_class_leaves_the_model_filter_when_its_passes_leave_the_window_and_the_sweep_fills_new_columns(gateway):
+    """The stored class holds until as many passes as it leads by have aged out (verified_until); a listing
+    never shows a device past that, and the maintenance sweep works it out again. Devices whose class was
+    never worked out (null, as after the upgrade that added the columns) are worked out by the sweep."""
+    from gpuproof.gateway import maintenance
+
+    state = gateway.app.state.gp
+    state.page_cache = TrustCache(0)
+    old, recent = Provider(gateway, ["cpu-reference"], "old"), Provider(gateway, ["cpu-reference"], "recent")
+    for p in (old, recent):
+        assert [v["outcome"] for v in p.round([0])] == ["pass"]
+
+    def listed() -> set[str]:
+        state.totals = type(state.totals)(0)  # counted afresh
+        return {p["id"] for p in gateway.client.get("/v1/providers", params={"model": "cpu-reference"}).json()["items"]}
+
+    assert listed() == {old.id, recent.id}
+    with state.db.writer() as s:  # the old provider's evidence moves a window into the past, its class's bound too
+        shift = service.VERIFIED_WINDOW_S + 1
+        s.execute(update(Challenge).where(Challenge.provider_id == old.id)
+                  .values(judged_at=Challenge.judged_at - shift))
+        s.execute(update(Device).where(Device.provider_id == old.id)
+                  .values(verified_until=Device.verified_until - shift))
+        s.execute(update(Device).where(Device.provider_id == recent.id).values(verified_class=None,
+                                                                               verified_until=None))
+        s.commit()
+    assert listed() == set()  # old: its class's bound has passed; recent: never worked out
+    now = time.time()
+    assert maintenance.sweep(state, now).verified_classes == 2
+    assert listed() == {recent.id}
+    with state.db.reader() as s:
+        devices = {d.provider_id: d for d in s.query(Device).filter(Device.provider_id.in_([old.id, recent.id]))}
+    assert devices[old.id].verified_class is None and devices[old.id].verified_until > now  # only a pass gives one
+    assert devices[recent.id].verified_class == "cpu-reference"
+    assert maintenance.sweep(state, now).verified_classes == 0  # nothing due again

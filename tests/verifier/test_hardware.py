@@ -96,3 +96,18 @@ def test_the_class_a_device_verified_is_its_most_frequent_recent_match():
               (1, now - window, "h200"), (1, now - window - 1, "h200"), (2, now - 1, "")]
     assert hardware.verified_classes(passes, now) == {0: "h200", 1: "a100-80gb"}  # the window's edge is outside it
     assert hardware.verified_classes(passes, now, window_s=15) == {0: "h100-sxm", 1: "a100-80gb"}
+
+
+def test_a_verified_class_holds_until_its_lead_has_left_the_window():
+    """The instant a device's verified class could change with no new pass: when as many of its passes as
+    it leads the runner-up by have aged out (checked against verified_classes at every instant around it)."""
+    window = 100.0
+    passes = [(0, 10.0, "h200"), (0, 20.0, "h200"), (0, 30.0, "h200"), (0, 25.0, "h100-sxm"), (0, 35.0, "h100-sxm"),
+              (1, 50.0, "a100-80gb"), (1, 55.0, "h200"),  # a tie: the latest pass wins
+              (2, 40.0, "h100-sxm")]
+    found = hardware.verified_classes_until(passes, 60.0, window)
+    assert found == {0: ("h200", 10.0 + window), 1: ("h200", 55.0 + window), 2: ("h100-sxm", 40.0 + window)}
+    for device, (cls, until) in found.items():  # the class is the same at every instant before `until`
+        for now in (60.0, until - 1e-6):
+            assert hardware.verified_classes(passes, now, window)[device] == cls
+        assert hardware.verified_classes(passes, until + 1e-6, window).get(device) != cls
