@@ -99,9 +99,11 @@ def load_worker(base: str, stop_file: str) -> None:
         print(count, flush=True)
 
 
-def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+def wrk(url: str, seconds: int, connections: int, cpus: set[int] | None = None) -> tuple[float, float]:
+    """wrk's req/s and p99 (ms) against `url`; run on `cpus` only when given."""
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, preexec_fn=pin).stdout
     result = wrk_report.parse(out)
     if result.non_2xx:
         raise SystemExit(f"wrk saw {result.non_2xx} error responses:\n{out}")
@@ -141,6 +143,13 @@ def stop(server: subprocess.Popen) -> None:
         server.kill()
 
 
+def pinned(servers: list[subprocess.Popen], cpus: set[int] | None) -> None:
+    """Each server's event loop (uvicorn's main thread, whose thread id is the process id) on `cpus`; all
+    of the machine's when None."""
+    for server in servers:
+        os.sched_setaffinity(server.pid, cpus or set(range(os.cpu_count() or 1)))
+
+
 def ratios(figure: tuple[float, float], baseline: tuple[float, float]) -> str:
     """The req/s ratio and the p99 ratio of a figure to the baseline's, as two table cells."""
     return f"{figure[0] / baseline[0]:.2f}x | {figure[1] / baseline[1]:.2f}x"
@@ -153,7 +162,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave the idle reads' wrk and servers to the scheduler (by default, on a machine of "
+                             "two or more CPUs, wrk runs on CPU 0 and the server's event loop on CPU 1 for the "
+                             "baseline and the gateway alike: unpinned, the two sometimes share a core and the "
+                             "ratio swung 0.58-0.83x from run to run)")
     args = parser.parse_args()
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    client_cpus, server_cpus = ({0}, {1}) if pin else (None, None)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp())
@@ -174,9 +190,11 @@ def main() -> int:
                                   dict(os.environ, BARE_ASGI_BYTES=str(len(answer.content))))
         servers.append(server)
         url = f"{base}/v1/providers/{pid}/trust"
-        bare_before = wrk(f"{bare_base}/", args.seconds, args.connections)
-        idle = wrk(url, args.seconds, args.connections)
-        bare_after = wrk(f"{bare_base}/", args.seconds, args.connections)
+        pinned(servers, server_cpus)
+        bare_before = wrk(f"{bare_base}/", args.seconds, args.connections, client_cpus)
+        idle = wrk(url, args.seconds, args.connections, client_cpus)
+        bare_after = wrk(f"{bare_base}/", args.seconds, args.connections, client_cpus)
+        pinned(servers, None)  # verifying needs the gateway's threads on every core
         stop_file = tmp / "stop"
         worker = subprocess.Popen([sys.executable, __file__, "--load-worker", base, str(stop_file)],
                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -189,8 +207,9 @@ def main() -> int:
             stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
     bare = ((bare_before[0] + bare_after[0]) / 2, (bare_before[1] + bare_after[1]) / 2)
-    print(f"one uvicorn worker each, SQLite, wrk -t1 -c{args.connections} -d{args.seconds}s, trust reads of a "
-          f"provider with 20 verdicts ({len(answer.content)} bytes); ratios to the bare-ASGI baseline's mean; "
+    where = "wrk on CPU 0 and each server's event loop on CPU 1 for the idle reads" if pin else "unpinned"
+    print(f"one uvicorn worker each, SQLite, wrk -t1 -c{args.connections} -d{args.seconds}s ({where}), trust reads "
+          f"of a provider with 20 verdicts ({len(answer.content)} bytes); ratios to the bare-ASGI baseline's mean; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| scenario | req/s | p99 ms | req/s ratio | p99 ratio | target |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -129,7 +129,7 @@ def record_verdict(session: Session, row: ChallengeRow, verdict_json: dict, now:
     evidence_changed(session, row.provider_id, now)
     if row.outcome == Outcome.PASS.value:
         assert profiles is not None, "a pass changes the verified classes: record it with the profiles"
-        store_verified(session, row.provider_id, now, profiles)
+        store_verified(session, row.provider_id, now, profiles, device=row.device_id)
 
 
 def store_trust(session: Session, provider_id: str, now: float) -> TrustScore:
@@ -269,6 +269,7 @@ _RECENT_PASSES = (select(ChallengeRow.provider_id, ChallengeRow.id, ChallengeRow
                          ChallengeRow.verdict, ChallengeRow.spec, ChallengeRow.profile)
                   .where(ChallengeRow.provider_id.in_(_IDS), ChallengeRow.outcome == Outcome.PASS.value,
                          ChallengeRow.judged_at > bindparam("since")))
+_DEVICE_PASSES = _RECENT_PASSES.where(ChallengeRow.device_id == bindparam("device"))
 
 
 def verified_classes_of(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
@@ -279,12 +280,15 @@ def verified_classes_of(session: Session, provider_ids: Sequence[str], now: floa
 
 
 def _proved_passes(session: Session, provider_ids: Sequence[str], now: float, profiles: Mapping[str, Profile],
-                   window_s: float) -> dict[str, list[tuple[int, float, str]]]:
-    """By provider id: its passes within the window as (device id, judged_at, the class the pass proves)."""
+                   window_s: float, device: int | None = None) -> dict[str, list[tuple[int, float, str]]]:
+    """By provider id: its passes within the window as (device id, judged_at, the class the pass proves);
+    only those of the device with id `device` when given."""
     ids = list(dict.fromkeys(provider_ids))
     passes: dict[str, list[tuple]] = {pid: [] for pid in ids}
     if ids:
-        rows = session.execute(_RECENT_PASSES, {"ids": ids, "since": now - window_s}).all()
+        rows = session.execute(_RECENT_PASSES if device is None else _DEVICE_PASSES,
+                               {"ids": ids, "since": now - window_s} | ({} if device is None else {"device": device})
+                               ).all()
         for pid, *row in rows:
             passes[pid].append(tuple(row))
 
@@ -297,16 +301,18 @@ def _proved_passes(session: Session, provider_ids: Sequence[str], now: float, pr
 
 
 def store_verified(session: Session, provider_id: str, now: float, profiles: Mapping[str, Profile],
-                   window_s: float = VERIFIED_WINDOW_S) -> None:
+                   window_s: float = VERIFIED_WINDOW_S, device: int | None = None) -> None:
     """Work out the provider's devices' verified classes and store each with the instant until which it
     holds unless a pass comes (verifier.hardware.verified_classes_until; a device with none: the window,
     as only a pass can give it one), in the caller's transaction: ?model= listings read these columns, so
     a listing costs a page, not every recent pass. Run at each pass (after store_trust, whose lock on the
-    provider's score row orders these writers) and by the maintenance sweep once `verified_until` passes."""
-    passes = _proved_passes(session, [provider_id], now, profiles, window_s)[provider_id]
+    provider's score row orders these writers) and by the maintenance sweep once `verified_until` passes.
+    `device` (a device id): that device only (a pass changes only its own device's class)."""
+    passes = _proved_passes(session, [provider_id], now, profiles, window_s, device)[provider_id]
     found = hardware.verified_classes_until(passes, now, window_s)
-    for device in session.execute(select(Device).where(Device.provider_id == provider_id)).scalars():
-        device.verified_class, device.verified_until = found.get(device.id, (None, now + window_s))
+    which = select(Device).where(Device.provider_id == provider_id)
+    for row in session.execute(which if device is None else which.where(Device.id == device)).scalars():
+        row.verified_class, row.verified_until = found.get(row.id, (None, now + window_s))
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:
