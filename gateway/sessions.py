@@ -52,16 +52,23 @@ DEFAULT_READ_THREADS = 3
 P = ParamSpec("P")
 
 
-def read_threads(total: int | None = None) -> anyio.CapacityLimiter:
-    """This event loop's read threads (made on first use; `total` resizes them)."""
+def threads_of_their_own(var: anyio.lowlevel.RunVar[anyio.CapacityLimiter], total: int | None,
+                         default: int) -> anyio.CapacityLimiter:
+    """The limiter in `var` of this event loop: `default` threads made on first use; `total` resizes it (a
+    limiter belongs to one loop, hence a RunVar, not a module global)."""
     try:
-        limiter = _READ_THREADS.get()
+        limiter = var.get()
     except LookupError:
-        limiter = anyio.CapacityLimiter(total or DEFAULT_READ_THREADS)
-        _READ_THREADS.set(limiter)
+        limiter = anyio.CapacityLimiter(total or default)
+        var.set(limiter)
     if total is not None:
         limiter.total_tokens = total
     return limiter
+
+
+def read_threads(total: int | None = None) -> anyio.CapacityLimiter:
+    """This event loop's read threads (made on first use; `total` resizes them)."""
+    return threads_of_their_own(_READ_THREADS, total, DEFAULT_READ_THREADS)
 
 
 def in_read_threads(model: Any = None) -> Callable[[Callable[P, T]], Callable[P, T]]:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Response
 from gpuproof.gateway import metrics, migrate
 from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.sessions import threads_of_their_own
 from gpuproof.gateway.state import StateDep
 from gpuproof.verifier import signatures
 from gpuproof.verifier.wire import HealthOut, IdentityOut, ReadyOut
@@ -24,12 +25,7 @@ _METRICS_THREAD: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.R
 
 
 def _metrics_thread() -> anyio.CapacityLimiter:
-    try:
-        return _METRICS_THREAD.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(1)
-        _METRICS_THREAD.set(limiter)
-        return limiter
+    return threads_of_their_own(_METRICS_THREAD, None, 1)
 
 
 class MetricsResponse(Response):
