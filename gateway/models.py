@@ -43,7 +43,10 @@ Index("ix_providers_lower_name_id", func.lower(Provider.name), Provider.id)
 
 class Device(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("provider_id", "position"),)
+    __table_args__ = (UniqueConstraint("provider_id", "position"),
+                      # ?model= listings: the providers holding a class, from the index alone
+                      Index("ix_devices_verified_class_until_provider", "verified_class", "verified_until",
+                            "provider_id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
@@ -55,7 +58,7 @@ class Device(Base):
     # the class its recent passes proved most often (verifier.hardware.verified_classes), stored for ?model=
     # listings, and until when it holds unless a pass comes (gateway.service.store_verified); never worked
     # out yet: both null (the maintenance sweep does it)
-    verified_class: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    verified_class: Mapped[str | None] = mapped_column(String(40), nullable=True)
     verified_until: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
 

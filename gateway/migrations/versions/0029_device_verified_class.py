@@ -19,13 +19,14 @@ def upgrade() -> None:
     with op.batch_alter_table('devices') as batch:
         batch.add_column(sa.Column('verified_class', sa.String(length=40), nullable=True))
         batch.add_column(sa.Column('verified_until', sa.Float(), nullable=True))
-    op.create_index(op.f('ix_devices_verified_class'), 'devices', ['verified_class'], unique=False)
+    op.create_index('ix_devices_verified_class_until_provider', 'devices',
+                    ['verified_class', 'verified_until', 'provider_id'], unique=False)
     op.create_index(op.f('ix_devices_verified_until'), 'devices', ['verified_until'], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index(op.f('ix_devices_verified_until'), table_name='devices')
-    op.drop_index(op.f('ix_devices_verified_class'), table_name='devices')
+    op.drop_index('ix_devices_verified_class_until_provider', table_name='devices')
     with op.batch_alter_table('devices') as batch:
         batch.drop_column('verified_until')
         batch.drop_column('verified_class')
