@@ -82,7 +82,15 @@ def retryable(exc: BaseException) -> bool:
                                                    (exc.status >= 500 or exc.status == 429))
 
 
-MAX_PATIENCE = 8.0  # a retry waits for the gateway at most this many times the client's timeout
+MAX_PATIENCE = 8.0  # a retry waits for the gateway at most this many times the client's timeout,
+MAX_RETRY_TIMEOUT_S = 60.0  # and no longer than this (or the client's own timeout, if longer): the limit and a
+# stop are seen between tries only
+
+
+def patience(client: GatewayClient, attempt: int) -> float:
+    """How many times its usual timeout the `attempt`th try (from 1) waits for the gateway."""
+    cap = min(MAX_PATIENCE, max(1.0, MAX_RETRY_TIMEOUT_S / client.timeout_s))
+    return min(2.0 ** (attempt - 1), cap)
 
 
 class Backoff(wait_base):
@@ -107,15 +115,15 @@ def with_retries(client: GatewayClient, fn: Callable[[], Any], *, limit_s: float
                  on_retry: Callable[[int], None] | None = None) -> Any:
     """fn() retried on retryable errors (exponential backoff with jitter) until it succeeds, `limit_s` passes,
     or `stop` is set (then None). Each retry waits twice as long for the gateway as the one before, up to
-    MAX_PATIENCE times the client's timeout: under packet loss a body's retransmissions take longer than a
-    short first timeout, and retrying with the same timeout only fails the same way (tests/reliability/
-    test_netfaults.py: at 30 % loss and a 0.5 s timeout an opening of 32 rows was retried 13 times, never
-    through, until the challenge expired). Between tries: `Backoff`."""
+    MAX_PATIENCE times the client's timeout and MAX_RETRY_TIMEOUT_S (`patience`): under packet loss a body's
+    retransmissions take longer than a short first timeout, and retrying with the same timeout only fails
+    the same way (tests/reliability/test_netfaults.py: at 30 % loss and a 0.5 s timeout an opening of 32
+    rows was retried 13 times, never through, until the challenge expired). Between tries: `Backoff`."""
     stops = stop_after_delay(limit_s) if stop is None else stop_any(stop_after_delay(limit_s), _StopOn(stop))
     for attempt in Retrying(retry=retry_if_exception(retryable), reraise=True, stop=stops,
                             wait=Backoff(wait_multiplier, wait_max_s)):
         number = attempt.retry_state.attempt_number
-        with attempt, client.patience(min(2.0 ** (number - 1), MAX_PATIENCE)):
+        with attempt, client.patience(patience(client, number)):
             if number > 1 and on_retry is not None:
                 on_retry(number)
             return fn()

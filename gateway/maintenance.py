@@ -137,8 +137,9 @@ def _refresh_scores(state: State, now: float) -> int:
 
 def _refresh_verified(state: State, now: float) -> int:
     """Work out again the verified classes of the providers with a device whose class no longer surely holds
-    (`verified_until` passed) or was never worked out (null: first), BATCH providers at most, each in its own
-    short write transaction under its score row's lock (the order service.record_verdict takes)."""
+    (`verified_until` passed) or was never worked out (null, left by migration 0029: first), BATCH providers
+    at most, each in its own short write transaction under its devices' and score row's locks (the order of
+    gateway/db.py, as a verdict takes them)."""
     with state.db.reader() as reader:
         until = func.coalesce(Device.verified_until, 0.0)
         due = reader.execute(select(Device.provider_id)  # (the index on verified_until: null, or passed)
@@ -146,7 +147,9 @@ def _refresh_verified(state: State, now: float) -> int:
                              .group_by(Device.provider_id)
                              .order_by(func.min(until)).limit(BATCH)).scalars().all()
     for provider_id in due:
-        with state.db.writer() as session:
+        with state.db.writer() as session:  # the lock order of a poll and a verdict: the devices (by id) first
+            session.execute(select(Device.id).where(Device.provider_id == provider_id).order_by(Device.id)
+                            .with_for_update()).all()
             locked(session, ProviderScore, provider_id)
             service.store_verified(session, provider_id, now, state.verifier.profiles)
             session.commit()

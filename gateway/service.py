@@ -300,6 +300,13 @@ def _proved_passes(session: Session, provider_ids: Sequence[str], now: float, pr
             for pid, rows in passes.items()}
 
 
+def unverified(now: float, window_s: float = VERIFIED_WINDOW_S) -> dict[str, float | None]:
+    """A device's stored class while it has no pass: none, worked out (only a pass can give it one, and a
+    pass works it out again), so the maintenance sweep need not: left null, a flood of registrations kept
+    the sweep from devices whose class was due (it takes those never worked out first)."""
+    return {"verified_class": None, "verified_until": now + window_s}
+
+
 def store_verified(session: Session, provider_id: str, now: float, profiles: Mapping[str, Profile],
                    window_s: float = VERIFIED_WINDOW_S, device: int | None = None) -> None:
     """Work out the provider's devices' verified classes and store each with the instant until which it
@@ -312,7 +319,7 @@ def store_verified(session: Session, provider_id: str, now: float, profiles: Map
     found = hardware.verified_classes_until(passes, now, window_s)
     which = select(Device).where(Device.provider_id == provider_id)
     for row in session.execute(which if device is None else which.where(Device.id == device)).scalars():
-        row.verified_class, row.verified_until = found.get(row.id, (None, now + window_s))
+        row.verified_class, row.verified_until = found.get(row.id, (None, now + window_s))  # (unverified)
 
 
 def rtt_allowance(session: Session, provider_id: str, now: float) -> float:

@@ -472,6 +472,10 @@ def _store_verdict(auth, state, challenge_id: str, wire: list[dict], lanes_wire:
                    digest: str, now: float, verdict: Verdict, commitment: Commitment) -> dict:
     session = auth.session
     auth.claim_nonce()
+    # The lock order (gateway/db.py): its device first, as a pass writes the device's stored class
+    # (service.store_verified) after the challenge and the log head; a poll locks the devices, then challenges
+    device_id = session.execute(select(ChallengeRow.device_id).where(ChallengeRow.id == challenge_id)).scalar_one()
+    locked(session, Device, device_id)
     stored = locked(session, ChallengeRow, challenge_id)
     assert stored is not None
     on_record = stored.verdict

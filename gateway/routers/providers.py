@@ -141,7 +141,8 @@ def register_provider(body: Registration, request: Request, session: WriteSessio
                               status=fresh.status, computed_at=now))
     for i, d in enumerate(body.devices):
         session.add(Device(provider_id=pid, position=i, model=d.model, count=d.count, vram_gib=d.vram_gib,
-                           profile=lookup(d.model, state.verifier.profiles).key, next_due_at=0.0))
+                           profile=lookup(d.model, state.verifier.profiles).key, next_due_at=0.0,
+                           **service.unverified(now)))
     translog.append(session, "registration", {"provider_id": pid, "public_key": body.public_key,
                                               "name": body.name, "devices": json.loads(devices_json(body))}, now)
     session.commit()
@@ -180,7 +181,8 @@ def update_provider(provider_id: IdPath, body: RegistrationUpdate, auth: SignedP
         current = devices.get(i)
         if current is None:
             session.add(Device(provider_id=provider_id, position=i, model=claim.model, count=claim.count,
-                               vram_gib=claim.vram_gib, profile=profile, next_due_at=0.0))
+                               vram_gib=claim.vram_gib, profile=profile, next_due_at=0.0,
+                               **service.unverified(time.time())))
             continue
         if current.model != claim.model:
             current.next_due_at = 0.0  # a new claim is checked at once

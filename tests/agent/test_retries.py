@@ -116,3 +116,17 @@ def test_after_a_timeout_a_short_jitter_after_an_answered_error_or_a_refusal_bac
                 GatewayError(429, {"title": "slow down"})):
         after = waits(exc)
         assert max(after) <= 10 and sum(after) / len(after) > 2, (exc, sum(after) / len(after))
+
+
+def test_a_retry_never_waits_past_a_minute_unless_the_clients_own_timeout_is_longer():
+    """With the agent's default timeout (30 s) doubling to 8x would hold a worker 4 min on one try, past the
+    retry limit and a stop, which are seen between tries only."""
+    from gpuproof.agent.daemon import patience
+
+    def waits(timeout_s: float) -> list[float]:
+        with GatewayClient("http://127.0.0.1:9", timeout=timeout_s) as client:
+            return [timeout_s * patience(client, n) for n in range(1, 7)]
+
+    assert waits(30.0) == [30.0, 60.0, 60.0, 60.0, 60.0, 60.0]
+    assert waits(0.5) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]  # 8x
+    assert waits(120.0) == [120.0] * 6  # never shorter than the client's own
