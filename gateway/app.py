@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, pages, problems, sessions, webhooks
 from gpuproof.gateway.db import Database
-from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_limited
+from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_limited, ip_limited_off_loop
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
 from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.routers.trust import trust_answer
@@ -222,7 +222,7 @@ class TrustFastPath:
     Score reads are most of the traffic and nearly all of them cache hits; for those this skips FastAPI
     entirely (its middleware stack, routing, dependency injection). It answers exactly as the route does:
     the cached bytes with the same headers, or the same 429 with Retry-After from the same per-address
-    limit (gateway.limits.ip_limited); an expired entry is served and refreshed as the route serves it
+    limit (gateway.limits.ip_limited_off_loop); an expired entry is served and refreshed as the route serves it
     (TrustCache.cached); and each answer is counted in gpuproof_request_seconds under the route's
     template. Anything else (another path or method, a query string, a provider with no entry in the
     cache) goes on to `app`, which answers as always: a miss computes the entry there, an unknown provider
@@ -253,7 +253,9 @@ class TrustFastPath:
             body, stale = state.trust_cache.peek(match.group(1))
             client = scope.get("client")
             try:
-                problem = ip_limited(state, client[0] if client else "unknown") if body is not None else None
+                ip = client[0] if client else "unknown"
+                problem = None if body is None else ip_limited(state, ip) if not state.limiter.blocking \
+                    else await ip_limited_off_loop(state, ip)
             except Exception:  # a shared limiter that failed (Redis away): the route answers it, and counts it
                 body = None
             if body is not None:

@@ -23,16 +23,23 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import anyio.lowlevel
+import anyio.to_thread
 from fastapi import Request
 from gpuproof.gateway import metrics
 from gpuproof.gateway.problems import Problem
+from gpuproof.gateway.sessions import threads_of_their_own
 from gpuproof.gateway.state import State, StateDep
 from gpuproof.kernels.errors import InvalidParameter
 
 log = logging.getLogger("gpuproof.gateway")
 
 class Limiter(Protocol):
-    """Token buckets per key: RateLimiter (this process) or gateway.limits.RedisRateLimiter (shared)."""
+    """Token buckets per key: RateLimiter (this process) or gateway.limits.RedisRateLimiter (shared).
+    `blocking`: a take waits on the network, so code on the event loop asks it from a thread
+    (`ip_limited_off_loop`)."""
+
+    blocking: bool
 
     def take(self, key: str, rate: float, burst: float) -> float | None: ...
 
@@ -45,6 +52,8 @@ class RateLimiter:
     (a forgotten key gets a full bucket back, so it gains nothing), then, if all are live, the least
     recently used half (to reset one busy key that way takes max_keys / 2 requests from other keys).
     """
+
+    blocking = False  # a take is a few dict operations under a lock
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, last, full again at
@@ -108,8 +117,22 @@ def ip_limited(state: State, ip: str) -> Problem | None:
                    "this address", retry_after=max(1, round(wait + 0.5)))
 
 
+_LIMIT_THREADS: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("gpuproof_limit_threads")
+LIMIT_THREADS = 8  # a blocking limiter's takes in flight at once, per event loop
+
+
+async def ip_limited_off_loop(state: State, ip: str) -> Problem | None:
+    """`ip_limited` for code on the event loop: at once with this process's buckets; on threads of its own
+    with a limiter that waits on the network (Redis: a round trip per request, up to its 0.25 s timeout when
+    Redis is slow, would otherwise stop every request the loop serves meanwhile)."""
+    if not state.limiter.blocking:
+        return ip_limited(state, ip)
+    return await anyio.to_thread.run_sync(ip_limited, state, ip,
+                                          limiter=threads_of_their_own(_LIMIT_THREADS, None, LIMIT_THREADS))
+
+
 async def limit_ip(request: Request, state: StateDep) -> None:
-    problem = ip_limited(state, request.client.host if request.client else "unknown")
+    problem = await ip_limited_off_loop(state, request.client.host if request.client else "unknown")
     if problem is not None:
         raise problem
 
@@ -138,6 +161,8 @@ return wait
 class RedisRateLimiter:
     """Token buckets per key in Redis, shared by every process that uses the same URL and prefix; the same
     `take` as RateLimiter. `clock` (tests) replaces the Redis server's clock."""
+
+    blocking = True  # each take is a round trip to Redis
 
     def __init__(self, url: str, prefix: str = "gpuproof:", *, timeout_s: float = 0.25, retry_s: float = 5.0,
                  clock: Callable[[], float] | None = None, fallback: RateLimiter | None = None) -> None:

@@ -170,3 +170,33 @@ def test_a_refused_reader_starts_no_refresh_of_an_expired_entry(served):
     answered, by_route = served.get(url)  # a reader the limit lets through is served the stale entry...
     assert answered.status_code == 200 and not by_route and answered.content == body
     assert agent.id in cache._inflight or cache._entries[agent.id][0] > at  # ...and starts the refresh
+
+
+@pytest.mark.parametrize("path", ["trust", "listing"])
+def test_a_limiter_that_waits_on_the_network_is_asked_off_the_event_loop(served, path):
+    """A shared (Redis) limiter's take is a network round trip, up to its 0.25 s timeout when Redis is slow:
+    asked on the event loop (as it was, by the fast path and every route's per-address limit), it stopped
+    every other request meanwhile. Here four reads' takes wait for one another at a barrier: on the loop the
+    first one waits alone until the barrier breaks (the others cannot start); off the loop all four meet."""
+    import threading
+
+    agent = agent_with_a_verdict(served)
+    url = f"/v1/providers/{agent.id}/trust" if path == "trust" else "/v1/providers"
+    served.get(url)  # cached (the trust read)
+    meet = threading.Barrier(4, timeout=10)
+
+    class SlowShared:
+        blocking = True
+
+        def take(self, key: str, rate: float, burst: float) -> float | None:
+            meet.wait()
+            return None
+
+    served.app.state.gp.limiter = SlowShared()
+    answers: list[int] = []
+    readers = [threading.Thread(target=lambda: answers.append(served.client.get(url).status_code)) for _ in range(4)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join(timeout=30)
+    assert not meet.broken and answers == [200] * 4, answers
