@@ -91,10 +91,17 @@ def test_the_first_challenge_after_warm_up_costs_what_the_tenth_does_on_the_cpu_
 
 def test_the_bound_fails_a_first_challenge_that_pays_the_cold_costs():
     """The bound can fail: cold processes' own first challenges are judged by it (a backend whose warm_up
-    did nothing)."""
-    cold = challenge_seconds("cpu", warm_up=False)
-    first, bound = first_vs_rest(cold, cold)
-    assert first > bound, describe(cold)
+    did nothing), on the best of ATTEMPTS attempts as above: under two CPU burners and a second test run
+    one attempt's noise once lifted the bound over the cold costs (the load blurs the bound, but it cannot
+    make a cold first challenge cheap in every attempt)."""
+    seen = []
+    for _ in range(ATTEMPTS):
+        cold = challenge_seconds("cpu", warm_up=False)
+        first, bound = first_vs_rest(cold, cold)
+        if first > bound:
+            return
+        seen.append(f"cold: {describe(cold)}; bound {bound * 1e3:.1f} ms")
+    raise AssertionError(" | ".join(seen))
 
 
 @needs_gxx
