@@ -253,7 +253,7 @@ class TrustFastPath:
             body, stale = state.trust_cache.peek(match.group(1))
             client = scope.get("client")
             try:
-                ip = client[0] if client else "unknown"
+                ip = client[0] if client else "unknown"  # (the in-process limiter inline: no coroutine per read)
                 problem = None if body is None else ip_limited(state, ip) if not state.limiter.blocking \
                     else await ip_limited_off_loop(state, ip)
             except Exception:  # a shared limiter that failed (Redis away): the route answers it, and counts it

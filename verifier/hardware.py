@@ -170,7 +170,8 @@ def verified_classes_until(passes: Iterable[tuple[int, float, str]], now: float,
             times.setdefault(device, {}).setdefault(match, []).append(judged_at)
     out: dict[int, tuple[str, float]] = {}
     for device, by_class in times.items():
-        ranked = sorted(by_class.items(), key=lambda kv: (len(kv[1]), max(kv[1])), reverse=True)
+        # most passes, then the latest pass, then the name: the same class whatever order the rows came in
+        ranked = sorted(by_class.items(), key=lambda kv: (len(kv[1]), max(kv[1]), kv[0]), reverse=True)
         cls, at = ranked[0]
         lead = len(at) - (len(ranked[1][1]) if len(ranked) > 1 else 0)
         out[device] = (cls, sorted(at)[max(lead, 1) - 1] + window_s)

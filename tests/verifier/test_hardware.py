@@ -111,3 +111,10 @@ def test_a_verified_class_holds_until_its_lead_has_left_the_window():
         for now in (60.0, until - 1e-6):
             assert hardware.verified_classes(passes, now, window)[device] == cls
         assert hardware.verified_classes(passes, until + 1e-6, window).get(device) != cls
+
+
+def test_a_full_tie_goes_to_the_same_class_whatever_the_rows_order():
+    """Equal counts and equal latest passes: the stored class (at a pass) and the shown one (at a read) come
+    from rows read in no set order, and must agree."""
+    passes = [(0, 10.0, "h100-sxm"), (0, 10.0, "a100-80gb")]
+    assert hardware.verified_classes(passes, 20.0, 100.0) == hardware.verified_classes(passes[::-1], 20.0, 100.0)
