@@ -18,13 +18,14 @@ import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from gpuproof.gateway import blobs, dashboard, maintenance, metrics, migrate, pages, problems, sessions, webhooks
 from gpuproof.gateway.db import Database
-from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_limited, ip_limited_off_loop
+from gpuproof.gateway.limits import Limiter, RateLimiter, RedisRateLimiter, ip_key, ip_limited_off_loop, too_many_from
 from gpuproof.gateway.routers import challenges, health, jobs, log, providers, training, trust, validators
 from gpuproof.gateway.routers import webhooks as webhook_routes
 from gpuproof.gateway.routers.trust import trust_answer
@@ -229,14 +230,17 @@ class TrustFastPath:
     gets its 404 and a malformed id its 422. `state` is the gateway's (app.state.gp).
     """
 
-    PATH = re.compile(rf"/v1/providers/({hex_digits(ID_BYTES)})/trust")
+    PREFIX, SUFFIX = "/v1/providers/", "/trust"
+    PATH_CHARS = len(PREFIX) + 2 * ID_BYTES + len(SUFFIX)
     ROUTE = "/v1/providers/{provider_id}/trust"
+    REPLIES_KEPT = 4096  # the messages of this many answers are kept made (the hot providers' ones)
 
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app, self.state = app, state
         self._compute = functools.partial(trust_answer, state)
         self._answered = metrics.Tally.of(route=self.ROUTE, method="GET", status="200").observe
         self._limited = metrics.Tally.of(route=self.ROUTE, method="GET", status="429").observe
+        self._replies: dict[str, Reply] = {}  # by path
 
     @classmethod
     def in_front_of(cls, app: FastAPI) -> TrustFastPath:
@@ -244,36 +248,83 @@ class TrustFastPath:
         return cls(app, app.state.gp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string") \
-                and not scope.get("root_path") and (match := self.PATH.fullmatch(scope["path"])) is not None \
-                and not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
-            # (a GET with a body goes to the app, whose body limit answers it as the route would)
-            started = time.perf_counter()
-            state = self.state
-            body, stale = state.trust_cache.peek(match.group(1))
-            client = scope.get("client")
-            try:
-                ip = client[0] if client else "unknown"  # (the in-process limiter inline: no coroutine per read)
-                problem = None if body is None else ip_limited(state, ip) if not state.limiter.blocking \
-                    else await ip_limited_off_loop(state, ip)
-            except Exception:  # a shared limiter that failed (Redis away): the route answers it, and counts it
-                body = None
-            if body is not None:
-                if problem is None:
-                    if stale:  # refreshed for a reader the limit let through only: a refused one costs nothing
-                        state.trust_cache.refresh(match.group(1), self._compute)
-                    await send({"type": "http.response.start", "status": 200,  # Starlette Response's headers
-                                "headers": [(b"content-length", b"%d" % len(body)),
-                                            (b"content-type", b"application/json")]})
-                    await send({"type": "http.response.body", "body": body})
-                    self._answered(time.perf_counter() - started)
-                else:
-                    response = problems.problem_response(problem.status, problem.title, problem.detail,
-                                                         scope["path"], problem.retry_after)
-                    await response(scope, receive, send)
-                    self._limited(time.perf_counter() - started)
-                return
-        await self.app(scope, receive, send)
+        # Every test here runs on every request the gateway serves, so each is as cheap as it can be made: a
+        # trust path answered before is found by a dict lookup (its reply, made once per cached answer).
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string") \
+                or scope.get("root_path") or _has_body(scope["headers"]):
+            await self.app(scope, receive, send)  # (a GET with a body too: the app's body limit answers it)
+            return
+        started = time.perf_counter()
+        state, path = self.state, scope["path"]
+        reply = self._replies.get(path)
+        provider_id = reply.provider_id if reply is not None else self._provider_of(path)
+        body, stale = (None, False) if provider_id is None else state.trust_cache.peek(provider_id)
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        try:
+            if state.limiter.blocking:
+                problem = await ip_limited_off_loop(state, ip)
+            else:  # this process's buckets, inline: no coroutine per read
+                rate = state.settings.ip_rate_per_s
+                wait = state.limiter.take(ip_key(ip), rate, 2 * rate)
+                problem = None if wait is None else too_many_from(state, wait)
+        except Exception:  # a shared limiter that failed (Redis away): the route answers it, and counts it
+            await self.app(scope, receive, send)
+            return
+        if problem is None:
+            if stale:  # refreshed for a reader the limit let through only: a refused one costs nothing
+                state.trust_cache.refresh(provider_id, self._compute)
+            if reply is None or reply.body is not body:
+                reply = self._reply(path, provider_id, body)
+            await send(reply.start)
+            await send(reply.message)
+            self._answered(time.perf_counter() - started)
+        else:
+            response = problems.problem_response(problem.status, problem.title, problem.detail, path,
+                                                 problem.retry_after)
+            await response(scope, receive, send)
+            self._limited(time.perf_counter() - started)
+
+    @classmethod
+    def _provider_of(cls, path: str) -> str | None:
+        """The id in a trust path, unparsed: only the route puts entries in the cache, under ids it validated,
+        so an id with an entry is a valid one, and any other goes on to the route (its 404 or 422)."""
+        if len(path) != cls.PATH_CHARS or not path.startswith(cls.PREFIX) or not path.endswith(cls.SUFFIX):
+            return None
+        return path[len(cls.PREFIX):-len(cls.SUFFIX)]
+
+    def _reply(self, path: str, provider_id: str, body: bytes) -> Reply:
+        """The messages answering `body`, made once per cached answer (a bare ASGI app keeps its own too:
+        nothing between uvicorn and the fast path changes a message it is sent)."""
+        if len(self._replies) >= self.REPLIES_KEPT:
+            self._replies.clear()
+        reply = self._replies[path] = Reply(
+            provider_id, body,
+            {"type": "http.response.start", "status": 200,  # Starlette Response's headers
+             "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]},
+            {"type": "http.response.body", "body": body})
+        return reply
+
+
+class Reply(NamedTuple):
+    """A cached trust answer's two ASGI messages (TrustFastPath), by the answer they were made for."""
+
+    provider_id: str
+    body: bytes
+    start: Message
+    message: Message
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    # (a loop, not any() over a generator: that costs twice; comparisons, not a set: a length tells most
+    # names apart before a byte is read)
+    for name, _ in headers:  # noqa: SIM110
+        if name == b"content-length" or name == b"transfer-encoding":
+            return True
+    return False
 
 
 class RequestTiming:

@@ -47,41 +47,53 @@ class Limiter(Protocol):
 class RateLimiter:
     """Token buckets per key (provider id or client IP), in this process: a flood is cut at the door.
 
-    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one).
+    Each bucket is kept as one number, the instant it is full again (the generic cell rate algorithm: a
+    bucket of `burst` tokens refilled at `rate` per second holds burst - (full_at - now) * rate tokens), so
+    a take is a dict lookup, a comparison and a store: it runs on every request, the trust fast path's too.
+    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one); instants are
+    kept relative to the limiter's creation, so their rounding stays far below a request's token.
     At most `max_keys` buckets are kept: beyond that the buckets that are full again are forgotten
-    (a forgotten key gets a full bucket back, so it gains nothing), then, if all are live, the least
-    recently used half (to reset one busy key that way takes max_keys / 2 requests from other keys).
+    (a forgotten key gets a full bucket back, so it gains nothing), then, if more than three quarters are
+    live, the live ones nearest to full until half are left (to reset one busy key that way takes max_keys / 4
+    requests from other keys; and a pass over the buckets is followed by at least max_keys / 4 new keys
+    before the next, so a flood of fresh keys costs O(1) a request).
     """
 
     blocking = False  # a take is a few dict operations under a lock
+    SLACK_S = 1e-9  # a token due within this is there: rounding of the sums must not refuse an exact refill
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
-        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, last, full again at
+        self._buckets: dict[str, float] = {}  # key -> when its bucket is full again (since `_epoch`)
         self._lock = threading.Lock()
         self._clock = clock
+        self._epoch = clock()
         self._max_keys = max_keys
 
     def take(self, key: str, rate: float, burst: float) -> float | None:
         """None if allowed, else the seconds to wait."""
-        now = self._clock()
-        with self._lock:
-            tokens, last, _ = self._buckets.get(key, (burst, now, now))
-            tokens = min(burst, tokens + (now - last) * rate)
-            allowed = tokens >= 1
-            left = tokens - 1 if allowed else tokens
-            self._buckets[key] = (left, now, now + (burst - left) / rate)
+        now = self._clock() - self._epoch
+        self._lock.acquire()  # (not `with`: half the cost, on every request)
+        try:
+            full_at = self._buckets.get(key, now)
+            if full_at < now:
+                full_at = now
+            wait = full_at - now - (burst - 1) / rate  # (1 - tokens) / rate
+            if wait > self.SLACK_S:
+                return wait
+            self._buckets[key] = full_at + 1 / rate
             if len(self._buckets) > self._max_keys:
                 self._forget(now)
-        return None if allowed else (1 - tokens) / rate
+        finally:
+            self._lock.release()
+        return None
 
     def _forget(self, now: float) -> None:
-        """Drop the buckets that are full again by now (those keys lose nothing); if live buckets
-        still exceed the bound, the ones touched longest ago go too."""
-        for key in [k for k, (_, _, full_at) in self._buckets.items() if full_at <= now]:
-            del self._buckets[key]
-        if len(self._buckets) > self._max_keys:
-            oldest = sorted(self._buckets, key=lambda k: self._buckets[k][1])
-            for key in oldest[: len(self._buckets) - self._max_keys // 2]:
+        """Drop the buckets that are full again by now (those keys lose nothing); if more than three quarters
+        of the bound are still live, the ones nearest to full go too (they lose the least) down to half."""
+        self._buckets = {k: full_at for k, full_at in self._buckets.items() if full_at > now}
+        if len(self._buckets) > self._max_keys * 3 // 4:
+            nearest = sorted(self._buckets, key=self._buckets.__getitem__)
+            for key in nearest[: len(self._buckets) - self._max_keys // 2]:
                 del self._buckets[key]
 
 
@@ -106,13 +118,22 @@ def source_of_host(host: str) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=65_536)
+def ip_key(host: str) -> str:
+    """The per-address bucket of a client address (source_of_host), made once per address."""
+    return f"ip:{source_of_host(host)}"
+
+
 def ip_limited(state: State, ip: str) -> Problem | None:
     """Take one token from the client address's bucket (settings.ip_rate_per_s, a burst of two seconds'
     worth): None when there was one, else the 429 to answer with its Retry-After."""
-    wait = state.limiter.take(f"ip:{source_of_host(ip)}", state.settings.ip_rate_per_s,
-                              2 * state.settings.ip_rate_per_s)
-    if wait is None:
-        return None
+    rate = state.settings.ip_rate_per_s
+    wait = state.limiter.take(ip_key(ip), rate, 2 * rate)
+    return None if wait is None else too_many_from(state, wait)
+
+
+def too_many_from(state: State, wait: float) -> Problem:
+    """The 429 of an address that has no token left for `wait` seconds."""
     return Problem(429, "Too many requests", f"more than {state.settings.ip_rate_per_s:g} requests/s from "
                    "this address", retry_after=max(1, round(wait + 0.5)))
 
