@@ -121,6 +121,9 @@ def test_what_the_fast_path_does_not_answer_goes_to_the_route(served):
         r, by_route = served.get(f"/v1/providers/{malformed}/trust")
         assert by_route
         assert_problem(r, 422, "provider_id")
+    for lookalike in (f"/v1/providerz/{agent.id}/trust", f"/v1/providers/{agent.id}/trusts"[:-2] + "X",
+                      f"/v2/providers/{agent.id}/trust"):  # (the first and last as long as a trust path)
+        assert served.get(lookalike)[1], lookalike
     served.refill()
     assert served.get(url + "%0A")[1] and served.get(url + "/")[1]  # "$" would have matched before a newline
     assert served.get(url, params={"x": "1"})[1]  # a query string: the route decides what it means
@@ -131,6 +134,19 @@ def test_what_the_fast_path_does_not_answer_goes_to_the_route(served):
     before = len(served.routed)  # a GET with a body: the app's body limit answers it, as for the route
     served.client.request("GET", url, content=b"{}")
     assert len(served.routed) == before + 1
+
+
+def test_the_replies_kept_are_bounded_and_each_answers_its_own_provider(served, monkeypatch):
+    first, second = agent_with_a_verdict(served), agent_with_a_verdict(served)
+    fast = served.client.app
+    monkeypatch.setattr(fast, "REPLIES_KEPT", 1)
+    for agent in (first, second, first, second):
+        served.refill()
+        url = f"/v1/providers/{agent.id}/trust"
+        routed, _ = served.get(url)
+        answer, by_route = served.get(url)
+        assert not by_route and answer.content == routed.content and answer.json()["provider_id"] == agent.id
+        assert len(fast._replies) == 1
 
 
 def test_a_verdict_drops_the_cached_answer_and_the_next_read_shows_it(served):
