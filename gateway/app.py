@@ -32,7 +32,7 @@ from gpuproof.gateway.routers.trust import trust_answer
 from gpuproof.gateway.settings import Settings
 from gpuproof.gateway.state import PAGES_KEPT, State
 from gpuproof.gateway.translog import LogCache
-from gpuproof.gateway.trust_cache import TrustCache
+from gpuproof.gateway.trust_cache import HeldEvidence, TrustCache
 from gpuproof.gateway.verify_pool import VerifyPool
 from gpuproof.kernels.errors import InvalidParameter
 from gpuproof.verifier import signatures
@@ -195,7 +195,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                         profiles=profiles)
     signing_key = load_signing_key(settings.key_path())
     app.state.gp = State(settings=settings, db=db, verifier=verifier, signing_key=signing_key,
-                         limiter=make_limiter(settings), trust_cache=TrustCache(settings.trust_cache_s),
+                         limiter=make_limiter(settings),
+                         trust_cache=TrustCache(settings.trust_cache_s, held=HeldEvidence()),
                          blobs=blobs.open_store(settings),
                          verify_pool=VerifyPool(settings.verify_threads,
                                                 min(settings.verify_threads_new, settings.verify_threads)),

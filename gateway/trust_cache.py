@@ -4,6 +4,7 @@ queue on the database."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,9 +29,10 @@ class TrustCache:
     """
 
     def __init__(self, ttl: float, max_stale: float | None = None, *, max_entries: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, held: HeldEvidence | None = None) -> None:
         """`max_entries`: beyond it the expired entries go, then, if still too many, all (each is a few
-        hundred bytes for a score; the page cache keeps fewer: a page is up to ~100 kB). `clock`: tests."""
+        hundred bytes for a score; the page cache keeps fewer: a page is up to ~100 kB). `clock`: tests.
+        `held`: what the entries were computed from (the trust cache's HeldEvidence), dropped with them."""
         if max_stale is not None and max_stale > ttl:
             raise ValueError(f"max_stale must be at most the TTL ({ttl} s), got {max_stale} s")
         self.ttl, self.max_stale = ttl, ttl if max_stale is None else max_stale
@@ -38,6 +40,7 @@ class TrustCache:
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._limiter: anyio.CapacityLimiter | None = None
+        self.held = held
 
     async def get_or_compute(self, provider_id: str, compute: Callable[[str], bytes]) -> bytes:
         """The provider's trust answer: the cached one (see `cached`), else `compute(provider_id)`'s, run
@@ -114,3 +117,51 @@ class TrustCache:
         database before the change that calls this): the next read computes afresh."""
         self._entries.pop(provider_id, None)
         self._inflight.pop(provider_id, None)
+        if self.held is not None:
+            self.held.drop(provider_id)
+
+
+class HeldEvidence:
+    """The verdict records a trust answer was computed from, per provider, under the version of the provider's
+    evidence they were read at (`State.evidence_held`), so that computing the answer again (a refresh of a
+    read entry every `ttl` while it is read, or a miss) reads one row instead of every verdict when nothing
+    changed: the score is a function of the records and the time, and only the time moved.
+
+    The version is what the transaction that adds evidence writes (gateway.service.evidence_changed: the
+    provider_scores row, `computed_at` with the stored score), so another replica's verdict shows as a new
+    version too. Records read after their version (a database whose reads see each statement's own commits)
+    are at least as new as it: held under the older version, the next read sees the newer one and reads them
+    again. At most `max_records` records are held in all: past that, all are forgotten (each provider's come
+    back with its next read); a provider with more than that is not held.
+    """
+
+    def __init__(self, max_records: int = 200_000) -> None:
+        self.max_records = max_records
+        self._held: dict[str, tuple[tuple, list]] = {}
+        self._records = 0
+        self._lock = threading.Lock()  # computations run on several threads
+
+    def get(self, provider_id: str, version: tuple) -> list | None:
+        """The records held for the provider at exactly `version`, else None."""
+        held = self._held.get(provider_id)
+        return held[1] if held is not None and held[0] == version else None
+
+    def put(self, provider_id: str, version: tuple, records: list) -> None:
+        if len(records) > self.max_records:
+            return
+        with self._lock:
+            self._forget(provider_id)
+            if self._records + len(records) > self.max_records:
+                self._held.clear()
+                self._records = 0
+            self._held[provider_id] = (version, records)
+            self._records += len(records)
+
+    def drop(self, provider_id: str) -> None:
+        with self._lock:
+            self._forget(provider_id)
+
+    def _forget(self, provider_id: str) -> None:
+        old = self._held.pop(provider_id, None)
+        if old is not None:
+            self._records -= len(old[1])

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, Query, Response
 from gpuproof.gateway import pages, service
 from gpuproof.gateway.limits import limit_ip
 from gpuproof.gateway.models import Challenge as ChallengeRow
-from gpuproof.gateway.models import Provider
+from gpuproof.gateway.models import Provider, ProviderScore
 from gpuproof.gateway.problems import Problem
 from gpuproof.gateway.schemas import IdPath
 from gpuproof.gateway.sessions import ReadSessionDep, in_read_threads
 from gpuproof.gateway.state import State, StateDep
+from gpuproof.verifier.trust import score
 from gpuproof.verifier.wire import TrustOut, VerdictPage
 from sqlalchemy import bindparam, select
 
@@ -30,17 +31,32 @@ def _provider(session, provider_id: str) -> Provider:  # noqa: ANN001
     return provider
 
 
-_KNOWN = select(Provider.id).where(Provider.id == bindparam("id"))  # built once: read on every trust miss
+# the provider, and the version of its evidence (what gateway.service.evidence_changed writes with each change):
+# read on every computation of a trust answer, built once
+_EVIDENCE_VERSION = (select(Provider.id, ProviderScore.computed_at, ProviderScore.evidence, ProviderScore.score,
+                            ProviderScore.lower_bound)
+                     .outerjoin(ProviderScore, ProviderScore.provider_id == Provider.id)
+                     .where(Provider.id == bindparam("id")))
 
 
-def trust_answer(state: State, provider_id: str) -> bytes:
-    """The provider's trust answer as the route sends it (TrustOut as JSON), read from the database now;
-    Problem 404 when there is no such provider. Blocking: run it on a thread."""
+def trust_answer(state: State, provider_id: str, now: float | None = None) -> bytes:
+    """The provider's trust answer as the route sends it (TrustOut as JSON) at `now` (default: now), read from
+    the database now: one row when its evidence has not changed since the records held for it were read
+    (gateway.trust_cache.HeldEvidence), else every verdict; Problem 404 when there is no such provider.
+    Blocking: run it on a thread."""
+    held = state.trust_cache.held
     with state.db.reader() as session:
-        if session.execute(_KNOWN, {"id": provider_id}).first() is None:
+        row = session.execute(_EVIDENCE_VERSION, {"id": provider_id}).first()
+        if row is None:
             raise Problem(404, "Not found", f"no provider {provider_id}")
-        trust = service.trust_json(service.trust_of(session, provider_id, time.time()))
-        return json.dumps({"provider_id": provider_id, **trust}).encode()
+        version = tuple(row[1:])
+        records = held.get(provider_id, version) if held is not None else None
+        if records is None:
+            records = service.verdict_records(session, provider_id)
+            if held is not None:
+                held.put(provider_id, version, records)
+    trust = service.trust_json(score(records, time.time() if now is None else now))
+    return json.dumps({"provider_id": provider_id, **trust}).encode()
 
 
 @router.get("/trust", operation_id="get_trust", response_class=Response,
