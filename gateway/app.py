@@ -260,7 +260,7 @@ class TrustFastPath:
         reply = self._replies.get(path)
         provider_id = reply.provider_id if reply is not None else self._provider_of(path)
         body, stale = (None, False) if provider_id is None else state.trust_cache.peek(provider_id)
-        if body is None:
+        if body is None or provider_id is None:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
