@@ -305,7 +305,8 @@ class TrustFastPath:
         reply = self._replies[path] = Reply(
             provider_id, body,
             {"type": "http.response.start", "status": 200,  # Starlette Response's headers
-             "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]},
+             # a tuple: nothing may change a message sent again and again (uvicorn copies the headers)
+             "headers": ((b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"))},
             {"type": "http.response.body", "body": body})
         return reply
 

@@ -47,53 +47,45 @@ class Limiter(Protocol):
 class RateLimiter:
     """Token buckets per key (provider id or client IP), in this process: a flood is cut at the door.
 
-    Each bucket is kept as one number, the instant it is full again (the generic cell rate algorithm: a
-    bucket of `burst` tokens refilled at `rate` per second holds burst - (full_at - now) * rate tokens), so
-    a take is a dict lookup, a comparison and a store: it runs on every request, the trust fast path's too.
-    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one); instants are
-    kept relative to the limiter's creation, so their rounding stays far below a request's token.
+    `clock` is the time source in seconds (monotonic by default; tests pass a controlled one).
     At most `max_keys` buckets are kept: beyond that the buckets that are full again are forgotten
     (a forgotten key gets a full bucket back, so it gains nothing), then, if more than three quarters are
-    live, the live ones nearest to full until half are left (to reset one busy key that way takes max_keys / 4
-    requests from other keys; and a pass over the buckets is followed by at least max_keys / 4 new keys
-    before the next, so a flood of fresh keys costs O(1) a request).
+    live, the live ones that will be full soonest until half are left (to reset one busy key that way takes
+    max_keys / 4 requests from other keys; and a pass over the buckets is followed by at least max_keys / 4
+    new keys before the next, so a flood of fresh keys costs O(1) a request).
     """
 
     blocking = False  # a take is a few dict operations under a lock
-    SLACK_S = 1e-9  # a token due within this is there: rounding of the sums must not refuse an exact refill
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
-        self._buckets: dict[str, float] = {}  # key -> when its bucket is full again (since `_epoch`)
+        self._buckets: dict[str, tuple[float, float, float]] = {}  # tokens, last, full again at
         self._lock = threading.Lock()
         self._clock = clock
-        self._epoch = clock()
         self._max_keys = max_keys
 
     def take(self, key: str, rate: float, burst: float) -> float | None:
         """None if allowed, else the seconds to wait."""
-        now = self._clock() - self._epoch
-        self._lock.acquire()  # (not `with`: half the cost, on every request)
+        now = self._clock()
+        self._lock.acquire()  # (not `with`: half the cost, and this runs on every request)
         try:
-            full_at = self._buckets.get(key, now)
-            if full_at < now:
-                full_at = now
-            wait = full_at - now - (burst - 1) / rate  # (1 - tokens) / rate
-            if wait > self.SLACK_S:
-                return wait
-            self._buckets[key] = full_at + 1 / rate
+            tokens, last, _ = self._buckets.get(key, (burst, now, now))
+            tokens = min(burst, tokens + (now - last) * rate)
+            allowed = tokens >= 1
+            left = tokens - 1 if allowed else tokens
+            self._buckets[key] = (left, now, now + (burst - left) / rate)
             if len(self._buckets) > self._max_keys:
                 self._forget(now)
         finally:
             self._lock.release()
-        return None
+        return None if allowed else (1 - tokens) / rate
 
     def _forget(self, now: float) -> None:
         """Drop the buckets that are full again by now (those keys lose nothing); if more than three quarters
-        of the bound are still live, the ones nearest to full go too (they lose the least) down to half."""
-        self._buckets = {k: full_at for k, full_at in self._buckets.items() if full_at > now}
+        of the bound are still live, the ones full again soonest go too, down to half."""
+        self._buckets = {k: bucket for k, bucket in self._buckets.items() if bucket[2] > now}
         if len(self._buckets) > self._max_keys * 3 // 4:
-            nearest = sorted(self._buckets, key=self._buckets.__getitem__)
-            for key in nearest[: len(self._buckets) - self._max_keys // 2]:
+            soonest = sorted(self._buckets, key=lambda k: self._buckets[k][2])
+            for key in soonest[: len(self._buckets) - self._max_keys // 2]:
                 del self._buckets[key]
 
 

@@ -148,7 +148,10 @@ def store_trust(session: Session, provider_id: str, now: float) -> TrustScore:
 def evidence_changed(session: Session, provider_id: str, now: float) -> None:
     """After new evidence on a provider (a verdict, a segment's verdict, a run's flags), in the caller's
     transaction and after its log append (the log head's row lock orders these writers): the stored score
-    is brought up to date and webhooks hear of a change of trust status."""
+    is brought up to date and webhooks hear of a change of trust status. Every change to what
+    `verdict_records_of` returns must come through here, and only as an addition: the rewritten
+    provider_scores row is the version under which every replica holds a provider's records
+    (gateway.trust_cache.HeldEvidence), and it changes with their number."""
     webhooks.check_trust(session, provider_id, now, store_trust(session, provider_id, now))
 
 

@@ -32,7 +32,8 @@ class TrustCache:
                  clock: Callable[[], float] = time.monotonic, held: HeldEvidence | None = None) -> None:
         """`max_entries`: beyond it the expired entries go, then, if still too many, all (each is a few
         hundred bytes for a score; the page cache keeps fewer: a page is up to ~100 kB). `clock`: tests.
-        `held`: what the entries were computed from (the trust cache's HeldEvidence), dropped with them."""
+        `held`: what the entries were computed from (the trust cache's HeldEvidence), dropped with an entry
+        that is dropped (`drop`: this process recorded evidence); it keeps its own bound otherwise."""
         if max_stale is not None and max_stale > ttl:
             raise ValueError(f"max_stale must be at most the TTL ({ttl} s), got {max_stale} s")
         self.ttl, self.max_stale = ttl, ttl if max_stale is None else max_stale
@@ -123,19 +124,23 @@ class TrustCache:
 
 class HeldEvidence:
     """The verdict records a trust answer was computed from, per provider, under the version of the provider's
-    evidence they were read at (`State.evidence_held`), so that computing the answer again (a refresh of a
-    read entry every `ttl` while it is read, or a miss) reads one row instead of every verdict when nothing
-    changed: the score is a function of the records and the time, and only the time moved.
+    evidence they were read at (`TrustCache.held` of the gateway's trust cache), so that computing the answer
+    again (a refresh of a read entry every `ttl` while it is read, or a miss) reads one row instead of every
+    verdict when nothing changed: the score is a function of the records and the time, and only the time
+    moved.
 
-    The version is what the transaction that adds evidence writes (gateway.service.evidence_changed: the
-    provider_scores row, `computed_at` with the stored score), so another replica's verdict shows as a new
-    version too. Records read after their version (a database whose reads see each statement's own commits)
-    are at least as new as it: held under the older version, the next read sees the newer one and reads them
-    again. At most `max_records` records are held in all: past that, all are forgotten (each provider's come
-    back with its next read); a provider with more than that is not held.
+    The version is the provider's provider_scores row, which the transaction adding evidence rewrites
+    (gateway.service.evidence_changed), so another replica's verdict shows as a new version too. It holds
+    the number of records (`evidence`), and evidence is only ever added (a judged challenge, a judged segment,
+    a closed run: none is changed or deleted afterwards), so every change makes a new version even when two
+    commits write the same `computed_at` (one sweep's). Records read after their version (a database whose
+    reads see each statement's own commits) are at least as new as it: held under the older version, the
+    next read sees the newer one and reads them again. At most `max_records` are held in all (a provider with
+    none counts as one): past that, all are forgotten (each provider's come back with its next read); a
+    provider with more than that is not held.
     """
 
-    def __init__(self, max_records: int = 200_000) -> None:
+    def __init__(self, max_records: int = 100_000) -> None:
         self.max_records = max_records
         self._held: dict[str, tuple[tuple, list]] = {}
         self._records = 0
@@ -147,15 +152,16 @@ class HeldEvidence:
         return held[1] if held is not None and held[0] == version else None
 
     def put(self, provider_id: str, version: tuple, records: list) -> None:
-        if len(records) > self.max_records:
+        size = max(1, len(records))
+        if size > self.max_records:
             return
         with self._lock:
             self._forget(provider_id)
-            if self._records + len(records) > self.max_records:
+            if self._records + size > self.max_records:
                 self._held.clear()
                 self._records = 0
             self._held[provider_id] = (version, records)
-            self._records += len(records)
+            self._records += size
 
     def drop(self, provider_id: str) -> None:
         with self._lock:
@@ -164,4 +170,4 @@ class HeldEvidence:
     def _forget(self, provider_id: str) -> None:
         old = self._held.pop(provider_id, None)
         if old is not None:
-            self._records -= len(old[1])
+            self._records -= max(1, len(old[1]))

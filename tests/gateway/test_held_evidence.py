@@ -9,7 +9,7 @@ import json
 from fastapi.testclient import TestClient
 from gpuproof.gateway.app import create_app
 from gpuproof.gateway.routers.trust import trust_answer
-from gpuproof.gateway.trust_cache import HeldEvidence
+from gpuproof.gateway.trust_cache import HeldEvidence, TrustCache
 from sqlalchemy import event
 
 from tests.gateway.test_trust_fast_path import agent_with_a_verdict, served  # noqa: F401 - the fixture
@@ -75,3 +75,19 @@ def test_the_records_held_are_bounded_and_go_with_their_entry():
     assert held.get("d", (1.0,)) is None and held.get("c", (1.0,)) == [9]
     held.drop("c")
     assert held.get("c", (1.0,)) is None
+
+
+def test_providers_with_no_records_count_against_the_bound_too():
+    held = HeldEvidence(max_records=2)
+    for provider in ("x", "y", "z"):
+        held.put(provider, (None,), [])
+    assert held.get("x", (None,)) is None and held.get("z", (None,)) == []
+
+
+def test_a_dropped_cache_entry_drops_the_records_held_for_it():
+    """This process recorded evidence (TrustCache.drop): the next computation reads every verdict."""
+    held = HeldEvidence()
+    cache = TrustCache(1.0, held=held)
+    held.put("a", (1.0,), [1])
+    cache.drop("a")
+    assert held.get("a", (1.0,)) is None

@@ -60,8 +60,8 @@ def test_memory_stays_bounded_under_a_flood_of_live_keys():
 
 
 class TextbookBucket:
-    """The token bucket as usually written (tokens and the time of the last take per key), the reference the
-    gateway's one-number-per-key buckets must agree with."""
+    """The token bucket as usually written (tokens and the time of the last take per key, no bound on the
+    keys), the reference the gateway's bounded buckets must agree with."""
 
     def __init__(self) -> None:
         self.buckets: dict[str, tuple[float, float]] = {}
